@@ -1,0 +1,148 @@
+/*
+ * config: the effective configuration (CONTRACT §2).
+ *
+ * Sources, later wins: built-in defaults < file < MAILHOP_* environment <
+ * -o KEY=VALUE.  config_load() is pure apart from reading the files it is
+ * told to read (the config file and *_FILE secrets); it never exits and
+ * never logs: errors come back as "FILE:LINE: message" or "KEY: message",
+ * warnings through a list the caller prints.
+ *
+ * The struct is filled once and then treated as immutable.
+ */
+#ifndef MAILHOP_CONFIG_H
+#define MAILHOP_CONFIG_H
+
+#include <netinet/in.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define CONFIG_MAX_LIST 32
+#define CONFIG_ERR_MAX 512
+
+/* An IP literal with a port: "127.0.0.1:2525", "[::1]:2525". */
+struct config_addr {
+  struct sockaddr_storage sa; /* AF_INET or AF_INET6, port set */
+  char text[64];              /* as printed: ip:port or [ip]:port */
+};
+
+/* A CIDR block: family, network bytes, prefix length. */
+struct config_cidr {
+  int family; /* AF_INET or AF_INET6 */
+  uint8_t addr[16];
+  int prefix;
+};
+
+/* One relayhost entry: "host:port" (MX lookup) or "[host]:port" (direct). */
+struct config_relayhost {
+  char host[256];
+  uint16_t port;
+  int mx_lookup; /* 1 for host:port, 0 for [host]:port */
+};
+
+enum config_relayhost_tls {
+  CONFIG_RELAYHOST_TLS_STARTTLS,
+  CONFIG_RELAYHOST_TLS_IMPLICIT,
+  CONFIG_RELAYHOST_TLS_OPPORTUNISTIC,
+  CONFIG_RELAYHOST_TLS_NONE,
+};
+
+enum config_outbound_tls {
+  CONFIG_OUTBOUND_TLS_OPPORTUNISTIC,
+  CONFIG_OUTBOUND_TLS_REQUIRED,
+  CONFIG_OUTBOUND_TLS_NONE,
+};
+
+enum config_log_format { CONFIG_LOG_LOGFMT, CONFIG_LOG_JSON };
+
+struct config {
+  struct config_addr listen[CONFIG_MAX_LIST];
+  int n_listen;
+  struct config_addr listen_tls[CONFIG_MAX_LIST];
+  int n_listen_tls;
+  char hostname[256];
+  struct config_cidr relay_networks[CONFIG_MAX_LIST];
+  int n_relay_networks;
+  char allowed_sender_domains[CONFIG_MAX_LIST][256];
+  int n_allowed_sender_domains;
+  char auth_users_file[4096];
+  int auth_require_tls;
+  char tls_cert_file[4096];
+  char tls_key_file[4096];
+  uint64_t max_message_size; /* bytes */
+  int max_recipients;
+  int max_sessions;
+  uint64_t smtp_timeout_ms;
+  uint64_t min_data_rate; /* bytes per second */
+  uint64_t shutdown_timeout_ms;
+  int has_user; /* uid/gid valid */
+  unsigned uid, gid;
+  struct config_relayhost relayhost[CONFIG_MAX_LIST];
+  int n_relayhost;
+  char relayhost_user[256];
+  char relayhost_password[1024];
+  int relayhost_auth_plaintext;
+  enum config_relayhost_tls relayhost_tls;
+  enum config_outbound_tls outbound_tls;
+  char tls_ca_file[4096]; /* empty: the system store */
+  uint16_t smtp_port;
+  struct config_addr dns_servers[CONFIG_MAX_LIST]; /* port 53 unless given */
+  int n_dns_servers; /* 0: use /etc/resolv.conf */
+  uint64_t dns_timeout_ms;
+  uint64_t connect_timeout_ms;
+  int max_outbound;
+  int max_per_destination;
+  int max_rcpt_per_transaction;
+  uint64_t retry_schedule_ms[CONFIG_MAX_LIST];
+  int n_retry_schedule;
+  uint64_t queue_lifetime_ms;
+  char queue_path[4096];
+  char admin_socket[4096];
+  enum config_log_format log_format;
+
+  /* private: set when relay_networks was given by any source */
+  int relay_networks_set;
+};
+
+/* Where the configuration comes from; the caller collects it. */
+struct config_source {
+  const char *file;          /* -c FILE, or NULL */
+  int file_explicit;         /* 1 if -c was given: a missing file is an error */
+  char *const *environ;      /* NULL-terminated "NAME=VALUE" list, or NULL */
+  const char *const *overrides; /* -o "KEY=VALUE" strings */
+  int n_overrides;
+};
+
+#define CONFIG_MAX_WARNINGS 16
+struct config_warnings {
+  char text[CONFIG_MAX_WARNINGS][CONFIG_ERR_MAX];
+  int n;
+};
+
+/*
+ * Fills cfg from src.  Returns 0, or -1 with a one-line message in err
+ * ("FILE:LINE: message" or "KEY: message").
+ */
+int config_load(struct config *cfg, const struct config_source *src,
+                struct config_warnings *warn, char err[CONFIG_ERR_MAX])
+    __attribute__((warn_unused_result));
+
+/* Built-in defaults only (hostname from the system). */
+void config_defaults(struct config *cfg);
+
+/*
+ * Parses a file's text (for tests and config_load): name is used in the
+ * error messages.  Returns 0 or -1 with err set.
+ */
+int config_parse_text(struct config *cfg, const char *name, const char *text,
+                      size_t len, char err[CONFIG_ERR_MAX])
+    __attribute__((warn_unused_result));
+
+/* Writes every key as "key = value\n" lines, secrets as <set>. */
+size_t config_print(const struct config *cfg, char *out, size_t cap);
+
+/* 1 if the address (AF_INET/AF_INET6 sockaddr) is in relay_networks. */
+int config_cidr_match(const struct config_cidr *list, int n,
+                      const struct sockaddr *sa);
+
+#endif

@@ -1,0 +1,64 @@
+#include "proto/text.h"
+
+#include <string.h>
+
+size_t text_utf8_len(const unsigned char *s, size_t n) {
+  if (n == 0)
+    return 0;
+  if (s[0] < 0x80)
+    return 1;
+  size_t len;
+  unsigned min, cp;
+  if ((s[0] & 0xe0) == 0xc0) {
+    len = 2, min = 0x80, cp = s[0] & 0x1f;
+  } else if ((s[0] & 0xf0) == 0xe0) {
+    len = 3, min = 0x800, cp = s[0] & 0x0f;
+  } else if ((s[0] & 0xf8) == 0xf0) {
+    len = 4, min = 0x10000, cp = s[0] & 0x07;
+  } else {
+    return 0;
+  }
+  if (n < len)
+    return 0;
+  for (size_t i = 1; i < len; i++) {
+    if ((s[i] & 0xc0) != 0x80)
+      return 0;
+    cp = (cp << 6) | (s[i] & 0x3f);
+  }
+  if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+    return 0;
+  return len;
+}
+
+size_t text_utf8_sanitize(char *out, size_t cap, const char *in, size_t n) {
+  static const char rep[] = "\xef\xbf\xbd";
+  const unsigned char *s = (const unsigned char *)in;
+  size_t o = 0;
+  if (cap == 0)
+    return 0;
+  for (size_t i = 0; i < n;) {
+    size_t k = text_utf8_len(s + i, n - i);
+    const char *src = k ? in + i : rep;
+    size_t len = k ? k : 3;
+    if (o + len + 1 > cap)
+      break;
+    memcpy(out + o, src, len);
+    o += len;
+    i += k ? k : 1;
+  }
+  out[o] = '\0';
+  return o;
+}
+
+int text_casecmp(const char *a, const char *b, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    unsigned char x = (unsigned char)a[i], y = (unsigned char)b[i];
+    if (x >= 'A' && x <= 'Z')
+      x += 32;
+    if (y >= 'A' && y <= 'Z')
+      y += 32;
+    if (x != y)
+      return x < y ? -1 : 1;
+  }
+  return 0;
+}

@@ -1,0 +1,22 @@
+/*
+ * text: small pure helpers for peer text.
+ */
+#ifndef MAILHOP_PROTO_TEXT_H
+#define MAILHOP_PROTO_TEXT_H
+
+#include <stddef.h>
+
+/* Length (1..4) of the valid UTF-8 sequence at s, or 0 when invalid. */
+size_t text_utf8_len(const unsigned char *s, size_t n);
+
+/*
+ * Copies in[0..n) to out as valid UTF-8, each invalid byte replaced by
+ * U+FFFD, and NUL-terminates.  Returns the length written; the output is
+ * cut at a character boundary when cap is too small.
+ */
+size_t text_utf8_sanitize(char *out, size_t cap, const char *in, size_t n);
+
+/* ASCII case-insensitive compare of n bytes; 0 when equal. */
+int text_casecmp(const char *a, const char *b, size_t n);
+
+#endif

@@ -1,0 +1,66 @@
+/*
+ * check.h: the tiny assertion kit of the C unit tests.  A failed check
+ * prints file, line and both values, counts the failure and goes on; the
+ * test's main returns check_result(), so meson sees a non-zero exit.
+ */
+#ifndef MAILHOP_CHECK_H
+#define MAILHOP_CHECK_H
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+static int check_failures;
+static int check_count;
+
+#define CHECK(cond)                                                            \
+  do {                                                                         \
+    check_count++;                                                             \
+    if (!(cond)) {                                                             \
+      check_failures++;                                                        \
+      fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond); \
+    }                                                                          \
+  } while (0)
+
+#define CHECK_INT(a, b)                                                        \
+  do {                                                                         \
+    long long va_ = (long long)(a), vb_ = (long long)(b);                      \
+    check_count++;                                                             \
+    if (va_ != vb_) {                                                          \
+      check_failures++;                                                        \
+      fprintf(stderr, "%s:%d: %s == %s failed: %lld != %lld\n", __FILE__,      \
+              __LINE__, #a, #b, va_, vb_);                                     \
+    }                                                                          \
+  } while (0)
+
+#define CHECK_STR(a, b)                                                        \
+  do {                                                                         \
+    const char *sa_ = (a), *sb_ = (b);                                         \
+    check_count++;                                                             \
+    if (!sa_ || !sb_ || strcmp(sa_, sb_) != 0) {                               \
+      check_failures++;                                                        \
+      fprintf(stderr, "%s:%d: %s == %s failed:\n  got:  \"%s\"\n  want: \"%s\"\n", \
+              __FILE__, __LINE__, #a, #b, sa_ ? sa_ : "(null)",                \
+              sb_ ? sb_ : "(null)");                                           \
+    }                                                                          \
+  } while (0)
+
+/* Substring check, for error messages. */
+#define CHECK_CONTAINS(hay, needle)                                            \
+  do {                                                                         \
+    const char *h_ = (hay), *n_ = (needle);                                    \
+    check_count++;                                                             \
+    if (!h_ || !strstr(h_, n_)) {                                              \
+      check_failures++;                                                        \
+      fprintf(stderr, "%s:%d: \"%s\" does not contain \"%s\"\n", __FILE__,     \
+              __LINE__, h_ ? h_ : "(null)", n_);                               \
+    }                                                                          \
+  } while (0)
+
+static inline int check_result(const char *name) {
+  fprintf(stderr, "%s: %d checks, %d failed\n", name, check_count,
+          check_failures);
+  return check_failures ? 1 : 0;
+}
+
+#endif
