@@ -81,6 +81,7 @@ struct config {
   int n_relayhost;
   char relayhost_user[256];
   char relayhost_password[1024];
+  char relayhost_password_file[4096];
   int relayhost_auth_plaintext;
   enum config_relayhost_tls relayhost_tls;
   enum config_outbound_tls outbound_tls;

@@ -1,0 +1,53 @@
+#include "cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+int cli_parse(struct cli *c, int argc, char **argv, char *err, size_t errlen) {
+  memset(c, 0, sizeof *c);
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    const char **slot = NULL;
+    if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0)
+      slot = &c->config_file;
+    else if (strcmp(a, "-s") == 0 || strcmp(a, "--socket") == 0)
+      slot = &c->socket;
+    if (slot) {
+      if (i + 1 >= argc) {
+        snprintf(err, errlen, "%s needs an argument", a);
+        return -1;
+      }
+      *slot = argv[++i];
+      continue;
+    }
+    if (strcmp(a, "-o") == 0) {
+      if (i + 1 >= argc) {
+        snprintf(err, errlen, "-o needs KEY=VALUE");
+        return -1;
+      }
+      if (c->n_overrides >= CLI_MAX_OVERRIDES) {
+        snprintf(err, errlen, "too many -o options");
+        return -1;
+      }
+      c->overrides[c->n_overrides++] = argv[++i];
+      continue;
+    }
+    if (strcmp(a, "--json") == 0) {
+      c->json = 1;
+    } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+      c->help = 1;
+    } else if (strcmp(a, "--version") == 0 || strcmp(a, "-V") == 0) {
+      c->version = 1;
+    } else if (a[0] == '-' && a[1] != '\0') {
+      snprintf(err, errlen, "unknown option '%s' (see mailhop --help)", a);
+      return -1;
+    } else {
+      if (c->n_words >= CLI_MAX_WORDS) {
+        snprintf(err, errlen, "too many arguments at '%s'", a);
+        return -1;
+      }
+      c->words[c->n_words++] = a;
+    }
+  }
+  return 0;
+}

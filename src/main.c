@@ -1,0 +1,143 @@
+/*
+ * mailhop: an SMTP relay.  main parses the command line, loads the
+ * configuration and hands over to the command; serve() wires the parts.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "config.h"
+#include "log.h"
+
+extern char **environ;
+
+static const char usage[] =
+    "usage: mailhop COMMAND [options]\n"
+    "\n"
+    "commands:\n"
+    "  serve [-c FILE] [-o KEY=VALUE]...   run the relay in the foreground\n"
+    "  check [-c FILE] [-o KEY=VALUE]...   validate and print the "
+    "configuration\n"
+    "  status [-s SOCKET] [--json]         daemon status\n"
+    "  queue [-s SOCKET] [--json]          list the queue\n"
+    "  queue show ID                       one message in detail\n"
+    "  queue flush [ID]                    retry deferred mail now\n"
+    "  queue delete ID                     remove a message, no bounce\n"
+    "  queue hold ID | release ID          stop / resume delivery of a "
+    "message\n"
+    "  pause | resume                      stop / restart outbound delivery\n"
+    "  resolve DOMAIN                      print delivery candidates for a "
+    "domain\n"
+    "\n"
+    "options:\n"
+    "  -c FILE        configuration file (default /etc/mailhop/mailhop.conf "
+    "if it exists)\n"
+    "  -o KEY=VALUE   set one configuration key (wins over file and "
+    "environment)\n"
+    "  -s SOCKET      admin socket (default: admin_socket from the "
+    "configuration)\n"
+    "  --json         machine-readable output\n"
+    "  --version      print the version\n"
+    "  --help         this text\n";
+
+#define DEFAULT_CONFIG "/etc/mailhop/mailhop.conf"
+
+/* Loads the configuration from the command line's sources, or says why. */
+static int load_config(const struct cli *cli, struct config *cfg) {
+  struct config_source src = {
+      .file = cli->config_file ? cli->config_file : DEFAULT_CONFIG,
+      .file_explicit = cli->config_file != NULL,
+      .environ = environ,
+      .overrides = cli->overrides,
+      .n_overrides = cli->n_overrides,
+  };
+  struct config_warnings warn;
+  char err[CONFIG_ERR_MAX];
+  if (config_load(cfg, &src, &warn, err) < 0) {
+    fprintf(stderr, "%s\n", err);
+    return -1;
+  }
+  log_setup(cfg->log_format == CONFIG_LOG_JSON ? LOG_FMT_JSON : LOG_FMT_LOGFMT,
+            LOG_INFO);
+  for (int i = 0; i < warn.n; i++)
+    log_msg(LOG_WARN, "config", "%s", warn.text[i]);
+  return 0;
+}
+
+static int cmd_check(const struct cli *cli) {
+  struct config *cfg = malloc(sizeof *cfg);
+  if (!cfg)
+    return 2;
+  if (load_config(cli, cfg) < 0) {
+    free(cfg);
+    return 1;
+  }
+  size_t need = config_print(cfg, NULL, 0) + 1;
+  char *out = malloc(need);
+  if (!out) {
+    free(cfg);
+    return 2;
+  }
+  config_print(cfg, out, need);
+  fputs(out, stdout);
+  free(out);
+  free(cfg);
+  return 0;
+}
+
+int serve_main(const struct config *cfg);
+int resolve_cmd_main(const struct config *cfg, const char *domain);
+int admin_cli_main(const struct config *cfg, const struct cli *cli);
+
+int main(int argc, char **argv) {
+  struct cli cli;
+  char err[256];
+  if (cli_parse(&cli, argc, argv, err, sizeof err) < 0) {
+    fprintf(stderr, "mailhop: %s\n", err);
+    return 1;
+  }
+  if (cli.version) {
+    printf("mailhop %s\n", MAILHOP_VERSION);
+    return 0;
+  }
+  if (cli.help) {
+    fputs(usage, stdout);
+    return 0;
+  }
+  if (cli.n_words == 0) {
+    fputs(usage, stderr);
+    return 1;
+  }
+  const char *cmd = cli.words[0];
+  if (strcmp(cmd, "check") == 0 && cli.n_words == 1)
+    return cmd_check(&cli);
+
+  int known = strcmp(cmd, "serve") == 0 || strcmp(cmd, "resolve") == 0 ||
+              strcmp(cmd, "status") == 0 || strcmp(cmd, "queue") == 0 ||
+              strcmp(cmd, "pause") == 0 || strcmp(cmd, "resume") == 0;
+  if (!known || (strcmp(cmd, "serve") == 0 && cli.n_words != 1) ||
+      (strcmp(cmd, "resolve") == 0 && cli.n_words != 2)) {
+    fprintf(stderr, "mailhop: unknown command '%s' (see mailhop --help)\n",
+            cmd);
+    return 1;
+  }
+  struct config *cfg = malloc(sizeof *cfg);
+  if (!cfg)
+    return 2;
+  if (load_config(&cli, cfg) < 0) {
+    free(cfg);
+    return 1;
+  }
+  int rc;
+  if (strcmp(cmd, "serve") == 0)
+    rc = serve_main(cfg);
+  else if (strcmp(cmd, "resolve") == 0)
+    rc = resolve_cmd_main(cfg, cli.words[1]);
+  else
+    rc = admin_cli_main(cfg, &cli);
+  free(cfg);
+  return rc;
+}

@@ -1,0 +1,347 @@
+/* Unit tests of the pure configuration parser (CONTRACT §2). */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "check.h"
+
+static char err[CONFIG_ERR_MAX];
+static struct config cfg;
+
+static int parse(const char *text) {
+  config_defaults(&cfg);
+  err[0] = '\0';
+  return config_parse_text(&cfg, "t.conf", text, strlen(text), err);
+}
+
+/* Loads with every source; env and overrides NULL-terminated arrays. */
+static int load(const char *file, char *const *env, const char *const *ov) {
+  int n = 0;
+  while (ov && ov[n])
+    n++;
+  struct config_source src = {.file = file,
+                              .file_explicit = file != NULL,
+                              .environ = env,
+                              .overrides = ov,
+                              .n_overrides = n};
+  struct config_warnings w;
+  err[0] = '\0';
+  return config_load(&cfg, &src, &w, err);
+}
+
+static char tmpdir[] = "/tmp/mh-config-XXXXXX";
+
+static const char *write_file(const char *name, const char *text) {
+  static char path[8][256];
+  static int next;
+  char *p = path[next++ % 8];
+  snprintf(p, 256, "%s/%s", tmpdir, name);
+  FILE *f = fopen(p, "w");
+  fputs(text, f);
+  fclose(f);
+  return p;
+}
+
+static void test_defaults(void) {
+  CHECK_INT(load(NULL, NULL, NULL), 0);
+  CHECK_INT(cfg.n_listen, 1);
+  CHECK_STR(cfg.listen[0].text, "127.0.0.1:2525");
+  CHECK_INT(cfg.max_message_size, 25 * 1048576);
+  CHECK_INT(cfg.max_recipients, 100);
+  CHECK_INT(cfg.max_sessions, 1000);
+  CHECK_INT(cfg.smtp_timeout_ms, 300000);
+  CHECK_INT(cfg.shutdown_timeout_ms, 8000);
+  CHECK_INT(cfg.relayhost_tls, CONFIG_RELAYHOST_TLS_STARTTLS);
+  CHECK_INT(cfg.outbound_tls, CONFIG_OUTBOUND_TLS_OPPORTUNISTIC);
+  CHECK_INT(cfg.smtp_port, 25);
+  CHECK_INT(cfg.n_retry_schedule, 7);
+  CHECK_INT(cfg.retry_schedule_ms[6], 4 * 3600000);
+  CHECK_INT(cfg.queue_lifetime_ms, 5ULL * 86400000);
+  CHECK_STR(cfg.queue_path, "./mailhop-queue.db");
+  CHECK_STR(cfg.admin_socket, "./mailhop.sock");
+  CHECK_INT(cfg.n_relay_networks, 2);
+  CHECK_INT(cfg.auth_require_tls, 1);
+  CHECK_INT(cfg.relay_networks_set, 0);
+}
+
+static void test_values(void) {
+  CHECK_INT(parse("# comment\n\nlisten = 127.0.0.1:25, [::1]:2525\n"), 0);
+  CHECK_INT(cfg.n_listen, 2);
+  CHECK_STR(cfg.listen[1].text, "[::1]:2525");
+  CHECK_INT(cfg.listen[1].sa.ss_family, AF_INET6);
+  CHECK_INT(parse("max_message_size = 10k\nsmtp_timeout=90s\n"
+                  "shutdown_timeout = 2m\nqueue_lifetime = 1d\n"),
+            0);
+  CHECK_INT(cfg.max_message_size, 10240);
+  CHECK_INT(cfg.smtp_timeout_ms, 90000);
+  CHECK_INT(cfg.shutdown_timeout_ms, 120000);
+  CHECK_INT(cfg.queue_lifetime_ms, 86400000);
+  CHECK_INT(parse("relay_networks = 10.0.0.0/8, 192.168.1.7, 2001:db8::/32\n"),
+            0);
+  CHECK_INT(cfg.n_relay_networks, 3);
+  CHECK_INT(cfg.relay_networks[1].prefix, 32);
+  CHECK_INT(cfg.relay_networks_set, 1);
+  CHECK_INT(parse("relayhost = [smtp.example]:587, mail.example:2525, "
+                  "backup.example\n"),
+            0);
+  CHECK_INT(cfg.n_relayhost, 3);
+  CHECK_INT(cfg.relayhost[0].mx_lookup, 0);
+  CHECK_INT(cfg.relayhost[0].port, 587);
+  CHECK_STR(cfg.relayhost[0].host, "smtp.example");
+  CHECK_INT(cfg.relayhost[1].mx_lookup, 1);
+  CHECK_INT(cfg.relayhost[2].port, 25);
+  CHECK_INT(parse("dns_servers = 127.0.0.1:5353, 127.0.0.2, ::1, "
+                  "[::1]:5300\n"),
+            0);
+  CHECK_INT(cfg.n_dns_servers, 4);
+  CHECK_STR(cfg.dns_servers[1].text, "127.0.0.2:53");
+  CHECK_STR(cfg.dns_servers[2].text, "[::1]:53");
+  CHECK_STR(cfg.dns_servers[3].text, "[::1]:5300");
+  CHECK_INT(parse("user = 1000:1001\n"), 0);
+  CHECK_INT(cfg.has_user, 1);
+  CHECK_INT(cfg.uid, 1000);
+  CHECK_INT(cfg.gid, 1001);
+  CHECK_INT(parse("retry_schedule = 30s, 2m\n"), 0);
+  CHECK_INT(cfg.n_retry_schedule, 2);
+  CHECK_INT(cfg.retry_schedule_ms[0], 30000);
+  CHECK_INT(parse("auth_require_tls = no\nlog_format = json\n"
+                  "relayhost_tls = implicit\noutbound_tls = required\n"
+                  "allowed_sender_domains = a.example, B.example\n"),
+            0);
+  CHECK_INT(cfg.auth_require_tls, 0);
+  CHECK_INT(cfg.log_format, CONFIG_LOG_JSON);
+  CHECK_INT(cfg.relayhost_tls, CONFIG_RELAYHOST_TLS_IMPLICIT);
+  CHECK_INT(cfg.outbound_tls, CONFIG_OUTBOUND_TLS_REQUIRED);
+  CHECK_INT(cfg.n_allowed_sender_domains, 2);
+  /* A value may contain '#' and '=' (passwords do). */
+  CHECK_INT(parse("relayhost_password = a#b=c\n"), 0);
+  CHECK_STR(cfg.relayhost_password, "a#b=c");
+}
+
+struct bad {
+  const char *text;
+  const char *want; /* substring of the error */
+};
+
+static void test_bad_values(void) {
+  static const struct bad cases[] = {
+      {"nonsense\n", "t.conf:1: expected 'key = value'"},
+      {"\n\nfoo = 1\n", "t.conf:3: unknown key 'foo'"},
+      {"listen = localhost:25\n", "t.conf:1: listen:"},
+      {"listen = 127.0.0.1\n", "missing port"},
+      {"listen = 127.0.0.1:99999\n", "bad port"},
+      {"listen = ::1:25\n", "brackets"},
+      {"listen = [::1:25\n", "missing ']'"},
+      {"listen = [127.0.0.1]:25\n", "not an IPv6"},
+      {"listen = 127.0.0.1:25,,127.0.0.1:26\n", "empty item"},
+      {"max_message_size = 10x\n", "max_message_size: '10x' is not a size"},
+      {"max_message_size = -1\n", "not a size"},
+      {"max_message_size = 0\n", "greater than 0"},
+      {"max_recipients = ten\n", "max_recipients: 'ten' is not a number"},
+      {"max_sessions = 99999999999\n", "not a number"},
+      {"smtp_timeout = 5w\n", "smtp_timeout: '5w' is not a duration"},
+      {"smtp_timeout = 0\n", "greater than 0"},
+      {"auth_require_tls = maybe\n", "not yes or no"},
+      {"relay_networks = 10.0.0.0/33\n", "bad prefix"},
+      {"relay_networks = example.com/8\n", "not a CIDR"},
+      {"relayhost_tls = sometimes\n", "relayhost_tls: 'sometimes' is not one"},
+      {"outbound_tls = dane\n", "not supported"},
+      {"outbound_tls = bogus\n", "outbound_tls: 'bogus'"},
+      {"user = nobody\n", "user: 'nobody' is not numeric uid:gid"},
+      {"user = 1:x\n", "not numeric uid:gid"},
+      {"smtp_port = 0\n", "smtp_port: '0' is not a port"},
+      {"dns_servers = ns.example\n", "dns_servers:"},
+      {"retry_schedule = 1m, 0s\n", "retry_schedule:"},
+      {"retry_schedule = \n", "at least one"},
+      {"log_format = xml\n", "log_format: 'xml'"},
+      {"relayhost = [a.example\n", "missing ']'"},
+      {"relayhost = a.example:0\n", "bad port"},
+      {"hostname = a\x01.example\n", "control character"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    int rc = parse(cases[i].text);
+    CHECK_INT(rc, -1);
+    CHECK_CONTAINS(err, cases[i].want);
+  }
+}
+
+static void test_contradictions(void) {
+  const char *const non_loopback[] = {"listen=0.0.0.0:25", NULL};
+  CHECK_INT(load(NULL, NULL, non_loopback), -1);
+  CHECK_CONTAINS(err, "relay_networks");
+  /* Setting relay_networks explicitly, even to the default, is enough. */
+  const char *const explicit_rn[] = {"listen=0.0.0.0:25",
+                                     "relay_networks=127.0.0.0/8, ::1/128",
+                                     NULL};
+  CHECK_INT(load(NULL, NULL, explicit_rn), 0);
+  const char *const with_auth[] = {"listen=[::]:25", "auth_users_file=/x",
+                                   NULL};
+  CHECK_INT(load(NULL, NULL, with_auth), 0);
+  const char *const tls_no_cert[] = {"listen_tls=127.0.0.1:465", NULL};
+  CHECK_INT(load(NULL, NULL, tls_no_cert), -1);
+  CHECK_CONTAINS(err, "listen_tls");
+  const char *const cert_no_key[] = {"tls_cert_file=/c.pem", NULL};
+  CHECK_INT(load(NULL, NULL, cert_no_key), -1);
+  CHECK_CONTAINS(err, "tls_key_file");
+  const char *const plain_creds[] = {"relayhost=[r.example]:587",
+                                     "relayhost_user=u",
+                                     "relayhost_password=p",
+                                     "relayhost_tls=none", NULL};
+  CHECK_INT(load(NULL, NULL, plain_creds), -1);
+  CHECK_CONTAINS(err, "relayhost_auth_plaintext");
+  const char *const opp_creds[] = {"relayhost=[r.example]:587",
+                                   "relayhost_user=u", "relayhost_password=p",
+                                   "relayhost_tls=opportunistic", NULL};
+  CHECK_INT(load(NULL, NULL, opp_creds), -1);
+  const char *const plain_ok[] = {
+      "relayhost=[r.example]:587", "relayhost_user=u", "relayhost_password=p",
+      "relayhost_tls=none", "relayhost_auth_plaintext=yes", NULL};
+  CHECK_INT(load(NULL, NULL, plain_ok), 0);
+  const char *const user_no_pass[] = {"relayhost_user=u", NULL};
+  CHECK_INT(load(NULL, NULL, user_no_pass), -1);
+  CHECK_CONTAINS(err, "relayhost_password");
+  char longpath[200];
+  memset(longpath, 'a', sizeof longpath);
+  snprintf(longpath, sizeof longpath, "admin_socket=/tmp/%0108d", 0);
+  const char *const long_sock[] = {longpath, NULL};
+  CHECK_INT(load(NULL, NULL, long_sock), -1);
+  CHECK_CONTAINS(err, "admin_socket");
+  CHECK_CONTAINS(err, "107");
+  char okpath[200];
+  snprintf(okpath, sizeof okpath, "admin_socket=/tmp/%0102d", 0);
+  const char *const ok_sock[] = {okpath, NULL};
+  CHECK_INT(load(NULL, NULL, ok_sock), 0);
+}
+
+static void test_precedence(void) {
+  const char *f = write_file("p.conf", "max_sessions = 10\nmax_recipients = "
+                                       "11\nmax_outbound = 12\n");
+  char *env[] = {"MAILHOP_MAX_RECIPIENTS=21", "MAILHOP_MAX_OUTBOUND=22",
+                 "PATH=/bin", NULL};
+  const char *const ov[] = {"max_outbound=32", NULL};
+  CHECK_INT(load(f, env, ov), 0);
+  CHECK_INT(cfg.max_sessions, 10);   /* file */
+  CHECK_INT(cfg.max_recipients, 21); /* env beats file */
+  CHECK_INT(cfg.max_outbound, 32);   /* -o beats env */
+
+  /* _FILE convention: the first line, newline stripped. */
+  const char *secret = write_file("pw", "s3cret\nsecond line\n");
+  char envf[300];
+  snprintf(envf, sizeof envf, "MAILHOP_RELAYHOST_PASSWORD=%s", "x");
+  char envfile[300];
+  snprintf(envfile, sizeof envfile, "MAILHOP_HOSTNAME_FILE=%s", secret);
+  char *env2[] = {envfile, NULL};
+  CHECK_INT(load(NULL, env2, NULL), 0);
+  CHECK_STR(cfg.hostname, "s3cret");
+  /* The exact key wins: RELAYHOST_PASSWORD_FILE is a key of its own. */
+  char envpf[300];
+  snprintf(envpf, sizeof envpf, "MAILHOP_RELAYHOST_PASSWORD_FILE=%s", secret);
+  char *env3[] = {envpf, "MAILHOP_RELAYHOST_USER=u",
+                  "MAILHOP_RELAYHOST=[r.example]:587", NULL};
+  CHECK_INT(load(NULL, env3, NULL), 0);
+  CHECK_STR(cfg.relayhost_password_file, secret);
+  CHECK_STR(cfg.relayhost_password, "s3cret");
+  /* Both MAILHOP_X and MAILHOP_X_FILE: an error. */
+  char *env4[] = {envfile, "MAILHOP_HOSTNAME=h.example", NULL};
+  CHECK_INT(load(NULL, env4, NULL), -1);
+  CHECK_CONTAINS(err, "hostname: both");
+  /* A missing _FILE file names the key. */
+  char *env5[] = {"MAILHOP_HOSTNAME_FILE=/nonexistent/x", NULL};
+  CHECK_INT(load(NULL, env5, NULL), -1);
+  CHECK_CONTAINS(err, "hostname:");
+  /* Unknown MAILHOP_* names only warn. */
+  struct config_warnings w;
+  char *env6[] = {"MAILHOP_PORT=tcp://10.0.0.1:25", NULL};
+  struct config_source src = {.environ = env6};
+  CHECK_INT(config_load(&cfg, &src, &w, err), 0);
+  int found = 0;
+  for (int i = 0; i < w.n; i++)
+    found |= strstr(w.text[i], "MAILHOP_PORT") != NULL;
+  CHECK(found);
+  /* A bad env value names the key and the variable. */
+  char *env7[] = {"MAILHOP_MAX_SESSIONS=lots", NULL};
+  CHECK_INT(load(NULL, env7, NULL), -1);
+  CHECK_CONTAINS(err, "max_sessions: 'lots'");
+  CHECK_CONTAINS(err, "MAILHOP_MAX_SESSIONS");
+  /* -o errors start with the key. */
+  const char *const bad_ov[] = {"smtp_port=x", NULL};
+  CHECK_INT(load(NULL, NULL, bad_ov), -1);
+  CHECK_CONTAINS(err, "smtp_port:");
+  const char *const unk_ov[] = {"nope=1", NULL};
+  CHECK_INT(load(NULL, NULL, unk_ov), -1);
+  CHECK_CONTAINS(err, "nope: unknown key");
+  /* A missing explicit file is an error; a bad line names file:line. */
+  CHECK_INT(load("/nonexistent/mailhop.conf", NULL, NULL), -1);
+  CHECK_CONTAINS(err, "/nonexistent/mailhop.conf");
+  const char *badf = write_file("bad.conf", "# c\nmax_sessions = 1\nbogus\n");
+  CHECK_INT(load(badf, NULL, NULL), -1);
+  char want[300];
+  snprintf(want, sizeof want, "%s:3:", badf);
+  CHECK_CONTAINS(err, want);
+}
+
+static void test_print(void) {
+  const char *const ov[] = {"relayhost=[r.example]:587", "relayhost_user=u",
+                            "relayhost_password=hunter2", NULL};
+  CHECK_INT(load(NULL, NULL, ov), 0);
+  char out[8192];
+  config_print(&cfg, out, sizeof out);
+  CHECK_CONTAINS(out, "relayhost_password = <set>\n");
+  CHECK(strstr(out, "hunter2") == NULL);
+  CHECK_CONTAINS(out, "listen = 127.0.0.1:2525\n");
+  CHECK_CONTAINS(out, "max_message_size = 25m\n");
+  CHECK_CONTAINS(out, "retry_schedule = 1m,5m,15m,30m,1h,2h,4h\n");
+  CHECK_CONTAINS(out, "queue_lifetime = 5d\n");
+  CHECK_CONTAINS(out, "relayhost = [r.example]:587\n");
+  CHECK_CONTAINS(out, "relay_networks = 127.0.0.0/8, ::1/128\n");
+  CHECK_CONTAINS(out, "log_format = logfmt\n");
+  /* Every key is printed exactly once. */
+  int lines = 0;
+  for (char *p = out; *p; p++)
+    lines += *p == '\n';
+  CHECK_INT(lines, 36);
+}
+
+static void test_cidr_match(void) {
+  CHECK_INT(parse("relay_networks = 10.1.0.0/16, 2001:db8::/32\n"), 0);
+  struct sockaddr_in in = {.sin_family = AF_INET};
+  inet_pton(AF_INET, "10.1.200.3", &in.sin_addr);
+  CHECK_INT(config_cidr_match(cfg.relay_networks, cfg.n_relay_networks,
+                              (struct sockaddr *)&in),
+            1);
+  inet_pton(AF_INET, "10.2.0.1", &in.sin_addr);
+  CHECK_INT(config_cidr_match(cfg.relay_networks, cfg.n_relay_networks,
+                              (struct sockaddr *)&in),
+            0);
+  struct sockaddr_in6 in6 = {.sin6_family = AF_INET6};
+  inet_pton(AF_INET6, "2001:db8:1::5", &in6.sin6_addr);
+  CHECK_INT(config_cidr_match(cfg.relay_networks, cfg.n_relay_networks,
+                              (struct sockaddr *)&in6),
+            1);
+  /* A v4-mapped address matches the IPv4 block. */
+  inet_pton(AF_INET6, "::ffff:10.1.0.9", &in6.sin6_addr);
+  CHECK_INT(config_cidr_match(cfg.relay_networks, cfg.n_relay_networks,
+                              (struct sockaddr *)&in6),
+            1);
+}
+
+int main(void) {
+  if (!mkdtemp(tmpdir)) {
+    perror("mkdtemp");
+    return 1;
+  }
+  test_defaults();
+  test_values();
+  test_bad_values();
+  test_contradictions();
+  test_precedence();
+  test_print();
+  test_cidr_match();
+  char cmd[300];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
+  if (system(cmd) != 0)
+    fprintf(stderr, "cleanup failed\n");
+  return check_result("test_config");
+}
