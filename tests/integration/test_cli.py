@@ -1,0 +1,188 @@
+"""The command line and configuration (CONTRACT §1, §2), black-box."""
+import os
+import signal
+import socket
+import subprocess
+import time
+
+from conftest import BIN, Mailhop, clean_env, free_port, run
+
+
+def check_output(*args, env=None):
+    r = run("check", *args, env=env)
+    assert r.returncode == 0, r.stderr
+    return dict(line.split(" = ", 1) for line in r.stdout.splitlines())
+
+
+def test_version_and_help():
+    r = run("--version")
+    assert r.returncode == 0 and r.stdout.startswith("mailhop ")
+    r = run("--help")
+    assert r.returncode == 0 and "serve" in r.stdout and "resolve" in r.stdout
+
+
+def test_unknown_command_and_option():
+    assert run("frobnicate").returncode == 1
+    r = run("check", "--bogus")
+    assert r.returncode == 1 and "--bogus" in r.stderr
+
+
+def test_check_prints_every_key_with_defaults():
+    out = check_output()
+    assert out["listen"] == "127.0.0.1:2525"
+    assert out["queue_path"] == "./mailhop-queue.db"
+    assert out["admin_socket"] == "./mailhop.sock"
+    assert out["relay_networks"] == "127.0.0.0/8, ::1/128"
+    assert out["max_message_size"] == "25m"
+    assert out["retry_schedule"] == "1m,5m,15m,30m,1h,2h,4h"
+    assert len(out) == 36
+
+
+def test_precedence_file_env_file_secret_override(tmp_path):
+    conf = tmp_path / "m.conf"
+    conf.write_text("max_sessions = 10\nmax_recipients = 11\n"
+                    "max_outbound = 12\nsmtp_port = 2526\n")
+    secret = tmp_path / "hostname"
+    secret.write_text("from-file.example\n")
+    env = {"MAILHOP_MAX_RECIPIENTS": "21", "MAILHOP_MAX_OUTBOUND": "22",
+           "MAILHOP_HOSTNAME_FILE": str(secret)}
+    out = check_output("-c", str(conf), "-o", "max_outbound=32", env=env)
+    assert out["max_sessions"] == "10"
+    assert out["max_recipients"] == "21"
+    assert out["max_outbound"] == "32"
+    assert out["smtp_port"] == "2526"
+    assert out["hostname"] == "from-file.example"
+
+
+def test_options_anywhere_after_command(tmp_path):
+    r = run("check", "-o", "max_sessions=5")
+    assert r.returncode == 0 and "max_sessions = 5\n" in r.stdout
+
+
+def test_secrets_hidden(tmp_path):
+    pw = tmp_path / "pw"
+    pw.write_text("hunter2\n")
+    env = {"MAILHOP_RELAYHOST": "[smtp.example]:587",
+           "MAILHOP_RELAYHOST_USER": "u",
+           "MAILHOP_RELAYHOST_PASSWORD_FILE": str(pw)}
+    r = run("check", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "hunter2" not in r.stdout + r.stderr
+    r = run("check", "-o", "relayhost=[smtp.example]:587", "-o",
+            "relayhost_user=u", "-o", "relayhost_password=hunter2")
+    assert r.returncode == 0
+    assert "relayhost_password = <set>" in r.stdout
+    assert "hunter2" not in r.stdout + r.stderr
+
+
+def test_unknown_env_only_warns():
+    r = run("check", env={"MAILHOP_PORT": "tcp://10.0.0.1:25"})
+    assert r.returncode == 0
+    assert "MAILHOP_PORT" in r.stderr
+
+
+def test_env_and_env_file_both_set_is_error(tmp_path):
+    f = tmp_path / "h"
+    f.write_text("a.example\n")
+    r = run("check", env={"MAILHOP_HOSTNAME": "b.example",
+                          "MAILHOP_HOSTNAME_FILE": str(f)})
+    assert r.returncode == 1 and "hostname" in r.stderr
+
+
+def test_bad_values_file_line(tmp_path):
+    conf = tmp_path / "bad.conf"
+    conf.write_text("# ok\nmax_sessions = 3\nsmtp_timeout = soon\n")
+    r = run("check", "-c", str(conf))
+    assert r.returncode == 1
+    assert r.stderr.strip().startswith(f"{conf}:3: smtp_timeout")
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_bad_values_env_and_override():
+    r = run("check", env={"MAILHOP_MAX_SESSIONS": "many"})
+    assert r.returncode == 1 and r.stderr.startswith("max_sessions:")
+    r = run("check", "-o", "listen=localhost:25")
+    assert r.returncode == 1 and r.stderr.startswith("listen:")
+    r = run("check", "-o", "no_such_key=1")
+    assert r.returncode == 1 and "no_such_key" in r.stderr
+
+
+def test_missing_config_file_is_exit_1(tmp_path):
+    r = run("check", "-c", str(tmp_path / "nope.conf"))
+    assert r.returncode == 1 and "nope.conf" in r.stderr
+
+
+def test_contradictions():
+    cases = [
+        (["-o", "listen=0.0.0.0:2525"], "relay_networks"),
+        (["-o", "listen_tls=127.0.0.1:4650"], "listen_tls"),
+        (["-o", "relayhost=[r.example]:587", "-o", "relayhost_user=u", "-o",
+          "relayhost_password=p", "-o", "relayhost_tls=none"],
+         "relayhost_auth_plaintext"),
+        (["-o", "relayhost=[r.example]:587", "-o", "relayhost_user=u", "-o",
+          "relayhost_password=p", "-o", "relayhost_tls=opportunistic"],
+         "relayhost_auth_plaintext"),
+        (["-o", "admin_socket=/tmp/" + "s" * 110], "admin_socket"),
+    ]
+    for args, word in cases:
+        r = run("check", *args)
+        assert r.returncode == 1, (args, r.stdout)
+        assert word in r.stderr, (args, r.stderr)
+    # relay_networks set explicitly, even to its default value, is enough.
+    r = run("check", "-o", "listen=0.0.0.0:2525", "-o",
+            "relay_networks=127.0.0.0/8, ::1/128")
+    assert r.returncode == 0, r.stderr
+    r = run("check", "-o", "listen=0.0.0.0:2525",
+            env={"MAILHOP_RELAY_NETWORKS": "10.0.0.0/8"})
+    assert r.returncode == 0, r.stderr
+
+
+def test_serve_bind_failure_exit_2(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        m = Mailhop(tmp_path, listen=f"127.0.0.1:{port}")
+        m.start(wait=False)
+        rc = m.proc.wait(20)
+        m.kill()
+    assert rc == 2
+    err = [l for l in m.log().splitlines() if f"127.0.0.1:{port}" in l]
+    assert err, m.log()
+
+
+def test_serve_sigterm_and_sigint_exit_0(tmp_path):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        m = Mailhop(tmp_path)
+        m.start()
+        with socket.create_connection(("127.0.0.1", m.port), timeout=5) as c:
+            assert c.recv(512).startswith(b"220 ")
+        assert m.stop(sig) == 0, m.log()
+        assert "event=shutdown" in m.log()
+
+
+def test_serve_with_no_configuration(tmp_path):
+    """`serve` with no configuration works: 127.0.0.1:2525 and files in the
+    working directory (skipped only if something else holds port 2525)."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", 2525))
+        except OSError:
+            import pytest
+            pytest.skip("port 2525 is in use on this machine")
+    p = subprocess.Popen([BIN, "serve"], cwd=tmp_path, env=clean_env(),
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", 2525), 1) as c:
+                    assert c.recv(512).startswith(b"220 ")
+                    break
+            except ConnectionRefusedError:
+                time.sleep(0.1)
+        assert (tmp_path / "mailhop-queue.db").exists()
+        assert (tmp_path / "mailhop.sock").exists()
+    finally:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(20) == 0
