@@ -1,0 +1,229 @@
+/*
+ * sched: the in-memory delivery scheduler (ARCHITECTURE "The scheduler",
+ * CONTRACT §4 backoff, §5 admin operations).
+ *
+ * Holds every non-final recipient of the queue in memory, grouped into
+ * entries of (due time, message, destination): the recipients of one
+ * message that share a destination key and a due time form one entry.
+ * Entries wait in a min-heap per destination; destinations that may send
+ * wait in one min-heap keyed by the time they may next send; ONE uv_timer_t
+ * is armed for the earliest of them.  When it fires, due entries are handed
+ * to the owner's dispatch callback as jobs, within the limits:
+ *
+ *   - at most max_outbound jobs in flight in total;
+ *   - at most max_per_destination jobs in flight per destination, and only
+ *     ONE (a probe) while the destination is failing (see below);
+ *   - never for a destination that is backed off, while paused, after
+ *     sched_stop(), or for a held message.
+ *
+ * Work blocked by a limit is not polled: the timer is re-armed when a job
+ * finishes, a backoff ends or an admin operation changes something.
+ * Across destinations the earliest due entry goes first; within a
+ * destination entries go in due-time order.  At most SCHED_BATCH jobs are
+ * dispatched per timer callback, so a large due queue never stalls the loop.
+ *
+ * Destination backoff: sched_job_done(..., dest_ok=0) (connection, greeting,
+ * TLS/AUTH to a relayhost or DNS temporary failure of the destination as a
+ * whole) counts a consecutive failure and blocks the destination until
+ * now + backoff_ms(dest, fails).  When the block ends a single probe job is
+ * sent; a job that reports dest_ok=1 clears the failures and, if the
+ * destination was failing, brings all its waiting entries forward to now
+ * (then paced by the limits).  So 20,000 messages to a dead relayhost give
+ * one connection per backoff period, not a storm.
+ *
+ * Times are unix milliseconds (int64_t) of the clock given in the options
+ * (default: the loop's uv_now() plus the wall-clock offset taken at
+ * sched_new(), so it is wall time that never jumps).  The store keeps
+ * seconds: the caller converts.
+ *
+ * The scheduler never touches SQLite, DNS, sockets or the log: it owns its
+ * memory and its one timer handle; the owner wires it to the store (load at
+ * start, results of attempts, admin operations).
+ *
+ * Callbacks are never called from inside a sched_* call: dispatch runs only
+ * from the timer.  A dispatch callback may call any sched_* function except
+ * sched_free() (including sched_job_done() on the job it was just given).
+ *
+ * Errors: negative errno values (-EINVAL, -EEXIST, -ENOENT, -ENOMEM).
+ */
+#ifndef MAILHOP_QUEUE_SCHED_H
+#define MAILHOP_QUEUE_SCHED_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#define SCHED_MUSTCHECK __attribute__((warn_unused_result))
+
+/* Message ids: [A-Za-z0-9]{1,SCHED_ID_MAX}. */
+#define SCHED_ID_MAX 32
+#define SCHED_ID_SIZE (SCHED_ID_MAX + 1)
+
+/* Destination keys: 1..SCHED_DEST_MAX bytes (a domain, lower case, or a
+ * name such as "relayhost"; the caller chooses, the scheduler only
+ * compares them byte for byte). */
+#define SCHED_DEST_MAX 255
+
+/* Jobs dispatched per timer callback at most. */
+#define SCHED_BATCH 256
+
+struct sched;
+
+/* ---- input ------------------------------------------------------------ */
+
+struct sched_rcpt {
+  int idx;                 /* recipient's position in the message (store) */
+  const char *dest;        /* destination key (copied) */
+  int attempts;            /* attempts so far */
+  int64_t next_attempt_at; /* unix ms; 0 (or any past time) = now */
+};
+
+struct sched_msg {
+  const char *id; /* copied */
+  int64_t received_at;
+  int64_t size;
+  int held;
+  const struct sched_rcpt *rcpts; /* non-final recipients only; copied */
+  size_t nrcpts;
+};
+
+/* ---- jobs ------------------------------------------------------------- */
+
+struct sched_job_rcpt {
+  int idx;
+  int attempts; /* attempts before this one */
+};
+
+/* Handed to dispatch; owned by the caller until it passes it to
+ * sched_job_done() (exactly once).  All fields read-only. */
+struct sched_job {
+  char id[SCHED_ID_SIZE];
+  const char *dest; /* valid until sched_job_done() */
+  int64_t received_at;
+  int64_t size;
+  const struct sched_job_rcpt *rcpts; /* sorted by idx */
+  size_t nrcpts;
+  /* Set when sched_remove() deleted the message while the job was in
+   * flight: the caller may abort the delivery; its results are ignored. */
+  int removed;
+};
+
+enum sched_outcome {
+  SCHED_FINAL = 0, /* delivered or bounced: the recipient is dropped */
+  SCHED_RETRY = 1, /* deferred: due again at retry_at */
+};
+const char *sched_outcome_name(enum sched_outcome o);
+
+struct sched_result {
+  int idx;
+  enum sched_outcome outcome;
+  int attempts;     /* RETRY: the attempt count now stored for it */
+  int64_t retry_at; /* RETRY: unix ms (from the retry policy) */
+};
+
+/* ---- options ---------------------------------------------------------- */
+
+typedef void (*sched_dispatch_cb)(struct sched *s, struct sched_job *job,
+                                  void *data);
+typedef int64_t (*sched_now_fn)(void *data);
+/* Backoff of a failing destination after its fails-th consecutive failure
+ * (fails >= 1), in ms. */
+typedef int64_t (*sched_backoff_fn)(const char *dest, unsigned fails,
+                                    void *data);
+typedef void (*sched_close_cb)(void *data);
+
+struct sched_opts {
+  unsigned max_outbound;        /* >= 1 */
+  unsigned max_per_destination; /* >= 1 */
+  sched_dispatch_cb dispatch;   /* required */
+  void *data;                   /* passed to dispatch, now_ms, backoff_ms */
+  sched_now_fn now_ms;          /* NULL: wall clock via uv_now() */
+  /* NULL: 60 s doubling per failure, at most 1 h. */
+  sched_backoff_fn backoff_ms;
+};
+
+/* ---- life cycle ------------------------------------------------------- */
+
+/* Creates a scheduler on `loop` (the timer handle is initialized here).
+ * Returns NULL on ENOMEM or invalid options. */
+struct sched *sched_new(uv_loop_t *loop, const struct sched_opts *o);
+
+/* Stops dispatching for good (shutdown).  Jobs in flight still finish with
+ * sched_job_done(); admin operations and counters keep working. */
+void sched_stop(struct sched *s);
+
+/* Closes the timer and frees everything, including jobs still in flight
+ * (their pointers become invalid: call it after the last
+ * sched_job_done(), or never use those jobs again).  cb(data) runs exactly
+ * once from the handle's close callback, after the memory is released; cb
+ * may be NULL.  Not from inside a dispatch callback. */
+void sched_free(struct sched *s, sched_close_cb cb, void *data);
+
+/* ---- queue ------------------------------------------------------------ */
+
+/* Adds a message and its non-final recipients (everything is copied).
+ * -EINVAL: bad id, no recipients, bad destination key; -EEXIST: the id is
+ * already scheduled; -ENOMEM.  On error nothing is added. */
+int sched_add(struct sched *s, const struct sched_msg *m) SCHED_MUSTCHECK;
+
+/* Ends a job given to dispatch and frees it.  Each result is applied to
+ * the job's recipient with that idx: FINAL drops it (the message leaves
+ * the scheduler with its last recipient), RETRY re-schedules it at
+ * retry_at with `attempts`.  A recipient of the job without a result is
+ * re-queued due now with its attempts unchanged (e.g. a delivery cut off
+ * at shutdown); results for other idx values are ignored.
+ * dest_ok: 1 when the destination answered (an SMTP conversation took
+ * place): clears its backoff and, if it was failing, brings its waiting
+ * entries forward to now; 0 when the destination as a whole failed:
+ * backs it off (see the top of this file).
+ * Returns 0, or SCHED_JOB_REMOVED when the message was removed while the
+ * job was in flight (results ignored; dest_ok still counts). */
+#define SCHED_JOB_REMOVED 1
+int sched_job_done(struct sched *s, struct sched_job *job,
+                   const struct sched_result *results, size_t n, int dest_ok);
+
+/* Re-reads the clock and re-arms the timer (after the injected clock
+ * jumped, in tests). */
+void sched_kick(struct sched *s);
+
+/* ---- admin ------------------------------------------------------------ */
+
+/* Makes the waiting recipients of message `id` (NULL: of every message)
+ * due now and lifts the backoff of their destinations (a failing
+ * destination still gets one probe first).  Held messages are skipped.
+ * Returns the number of messages made due (waiting, not held), or -ENOENT
+ * for an unknown id. */
+int sched_flush(struct sched *s, const char *id);
+
+/* held=1: no dispatch of the message, not even by flush (a job already in
+ * flight finishes); held=0: due again at its stored times.  0 or -ENOENT. */
+int sched_hold(struct sched *s, const char *id, int held);
+
+/* Forgets the message.  A job in flight for it gets job->removed = 1 and
+ * sched_job_done() then returns SCHED_JOB_REMOVED.  0 or -ENOENT. */
+int sched_remove(struct sched *s, const char *id);
+
+/* Pauses (1) or resumes (0) all dispatching; jobs in flight finish. */
+void sched_pause(struct sched *s, int paused);
+int sched_paused(const struct sched *s);
+
+/* 1 if the message is scheduled (not removed), else 0. */
+int sched_has_message(const struct sched *s, const char *id);
+/* 1 if the message is held, 0 if not, -ENOENT if unknown. */
+int sched_held(const struct sched *s, const char *id);
+
+/* 1 while a job holding recipient idx of message id is in flight (admin
+ * state "delivering"), else 0. */
+int sched_rcpt_delivering(const struct sched *s, const char *id, int idx);
+
+struct sched_stats {
+  size_t messages;     /* scheduled messages */
+  size_t recipients;   /* their non-final recipients (in flight included) */
+  size_t deferred;     /* of those, with attempts > 0 */
+  size_t held;         /* held messages */
+  size_t outbound;     /* jobs in flight */
+  size_t destinations; /* destinations known (waiting, busy or failing) */
+};
+void sched_get_stats(const struct sched *s, struct sched_stats *out);
+
+#endif
