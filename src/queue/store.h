@@ -1,0 +1,260 @@
+/*
+ * store: the SQLite queue (ARCHITECTURE "The queue", CONTRACT §3, §5).
+ *
+ * Owns the queue database file, its ownership lock (`<path>.lock`, flock'd,
+ * holding the owner's PID), one writer connection and one read connection,
+ * and the DATA spools of messages being received.  It is the only module
+ * that includes sqlite3.h.
+ *
+ * Threading: every SQLite statement except those of store_open() and
+ * store_close() runs on libuv's thread pool (uv_queue_work).  There are two
+ * lanes, each with at most one job in flight:
+ *
+ *   - the writer lane (commit, update, delete, set_held).  While a batch
+ *     runs, new writer requests gather; the next batch runs them all in ONE
+ *     transaction (group commit, synchronous=FULL: durable when COMMIT
+ *     returns).  Each request runs inside its own SAVEPOINT, so a request
+ *     that fails on its own (unknown id) does not fail its neighbours; a
+ *     failed COMMIT fails the whole batch and never touches earlier data.
+ *   - the reader lane (load, list, show, body reads) on the read connection
+ *     (WAL: readers see the last committed state and never block the writer).
+ *
+ * Results are delivered on the loop thread, in the after-work callback.
+ * The store never knows SMTP syntax and never calls into loop/, dns/ or the
+ * wiring modules.
+ *
+ * Callbacks: every function taking a callback that returns 0 runs that
+ * callback exactly once (for streaming calls: until one call with done=1),
+ * always from the loop, never from inside the starting call; if it returns
+ * an error the callback never runs.
+ *
+ * Errors are negative errno values: -ENOSPC when the disk or database is
+ * full (inbound replies 452 4.3.1), -EIO for any other database failure
+ * (451 4.3.0), -ENOENT for an unknown id, -ECANCELED for a cancelled
+ * request, -EBUSY from store_open when another process owns the queue.
+ */
+#ifndef MAILHOP_QUEUE_STORE_H
+#define MAILHOP_QUEUE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#define STORE_MUSTCHECK __attribute__((warn_unused_result))
+
+/* Queue ids: 9 base62 digits of microseconds since the epoch (fixed width,
+ * so ids sort by time) + 5 random base62 digits.  [0-9A-Za-z]{14}. */
+#define STORE_ID_LEN 14
+#define STORE_ID_SIZE (STORE_ID_LEN + 1)
+
+/* In-memory part of a DATA spool; beyond it bytes go to a temp file. */
+#define STORE_SPOOL_MEM (64 * 1024)
+
+/* store_list() / store_load() batch size (messages per callback). */
+#define STORE_BATCH 256
+
+struct store;
+struct store_spool;
+struct store_job;
+
+enum store_rcpt_state {
+  STORE_RCPT_QUEUED = 0,
+  STORE_RCPT_DEFERRED = 1,
+  STORE_RCPT_DELIVERED = 2,
+  STORE_RCPT_BOUNCED = 3,
+};
+const char *store_rcpt_state_name(enum store_rcpt_state s);
+
+/* Message flags (struct store_msg.flags). */
+#define STORE_F_SMTPUTF8 0x1
+#define STORE_F_BODY8BIT 0x2
+
+/* DSN values are stored as given; the store does not interpret them. */
+struct store_rcpt {
+  /* envelope, given to store_commit */
+  char *address; /* without angle brackets */
+  char *orcpt;   /* RFC 3461 ORCPT as received, or NULL */
+  int notify;    /* caller's bit mask of NOTIFY values (0: not given) */
+  char *domain;  /* destination key (recipient domain, lower case) */
+  /* state, filled by load/list/show (ignored by commit: new recipients are
+   * STORE_RCPT_QUEUED with attempts 0, next_attempt_at 0) */
+  int idx; /* position in the message, 0-based; commit numbers them */
+  enum store_rcpt_state state;
+  int attempts;
+  int64_t next_attempt_at; /* unix seconds; 0 = now */
+  char *last_error;        /* or NULL */
+};
+
+struct store_msg {
+  char id[STORE_ID_SIZE]; /* empty at commit: the store makes one */
+  char *sender;           /* "" for the null sender */
+  int64_t size;           /* bytes of prefix + body, set by the store */
+  int64_t received_at;    /* unix seconds */
+  int held;
+  int ret;     /* RFC 3461 RET: caller's value (0 = not given) */
+  char *envid; /* or NULL */
+  unsigned flags;
+  struct store_rcpt *rcpts;
+  size_t nrcpts;
+  /* commit input only: bytes stored before the spooled body (the Received
+   * header and any added headers); may be NULL/0. */
+  const char *prefix;
+  size_t prefix_len;
+  /* show output only: the header section (up to the blank line, at most
+   * 64 KiB), NUL-terminated, or NULL. */
+  char *headers;
+};
+
+struct store_stats {
+  uint64_t transactions; /* writer transactions committed */
+  uint64_t commits;      /* messages committed */
+  uint64_t failed;       /* writer requests that failed */
+  size_t pending;        /* writer requests waiting for the next batch */
+};
+
+/* Callback types.  `st` is the store; `data` what the caller passed. */
+typedef void (*store_done_cb)(struct store *st, int status, void *data);
+typedef void (*store_close_cb)(void *data); /* the store is gone */
+typedef void (*store_spool_cb)(struct store_spool *sp, int status, void *data);
+/* Streaming: called with batches of up to STORE_BATCH messages; the last
+ * call has done != 0 (n may be 0).  status < 0 ends the stream (done=1).
+ * msgs is valid only during the call. */
+typedef void (*store_msgs_cb)(struct store *st, int status,
+                              const struct store_msg *msgs, size_t n, int done,
+                              void *data);
+/* msg valid only during the call; NULL when status < 0. */
+typedef void (*store_show_cb)(struct store *st, int status,
+                              const struct store_msg *msg, void *data);
+/* Bytes read into the caller's buffer; n < asked only at the end of the
+ * body; total is the body's full size. */
+typedef void (*store_read_cb)(struct store *st, int status, size_t n,
+                              int64_t total, void *data);
+
+/* ---- life cycle ------------------------------------------------------- */
+
+/* Opens (creating or migrating) the queue at `path` and takes its lock.
+ * Blocks (start-up only, before the loop runs).  On error fills err with a
+ * one-line message and returns -EBUSY (owned by another process: the
+ * message names its PID), or another negative errno. */
+int store_open(uv_loop_t *loop, const char *path, struct store **out, char *err,
+               size_t errlen) STORE_MUSTCHECK;
+
+/* Stops accepting requests (they return -ESHUTDOWN), lets queued and
+ * running work finish (their callbacks run), closes both connections
+ * (blocking, a checkpoint may run), releases the lock, frees the store and
+ * then calls cb (may be NULL).  Called once. */
+void store_close(struct store *st, store_close_cb cb, void *data);
+
+/* Writes a fresh queue id (STORE_ID_SIZE bytes with the NUL). */
+void store_new_id(struct store *st, char out[STORE_ID_SIZE]);
+
+void store_get_stats(const struct store *st, struct store_stats *out);
+
+/* ---- DATA spool ------------------------------------------------------- */
+
+/* A spool collects one message's body with bounded memory: the first
+ * STORE_SPOOL_MEM bytes in memory, the rest in an unlinked temp file in
+ * the queue's directory written with uv_fs_*.  Returns NULL on ENOMEM. */
+struct store_spool *store_spool_new(struct store *st);
+
+/* Backpressure contract: append copies len bytes (the caller's buffer is
+ * free again when it returns) and returns
+ *   0                  taken; keep feeding, cb will NOT run;
+ *   STORE_SPOOL_PAUSE  taken, but the spool is now writing to disk: stop
+ *                      reading from the peer until cb(sp, status, data)
+ *                      runs (exactly once); status < 0 (e.g. -ENOSPC) means
+ *                      the spool failed: answer 452/451 and free it;
+ *   < 0                nothing taken (-EBUSY while a write is pending, or
+ *                      the spool's earlier error); cb never runs.
+ * Memory per spool stays below STORE_SPOOL_MEM + one chunk. */
+#define STORE_SPOOL_PAUSE 1
+int store_spool_append(struct store_spool *sp, const void *buf, size_t len,
+                       store_spool_cb cb, void *data) STORE_MUSTCHECK;
+
+/* Bytes appended so far. */
+int64_t store_spool_size(const struct store_spool *sp);
+
+/* Frees a spool that was not handed to store_commit.  Safe while a disk
+ * write is pending: the callback then still runs, with -ECANCELED, and the
+ * memory goes after it. */
+void store_spool_free(struct store_spool *sp);
+
+/* ---- writer lane ------------------------------------------------------ */
+
+/* Commits one message: the envelope (deep-copied; msg may be freed on
+ * return), the prefix bytes, then the spooled body (ownership of `body`
+ * passes to the store in every case, even on error; may be NULL).  body
+ * must not have a write pending.  Sets msg->id when empty.  cb(st, status,
+ * data) runs once the message's batch is durable (0), or failed (-ENOSPC,
+ * -EIO), or was cancelled before it was written (-ECANCELED).  If jobp is
+ * not NULL it receives a handle for store_cancel(), valid until cb runs. */
+int store_commit(struct store *st, struct store_msg *msg,
+                 struct store_spool *body, store_done_cb cb, void *data,
+                 struct store_job **jobp) STORE_MUSTCHECK;
+
+/* Outcome of one recipient's attempt.  DELIVERED and BOUNCED are final;
+ * DEFERRED stores attempts, next_attempt_at and last_error. */
+struct store_outcome {
+  const char *id;
+  int idx;
+  enum store_rcpt_state state;
+  int attempts;
+  int64_t next_attempt_at;
+  const char *last_error; /* or NULL */
+};
+
+/* Applies n outcomes in one transaction; deletes every touched message
+ * whose recipients are then all final; inserts `bounce` (with its prefix
+ * bytes as the whole body; may be NULL) in the same transaction.  All
+ * inputs are copied.  cb: 0, -ENOSPC/-EIO (nothing applied), -ECANCELED. */
+int store_update(struct store *st, const struct store_outcome *outcomes,
+                 size_t n, struct store_msg *bounce, store_done_cb cb,
+                 void *data, struct store_job **jobp) STORE_MUSTCHECK;
+
+/* Removes a message and its recipients (no bounce).  cb: 0 or -ENOENT. */
+int store_delete(struct store *st, const char *id, store_done_cb cb,
+                 void *data) STORE_MUSTCHECK;
+
+/* Sets or clears the held flag.  cb: 0 or -ENOENT. */
+int store_set_held(struct store *st, const char *id, int held, store_done_cb cb,
+                   void *data) STORE_MUSTCHECK;
+
+/* ---- reader lane ------------------------------------------------------ */
+
+/* Streams every message with at least one non-final recipient, with only
+ * those recipients (for the scheduler at start), in id order. */
+int store_load(struct store *st, store_msgs_cb cb, void *data,
+               struct store_job **jobp) STORE_MUSTCHECK;
+
+/* Streams every message with all its recipients (admin `queue`), in id
+ * order, one batch per pool job so the loop never stalls. */
+int store_list(struct store *st, store_msgs_cb cb, void *data,
+               struct store_job **jobp) STORE_MUSTCHECK;
+
+/* One message with all recipients and msg->headers set; -ENOENT. */
+int store_show(struct store *st, const char *id, store_show_cb cb,
+               void *data) STORE_MUSTCHECK;
+
+/* Reads up to len bytes of a message's stored body (prefix included) at
+ * offset into buf, which must stay valid until cb runs.  Delivery streams
+ * a body by calling it again with offset += n until n < len. */
+int store_body_read(struct store *st, const char *id, int64_t offset, void *buf,
+                    size_t len, store_read_cb cb, void *data,
+                    struct store_job **jobp) STORE_MUSTCHECK;
+
+/* ---- cancel ----------------------------------------------------------- */
+
+/* For an owner's end function.  A request still waiting for its lane is
+ * dropped: its callback runs later (never inside this call) with
+ * -ECANCELED, and nothing of it is written.  A request already running
+ * completes: its callback reports the real result (for a commit, 0 means
+ * the message IS in the queue).  A stream stops at the next batch boundary
+ * with a final call (done=1, -ECANCELED).  Either way the callback runs
+ * exactly once more (streams: one final call), so the owner waits for it. */
+void store_cancel(struct store_job *job);
+
+/* Test hook: caps the database at `pages` pages on the writer connection
+ * so that writes fail with SQLITE_FULL (-ENOSPC).  Blocking; tests only. */
+int store_debug_max_pages(struct store *st, long pages);
+
+#endif

@@ -1,0 +1,677 @@
+/*
+ * test_store: the SQLite queue on a real file in a temp dir, driven by a
+ * real libuv loop.  Every test closes the store and requires
+ * uv_loop_close() to succeed.
+ */
+#include "check.h"
+#include "queue/store.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char dir[256];
+static char dbpath[300];
+
+static struct store *open_store(uv_loop_t *loop) {
+  struct store *st = NULL;
+  char err[256] = "";
+  int r = store_open(loop, dbpath, &st, err, sizeof err);
+  CHECK_INT(r, 0);
+  if (r)
+    fprintf(stderr, "store_open: %s\n", err);
+  return st;
+}
+
+static int closed;
+static void on_closed(void *data) {
+  (void)data;
+  closed++;
+}
+
+static void close_store(uv_loop_t *loop, struct store *st) {
+  closed = 0;
+  store_close(st, on_closed, NULL);
+  uv_run(loop, UV_RUN_DEFAULT);
+  CHECK_INT(closed, 1);
+}
+
+/* A message with n recipients and a small prefix. */
+struct tmsg {
+  struct store_msg m;
+  struct store_rcpt r[4];
+};
+
+static void make_msg(struct tmsg *t, int nrcpts) {
+  memset(t, 0, sizeof *t);
+  t->m.sender = "alice@a.example";
+  t->m.received_at = 1700000000;
+  t->m.envid = "env-1";
+  t->m.ret = 2;
+  t->m.flags = STORE_F_BODY8BIT;
+  static char *addrs[] = {"bob@b.example", "carol@c.example", "dan@b.example",
+                          "eve@e.example"};
+  static char *doms[] = {"b.example", "c.example", "b.example", "e.example"};
+  for (int i = 0; i < nrcpts; i++) {
+    t->r[i].address = addrs[i];
+    t->r[i].domain = doms[i];
+    t->r[i].notify = 3;
+    t->r[i].orcpt = i == 0 ? "rfc822;bob@b.example" : NULL;
+  }
+  t->m.rcpts = t->r;
+  t->m.nrcpts = (size_t)nrcpts;
+  t->m.prefix = "Received: from x by y; now\r\n";
+  t->m.prefix_len = strlen(t->m.prefix);
+}
+
+static int done_count, done_status[20000];
+static void on_done(struct store *st, int status, void *data) {
+  (void)st;
+  (void)data;
+  done_status[done_count++] = status;
+}
+
+/* Commits a message with a small in-memory body; returns its id. */
+static void commit_small(struct store *st, int nrcpts, char id[STORE_ID_SIZE],
+                         const char *body) {
+  struct tmsg t;
+  make_msg(&t, nrcpts);
+  struct store_spool *sp = store_spool_new(st);
+  CHECK(sp != NULL);
+  CHECK_INT(store_spool_append(sp, body, strlen(body), NULL, NULL), 0);
+  CHECK_INT(store_commit(st, &t.m, sp, on_done, NULL, NULL), 0);
+  CHECK_INT(strlen(t.m.id), STORE_ID_LEN);
+  if (id)
+    memcpy(id, t.m.id, STORE_ID_SIZE);
+}
+
+/* ---- show ------------------------------------------------------------- */
+
+static struct {
+  int calls, status, held, nrcpts;
+  char sender[64], headers[256], id[STORE_ID_SIZE];
+  int64_t size;
+  enum store_rcpt_state states[4];
+  int attempts[4];
+  int64_t next[4];
+  char last_error[64];
+} shown;
+
+static void on_show(struct store *st, int status, const struct store_msg *m,
+                    void *data) {
+  (void)st;
+  (void)data;
+  memset(&shown, 0, sizeof shown);
+  shown.calls = 1;
+  shown.status = status;
+  if (!m)
+    return;
+  shown.held = m->held;
+  shown.nrcpts = (int)m->nrcpts;
+  shown.size = m->size;
+  snprintf(shown.id, sizeof shown.id, "%s", m->id);
+  snprintf(shown.sender, sizeof shown.sender, "%s", m->sender);
+  snprintf(shown.headers, sizeof shown.headers, "%s",
+           m->headers ? m->headers : "");
+  for (size_t i = 0; i < m->nrcpts && i < 4; i++) {
+    shown.states[i] = m->rcpts[i].state;
+    shown.attempts[i] = m->rcpts[i].attempts;
+    shown.next[i] = m->rcpts[i].next_attempt_at;
+    if (m->rcpts[i].last_error)
+      snprintf(shown.last_error, sizeof shown.last_error, "%s",
+               m->rcpts[i].last_error);
+  }
+}
+
+static void show(uv_loop_t *loop, struct store *st, const char *id) {
+  CHECK_INT(store_show(st, id, on_show, NULL), 0);
+  uv_run(loop, UV_RUN_DEFAULT);
+  CHECK_INT(shown.calls, 1);
+}
+
+/* ---- tests ------------------------------------------------------------ */
+
+static void test_open_lock(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  struct store *st = open_store(&loop);
+  struct store *st2 = NULL;
+  char err[256] = "";
+  int r = store_open(&loop, dbpath, &st2, err, sizeof err);
+  CHECK_INT(r, -EBUSY);
+  CHECK(st2 == NULL);
+  char want[64];
+  snprintf(want, sizeof want, "in use by process %ld", (long)getpid());
+  CHECK_CONTAINS(err, want);
+  CHECK_CONTAINS(err, dbpath);
+  close_store(&loop, st);
+  /* Released on close: a new owner may open it. */
+  st = open_store(&loop);
+  close_store(&loop, st);
+  CHECK_INT(uv_loop_close(&loop), 0);
+}
+
+static void test_open_error(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  struct store *st = NULL;
+  char err[256] = "", path[400];
+  snprintf(path, sizeof path, "%s/no-such-dir/q.db", dir);
+  int r = store_open(&loop, path, &st, err, sizeof err);
+  CHECK_INT(r, -ENOENT);
+  CHECK_CONTAINS(err, "no-such-dir");
+  /* A read-only directory (meaningless for root, who ignores modes). */
+  if (geteuid() != 0) {
+    char ro[400];
+    snprintf(ro, sizeof ro, "%s/ro", dir);
+    mkdir(ro, 0555);
+    snprintf(path, sizeof path, "%s/q.db", ro);
+    r = store_open(&loop, path, &st, err, sizeof err);
+    CHECK_INT(r, -EACCES);
+  }
+  CHECK_INT(uv_loop_close(&loop), 0);
+}
+
+static void test_commit_one_and_group(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  struct store *st = open_store(&loop);
+  struct store_stats s0, s1;
+  store_get_stats(st, &s0);
+
+  done_count = 0;
+  char id[STORE_ID_SIZE];
+  commit_small(st, 2, id, "Subject: hi\r\n\r\nbody\r\n");
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(done_count, 1);
+  CHECK_INT(done_status[0], 0);
+  store_get_stats(st, &s1);
+  CHECK_INT(s1.transactions - s0.transactions, 1);
+
+  show(&loop, st, id);
+  CHECK_INT(shown.status, 0);
+  CHECK_STR(shown.sender, "alice@a.example");
+  CHECK_INT(shown.nrcpts, 2);
+  CHECK_INT(shown.size, 28 + 21);
+  CHECK_STR(shown.headers, "Received: from x by y; now\r\nSubject: hi\r\n");
+
+  /* 100 commits started in one loop turn: the first runs alone, the rest
+   * gather into the next batch. */
+  done_count = 0;
+  store_get_stats(st, &s0);
+  for (int i = 0; i < 100; i++)
+    commit_small(st, 1, NULL, "x\r\n");
+  store_get_stats(st, &s1);
+  CHECK_INT(s1.pending, 99);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(done_count, 100);
+  int bad = 0;
+  for (int i = 0; i < 100; i++)
+    bad += done_status[i] != 0;
+  CHECK_INT(bad, 0);
+  store_get_stats(st, &s1);
+  CHECK_INT(s1.commits - s0.commits, 100);
+  CHECK_INT(s1.transactions - s0.transactions, 2);
+  close_store(&loop, st);
+  CHECK_INT(uv_loop_close(&loop), 0);
+}
+
+/* ---- big body through the spool --------------------------------------- */
+
+#define BIG (5 * 1024 * 1024 + 12345)
+static char *big;
+static struct {
+  struct store *st;
+  struct store_spool *sp;
+  size_t off;
+  int pauses;
+  int spool_cbs;
+} feed;
+
+static void feed_more(void);
+static void on_spool(struct store_spool *sp, int status, void *data) {
+  (void)sp;
+  (void)data;
+  CHECK_INT(status, 0);
+  feed.spool_cbs++;
+  feed_more();
+}
+
+/* The session's side of the backpressure contract: feed until PAUSE. */
+static void feed_more(void) {
+  while (feed.off < BIG) {
+    size_t n = BIG - feed.off < 16384 ? BIG - feed.off : 16384;
+    int r = store_spool_append(feed.sp, big + feed.off, n, on_spool, NULL);
+    CHECK(r >= 0);
+    if (r < 0)
+      return;
+    feed.off += n;
+    if (r == STORE_SPOOL_PAUSE) {
+      feed.pauses++;
+      return;
+    }
+  }
+}
+
+static struct {
+  char *buf;
+  int64_t off, total;
+  int calls, status;
+  char id[STORE_ID_SIZE];
+  struct store *st;
+} rd;
+
+static void on_read(struct store *st, int status, size_t n, int64_t total,
+                    void *data) {
+  (void)data;
+  rd.calls++;
+  rd.status = status;
+  rd.total = total;
+  if (status < 0)
+    return;
+  rd.off += (int64_t)n;
+  if (n == 1 << 20)
+    CHECK_INT(store_body_read(st, rd.id, rd.off, rd.buf + rd.off, 1 << 20,
+                              on_read, NULL, NULL),
+              0);
+}
+
+static int cancelled_spool_cbs, cancelled_spool_status;
+static void on_spool_cancelled(struct store_spool *sp, int status, void *data) {
+  (void)sp;
+  (void)data;
+  cancelled_spool_cbs++;
+  cancelled_spool_status = status;
+}
+
+static void test_big_body(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  struct store *st = open_store(&loop);
+  big = malloc(BIG);
+  uint32_t x = 12345;
+  for (size_t i = 0; i < BIG; i++) {
+    x = x * 1103515245u + 12345u;
+    big[i] = (char)(x >> 16);
+  }
+  memcpy(big, "Subject: big\r\n\r\n", 16);
+  memset(&feed, 0, sizeof feed);
+  feed.st = st;
+  feed.sp = store_spool_new(st);
+  feed_more();
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(feed.off, BIG);
+  CHECK(feed.pauses > 50);
+  CHECK_INT(feed.spool_cbs, feed.pauses);
+  CHECK_INT(store_spool_size(feed.sp), BIG);
+
+  struct tmsg t;
+  make_msg(&t, 1);
+  done_count = 0;
+  CHECK_INT(store_commit(st, &t.m, feed.sp, on_done, NULL, NULL), 0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(done_count, 1);
+  CHECK_INT(done_status[0], 0);
+
+  /* Read it back in 1 MiB chunks, as delivery would. */
+  size_t plen = t.m.prefix_len;
+  memset(&rd, 0, sizeof rd);
+  rd.buf = malloc(BIG + plen + (1 << 20));
+  memcpy(rd.id, t.m.id, sizeof rd.id);
+  CHECK_INT(store_body_read(st, rd.id, 0, rd.buf, 1 << 20, on_read, NULL, NULL),
+            0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(rd.status, 0);
+  CHECK_INT(rd.total, BIG + plen);
+  CHECK_INT(rd.off, BIG + plen);
+  CHECK(memcmp(rd.buf, t.m.prefix, plen) == 0);
+  CHECK(memcmp(rd.buf + plen, big, BIG) == 0);
+
+  show(&loop, st, t.m.id);
+  CHECK_STR(shown.headers, "Received: from x by y; now\r\nSubject: big\r\n");
+
+  /* Unknown id. */
+  free(rd.buf);
+  memset(&rd, 0, sizeof rd);
+  char buf[16];
+  CHECK_INT(
+      store_body_read(st, "nosuchid", 0, buf, sizeof buf, on_read, NULL, NULL),
+      0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(rd.calls, 1);
+  CHECK_INT(rd.status, -ENOENT);
+
+  /* A spool freed in the middle of a disk write: callback once, -ECANCELED.
+   */
+  struct store_spool *sp = store_spool_new(st);
+  int r = 0;
+  for (int i = 0; i < 10 && r == 0; i++)
+    r = store_spool_append(sp, big, 16384, on_spool_cancelled, NULL);
+  CHECK_INT(r, STORE_SPOOL_PAUSE);
+  store_spool_free(sp);
+  CHECK_INT(cancelled_spool_cbs, 0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(cancelled_spool_cbs, 1);
+  CHECK_INT(cancelled_spool_status, -ECANCELED);
+
+  free(big);
+  close_store(&loop, st);
+  CHECK_INT(uv_loop_close(&loop), 0);
+}
+
+/* ---- load after reopen, update, bounce --------------------------------- */
+
+static struct {
+  int calls, finals, status, msgs, rcpts;
+  char first_id[STORE_ID_SIZE];
+  struct store_job *job;
+  int cancel_after;
+} ld;
+
+static void on_msgs(struct store *st, int status, const struct store_msg *m,
+                    size_t n, int done, void *data) {
+  (void)st;
+  (void)data;
+  ld.calls++;
+  ld.status = status;
+  CHECK(ld.finals == 0); /* nothing after the final call */
+  if (done)
+    ld.finals++;
+  for (size_t i = 0; i < n; i++) {
+    if (ld.msgs == 0)
+      memcpy(ld.first_id, m[i].id, STORE_ID_SIZE);
+    ld.msgs++;
+    ld.rcpts += (int)m[i].nrcpts;
+  }
+  if (!done && ld.cancel_after && ld.calls == ld.cancel_after)
+    store_cancel(ld.job);
+}
+
+static void test_load_update_bounce(void) {
+  char p2[400];
+  snprintf(p2, sizeof p2, "%s/q2.db", dir);
+  char saved[300];
+  memcpy(saved, dbpath, sizeof saved);
+  snprintf(dbpath, sizeof dbpath, "%s", p2);
+
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  struct store *st = open_store(&loop);
+  char a[STORE_ID_SIZE], b[STORE_ID_SIZE];
+  done_count = 0;
+  commit_small(st, 3, a, "Subject: a\r\n\r\nA\r\n");
+  commit_small(st, 1, b, "Subject: b\r\n\r\nB\r\n");
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(done_count, 2);
+  CHECK(strcmp(a, b) < 0); /* time-ordered ids */
+  close_store(&loop, st);
+
+  /* Reopen: everything is still there. */
+  st = open_store(&loop);
+  memset(&ld, 0, sizeof ld);
+  CHECK_INT(store_load(st, on_msgs, NULL, NULL), 0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(ld.finals, 1);
+  CHECK_INT(ld.status, 0);
+  CHECK_INT(ld.msgs, 2);
+  CHECK_INT(ld.rcpts, 4);
+  CHECK_STR(ld.first_id, a);
+
+  /* a: rcpt 0 delivered, rcpt 1 deferred, rcpt 2 bounced, with a bounce. */
+  struct store_outcome o[3] = {
+      {.id = a, .idx = 0, .state = STORE_RCPT_DELIVERED, .attempts = 1},
+      {.id = a,
+       .idx = 1,
+       .state = STORE_RCPT_DEFERRED,
+       .attempts = 1,
+       .next_attempt_at = 1700000300,
+       .last_error = "451 4.7.1 try later"},
+      {.id = a,
+       .idx = 2,
+       .state = STORE_RCPT_BOUNCED,
+       .attempts = 1,
+       .last_error = "550 5.1.1 no such user"},
+  };
+  struct store_rcpt brc = {.address = "alice@a.example", .domain = "a.example"};
+  struct store_msg bounce = {.sender = "",
+                             .received_at = 1700000100,
+                             .rcpts = &brc,
+                             .nrcpts = 1,
+                             .prefix =
+                                 "From: MAILER-DAEMON@y\r\n\r\nsorry\r\n"};
+  bounce.prefix_len = strlen(bounce.prefix);
+  struct store_stats s0, s1;
+  store_get_stats(st, &s0);
+  done_count = 0;
+  CHECK_INT(store_update(st, o, 3, &bounce, on_done, NULL, NULL), 0);
+  CHECK_INT(strlen(bounce.id), STORE_ID_LEN);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(done_count, 1);
+  CHECK_INT(done_status[0], 0);
+  store_get_stats(st, &s1);
+  CHECK_INT(s1.transactions - s0.transactions, 1); /* one transaction */
+
+  show(&loop, st, a);
+  CHECK_INT(shown.status, 0);
+  CHECK_INT(shown.states[0], STORE_RCPT_DELIVERED);
+  CHECK_INT(shown.states[1], STORE_RCPT_DEFERRED);
+  CHECK_INT(shown.states[2], STORE_RCPT_BOUNCED);
+  CHECK_INT(shown.attempts[1], 1);
+  CHECK_INT(shown.next[1], 1700000300);
+  show(&loop, st, bounce.id);
+  CHECK_INT(shown.status, 0);
+  CHECK_STR(shown.sender, "");
+  CHECK_STR(shown.headers, "From: MAILER-DAEMON@y\r\n");
+
+  /* The last pending recipient delivered: the message leaves the queue. */
+  struct store_outcome o2 = {
+      .id = a, .idx = 1, .state = STORE_RCPT_DELIVERED, .attempts = 2};
+  done_count = 0;
+  CHECK_INT(store_update(st, &o2, 1, NULL, on_done, NULL, NULL), 0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(done_status[0], 0);
+  show(&loop, st, a);
+  CHECK_INT(shown.status, -ENOENT);
+
+  /* Load now: b and the bounce. */
+  memset(&ld, 0, sizeof ld);
+  CHECK_INT(store_load(st, on_msgs, NULL, NULL), 0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(ld.msgs, 2);
+  CHECK_INT(ld.rcpts, 2);
+
+  /* Held flag, delete. */
+  done_count = 0;
+  CHECK_INT(store_set_held(st, b, 1, on_done, NULL), 0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(done_status[0], 0);
+  show(&loop, st, b);
+  CHECK_INT(shown.held, 1);
+  done_count = 0;
+  CHECK_INT(store_set_held(st, b, 0, on_done, NULL), 0);
+  CHECK_INT(store_delete(st, b, on_done, NULL), 0);
+  CHECK_INT(store_delete(st, b, on_done, NULL), 0);
+  CHECK_INT(store_set_held(st, "nosuchid", 1, on_done, NULL), 0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(done_count, 4);
+  CHECK_INT(done_status[0], 0);
+  CHECK_INT(done_status[1], 0);
+  CHECK_INT(done_status[2], -ENOENT);
+  CHECK_INT(done_status[3], -ENOENT);
+  show(&loop, st, b);
+  CHECK_INT(shown.status, -ENOENT);
+  CHECK_INT(store_delete(st, "bad id!", on_done, NULL), -EINVAL);
+
+  close_store(&loop, st);
+  CHECK_INT(uv_loop_close(&loop), 0);
+  memcpy(dbpath, saved, sizeof saved);
+}
+
+/* ---- cancel ----------------------------------------------------------- */
+
+static void test_cancel(void) {
+  char saved[300];
+  memcpy(saved, dbpath, sizeof saved);
+  snprintf(dbpath, sizeof dbpath, "%s/q3.db", dir);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  struct store *st = open_store(&loop);
+
+  struct tmsg t1, t2;
+  make_msg(&t1, 1);
+  make_msg(&t2, 1);
+  struct store_job *j1, *j2;
+  done_count = 0;
+  CHECK_INT(store_commit(st, &t1.m, NULL, on_done, NULL, &j1), 0);
+  CHECK_INT(store_commit(st, &t2.m, NULL, on_done, NULL, &j2), 0);
+  store_cancel(j2);         /* pending: dropped */
+  store_cancel(j1);         /* running: completes */
+  CHECK_INT(done_count, 0); /* never from inside store_cancel */
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(done_count, 2);
+  CHECK_INT(done_status[0], 0);
+  CHECK_INT(done_status[1], -ECANCELED);
+  show(&loop, st, t1.m.id);
+  CHECK_INT(shown.status, 0);
+  show(&loop, st, t2.m.id);
+  CHECK_INT(shown.status, -ENOENT);
+
+  close_store(&loop, st);
+  CHECK_INT(uv_loop_close(&loop), 0);
+  memcpy(dbpath, saved, sizeof saved);
+}
+
+/* ---- 10,000 messages listed in batches --------------------------------- */
+
+static void test_list_10k(void) {
+  char saved[300];
+  memcpy(saved, dbpath, sizeof saved);
+  snprintf(dbpath, sizeof dbpath, "%s/q4.db", dir);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  struct store *st = open_store(&loop);
+  done_count = 0;
+  for (int i = 0; i < 10000; i++)
+    commit_small(st, 2, NULL, "Subject: n\r\n\r\nn\r\n");
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(done_count, 10000);
+  struct store_stats s;
+  store_get_stats(st, &s);
+  CHECK(s.transactions < 10);
+
+  memset(&ld, 0, sizeof ld);
+  CHECK_INT(store_list(st, on_msgs, NULL, &ld.job), 0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(ld.status, 0);
+  CHECK_INT(ld.finals, 1);
+  CHECK_INT(ld.msgs, 10000);
+  CHECK_INT(ld.rcpts, 20000);
+  CHECK(ld.calls >= 10000 / STORE_BATCH);
+
+  /* Cancelled after the third batch: one final -ECANCELED call. */
+  memset(&ld, 0, sizeof ld);
+  ld.cancel_after = 3;
+  CHECK_INT(store_list(st, on_msgs, NULL, &ld.job), 0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(ld.calls, 4);
+  CHECK_INT(ld.finals, 1);
+  CHECK_INT(ld.status, -ECANCELED);
+  CHECK_INT(ld.msgs, 3 * STORE_BATCH);
+
+  close_store(&loop, st);
+  CHECK_INT(uv_loop_close(&loop), 0);
+  memcpy(dbpath, saved, sizeof saved);
+}
+
+/* ---- database full ---------------------------------------------------- */
+
+static void test_full(void) {
+  char saved[300];
+  memcpy(saved, dbpath, sizeof saved);
+  snprintf(dbpath, sizeof dbpath, "%s/q5.db", dir);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  struct store *st = open_store(&loop);
+  char a[STORE_ID_SIZE];
+  done_count = 0;
+  commit_small(st, 1, a, "Subject: keep\r\n\r\nkeep\r\n");
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(done_status[0], 0);
+
+  /* Cap the file where it is: the next big message cannot fit. */
+  CHECK_INT(store_debug_max_pages(st, 8), 0);
+  struct tmsg t;
+  make_msg(&t, 1);
+  struct store_spool *sp = store_spool_new(st);
+  char *blob = calloc(1, 60000);
+  memset(blob, 'z', 60000);
+  CHECK_INT(store_spool_append(sp, blob, 60000, NULL, NULL), 0);
+  free(blob);
+  done_count = 0;
+  CHECK_INT(store_commit(st, &t.m, sp, on_done, NULL, NULL), 0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(done_count, 1);
+  CHECK_INT(done_status[0], -ENOSPC);
+  show(&loop, st, t.m.id);
+  CHECK_INT(shown.status, -ENOENT);
+  show(&loop, st, a); /* the earlier message is unharmed */
+  CHECK_INT(shown.status, 0);
+  struct store_stats s;
+  store_get_stats(st, &s);
+  CHECK_INT(s.failed, 1);
+  close_store(&loop, st);
+
+  st = open_store(&loop);
+  show(&loop, st, a);
+  CHECK_INT(shown.status, 0);
+  close_store(&loop, st);
+  CHECK_INT(uv_loop_close(&loop), 0);
+  memcpy(dbpath, saved, sizeof saved);
+}
+
+static void test_ids(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  struct store *st = open_store(&loop);
+  char prev[STORE_ID_SIZE] = "", id[STORE_ID_SIZE];
+  int ordered = 1, alnum = 1;
+  for (int i = 0; i < 10000; i++) {
+    store_new_id(st, id);
+    ordered &= strcmp(prev, id) < 0;
+    for (int k = 0; k < STORE_ID_LEN; k++)
+      alnum &= !!strchr(
+          "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
+          id[k]);
+    memcpy(prev, id, sizeof id);
+  }
+  CHECK(ordered);
+  CHECK(alnum);
+  close_store(&loop, st);
+  CHECK_INT(uv_loop_close(&loop), 0);
+}
+
+int main(void) {
+  const char *tmp = getenv("TMPDIR");
+  snprintf(dir, sizeof dir, "%s/test_store.XXXXXX", tmp ? tmp : "/tmp");
+  if (!mkdtemp(dir)) {
+    perror("mkdtemp");
+    return 1;
+  }
+  snprintf(dbpath, sizeof dbpath, "%s/q.db", dir);
+  test_open_lock();
+  test_open_error();
+  test_ids();
+  test_commit_one_and_group();
+  test_big_body();
+  test_load_update_bounce();
+  test_cancel();
+  test_list_10k();
+  test_full();
+  char cmd[300];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  if (system(cmd) != 0)
+    fprintf(stderr, "cannot remove %s\n", dir);
+  return check_result("test_store");
+}
