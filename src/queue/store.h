@@ -28,6 +28,9 @@
  * always from the loop, never from inside the starting call; if it returns
  * an error the callback never runs.
  *
+ * Functions taking a queue id return -EINVAL (callback not run) unless it
+ * is [A-Za-z0-9]{1,STORE_ID_LEN}: treat it as "no such message".
+ *
  * Errors are negative errno values: -ENOSPC when the disk or database is
  * full (inbound replies 452 4.3.1), -EIO for any other database failure
  * (451 4.3.0), -ENOENT for an unknown id, -ECANCELED for a cancelled
@@ -222,7 +225,8 @@ int store_set_held(struct store *st, const char *id, int held, store_done_cb cb,
 /* ---- reader lane ------------------------------------------------------ */
 
 /* Streams every message with at least one non-final recipient, with only
- * those recipients (for the scheduler at start), in id order. */
+ * those recipients (for the scheduler at start), in id order.  Held
+ * messages are included (msg->held set); the scheduler skips them. */
 int store_load(struct store *st, store_msgs_cb cb, void *data,
                struct store_job **jobp) STORE_MUSTCHECK;
 
