@@ -19,8 +19,9 @@
  * Work blocked by a limit is not polled: the timer is re-armed when a job
  * finishes, a backoff ends or an admin operation changes something.
  * Across destinations the earliest due entry goes first; within a
- * destination entries go in due-time order.  At most SCHED_BATCH jobs are
- * dispatched per timer callback, so a large due queue never stalls the loop.
+ * destination entries go in due-time order.  At most SCHED_DISPATCH_BATCH jobs
+ * are dispatched per timer callback, so a large due queue never stalls the
+ * loop.
  *
  * Destination backoff: sched_job_done(..., dest_ok=0) (connection, greeting,
  * TLS/AUTH to a relayhost or DNS temporary failure of the destination as a
@@ -65,7 +66,7 @@
 #define SCHED_DEST_MAX 255
 
 /* Jobs dispatched per timer callback at most. */
-#define SCHED_BATCH 256
+#define SCHED_DISPATCH_BATCH 256
 
 struct sched;
 

@@ -1,0 +1,569 @@
+/*
+ * Unit tests of the scheduler on a real libuv loop with an injected clock
+ * (loop time + an offset the test can jump forward).  Every case closes
+ * the scheduler and requires uv_loop_close() to succeed.
+ */
+#include "queue/sched.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "check.h"
+
+#define MAXJOBS 64
+
+struct t {
+  uv_loop_t loop;
+  struct sched *s;
+  int64_t off;
+  int64_t backoff;
+  struct sched_job *jobs[MAXJOBS]; /* in flight, in dispatch order */
+  int njobs;
+  int dispatched;
+  char log[4096];
+  /* auto mode: complete every job inside dispatch */
+  int auto_done;
+  int auto_ok;
+  int64_t auto_retry; /* <0: FINAL; else retry after this many ms */
+  size_t max_outbound_seen;
+  int closed;
+};
+
+static int64_t tclock(void *data) {
+  struct t *t = data;
+  return (int64_t)uv_now(&t->loop) + t->off;
+}
+
+static int64_t tbackoff(const char *dest, unsigned fails, void *data) {
+  (void)dest;
+  (void)fails;
+  return ((struct t *)data)->backoff;
+}
+
+static struct t *current;
+static void done_all(struct sched *s, struct sched_job *job, int ok,
+                     int64_t retry_in);
+
+static void on_dispatch(struct sched *s, struct sched_job *job, void *data) {
+  struct t *t = data;
+  t->dispatched++;
+  struct sched_stats st;
+  sched_get_stats(s, &st);
+  if (st.outbound > t->max_outbound_seen)
+    t->max_outbound_seen = st.outbound;
+  if (t->auto_done) {
+    done_all(s, job, t->auto_ok, t->auto_retry);
+    return;
+  }
+  size_t l = strlen(t->log);
+  l += snprintf(t->log + l, sizeof t->log - l, "%s@%s:", job->id, job->dest);
+  for (size_t i = 0; i < job->nrcpts; i++)
+    l += snprintf(t->log + l, sizeof t->log - l, "%s%d", i ? "," : "",
+                  job->rcpts[i].idx);
+  snprintf(t->log + l, sizeof t->log - l, " ");
+  if (t->njobs < MAXJOBS)
+    t->jobs[t->njobs++] = job;
+}
+
+static void on_stop_timer(uv_timer_t *h) {
+  uv_stop(h->loop);
+}
+
+/* Runs the loop for about ms milliseconds. */
+static void spin(struct t *t, uint64_t ms) {
+  uv_timer_t h;
+  uv_timer_init(&t->loop, &h);
+  uv_timer_start(&h, on_stop_timer, ms, 0);
+  uv_run(&t->loop, UV_RUN_DEFAULT);
+  uv_close((uv_handle_t *)&h, NULL);
+  uv_run(&t->loop, UV_RUN_NOWAIT);
+}
+
+static void setup(struct t *t, unsigned max_out, unsigned max_dest) {
+  memset(t, 0, sizeof *t);
+  uv_loop_init(&t->loop);
+  t->off = 1800000000000; /* unix ms, 2027 */
+  t->backoff = 10000;
+  t->auto_retry = -1;
+  struct sched_opts o = {
+      .max_outbound = max_out,
+      .max_per_destination = max_dest,
+      .dispatch = on_dispatch,
+      .data = t,
+      .now_ms = tclock,
+      .backoff_ms = tbackoff,
+  };
+  t->s = sched_new(&t->loop, &o);
+  CHECK(t->s != NULL);
+}
+
+static void on_closed(void *data) {
+  ((struct t *)data)->closed++;
+}
+
+static void teardown(struct t *t) {
+  sched_free(t->s, on_closed, t);
+  uv_run(&t->loop, UV_RUN_DEFAULT);
+  CHECK_INT(t->closed, 1);
+  CHECK_INT(uv_loop_close(&t->loop), 0);
+}
+
+static int64_t now(struct t *t) {
+  return tclock(t);
+}
+
+/* Adds a message whose recipients 0..n-1 go to dests[i], all due at due. */
+static int add(struct t *t, const char *id, int held, int64_t due, int n,
+               const char *const *dests) {
+  struct sched_rcpt r[16];
+  for (int i = 0; i < n; i++) {
+    r[i].idx = i;
+    r[i].dest = dests[i];
+    r[i].attempts = 0;
+    r[i].next_attempt_at = due;
+  }
+  struct sched_msg m = {.id = id,
+                        .received_at = 1,
+                        .size = 100,
+                        .held = held,
+                        .rcpts = r,
+                        .nrcpts = (size_t)n};
+  return sched_add(t->s, &m);
+}
+
+static int add1(struct t *t, const char *id, const char *dest, int64_t due) {
+  const char *d[] = {dest};
+  return add(t, id, 0, due, 1, d);
+}
+
+/* Completes a job from inside dispatch (auto mode): every recipient FINAL
+ * (retry_in < 0) or RETRY after retry_in ms with attempts + 1. */
+static void done_all(struct sched *s, struct sched_job *job, int ok,
+                     int64_t retry_in) {
+  struct sched_result r[64];
+  size_t n = job->nrcpts < 64 ? job->nrcpts : 64;
+  for (size_t i = 0; i < n; i++) {
+    r[i].idx = job->rcpts[i].idx;
+    r[i].outcome = retry_in < 0 ? SCHED_FINAL : SCHED_RETRY;
+    r[i].attempts = job->rcpts[i].attempts + 1;
+    r[i].retry_at = tclock(current) + (retry_in < 0 ? 0 : retry_in);
+  }
+  (void)sched_job_done(s, job, r, n, ok);
+}
+
+/* Finishes the i-th recorded job and forgets it. */
+static int finish(struct t *t, int i, int ok, int64_t retry_in) {
+  struct sched_job *job = t->jobs[i];
+  struct sched_result r[16];
+  for (size_t k = 0; k < job->nrcpts; k++) {
+    r[k].idx = job->rcpts[k].idx;
+    r[k].outcome = retry_in < 0 ? SCHED_FINAL : SCHED_RETRY;
+    r[k].attempts = job->rcpts[k].attempts + 1;
+    r[k].retry_at = now(t) + (retry_in < 0 ? 0 : retry_in);
+  }
+  memmove(t->jobs + i, t->jobs + i + 1, (t->njobs - i - 1) * sizeof *t->jobs);
+  t->njobs--;
+  return sched_job_done(t->s, job, r, job->nrcpts, ok);
+}
+
+static struct sched_stats stats(struct t *t) {
+  struct sched_stats st;
+  sched_get_stats(t->s, &st);
+  return st;
+}
+
+/* ---- cases ------------------------------------------------------------ */
+
+static void test_add_validation(void) {
+  struct t t;
+  setup(&t, 4, 2);
+  current = &t;
+  const char *d[] = {"a.example", "a.example"};
+  CHECK_INT(add1(&t, "bad-id", "a.example", 0), -EINVAL);
+  CHECK_INT(add1(&t, "", "a.example", 0), -EINVAL);
+  CHECK_INT(add1(&t, "A123456789012345678901234567890123", "a.example", 0),
+            -EINVAL);
+  CHECK_INT(add1(&t, "X1", "", 0), -EINVAL);
+  CHECK_INT(add(&t, "X1", 0, 0, 0, d), -EINVAL);
+  struct sched_rcpt dup[2] = {{0, "a.example", 0, 0}, {0, "b.example", 0, 0}};
+  struct sched_msg m = {.id = "X1", .rcpts = dup, .nrcpts = 2};
+  CHECK_INT(sched_add(t.s, &m), -EINVAL);
+  CHECK_INT(add(&t, "X1", 1, 0, 2, d), 0);
+  CHECK_INT(add1(&t, "X1", "a.example", 0), -EEXIST);
+  CHECK_INT(sched_has_message(t.s, "X1"), 1);
+  CHECK_INT(sched_has_message(t.s, "X2"), 0);
+  CHECK_INT(stats(&t).messages, 1);
+  CHECK_INT(stats(&t).recipients, 2);
+  CHECK_INT(stats(&t).held, 1);
+  CHECK_INT(sched_flush(t.s, "nope"), -ENOENT);
+  CHECK_INT(sched_hold(t.s, "nope", 1), -ENOENT);
+  CHECK_INT(sched_remove(t.s, "nope"), -ENOENT);
+  teardown(&t);
+}
+
+static void test_order_by_due(void) {
+  struct t t;
+  setup(&t, 10, 10);
+  current = &t;
+  int64_t t0 = now(&t);
+  CHECK_INT(add1(&t, "A", "a.example", t0 + 60), 0);
+  CHECK_INT(add1(&t, "B", "b.example", t0 + 20), 0);
+  CHECK_INT(add1(&t, "C", "c.example", t0 + 40), 0);
+  CHECK_INT(add1(&t, "D", "d.example", 0), 0);
+  spin(&t, 5);
+  CHECK_STR(t.log, "D@d.example:0 ");
+  spin(&t, 100);
+  CHECK_STR(t.log, "D@d.example:0 B@b.example:0 C@c.example:0 A@a.example:0 ");
+  CHECK_INT(stats(&t).outbound, 4);
+  CHECK_INT(sched_rcpt_delivering(t.s, "B", 0), 1);
+  while (t.njobs)
+    CHECK_INT(finish(&t, 0, 1, -1), 0);
+  CHECK_INT(sched_rcpt_delivering(t.s, "B", 0), 0);
+  struct sched_stats st = stats(&t);
+  CHECK_INT(st.messages, 0);
+  CHECK_INT(st.recipients, 0);
+  CHECK_INT(st.outbound, 0);
+  CHECK_INT(st.destinations, 0);
+  teardown(&t);
+}
+
+static void test_limits(void) {
+  struct t t;
+  setup(&t, 2, 1);
+  current = &t;
+  CHECK_INT(add1(&t, "A1", "a", 0), 0);
+  CHECK_INT(add1(&t, "A2", "a", 0), 0);
+  CHECK_INT(add1(&t, "B1", "b", 0), 0);
+  CHECK_INT(add1(&t, "C1", "c", 0), 0);
+  spin(&t, 20);
+  /* A2 waits for a's slot; C1 for a global slot. */
+  CHECK_STR(t.log, "A1@a:0 B1@b:0 ");
+  CHECK_INT(stats(&t).outbound, 2);
+  CHECK_INT(finish(&t, 0, 1, -1), 0); /* A1 */
+  spin(&t, 10);
+  CHECK_STR(t.log, "A1@a:0 B1@b:0 A2@a:0 ");
+  CHECK_INT(finish(&t, 0, 1, -1), 0); /* B1 */
+  spin(&t, 10);
+  CHECK_STR(t.log, "A1@a:0 B1@b:0 A2@a:0 C1@c:0 ");
+  while (t.njobs)
+    CHECK_INT(finish(&t, 0, 1, -1), 0);
+  CHECK_INT(t.max_outbound_seen, 2);
+  teardown(&t);
+}
+
+static void test_grouping(void) {
+  struct t t;
+  setup(&t, 10, 10);
+  current = &t;
+  const char *d[] = {"x.example", "y.example", "x.example", "x.example"};
+  struct sched_rcpt r[4];
+  for (int i = 0; i < 4; i++) {
+    r[i].idx = 3 - i; /* given out of order */
+    r[i].dest = d[i];
+    r[i].attempts = 0;
+    r[i].next_attempt_at = 0;
+  }
+  r[3].next_attempt_at = now(&t) + 100000; /* idx 0: later */
+  struct sched_msg m = {.id = "G", .rcpts = r, .nrcpts = 4};
+  CHECK_INT(sched_add(t.s, &m), 0);
+  spin(&t, 10);
+  CHECK_STR(t.log, "G@x.example:1,3 G@y.example:2 ");
+  CHECK_INT(finish(&t, 0, 1, -1), 0);
+  CHECK_INT(finish(&t, 0, 1, 5000), 0); /* idx 2 deferred */
+  CHECK_INT(stats(&t).deferred, 1);
+  /* Flush: idx 0 (x) and idx 2 (y) are due now. */
+  t.log[0] = 0;
+  CHECK_INT(sched_flush(t.s, "G"), 1);
+  spin(&t, 10);
+  CHECK_CONTAINS(t.log, "G@x.example:0 ");
+  CHECK_CONTAINS(t.log, "G@y.example:2 ");
+  while (t.njobs)
+    CHECK_INT(finish(&t, 0, 1, -1), 0);
+  CHECK_INT(stats(&t).messages, 0);
+
+  /* Entries of one message for one destination due together merge. */
+  struct sched_rcpt r2[3] = {{0, "x.example", 1, now(&t) + 20},
+                             {1, "x.example", 2, now(&t) + 30},
+                             {2, "x.example", 0, now(&t) + 90000}};
+  struct sched_msg m2 = {.id = "H", .rcpts = r2, .nrcpts = 3};
+  CHECK_INT(sched_add(t.s, &m2), 0);
+  CHECK_INT(stats(&t).deferred, 2);
+  t.log[0] = 0;
+  sched_pause(t.s, 1);
+  spin(&t, 60);
+  CHECK_STR(t.log, "");
+  sched_pause(t.s, 0);
+  spin(&t, 10);
+  CHECK_STR(t.log, "H@x.example:0,1 ");
+  CHECK_INT(t.jobs[0]->rcpts[0].attempts, 1);
+  CHECK_INT(t.jobs[0]->rcpts[1].attempts, 2);
+  CHECK_INT(finish(&t, 0, 1, -1), 0);
+  CHECK_INT(stats(&t).recipients, 1);
+  CHECK_INT(stats(&t).deferred, 0);
+  teardown(&t);
+}
+
+static void test_retry(void) {
+  struct t t;
+  setup(&t, 10, 10);
+  current = &t;
+  CHECK_INT(add1(&t, "R", "r.example", 0), 0);
+  spin(&t, 5);
+  CHECK_INT(t.njobs, 1);
+  CHECK_INT(t.jobs[0]->rcpts[0].attempts, 0);
+  CHECK_INT(finish(&t, 0, 1, 30), 0);
+  CHECK_INT(stats(&t).deferred, 1);
+  CHECK_INT(stats(&t).recipients, 1);
+  spin(&t, 10);
+  CHECK_INT(t.njobs, 0);
+  spin(&t, 60);
+  CHECK_INT(t.njobs, 1);
+  CHECK_INT(t.jobs[0]->rcpts[0].attempts, 1);
+  CHECK_INT(finish(&t, 0, 1, -1), 0);
+  CHECK_INT(stats(&t).messages, 0);
+  CHECK_INT(stats(&t).deferred, 0);
+  teardown(&t);
+}
+
+static void test_backoff(void) {
+  struct t t;
+  setup(&t, 20, 5);
+  current = &t;
+  t.backoff = 10000;
+  char id[16];
+  for (int i = 0; i < 5; i++) {
+    snprintf(id, sizeof id, "D%d", i);
+    CHECK_INT(add1(&t, id, "dead", 0), 0);
+  }
+  CHECK_INT(add1(&t, "K0", "ok", 0), 0);
+  spin(&t, 10);
+  CHECK_INT(t.njobs, 6);
+  /* Find and fail the dead jobs: D0 retries now (it will be the probe),
+   * the others in an hour. */
+  for (int i = t.njobs - 1; i >= 0; i--) {
+    if (strcmp(t.jobs[i]->dest, "dead") != 0)
+      continue;
+    int d0 = strcmp(t.jobs[i]->id, "D0") == 0;
+    CHECK_INT(finish(&t, i, 0, d0 ? 0 : 3600000), 0);
+  }
+  CHECK_INT(stats(&t).deferred, 5);
+  t.log[0] = 0;
+  spin(&t, 30);
+  CHECK_STR(t.log, "");               /* dead is backed off */
+  CHECK_INT(finish(&t, 0, 1, -1), 0); /* K0 */
+  CHECK_INT(add1(&t, "K1", "ok", 0), 0);
+  spin(&t, 10);
+  CHECK_STR(t.log, "K1@ok:0 "); /* others proceed */
+  CHECK_INT(finish(&t, 0, 1, -1), 0);
+  /* The backoff passes: exactly one probe. */
+  t.off += 10000;
+  sched_kick(t.s);
+  t.log[0] = 0;
+  spin(&t, 20);
+  CHECK_STR(t.log, "D0@dead:0 ");
+  /* A probe that fails again backs off again. */
+  CHECK_INT(finish(&t, 0, 0, 0), 0);
+  spin(&t, 20);
+  CHECK_STR(t.log, "D0@dead:0 ");
+  t.off += 10000;
+  sched_kick(t.s);
+  spin(&t, 20);
+  CHECK_STR(t.log, "D0@dead:0 D0@dead:0 ");
+  CHECK_INT(t.jobs[0]->rcpts[0].attempts, 2);
+  /* Success: the hour-deferred entries come forward, 5 per destination. */
+  CHECK_INT(finish(&t, 0, 1, -1), 0);
+  spin(&t, 20);
+  CHECK_INT(t.njobs, 4);
+  CHECK_CONTAINS(t.log, "D1@dead:0 ");
+  CHECK_CONTAINS(t.log, "D4@dead:0 ");
+  while (t.njobs)
+    CHECK_INT(finish(&t, 0, 1, -1), 0);
+  CHECK_INT(stats(&t).messages, 0);
+  teardown(&t);
+}
+
+static void test_flush_lifts_backoff(void) {
+  struct t t;
+  setup(&t, 20, 5);
+  current = &t;
+  CHECK_INT(add1(&t, "F1", "dead", 0), 0);
+  CHECK_INT(add1(&t, "F2", "dead", 0), 0);
+  spin(&t, 5);
+  CHECK_INT(t.njobs, 2);
+  CHECK_INT(finish(&t, 0, 0, 3600000), 0);
+  CHECK_INT(finish(&t, 0, 0, 3600000), 0);
+  t.log[0] = 0;
+  CHECK_INT(sched_flush(t.s, NULL), 2);
+  spin(&t, 10);
+  /* Backoff lifted, but the failing destination gets one probe. */
+  CHECK_INT(t.njobs, 1);
+  CHECK_INT(finish(&t, 0, 1, -1), 0);
+  spin(&t, 10);
+  CHECK_INT(t.njobs, 1);
+  CHECK_INT(finish(&t, 0, 1, -1), 0);
+  CHECK_INT(stats(&t).messages, 0);
+  teardown(&t);
+}
+
+static void test_hold(void) {
+  struct t t;
+  setup(&t, 10, 10);
+  current = &t;
+  const char *d[] = {"h.example"};
+  CHECK_INT(add(&t, "H1", 1, 0, 1, d), 0);
+  CHECK_INT(sched_held(t.s, "H1"), 1);
+  CHECK_INT(sched_flush(t.s, "H1"), 0);
+  CHECK_INT(sched_flush(t.s, NULL), 0);
+  spin(&t, 20);
+  CHECK_STR(t.log, "");
+  CHECK_INT(sched_hold(t.s, "H1", 0), 0);
+  CHECK_INT(stats(&t).held, 0);
+  spin(&t, 10);
+  CHECK_STR(t.log, "H1@h.example:0 ");
+  /* Held while in flight: the job finishes, its retry stays parked. */
+  CHECK_INT(sched_hold(t.s, "H1", 1), 0);
+  CHECK_INT(finish(&t, 0, 1, 0), 0);
+  spin(&t, 20);
+  CHECK_STR(t.log, "H1@h.example:0 ");
+  /* Release: due at its stored time (later), not at once. */
+  int64_t t0 = now(&t);
+  CHECK_INT(add1(&t, "H2", "h.example", t0 + 100000), 0);
+  CHECK_INT(sched_hold(t.s, "H2", 1), 0);
+  CHECK_INT(sched_hold(t.s, "H2", 0), 0);
+  CHECK_INT(sched_hold(t.s, "H1", 0), 0);
+  spin(&t, 20);
+  CHECK_STR(t.log, "H1@h.example:0 H1@h.example:0 ");
+  CHECK_INT(finish(&t, 0, 1, -1), 0);
+  CHECK_INT(sched_flush(t.s, "H2"), 1);
+  spin(&t, 10);
+  CHECK_STR(t.log, "H1@h.example:0 H1@h.example:0 H2@h.example:0 ");
+  CHECK_INT(finish(&t, 0, 1, -1), 0);
+  teardown(&t);
+}
+
+static void test_remove(void) {
+  struct t t;
+  setup(&t, 10, 10);
+  current = &t;
+  const char *d[] = {"a.example", "b.example"};
+  CHECK_INT(add(&t, "M1", 0, 0, 2, d), 0);
+  CHECK_INT(add1(&t, "M2", "a.example", now(&t) + 50), 0);
+  spin(&t, 10);
+  CHECK_INT(t.njobs, 2);
+  CHECK_INT(sched_remove(t.s, "M1"), 0);
+  CHECK_INT(t.jobs[0]->removed, 1);
+  CHECK_INT(t.jobs[1]->removed, 1);
+  CHECK_INT(sched_has_message(t.s, "M1"), 0);
+  CHECK_INT(sched_rcpt_delivering(t.s, "M1", 0), 0);
+  CHECK_INT(stats(&t).messages, 1);
+  CHECK_INT(stats(&t).recipients, 1);
+  CHECK_INT(finish(&t, 0, 1, 0), SCHED_JOB_REMOVED);
+  CHECK_INT(sched_remove(t.s, "M2"), 0); /* waiting: never dispatched */
+  spin(&t, 80);
+  CHECK_INT(t.njobs, 1);
+  CHECK_INT(finish(&t, 0, 1, -1), SCHED_JOB_REMOVED);
+  struct sched_stats st = stats(&t);
+  CHECK_INT(st.messages, 0);
+  CHECK_INT(st.recipients, 0);
+  CHECK_INT(st.outbound, 0);
+  /* A removed message still in flight is freed by sched_free too. */
+  CHECK_INT(add1(&t, "M3", "a.example", 0), 0);
+  spin(&t, 10);
+  CHECK_INT(sched_remove(t.s, "M3"), 0);
+  teardown(&t);
+}
+
+static void test_pause_stop(void) {
+  struct t t;
+  setup(&t, 10, 10);
+  current = &t;
+  sched_pause(t.s, 1);
+  CHECK_INT(sched_paused(t.s), 1);
+  CHECK_INT(add1(&t, "P", "p", 0), 0);
+  spin(&t, 20);
+  CHECK_INT(t.dispatched, 0);
+  sched_pause(t.s, 0);
+  CHECK_INT(sched_paused(t.s), 0);
+  spin(&t, 10);
+  CHECK_INT(t.dispatched, 1);
+  sched_stop(t.s);
+  CHECK_INT(finish(&t, 0, 1, 0), 0);
+  spin(&t, 20);
+  CHECK_INT(t.dispatched, 1);
+  CHECK_INT(stats(&t).recipients, 1);
+  teardown(&t);
+}
+
+/* dest_ok=0 answered inside dispatch: one probe per backoff period. */
+static void test_no_storm(void) {
+  struct t t;
+  setup(&t, 100, 10);
+  current = &t;
+  t.backoff = 50;
+  t.auto_done = 1;
+  t.auto_ok = 0;
+  t.auto_retry = 0;
+  char id[16];
+  for (int i = 0; i < 20000; i++) {
+    snprintf(id, sizeof id, "S%d", i);
+    CHECK_INT(add1(&t, id, "relayhost", 0), 0);
+  }
+  spin(&t, 230);
+  CHECK(t.dispatched >= 3);
+  CHECK(t.dispatched <= 6);
+  CHECK_INT(stats(&t).messages, 20000);
+  teardown(&t);
+}
+
+static double secs(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* 100,000 recipients in, drained through the limits. */
+static void test_scale(void) {
+  struct t t;
+  setup(&t, 100, 10);
+  current = &t;
+  t.auto_done = 1;
+  t.auto_ok = 1;
+  double t0 = secs();
+  char id[16], dest[16];
+  for (int i = 0; i < 100000; i++) {
+    snprintf(id, sizeof id, "Z%d", i);
+    snprintf(dest, sizeof dest, "d%d", i % 1000);
+    CHECK_INT(add1(&t, id, dest, 0), 0);
+  }
+  CHECK_INT(stats(&t).recipients, 100000);
+  CHECK_INT(stats(&t).destinations, 1000);
+  CHECK_INT(sched_flush(t.s, NULL), 100000);
+  uv_run(&t.loop, UV_RUN_DEFAULT); /* returns when nothing is left */
+  double el = secs() - t0;
+  CHECK_INT(t.dispatched, 100000);
+  CHECK_INT(stats(&t).messages, 0);
+  CHECK_INT(stats(&t).destinations, 0);
+  CHECK(t.max_outbound_seen <= 100);
+  fprintf(stderr, "test_scale: 100000 recipients in %.2fs\n", el);
+  CHECK(el < 5.0);
+  teardown(&t);
+}
+
+int main(void) {
+  test_add_validation();
+  test_order_by_due();
+  test_limits();
+  test_grouping();
+  test_retry();
+  test_backoff();
+  test_flush_lifts_backoff();
+  test_hold();
+  test_remove();
+  test_pause_stop();
+  test_no_storm();
+  test_scale();
+  return check_result("test_sched");
+}
