@@ -736,13 +736,15 @@ int sched_add(struct sched *s, const struct sched_msg *m) {
     struct sdest *d = dest_get(s, tmp[i].dest);
     struct sentry *e = d ? entry_new(s, msg, d, tmp[i].due, k - i) : NULL;
     if (!e) {
+      /* d first: while earlier entries of this message still use it, it
+       * stays, and the loop below frees it with its last entry. */
+      if (d)
+        dest_maybe_free(s, d, now);
       while (msg->entries) {
         struct sdest *ed = msg->entries->dest;
         entry_free(msg->entries);
         dest_maybe_free(s, ed, now);
       }
-      if (d)
-        dest_maybe_free(s, d, now);
       free(tmp);
       msg_free(msg);
       return -ENOMEM;
