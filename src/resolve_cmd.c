@@ -1,0 +1,126 @@
+/*
+ * resolve_cmd: the `mailhop resolve` command (see resolve_cmd.h).
+ *
+ * Owns a private uv loop and resolver for the length of one lookup.  Must
+ * never use the daemon's loop or state: it is a one-shot diagnostic.
+ */
+#include "resolve_cmd.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <uv.h>
+
+#include "dns/resolver.h"
+
+struct resolve_ctx {
+  int done;
+  int rc;
+};
+
+static void on_resolved(struct resolver_query *q, const struct mx_result *res,
+                        void *data) {
+  struct resolve_ctx *ctx = data;
+  (void)q;
+  ctx->done = 1;
+  if (res->status == DNS_OK) {
+    for (int i = 0; i < res->n; i++) {
+      char buf[512];
+      mx_candidate_format(&res->c[i], buf, sizeof buf);
+      printf("%s pref=%u\n", buf, (unsigned)res->c[i].pref);
+    }
+    fflush(stdout);
+    ctx->rc = 0;
+    return;
+  }
+  fprintf(stderr, "mailhop: resolve: %s failure %s: %s\n",
+          res->status == DNS_PERMFAIL ? "permanent" : "temporary", res->dsn,
+          res->reason);
+  ctx->rc = 2;
+}
+
+/* Splits "host:port" / "[host]:port"; returns 0 or -1 on a bad port. */
+static int split_port(const char *in, char *host, size_t cap, uint16_t *port) {
+  const char *colon = NULL;
+  if (in[0] == '[') {
+    const char *close = strchr(in, ']');
+    if (close && close[1] == ':')
+      colon = close + 1;
+  } else {
+    colon = strchr(in, ':');
+    if (colon && strchr(colon + 1, ':'))
+      colon = NULL; /* a bare IPv6 address, not host:port */
+  }
+  size_t n = colon ? (size_t)(colon - in) : strlen(in);
+  if (n >= cap)
+    n = cap - 1;
+  memcpy(host, in, n);
+  host[n] = '\0';
+  if (colon) {
+    char *end = NULL;
+    long p = strtol(colon + 1, &end, 10);
+    if (!end || *end || p < 1 || p > 65535)
+      return -1;
+    *port = (uint16_t)p;
+  }
+  return 0;
+}
+
+int resolve_cmd_main(const struct config *cfg, const char *domain) {
+  char host[300];
+  uint16_t port = cfg->smtp_port;
+  if (split_port(domain, host, sizeof host, &port) != 0) {
+    fprintf(stderr, "mailhop: resolve: bad port in %s\n", domain);
+    return 2;
+  }
+  struct sockaddr_storage servers[CONFIG_MAX_LIST];
+  for (int i = 0; i < cfg->n_dns_servers; i++)
+    servers[i] = cfg->dns_servers[i].sa;
+  struct sockaddr_storage self[2 * CONFIG_MAX_LIST];
+  int n_self = 0;
+  for (int i = 0; i < cfg->n_listen; i++)
+    self[n_self++] = cfg->listen[i].sa;
+  for (int i = 0; i < cfg->n_listen_tls; i++)
+    self[n_self++] = cfg->listen_tls[i].sa;
+
+  struct resolver_opts o = {
+      .servers = servers,
+      .n_servers = cfg->n_dns_servers,
+      .timeout_ms = cfg->dns_timeout_ms,
+      .self = self,
+      .n_self = n_self,
+  };
+  uv_loop_t loop;
+  if (uv_loop_init(&loop) != 0) {
+    fprintf(stderr, "mailhop: resolve: cannot create the event loop\n");
+    return 2;
+  }
+  int err = 0;
+  struct resolver *r = resolver_new(&loop, &o, &err);
+  if (!r) {
+    fprintf(stderr, "mailhop: resolve: %s\n",
+            err == -ENOENT ? "no DNS server (dns_servers, /etc/resolv.conf)"
+                           : uv_strerror(err));
+    uv_loop_close(&loop);
+    return 2;
+  }
+  struct resolve_ctx ctx = {0, 2};
+  /* A "[host]" names the host itself (no MX), as in relayhost. */
+  struct resolver_query *q =
+      host[0] == '[' ? resolver_lookup_host(r, host, port, on_resolved, &ctx)
+                     : resolver_lookup_mx(r, host, port, on_resolved, &ctx);
+  if (!q) {
+    fprintf(stderr, "mailhop: resolve: out of memory\n");
+    ctx.rc = 2;
+  } else {
+    while (!ctx.done && uv_run(&loop, UV_RUN_ONCE))
+      ;
+  }
+  resolver_free(r);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  if (uv_loop_close(&loop) != 0)
+    fprintf(stderr, "mailhop: resolve: handles left open\n");
+  return ctx.rc;
+}

@@ -1,0 +1,441 @@
+/*
+ * test_resolver: loop-level tests of dns/resolver.c against an in-process
+ * fake DNS server (UDP and TCP on 127.0.0.1, answers built with ldns) on
+ * the same loop: cache and TTL expiry, negative caching, cancellation,
+ * resolver_free with lookups pending, the bound on queries in flight,
+ * TC -> TCP, query sharing, resolv.conf parsing.  Every test ends with
+ * uv_loop_close() == 0.
+ */
+#include <arpa/inet.h>
+#include <stdlib.h>
+
+#include <ldns/ldns.h>
+#include <uv.h>
+
+#include "check.h"
+#include "dns/resolver.h"
+
+/* ---- fake server ------------------------------------------------------ */
+
+struct zone_rr {
+  const char *name; /* owner, lower case, no dot */
+  int type;         /* LDNS_RR_TYPE_*, 0: the name is NXDOMAIN */
+  const char *rr;   /* zone line */
+};
+
+enum fake_mode { FAKE_ANSWER, FAKE_DROP, FAKE_TRUNCATE };
+
+struct fake {
+  uv_udp_t udp;
+  uv_tcp_t tcp;
+  struct sockaddr_storage addr;
+  const struct zone_rr *zone;
+  enum fake_mode mode;
+  int udp_queries, tcp_queries;
+  char last_name[256];
+};
+
+static struct fake F;
+static uint8_t fbuf[65536];
+
+static void f_alloc(uv_handle_t *h, size_t s, uv_buf_t *b) {
+  (void)h;
+  (void)s;
+  b->base = (char *)fbuf;
+  b->len = sizeof fbuf;
+}
+
+/* Builds the reply to a query; returns a malloc'd wire buffer or NULL. */
+static uint8_t *f_reply(const uint8_t *q, size_t n, int tcp, size_t *len) {
+  ldns_pkt *in = NULL;
+  if (ldns_wire2pkt(&in, q, n) != LDNS_STATUS_OK)
+    return NULL;
+  ldns_rr *qrr = ldns_rr_list_rr(ldns_pkt_question(in), 0);
+  char *qname = ldns_rdf2str(ldns_rr_owner(qrr));
+  qname[strlen(qname) - 1] = '\0';
+  snprintf(F.last_name, sizeof F.last_name, "%s", qname);
+  ldns_rr_type qtype = ldns_rr_get_type(qrr);
+  ldns_pkt *out = ldns_pkt_query_new(ldns_rdf_clone(ldns_rr_owner(qrr)), qtype,
+                                     LDNS_RR_CLASS_IN, LDNS_RD);
+  ldns_pkt_set_id(out, ldns_pkt_id(in));
+  ldns_pkt_set_qr(out, 1);
+  if (F.mode == FAKE_TRUNCATE && !tcp) {
+    ldns_pkt_set_tc(out, 1);
+  } else {
+    int known = 0, found = 0;
+    for (const struct zone_rr *z = F.zone; z->name; z++) {
+      if (strcmp(z->name, qname) != 0)
+        continue;
+      known = z->type != 0;
+      if (z->type == (int)qtype) {
+        ldns_rr *rr = NULL;
+        if (ldns_rr_new_frm_str(&rr, z->rr, 0, NULL, NULL) == LDNS_STATUS_OK) {
+          ldns_pkt_push_rr(out, LDNS_SECTION_ANSWER, rr);
+          found = 1;
+        }
+      }
+    }
+    if (!found) {
+      ldns_rr *soa = NULL;
+      if (ldns_rr_new_frm_str(&soa,
+                              "test. 60 IN SOA ns.test. h.test. 1 60 60 60 60",
+                              0, NULL, NULL) == LDNS_STATUS_OK)
+        ldns_pkt_push_rr(out, LDNS_SECTION_AUTHORITY, soa);
+      if (!known)
+        ldns_pkt_set_rcode(out, LDNS_RCODE_NXDOMAIN);
+    }
+  }
+  uint8_t *wire = NULL;
+  if (ldns_pkt2wire(&wire, out, len) != LDNS_STATUS_OK)
+    wire = NULL;
+  ldns_pkt_free(out);
+  ldns_pkt_free(in);
+  free(qname);
+  return wire;
+}
+
+static void f_on_send(uv_udp_send_t *req, int status) {
+  (void)status;
+  free(req->data);
+  free(req);
+}
+
+static void f_on_udp(uv_udp_t *h, ssize_t n, const uv_buf_t *b,
+                     const struct sockaddr *peer, unsigned flags) {
+  (void)flags;
+  if (n <= 0 || !peer)
+    return;
+  F.udp_queries++;
+  if (F.mode == FAKE_DROP)
+    return;
+  size_t len = 0;
+  uint8_t *wire = f_reply((const uint8_t *)b->base, (size_t)n, 0, &len);
+  if (!wire)
+    return;
+  uv_udp_send_t *req = malloc(sizeof *req);
+  req->data = wire;
+  uv_buf_t out = uv_buf_init((char *)wire, (unsigned)len);
+  if (uv_udp_send(req, h, &out, 1, peer, f_on_send) != 0) {
+    free(wire);
+    free(req);
+  }
+}
+
+struct f_conn {
+  uv_tcp_t h;
+  uint8_t in[4096];
+  size_t n;
+  uv_write_t wr;
+  uint8_t *out;
+};
+
+static void f_conn_close(uv_handle_t *h) {
+  struct f_conn *c = (struct f_conn *)h;
+  free(c->out);
+  free(c);
+}
+
+static void f_tcp_alloc(uv_handle_t *h, size_t s, uv_buf_t *b) {
+  struct f_conn *c = (struct f_conn *)h;
+  (void)s;
+  b->base = (char *)c->in + c->n;
+  b->len = sizeof c->in - c->n;
+}
+
+static void f_on_write(uv_write_t *w, int status) {
+  (void)w;
+  (void)status;
+}
+
+static void f_tcp_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
+  struct f_conn *c = (struct f_conn *)s;
+  (void)b;
+  if (n < 0) {
+    uv_close((uv_handle_t *)s, f_conn_close);
+    return;
+  }
+  c->n += (size_t)n;
+  if (c->n < 2 || c->n < 2 + (size_t)(c->in[0] << 8 | c->in[1]) || c->out)
+    return;
+  F.tcp_queries++;
+  size_t len = 0;
+  uint8_t *wire = f_reply(c->in + 2, c->n - 2, 1, &len);
+  if (!wire)
+    return;
+  c->out = malloc(len + 2);
+  c->out[0] = (uint8_t)(len >> 8);
+  c->out[1] = (uint8_t)len;
+  memcpy(c->out + 2, wire, len);
+  free(wire);
+  uv_buf_t out = uv_buf_init((char *)c->out, (unsigned)len + 2);
+  uv_write(&c->wr, s, &out, 1, f_on_write);
+}
+
+static void f_on_conn(uv_stream_t *srv, int status) {
+  if (status < 0)
+    return;
+  struct f_conn *c = calloc(1, sizeof *c);
+  uv_tcp_init(srv->loop, &c->h);
+  if (uv_accept(srv, (uv_stream_t *)&c->h) == 0)
+    uv_read_start((uv_stream_t *)&c->h, f_tcp_alloc, f_tcp_read);
+  else
+    uv_close((uv_handle_t *)&c->h, f_conn_close);
+}
+
+static void fake_start(uv_loop_t *loop, const struct zone_rr *zone) {
+  memset(&F, 0, sizeof F);
+  F.zone = zone;
+  struct sockaddr_in a;
+  uv_ip4_addr("127.0.0.1", 0, &a);
+  CHECK_INT(uv_udp_init(loop, &F.udp), 0);
+  CHECK_INT(uv_udp_bind(&F.udp, (struct sockaddr *)&a, 0), 0);
+  int len = sizeof F.addr;
+  uv_udp_getsockname(&F.udp, (struct sockaddr *)&F.addr, &len);
+  CHECK_INT(uv_udp_recv_start(&F.udp, f_alloc, f_on_udp), 0);
+  CHECK_INT(uv_tcp_init(loop, &F.tcp), 0);
+  CHECK_INT(uv_tcp_bind(&F.tcp, (struct sockaddr *)&F.addr, 0), 0);
+  CHECK_INT(uv_listen((uv_stream_t *)&F.tcp, 16, f_on_conn), 0);
+}
+
+static void fake_stop(void) {
+  uv_close((uv_handle_t *)&F.udp, NULL);
+  uv_close((uv_handle_t *)&F.tcp, NULL);
+}
+
+static void walk_close(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h))
+    uv_close(h, NULL); /* only the fake's TCP connections remain */
+}
+
+/* ---- harness ---------------------------------------------------------- */
+
+struct outcome {
+  int calls;
+  struct mx_result res;
+};
+
+static void on_result(struct resolver_query *q, const struct mx_result *res,
+                      void *data) {
+  struct outcome *o = data;
+  (void)q;
+  o->calls++;
+  o->res = *res;
+}
+
+static struct resolver *new_resolver(uv_loop_t *loop, int max_inflight,
+                                     uint64_t timeout_ms) {
+  struct resolver_opts o = {.servers = &F.addr,
+                            .n_servers = 1,
+                            .timeout_ms = timeout_ms,
+                            .attempts = 1,
+                            .max_inflight = max_inflight};
+  int err = 0;
+  struct resolver *r = resolver_new(loop, &o, &err);
+  CHECK(r != NULL);
+  return r;
+}
+
+static void run_until(uv_loop_t *loop, const int *done, int want) {
+  while (*done < want && uv_run(loop, UV_RUN_ONCE))
+    ;
+}
+
+static void finish(uv_loop_t *loop, struct resolver *r) {
+  resolver_free(r);
+  fake_stop();
+  uv_run(loop, UV_RUN_NOWAIT);
+  uv_walk(loop, walk_close, NULL);
+  uv_run(loop, UV_RUN_DEFAULT);
+  CHECK_INT(uv_loop_close(loop), 0);
+}
+
+static const struct zone_rr ZONE[] = {
+    {"a.test", LDNS_RR_TYPE_MX, "a.test. 1 IN MX 10 mx1.a.test."},
+    {"mx1.a.test", LDNS_RR_TYPE_A, "mx1.a.test. 1 IN A 127.0.0.2"},
+    {"long.test", LDNS_RR_TYPE_MX, "long.test. 300 IN MX 10 mx1.a.test."},
+    {NULL, 0, NULL},
+};
+
+/* ---- tests ------------------------------------------------------------- */
+
+static void test_lookup_cache_and_ttl_expiry(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  fake_start(&loop, ZONE);
+  struct resolver *r = new_resolver(&loop, 0, 2000);
+  struct outcome o1 = {0}, o2 = {0}, o3 = {0};
+
+  CHECK(resolver_lookup_mx(r, "a.test", 25, on_result, &o1) != NULL);
+  CHECK_INT(o1.calls, 0); /* never from inside the call */
+  run_until(&loop, &o1.calls, 1);
+  CHECK_INT(o1.res.status, DNS_OK);
+  CHECK_INT(o1.res.n, 1);
+  CHECK_STR(o1.res.c[0].host, "mx1.a.test");
+  int sent = F.udp_queries;
+  CHECK_INT(sent, 3); /* MX, AAAA, A */
+
+  /* Within the TTL: from the cache, no query. */
+  CHECK(resolver_lookup_mx(r, "A.Test.", 25, on_result, &o2) != NULL);
+  run_until(&loop, &o2.calls, 1);
+  CHECK_INT(o2.res.status, DNS_OK);
+  CHECK_INT(F.udp_queries, sent);
+
+  /* After the 1 s TTL (and the 60 s negative one for AAAA still alive). */
+  uv_sleep(1100);
+  uv_update_time(&loop);
+  CHECK(resolver_lookup_mx(r, "a.test", 25, on_result, &o3) != NULL);
+  run_until(&loop, &o3.calls, 1);
+  CHECK_INT(o3.res.status, DNS_OK);
+  CHECK_INT(F.udp_queries, sent + 2); /* MX and A again, not AAAA */
+  CHECK_INT(o1.calls + o2.calls + o3.calls, 3);
+  finish(&loop, r);
+}
+
+static void test_negative_cache(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  fake_start(&loop, ZONE);
+  struct resolver *r = new_resolver(&loop, 0, 2000);
+  struct outcome o1 = {0}, o2 = {0};
+  resolver_lookup_mx(r, "nx.test", 25, on_result, &o1);
+  run_until(&loop, &o1.calls, 1);
+  CHECK_INT(o1.res.status, DNS_PERMFAIL);
+  CHECK_STR(o1.res.dsn, "5.1.2");
+  resolver_lookup_mx(r, "nx.test", 25, on_result, &o2);
+  run_until(&loop, &o2.calls, 1);
+  CHECK_INT(o2.res.status, DNS_PERMFAIL);
+  CHECK_INT(F.udp_queries, 1);
+  finish(&loop, r);
+}
+
+static void test_cancel_and_free(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  fake_start(&loop, ZONE);
+  F.mode = FAKE_DROP;
+  struct resolver *r = new_resolver(&loop, 0, 5000);
+  struct outcome o1 = {0}, o2 = {0}, o3 = {0};
+  struct resolver_query *q1 =
+      resolver_lookup_mx(r, "a.test", 25, on_result, &o1);
+  /* Cancelled before it started. */
+  struct resolver_query *q3 =
+      resolver_lookup_mx(r, "x.test", 25, on_result, &o3);
+  resolver_cancel(q3);
+  CHECK_INT(o3.calls, 1);
+  CHECK_INT(o3.res.status, DNS_CANCELED);
+  resolver_lookup_mx(r, "long.test", 25, on_result, &o2);
+  while (F.udp_queries < 2 && uv_run(&loop, UV_RUN_ONCE))
+    ;
+  CHECK_INT(F.udp_queries, 2);
+  /* Cancelled while its query is on the wire. */
+  resolver_cancel(q1);
+  CHECK_INT(o1.calls, 1);
+  CHECK_INT(o1.res.status, DNS_CANCELED);
+  CHECK_INT(o2.calls, 0);
+  /* resolver_free cancels the rest. */
+  resolver_free(r);
+  CHECK_INT(o2.calls, 1);
+  CHECK_INT(o2.res.status, DNS_CANCELED);
+  fake_stop();
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(o1.calls + o2.calls + o3.calls, 3);
+  CHECK_INT(uv_loop_close(&loop), 0);
+}
+
+static void test_timeout(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  fake_start(&loop, ZONE);
+  F.mode = FAKE_DROP;
+  struct resolver *r = new_resolver(&loop, 0, 100);
+  struct outcome o = {0};
+  resolver_lookup_mx(r, "a.test", 25, on_result, &o);
+  run_until(&loop, &o.calls, 1);
+  CHECK_INT(o.res.status, DNS_TEMPFAIL);
+  CHECK_STR(o.res.dsn, "4.4.3");
+  CHECK_CONTAINS(o.res.reason, "timeout");
+  finish(&loop, r);
+}
+
+static void test_inflight_bound_and_sharing(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  fake_start(&loop, ZONE);
+  struct resolver *r = new_resolver(&loop, 2, 2000);
+  enum { N = 40 };
+  static struct outcome o[N];
+  memset(o, 0, sizeof o);
+  int done = 0;
+  char name[64];
+  for (int i = 0; i < N; i++) {
+    /* Half the names repeat: a shared query answers several lookups. */
+    snprintf(name, sizeof name, "n%d.test", i % (N / 2));
+    CHECK(resolver_lookup_mx(r, name, 25, on_result, &o[i]) != NULL);
+  }
+  while (uv_run(&loop, UV_RUN_ONCE)) {
+    done = 0;
+    for (int i = 0; i < N; i++)
+      done += o[i].calls;
+    if (done == N)
+      break;
+  }
+  CHECK_INT(done, N);
+  CHECK_INT(F.udp_queries, N / 2);
+  for (int i = 0; i < N; i++)
+    CHECK_STR(o[i].res.dsn, "5.1.2");
+  finish(&loop, r);
+}
+
+static void test_truncated_goes_tcp(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  fake_start(&loop, ZONE);
+  F.mode = FAKE_TRUNCATE;
+  struct resolver *r = new_resolver(&loop, 0, 2000);
+  struct outcome o = {0};
+  resolver_lookup_host(r, "mx1.a.test", 587, on_result, &o);
+  run_until(&loop, &o.calls, 1);
+  CHECK_INT(o.res.status, DNS_OK);
+  CHECK_INT(o.res.n, 1);
+  CHECK_INT(F.tcp_queries, 2); /* AAAA and A */
+  finish(&loop, r);
+}
+
+static void test_resolv_conf(void) {
+  struct sockaddr_storage s[4];
+  uint64_t t = 0;
+  int a = 0;
+  int n = resolver_parse_resolv_conf("# x\nnameserver 127.0.0.53\n"
+                                     "nameserver ::1\nnameserver bogus\n"
+                                     "options ndots:1 timeout:3 attempts:4\n",
+                                     s, 4, &t, &a);
+  CHECK_INT(n, 2);
+  CHECK_INT(s[0].ss_family, AF_INET);
+  CHECK_INT(ntohs(((struct sockaddr_in *)&s[0])->sin_port), 53);
+  CHECK_INT(s[1].ss_family, AF_INET6);
+  CHECK_INT(t, 3000);
+  CHECK_INT(a, 4);
+}
+
+static void test_idn(void) {
+  char out[300];
+  CHECK_INT(resolver_domain_to_ascii("Bücher.Test.", out, sizeof out), 0);
+  CHECK_STR(out, "xn--bcher-kva.test");
+  CHECK_INT(resolver_domain_to_ascii("MX.a.test", out, sizeof out), 0);
+  CHECK_STR(out, "mx.a.test");
+  CHECK(resolver_domain_to_ascii("a..test", out, sizeof out) < 0);
+  CHECK(resolver_domain_to_ascii("\xff\xfe.test", out, sizeof out) < 0);
+}
+
+int main(void) {
+  test_lookup_cache_and_ttl_expiry();
+  test_negative_cache();
+  test_cancel_and_free();
+  test_timeout();
+  test_inflight_bound_and_sharing();
+  test_truncated_goes_tcp();
+  test_resolv_conf();
+  test_idn();
+  return check_result("test_resolver");
+}
