@@ -1,0 +1,87 @@
+/*
+ * dsn: RFC 3464 delivery status notifications (bounces) and the RFC 3461
+ * rules for whether to send one.
+ *
+ * dsn_build() returns the whole bounce message (header + multipart/report
+ * body) as one malloc'd buffer, in CRLF form and unstuffed, ready to be
+ * queued from "<>" to the original sender and later sent through encode.c
+ * like any message (which also folds any line over 998 octets).  Its size
+ * is bounded by the original message (or its header, without RET=FULL)
+ * plus a small amount per recipient.
+ *
+ * Pure: no clock (times are passed in), no I/O, no logging; the only
+ * allocation is the result.
+ */
+#ifndef MAILHOP_PROTO_DSN_H
+#define MAILHOP_PROTO_DSN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* NOTIFY= (RFC 3461 §4.1) as a bit set; 0 means "not given". */
+enum dsn_notify {
+  DSN_NOTIFY_NEVER = 1,
+  DSN_NOTIFY_SUCCESS = 2,
+  DSN_NOTIFY_FAILURE = 4,
+  DSN_NOTIFY_DELAY = 8,
+};
+
+/* RET= (RFC 3461 §4.3); unset means headers only. */
+enum dsn_ret {
+  DSN_RET_UNSET = 0,
+  DSN_RET_HDRS = 1,
+  DSN_RET_FULL = 2,
+};
+
+/* One failed recipient.  Strings are borrowed for the call. */
+struct dsn_rcpt {
+  const char *addr;       /* Final-Recipient, the address we tried */
+  const char *orcpt;      /* ORCPT= value as received (xtext), or NULL */
+  const char *status;     /* "5.1.1"; "4.4.7" for expiry */
+  const char *remote_mta; /* host that answered, or NULL */
+  const char *diag;       /* that host's reply ("550 5.1.1 ..."), or NULL */
+  int64_t last_attempt;   /* seconds since the epoch, 0 when none */
+};
+
+/* The bounce to build.  Strings are borrowed for the call. */
+struct dsn_report {
+  const char *hostname; /* this relay: Reporting-MTA, From, Message-ID */
+  const char *sender;   /* the original envelope sender (the To:) */
+  const char *envid;    /* ENVID= value as received (xtext), or NULL */
+  int ret;              /* enum dsn_ret */
+  int64_t arrival;      /* seconds since the epoch: Arrival-Date */
+  int64_t now;          /* seconds since the epoch: Date */
+  const char *id;       /* unique token (queue id): boundary, Message-ID */
+  const char *msg;      /* the original message, CRLF, unstuffed */
+  size_t msg_len;
+  const struct dsn_rcpt *rcpts;
+  size_t nrcpt;
+};
+
+/*
+ * Builds the bounce.  Returns a malloc'd buffer the caller frees, its
+ * length in *len; NULL when out of memory.  Control characters in the
+ * fields are replaced by '?', so no field can inject a header.  Non-ASCII
+ * in our own text fields (addresses) is replaced by '?' too; the quoted
+ * original header or message is copied as is (with
+ * Content-Transfer-Encoding: 8bit on its part when it is 8-bit).
+ */
+__attribute__((warn_unused_result)) char *dsn_build(const struct dsn_report *r,
+                                                    size_t *len);
+
+/*
+ * 1 when a failure of a recipient with these NOTIFY flags, of a message
+ * with this envelope sender, must produce a bounce: never for the null
+ * sender (NULL or ""), never with NOTIFY=NEVER, never when NOTIFY was given
+ * without FAILURE.
+ */
+int dsn_should_bounce(const char *sender, unsigned notify);
+
+/*
+ * Formats t (seconds since the epoch) as an RFC 5322 date in UTC,
+ * "Tue, 01 Jul 2025 12:00:00 +0000", locale-independent.  out has room
+ * for 40.
+ */
+void dsn_date(int64_t t, char out[40]);
+
+#endif

@@ -1,0 +1,203 @@
+/* test_encode: dot-stuffing, normalization, folding, chunked feeding. */
+#include "proto/encode.h"
+
+#include <stdlib.h>
+
+#include "check.h"
+
+/* Encodes in[0..n) in chunks of `step`; returns a malloc'd string. */
+static char *enc(const char *in, size_t n, size_t step, size_t *outlen) {
+  struct encoder e;
+  size_t cap = encode_bound(n) + ENCODE_FINISH_MAX, o = 0;
+  char *out = malloc(cap + 1);
+  encode_init(&e);
+  for (size_t off = 0; off < n; off += step) {
+    size_t k = n - off < step ? n - off : step;
+    o += encode_feed(&e, in + off, k, out + o, cap - o);
+  }
+  o += encode_finish(&e, out + o, cap - o);
+  out[o] = '\0';
+  *outlen = o;
+  return out;
+}
+
+static const struct {
+  const char *name, *in, *out;
+} cases[] = {
+    {"empty", "", ".\r\n"},
+    {"simple", "A: b\r\n\r\nhello\r\n", "A: b\r\n\r\nhello\r\n.\r\n"},
+    {"no_final_crlf", "A: b\r\n\r\nhello", "A: b\r\n\r\nhello\r\n.\r\n"},
+    {"dot_line", "A: b\r\n\r\n.\r\n", "A: b\r\n\r\n..\r\n.\r\n"},
+    {"dot_start", "A: b\r\n\r\n.x\r\n..y\r\n",
+     "A: b\r\n\r\n..x\r\n...y\r\n.\r\n"},
+    {"dot_mid", "A: b\r\n\r\nx.\r\n", "A: b\r\n\r\nx.\r\n.\r\n"},
+    {"bare_lf", "A: b\n\nx\ny\n", "A: b\r\n\r\nx\r\ny\r\n.\r\n"},
+    {"bare_cr", "A: b\r\n\r\nx\ry\r", "A: b\r\n\r\nx\r\ny\r\n.\r\n"},
+    /* A smuggling attempt: LF.LF / CR.CR must not stay a terminator. */
+    {"smuggle_lf", "A: b\r\n\r\nx\n.\nMAIL FROM:<a>\r\n",
+     "A: b\r\n\r\nx\r\n..\r\nMAIL FROM:<a>\r\n.\r\n"},
+    {"smuggle_cr", "A: b\r\n\r\nx\r.\rRSET\r\n",
+     "A: b\r\n\r\nx\r\n..\r\nRSET\r\n.\r\n"},
+    {"headers_only", "A: b\r\nC: d\r\n", "A: b\r\nC: d\r\n.\r\n"},
+};
+
+static void test_table(void) {
+  static const size_t steps[] = {1, 2, 3, 7, 1000};
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    for (size_t s = 0; s < sizeof(steps) / sizeof(steps[0]); s++) {
+      size_t n;
+      char *o = enc(cases[i].in, strlen(cases[i].in), steps[s], &n);
+      if (strcmp(o, cases[i].out) != 0)
+        fprintf(stderr, "case %s step %zu\n", cases[i].name, steps[s]);
+      CHECK_STR(o, cases[i].out);
+      free(o);
+    }
+  }
+}
+
+/* Every line of the output is at most 998 octets plus a stuffing dot. */
+static int lines_ok(const char *o, size_t n) {
+  size_t start = 0;
+  for (size_t i = 0; i + 1 < n; i++) {
+    if (o[i] == '\r' && o[i + 1] == '\n') {
+      size_t len = i - start;
+      if (len > ENCODE_LINE_MAX + (o[start] == '.' ? 1 : 0))
+        return 0;
+      start = i + 2;
+      i++;
+    } else if (o[i] == '\r' || o[i] == '\n') {
+      return 0; /* no bare CR or LF */
+    }
+  }
+  return 1;
+}
+
+/* Undo: remove stuffing dots and the terminator. */
+static size_t unstuff(const char *o, size_t n, char *out) {
+  size_t k = 0;
+  int bol = 1;
+  n -= 3; /* ".\r\n" */
+  for (size_t i = 0; i < n; i++) {
+    if (bol && o[i] == '.')
+      i++;
+    out[k++] = o[i];
+    bol = o[i] == '\n';
+  }
+  out[k] = '\0';
+  return k;
+}
+
+static void test_fold_header(void) {
+  /* A 3000-octet header with spaces: folded at whitespace; unfolding
+   * (removing CRLF before WSP) gives the original back. */
+  char in[4000];
+  size_t k = 0;
+  k += (size_t)sprintf(in, "Subject:");
+  while (k < 3000)
+    k += (size_t)sprintf(in + k, " word%zu", k);
+  k += (size_t)sprintf(in + k, "\r\n\r\nbody\r\n");
+  size_t n1, n7;
+  char *o1 = enc(in, k, 1, &n1), *o7 = enc(in, k, 7, &n7);
+  CHECK_INT(n1, n7);
+  CHECK(memcmp(o1, o7, n1) == 0);
+  CHECK(lines_ok(o1, n1));
+  char *u = malloc(n1 + 1), *w = malloc(n1 + 1);
+  size_t un = unstuff(o1, n1, u), wn = 0;
+  for (size_t i = 0; i < un; i++) {
+    if (u[i] == '\r' && i + 2 < un && u[i + 1] == '\n' && u[i + 2] == ' ') {
+      i++;
+      continue;
+    }
+    w[wn++] = u[i];
+  }
+  CHECK_INT(wn, k);
+  CHECK(memcmp(w, in, k) == 0);
+  free(o1), free(o7), free(u), free(w);
+}
+
+static void test_fold_header_no_space(void) {
+  char in[2100];
+  memcpy(in, "X:", 2);
+  memset(in + 2, 'a', 2000);
+  memcpy(in + 2002, "\r\n\r\n", 4);
+  size_t n;
+  char *o = enc(in, 2006, 5, &n);
+  CHECK(lines_ok(o, n));
+  /* Hard split, continuation starts with one inserted SP. */
+  CHECK(memcmp(o + 998, "\r\n ", 3) == 0);
+  free(o);
+}
+
+static void test_fold_body(void) {
+  /* Body line of 2500 octets starting with '.' and with a '.' landing at
+   * a split point: split into 998-octet lines, each stuffed as needed. */
+  char in[2600];
+  size_t h = (size_t)sprintf(in, "A: b\r\n\r\n");
+  memset(in + h, 'z', 2500);
+  in[h] = '.';
+  in[h + 998] = '.';
+  memcpy(in + h + 2500, "\r\n", 2);
+  size_t total = h + 2502;
+  size_t n1, n3, nb;
+  char *o1 = enc(in, total, 1, &n1), *o3 = enc(in, total, 3, &n3),
+       *ob = enc(in, total, 4096, &nb);
+  CHECK_INT(n1, n3);
+  CHECK_INT(n1, nb);
+  CHECK(memcmp(o1, o3, n1) == 0 && memcmp(o1, ob, n1) == 0);
+  CHECK(lines_ok(o1, n1));
+  CHECK(memcmp(o1 + h, "..", 2) == 0);
+  /* Second line starts with the stuffed dot. */
+  CHECK(memcmp(o1 + h + 1 + 998, "\r\n..", 4) == 0);
+  /* Unstuff and drop the inserted CRLFs: original back. */
+  char *u = malloc(n1 + 1);
+  size_t un = unstuff(o1, n1, u), wn = 0;
+  char *w = malloc(n1 + 1);
+  size_t col = 0;
+  int body = 0;
+  for (size_t i = 0; i < un; i++) {
+    if (body && col == ENCODE_LINE_MAX && u[i] == '\r' && u[i + 1] == '\n' &&
+        i + 2 < un - 2) {
+      i++;
+      col = 0;
+      continue;
+    }
+    w[wn++] = u[i];
+    col = u[i] == '\n' ? 0 : (u[i] == '\r' ? col : col + 1);
+    if (wn == h)
+      body = 1;
+  }
+  CHECK_INT(wn, total);
+  CHECK(memcmp(w, in, total) == 0);
+  free(o1), free(o3), free(ob), free(u), free(w);
+}
+
+static void test_exact_998_not_split(void) {
+  char in[1100];
+  size_t h = (size_t)sprintf(in, "A: b\r\n\r\n");
+  memset(in + h, 'q', 998);
+  memcpy(in + h + 998, "\r\n", 2);
+  size_t n;
+  char *o = enc(in, h + 1000, 13, &n);
+  CHECK_INT(n, h + 1000 + 3);
+  free(o);
+}
+
+static void test_8bit(void) {
+  struct encoder e;
+  char out[2048];
+  CHECK_INT(encode_has_8bit("plain", 5), 0);
+  CHECK_INT(encode_has_8bit("caf\xc3\xa9", 5), 1);
+  encode_init(&e);
+  (void)encode_feed(&e, "A: \xc3\xa9\r\n", 7, out, sizeof(out));
+  CHECK_INT(e.has_8bit, 1);
+}
+
+int main(void) {
+  test_table();
+  test_fold_header();
+  test_fold_header_no_space();
+  test_fold_body();
+  test_exact_998_not_split();
+  test_8bit();
+  return check_result("test_encode");
+}
