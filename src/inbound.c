@@ -1,0 +1,775 @@
+/*
+ * inbound: listeners and sessions.  A session is one loop/conn driving one
+ * proto/smtp_server machine; DATA streams into a store spool and the
+ * finished message is committed to the store (group commit).  The client
+ * gets its 250 only from the commit's callback, when the batch is durable.
+ *
+ * A session ends through session_end() only.  Its memory goes once three
+ * things are over: the conn (on_close), a commit in flight (its callback)
+ * and a spool write in flight (its callback).
+ */
+#include "inbound.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "config.h"
+#include "log.h"
+#include "loop/conn.h"
+#include "loop/listener.h"
+#include "loop/tls.h"
+#include "proto/message.h"
+#include "proto/smtp_server.h"
+#include "queue/store.h"
+#include "stats.h"
+
+#define MAX_LISTENERS (2 * CONFIG_MAX_LIST)
+/* How often the DATA rate is checked. */
+#define DATA_CHECK_MS 1000
+
+struct session;
+
+struct inbound {
+  uv_loop_t *loop;
+  const struct config *cfg;
+  struct store *store;
+  struct stats *stats;
+  inbound_queued_cb on_queued;
+  void *data;
+  struct listener *listeners[MAX_LISTENERS];
+  int n_listeners;
+  SSL_CTX *tls_ctx; /* NULL without a certificate */
+  struct session *sessions; /* doubly linked, for shutdown */
+  int n_sessions;
+  uint64_t next_session;
+  int freeing;
+  void (*freed_cb)(void *data);
+  void *freed_data;
+};
+
+struct rcpt {
+  char *addr;
+  char *orcpt;
+  unsigned notify;
+};
+
+struct session {
+  struct inbound *in;
+  struct session *prev, *next;
+  struct conn *conn; /* NULL once closed */
+  struct smtp_server *srv;
+  char id[20]; /* session id for logs */
+  char peer[64];
+  int implicit_tls;
+  /* envelope of the transaction in progress */
+  char *sender;
+  struct smtp_mail_params mail;
+  struct rcpt *rcpts;
+  int n_rcpts, cap_rcpts;
+  /* DATA */
+  struct store_spool *spool;
+  int spool_writing; /* a spool write callback is pending */
+  struct store_job *commit; /* commit in flight */
+  uint64_t data_start_ms;
+  uint64_t data_bytes;
+  char queue_id[STORE_ID_SIZE];
+  int64_t received_at;
+  int ended;
+};
+
+static const struct conn_cbs session_cbs;
+
+static uint64_t now_ms(struct inbound *in) { return uv_now(in->loop); }
+
+static void log_session(struct session *s, enum log_level lvl,
+                        const char *event, const char *key, const char *val) {
+  struct log_line l;
+  log_begin(&l, lvl, event);
+  log_str(&l, "session", s->id);
+  log_str(&l, "client", s->peer);
+  if (key)
+    log_str(&l, key, val);
+  log_end(&l);
+}
+
+static void envelope_clear(struct session *s) {
+  free(s->sender);
+  s->sender = NULL;
+  for (int i = 0; i < s->n_rcpts; i++) {
+    free(s->rcpts[i].addr);
+    free(s->rcpts[i].orcpt);
+  }
+  s->n_rcpts = 0;
+}
+
+static void inbound_maybe_freed(struct inbound *in);
+
+/* Frees the session once nothing refers to it any more. */
+static void session_maybe_free(struct session *s) {
+  if (s->conn || s->commit || s->spool_writing)
+    return;
+  struct inbound *in = s->in;
+  if (s->spool)
+    store_spool_free(s->spool);
+  envelope_clear(s);
+  free(s->rcpts);
+  smtp_server_free(s->srv);
+  if (s->prev)
+    s->prev->next = s->next;
+  else
+    in->sessions = s->next;
+  if (s->next)
+    s->next->prev = s->prev;
+  in->n_sessions--;
+  in->stats->sessions = in->n_sessions;
+  free(s);
+  inbound_maybe_freed(in);
+}
+
+/* The one end of a session: cancels what is in flight, closes the conn. */
+static void session_end(struct session *s, int flush) {
+  if (s->ended)
+    return;
+  s->ended = 1;
+  if (s->commit)
+    store_cancel(s->commit);
+  if (s->spool && !s->spool_writing) {
+    store_spool_free(s->spool);
+    s->spool = NULL;
+  }
+  if (s->conn) {
+    if (flush)
+      conn_close_flush(s->conn, CONN_END_LOCAL, 2000);
+    else
+      conn_close(s->conn, CONN_END_LOCAL);
+  }
+}
+
+/* Writes every reply the machine has ready; ends the session if it is
+ * over.  Returns -1 when the session is ending. */
+static int session_flush(struct session *s) {
+  size_t n;
+  const char *out = smtp_server_output(s->srv, &n);
+  if (n > 0 && s->conn && !s->ended) {
+    int rc = conn_write(s->conn, out, n);
+    if (rc < 0) {
+      smtp_server_output_consumed(s->srv, n);
+      session_end(s, 0);
+      return -1;
+    }
+  }
+  smtp_server_output_consumed(s->srv, n);
+  if (smtp_server_close_wanted(s->srv)) {
+    session_end(s, 1);
+    return -1;
+  }
+  return s->ended ? -1 : 0;
+}
+
+static void arm_command_timer(struct session *s) {
+  if (s->conn && !s->ended)
+    conn_set_timeout(s->conn, (unsigned)s->in->cfg->smtp_timeout_ms);
+}
+
+/* ---- DATA: spool and commit ---------------------------------------- */
+
+static void on_spool_written(struct store_spool *sp, int status, void *data) {
+  (void)sp;
+  struct session *s = data;
+  s->spool_writing = 0;
+  if (s->ended) {
+    if (s->spool) {
+      store_spool_free(s->spool);
+      s->spool = NULL;
+    }
+    session_maybe_free(s);
+    return;
+  }
+  if (status < 0) {
+    /* The spool failed (disk full): the machine will still read to the
+     * end of data; the commit answer carries the error. */
+    log_session(s, LOG_WARN, "spool", "error", strerror(-status));
+  }
+  conn_read_resume(s->conn);
+}
+
+static const char *domain_of(const char *addr);
+static void lower(char *p);
+
+/* Hands the durable message's envelope to the owner (the scheduler). */
+static void announce(struct session *s) {
+  struct inbound *in = s->in;
+  if (!in->on_queued || s->n_rcpts == 0)
+    return;
+  struct store_rcpt *rc = calloc((size_t)s->n_rcpts, sizeof *rc);
+  char(*domains)[256] = calloc((size_t)s->n_rcpts, 256);
+  if (rc && domains) {
+    for (int i = 0; i < s->n_rcpts; i++) {
+      snprintf(domains[i], 256, "%s", domain_of(s->rcpts[i].addr));
+      lower(domains[i]);
+      rc[i].address = s->rcpts[i].addr;
+      rc[i].orcpt = s->rcpts[i].orcpt;
+      rc[i].notify = (int)s->rcpts[i].notify;
+      rc[i].domain = domains[i];
+      rc[i].idx = i;
+      rc[i].state = STORE_RCPT_QUEUED;
+    }
+    struct store_msg msg = {
+        .sender = s->sender ? s->sender : "",
+        .size = (int64_t)s->data_bytes,
+        .received_at = s->received_at,
+        .rcpts = rc,
+        .nrcpts = (size_t)s->n_rcpts,
+    };
+    memcpy(msg.id, s->queue_id, sizeof msg.id);
+    in->on_queued(&msg, in->data);
+  } else {
+    log_msg(LOG_ERROR, "scheduler",
+            "out of memory: message %s waits for the next restart",
+            s->queue_id);
+  }
+  free(rc);
+  free(domains);
+}
+
+static void on_committed(struct store *st, int status, void *data) {
+  (void)st;
+  struct session *s = data;
+  struct inbound *in = s->in;
+  s->commit = NULL;
+  if (status == 0) {
+    /* The message is durable, whether or not the client is still here. */
+    in->stats->received++;
+    struct log_line l;
+    log_begin(&l, LOG_INFO, "accepted");
+    log_str(&l, "session", s->id);
+    log_str(&l, "id", s->queue_id);
+    log_str(&l, "from", s->sender ? s->sender : "");
+    log_int(&l, "rcpts", s->n_rcpts);
+    log_int(&l, "size", (long long)s->data_bytes);
+    log_str(&l, "client", s->peer);
+    log_end(&l);
+    announce(s);
+  }
+  if (s->ended) {
+    session_maybe_free(s);
+    return;
+  }
+  if (status == 0) {
+    smtp_server_commit_done(s->srv, 1, s->queue_id);
+  } else if (status == -ENOSPC) {
+    smtp_server_commit_done(s->srv, 0,
+                            "452 4.3.1 Insufficient system storage");
+  } else {
+    log_session(s, LOG_WARN, "commit", "error", strerror(-status));
+    smtp_server_commit_done(s->srv, 0, "451 4.3.0 Error: queue write failed");
+  }
+  envelope_clear(s);
+  if (session_flush(s) < 0)
+    return;
+  arm_command_timer(s);
+  conn_read_resume(s->conn);
+}
+
+static const char *domain_of(const char *addr) {
+  const char *at = strrchr(addr, '@');
+  return at ? at + 1 : "";
+}
+
+static void lower(char *p) {
+  for (; *p; p++)
+    if (*p >= 'A' && *p <= 'Z')
+      *p = (char)(*p + 32);
+}
+
+/* Builds the prefix (Received, and Date/Message-ID when missing) and hands
+ * the message to the store. */
+static void commit_message(struct session *s, const struct smtp_event *ev) {
+  struct inbound *in = s->in;
+  store_new_id(in->store, s->queue_id);
+  time_t now = time(NULL);
+  struct tm lt;
+  localtime_r(&now, &lt);
+  int tz = (int)(lt.tm_gmtoff / 60);
+  const struct conn_tls_info *tls = s->conn ? conn_tls(s->conn) : NULL;
+  char tls_desc[160] = "";
+  if (tls && tls->ok)
+    snprintf(tls_desc, sizeof tls_desc, "version=%s cipher=%s",
+             tls->version ? tls->version : "?",
+             tls->cipher ? tls->cipher : "?");
+  struct message_received r = {
+      .helo = smtp_server_helo_name(s->srv),
+      .ip = s->peer,
+      .hostname = in->cfg->hostname,
+      .id = s->queue_id,
+      .rcpt = s->n_rcpts == 1 ? s->rcpts[0].addr : NULL,
+      .esmtp = smtp_server_esmtp(s->srv),
+      .tls = smtp_server_tls(s->srv),
+      .auth = smtp_server_auth_user(s->srv) != NULL,
+      .tls_desc = tls_desc[0] ? tls_desc : NULL,
+      .when = now,
+      .tz_minutes = tz,
+  };
+  char prefix[4096];
+  int len = message_received_header(prefix, sizeof prefix, &r);
+  if (len < 0)
+    len = 0;
+  if (!ev->end.has_date) {
+    int n = message_date_header(prefix + len, sizeof prefix - (size_t)len,
+                                now, tz);
+    if (n > 0)
+      len += n;
+  }
+  if (!ev->end.has_message_id) {
+    int n = message_id_header(prefix + len, sizeof prefix - (size_t)len,
+                              s->queue_id, in->cfg->hostname);
+    if (n > 0)
+      len += n;
+  }
+
+  struct store_rcpt *rc = calloc((size_t)s->n_rcpts, sizeof *rc);
+  char(*domains)[256] = calloc((size_t)s->n_rcpts, 256);
+  if (!rc || !domains) {
+    free(rc);
+    free(domains);
+    smtp_server_commit_done(s->srv, 0, "451 4.3.0 Error: out of memory");
+    return;
+  }
+  for (int i = 0; i < s->n_rcpts; i++) {
+    snprintf(domains[i], 256, "%s", domain_of(s->rcpts[i].addr));
+    lower(domains[i]);
+    rc[i].address = s->rcpts[i].addr;
+    rc[i].orcpt = s->rcpts[i].orcpt;
+    rc[i].notify = (int)s->rcpts[i].notify;
+    rc[i].domain = domains[i];
+  }
+  s->received_at = (int64_t)now;
+  struct store_msg msg = {
+      .sender = s->sender ? s->sender : "",
+      .received_at = (int64_t)now,
+      .ret = (int)s->mail.ret,
+      .envid = s->mail.has_envid ? s->mail.envid : NULL,
+      .flags = (s->mail.smtputf8 ? STORE_F_SMTPUTF8 : 0) |
+               (ev->end.eight_bit ? STORE_F_BODY8BIT : 0),
+      .rcpts = rc,
+      .nrcpts = (size_t)s->n_rcpts,
+      .prefix = prefix,
+      .prefix_len = (size_t)len,
+  };
+  memcpy(msg.id, s->queue_id, sizeof msg.id);
+  s->data_bytes = ev->end.size + (uint64_t)len;
+  struct store_spool *body = s->spool;
+  s->spool = NULL;
+  int rcode = store_commit(in->store, &msg, body, on_committed, s, &s->commit);
+  free(rc);
+  free(domains);
+  if (rcode < 0) {
+    s->commit = NULL;
+    smtp_server_commit_done(s->srv, 0,
+                            rcode == -ENOSPC
+                                ? "452 4.3.1 Insufficient system storage"
+                                : "451 4.3.0 Error: queue write failed");
+    return;
+  }
+  conn_read_pause(s->conn);
+  conn_set_timeout(s->conn, 0);
+}
+
+static int add_rcpt(struct session *s, const struct smtp_event *ev) {
+  if (s->n_rcpts == s->cap_rcpts) {
+    int cap = s->cap_rcpts ? s->cap_rcpts * 2 : 4;
+    struct rcpt *r = realloc(s->rcpts, (size_t)cap * sizeof *r);
+    if (!r)
+      return -1;
+    s->rcpts = r;
+    s->cap_rcpts = cap;
+  }
+  struct rcpt *r = &s->rcpts[s->n_rcpts];
+  r->addr = strdup(ev->rcpt.addr);
+  r->notify = ev->rcpt.params->notify;
+  r->orcpt = NULL;
+  if (ev->rcpt.params->has_orcpt) {
+    size_t n = strlen(ev->rcpt.params->orcpt_type) +
+               strlen(ev->rcpt.params->orcpt_addr) + 2;
+    r->orcpt = malloc(n);
+    if (r->orcpt)
+      snprintf(r->orcpt, n, "%s;%s", ev->rcpt.params->orcpt_type,
+               ev->rcpt.params->orcpt_addr);
+  }
+  if (!r->addr)
+    return -1;
+  s->n_rcpts++;
+  return 0;
+}
+
+/* Handles one event.  Returns 1 when input must stop (waiting). */
+static int handle_event(struct session *s, const struct smtp_event *ev) {
+  struct inbound *in = s->in;
+  switch (ev->type) {
+  case SMTP_SRV_EV_HELO:
+    envelope_clear(s);
+    return 0;
+  case SMTP_SRV_EV_MAIL:
+    envelope_clear(s);
+    s->sender = strdup(ev->mail.sender);
+    s->mail = *ev->mail.params;
+    if (!s->sender) {
+      session_end(s, 0);
+      return 1;
+    }
+    return 0;
+  case SMTP_SRV_EV_RCPT:
+    if (add_rcpt(s, ev) < 0) {
+      session_end(s, 0);
+      return 1;
+    }
+    return 0;
+  case SMTP_SRV_EV_DATA_START:
+    if (s->spool)
+      store_spool_free(s->spool);
+    s->spool = store_spool_new(in->store);
+    s->data_start_ms = now_ms(in);
+    s->data_bytes = 0;
+    conn_set_timeout(s->conn, DATA_CHECK_MS);
+    if (!s->spool) {
+      session_end(s, 0);
+      return 1;
+    }
+    return 0;
+  case SMTP_SRV_EV_DATA_CHUNK:
+    s->data_bytes += ev->chunk.len;
+    if (s->spool) {
+      int rc = store_spool_append(s->spool, ev->chunk.ptr, ev->chunk.len,
+                                  on_spool_written, s);
+      if (rc == STORE_SPOOL_PAUSE) {
+        s->spool_writing = 1;
+        conn_read_pause(s->conn);
+        return 1;
+      }
+      /* rc < 0: the spool failed earlier; the commit reports it. */
+    }
+    return 0;
+  case SMTP_SRV_EV_DATA_END:
+    commit_message(s, ev);
+    return 1;
+  case SMTP_SRV_EV_DATA_ABORT:
+    if (s->spool) {
+      store_spool_free(s->spool);
+      s->spool = NULL;
+    }
+    envelope_clear(s);
+    if (ev->abort.code) {
+      char code[8];
+      snprintf(code, sizeof code, "%d", ev->abort.code);
+      log_session(s, LOG_INFO, "rejected", "code", code);
+    }
+    arm_command_timer(s);
+    return 0;
+  case SMTP_SRV_EV_STARTTLS:
+    /* Write the 220 in plaintext, then start TLS; conn_start_tls drops
+     * every byte the client sent after the command (RFC 3207 §4.2). */
+    if (session_flush(s) < 0)
+      return 1;
+    conn_discard_input(s->conn);
+    if (!in->tls_ctx || conn_start_tls(s->conn, in->tls_ctx, 1, NULL) < 0) {
+      session_end(s, 0);
+      return 1;
+    }
+    return 1;
+  case SMTP_SRV_EV_AUTH:
+    /* AUTH is only offered with auth_users_file; checking is not wired
+     * yet, so every attempt fails like a wrong password. */
+    smtp_server_auth_done(s->srv, 0, NULL);
+    log_session(s, LOG_INFO, "auth", "result", "failed");
+    return 0;
+  case SMTP_SRV_EV_NONE:
+    return 0;
+  }
+  return 0;
+}
+
+/* ---- conn callbacks -------------------------------------------------- */
+
+static size_t on_read(struct conn *c, const char *data, size_t len) {
+  struct session *s = conn_data(c);
+  if (s->ended)
+    return len;
+  size_t off = 0;
+  int progressed = 0;
+  int stop = 0;
+  while (!stop) {
+    size_t n = smtp_server_feed(s->srv, data + off, len - off);
+    off += n;
+    struct smtp_event ev;
+    while (smtp_server_event(s->srv, &ev)) {
+      progressed = 1;
+      if (handle_event(s, &ev))
+        stop = 1;
+      if (s->ended)
+        return len;
+    }
+    if (smtp_server_state(s->srv) == SMTP_SRV_ST_WAIT_TLS) {
+      /* Everything after STARTTLS is discarded, never executed. */
+      return len;
+    }
+    if (off == len || (n == 0 && smtp_server_blocked(s->srv)))
+      break;
+    if (n == 0 && !stop)
+      break;
+  }
+  size_t pending;
+  smtp_server_output(s->srv, &pending);
+  if (pending)
+    progressed = 1;
+  if (session_flush(s) < 0)
+    return len;
+  if (progressed && smtp_server_state(s->srv) == SMTP_SRV_ST_CMD)
+    arm_command_timer(s);
+  return off;
+}
+
+static void on_tls_done(struct conn *c, const struct conn_tls_info *info) {
+  struct session *s = conn_data(c);
+  struct log_line l;
+  log_begin(&l, info->ok ? LOG_INFO : LOG_WARN, "tls");
+  log_str(&l, "session", s->id);
+  log_str(&l, "client", s->peer);
+  log_str(&l, "direction", "inbound");
+  if (info->ok) {
+    log_str(&l, "version", info->version);
+    log_str(&l, "cipher", info->cipher);
+  } else {
+    log_str(&l, "error", info->error);
+  }
+  log_end(&l);
+  if (!info->ok || s->ended)
+    return;
+  if (s->implicit_tls) {
+    s->implicit_tls = 0;
+  } else {
+    char desc[160];
+    snprintf(desc, sizeof desc, "%s %s", info->version ? info->version : "",
+             info->cipher ? info->cipher : "");
+    smtp_server_tls_started(s->srv, desc);
+  }
+  if (session_flush(s) < 0)
+    return;
+  arm_command_timer(s);
+}
+
+static void on_timeout(struct conn *c) {
+  struct session *s = conn_data(c);
+  struct inbound *in = s->in;
+  if (s->ended)
+    return;
+  if (smtp_server_state(s->srv) == SMTP_SRV_ST_DATA) {
+    /* DATA: the client must keep up min_data_rate once the first
+     * smtp_timeout has passed (a slow but honest upload goes on). */
+    uint64_t elapsed = now_ms(in) - s->data_start_ms;
+    if (elapsed < in->cfg->smtp_timeout_ms ||
+        s->data_bytes * 1000 >= in->cfg->min_data_rate * elapsed) {
+      conn_set_timeout(c, DATA_CHECK_MS);
+      return;
+    }
+    log_session(s, LOG_INFO, "rejected", "reason", "data rate too low");
+  } else {
+    log_session(s, LOG_INFO, "rejected", "reason", "timeout");
+  }
+  smtp_server_close(s->srv, SMTP_SRV_CLOSE_TIMEOUT);
+  struct smtp_event ev;
+  while (smtp_server_event(s->srv, &ev))
+    handle_event(s, &ev);
+  session_flush(s);
+  session_end(s, 1);
+}
+
+static void on_close(struct conn *c, enum conn_end end, int status) {
+  struct session *s = conn_data(c);
+  (void)end;
+  (void)status;
+  s->conn = NULL;
+  s->ended = 1;
+  if (s->commit)
+    store_cancel(s->commit);
+  session_maybe_free(s);
+}
+
+static const struct conn_cbs session_cbs = {
+    .on_read = on_read,
+    .on_tls_done = on_tls_done,
+    .on_timeout = on_timeout,
+    .on_close = on_close,
+};
+
+/* ---- accepting -------------------------------------------------------- */
+
+static void on_accept(struct listener *l, struct conn *c, void *data) {
+  struct inbound *in = data;
+  int implicit_tls = listener_tls(l);
+  struct session *s = calloc(1, sizeof *s);
+  if (!s) {
+    conn_close(c, CONN_END_LOCAL);
+    return;
+  }
+  s->in = in;
+  s->conn = c;
+  snprintf(s->id, sizeof s->id, "S%llx",
+           (unsigned long long)++in->next_session);
+  snprintf(s->peer, sizeof s->peer, "%s", conn_peer_str(c));
+  s->next = in->sessions;
+  if (in->sessions)
+    in->sessions->prev = s;
+  in->sessions = s;
+  in->n_sessions++;
+  in->stats->sessions = in->n_sessions;
+  conn_set_owner(c, &session_cbs, s);
+
+  const struct config *cfg = in->cfg;
+  if (in->n_sessions > cfg->max_sessions || in->freeing) {
+    static const char busy[] = "421 4.3.2 Too many sessions, try later\r\n";
+    if (conn_write(c, busy, sizeof busy - 1) < 0) {
+      session_end(s, 0);
+      return;
+    }
+    log_session(s, LOG_INFO, "rejected", "reason", "max_sessions");
+    session_end(s, 1);
+    return;
+  }
+  const char *domains[CONFIG_MAX_LIST];
+  for (int i = 0; i < cfg->n_allowed_sender_domains; i++)
+    domains[i] = cfg->allowed_sender_domains[i];
+  struct smtp_server_opts o = {
+      .hostname = cfg->hostname,
+      .max_message_size = cfg->max_message_size,
+      .max_recipients = cfg->max_recipients,
+      .max_errors = 20,
+      .starttls_available = in->tls_ctx != NULL && !implicit_tls,
+      .auth_available = cfg->auth_users_file[0] != '\0',
+      .auth_require_tls = cfg->auth_require_tls,
+      .relay_allowed = config_cidr_match(cfg->relay_networks,
+                                         cfg->n_relay_networks, conn_peer(c)),
+      .allowed_sender_domains = domains,
+      .n_allowed_sender_domains = cfg->n_allowed_sender_domains,
+      .tls_active = implicit_tls,
+  };
+  s->srv = smtp_server_new(&o);
+  if (!s->srv) {
+    session_end(s, 0);
+    return;
+  }
+  if (implicit_tls) {
+    s->implicit_tls = 1;
+    if (conn_start_tls(c, in->tls_ctx, 1, NULL) < 0)
+      session_end(s, 0);
+    conn_set_timeout(c, (unsigned)cfg->smtp_timeout_ms);
+    return;
+  }
+  if (session_flush(s) == 0)
+    arm_command_timer(s);
+}
+
+struct inbound *inbound_start(uv_loop_t *loop, const struct config *cfg,
+                              struct store *st, struct stats *stats,
+                              inbound_queued_cb on_queued, void *data,
+                              char *err, size_t errlen) {
+  struct inbound *in = calloc(1, sizeof *in);
+  if (!in) {
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  in->loop = loop;
+  in->cfg = cfg;
+  in->store = st;
+  in->stats = stats;
+  in->on_queued = on_queued;
+  in->data = data;
+  if (cfg->tls_cert_file[0]) {
+    in->tls_ctx =
+        tls_server_ctx_new(cfg->tls_cert_file, cfg->tls_key_file, err, errlen);
+    if (!in->tls_ctx) {
+      free(in);
+      return NULL;
+    }
+  }
+  for (int i = 0; i < cfg->n_listen + cfg->n_listen_tls; i++) {
+    int tls = i >= cfg->n_listen;
+    const struct config_addr *a =
+        tls ? &cfg->listen_tls[i - cfg->n_listen] : &cfg->listen[i];
+    struct listener *l = NULL;
+    if (listener_open(loop, (const struct sockaddr *)&a->sa, tls, on_accept,
+                      in, &l, err, errlen) < 0) {
+      for (int j = 0; j < in->n_listeners; j++)
+        listener_close(in->listeners[j]);
+      if (in->tls_ctx)
+        SSL_CTX_free(in->tls_ctx);
+      free(in);
+      return NULL;
+    }
+    in->listeners[in->n_listeners++] = l;
+    struct log_line ll;
+    log_begin(&ll, LOG_INFO, "listening");
+    log_str(&ll, "addr", a->text);
+    log_str(&ll, "tls", tls ? "implicit" : in->tls_ctx ? "starttls" : "none");
+    log_end(&ll);
+  }
+  return in;
+}
+
+void inbound_stop_accepting(struct inbound *in) {
+  for (int j = 0; j < in->n_listeners; j++)
+    listener_close(in->listeners[j]);
+  in->n_listeners = 0;
+}
+
+int inbound_sessions(const struct inbound *in) { return in->n_sessions; }
+
+void inbound_reload(struct inbound *in) {
+  const struct config *cfg = in->cfg;
+  if (!cfg->tls_cert_file[0]) {
+    log_msg(LOG_INFO, "reload", "nothing to reload");
+    return;
+  }
+  char err[512];
+  if (tls_server_reload(&in->tls_ctx, cfg->tls_cert_file, cfg->tls_key_file,
+                        err, sizeof err) < 0) {
+    log_msg(LOG_WARN, "reload", "keeping the old certificate: %s", err);
+    return;
+  }
+  log_msg(LOG_INFO, "reload", "certificate reloaded");
+}
+
+static void inbound_maybe_freed(struct inbound *in) {
+  if (!in->freeing || in->n_sessions > 0)
+    return;
+  void (*cb)(void *) = in->freed_cb;
+  void *data = in->freed_data;
+  in->freed_cb = NULL;
+  if (!cb)
+    return;
+  if (in->tls_ctx)
+    SSL_CTX_free(in->tls_ctx);
+  free(in);
+  cb(data);
+}
+
+void inbound_free(struct inbound *in, void (*cb)(void *data), void *data) {
+  inbound_stop_accepting(in);
+  in->freeing = 1;
+  in->freed_cb = cb;
+  in->freed_data = data;
+  for (struct session *s = in->sessions; s; s = s->next) {
+    if (!s->ended && s->srv) {
+      smtp_server_close(s->srv, SMTP_SRV_CLOSE_SHUTDOWN);
+      struct smtp_event ev;
+      while (smtp_server_event(s->srv, &ev))
+        ;
+      session_flush(s);
+    }
+    session_end(s, 0);
+  }
+  if (in->n_sessions == 0)
+    inbound_maybe_freed(in);
+}

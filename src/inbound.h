@@ -1,0 +1,47 @@
+/*
+ * inbound: the receiving half.  Opens the listeners and drives one pure
+ * proto/smtp_server machine per connection over a loop/conn, streaming DATA
+ * into a store spool and committing finished messages to the store (group
+ * commit).  Each committed message is announced through on_queued so the
+ * scheduler can pick it up; inbound knows nothing of delivery.
+ */
+#ifndef MAILHOP_INBOUND_H
+#define MAILHOP_INBOUND_H
+
+#include <stddef.h>
+#include <uv.h>
+
+struct config;
+struct store;
+struct store_msg;
+struct stats;
+struct inbound;
+
+/* A message is durable in the queue (the client has its 250). */
+typedef void (*inbound_queued_cb)(const struct store_msg *msg, void *data);
+
+/*
+ * Binds every listener of cfg and starts accepting.  Returns NULL with a
+ * one-line reason in err when a listener cannot be opened or the TLS
+ * certificate cannot be loaded.  cfg, st and stats must outlive it.
+ */
+struct inbound *inbound_start(uv_loop_t *loop, const struct config *cfg,
+                              struct store *st, struct stats *stats,
+                              inbound_queued_cb on_queued, void *data,
+                              char *err, size_t errlen);
+
+/* Stops accepting new connections (shutdown); sessions go on. */
+void inbound_stop_accepting(struct inbound *in);
+
+/* Sessions open now. */
+int inbound_sessions(const struct inbound *in);
+
+/* SIGHUP: reload the certificate and the AUTH users file; sessions in
+ * flight keep what they have.  Logs the outcome. */
+void inbound_reload(struct inbound *in);
+
+/* Ends every session now (shutdown timeout) and frees everything once the
+ * last handle is closed; then calls cb. */
+void inbound_free(struct inbound *in, void (*cb)(void *data), void *data);
+
+#endif

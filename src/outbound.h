@@ -1,0 +1,49 @@
+/*
+ * outbound: the delivering half.  The scheduler dispatches a job (one
+ * message, one destination, some recipients); outbound reads the envelope
+ * from the store, resolves the destination (MX, or the relayhost list),
+ * connects to the candidates in order, drives a proto/smtp_client machine
+ * over a loop/conn, streams the body from the store through the encoder,
+ * and reports every recipient's outcome back: to the store (delivered /
+ * deferred / bounced, with the RFC 3464 bounce in the same transaction)
+ * and then to the scheduler.
+ */
+#ifndef MAILHOP_OUTBOUND_H
+#define MAILHOP_OUTBOUND_H
+
+#include <stddef.h>
+#include <uv.h>
+
+struct config;
+struct store;
+struct sched;
+struct sched_job;
+struct stats;
+struct outbound;
+
+/* Creates the delivery engine (its resolver and TLS contexts).  Returns
+ * NULL with a one-line reason in err. */
+struct outbound *outbound_new(uv_loop_t *loop, const struct config *cfg,
+                              struct store *st, struct stats *stats,
+                              char *err, size_t errlen);
+
+/* Must be set before the first dispatch. */
+void outbound_set_sched(struct outbound *ob, struct sched *sched);
+
+/* The scheduler's dispatch callback (data is the outbound). */
+void outbound_dispatch(struct sched *s, struct sched_job *job, void *data);
+
+/* The destination key of a recipient domain: the domain, or "relayhost". */
+const char *outbound_dest(const struct outbound *ob, const char *domain);
+
+/* Deliveries in flight. */
+int outbound_active(const struct outbound *ob);
+
+/* Ends every delivery now (shutdown timeout): their recipients are left
+ * as they are in the store, so they are retried after the restart. */
+void outbound_abort_all(struct outbound *ob);
+
+/* Frees the engine once no delivery is left; closes the resolver. */
+void outbound_free(struct outbound *ob);
+
+#endif

@@ -1,0 +1,319 @@
+/*
+ * serve: `mailhop serve`.  Opens the queue, starts the parts (inbound,
+ * scheduler, outbound, admin socket), runs the loop, and shuts down
+ * cleanly on SIGTERM/SIGINT: stop accepting, let sessions and deliveries
+ * in flight finish for up to shutdown_timeout, then close everything and
+ * exit 0.  This is the one place where the parts are wired together.
+ */
+#include <errno.h>
+#include <grp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "admin.h"
+#include "config.h"
+#include "inbound.h"
+#include "log.h"
+#include "outbound.h"
+#include "queue/sched.h"
+#include "queue/store.h"
+#include "stats.h"
+
+struct serve {
+  uv_loop_t *loop;
+  const struct config *cfg;
+  struct stats stats;
+  struct store *store;
+  struct inbound *inbound;
+  struct outbound *outbound;
+  struct sched *sched;
+  struct admin *admin;
+  struct store_job *load_job;
+  uv_signal_t sig_term, sig_int, sig_hup;
+  uv_timer_t shutdown_timer;
+  uv_check_t drain_check;
+  int stopping;
+  int exit_code;
+};
+
+/* Raises the open-file soft limit to the hard limit; warns when the
+ * configured session and connection limits cannot fit. */
+static void raise_nofile(const struct config *cfg) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+    return;
+  if (rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+      getrlimit(RLIMIT_NOFILE, &rl);
+  }
+  /* Each session and outbound connection holds a socket; each spool that
+   * overflows to disk a file; plus DNS sockets and the queue's files. */
+  unsigned long long need = (unsigned long long)cfg->max_sessions * 2 +
+                            (unsigned long long)cfg->max_outbound + 256;
+  if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
+    struct log_line l;
+    log_begin(&l, LOG_WARN, "limits");
+    log_int(&l, "nofile", (long long)rl.rlim_cur);
+    log_int(&l, "needed", (long long)need);
+    log_str(&l, "msg",
+            "open-file limit too low for max_sessions and max_outbound; "
+            "raise it (ulimit -n) or lower the limits");
+    log_end(&l);
+  }
+}
+
+static int drop_privileges(const struct config *cfg) {
+  if (!cfg->has_user || geteuid() != 0)
+    return 0;
+  if (setgroups(0, NULL) < 0 || setgid(cfg->gid) < 0 ||
+      setuid(cfg->uid) < 0) {
+    log_msg(LOG_ERROR, "startup", "cannot switch to user %u:%u: %s",
+            cfg->uid, cfg->gid, strerror(errno));
+    return -1;
+  }
+  return 0;
+}
+
+static void on_handle_closed(uv_handle_t *h) { (void)h; }
+
+static void close_handles(struct serve *sv) {
+  uv_close((uv_handle_t *)&sv->sig_term, on_handle_closed);
+  uv_close((uv_handle_t *)&sv->sig_int, on_handle_closed);
+  uv_close((uv_handle_t *)&sv->sig_hup, on_handle_closed);
+  uv_close((uv_handle_t *)&sv->shutdown_timer, on_handle_closed);
+  uv_close((uv_handle_t *)&sv->drain_check, on_handle_closed);
+}
+
+static void on_store_closed(void *data) {
+  struct serve *sv = data;
+  sv->store = NULL;
+  close_handles(sv);
+}
+
+static void on_sched_freed(void *data) {
+  struct serve *sv = data;
+  sv->sched = NULL;
+  outbound_free(sv->outbound);
+  sv->outbound = NULL;
+  store_close(sv->store, on_store_closed, sv);
+}
+
+static void on_inbound_freed(void *data) {
+  struct serve *sv = data;
+  sv->inbound = NULL;
+}
+
+/*
+ * Shutdown runs in stages, checked after every loop turn:
+ *   1  draining: no new sessions or deliveries; wait for those in flight
+ *      (or shutdown_timeout);
+ *   2  closing: end what is left (its recipients stay queued in the store
+ *      and are retried after the restart); wait for the last outcome;
+ *   3  the scheduler, the resolver and then the queue close.
+ */
+static void close_rest(struct serve *sv) {
+  if (sv->stopping != 2 || sv->inbound || outbound_active(sv->outbound) ||
+      sv->load_job)
+    return;
+  sv->stopping = 3;
+  uv_check_stop(&sv->drain_check);
+  sched_free(sv->sched, on_sched_freed, sv);
+}
+
+static void finish(struct serve *sv) {
+  if (sv->stopping >= 2)
+    return;
+  sv->stopping = 2;
+  uv_timer_stop(&sv->shutdown_timer);
+  struct log_line l;
+  log_begin(&l, LOG_INFO, "shutdown");
+  log_str(&l, "state", "closing");
+  log_int(&l, "sessions", sv->stats.sessions);
+  log_int(&l, "outbound", outbound_active(sv->outbound));
+  log_end(&l);
+  if (sv->admin) {
+    admin_stop(sv->admin);
+    sv->admin = NULL;
+  }
+  if (sv->load_job)
+    store_cancel(sv->load_job);
+  outbound_abort_all(sv->outbound);
+  inbound_free(sv->inbound, on_inbound_freed, sv);
+  close_rest(sv);
+}
+
+static void on_shutdown_timeout(uv_timer_t *t) { finish(t->data); }
+
+static void on_drain_check(uv_check_t *c) {
+  struct serve *sv = c->data;
+  if (sv->stopping == 1 && inbound_sessions(sv->inbound) == 0 &&
+      outbound_active(sv->outbound) == 0)
+    finish(sv);
+  else if (sv->stopping == 2)
+    close_rest(sv);
+}
+
+static void begin_shutdown(struct serve *sv, const char *why) {
+  if (sv->stopping)
+    return;
+  sv->stopping = 1;
+  struct log_line l;
+  log_begin(&l, LOG_INFO, "shutdown");
+  log_str(&l, "signal", why);
+  log_int(&l, "sessions", inbound_sessions(sv->inbound));
+  log_int(&l, "outbound", outbound_active(sv->outbound));
+  log_int(&l, "timeout_ms", (long long)sv->cfg->shutdown_timeout_ms);
+  log_end(&l);
+  inbound_stop_accepting(sv->inbound);
+  sched_stop(sv->sched);
+  uv_timer_start(&sv->shutdown_timer, on_shutdown_timeout,
+                 sv->cfg->shutdown_timeout_ms, 0);
+  uv_check_start(&sv->drain_check, on_drain_check);
+}
+
+/* Hands a message's open recipients to the scheduler. */
+static void schedule(struct serve *sv, const struct store_msg *m) {
+  struct sched_rcpt rc[64];
+  struct sched_rcpt *r = m->nrcpts <= 64 ? rc : calloc(m->nrcpts, sizeof *r);
+  if (!r)
+    return;
+  size_t n = 0;
+  for (size_t i = 0; i < m->nrcpts; i++) {
+    const struct store_rcpt *sr = &m->rcpts[i];
+    if (sr->state == STORE_RCPT_DELIVERED || sr->state == STORE_RCPT_BOUNCED)
+      continue;
+    r[n++] = (struct sched_rcpt){
+        .idx = sr->idx,
+        .dest = outbound_dest(sv->outbound, sr->domain ? sr->domain : ""),
+        .attempts = sr->attempts,
+        .next_attempt_at = sr->next_attempt_at * 1000,
+    };
+  }
+  struct sched_msg sm = {.id = m->id,
+                         .received_at = m->received_at * 1000,
+                         .size = m->size,
+                         .held = m->held,
+                         .rcpts = r,
+                         .nrcpts = n};
+  if (n && sched_add(sv->sched, &sm) < 0)
+    log_msg(LOG_WARN, "scheduler", "cannot schedule %s", m->id);
+  if (r != rc)
+    free(r);
+}
+
+static void on_loaded(struct store *st, int status, const struct store_msg *msgs,
+                      size_t n, int done, void *data) {
+  (void)st;
+  struct serve *sv = data;
+  for (size_t i = 0; i < n; i++)
+    schedule(sv, &msgs[i]);
+  if (done) {
+    sv->load_job = NULL;
+    if (status < 0 && status != -ECANCELED)
+      log_msg(LOG_ERROR, "queue", "cannot load the queue: %s",
+              strerror(-status));
+  }
+}
+
+static void on_signal(uv_signal_t *s, int signum) {
+  struct serve *sv = s->data;
+  if (signum == SIGHUP) {
+    inbound_reload(sv->inbound);
+    return;
+  }
+  begin_shutdown(sv, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+static void on_queued(const struct store_msg *msg, void *data) {
+  struct serve *sv = data;
+  if (sv->sched)
+    schedule(sv, msg);
+}
+
+int serve_main(const struct config *cfg) {
+  struct serve sv;
+  memset(&sv, 0, sizeof sv);
+  sv.cfg = cfg;
+  sv.loop = uv_default_loop();
+  sv.stats.started_at = (int64_t)time(NULL);
+  signal(SIGPIPE, SIG_IGN);
+  raise_nofile(cfg);
+
+  char err[512];
+  int rc = store_open(sv.loop, cfg->queue_path, &sv.store, err, sizeof err);
+  if (rc < 0) {
+    log_msg(LOG_ERROR, "startup", "%s", err);
+    return 2;
+  }
+  sv.outbound = outbound_new(sv.loop, cfg, sv.store, &sv.stats, err,
+                             sizeof err);
+  if (!sv.outbound) {
+    log_msg(LOG_ERROR, "startup", "%s", err);
+    store_close(sv.store, NULL, NULL);
+    uv_run(sv.loop, UV_RUN_DEFAULT);
+    return 2;
+  }
+  struct sched_opts so = {
+      .max_outbound = (unsigned)cfg->max_outbound,
+      .max_per_destination = (unsigned)cfg->max_per_destination,
+      .dispatch = outbound_dispatch,
+      .data = sv.outbound,
+  };
+  sv.sched = sched_new(sv.loop, &so);
+  if (!sv.sched) {
+    log_msg(LOG_ERROR, "startup", "cannot create the scheduler");
+    return 2;
+  }
+  outbound_set_sched(sv.outbound, sv.sched);
+  sv.admin = admin_start(sv.loop, cfg->admin_socket, sv.store, sv.sched,
+                         &sv.stats, err, sizeof err);
+  if (!sv.admin) {
+    log_msg(LOG_ERROR, "startup", "%s", err);
+    return 2;
+  }
+  if (store_load(sv.store, on_loaded, &sv, &sv.load_job) < 0) {
+    log_msg(LOG_ERROR, "startup", "cannot load the queue");
+    return 2;
+  }
+  sv.inbound = inbound_start(sv.loop, cfg, sv.store, &sv.stats, on_queued,
+                             &sv, err, sizeof err);
+  if (!sv.inbound) {
+    log_msg(LOG_ERROR, "startup", "%s", err);
+    admin_stop(sv.admin);
+    return 2;
+  }
+  if (drop_privileges(cfg) < 0) {
+    sv.exit_code = 2;
+    sv.stopping = 1;
+  }
+
+  uv_signal_init(sv.loop, &sv.sig_term);
+  uv_signal_init(sv.loop, &sv.sig_int);
+  uv_signal_init(sv.loop, &sv.sig_hup);
+  uv_timer_init(sv.loop, &sv.shutdown_timer);
+  uv_check_init(sv.loop, &sv.drain_check);
+  sv.sig_term.data = sv.sig_int.data = sv.sig_hup.data = &sv;
+  sv.shutdown_timer.data = sv.drain_check.data = &sv;
+  uv_signal_start(&sv.sig_term, on_signal, SIGTERM);
+  uv_signal_start(&sv.sig_int, on_signal, SIGINT);
+  uv_signal_start(&sv.sig_hup, on_signal, SIGHUP);
+  if (sv.stopping) {
+    sv.stopping = 0;
+    begin_shutdown(&sv, "startup-failure");
+  }
+
+  uv_run(sv.loop, UV_RUN_DEFAULT);
+  int close_rc = uv_loop_close(sv.loop);
+  if (close_rc != 0)
+    log_msg(LOG_WARN, "shutdown", "loop closed with handles open: %s",
+            uv_strerror(close_rc));
+  log_msg(LOG_INFO, "shutdown", "done");
+  return sv.exit_code;
+}
