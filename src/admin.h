@@ -1,0 +1,59 @@
+/*
+ * admin: the admin socket's commands (CONTRACT §5), wiring the admin
+ * socket (loop/admin_socket) to the store and the scheduler.
+ *
+ * Commands, one per line, each answered with one line of JSON built with
+ * jansson: status, queue, show ID, flush [ID], delete ID, hold ID,
+ * release ID, pause, resume; anything else gets {"error": "..."}.
+ *
+ *   - `queue` streams: `{"messages":[` is written at once, then every
+ *     message as store_list() batches arrive (the reads run on the thread
+ *     pool), then `]}`.  A listing that fails midway ends with
+ *     `],"error":"..."}` so the line stays valid JSON.
+ *   - `delete ID` forgets the message in the scheduler first (no attempt
+ *     starts after the command), then deletes it from the store, no bounce.
+ *   - `hold ID` holds it in the scheduler at once and stores the flag (the
+ *     scheduler hold is undone if the store fails); `release ID` stores the
+ *     flag, then releases it in the scheduler.
+ *   - `flush [ID]`, `pause`, `resume`, `status` answer from memory.
+ *
+ * Text that came from peers (addresses, headers, last errors) is made valid
+ * UTF-8 before it goes into JSON.  Times are RFC 3339 UTC strings.
+ */
+#ifndef MAILHOP_ADMIN_H
+#define MAILHOP_ADMIN_H
+
+#include <stddef.h>
+#include <uv.h>
+
+struct admin;
+struct store;
+struct sched;
+struct stats;
+
+/*
+ * Opens the admin socket at `path` on `loop` (see admin_socket_open(): mode
+ * 0600, a stale socket replaced, a live one refused).  st, sched and stats
+ * are borrowed and must outlive admin_stop(); stats may be NULL (counters
+ * read as 0).  Start-up only (before the loop runs).  Returns NULL with a
+ * one-line message in err (e.g. "admin socket PATH is in use").
+ */
+struct admin *admin_start(uv_loop_t *loop, const char *path, struct store *st,
+                          struct sched *sched, const struct stats *stats,
+                          char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/*
+ * Closes the socket and every admin client, unlinks the path and cancels
+ * running listings.  Store requests already issued still complete (their
+ * callbacks touch neither the scheduler nor the clients' sockets), so call
+ * it before store_close(); the memory goes with the last of them.  The
+ * scheduler is not used after this call.
+ */
+void admin_stop(struct admin *a);
+
+/* Formats unix seconds as RFC 3339 UTC ("2026-11-28T17:00:00Z"); out must
+ * hold 21 bytes.  Exposed for the CLI and tests. */
+void admin_time_rfc3339(long long t, char out[21]);
+
+#endif

@@ -1,0 +1,413 @@
+/*
+ * admin_cli: sends one admin command over the Unix socket, reads the one
+ * JSON line that answers it and prints it for people or scripts.  Owns only
+ * its socket and buffers; blocking I/O with a timeout.
+ */
+#include "admin_cli.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "config.h"
+
+#define EXIT_USAGE 1
+#define EXIT_RUNTIME 2
+
+/* ---- printing ----------------------------------------------------------- */
+
+/* Prints peer text with control characters shown as \xNN, so a header or
+ * an error cannot drive the terminal.  keep_nl keeps "\n" and "\t". */
+static void put_safe(FILE *out, const char *s, int keep_nl) {
+  if (!s)
+    return;
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    if ((*p < 0x20 && !(keep_nl && (*p == '\n' || *p == '\t'))) || *p == 0x7f)
+      fprintf(out, "\\x%02x", *p);
+    else
+      fputc(*p, out);
+  }
+}
+
+static const char *jget_str(const json_t *o, const char *key) {
+  return json_string_value(json_object_get(o, key));
+}
+
+static long long jget_int(const json_t *o, const char *key) {
+  return (long long)json_integer_value(json_object_get(o, key));
+}
+
+/* Parses "YYYY-MM-DDTHH:MM:SSZ"; -1 when absent or malformed. */
+static long long parse_time(const char *s) {
+  struct tm tm;
+  memset(&tm, 0, sizeof tm);
+  if (!s)
+    return -1;
+  const char *end = strptime(s, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  if (!end || *end)
+    return -1;
+  return (long long)timegm(&tm);
+}
+
+/* "45s", "12m", "3h", "2d" (coarse, like mailq). */
+static void fmt_span(char *buf, size_t n, long long s) {
+  if (s < 0)
+    s = 0;
+  if (s < 60)
+    snprintf(buf, n, "%llds", s);
+  else if (s < 3600)
+    snprintf(buf, n, "%lldm%02llds", s / 60, s % 60);
+  else if (s < 86400)
+    snprintf(buf, n, "%lldh%02lldm", s / 3600, s / 60 % 60);
+  else
+    snprintf(buf, n, "%lldd%02lldh", s / 86400, s / 3600 % 24);
+}
+
+static void print_next(FILE *out, const json_t *r, long long now) {
+  const char *state = jget_str(r, "state");
+  const char *next = jget_str(r, "next_attempt_at");
+  if (state && (!strcmp(state, "delivered") || !strcmp(state, "bounced")))
+    return;
+  if (state && !strcmp(state, "delivering")) {
+    fputs("  next: in progress", out);
+    return;
+  }
+  long long t = parse_time(next);
+  if (t < 0 || t <= now) {
+    fputs("  next: now", out);
+    return;
+  }
+  char span[32];
+  fmt_span(span, sizeof span, t - now);
+  fprintf(out, "  next: %s (in %s)", next, span);
+}
+
+static void print_rcpts(FILE *out, const json_t *msg, long long now) {
+  const json_t *rs = json_object_get(msg, "recipients");
+  size_t i;
+  const json_t *r;
+  json_array_foreach(rs, i, r) {
+    const char *err = jget_str(r, "last_error");
+    fputs("    ", out);
+    put_safe(out, jget_str(r, "address"), 0);
+    fprintf(out, "  %s  attempts: %lld", jget_str(r, "state") ?: "?",
+            jget_int(r, "attempts"));
+    print_next(out, r, now);
+    fputc('\n', out);
+    if (err) {
+      fputs("        last error: ", out);
+      put_safe(out, err, 0);
+      fputc('\n', out);
+    }
+  }
+}
+
+static void print_msg_line(FILE *out, const json_t *m, long long now) {
+  char age[32];
+  long long at = parse_time(jget_str(m, "received_at"));
+  fmt_span(age, sizeof age, at < 0 ? 0 : now - at);
+  const char *sender = jget_str(m, "sender");
+  fprintf(out, "%-16s %8s %10lld  ", jget_str(m, "id") ?: "?", age,
+          jget_int(m, "size"));
+  if (!sender || !*sender)
+    fputs("<>", out);
+  else
+    put_safe(out, sender, 0);
+  if (json_is_true(json_object_get(m, "held")))
+    fputs("  [held]", out);
+  fputc('\n', out);
+}
+
+static int print_queue(FILE *out, const json_t *reply, long long now) {
+  const json_t *msgs = json_object_get(reply, "messages");
+  if (!json_is_array(msgs))
+    return -1;
+  size_t n = json_array_size(msgs);
+  if (n == 0) {
+    fputs("Mail queue is empty\n", out);
+    return 0;
+  }
+  fprintf(out, "%-16s %8s %10s  %s\n", "ID", "AGE", "SIZE", "SENDER");
+  long long total = 0, rcpts = 0;
+  size_t i;
+  const json_t *m;
+  json_array_foreach(msgs, i, m) {
+    print_msg_line(out, m, now);
+    print_rcpts(out, m, now);
+    total += jget_int(m, "size");
+    rcpts += (long long)json_array_size(json_object_get(m, "recipients"));
+  }
+  fprintf(out, "-- %zu message%s, %lld recipient%s, %lld bytes\n", n,
+          n == 1 ? "" : "s", rcpts, rcpts == 1 ? "" : "s", total);
+  return 0;
+}
+
+static int print_show(FILE *out, const json_t *reply, long long now) {
+  const json_t *m = json_object_get(reply, "message");
+  if (!json_is_object(m))
+    return -1;
+  const char *sender = jget_str(m, "sender");
+  fprintf(out, "id:          %s\n", jget_str(m, "id") ?: "?");
+  fputs("sender:      ", out);
+  if (!sender || !*sender)
+    fputs("<>", out);
+  else
+    put_safe(out, sender, 0);
+  fputc('\n', out);
+  fprintf(out, "size:        %lld\n", jget_int(m, "size"));
+  fprintf(out, "received at: %s\n", jget_str(m, "received_at") ?: "?");
+  fprintf(out, "held:        %s\n",
+          json_is_true(json_object_get(m, "held")) ? "yes" : "no");
+  fputs("recipients:\n", out);
+  print_rcpts(out, m, now);
+  const char *h = jget_str(m, "headers");
+  if (h) {
+    fputs("headers:\n", out);
+    put_safe(out, h, 1);
+    if (*h && h[strlen(h) - 1] != '\n')
+      fputc('\n', out);
+  }
+  return 0;
+}
+
+static int print_status(FILE *out, const json_t *reply) {
+  const json_t *q = json_object_get(reply, "queue");
+  const json_t *c = json_object_get(reply, "counters");
+  if (!json_is_object(q) || !json_is_object(c))
+    return -1;
+  char up[32];
+  fmt_span(up, sizeof up, jget_int(reply, "uptime_s"));
+  fprintf(out, "mailhop %s, up %s\n", jget_str(reply, "version") ?: "?", up);
+  fprintf(out, "delivery:    %s\n",
+          json_is_true(json_object_get(reply, "paused")) ? "PAUSED"
+                                                         : "running");
+  fprintf(out, "sessions:    %lld inbound, %lld outbound\n",
+          jget_int(reply, "sessions"), jget_int(reply, "outbound"));
+  fprintf(out,
+          "queue:       %lld messages, %lld recipients (%lld deferred), "
+          "%lld held\n",
+          jget_int(q, "messages"), jget_int(q, "recipients"),
+          jget_int(q, "deferred"), jget_int(q, "held"));
+  fprintf(out,
+          "counters:    %lld received, %lld delivered, %lld deferred, "
+          "%lld bounced\n",
+          jget_int(c, "received"), jget_int(c, "delivered"),
+          jget_int(c, "deferred"), jget_int(c, "bounced"));
+  return 0;
+}
+
+int admin_cli_print(FILE *out, const char *what, const json_t *reply,
+                    long long now) {
+  if (!strcmp(what, "status"))
+    return print_status(out, reply);
+  if (!strcmp(what, "queue"))
+    return print_queue(out, reply, now);
+  if (!strcmp(what, "show"))
+    return print_show(out, reply, now);
+  if (!json_is_true(json_object_get(reply, "ok")))
+    return -1;
+  if (!strcmp(what, "flush")) {
+    long long n = jget_int(reply, "flushed");
+    fprintf(out, "flushed %lld message%s\n", n, n == 1 ? "" : "s");
+  } else if (!strcmp(what, "pause")) {
+    fputs("outbound delivery paused\n", out);
+  } else if (!strcmp(what, "resume")) {
+    fputs("outbound delivery resumed\n", out);
+  } else {
+    fputs("ok\n", out);
+  }
+  return 0;
+}
+
+/* ---- the conversation ---------------------------------------------------- */
+
+static int connect_admin(const char *path) {
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  if (strlen(path) >= sizeof sa.sun_path) {
+    fprintf(stderr, "mailhop: admin socket path too long: %s\n", path);
+    return -1;
+  }
+  memcpy(sa.sun_path, path, strlen(path) + 1);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    fprintf(stderr, "mailhop: socket: %s\n", strerror(errno));
+    return -1;
+  }
+  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+    int e = errno;
+    close(fd);
+    fprintf(stderr,
+            "mailhop: cannot connect to admin socket %s: %s (is mailhop "
+            "serve running?)\n",
+            path, strerror(e));
+    return -1;
+  }
+  struct timeval tv = {.tv_sec = ADMIN_CLI_TIMEOUT};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  return fd;
+}
+
+static int send_all(int fd, const char *buf, size_t len) {
+  while (len > 0) {
+    ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return -1;
+    buf += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+/* Reads up to and including the first "\n" into a malloc'd string (the
+ * newline removed).  NULL with *why set on EOF, timeout or error. */
+static char *read_line(int fd, size_t *lenp, const char **why) {
+  size_t cap = 64 * 1024, len = 0;
+  char *buf = malloc(cap);
+  if (!buf) {
+    *why = "out of memory";
+    return NULL;
+  }
+  for (;;) {
+    if (len == cap) {
+      char *nb = realloc(buf, cap * 2);
+      if (!nb) {
+        free(buf);
+        *why = "out of memory";
+        return NULL;
+      }
+      buf = nb;
+      cap *= 2;
+    }
+    ssize_t n = recv(fd, buf + len, cap - len, 0);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0) {
+      *why = n == 0 ? "the daemon closed the connection"
+             : (errno == EAGAIN || errno == EWOULDBLOCK)
+                 ? "timed out waiting for the daemon"
+                 : strerror(errno);
+      free(buf);
+      return NULL;
+    }
+    char *nl = memchr(buf + len, '\n', (size_t)n);
+    len += (size_t)n;
+    if (nl) {
+      *nl = '\0';
+      *lenp = (size_t)(nl - buf);
+      return buf;
+    }
+  }
+}
+
+/* Maps the command words to an admin command line; NULL for bad usage. */
+static int build_command(const struct cli *cli, char *out, size_t n,
+                         const char **what) {
+  const char *w0 = cli->words[0];
+  int nw = cli->n_words;
+  if (!strcmp(w0, "status") || !strcmp(w0, "pause") || !strcmp(w0, "resume")) {
+    if (nw != 1)
+      return -1;
+    *what = w0;
+    snprintf(out, n, "%s\n", w0);
+    return 0;
+  }
+  if (strcmp(w0, "queue") != 0)
+    return -1;
+  if (nw == 1) {
+    *what = "queue";
+    snprintf(out, n, "queue\n");
+    return 0;
+  }
+  static const char *const with_id[] = {"show", "delete", "hold", "release"};
+  const char *sub = cli->words[1];
+  if (!strcmp(sub, "flush") && nw <= 3) {
+    *what = "flush";
+    snprintf(out, n, nw == 3 ? "flush %s\n" : "flush\n", cli->words[2]);
+  } else {
+    size_t i;
+    for (i = 0; i < sizeof with_id / sizeof with_id[0]; i++)
+      if (!strcmp(sub, with_id[i]))
+        break;
+    if (i == sizeof with_id / sizeof with_id[0] || nw != 3)
+      return -1;
+    *what = with_id[i];
+    snprintf(out, n, "%s %s\n", sub, cli->words[2]);
+  }
+  /* An id never holds spaces or newlines; refuse before they split the
+   * line into two commands. */
+  if (nw == 3 && strpbrk(cli->words[2], " \t\r\n"))
+    return -1;
+  return 0;
+}
+
+int admin_cli_main(const struct config *cfg, const struct cli *cli) {
+  char line[512];
+  const char *what = NULL;
+  if (cli->n_words < 1 || build_command(cli, line, sizeof line, &what) < 0 ||
+      strlen(line) >= sizeof line - 1) {
+    fprintf(stderr,
+            "mailhop: usage: mailhop status | queue [show|flush|delete|hold|"
+            "release ID] | pause | resume  [-s SOCKET] [--json]\n");
+    return EXIT_USAGE;
+  }
+  const char *path = cli->socket ? cli->socket : cfg->admin_socket;
+  int fd = connect_admin(path);
+  if (fd < 0)
+    return EXIT_RUNTIME;
+  if (send_all(fd, line, strlen(line)) < 0) {
+    fprintf(stderr, "mailhop: admin socket %s: %s\n", path, strerror(errno));
+    close(fd);
+    return EXIT_RUNTIME;
+  }
+  /* One command per connection here: say so, the daemon answers first. */
+  shutdown(fd, SHUT_WR);
+  const char *why = NULL;
+  size_t len = 0;
+  char *reply = read_line(fd, &len, &why);
+  close(fd);
+  if (!reply) {
+    fprintf(stderr, "mailhop: admin socket %s: no reply: %s\n", path, why);
+    return EXIT_RUNTIME;
+  }
+  json_error_t jerr;
+  json_t *j = json_loadb(reply, len, 0, &jerr);
+  if (!json_is_object(j)) {
+    fprintf(stderr, "mailhop: admin socket %s: bad reply: %s\n", path,
+            j ? "not an object" : jerr.text);
+    json_decref(j);
+    free(reply);
+    return EXIT_RUNTIME;
+  }
+  int rc = 0;
+  const char *err = jget_str(j, "error");
+  if (cli->json) {
+    fwrite(reply, 1, len, stdout);
+    fputc('\n', stdout);
+  }
+  if (err) {
+    fputs("mailhop: ", stderr);
+    put_safe(stderr, err, 0);
+    fputc('\n', stderr);
+    rc = EXIT_USAGE;
+  } else if (!cli->json &&
+             admin_cli_print(stdout, what, j, (long long)time(NULL)) < 0) {
+    fprintf(stderr, "mailhop: unexpected reply: %s\n", reply);
+    rc = EXIT_RUNTIME;
+  }
+  json_decref(j);
+  free(reply);
+  if (fflush(stdout) != 0)
+    rc = rc ? rc : EXIT_RUNTIME;
+  return rc;
+}
