@@ -1,0 +1,154 @@
+/*
+ * Unit tests of proto/message: the header scanner (fed whole and byte by
+ * byte), Received/Date/Message-ID builders and folding.
+ */
+#include "proto/message.h"
+
+#include "check.h"
+
+static const struct scan_case {
+  const char *name, *msg;
+  int received, date, msgid, eight, in_headers;
+} scan_cases[] = {
+    {"basic",
+     "Received: a\r\nreceived: b\r\n c\r\nDate: x\r\nMessage-Id: <y>\r\n\r\n"
+     "Received: body\r\n",
+     2, 1, 1, 0, 0},
+    {"body_only", "\r\nDate: x\r\n", 0, 0, 0, 0, 0},
+    {"continuation_not_header", "Subject: x\r\n Date: y\r\n\r\n", 0, 0, 0, 0,
+     0},
+    {"non_header_line_ends", "Subject: x\r\nnot a header\r\nDate: y\r\n", 0, 0,
+     0, 0, 0},
+    {"name_with_space", "Date : x\r\n", 0, 0, 0, 0, 0},
+    {"prefix_name", "Dates: x\r\nMessage-IDx: y\r\n", 0, 0, 0, 0, 1},
+    {"eight_bit_body", "A: b\r\n\r\n\xc3\xa9\r\n", 0, 0, 0, 1, 0},
+    {"long_name",
+     "X-Very-Long-Header-Name-That-Exceeds-The-Buffer-Size: 1\r\nDate: x\r\n",
+     0, 1, 0, 0, 1},
+    {"no_final_newline", "Date: x", 0, 1, 0, 0, 1},
+};
+
+static void check_scan(const struct scan_case *c,
+                       const struct message_scan *m) {
+  if (m->received_count != c->received || m->has_date != c->date ||
+      m->has_message_id != c->msgid || m->eight_bit != c->eight ||
+      m->in_headers != c->in_headers)
+    fprintf(stderr, "scan case %s\n", c->name);
+  CHECK_INT(m->received_count, c->received);
+  CHECK_INT(m->has_date, c->date);
+  CHECK_INT(m->has_message_id, c->msgid);
+  CHECK_INT(m->eight_bit, c->eight);
+  CHECK_INT(m->in_headers, c->in_headers);
+  CHECK_INT(m->size, strlen(c->msg));
+}
+
+static void test_scan(void) {
+  for (size_t i = 0; i < sizeof(scan_cases) / sizeof(scan_cases[0]); i++) {
+    const struct scan_case *c = &scan_cases[i];
+    struct message_scan m;
+    message_scan_init(&m);
+    message_scan_feed(&m, c->msg, strlen(c->msg));
+    check_scan(c, &m);
+    message_scan_init(&m);
+    for (size_t j = 0; c->msg[j]; j++)
+      message_scan_feed(&m, c->msg + j, 1);
+    check_scan(c, &m);
+  }
+}
+
+static void test_date(void) {
+  char buf[64];
+  /* 2006-01-02 15:04:05 UTC is 1136214245. */
+  CHECK_INT(message_date(buf, sizeof(buf), 1136214245, 0), 30);
+  CHECK_STR(buf, "Mon, 2 Jan 2006 15:04:05 +0000");
+  message_date(buf, sizeof(buf), 1136214245, -7 * 60);
+  CHECK_STR(buf, "Mon, 2 Jan 2006 08:04:05 -0700");
+  message_date(buf, sizeof(buf), 1136214245, 330);
+  CHECK_STR(buf, "Mon, 2 Jan 2006 20:34:05 +0530");
+  CHECK(message_date_header(buf, sizeof(buf), 1136214245, 0) > 0);
+  CHECK_STR(buf, "Date: Mon, 2 Jan 2006 15:04:05 +0000\r\n");
+  CHECK_INT(message_date(buf, 10, 1136214245, 0), -1);
+  CHECK(message_id_header(buf, sizeof(buf), "ABC", "mx.example") > 0);
+  CHECK_STR(buf, "Message-ID: <ABC@mx.example>\r\n");
+  CHECK_INT(message_id_header(buf, 10, "ABC", "mx.example"), -1);
+}
+
+/* Every line of a header field is at most 78 octets (text) and every line
+ * after the first starts with white space. */
+static void check_folded(const char *h) {
+  const char *line = h;
+  int first = 1;
+  for (;;) {
+    const char *e = strstr(line, "\r\n");
+    CHECK(e != NULL);
+    if (!e)
+      return;
+    CHECK((size_t)(e - line) <= 78);
+    if (!first)
+      CHECK(line[0] == '\t' || line[0] == ' ');
+    first = 0;
+    line = e + 2;
+    if (!*line)
+      return;
+  }
+}
+
+static void test_received(void) {
+  char buf[1024];
+  struct message_received r = {
+      .helo = "client.example",
+      .rdns = "host.client.example",
+      .ip = "192.0.2.7",
+      .hostname = "mx.example.org",
+      .id = "01ABCDEF",
+      .rcpt = "bob@example.net",
+      .esmtp = 1,
+      .when = 1136214245,
+  };
+  int n = message_received_header(buf, sizeof(buf), &r);
+  CHECK(n > 0);
+  CHECK_STR(buf, "Received: from client.example (host.client.example "
+                 "[192.0.2.7])\r\n\tby mx.example.org (mailhop) with ESMTP "
+                 "id 01ABCDEF for\r\n\t<bob@example.net>; Mon, 2 Jan 2006 "
+                 "15:04:05 +0000\r\n");
+  check_folded(buf);
+
+  r.rdns = NULL;
+  r.ip = "2001:db8::1";
+  r.rcpt = NULL;
+  r.tls = 1;
+  r.auth = 1;
+  r.helo = "evil) (x\r\nInjected: 1";
+  r.tls_desc = "version=TLSv1.3 cipher=TLS_AES_256_GCM_SHA384";
+  n = message_received_header(buf, sizeof(buf), &r);
+  CHECK(n > 0);
+  CHECK_CONTAINS(buf,
+                 "from evil???x??Injected:?1 (unknown [IPv6:2001:db8::1])");
+  CHECK_CONTAINS(buf, "(mailhop) (version=TLSv1.3");
+  CHECK_CONTAINS(buf, "cipher=TLS_AES_256_GCM_SHA384) with ESMTPSA");
+  CHECK_CONTAINS(buf, "with ESMTPSA id 01ABCDEF;");
+  CHECK(!strstr(buf, "for <"));
+  check_folded(buf);
+
+  r.tls_desc = NULL;
+  r.auth = 0;
+  CHECK(message_received_header(buf, sizeof(buf), &r) > 0);
+  CHECK_CONTAINS(buf, "with ESMTPS id");
+  r.tls = 0;
+  r.esmtp = 0;
+  r.helo = NULL;
+  CHECK(message_received_header(buf, sizeof(buf), &r) > 0);
+  CHECK_CONTAINS(buf, "from unknown (unknown");
+  CHECK_CONTAINS(buf, "with SMTP id");
+
+  /* Too small a buffer: -1, never an overflow. */
+  for (size_t cap = 0; cap < 60; cap++)
+    CHECK_INT(message_received_header(buf, cap, &r), -1);
+}
+
+int main(void) {
+  test_scan();
+  test_date();
+  test_received();
+  return check_result("test_message");
+}
