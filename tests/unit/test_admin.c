@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -491,6 +492,8 @@ static void on_all_done(uv_async_t *a) {
 }
 
 int main(void) {
+  /* As in the daemon: a peer that hangs up is an EPIPE, not a signal. */
+  signal(SIGPIPE, SIG_IGN);
   snprintf(dir, sizeof dir, "/tmp/mh-admin-XXXXXX");
   if (!mkdtemp(dir))
     return 1;
