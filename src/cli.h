@@ -13,8 +13,8 @@
 struct cli {
   const char *words[CLI_MAX_WORDS]; /* command words: "queue", "show", ID */
   int n_words;
-  const char *config_file; /* -c */
-  const char *socket;      /* -s */
+  const char *config_file;                  /* -c */
+  const char *socket;                       /* -s */
   const char *overrides[CLI_MAX_OVERRIDES]; /* -o KEY=VALUE */
   int n_overrides;
   int json;    /* --json */

@@ -372,7 +372,7 @@ static int item_cidr(struct config *cfg, const struct key *k, int idx,
   }
   /* Clear the host bits so matching is a plain compare. */
   for (int bit = c->prefix; bit < max; bit++)
-    c->addr[bit / 8] &= (uint8_t)~(0x80 >> (bit % 8));
+    c->addr[bit / 8] &= (uint8_t) ~(0x80 >> (bit % 8));
   return 0;
 }
 
@@ -518,8 +518,8 @@ static int set_key(struct config *cfg, const struct key *k, const char *value,
     return 0;
   case K_SIZE:
     if (parse_size(val, &u) < 0)
-      return ERR("%s: '%s' is not a size (bytes, or with k or m: 25m)",
-                 k->name, val);
+      return ERR("%s: '%s' is not a size (bytes, or with k or m: 25m)", k->name,
+                 val);
     if (u == 0)
       return ERR("%s: must be greater than 0", k->name);
     *(uint64_t *)field = u;
@@ -533,8 +533,8 @@ static int set_key(struct config *cfg, const struct key *k, const char *value,
     return 0;
   case K_DURATION:
     if (parse_duration(val, &u) < 0)
-      return ERR("%s: '%s' is not a duration (e.g. 90s, 5m, 1h, 2d)",
-                 k->name, val);
+      return ERR("%s: '%s' is not a duration (e.g. 90s, 5m, 1h, 2d)", k->name,
+                 val);
     if (u == 0)
       return ERR("%s: must be greater than 0", k->name);
     *(uint64_t *)field = u;
@@ -555,16 +555,15 @@ static int set_key(struct config *cfg, const struct key *k, const char *value,
     *colon = '\0';
     if (parse_u64(val, &uid) < 0 || parse_u64(colon + 1, &gid) < 0 ||
         uid > 0xfffffffeU || gid > 0xfffffffeU)
-      return ERR("%s: '%s:%s' is not numeric uid:gid", k->name, val,
-                 colon + 1);
+      return ERR("%s: '%s:%s' is not numeric uid:gid", k->name, val, colon + 1);
     cfg->has_user = 1;
     cfg->uid = (unsigned)uid;
     cfg->gid = (unsigned)gid;
     return 0;
   }
   case K_RELAYHOST_TLS: {
-    static const char *const names[] = {"starttls", "implicit",
-                                        "opportunistic", "none"};
+    static const char *const names[] = {"starttls", "implicit", "opportunistic",
+                                        "none"};
     for (int i = 0; i < 4; i++)
       if (strcmp(val, names[i]) == 0)
         return cfg->relayhost_tls = (enum config_relayhost_tls)i, 0;
@@ -579,8 +578,8 @@ static int set_key(struct config *cfg, const struct key *k, const char *value,
         return cfg->outbound_tls = (enum config_outbound_tls)i, 0;
     if (strcmp(val, "dane") == 0)
       return ERR("%s: 'dane' is not supported yet", k->name);
-    return ERR("%s: '%s' is not one of opportunistic, required, none",
-               k->name, val);
+    return ERR("%s: '%s' is not one of opportunistic, required, none", k->name,
+               val);
   }
   case K_LOG_FORMAT:
     if (strcmp(val, "logfmt") == 0)
@@ -592,8 +591,8 @@ static int set_key(struct config *cfg, const struct key *k, const char *value,
   return ERR("%s: internal error", k->name);
 }
 
-static int set_named(struct config *cfg, const struct key *k,
-                     const char *value, char *err) {
+static int set_named(struct config *cfg, const struct key *k, const char *value,
+                     char *err) {
   if (set_key(cfg, k, value, err) < 0)
     return -1;
   if (k->off == F(relay_networks) && k->type == K_CIDRS)
@@ -656,8 +655,8 @@ int config_parse_text(struct config *cfg, const char *name, const char *text,
 }
 
 /* Reads the first line of a file (secrets convention). */
-static int read_first_line(const char *path, char *out, size_t cap,
-                           char *why, size_t whycap) {
+static int read_first_line(const char *path, char *out, size_t cap, char *why,
+                           size_t whycap) {
   FILE *f = fopen(path, "r");
   if (!f) {
     snprintf(why, whycap, "cannot read %s: %s", path, strerror(errno));
@@ -727,10 +726,8 @@ static int apply_env(struct config *cfg, char *const *env,
           return ERR("%s: both MAILHOP_%.*s and MAILHOP_%.*s are set; use "
                      "one",
                      k->name, (int)(n - 5), *e + 8, (int)n, *e + 8);
-      if (read_first_line(value, filebuf, sizeof filebuf, msg, sizeof msg) <
-          0)
-        return ERR("%s: %s (from MAILHOP_%.*s)", k->name, msg, (int)n,
-                   *e + 8);
+      if (read_first_line(value, filebuf, sizeof filebuf, msg, sizeof msg) < 0)
+        return ERR("%s: %s (from MAILHOP_%.*s)", k->name, msg, (int)n, *e + 8);
       value = filebuf;
       from_file = 1;
     }
@@ -943,8 +940,8 @@ static void print_value(const struct config *cfg, const struct key *k,
   case K_RELAYHOST:
     for (int i = 0; i < cfg->n_relayhost; i++) {
       const struct config_relayhost *r = &cfg->relayhost[i];
-      sb_add(b, r->mx_lookup ? "%s%s:%u" : "%s[%s]:%u", i ? ", " : "",
-             r->host, r->port);
+      sb_add(b, r->mx_lookup ? "%s%s:%u" : "%s[%s]:%u", i ? ", " : "", r->host,
+             r->port);
     }
     break;
   case K_SCHEDULE:
@@ -982,8 +979,8 @@ static void print_value(const struct config *cfg, const struct key *k,
       sb_add(b, "%u:%u", cfg->uid, cfg->gid);
     break;
   case K_RELAYHOST_TLS: {
-    static const char *const names[] = {"starttls", "implicit",
-                                        "opportunistic", "none"};
+    static const char *const names[] = {"starttls", "implicit", "opportunistic",
+                                        "none"};
     sb_add(b, "%s", names[cfg->relayhost_tls]);
     break;
   }

@@ -88,7 +88,7 @@ struct config {
   char tls_ca_file[4096]; /* empty: the system store */
   uint16_t smtp_port;
   struct config_addr dns_servers[CONFIG_MAX_LIST]; /* port 53 unless given */
-  int n_dns_servers; /* 0: use /etc/resolv.conf */
+  int n_dns_servers;                               /* 0: use /etc/resolv.conf */
   uint64_t dns_timeout_ms;
   uint64_t connect_timeout_ms;
   int max_outbound;
@@ -107,9 +107,9 @@ struct config {
 
 /* Where the configuration comes from; the caller collects it. */
 struct config_source {
-  const char *file;          /* -c FILE, or NULL */
-  int file_explicit;         /* 1 if -c was given: a missing file is an error */
-  char *const *environ;      /* NULL-terminated "NAME=VALUE" list, or NULL */
+  const char *file;     /* -c FILE, or NULL */
+  int file_explicit;    /* 1 if -c was given: a missing file is an error */
+  char *const *environ; /* NULL-terminated "NAME=VALUE" list, or NULL */
   const char *const *overrides; /* -o "KEY=VALUE" strings */
   int n_overrides;
 };

@@ -41,7 +41,7 @@ struct inbound {
   void *data;
   struct listener *listeners[MAX_LISTENERS];
   int n_listeners;
-  SSL_CTX *tls_ctx; /* NULL without a certificate */
+  SSL_CTX *tls_ctx;         /* NULL without a certificate */
   struct session *sessions; /* doubly linked, for shutdown */
   int n_sessions;
   uint64_t next_session;
@@ -71,10 +71,11 @@ struct session {
   int n_rcpts, cap_rcpts;
   /* DATA */
   struct store_spool *spool;
-  int spool_writing; /* a spool write callback is pending */
+  int spool_writing;        /* a spool write callback is pending */
   struct store_job *commit; /* commit in flight */
   uint64_t data_start_ms;
   uint64_t data_bytes;
+  uint64_t data_rx; /* bytes read during DATA, for min_data_rate */
   char queue_id[STORE_ID_SIZE];
   int64_t received_at;
   int ended;
@@ -82,7 +83,9 @@ struct session {
 
 static const struct conn_cbs session_cbs;
 
-static uint64_t now_ms(struct inbound *in) { return uv_now(in->loop); }
+static uint64_t now_ms(struct inbound *in) {
+  return uv_now(in->loop);
+}
 
 static void log_session(struct session *s, enum log_level lvl,
                         const char *event, const char *key, const char *val) {
@@ -261,8 +264,7 @@ static void on_committed(struct store *st, int status, void *data) {
   if (status == 0) {
     smtp_server_commit_done(s->srv, 1, s->queue_id);
   } else if (status == -ENOSPC) {
-    smtp_server_commit_done(s->srv, 0,
-                            "452 4.3.1 Insufficient system storage");
+    smtp_server_commit_done(s->srv, 0, "452 4.3.1 Insufficient system storage");
   } else {
     log_session(s, LOG_WARN, "commit", "error", strerror(-status));
     smtp_server_commit_done(s->srv, 0, "451 4.3.0 Error: queue write failed");
@@ -318,8 +320,8 @@ static void commit_message(struct session *s, const struct smtp_event *ev) {
   if (len < 0)
     len = 0;
   if (!ev->end.has_date) {
-    int n = message_date_header(prefix + len, sizeof prefix - (size_t)len,
-                                now, tz);
+    int n =
+        message_date_header(prefix + len, sizeof prefix - (size_t)len, now, tz);
     if (n > 0)
       len += n;
   }
@@ -433,6 +435,7 @@ static int handle_event(struct session *s, const struct smtp_event *ev) {
     s->spool = store_spool_new(in->store);
     s->data_start_ms = now_ms(in);
     s->data_bytes = 0;
+    s->data_rx = 0;
     conn_set_timeout(s->conn, DATA_CHECK_MS);
     if (!s->spool) {
       session_end(s, 0);
@@ -501,8 +504,11 @@ static size_t on_read(struct conn *c, const char *data, size_t len) {
   int progressed = 0;
   int stop = 0;
   while (!stop) {
+    int in_data = smtp_server_state(s->srv) == SMTP_SRV_ST_DATA;
     size_t n = smtp_server_feed(s->srv, data + off, len - off);
     off += n;
+    if (in_data)
+      s->data_rx += n;
     struct smtp_event ev;
     while (smtp_server_event(s->srv, &ev)) {
       progressed = 1;
@@ -570,7 +576,7 @@ static void on_timeout(struct conn *c) {
      * smtp_timeout has passed (a slow but honest upload goes on). */
     uint64_t elapsed = now_ms(in) - s->data_start_ms;
     if (elapsed < in->cfg->smtp_timeout_ms ||
-        s->data_bytes * 1000 >= in->cfg->min_data_rate * elapsed) {
+        s->data_rx * 1000 >= in->cfg->min_data_rate * elapsed) {
       conn_set_timeout(c, DATA_CHECK_MS);
       return;
     }
@@ -699,8 +705,8 @@ struct inbound *inbound_start(uv_loop_t *loop, const struct config *cfg,
     const struct config_addr *a =
         tls ? &cfg->listen_tls[i - cfg->n_listen] : &cfg->listen[i];
     struct listener *l = NULL;
-    if (listener_open(loop, (const struct sockaddr *)&a->sa, tls, on_accept,
-                      in, &l, err, errlen) < 0) {
+    if (listener_open(loop, (const struct sockaddr *)&a->sa, tls, on_accept, in,
+                      &l, err, errlen) < 0) {
       for (int j = 0; j < in->n_listeners; j++)
         listener_close(in->listeners[j]);
       if (in->tls_ctx)
@@ -724,7 +730,9 @@ void inbound_stop_accepting(struct inbound *in) {
   in->n_listeners = 0;
 }
 
-int inbound_sessions(const struct inbound *in) { return in->n_sessions; }
+int inbound_sessions(const struct inbound *in) {
+  return in->n_sessions;
+}
 
 void inbound_reload(struct inbound *in) {
   const struct config *cfg = in->cfg;

@@ -18,7 +18,9 @@ void log_setup(enum log_format fmt, enum log_level min_level) {
   log_min = min_level;
 }
 
-int log_enabled(enum log_level level) { return level >= log_min; }
+int log_enabled(enum log_level level) {
+  return level >= log_min;
+}
 
 const char *log_level_name(enum log_level level) {
   return level_names[level];
@@ -39,7 +41,9 @@ static void put(struct log_line *l, const char *s, size_t n) {
   l->len += n;
 }
 
-static void puts_(struct log_line *l, const char *s) { put(l, s, strlen(s)); }
+static void puts_(struct log_line *l, const char *s) {
+  put(l, s, strlen(s));
+}
 
 /* Length of the valid UTF-8 sequence at s (1..4), or 0 if invalid. */
 static size_t utf8_seq(const unsigned char *s, size_t n) {
@@ -74,8 +78,8 @@ static size_t utf8_seq(const unsigned char *s, size_t n) {
  * or \u00NN (JSON), so a peer can never forge a line break, a key or an
  * invalid byte in our log.
  */
-static size_t escape(char *out, size_t cap, const char *str, size_t n,
-                     int json, int *needs_quotes) {
+static size_t escape(char *out, size_t cap, const char *str, size_t n, int json,
+                     int *needs_quotes) {
   const unsigned char *s = (const unsigned char *)str;
   size_t o = 0;
   int quote = json || n == 0;
@@ -242,7 +246,8 @@ void log_end(struct log_line *l) {
     return;
   if (l->truncated) {
     /* put() kept room for this marker. */
-    const char *m = log_fmt == LOG_FMT_JSON ? ",\"truncated\":1" : " truncated=1";
+    const char *m =
+        log_fmt == LOG_FMT_JSON ? ",\"truncated\":1" : " truncated=1";
     memcpy(l->buf + l->len, m, strlen(m));
     l->len += strlen(m);
   }

@@ -46,7 +46,7 @@ static const char usage[] =
 #define DEFAULT_CONFIG "/etc/mailhop/mailhop.conf"
 
 /* Loads the configuration from the command line's sources, or says why. */
-static int load_config(const struct cli *cli, struct config *cfg) {
+static int load_config(const struct cli *cli, struct config *cfg, int quiet) {
   struct config_source src = {
       .file = cli->config_file ? cli->config_file : DEFAULT_CONFIG,
       .file_explicit = cli->config_file != NULL,
@@ -62,7 +62,7 @@ static int load_config(const struct cli *cli, struct config *cfg) {
   }
   log_setup(cfg->log_format == CONFIG_LOG_JSON ? LOG_FMT_JSON : LOG_FMT_LOGFMT,
             LOG_INFO);
-  for (int i = 0; i < warn.n; i++)
+  for (int i = 0; i < warn.n && !quiet; i++)
     log_msg(LOG_WARN, "config", "%s", warn.text[i]);
   return 0;
 }
@@ -71,7 +71,7 @@ static int cmd_check(const struct cli *cli) {
   struct config *cfg = malloc(sizeof *cfg);
   if (!cfg)
     return 2;
-  if (load_config(cli, cfg) < 0) {
+  if (load_config(cli, cfg, 0) < 0) {
     free(cfg);
     return 1;
   }
@@ -127,7 +127,8 @@ int main(int argc, char **argv) {
   struct config *cfg = malloc(sizeof *cfg);
   if (!cfg)
     return 2;
-  if (load_config(&cli, cfg) < 0) {
+  /* Warnings concern the daemon; the admin commands stay quiet. */
+  if (load_config(&cli, cfg, strcmp(cmd, "serve") != 0) < 0) {
     free(cfg);
     return 1;
   }

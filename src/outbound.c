@@ -80,8 +80,8 @@ struct delivery {
   struct conn *conn;
   struct smtp_client *cli;
   char remote[300];
-  int plaintext; /* retrying without TLS after a failed handshake */
-  int conversed; /* some server answered SMTP (destination is alive) */
+  int plaintext;    /* retrying without TLS after a failed handshake */
+  int conversed;    /* some server answered SMTP (destination is alive) */
   int conn_decided; /* recipients decided on this connection */
   enum next_action next;
   struct smtp_cli_rcpt *txr;
@@ -124,13 +124,17 @@ static const char *domain_of(const char *addr) {
   return at ? at + 1 : "";
 }
 
-static char *xstrdup(const char *s) { return s ? strdup(s) : NULL; }
+static char *xstrdup(const char *s) {
+  return s ? strdup(s) : NULL;
+}
 
 const char *outbound_dest(const struct outbound *ob, const char *domain) {
   return ob->cfg->n_relayhost > 0 ? "relayhost" : domain;
 }
 
-int outbound_active(const struct outbound *ob) { return ob->active; }
+int outbound_active(const struct outbound *ob) {
+  return ob->active;
+}
 
 void outbound_set_sched(struct outbound *ob, struct sched *sched) {
   ob->sched = sched;
@@ -162,8 +166,8 @@ static void decide(struct delivery *d, size_t i, enum rstate st,
 }
 
 /* Every recipient still open gets this outcome. */
-static void decide_pending(struct delivery *d, enum rstate st,
-                           const char *err, const char *status) {
+static void decide_pending(struct delivery *d, enum rstate st, const char *err,
+                           const char *status) {
   for (size_t i = 0; i < d->n; i++)
     if (d->r[i].state == R_PENDING || d->r[i].state == R_NEXT_TX)
       decide(d, i, st, err, status);
@@ -292,8 +296,7 @@ static void start_tx(struct delivery *d) {
       continue;
     d->r[i].state = R_PENDING;
     d->txr[d->ntx] = (struct smtp_cli_rcpt){
-        .addr = d->r[i].addr, .notify = d->r[i].notify,
-        .orcpt = d->r[i].orcpt};
+        .addr = d->r[i].addr, .notify = d->r[i].notify, .orcpt = d->r[i].orcpt};
     d->txmap[d->ntx++] = i;
   }
   if (d->ntx == 0) {
@@ -336,7 +339,8 @@ static void on_body(struct store *st, int status, size_t n, int64_t total,
     conn_close(d->conn, CONN_END_LOCAL);
     return;
   }
-  size_t w = encode_feed(&d->enc, d->rbuf, n, d->ebuf, encode_bound(BODY_CHUNK));
+  size_t w =
+      encode_feed(&d->enc, d->rbuf, n, d->ebuf, encode_bound(BODY_CHUNK));
   int full = 0;
   if (n < BODY_CHUNK)
     w += encode_finish(&d->enc, d->ebuf + w, ENCODE_FINISH_MAX);
@@ -399,8 +403,9 @@ static void on_tls_done(struct conn *c, const struct conn_tls_info *info) {
   }
   log_end(&l);
   if (!info->ok) {
-    snprintf(d->last_err, sizeof d->last_err, "TLS handshake with %s failed: %s",
-             d->remote, info->error ? info->error : "?");
+    snprintf(d->last_err, sizeof d->last_err,
+             "TLS handshake with %s failed: %s", d->remote,
+             info->error ? info->error : "?");
     /* RFC 7435: opportunistic TLS falls back to plaintext on a new
      * connection rather than giving up. */
     if (!tls_verified_policy(d) && !d->plaintext)
@@ -441,8 +446,7 @@ static void handle_event(struct delivery *d, const struct smtp_cli_event *ev,
       conn_close(d->conn, CONN_END_LOCAL);
       return;
     }
-    SSL_CTX *ctx =
-        tls_verified_policy(d) ? d->ob->ctx_verify : d->ob->ctx_any;
+    SSL_CTX *ctx = tls_verified_policy(d) ? d->ob->ctx_verify : d->ob->ctx_any;
     if (conn_start_tls(d->conn, ctx, 0, verify_name(d)) < 0) {
       snprintf(d->last_err, sizeof d->last_err, "%s: cannot start TLS",
                d->remote);
@@ -524,9 +528,8 @@ static size_t on_read(struct conn *c, const char *data, size_t len) {
 
 static void on_timeout(struct conn *c) {
   struct delivery *d = conn_data(c);
-  snprintf(d->last_err, sizeof d->last_err,
-           "timeout talking to %s (stage %s)", d->remote,
-           d->cli ? smtp_client_state_name(d->cli) : "connect");
+  snprintf(d->last_err, sizeof d->last_err, "timeout talking to %s (stage %s)",
+           d->remote, d->cli ? smtp_client_state_name(d->cli) : "connect");
   conn_close(c, CONN_END_TIMEOUT);
 }
 
@@ -542,8 +545,8 @@ static void on_close(struct conn *c, enum conn_end end, int status) {
     snprintf(d->last_err, sizeof d->last_err, "connect to %s failed: %s",
              d->remote, status ? uv_strerror(status) : "timeout");
   else if ((end == CONN_END_EOF || end == CONN_END_IO) && !d->last_err[0])
-    snprintf(d->last_err, sizeof d->last_err,
-             "%s closed the connection", d->remote);
+    snprintf(d->last_err, sizeof d->last_err, "%s closed the connection",
+             d->remote);
   smtp_client_free(d->cli);
   d->cli = NULL;
   if (d->read_job) {
@@ -588,17 +591,16 @@ static void try_next(struct delivery *d) {
   }
   if (d->cand >= d->ncands) {
     decide_pending(d, R_TEMPFAIL,
-                   d->last_err[0] ? d->last_err : "no host reachable",
-                   "4.4.1");
+                   d->last_err[0] ? d->last_err : "no host reachable", "4.4.1");
     finish(d);
     return;
   }
   d->next = NEXT_HOST;
   d->conn_decided = 0;
   mx_candidate_format(&d->cands[d->cand], d->remote, sizeof d->remote);
-  int rc = conn_connect(ob->loop, (const struct sockaddr *)&d->cands[d->cand].addr,
-                        (unsigned)ob->cfg->connect_timeout_ms, &delivery_cbs,
-                        d, &d->conn);
+  int rc = conn_connect(
+      ob->loop, (const struct sockaddr *)&d->cands[d->cand].addr,
+      (unsigned)ob->cfg->connect_timeout_ms, &delivery_cbs, d, &d->conn);
   if (rc < 0) {
     d->conn = NULL;
     snprintf(d->last_err, sizeof d->last_err, "connect to %s failed: %s",
@@ -663,10 +665,10 @@ static void resolve_next(struct delivery *d) {
   struct outbound *ob = d->ob;
   if (d->relayhost) {
     const struct config_relayhost *rh = &ob->cfg->relayhost[d->relay_idx];
-    d->q = rh->mx_lookup
-               ? resolver_lookup_mx(ob->res, rh->host, rh->port, on_resolved, d)
-               : resolver_lookup_host(ob->res, rh->host, rh->port,
-                                      on_resolved, d);
+    d->q =
+        rh->mx_lookup
+            ? resolver_lookup_mx(ob->res, rh->host, rh->port, on_resolved, d)
+            : resolver_lookup_host(ob->res, rh->host, rh->port, on_resolved, d);
   } else {
     d->q = resolver_lookup_mx(ob->res, d->job->dest, ob->cfg->smtp_port,
                               on_resolved, d);
@@ -721,8 +723,8 @@ static void on_show(struct store *st, int status, const struct store_msg *m,
           size_t len = (size_t)(semi - sr->orcpt) + strlen(x) + 2;
           d->r[j].orcpt = malloc(len);
           if (d->r[j].orcpt)
-            snprintf(d->r[j].orcpt, len, "%.*s;%s",
-                     (int)(semi - sr->orcpt), sr->orcpt, x);
+            snprintf(d->r[j].orcpt, len, "%.*s;%s", (int)(semi - sr->orcpt),
+                     sr->orcpt, x);
           free(x);
         }
       }
@@ -829,8 +831,7 @@ static void log_outcome(struct delivery *d, const struct drcpt *r,
     log_str(&l, "relay", r->remote);
   log_str(&l, "dsn", r->status);
   log_int(&l, "attempts", attempts);
-  log_double(&l, "delay",
-             (double)((int64_t)time(NULL) - d->received_at));
+  log_double(&l, "delay", (double)((int64_t)time(NULL) - d->received_at));
   if (next_at) {
     char ts[32];
     time_t t = (time_t)next_at;
@@ -861,7 +862,8 @@ static void on_updated(struct store *st, int status, void *data) {
       fc->res[i].retry_at = retry;
     }
   } else if (fc->bounce_body && ob->sched) {
-    struct sched_rcpt sr = {.idx = 0, .dest = outbound_dest(ob, fc->bounce_domain)};
+    struct sched_rcpt sr = {.idx = 0,
+                            .dest = outbound_dest(ob, fc->bounce_domain)};
     struct sched_msg sm = {.id = fc->bounce.id,
                            .received_at = fc->bounce.received_at,
                            .size = fc->bounce.size,
@@ -928,10 +930,11 @@ static void record(struct delivery *d) {
     if (r->state == R_TEMPFAIL) {
       int64_t next_at;
       if (retry_next(cfg->retry_schedule_ms, cfg->n_retry_schedule, attempts,
-                     d->received_at * 1000, cfg->queue_lifetime_ms,
-                     now * 1000, &next_at) == RETRY_EXPIRED) {
+                     d->received_at * 1000, cfg->queue_lifetime_ms, now * 1000,
+                     &next_at) == RETRY_EXPIRED) {
         char why[ERR_MAX + 64];
-        snprintf(why, sizeof why, "message expired after %llus in the queue; "
+        snprintf(why, sizeof why,
+                 "message expired after %llus in the queue; "
                  "last error: %s",
                  (unsigned long long)(cfg->queue_lifetime_ms / 1000), r->err);
         snprintf(r->err, sizeof r->err, "%s", why);
@@ -1051,9 +1054,8 @@ static void finish(struct delivery *d) {
       (uint64_t)d->size <= d->ob->cfg->max_message_size + 65536 &&
       needs_bounce(d)) {
     d->full = malloc((size_t)d->size + 1);
-    if (d->full &&
-        store_body_read(d->ob->store, d->id, 0, d->full, (size_t)d->size,
-                        on_full_read, d, NULL) == 0)
+    if (d->full && store_body_read(d->ob->store, d->id, 0, d->full,
+                                   (size_t)d->size, on_full_read, d, NULL) == 0)
       return;
     free(d->full);
     d->full = NULL;
@@ -1064,8 +1066,8 @@ static void finish(struct delivery *d) {
 /* ---- life cycle --------------------------------------------------------- */
 
 struct outbound *outbound_new(uv_loop_t *loop, const struct config *cfg,
-                              struct store *st, struct stats *stats,
-                              char *err, size_t errlen) {
+                              struct store *st, struct stats *stats, char *err,
+                              size_t errlen) {
   struct outbound *ob = calloc(1, sizeof *ob);
   if (!ob) {
     snprintf(err, errlen, "out of memory");
@@ -1100,9 +1102,9 @@ struct outbound *outbound_new(uv_loop_t *loop, const struct config *cfg,
     free(ob);
     return NULL;
   }
-  ob->ctx_verify = tls_client_ctx_new(
-      cfg->tls_ca_file[0] ? cfg->tls_ca_file : NULL, TLS_VERIFY_REQUIRE, err,
-      errlen);
+  ob->ctx_verify =
+      tls_client_ctx_new(cfg->tls_ca_file[0] ? cfg->tls_ca_file : NULL,
+                         TLS_VERIFY_REQUIRE, err, errlen);
   ob->ctx_any = ob->ctx_verify
                     ? tls_client_ctx_new(NULL, TLS_VERIFY_NONE, err, errlen)
                     : NULL;

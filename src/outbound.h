@@ -24,8 +24,8 @@ struct outbound;
 /* Creates the delivery engine (its resolver and TLS contexts).  Returns
  * NULL with a one-line reason in err. */
 struct outbound *outbound_new(uv_loop_t *loop, const struct config *cfg,
-                              struct store *st, struct stats *stats,
-                              char *err, size_t errlen);
+                              struct store *st, struct stats *stats, char *err,
+                              size_t errlen);
 
 /* Must be set before the first dispatch. */
 void outbound_set_sched(struct outbound *ob, struct sched *sched);

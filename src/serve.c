@@ -72,16 +72,17 @@ static void raise_nofile(const struct config *cfg) {
 static int drop_privileges(const struct config *cfg) {
   if (!cfg->has_user || geteuid() != 0)
     return 0;
-  if (setgroups(0, NULL) < 0 || setgid(cfg->gid) < 0 ||
-      setuid(cfg->uid) < 0) {
-    log_msg(LOG_ERROR, "startup", "cannot switch to user %u:%u: %s",
-            cfg->uid, cfg->gid, strerror(errno));
+  if (setgroups(0, NULL) < 0 || setgid(cfg->gid) < 0 || setuid(cfg->uid) < 0) {
+    log_msg(LOG_ERROR, "startup", "cannot switch to user %u:%u: %s", cfg->uid,
+            cfg->gid, strerror(errno));
     return -1;
   }
   return 0;
 }
 
-static void on_handle_closed(uv_handle_t *h) { (void)h; }
+static void on_handle_closed(uv_handle_t *h) {
+  (void)h;
+}
 
 static void close_handles(struct serve *sv) {
   uv_close((uv_handle_t *)&sv->sig_term, on_handle_closed);
@@ -149,7 +150,9 @@ static void finish(struct serve *sv) {
   close_rest(sv);
 }
 
-static void on_shutdown_timeout(uv_timer_t *t) { finish(t->data); }
+static void on_shutdown_timeout(uv_timer_t *t) {
+  finish(t->data);
+}
 
 static void on_drain_check(uv_check_t *c) {
   struct serve *sv = c->data;
@@ -208,8 +211,9 @@ static void schedule(struct serve *sv, const struct store_msg *m) {
     free(r);
 }
 
-static void on_loaded(struct store *st, int status, const struct store_msg *msgs,
-                      size_t n, int done, void *data) {
+static void on_loaded(struct store *st, int status,
+                      const struct store_msg *msgs, size_t n, int done,
+                      void *data) {
   (void)st;
   struct serve *sv = data;
   for (size_t i = 0; i < n; i++)
@@ -252,8 +256,8 @@ int serve_main(const struct config *cfg) {
     log_msg(LOG_ERROR, "startup", "%s", err);
     return 2;
   }
-  sv.outbound = outbound_new(sv.loop, cfg, sv.store, &sv.stats, err,
-                             sizeof err);
+  sv.outbound =
+      outbound_new(sv.loop, cfg, sv.store, &sv.stats, err, sizeof err);
   if (!sv.outbound) {
     log_msg(LOG_ERROR, "startup", "%s", err);
     store_close(sv.store, NULL, NULL);
@@ -282,8 +286,8 @@ int serve_main(const struct config *cfg) {
     log_msg(LOG_ERROR, "startup", "cannot load the queue");
     return 2;
   }
-  sv.inbound = inbound_start(sv.loop, cfg, sv.store, &sv.stats, on_queued,
-                             &sv, err, sizeof err);
+  sv.inbound = inbound_start(sv.loop, cfg, sv.store, &sv.stats, on_queued, &sv,
+                             err, sizeof err);
   if (!sv.inbound) {
     log_msg(LOG_ERROR, "startup", "%s", err);
     admin_stop(sv.admin);

@@ -317,6 +317,18 @@ static int sender_domain_allowed(const struct smtp_server *s,
   return 0;
 }
 
+/* 1 when the path after "FROM:"/"TO:" is not even in angle brackets: a
+ * command syntax error (5.5.4) rather than a bad address (5.1.x). */
+static int path_unbracketed(const char *a, size_t n) {
+  const char *colon = memchr(a, ':', n);
+  if (!colon)
+    return 1;
+  size_t i = (size_t)(colon - a) + 1;
+  while (i < n && a[i] == ' ')
+    i++;
+  return i >= n || a[i] != '<';
+}
+
 static void cmd_mail(struct smtp_server *s, const char *a, size_t n) {
   if (!s->helo) {
     error_reply(s, "503 5.5.1 Error: send HELO/EHLO first");
@@ -331,7 +343,10 @@ static void cmd_mail(struct smtp_server *s, const char *a, size_t n) {
   case SMTP_PARSE_OK:
     break;
   case SMTP_PARSE_EADDR:
-    error_reply(s, "501 5.1.7 Bad sender address syntax");
+    if (path_unbracketed(a, n))
+      error_reply(s, "501 5.5.4 Syntax: MAIL FROM:<address>");
+    else
+      error_reply(s, "501 5.1.7 Bad sender address syntax");
     return;
   case SMTP_PARSE_EPARAM:
     error_reply(s, "555 5.5.4 Unsupported option");
@@ -377,7 +392,10 @@ static void cmd_rcpt(struct smtp_server *s, const char *a, size_t n) {
   case SMTP_PARSE_EADDR:
   case SMTP_PARSE_ENODOMAIN:
   case SMTP_PARSE_ENULL:
-    error_reply(s, "501 5.1.3 Bad recipient address syntax");
+    if (path_unbracketed(a, n))
+      error_reply(s, "501 5.5.4 Syntax: RCPT TO:<address>");
+    else
+      error_reply(s, "501 5.1.3 Bad recipient address syntax");
     return;
   case SMTP_PARSE_EPARAM:
     error_reply(s, "555 5.5.4 Unsupported option");

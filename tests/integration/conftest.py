@@ -61,6 +61,7 @@ class Mailhop:
 
     def start(self, wait=True, env=None):
         path = self.write_conf()
+        self.log_offset = len(self.log_all())
         self.logf = open(self.log_path, "ab")
         self.proc = subprocess.Popen([BIN, "serve", "-c", str(path)],
                                      stdout=self.logf, stderr=self.logf,
@@ -81,11 +82,15 @@ class Mailhop:
             time.sleep(0.05)
         raise AssertionError(f"mailhop did not start:\n{self.log()}")
 
-    def log(self):
+    def log_all(self):
         try:
             return self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+    def log(self):
+        """The log of the current (last started) process."""
+        return self.log_all()[getattr(self, "log_offset", 0):]
 
     def wait_log(self, needle, timeout=20):
         deadline = time.time() + timeout
@@ -140,3 +145,57 @@ def mailhop(tmp_path):
     yield make
     for m in started:
         m.kill()
+
+
+class Raw:
+    """A raw SMTP client: exact bytes out, whole replies in."""
+
+    def __init__(self, port, host="127.0.0.1", timeout=10):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.buf = b""
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.sock.sendall(data)
+
+    def reply(self):
+        """One reply: (code, text of all lines joined by newlines)."""
+        lines = []
+        while True:
+            while b"\r\n" not in self.buf:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    raise EOFError(f"connection closed; got {lines!r} "
+                                   f"{self.buf!r}")
+                self.buf += chunk
+            line, self.buf = self.buf.split(b"\r\n", 1)
+            lines.append(line.decode(errors="replace"))
+            if len(line) < 4 or line[3:4] != b"-":
+                return int(lines[-1][:3]), "\n".join(lines)
+
+    def cmd(self, line):
+        self.send(line + "\r\n")
+        return self.reply()
+
+    def closed(self, timeout=5):
+        """True when the server closed the connection (EOF) in time."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                d = self.sock.recv(65536)
+                if not d:
+                    return True
+                self.buf += d
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except socket.timeout:
+            return False
+
+    def close(self):
+        self.sock.close()
+
+
+def rows(m, sql, *args):
+    with m.db() as db:
+        return db.execute(sql, args).fetchall()

@@ -39,7 +39,8 @@ static int check_count;
     check_count++;                                                             \
     if (!sa_ || !sb_ || strcmp(sa_, sb_) != 0) {                               \
       check_failures++;                                                        \
-      fprintf(stderr, "%s:%d: %s == %s failed:\n  got:  \"%s\"\n  want: \"%s\"\n", \
+      fprintf(stderr,                                                          \
+              "%s:%d: %s == %s failed:\n  got:  \"%s\"\n  want: \"%s\"\n",     \
               __FILE__, __LINE__, #a, #b, sa_ ? sa_ : "(null)",                \
               sb_ ? sb_ : "(null)");                                           \
     }                                                                          \

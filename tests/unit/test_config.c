@@ -172,9 +172,8 @@ static void test_contradictions(void) {
   CHECK_INT(load(NULL, NULL, non_loopback), -1);
   CHECK_CONTAINS(err, "relay_networks");
   /* Setting relay_networks explicitly, even to the default, is enough. */
-  const char *const explicit_rn[] = {"listen=0.0.0.0:25",
-                                     "relay_networks=127.0.0.0/8, ::1/128",
-                                     NULL};
+  const char *const explicit_rn[] = {
+      "listen=0.0.0.0:25", "relay_networks=127.0.0.0/8, ::1/128", NULL};
   CHECK_INT(load(NULL, NULL, explicit_rn), 0);
   const char *const with_auth[] = {"listen=[::]:25", "auth_users_file=/x",
                                    NULL};
@@ -186,8 +185,7 @@ static void test_contradictions(void) {
   CHECK_INT(load(NULL, NULL, cert_no_key), -1);
   CHECK_CONTAINS(err, "tls_key_file");
   const char *const plain_creds[] = {"relayhost=[r.example]:587",
-                                     "relayhost_user=u",
-                                     "relayhost_password=p",
+                                     "relayhost_user=u", "relayhost_password=p",
                                      "relayhost_tls=none", NULL};
   CHECK_INT(load(NULL, NULL, plain_creds), -1);
   CHECK_CONTAINS(err, "relayhost_auth_plaintext");
@@ -196,8 +194,9 @@ static void test_contradictions(void) {
                                    "relayhost_tls=opportunistic", NULL};
   CHECK_INT(load(NULL, NULL, opp_creds), -1);
   const char *const plain_ok[] = {
-      "relayhost=[r.example]:587", "relayhost_user=u", "relayhost_password=p",
-      "relayhost_tls=none", "relayhost_auth_plaintext=yes", NULL};
+      "relayhost=[r.example]:587",    "relayhost_user=u",
+      "relayhost_password=p",         "relayhost_tls=none",
+      "relayhost_auth_plaintext=yes", NULL};
   CHECK_INT(load(NULL, NULL, plain_ok), 0);
   const char *const user_no_pass[] = {"relayhost_user=u", NULL};
   CHECK_INT(load(NULL, NULL, user_no_pass), -1);
