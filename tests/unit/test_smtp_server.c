@@ -238,7 +238,7 @@ static const struct reply_case reply_cases[] = {
     {"mail_bad_addr", EHLO "MAIL FROM:<a b@c>\r\n",
      "501 5.1.7 Bad sender address syntax\r\n"},
     {"mail_no_brackets", EHLO "MAIL FROM:a@b\r\n",
-     "501 5.1.7 Bad sender address syntax\r\n"},
+     "501 5.5.4 Syntax: MAIL FROM:<address>\r\n"},
     {"mail_ctrl", EHLO "MAIL FROM:<a\x01@b>\r\n",
      "501 5.1.7 Bad sender address syntax\r\n"},
     {"mail_unknown_param", EHLO "MAIL FROM:<a@b> FOO=bar\r\n",
