@@ -106,9 +106,14 @@ static void on_sched_freed(void *data) {
   store_close(sv->store, on_store_closed, sv);
 }
 
+static void close_rest(struct serve *sv);
+
 static void on_inbound_freed(void *data) {
   struct serve *sv = data;
   sv->inbound = NULL;
+  /* The last session may end in a close callback, after which the loop
+   * could block in poll with nothing left to wake the drain check. */
+  close_rest(sv);
 }
 
 /*
