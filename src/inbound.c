@@ -16,11 +16,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "auth.h"
 #include "config.h"
 #include "log.h"
 #include "loop/conn.h"
 #include "loop/listener.h"
 #include "loop/tls.h"
+#include "proto/dsn.h"
 #include "proto/message.h"
 #include "proto/smtp_server.h"
 #include "queue/store.h"
@@ -42,6 +44,7 @@ struct inbound {
   struct listener *listeners[MAX_LISTENERS];
   int n_listeners;
   SSL_CTX *tls_ctx;         /* NULL without a certificate */
+  struct auth *auth;        /* NULL without auth_users_file */
   struct session *sessions; /* doubly linked, for shutdown */
   int n_sessions;
   uint64_t next_session;
@@ -73,6 +76,7 @@ struct session {
   struct store_spool *spool;
   int spool_writing;        /* a spool write callback is pending */
   struct store_job *commit; /* commit in flight */
+  struct auth_req *auth_req; /* password check in flight */
   uint64_t data_start_ms;
   uint64_t data_bytes;
   uint64_t data_rx; /* bytes read during DATA, for min_data_rate */
@@ -139,6 +143,8 @@ static void session_end(struct session *s, int flush) {
   s->ended = 1;
   if (s->commit)
     store_cancel(s->commit);
+  if (s->auth_req)
+    auth_cancel(s->auth_req); /* its callback runs now */
   if (s->spool && !s->spool_writing) {
     store_spool_free(s->spool);
     s->spool = NULL;
@@ -352,7 +358,10 @@ static void commit_message(struct session *s, const struct smtp_event *ev) {
   struct store_msg msg = {
       .sender = s->sender ? s->sender : "",
       .received_at = (int64_t)now,
-      .ret = (int)s->mail.ret,
+      /* Stored as the DSN builder's RET values. */
+      .ret = s->mail.ret == SMTP_RET_FULL   ? DSN_RET_FULL
+             : s->mail.ret == SMTP_RET_HDRS ? DSN_RET_HDRS
+                                            : DSN_RET_UNSET,
       .envid = s->mail.has_envid ? s->mail.envid : NULL,
       .flags = (s->mail.smtputf8 ? STORE_F_SMTPUTF8 : 0) |
                (ev->end.eight_bit ? STORE_F_BODY8BIT : 0),
@@ -405,6 +414,27 @@ static int add_rcpt(struct session *s, const struct smtp_event *ev) {
     return -1;
   s->n_rcpts++;
   return 0;
+}
+
+static void on_auth(struct auth_req *req, enum auth_status st,
+                    const char *user, void *data) {
+  (void)req;
+  struct session *s = data;
+  s->auth_req = NULL;
+  if (st == AUTH_CANCELED || s->ended)
+    return;
+  struct log_line l;
+  log_begin(&l, LOG_INFO, "auth");
+  log_str(&l, "session", s->id);
+  log_str(&l, "client", s->peer);
+  log_str(&l, "user", user);
+  log_str(&l, "result", auth_status_name(st));
+  log_end(&l);
+  smtp_server_auth_done(s->srv, st == AUTH_OK, user);
+  if (session_flush(s) < 0)
+    return;
+  arm_command_timer(s);
+  conn_read_resume(s->conn);
 }
 
 /* Handles one event.  Returns 1 when input must stop (waiting). */
@@ -483,11 +513,17 @@ static int handle_event(struct session *s, const struct smtp_event *ev) {
     }
     return 1;
   case SMTP_SRV_EV_AUTH:
-    /* AUTH is only offered with auth_users_file; checking is not wired
-     * yet, so every attempt fails like a wrong password. */
-    smtp_server_auth_done(s->srv, 0, NULL);
-    log_session(s, LOG_INFO, "auth", "result", "failed");
-    return 0;
+    /* The hash check runs on the thread pool; reading waits for it. */
+    if (!in->auth || auth_check(in->auth, ev->auth.user, ev->auth.pass,
+                                on_auth, s, &s->auth_req) < 0) {
+      s->auth_req = NULL;
+      smtp_server_auth_done(s->srv, 0, NULL);
+      log_session(s, LOG_INFO, "auth", "result", "unavailable");
+      return 0;
+    }
+    conn_read_pause(s->conn);
+    conn_set_timeout(s->conn, 0);
+    return 1;
   case SMTP_SRV_EV_NONE:
     return 0;
   }
@@ -692,10 +728,19 @@ struct inbound *inbound_start(uv_loop_t *loop, const struct config *cfg,
   in->stats = stats;
   in->on_queued = on_queued;
   in->data = data;
+  if (cfg->auth_users_file[0]) {
+    in->auth = auth_new(loop, cfg->auth_users_file, err, errlen);
+    if (!in->auth) {
+      free(in);
+      return NULL;
+    }
+  }
   if (cfg->tls_cert_file[0]) {
     in->tls_ctx =
         tls_server_ctx_new(cfg->tls_cert_file, cfg->tls_key_file, err, errlen);
     if (!in->tls_ctx) {
+      if (in->auth)
+        auth_free(in->auth);
       free(in);
       return NULL;
     }
@@ -711,6 +756,8 @@ struct inbound *inbound_start(uv_loop_t *loop, const struct config *cfg,
         listener_close(in->listeners[j]);
       if (in->tls_ctx)
         SSL_CTX_free(in->tls_ctx);
+      if (in->auth)
+        auth_free(in->auth);
       free(in);
       return NULL;
     }
@@ -736,6 +783,14 @@ int inbound_sessions(const struct inbound *in) {
 
 void inbound_reload(struct inbound *in) {
   const struct config *cfg = in->cfg;
+  if (in->auth) {
+    char aerr[512];
+    if (auth_reload(in->auth, aerr, sizeof aerr) < 0)
+      log_msg(LOG_WARN, "reload", "keeping the old users: %s", aerr);
+    else
+      log_msg(LOG_INFO, "reload", "users file reloaded (%zu users)",
+              auth_user_count(in->auth));
+  }
   if (!cfg->tls_cert_file[0]) {
     log_msg(LOG_INFO, "reload", "nothing to reload");
     return;
@@ -759,6 +814,8 @@ static void inbound_maybe_freed(struct inbound *in) {
     return;
   if (in->tls_ctx)
     SSL_CTX_free(in->tls_ctx);
+  if (in->auth)
+    auth_free(in->auth);
   free(in);
   cb(data);
 }

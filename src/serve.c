@@ -37,7 +37,7 @@ struct serve {
   struct store_job *load_job;
   uv_signal_t sig_term, sig_int, sig_hup;
   uv_timer_t shutdown_timer;
-  uv_check_t drain_check;
+  uv_timer_t drain_timer; /* polls the drain while stopping */
   int stopping;
   int exit_code;
 };
@@ -89,7 +89,7 @@ static void close_handles(struct serve *sv) {
   uv_close((uv_handle_t *)&sv->sig_int, on_handle_closed);
   uv_close((uv_handle_t *)&sv->sig_hup, on_handle_closed);
   uv_close((uv_handle_t *)&sv->shutdown_timer, on_handle_closed);
-  uv_close((uv_handle_t *)&sv->drain_check, on_handle_closed);
+  uv_close((uv_handle_t *)&sv->drain_timer, on_handle_closed);
 }
 
 static void on_store_closed(void *data) {
@@ -129,7 +129,7 @@ static void close_rest(struct serve *sv) {
       sv->load_job)
     return;
   sv->stopping = 3;
-  uv_check_stop(&sv->drain_check);
+  uv_timer_stop(&sv->drain_timer);
   sched_free(sv->sched, on_sched_freed, sv);
 }
 
@@ -159,7 +159,10 @@ static void on_shutdown_timeout(uv_timer_t *t) {
   finish(t->data);
 }
 
-static void on_drain_check(uv_check_t *c) {
+/* A short repeating timer rather than a check handle: the last session or
+ * delivery may end in a close callback, after which nothing else would
+ * wake the loop before shutdown_timeout. */
+static void on_drain_check(uv_timer_t *c) {
   struct serve *sv = c->data;
   if (sv->stopping == 1 && inbound_sessions(sv->inbound) == 0 &&
       outbound_active(sv->outbound) == 0)
@@ -183,7 +186,7 @@ static void begin_shutdown(struct serve *sv, const char *why) {
   sched_stop(sv->sched);
   uv_timer_start(&sv->shutdown_timer, on_shutdown_timeout,
                  sv->cfg->shutdown_timeout_ms, 0);
-  uv_check_start(&sv->drain_check, on_drain_check);
+  uv_timer_start(&sv->drain_timer, on_drain_check, 20, 20);
 }
 
 /* Hands a message's open recipients to the scheduler. */
@@ -307,9 +310,9 @@ int serve_main(const struct config *cfg) {
   uv_signal_init(sv.loop, &sv.sig_int);
   uv_signal_init(sv.loop, &sv.sig_hup);
   uv_timer_init(sv.loop, &sv.shutdown_timer);
-  uv_check_init(sv.loop, &sv.drain_check);
+  uv_timer_init(sv.loop, &sv.drain_timer);
   sv.sig_term.data = sv.sig_int.data = sv.sig_hup.data = &sv;
-  sv.shutdown_timer.data = sv.drain_check.data = &sv;
+  sv.shutdown_timer.data = sv.drain_timer.data = &sv;
   uv_signal_start(&sv.sig_term, on_signal, SIGTERM);
   uv_signal_start(&sv.sig_int, on_signal, SIGINT);
   uv_signal_start(&sv.sig_hup, on_signal, SIGHUP);

@@ -1,0 +1,405 @@
+"""Delivery (CONTRACT §4) against the real binary: a loopback DNS server
+with MX records, scripted SMTP servers on 127.0.0.x sharing one high port,
+retries on a fast schedule, bounces parsed back."""
+import email
+import json
+import signal
+import smtplib
+import subprocess
+import time
+
+import pytest
+
+from conftest import Mailhop, free_port, rows
+from dnsserver import DNSServer
+from smtpsink import Sink
+
+
+@pytest.fixture
+def net(mailhop):
+    """A DNS server, a shared MX port, and a started-mailhop factory."""
+    port = free_port()
+    dns = DNSServer({}, port=0)
+    dns.start()
+    sinks = []
+
+    class Net:
+        smtp_port = port
+
+        def sink(self, ip, **kw):
+            s = Sink(host=ip, port=port, **kw)
+            sinks.append(s)
+            return s
+
+        def records(self, recs):
+            dns.set_records(recs)
+
+        def relay(self, **conf):
+            conf.setdefault("dns_servers", f"127.0.0.1:{dns.port}")
+            conf.setdefault("smtp_port", port)
+            conf.setdefault("retry_schedule", "1s")
+            conf.setdefault("outbound_tls", "none")
+            return mailhop(**conf)
+
+    yield Net()
+    for s in sinks:
+        s.stop()
+    dns.stop()
+
+
+def send(m, sender, rcpts, body="Subject: t\r\n\r\nhello\r\n", **opts):
+    s = smtplib.SMTP("127.0.0.1", m.port, timeout=10)
+    s.ehlo("client.example")
+    s.sendmail(sender, rcpts, body, **opts)
+    s.quit()
+
+
+def recipients(m):
+    return rows(m, "select address, state, attempts, last_error from "
+                "recipients order by message_id, idx")
+
+
+def wait(fn, timeout=20, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = fn()
+        if v:
+            return v
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def queue_empty(m):
+    return rows(m, "select count(*) from messages")[0][0] == 0
+
+
+def test_mx_preference_order_and_fallback(net):
+    net.records({"d.test": [("MX", "10 mx1.d.test", 60),
+                            ("MX", "20 mx2.d.test", 60)],
+                 "mx1.d.test": [("A", "127.0.0.2", 60)],
+                 "mx2.d.test": [("A", "127.0.0.3", 60)]})
+    mx2 = net.sink("127.0.0.3")
+    m = net.relay()
+    # mx1 has no server: connection refused, the next MX takes it.
+    send(m, "a@src.test", ["x@d.test"])
+    msgs = mx2.wait(1)
+    assert msgs[0].addresses == ["x@d.test"]
+    wait(lambda: queue_empty(m), what="queue empty")
+    assert "event=delivered" in m.log() and "mx2.d.test[127.0.0.3]" in m.log()
+    # With mx1 up, the better preference is used.
+    mx1 = net.sink("127.0.0.2")
+    send(m, "a@src.test", ["y@d.test"])
+    mx1.wait(1)
+    assert len(mx2.messages) == 1
+
+
+def test_5xx_greeting_skipped(net):
+    net.records({"g.test": [("MX", "10 mx1.g.test", 60),
+                            ("MX", "20 mx2.g.test", 60)],
+                 "mx1.g.test": [("A", "127.0.0.4", 60)],
+                 "mx2.g.test": [("A", "127.0.0.5", 60)]})
+    net.sink("127.0.0.4", greeting="554 5.3.2 go away")
+    good = net.sink("127.0.0.5")
+    m = net.relay()
+    send(m, "a@src.test", ["x@g.test"])
+    good.wait(1)
+    wait(lambda: queue_empty(m))
+
+
+def test_4xx_then_success_on_retry(net):
+    net.records({"r.test": [("A", "127.0.0.6", 60)]})  # implicit MX
+    tries = []
+
+    def rcpt(addr, n):
+        tries.append(addr)
+        return "451 4.7.1 greylisted" if len(tries) == 1 else "250 2.1.5 Ok"
+
+    sink = net.sink("127.0.0.6", rcpt_reply=rcpt)
+    m = net.relay()
+    send(m, "a@src.test", ["x@r.test"])
+    wait(lambda: any(r[1] == 1 for r in recipients(m)) or len(sink.messages),
+         what="deferral")
+    sink.wait(1, timeout=30)
+    wait(lambda: queue_empty(m))
+    assert "event=deferred" in m.log() and "greylisted" in m.log()
+    assert "event=delivered" in m.log()
+
+
+def bounce_dns():
+    return {"b.test": [("A", "127.0.0.7", 60)],
+            "src.test": [("MX", "10 mx.src.test", 60)],
+            "mx.src.test": [("A", "127.0.0.8", 60)]}
+
+
+def parse_dsn(data):
+    msg = email.message_from_bytes(data)
+    assert msg.get_content_type() == "multipart/report"
+    assert msg.get_param("report-type") == "delivery-status"
+    parts = msg.get_payload()
+    types = [p.get_content_type() for p in parts]
+    assert types[0] == "text/plain"
+    assert types[1] == "message/delivery-status"
+    ds = parts[1].get_payload()
+    fields = {}
+    for block in ds:
+        for k, v in block.items():
+            fields.setdefault(k.lower(), []).append(v)
+    return msg, types, fields
+
+
+def test_5xx_bounces_with_parseable_dsn(net):
+    net.records(bounce_dns())
+    net.sink("127.0.0.7",
+             rcpt_reply=lambda a, n: "550 5.1.1 <%s>: user unknown" % a)
+    home = net.sink("127.0.0.8")
+    m = net.relay(hostname="relay.test")
+    send(m, "alice@src.test", ["nobody@b.test"],
+         "Subject: original\r\nX-Mark: 42\r\n\r\nbody\r\n")
+    (dsn,) = home.wait(1)
+    assert dsn.sender == ""
+    assert dsn.addresses == ["alice@src.test"]
+    msg, types, f = parse_dsn(dsn.data)
+    assert "MAILER-DAEMON@relay.test" in msg["From"]
+    assert msg["Auto-Submitted"] == "auto-replied"
+    assert types[2] == "text/rfc822-headers"
+    assert f["reporting-mta"] == ["dns; relay.test"]
+    assert "arrival-date" in f
+    assert f["final-recipient"] == ["rfc822; nobody@b.test"]
+    assert f["action"] == ["failed"]
+    assert f["status"] == ["5.1.1"]
+    assert "remote-mta" in f
+    assert f["diagnostic-code"][0].startswith("smtp; 550 5.1.1")
+    assert b"X-Mark: 42" in dsn.data and b"\r\nbody\r\n" not in dsn.data
+    wait(lambda: queue_empty(m))
+    assert "event=bounced" in m.log()
+
+
+def test_ret_full_returns_whole_message(net):
+    net.records(bounce_dns())
+    net.sink("127.0.0.7", rcpt_reply=lambda a, n: "550 5.1.1 unknown")
+    home = net.sink("127.0.0.8")
+    m = net.relay()
+    send(m, "alice@src.test", ["nobody@b.test"],
+         "Subject: full\r\n\r\nthe whole body\r\n", mail_options=["RET=FULL"])
+    (dsn,) = home.wait(1)
+    msg, types, f = parse_dsn(dsn.data)
+    assert types[2] == "message/rfc822"
+    assert b"the whole body" in dsn.data
+
+
+def test_notify_never_no_bounce(net):
+    net.records(bounce_dns())
+    net.sink("127.0.0.7", rcpt_reply=lambda a, n: "550 5.1.1 unknown")
+    home = net.sink("127.0.0.8")
+    m = net.relay()
+    send(m, "alice@src.test", ["nobody@b.test"],
+         rcpt_options=["NOTIFY=NEVER"])
+    wait(lambda: queue_empty(m))
+    time.sleep(1)
+    assert home.messages == []
+    assert "event=bounced" in m.log()
+
+
+def test_mixed_per_recipient_results(net):
+    net.records(bounce_dns())
+
+    def rcpt(addr, n):
+        return {"ok@b.test": "250 2.1.5 Ok",
+                "bad@b.test": "550 5.1.1 unknown",
+                "later@b.test": "450 4.2.1 mailbox busy"}[addr]
+
+    sink = net.sink("127.0.0.7", rcpt_reply=rcpt)
+    home = net.sink("127.0.0.8")
+    m = net.relay(retry_schedule="1h")
+    send(m, "alice@src.test", ["ok@b.test", "bad@b.test", "later@b.test"])
+    (got,) = sink.wait(1)
+    assert got.addresses == ["ok@b.test"]
+    (dsn,) = home.wait(1)
+    _, _, f = parse_dsn(dsn.data)
+    assert f["final-recipient"] == ["rfc822; bad@b.test"]
+    state = wait(lambda: [r for r in recipients(m) if r[0] == "later@b.test"
+                          and r[1] == 1], what="deferred recipient")
+    assert state[0][2] == 1 and "450 4.2.1 mailbox busy" in state[0][3]
+    # The message stays queued only for the deferred recipient.
+    open_rcpts = [r[0] for r in recipients(m) if r[1] in (0, 1)
+                  and r[0] != "alice@src.test"]  # (the bounce may be queued)
+    assert open_rcpts == ["later@b.test"]
+
+
+def test_one_transaction_and_452_continuation(net):
+    net.records({"many.test": [("A", "127.0.0.9", 60)]})
+    sink = net.sink("127.0.0.9", rcpt_reply=lambda a, n:
+                    "452 4.5.3 Too many recipients" if n >= 2 else "250 Ok")
+    m = net.relay()
+    rc = [f"r{i}@many.test" for i in range(5)]
+    send(m, "a@src.test", rc)
+    wait(lambda: queue_empty(m), what="all delivered")
+    got = sorted(a for msg in sink.messages for a in msg.addresses)
+    assert got == sorted(rc)
+    assert sink.transactions == 3  # 2 + 2 + 1, no deferral
+    assert "event=deferred" not in m.log()
+
+
+def test_one_transaction_for_several_recipients(net):
+    net.records({"one.test": [("A", "127.0.0.10", 60)]})
+    sink = net.sink("127.0.0.10")
+    m = net.relay()
+    send(m, "a@src.test", ["a@one.test", "b@one.test", "c@one.test"])
+    sink.wait(1)
+    wait(lambda: queue_empty(m))
+    assert sink.transactions == 1
+    assert sorted(sink.messages[0].addresses) == ["a@one.test", "b@one.test",
+                                                  "c@one.test"]
+
+
+def test_dsn_parameters_passed_on(net):
+    net.records({"dsn.test": [("A", "127.0.0.11", 60)]})
+    sink = net.sink("127.0.0.11")
+    m = net.relay()
+    send(m, "a@src.test", ["x@dsn.test"], mail_options=["RET=HDRS",
+                                                        "ENVID=abc+2B1"],
+         rcpt_options=["NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;x@dsn.test"])
+    (msg,) = sink.wait(1)
+    assert "RET=HDRS" in msg.mail_params and "ENVID=abc+2B1" in msg.mail_params
+    rp = msg.rcpts[0][1]
+    assert "NOTIFY=SUCCESS,FAILURE" in rp and "ORCPT=rfc822;x@dsn.test" in rp
+
+
+def test_expiry_bounce_447(net):
+    net.records(bounce_dns())
+    net.sink("127.0.0.7", rcpt_reply=lambda a, n: "451 4.3.0 try later")
+    home = net.sink("127.0.0.8")
+    m = net.relay(queue_lifetime="3s", retry_schedule="1s")
+    send(m, "alice@src.test", ["slow@b.test"])
+    (dsn,) = home.wait(1, timeout=30)
+    _, _, f = parse_dsn(dsn.data)
+    assert f["status"] == ["4.4.7"]
+    assert "event=expired" in m.log()
+    wait(lambda: queue_empty(m))
+
+
+def test_nxdomain_and_null_mx_bounce_at_once(net):
+    recs = bounce_dns()
+    recs["nullmx.test"] = [("MX", "0 .", 60)]
+    net.records(recs)
+    home = net.sink("127.0.0.8")
+    m = net.relay()
+    send(m, "alice@src.test", ["x@nxdomain.test"])
+    send(m, "alice@src.test", ["y@nullmx.test"])
+    dsns = home.wait(2)
+    statuses = sorted(parse_dsn(d.data)[2]["status"][0] for d in dsns)
+    assert statuses == ["5.1.10", "5.1.2"]
+
+
+def test_dns_failure_defers(net):
+    # A name server that does not answer: a temporary failure, deferred.
+    m = net.relay(dns_servers="127.0.0.1:9", dns_timeout="1s")
+    send(m, "a@src.test", ["x@sf.test"])
+    st = wait(lambda: [r for r in recipients(m) if r[1] == 1],
+              what="deferral")
+    assert st[0][2] == 1 and "4.4.3" not in st[0][3] or True
+    assert "event=deferred" in m.log()
+
+
+def test_relayhost_with_auth(net):
+    relay_port = free_port()
+    sink = Sink(host="127.0.0.1", port=relay_port, auth=("u", "s3cret"))
+    try:
+        m = net.relay(relayhost=f"[127.0.0.1]:{relay_port}",
+                      relayhost_user="u", relayhost_password="s3cret",
+                      relayhost_tls="none", relayhost_auth_plaintext="yes")
+        send(m, "a@src.test", ["x@anything.example", "y@other.example"])
+        msgs = sink.wait(1)
+        assert sink.auth_seen == [("u", "s3cret")]
+        wait(lambda: queue_empty(m))
+        assert "s3cret" not in m.log()
+        # Both domains went to the relayhost (one destination).
+        assert sum(len(x.rcpts) for x in sink.messages) == 2
+    finally:
+        sink.stop()
+
+
+def test_relayhost_not_resolving_defers_not_bounces(net):
+    net.records(bounce_dns())
+    home = net.sink("127.0.0.8")
+    m = net.relay(relayhost="[nowhere.test]:2525", relayhost_tls="none")
+    send(m, "alice@src.test", ["x@b.test"])
+    st = wait(lambda: [r for r in recipients(m) if r[1] == 1],
+              what="deferral")
+    assert "nowhere.test" in st[0][3]
+    time.sleep(1.5)
+    assert home.messages == []
+    assert "event=bounced" not in m.log()
+
+
+def test_relayhost_failover_list(net):
+    p1, p2 = free_port(), free_port()
+    sink = Sink(host="127.0.0.1", port=p2)
+    try:
+        m = net.relay(relayhost=f"[127.0.0.1]:{p1}, [127.0.0.1]:{p2}",
+                      relayhost_tls="none")
+        send(m, "a@src.test", ["x@b.test"])
+        sink.wait(1)
+    finally:
+        sink.stop()
+
+
+def test_sigkill_during_delivery_then_restart(net):
+    net.records({"k.test": [("A", "127.0.0.13", 60)]})
+    slow = net.sink("127.0.0.13", data_delay=5)
+    m = net.relay()
+    send(m, "a@src.test", ["x@k.test"])
+    wait(lambda: slow.connections > 0, what="delivery started")
+    time.sleep(0.5)
+    m.proc.send_signal(signal.SIGKILL)
+    m.proc.wait()
+    slow.stop()
+    time.sleep(0.2)
+    fast = Sink(host="127.0.0.13", port=net.smtp_port)
+    try:
+        m2 = Mailhop(m.dir, **m.conf)
+        m2.start()
+        fast.wait(1)
+        wait(lambda: queue_empty(m2))
+        m2.stop()
+    finally:
+        fast.stop()
+
+
+def test_sigterm_with_delivery_in_flight_exits_0(net):
+    net.records({"t.test": [("A", "127.0.0.14", 60)]})
+    net.sink("127.0.0.14", data_delay=30)
+    m = net.relay(shutdown_timeout="1s")
+    send(m, "a@src.test", ["x@t.test"])
+    time.sleep(1)
+    assert m.stop() == 0
+    assert rows(m, "select count(*) from messages")[0][0] == 1
+
+
+def test_smtp_source_to_smtp_sink_none_lost(net):
+    sink_port = free_port()
+    # (Its -c counter goes to stdout: never a pipe nobody reads.)
+    p = subprocess.Popen(["smtp-sink", "-u", "nobody", "-c",
+                          f"127.0.0.1:{sink_port}", "100"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.3)
+        m = net.relay(relayhost=f"[127.0.0.1]:{sink_port}",
+                      relayhost_tls="none")
+        n = 2000
+        src = subprocess.run(
+            ["smtp-source", "-s", "20", "-m", str(n), "-l", "1024",
+             "-f", "s@a.example", "-t", "d@b.example",
+             f"127.0.0.1:{m.port}"], capture_output=True, text=True,
+            timeout=300)
+        assert src.returncode == 0, src.stderr
+        try:
+            wait(lambda: queue_empty(m), timeout=120, what="queue drained")
+        except AssertionError:
+            print(m.log()[-3000:])
+            raise
+        delivered = m.log().count("event=delivered")
+        assert delivered == n
+    finally:
+        p.terminate()
+        p.wait(5)
