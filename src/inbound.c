@@ -74,8 +74,8 @@ struct session {
   int n_rcpts, cap_rcpts;
   /* DATA */
   struct store_spool *spool;
-  int spool_writing;        /* a spool write callback is pending */
-  struct store_job *commit; /* commit in flight */
+  int spool_writing;         /* a spool write callback is pending */
+  struct store_job *commit;  /* commit in flight */
   struct auth_req *auth_req; /* password check in flight */
   uint64_t data_start_ms;
   uint64_t data_bytes;
@@ -416,8 +416,8 @@ static int add_rcpt(struct session *s, const struct smtp_event *ev) {
   return 0;
 }
 
-static void on_auth(struct auth_req *req, enum auth_status st,
-                    const char *user, void *data) {
+static void on_auth(struct auth_req *req, enum auth_status st, const char *user,
+                    void *data) {
   (void)req;
   struct session *s = data;
   s->auth_req = NULL;
@@ -514,8 +514,8 @@ static int handle_event(struct session *s, const struct smtp_event *ev) {
     return 1;
   case SMTP_SRV_EV_AUTH:
     /* The hash check runs on the thread pool; reading waits for it. */
-    if (!in->auth || auth_check(in->auth, ev->auth.user, ev->auth.pass,
-                                on_auth, s, &s->auth_req) < 0) {
+    if (!in->auth || auth_check(in->auth, ev->auth.user, ev->auth.pass, on_auth,
+                                s, &s->auth_req) < 0) {
       s->auth_req = NULL;
       smtp_server_auth_done(s->srv, 0, NULL);
       log_session(s, LOG_INFO, "auth", "result", "unavailable");
