@@ -716,7 +716,7 @@ static void on_accept(struct listener *l, struct conn *c, void *data) {
 struct inbound *inbound_start(uv_loop_t *loop, const struct config *cfg,
                               struct store *st, struct stats *stats,
                               inbound_queued_cb on_queued, void *data,
-                              char *err, size_t errlen) {
+                              int *bad_config, char *err, size_t errlen) {
   struct inbound *in = calloc(1, sizeof *in);
   if (!in) {
     snprintf(err, errlen, "out of memory");
@@ -728,6 +728,7 @@ struct inbound *inbound_start(uv_loop_t *loop, const struct config *cfg,
   in->stats = stats;
   in->on_queued = on_queued;
   in->data = data;
+  *bad_config = 1;
   if (cfg->auth_users_file[0]) {
     in->auth = auth_new(loop, cfg->auth_users_file, err, errlen);
     if (!in->auth) {
@@ -745,6 +746,7 @@ struct inbound *inbound_start(uv_loop_t *loop, const struct config *cfg,
       return NULL;
     }
   }
+  *bad_config = 0;
   for (int i = 0; i < cfg->n_listen + cfg->n_listen_tls; i++) {
     int tls = i >= cfg->n_listen;
     const struct config_addr *a =

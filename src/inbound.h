@@ -22,13 +22,14 @@ typedef void (*inbound_queued_cb)(const struct store_msg *msg, void *data);
 
 /*
  * Binds every listener of cfg and starts accepting.  Returns NULL with a
- * one-line reason in err when a listener cannot be opened or the TLS
- * certificate cannot be loaded.  cfg, st and stats must outlive it.
+ * one-line reason in err when a listener cannot be opened (*bad_config 0)
+ * or the TLS certificate or the users file cannot be loaded (*bad_config
+ * 1: a configuration error).  cfg, st and stats must outlive it.
  */
 struct inbound *inbound_start(uv_loop_t *loop, const struct config *cfg,
                               struct store *st, struct stats *stats,
                               inbound_queued_cb on_queued, void *data,
-                              char *err, size_t errlen);
+                              int *bad_config, char *err, size_t errlen);
 
 /* Stops accepting new connections (shutdown); sessions go on. */
 void inbound_stop_accepting(struct inbound *in);

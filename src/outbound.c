@@ -34,6 +34,9 @@
 #include "stats.h"
 
 #define BODY_CHUNK (64 * 1024)
+/* How long a connection waits for the next message to its destination
+ * (Postfix's smtp_connection_cache_time_limit is 2 s). */
+#define IDLE_MS 2000
 #define MAX_CANDS 16
 #define ERR_MAX 512
 
@@ -81,6 +84,7 @@ struct delivery {
   struct smtp_client *cli;
   char remote[300];
   int plaintext;    /* retrying without TLS after a failed handshake */
+  int reused;       /* the connection came from the idle cache */
   int conversed;    /* some server answered SMTP (destination is alive) */
   int conn_decided; /* recipients decided on this connection */
   enum next_action next;
@@ -99,6 +103,17 @@ struct delivery {
   int dest_ok;
 };
 
+/* A connection kept open after its delivery, for the next message to the
+ * same destination.  Owned by the outbound; ends through on_idle_close. */
+struct idle {
+  struct outbound *ob;
+  struct idle *prev, *next;
+  char dest[SCHED_DEST_MAX + 1];
+  struct conn *conn;
+  struct smtp_client *cli;
+  char remote[300];
+};
+
 struct outbound {
   uv_loop_t *loop;
   const struct config *cfg;
@@ -111,11 +126,15 @@ struct outbound {
   int active;
   int conns;
   int freeing;
+  int stopping; /* no new idle connections */
+  struct idle *idle;
+  int n_idle;
 };
 
 static const struct conn_cbs delivery_cbs;
 static void try_next(struct delivery *d);
 static void finish(struct delivery *d);
+static void resolve_next(struct delivery *d);
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -430,12 +449,144 @@ static void on_tls_done(struct conn *c, const struct conn_tls_info *info) {
   arm_timer(d);
 }
 
-static void handle_event(struct delivery *d, const struct smtp_cli_event *ev,
-                         size_t pending_after) {
+/* ---- connection cache ---------------------------------------------------- */
+
+static size_t on_idle_read(struct conn *c, const char *data, size_t len) {
+  (void)data;
+  /* A server speaking while idle is closing on us (421): drop it. */
+  conn_close(c, CONN_END_LOCAL);
+  return len;
+}
+
+static void on_idle_timeout(struct conn *c) {
+  struct idle *ic = conn_data(c);
+  smtp_client_quit(ic->cli);
+  size_t n;
+  const char *out = smtp_client_output(ic->cli, &n);
+  if (n && conn_write(c, out, n) >= 0)
+    smtp_client_output_done(ic->cli, n);
+  conn_close_flush(c, CONN_END_LOCAL, 1000);
+}
+
+static void on_idle_close(struct conn *c, enum conn_end end, int status) {
+  (void)end;
+  (void)status;
+  struct idle *ic = conn_data(c);
+  struct outbound *ob = ic->ob;
+  if (ic->prev)
+    ic->prev->next = ic->next;
+  else if (ob->idle == ic)
+    ob->idle = ic->next;
+  if (ic->next)
+    ic->next->prev = ic->prev;
+  ob->n_idle--;
+  ob->conns--;
+  ob->stats->outbound = ob->conns;
+  smtp_client_free(ic->cli);
+  free(ic);
+}
+
+static void on_idle_drain(struct conn *c) {
+  (void)c;
+}
+
+static const struct conn_cbs idle_cbs = {
+    .on_read = on_idle_read,
+    .on_drain = on_idle_drain,
+    .on_timeout = on_idle_timeout,
+    .on_close = on_idle_close,
+};
+
+/* Keeps the delivery's connection for the next message to its
+ * destination, within the limits.  Returns 1 if it took the connection. */
+static int park(struct delivery *d) {
+  struct outbound *ob = d->ob;
+  if (ob->stopping || ob->freeing || !d->conn || conn_closing(d->conn) ||
+      ob->n_idle >= ob->cfg->max_outbound)
+    return 0;
+  int same = 0;
+  for (struct idle *i = ob->idle; i; i = i->next)
+    same += strcmp(i->dest, d->job->dest) == 0;
+  if (same >= ob->cfg->max_per_destination)
+    return 0;
+  struct idle *ic = calloc(1, sizeof *ic);
+  if (!ic)
+    return 0;
+  ic->ob = ob;
+  snprintf(ic->dest, sizeof ic->dest, "%s", d->job->dest);
+  snprintf(ic->remote, sizeof ic->remote, "%s", d->remote);
+  ic->conn = d->conn;
+  ic->cli = d->cli;
+  ic->next = ob->idle;
+  if (ob->idle)
+    ob->idle->prev = ic;
+  ob->idle = ic;
+  ob->n_idle++;
+  d->conn = NULL;
+  d->cli = NULL;
+  conn_set_owner(ic->conn, &idle_cbs, ic);
+  conn_set_timeout(ic->conn, IDLE_MS);
+  return 1;
+}
+
+/* Takes a cached connection to dest, or NULL. */
+static struct idle *take_idle(struct outbound *ob, const char *dest) {
+  for (struct idle *ic = ob->idle; ic; ic = ic->next) {
+    if (strcmp(ic->dest, dest) != 0 || conn_closing(ic->conn))
+      continue;
+    if (ic->prev)
+      ic->prev->next = ic->next;
+    else
+      ob->idle = ic->next;
+    if (ic->next)
+      ic->next->prev = ic->prev;
+    ob->n_idle--;
+    return ic;
+  }
+  return NULL;
+}
+
+static int drive(struct delivery *d, struct conn *c, const char *data,
+                 size_t len, size_t *offp);
+
+/* Sends the delivery's message over a cached connection. */
+static void reuse(struct delivery *d, struct idle *ic) {
+  d->conn = ic->conn;
+  d->cli = ic->cli;
+  d->reused = 1;
+  d->next = NEXT_HOST;
+  d->conn_decided = 0;
+  snprintf(d->remote, sizeof d->remote, "%s", ic->remote);
+  free(ic);
+  conn_set_owner(d->conn, &delivery_cbs, d);
+  start_tx(d);
+  size_t off = 0;
+  if (drive(d, d->conn, NULL, 0, &off))
+    return;
+  if (flush_out(d) == 0)
+    arm_timer(d);
+}
+
+/* Closes every cached connection (shutdown). */
+void outbound_close_idle(struct outbound *ob) {
+  ob->stopping = 1;
+  for (struct idle *ic = ob->idle; ic; ic = ic->next)
+    if (!conn_closing(ic->conn))
+      on_idle_timeout(ic->conn);
+}
+
+/* Returns 1 when the delivery let go of its connection (parked): the
+ * caller must not touch the connection or the delivery any more. */
+static int handle_event(struct delivery *d, const struct smtp_cli_event *ev,
+                        size_t pending_after) {
   char text[ERR_MAX];
   switch (ev->type) {
   case SMTP_CLI_EV_READY:
     d->conversed = 1;
+    if (count_pending(d) == 0 && park(d)) {
+      finish(d);
+      return 1;
+    }
     start_tx(d);
     break;
   case SMTP_CLI_EV_TLS_WANTED: {
@@ -444,7 +595,7 @@ static void handle_event(struct delivery *d, const struct smtp_cli_event *ev,
                "%s sent data after its STARTTLS reply (response injection)",
                d->remote);
       conn_close(d->conn, CONN_END_LOCAL);
-      return;
+      return 0;
     }
     SSL_CTX *ctx = tls_verified_policy(d) ? d->ob->ctx_verify : d->ob->ctx_any;
     if (conn_start_tls(d->conn, ctx, 0, verify_name(d)) < 0) {
@@ -503,6 +654,29 @@ static void handle_event(struct delivery *d, const struct smtp_cli_event *ev,
   case SMTP_CLI_EV_NONE:
     break;
   }
+  return 0;
+}
+
+/* Feeds server bytes to the client machine and acts on its events.
+ * Returns 1 when the caller must stop: the connection is closing, TLS is
+ * starting, or the delivery let go of the connection. */
+static int drive(struct delivery *d, struct conn *c, const char *data,
+                 size_t len, size_t *offp) {
+  size_t off = *offp;
+  for (;;) {
+    size_t used = 0;
+    struct smtp_cli_event ev;
+    int r =
+        smtp_client_feed(d->cli, data ? data + off : "", len - off, &used, &ev);
+    off += used;
+    *offp = off;
+    if (!r)
+      return 0;
+    if (handle_event(d, &ev, len - off))
+      return 1;
+    if (conn_closing(c) || ev.type == SMTP_CLI_EV_TLS_WANTED)
+      return 1;
+  }
 }
 
 static size_t on_read(struct conn *c, const char *data, size_t len) {
@@ -510,17 +684,8 @@ static size_t on_read(struct conn *c, const char *data, size_t len) {
   if (!d->cli)
     return len;
   size_t off = 0;
-  for (;;) {
-    size_t used = 0;
-    struct smtp_cli_event ev;
-    int r = smtp_client_feed(d->cli, data + off, len - off, &used, &ev);
-    off += used;
-    if (!r)
-      break;
-    handle_event(d, &ev, len - off);
-    if (conn_closing(c) || ev.type == SMTP_CLI_EV_TLS_WANTED)
-      return len;
-  }
+  if (drive(d, c, data, len, &off))
+    return len;
   if (flush_out(d) == 0)
     arm_timer(d);
   return off;
@@ -574,6 +739,16 @@ static void try_next(struct delivery *d) {
       decide_pending(d, R_TEMPFAIL, d->last_err, "4.4.1");
     finish(d);
     return;
+  }
+  if (d->reused) {
+    /* A cached connection that failed before deciding anything (the
+     * server closed it meanwhile): resolve and connect afresh. */
+    d->reused = 0;
+    if (d->conn_decided == 0 && d->ncands == 0) {
+      d->last_err[0] = '\0';
+      resolve_next(d);
+      return;
+    }
   }
   if (d->next == NEXT_PLAINTEXT) {
     d->plaintext = 1;
@@ -734,6 +909,11 @@ static void on_show(struct store *st, int status, const struct store_msg *m,
   }
   if (!d->sender || count_pending(d) == 0) {
     finish(d);
+    return;
+  }
+  struct idle *ic = take_idle(d->ob, d->job->dest);
+  if (ic) {
+    reuse(d, ic);
     return;
   }
   resolve_next(d);
@@ -1119,6 +1299,7 @@ struct outbound *outbound_new(uv_loop_t *loop, const struct config *cfg,
 }
 
 void outbound_abort_all(struct outbound *ob) {
+  outbound_close_idle(ob);
   ob->freeing = 1;
   struct delivery *next;
   for (struct delivery *d = ob->list; d; d = next) {

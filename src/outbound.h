@@ -36,7 +36,10 @@ void outbound_dispatch(struct sched *s, struct sched_job *job, void *data);
 /* The destination key of a recipient domain: the domain, or "relayhost". */
 const char *outbound_dest(const struct outbound *ob, const char *domain);
 
-/* Deliveries in flight. */
+/* Closes the connections kept for reuse and keeps no new ones (shutdown). */
+void outbound_close_idle(struct outbound *ob);
+
+/* Deliveries in flight plus cached connections. */
 int outbound_active(const struct outbound *ob);
 
 /* Ends every delivery now (shutdown timeout): their recipients are left

@@ -184,6 +184,7 @@ static void begin_shutdown(struct serve *sv, const char *why) {
   log_end(&l);
   inbound_stop_accepting(sv->inbound);
   sched_stop(sv->sched);
+  outbound_close_idle(sv->outbound);
   uv_timer_start(&sv->shutdown_timer, on_shutdown_timeout,
                  sv->cfg->shutdown_timeout_ms, 0);
   uv_timer_start(&sv->drain_timer, on_drain_check, 20, 20);
@@ -294,12 +295,15 @@ int serve_main(const struct config *cfg) {
     log_msg(LOG_ERROR, "startup", "cannot load the queue");
     return 2;
   }
+  int bad_config = 0;
   sv.inbound = inbound_start(sv.loop, cfg, sv.store, &sv.stats, on_queued, &sv,
-                             err, sizeof err);
+                             &bad_config, err, sizeof err);
   if (!sv.inbound) {
+    /* A bad certificate or users file is bad configuration (exit 1); a
+     * listener that cannot bind is a runtime failure (exit 2). */
     log_msg(LOG_ERROR, "startup", "%s", err);
     admin_stop(sv.admin);
-    return 2;
+    return bad_config ? 1 : 2;
   }
   if (drop_privileges(cfg) < 0) {
     sv.exit_code = 2;

@@ -86,8 +86,10 @@ def test_mx_preference_order_and_fallback(net):
     assert msgs[0].addresses == ["x@d.test"]
     wait(lambda: queue_empty(m), what="queue empty")
     assert "event=delivered" in m.log() and "mx2.d.test[127.0.0.3]" in m.log()
-    # With mx1 up, the better preference is used.
+    # With mx1 up, the better preference is used (once the connection to
+    # mx2 kept for reuse has timed out, after 2 s).
     mx1 = net.sink("127.0.0.2")
+    time.sleep(2.5)
     send(m, "a@src.test", ["y@d.test"])
     mx1.wait(1)
     assert len(mx2.messages) == 1
@@ -238,6 +240,17 @@ def test_one_transaction_and_452_continuation(net):
     assert got == sorted(rc)
     assert sink.transactions == 3  # 2 + 2 + 1, no deferral
     assert "event=deferred" not in m.log()
+
+
+def test_connection_reused_for_next_message(net):
+    net.records({"reuse.test": [("A", "127.0.0.15", 60)]})
+    sink = net.sink("127.0.0.15")
+    m = net.relay()
+    for i in range(5):
+        send(m, "a@src.test", [f"r{i}@reuse.test"])
+        sink.wait(i + 1)
+    assert sink.connections == 1
+    wait(lambda: queue_empty(m))
 
 
 def test_one_transaction_for_several_recipients(net):
