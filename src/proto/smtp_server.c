@@ -9,6 +9,7 @@
 #include "proto/text.h"
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,8 +59,7 @@ struct smtp_server {
   struct smtp_path rcpt;
   struct smtp_rcpt_params rp;
 
-  /* Command line assembly. */
-  char line[SMTP_AUTH_LINE_MAX];
+  /* Command line assembly (the buffer is at the end). */
   size_t line_len;
   int line_over; /* discarding an over-long line up to its LF */
   int cmd_crlf;  /* the last command line ended with CRLF */
@@ -76,7 +76,6 @@ struct smtp_server {
   int oversize; /* over max_size: discarding to end of data */
   uint64_t dsize;
   struct message_scan scan;
-  char chunk[SMTP_SERVER_CHUNK_MAX];
   size_t chunk_len;
   int chunk_out; /* a DATA_CHUNK event points into chunk */
 
@@ -84,10 +83,16 @@ struct smtp_server {
   struct smtp_event ev[MAX_EVENTS];
   int ev_head, ev_count;
 
-  /* Replies. */
-  char out[SMTP_SERVER_OUT_MAX];
+  /* Replies (the buffer is at the end). */
   size_t out_len;
   int flush;
+
+  /* The big buffers come last and are not zeroed at allocation: each is
+   * used only up to its length field, so an idle session keeps only the
+   * pages it has really touched. */
+  char line[SMTP_AUTH_LINE_MAX];
+  char chunk[SMTP_SERVER_CHUNK_MAX];
+  char out[SMTP_SERVER_OUT_MAX];
 };
 
 static const char *const state_names[] = {
@@ -197,7 +202,9 @@ static struct smtp_event *push_event(struct smtp_server *s,
 /* ---- life cycle ------------------------------------------------------- */
 
 struct smtp_server *smtp_server_new(const struct smtp_server_opts *o) {
-  struct smtp_server *s = calloc(1, sizeof(*s));
+  struct smtp_server *s = malloc(sizeof(*s));
+  if (s)
+    memset(s, 0, offsetof(struct smtp_server, line));
   if (!s)
     return NULL;
   snprintf(s->hostname, sizeof(s->hostname), "%s",
