@@ -186,3 +186,36 @@ def test_serve_with_no_configuration(tmp_path):
     finally:
         p.send_signal(signal.SIGTERM)
         assert p.wait(20) == 0
+
+
+def test_json_log_lines_parse(tmp_path):
+    import json
+    m = Mailhop(tmp_path, log_format="json")
+    m.start()
+    with socket.create_connection(("127.0.0.1", m.port), timeout=5) as c:
+        c.recv(512)
+        c.sendall(b"EHLO x\r\nMAIL FROM:<a@a.example>\r\n"
+                  b"RCPT TO:<b\x1b[31m@b.example>\r\nQUIT\r\n")
+        time.sleep(0.3)
+    assert m.stop() == 0
+    events = []
+    for line in m.log().splitlines():
+        obj = json.loads(line)  # every line is one JSON object
+        assert "ts" in obj and "level" in obj and "event" in obj
+        events.append(obj["event"])
+    assert "listening" in events and "shutdown" in events
+
+
+def test_logfmt_escapes_peer_text(tmp_path):
+    m = Mailhop(tmp_path)
+    m.start()
+    with socket.create_connection(("127.0.0.1", m.port), timeout=5) as c:
+        c.recv(512)
+        c.sendall(b"EHLO evil\r\nMAIL FROM:<a@a.example>\r\n"
+                  b"RCPT TO:<b@b.example>\r\nDATA\r\n")
+        time.sleep(0.2)
+        c.sendall(b"Subject: x\r\n\r\ny\r\n.\r\nQUIT\r\n")
+        time.sleep(0.3)
+    assert m.stop() == 0
+    for line in m.log().splitlines():
+        assert line.startswith("ts=") and " level=" in line
