@@ -151,6 +151,13 @@ const char *outbound_dest(const struct outbound *ob, const char *domain) {
   return ob->cfg->n_relayhost > 0 ? "relayhost" : domain;
 }
 
+int64_t outbound_backoff(const char *dest, unsigned fails, void *data) {
+  (void)dest;
+  const struct outbound *ob = data;
+  return (int64_t)retry_delay(ob->cfg->retry_schedule_ms,
+                              ob->cfg->n_retry_schedule, (int)fails);
+}
+
 int outbound_active(const struct outbound *ob) {
   return ob->active;
 }

@@ -33,6 +33,10 @@ void outbound_set_sched(struct outbound *ob, struct sched *sched);
 /* The scheduler's dispatch callback (data is the outbound). */
 void outbound_dispatch(struct sched *s, struct sched_job *job, void *data);
 
+/* The scheduler's backoff for a failing destination: the fails-th step of
+ * retry_schedule, the last one repeating (data is the outbound). */
+int64_t outbound_backoff(const char *dest, unsigned fails, void *data);
+
 /* The destination key of a recipient domain: the domain, or "relayhost". */
 const char *outbound_dest(const struct outbound *ob, const char *domain);
 

@@ -277,6 +277,7 @@ int serve_main(const struct config *cfg) {
       .max_outbound = (unsigned)cfg->max_outbound,
       .max_per_destination = (unsigned)cfg->max_per_destination,
       .dispatch = outbound_dispatch,
+      .backoff_ms = outbound_backoff,
       .data = sv.outbound,
   };
   sv.sched = sched_new(sv.loop, &so);

@@ -416,3 +416,25 @@ def test_smtp_source_to_smtp_sink_none_lost(net):
     finally:
         p.terminate()
         p.wait(5)
+
+
+def test_failing_destination_backed_off_as_a_whole(net):
+    """50 messages to a relayhost answering 421: no connection storm; one
+    probe per backoff step, nothing bounced."""
+    p = free_port()
+    busy = Sink(host="127.0.0.1", port=p, greeting="421 4.3.2 busy")
+    try:
+        m = net.relay(relayhost=f"[127.0.0.1]:{p}", relayhost_tls="none",
+                      retry_schedule="30s")
+        s = smtplib.SMTP("127.0.0.1", m.port, timeout=10)
+        for i in range(50):
+            s.sendmail("a@src.test", [f"r{i}@b.test"], "Subject: x\r\n\r\ny\r\n")
+        s.quit()
+        time.sleep(3)
+        # At most one wave of max_per_destination (10) before the first
+        # failure is known, then the destination waits 30 s.
+        assert busy.connections <= 11, busy.connections
+        assert "event=bounced" not in m.log()
+        assert rows(m, "select count(*) from messages")[0][0] == 50
+    finally:
+        busy.stop()
