@@ -135,6 +135,7 @@ static const struct conn_cbs delivery_cbs;
 static void try_next(struct delivery *d);
 static void finish(struct delivery *d);
 static void resolve_next(struct delivery *d);
+static void delivery_free(struct delivery *d);
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -145,6 +146,13 @@ static const char *domain_of(const char *addr) {
 
 static char *xstrdup(const char *s) {
   return s ? strdup(s) : NULL;
+}
+
+/* The scheduler's clock: unix time in ms. */
+static int64_t wall_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 const char *outbound_dest(const struct outbound *ob, const char *domain) {
@@ -488,7 +496,6 @@ static void on_idle_close(struct conn *c, enum conn_end end, int status) {
     ic->next->prev = ic->prev;
   ob->n_idle--;
   ob->conns--;
-  ob->stats->outbound = ob->conns;
   smtp_client_free(ic->cli);
   free(ic);
 }
@@ -577,6 +584,17 @@ static void reuse(struct delivery *d, struct idle *ic) {
 /* Closes every cached connection (shutdown). */
 void outbound_close_idle(struct outbound *ob) {
   ob->stopping = 1;
+  /* Deliveries still resolving end now; their recipients stay as they are
+   * in the queue (on_resolved, DNS_CANCELED). */
+  struct delivery *next;
+  for (struct delivery *d = ob->list; d; d = next) {
+    next = d->lnext;
+    if (d->q) {
+      struct resolver_query *q = d->q;
+      d->q = NULL;
+      resolver_cancel(q);
+    }
+  }
   for (struct idle *ic = ob->idle; ic; ic = ic->next)
     if (!conn_closing(ic->conn))
       on_idle_timeout(ic->conn);
@@ -709,7 +727,6 @@ static void on_close(struct conn *c, enum conn_end end, int status) {
   struct delivery *d = conn_data(c);
   struct outbound *ob = d->ob;
   ob->conns--;
-  ob->stats->outbound = ob->conns;
   d->conn = NULL;
   /* d->next was set by what ended the session (FAILED, CLOSED, a TLS
    * failure); a connection that just broke moves on to the next host. */
@@ -791,7 +808,6 @@ static void try_next(struct delivery *d) {
     return;
   }
   ob->conns++;
-  ob->stats->outbound = ob->conns;
 }
 
 /* ---- resolution --------------------------------------------------------- */
@@ -804,7 +820,7 @@ static void on_resolved(struct resolver_query *q, const struct mx_result *res,
   struct delivery *d = data;
   d->q = NULL;
   if (res->status == DNS_CANCELED) {
-    decide_pending(d, R_TEMPFAIL, "shutting down", "4.3.2");
+    /* Shutdown: not an attempt; the recipients stay as they are. */
     finish(d);
     return;
   }
@@ -880,8 +896,25 @@ static void on_show(struct store *st, int status, const struct store_msg *m,
   (void)st;
   struct delivery *d = data;
   if (status < 0) {
-    /* Gone (deleted) or unreadable: nothing to send now. */
-    finish(d);
+    /* Gone (deleted meanwhile): the scheduler forgets it.  Unreadable:
+     * nothing changes in the store; try again a minute later. */
+    struct outbound *ob = d->ob;
+    struct sched_result *res = calloc(d->n, sizeof *res);
+    if (res) {
+      for (size_t i = 0; i < d->n; i++) {
+        res[i].idx = d->r[i].idx;
+        res[i].attempts = d->r[i].attempts;
+        res[i].outcome = status == -ENOENT ? SCHED_FINAL : SCHED_RETRY;
+        res[i].retry_at = wall_ms() + 60000;
+      }
+    }
+    if (status != -ENOENT)
+      log_msg(LOG_WARN, "queue", "cannot read message %s: %s", d->id,
+              strerror(-status));
+    if (ob->sched)
+      sched_job_done(ob->sched, d->job, res, res ? d->n : 0, 1);
+    free(res);
+    delivery_free(d);
     return;
   }
   d->sender = xstrdup(m->sender);
@@ -964,6 +997,8 @@ void outbound_dispatch(struct sched *s, struct sched_job *job, void *data) {
     ob->list->lprev = d;
   ob->list = d;
   ob->active++;
+  /* status: deliveries in flight, whether resolving, connecting or sending */
+  ob->stats->outbound = ob->active;
   if (store_show(ob->store, d->id, on_show, d) < 0)
     finish(d);
 }
@@ -990,6 +1025,7 @@ static void delivery_free(struct delivery *d) {
   if (d->lnext)
     d->lnext->lprev = d->lprev;
   ob->active--;
+  ob->stats->outbound = ob->active;
   for (size_t i = 0; i < d->n; i++) {
     free(d->r[i].addr);
     free(d->r[i].orcpt);
@@ -1042,7 +1078,7 @@ static void on_updated(struct store *st, int status, void *data) {
      * tried again (at least once delivery). */
     log_msg(LOG_WARN, "queue", "cannot record outcomes of %s: %s", d->id,
             strerror(-status));
-    int64_t retry = (int64_t)uv_now(ob->loop) + 60000;
+    int64_t retry = wall_ms() + 60000;
     for (size_t i = 0; i < fc->n; i++) {
       fc->res[i].outcome = SCHED_RETRY;
       fc->res[i].attempts = d->r[i].attempts;
@@ -1108,7 +1144,7 @@ static void record(struct delivery *d) {
       /* Not tried (removed, shutdown): unchanged, due again. */
       sr->outcome = SCHED_RETRY;
       sr->attempts = r->attempts;
-      sr->retry_at = (int64_t)uv_now(ob->loop);
+      sr->retry_at = wall_ms();
       o->state = r->attempts ? STORE_RCPT_DEFERRED : STORE_RCPT_QUEUED;
       o->attempts = r->attempts;
       o->next_attempt_at = now;
@@ -1279,6 +1315,9 @@ struct outbound *outbound_new(uv_loop_t *loop, const struct config *cfg,
       .timeout_ms = cfg->dns_timeout_ms,
       .self = self,
       .n_self = n_self,
+      /* One lookup per delivery at most: never make a delivery to a
+       * healthy domain wait behind lookups of dead ones. */
+      .max_inflight = cfg->max_outbound > 128 ? cfg->max_outbound : 128,
   };
   int rerr = 0;
   ob->res = resolver_new(loop, &ro, &rerr);

@@ -214,8 +214,11 @@ static void schedule(struct serve *sv, const struct store_msg *m) {
                          .held = m->held,
                          .rcpts = r,
                          .nrcpts = n};
-  if (n && sched_add(sv->sched, &sm) < 0)
-    log_msg(LOG_WARN, "scheduler", "cannot schedule %s", m->id);
+  /* -EEXIST: committed while the queue was being loaded, already here. */
+  int added = n ? sched_add(sv->sched, &sm) : 0;
+  if (added < 0 && added != -EEXIST)
+    log_msg(LOG_WARN, "scheduler", "cannot schedule %s: %s", m->id,
+            strerror(-added));
   if (r != rc)
     free(r);
 }
