@@ -55,6 +55,7 @@ struct inbound {
 
 struct rcpt {
   char *addr;
+  char *domain; /* lower case: the destination key */
   char *orcpt;
   unsigned notify;
 };
@@ -107,6 +108,7 @@ static void envelope_clear(struct session *s) {
   s->sender = NULL;
   for (int i = 0; i < s->n_rcpts; i++) {
     free(s->rcpts[i].addr);
+    free(s->rcpts[i].domain);
     free(s->rcpts[i].orcpt);
   }
   s->n_rcpts = 0;
@@ -205,27 +207,30 @@ static void on_spool_written(struct store_spool *sp, int status, void *data) {
   conn_read_resume(s->conn);
 }
 
-static const char *domain_of(const char *addr);
-static void lower(char *p);
+/* The envelope's recipients as the store and the scheduler take them;
+ * the strings stay owned by the session.  NULL when out of memory. */
+static struct store_rcpt *envelope_rcpts(const struct session *s) {
+  struct store_rcpt *rc = calloc((size_t)s->n_rcpts, sizeof *rc);
+  if (!rc)
+    return NULL;
+  for (int i = 0; i < s->n_rcpts; i++) {
+    rc[i].address = s->rcpts[i].addr;
+    rc[i].orcpt = s->rcpts[i].orcpt;
+    rc[i].notify = (int)s->rcpts[i].notify;
+    rc[i].domain = s->rcpts[i].domain;
+    rc[i].idx = i;
+    rc[i].state = STORE_RCPT_QUEUED;
+  }
+  return rc;
+}
 
 /* Hands the durable message's envelope to the owner (the scheduler). */
 static void announce(struct session *s) {
   struct inbound *in = s->in;
   if (!in->on_queued || s->n_rcpts == 0)
     return;
-  struct store_rcpt *rc = calloc((size_t)s->n_rcpts, sizeof *rc);
-  char(*domains)[256] = calloc((size_t)s->n_rcpts, 256);
-  if (rc && domains) {
-    for (int i = 0; i < s->n_rcpts; i++) {
-      snprintf(domains[i], 256, "%s", domain_of(s->rcpts[i].addr));
-      lower(domains[i]);
-      rc[i].address = s->rcpts[i].addr;
-      rc[i].orcpt = s->rcpts[i].orcpt;
-      rc[i].notify = (int)s->rcpts[i].notify;
-      rc[i].domain = domains[i];
-      rc[i].idx = i;
-      rc[i].state = STORE_RCPT_QUEUED;
-    }
+  struct store_rcpt *rc = envelope_rcpts(s);
+  if (rc) {
     struct store_msg msg = {
         .sender = s->sender ? s->sender : "",
         .size = (int64_t)s->data_bytes,
@@ -241,7 +246,6 @@ static void announce(struct session *s) {
             s->queue_id);
   }
   free(rc);
-  free(domains);
 }
 
 static void on_committed(struct store *st, int status, void *data) {
@@ -338,21 +342,10 @@ static void commit_message(struct session *s, const struct smtp_event *ev) {
       len += n;
   }
 
-  struct store_rcpt *rc = calloc((size_t)s->n_rcpts, sizeof *rc);
-  char(*domains)[256] = calloc((size_t)s->n_rcpts, 256);
-  if (!rc || !domains) {
-    free(rc);
-    free(domains);
+  struct store_rcpt *rc = envelope_rcpts(s);
+  if (!rc) {
     smtp_server_commit_done(s->srv, 0, "451 4.3.0 Error: out of memory");
     return;
-  }
-  for (int i = 0; i < s->n_rcpts; i++) {
-    snprintf(domains[i], 256, "%s", domain_of(s->rcpts[i].addr));
-    lower(domains[i]);
-    rc[i].address = s->rcpts[i].addr;
-    rc[i].orcpt = s->rcpts[i].orcpt;
-    rc[i].notify = (int)s->rcpts[i].notify;
-    rc[i].domain = domains[i];
   }
   s->received_at = (int64_t)now;
   struct store_msg msg = {
@@ -376,7 +369,6 @@ static void commit_message(struct session *s, const struct smtp_event *ev) {
   s->spool = NULL;
   int rcode = store_commit(in->store, &msg, body, on_committed, s, &s->commit);
   free(rc);
-  free(domains);
   if (rcode < 0) {
     s->commit = NULL;
     smtp_server_commit_done(s->srv, 0,
@@ -400,6 +392,9 @@ static int add_rcpt(struct session *s, const struct smtp_event *ev) {
   }
   struct rcpt *r = &s->rcpts[s->n_rcpts];
   r->addr = strdup(ev->rcpt.addr);
+  r->domain = r->addr ? strdup(domain_of(r->addr)) : NULL;
+  if (r->domain)
+    lower(r->domain);
   r->notify = ev->rcpt.params->notify;
   r->orcpt = NULL;
   if (ev->rcpt.params->has_orcpt) {
@@ -410,8 +405,12 @@ static int add_rcpt(struct session *s, const struct smtp_event *ev) {
       snprintf(r->orcpt, n, "%s;%s", ev->rcpt.params->orcpt_type,
                ev->rcpt.params->orcpt_addr);
   }
-  if (!r->addr)
+  if (!r->addr || !r->domain) {
+    free(r->addr);
+    free(r->domain);
+    free(r->orcpt);
     return -1;
+  }
   s->n_rcpts++;
   return 0;
 }

@@ -1,5 +1,7 @@
 #include "log.h"
 
+#include "proto/text.h"
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -45,34 +47,6 @@ static void puts_(struct log_line *l, const char *s) {
   put(l, s, strlen(s));
 }
 
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 if invalid. */
-static size_t utf8_seq(const unsigned char *s, size_t n) {
-  if (s[0] < 0x80)
-    return 1;
-  size_t len;
-  unsigned min;
-  unsigned cp;
-  if ((s[0] & 0xe0) == 0xc0) {
-    len = 2, min = 0x80, cp = s[0] & 0x1f;
-  } else if ((s[0] & 0xf0) == 0xe0) {
-    len = 3, min = 0x800, cp = s[0] & 0x0f;
-  } else if ((s[0] & 0xf8) == 0xf0) {
-    len = 4, min = 0x10000, cp = s[0] & 0x07;
-  } else {
-    return 0;
-  }
-  if (n < len)
-    return 0;
-  for (size_t i = 1; i < len; i++) {
-    if ((s[i] & 0xc0) != 0x80)
-      return 0;
-    cp = (cp << 6) | (s[i] & 0x3f);
-  }
-  if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-    return 0;
-  return len;
-}
-
 /*
  * Escapes one value.  Control bytes and invalid UTF-8 become \xNN (logfmt)
  * or \u00NN (JSON), so a peer can never forge a line break, a key or an
@@ -109,7 +83,7 @@ static size_t escape(char *out, size_t cap, const char *str, size_t n, int json,
       quote = 1;
       i++;
     } else if (c >= 0x80) {
-      size_t k = utf8_seq(s + i, n - i);
+      size_t k = text_utf8_len(s + i, n - i);
       if (k == 0) {
         /* JSON strings cannot hold raw bytes; use U+FFFD. */
         const char *rep = json ? "\\ufffd" : NULL;

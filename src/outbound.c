@@ -31,6 +31,7 @@
 #include "queue/retry.h"
 #include "queue/sched.h"
 #include "queue/store.h"
+#include "resolve_cmd.h"
 #include "stats.h"
 
 #define BODY_CHUNK (64 * 1024)
@@ -1300,27 +1301,8 @@ struct outbound *outbound_new(uv_loop_t *loop, const struct config *cfg,
   ob->cfg = cfg;
   ob->store = st;
   ob->stats = stats;
-  struct sockaddr_storage servers[CONFIG_MAX_LIST];
-  for (int i = 0; i < cfg->n_dns_servers; i++)
-    servers[i] = cfg->dns_servers[i].sa;
-  struct sockaddr_storage self[2 * CONFIG_MAX_LIST];
-  int n_self = 0;
-  for (int i = 0; i < cfg->n_listen; i++)
-    self[n_self++] = cfg->listen[i].sa;
-  for (int i = 0; i < cfg->n_listen_tls; i++)
-    self[n_self++] = cfg->listen_tls[i].sa;
-  struct resolver_opts ro = {
-      .servers = servers,
-      .n_servers = cfg->n_dns_servers,
-      .timeout_ms = cfg->dns_timeout_ms,
-      .self = self,
-      .n_self = n_self,
-      /* One lookup per delivery at most: never make a delivery to a
-       * healthy domain wait behind lookups of dead ones. */
-      .max_inflight = cfg->max_outbound > 128 ? cfg->max_outbound : 128,
-  };
   int rerr = 0;
-  ob->res = resolver_new(loop, &ro, &rerr);
+  ob->res = resolver_from_config(loop, cfg, &rerr);
   if (!ob->res) {
     snprintf(err, errlen, "cannot start the DNS resolver: %s",
              rerr == -ENOENT ? "no name server (set dns_servers)"

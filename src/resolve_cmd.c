@@ -68,13 +68,8 @@ static int split_port(const char *in, char *host, size_t cap, uint16_t *port) {
   return 0;
 }
 
-int resolve_cmd_main(const struct config *cfg, const char *domain) {
-  char host[300];
-  uint16_t port = cfg->smtp_port;
-  if (split_port(domain, host, sizeof host, &port) != 0) {
-    fprintf(stderr, "mailhop: resolve: bad port in %s\n", domain);
-    return 2;
-  }
+struct resolver *resolver_from_config(uv_loop_t *loop, const struct config *cfg,
+                                      int *err) {
   struct sockaddr_storage servers[CONFIG_MAX_LIST];
   for (int i = 0; i < cfg->n_dns_servers; i++)
     servers[i] = cfg->dns_servers[i].sa;
@@ -84,21 +79,33 @@ int resolve_cmd_main(const struct config *cfg, const char *domain) {
     self[n_self++] = cfg->listen[i].sa;
   for (int i = 0; i < cfg->n_listen_tls; i++)
     self[n_self++] = cfg->listen_tls[i].sa;
-
   struct resolver_opts o = {
       .servers = servers,
       .n_servers = cfg->n_dns_servers,
       .timeout_ms = cfg->dns_timeout_ms,
       .self = self,
       .n_self = n_self,
+      /* One lookup per delivery at most: a delivery to a healthy domain
+       * never waits behind lookups of dead ones. */
+      .max_inflight = cfg->max_outbound > 128 ? cfg->max_outbound : 128,
   };
+  return resolver_new(loop, &o, err);
+}
+
+int resolve_cmd_main(const struct config *cfg, const char *domain) {
+  char host[300];
+  uint16_t port = cfg->smtp_port;
+  if (split_port(domain, host, sizeof host, &port) != 0) {
+    fprintf(stderr, "mailhop: resolve: bad port in %s\n", domain);
+    return 2;
+  }
   uv_loop_t loop;
   if (uv_loop_init(&loop) != 0) {
     fprintf(stderr, "mailhop: resolve: cannot create the event loop\n");
     return 2;
   }
   int err = 0;
-  struct resolver *r = resolver_new(&loop, &o, &err);
+  struct resolver *r = resolver_from_config(&loop, cfg, &err);
   if (!r) {
     fprintf(stderr, "mailhop: resolve: %s\n",
             err == -ENOENT ? "no DNS server (dns_servers, /etc/resolv.conf)"
