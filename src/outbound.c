@@ -1330,15 +1330,11 @@ void outbound_abort_all(struct outbound *ob) {
   outbound_close_idle(ob);
   ob->freeing = 1;
   struct delivery *next;
+  /* outbound_close_idle ended the lookups; end the connections. */
   for (struct delivery *d = ob->list; d; d = next) {
     next = d->lnext;
-    if (d->q) {
-      struct resolver_query *q = d->q;
-      d->q = NULL;
-      resolver_cancel(q);
-    } else if (d->conn) {
+    if (d->conn)
       conn_close(d->conn, CONN_END_SHUTDOWN);
-    }
   }
 }
 
