@@ -72,9 +72,38 @@ static void raise_nofile(const struct config *cfg) {
 static int drop_privileges(const struct config *cfg) {
   if (!cfg->has_user || geteuid() != 0)
     return 0;
+  /* The queue belongs to the user we run as, so that a later start as
+   * that user (or a restart after this one) can open it. */
+  static const char *const suffix[] = {"", "-wal", "-shm", ".lock"};
+  for (size_t i = 0; i < sizeof suffix / sizeof suffix[0]; i++) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s%s", cfg->queue_path, suffix[i]);
+    if (chown(path, cfg->uid, cfg->gid) < 0 && errno != ENOENT) {
+      log_msg(LOG_ERROR, "startup", "cannot give %s to user %u:%u: %s", path,
+              cfg->uid, cfg->gid, strerror(errno));
+      return -1;
+    }
+  }
   if (setgroups(0, NULL) < 0 || setgid(cfg->gid) < 0 || setuid(cfg->uid) < 0) {
     log_msg(LOG_ERROR, "startup", "cannot switch to user %u:%u: %s", cfg->uid,
             cfg->gid, strerror(errno));
+    return -1;
+  }
+  /* DATA spools are created in the queue's directory: check now rather
+   * than failing every large message later. */
+  char dir[4200];
+  snprintf(dir, sizeof dir, "%s", cfg->queue_path);
+  char *slash = strrchr(dir, '/');
+  if (!slash)
+    snprintf(dir, sizeof dir, ".");
+  else if (slash == dir)
+    dir[1] = '\0';
+  else
+    *slash = '\0';
+  if (access(dir, W_OK | X_OK) < 0) {
+    log_msg(LOG_ERROR, "startup",
+            "queue directory %s is not writable by user %u:%u: %s", dir,
+            cfg->uid, cfg->gid, strerror(errno));
     return -1;
   }
   return 0;

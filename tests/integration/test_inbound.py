@@ -404,3 +404,55 @@ def test_sigterm_keeps_queue(mailhop):
     s.quit()
     assert m.stop() == 0
     assert rows(m, "select count(*) from messages")[0][0] == 1
+
+
+def test_ipv6_listener_and_v6_relay_network(mailhop):
+    try:
+        socket.socket(socket.AF_INET6).bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    from conftest import free_port
+    port = free_port("::1")
+    m = mailhop(listen=f"[::1]:{port}")
+    s = smtplib.SMTP("::1", port, timeout=10)
+    s.sendmail("a@a.example", ["b@b.example"], "Subject: v6\r\n\r\nx\r\n")
+    s.quit()
+    assert "client=::1" in m.log()
+    assert rows(m, "select count(*) from messages")[0][0] == 1
+
+
+def test_user_switch_after_binding(mailhop, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch users")
+    import shutil
+    import tempfile
+    qdir = tempfile.mkdtemp(dir="/tmp")  # pytest's tmp dirs are 0700 root
+    os.chmod(qdir, 0o777)
+    try:
+        _user_switch(mailhop, qdir)
+    finally:
+        shutil.rmtree(qdir)
+
+
+def _user_switch(mailhop, qdir):
+    m = mailhop(user="65534:65534", queue_path=f"{qdir}/q.db")
+    with open(f"/proc/{m.proc.pid}/status") as f:
+        uid_line = [l for l in f if l.startswith("Uid:")][0]
+    assert uid_line.split()[1:3] == ["65534", "65534"]
+    s = smtplib.SMTP("127.0.0.1", m.port, timeout=10)
+    # Big enough to spill the DATA spool to a file in the queue directory.
+    s.sendmail("a@a.example", ["b@b.example"],
+               "Subject: big\r\n\r\n" + ("y" * 100 + "\r\n") * 2000)
+    s.quit()
+    assert m.stop() == 0
+    assert os.stat(m.conf["queue_path"]).st_uid == 65534
+    assert rows(m, "select count(*) from messages")[0][0] == 1
+
+
+def test_user_without_access_to_queue_dir_fails_clearly(mailhop, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch users")
+    m = mailhop(start=False, user="65534:65534")  # tmp_path is 0700 root
+    m.start(wait=False)
+    assert m.proc.wait(20) == 2
+    assert "not writable" in m.log() and "65534" in m.log()
