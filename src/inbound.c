@@ -429,7 +429,11 @@ static void on_auth(struct auth_req *req, enum auth_status st, const char *user,
   log_str(&l, "user", user);
   log_str(&l, "result", auth_status_name(st));
   log_end(&l);
-  smtp_server_auth_done(s->srv, st == AUTH_OK, user);
+  smtp_server_auth_done(s->srv,
+                        st == AUTH_OK         ? 1
+                        : st == AUTH_TEMPFAIL ? -1
+                                              : 0,
+                        user);
   if (session_flush(s) < 0)
     return;
   arm_command_timer(s);
@@ -516,7 +520,8 @@ static int handle_event(struct session *s, const struct smtp_event *ev) {
     if (!in->auth || auth_check(in->auth, ev->auth.user, ev->auth.pass, on_auth,
                                 s, &s->auth_req) < 0) {
       s->auth_req = NULL;
-      smtp_server_auth_done(s->srv, 0, NULL);
+      /* Too many checks waiting: try again later (454), not a failure. */
+      smtp_server_auth_done(s->srv, -1, NULL);
       log_session(s, LOG_INFO, "auth", "result", "unavailable");
       return 0;
     }

@@ -168,8 +168,8 @@ class Sampler(threading.Thread):
 class Sink:
     """smtp-sink on a loopback port, counting delivered messages."""
 
-    def __init__(self, tmp, backlog=1000):
-        self.port = free_port()
+    def __init__(self, tmp, backlog=1000, port=None):
+        self.port = port or free_port()
         self.out = os.path.join(tmp, "sink.out")
         cmd = [SMTP_SINK, "-c"]
         if IS_ROOT:
@@ -205,14 +205,51 @@ class Sink:
         self.f.close()
 
 
+class PySink:
+    """scripts/bench.d/pysink.py: knows each message's X-Bench-Id, can
+    tempfail a percentage of recipients."""
+
+    def __init__(self, tmp, tempfail=0.0, port=None):
+        self.port = port or free_port()
+        self.out = os.path.join(tmp, "pysink.out")
+        self.errf = open(os.path.join(tmp, "pysink.err"), "ab")
+        self.proc = subprocess.Popen(
+            ["/usr/bin/python3", os.path.join(HERE, "pysink.py"),
+             "--port", str(self.port), "--tempfail", str(tempfail),
+             "--out", self.out],
+            stdout=self.errf, stderr=self.errf, stdin=subprocess.DEVNULL)
+        if not wait_banner(self.port, 10):
+            self.stop()
+            raise RuntimeError("pysink did not start")
+
+    def events(self):
+        """(Counter of delivered ids, number of tempfailed recipients)."""
+        ids, tf = {}, 0
+        try:
+            with open(self.out) as f:
+                for line in f:
+                    if line.startswith("D "):
+                        k = line[2:].strip()
+                        ids[k] = ids.get(k, 0) + 1
+                    elif line.startswith("T"):
+                        tf += 1
+        except OSError:
+            pass
+        return ids, tf
+
+    def stop(self):
+        stop_pid(self.proc)
+        self.errf.close()
+
+
 # ---------------------------------------------------------------- servers
 
 class Mailhop:
     name = "mailhop"
 
-    def __init__(self, tmp, sink_port):
+    def __init__(self, tmp, sink_port, extra=(), port=None):
         self.tmp = tmp
-        self.port = free_port()
+        self.port = port or free_port()
         cmd = [MAILHOP, "serve",
                "-o", f"listen=127.0.0.1:{self.port}",
                "-o", f"relayhost=[127.0.0.1]:{sink_port}",
@@ -221,8 +258,10 @@ class Mailhop:
                "-o", f"admin_socket={tmp}/a.sock",
                "-o", "dns_servers=127.0.0.1:9",
                "-o", "hostname=bench.example",
-               "-o", "max_sessions=20000"]
-        self.errf = open(os.path.join(tmp, "mailhop.log"), "wb")
+               "-o", "max_sessions=12000"]
+        for o in extra:
+            cmd += ["-o", o]
+        self.errf = open(os.path.join(tmp, "mailhop.log"), "ab")
         self.proc = subprocess.Popen(cmd, stdout=self.errf, stderr=self.errf,
                                      stdin=subprocess.DEVNULL)
         if not wait_banner(self.port, 20):
@@ -232,6 +271,18 @@ class Mailhop:
 
     def hwm_kib(self):
         return status_kib(self.pid, "VmHWM")
+
+    def admin(self, *args):
+        return subprocess.run([MAILHOP] + list(args[:1]) +
+                              ["-s", f"{self.tmp}/a.sock"] + list(args[1:]),
+                              capture_output=True, timeout=30, text=True,
+                              stdin=subprocess.DEVNULL)
+
+    def kill9(self):
+        """SIGKILL, the crash profile's fault."""
+        self.proc.kill()
+        self.proc.wait(10)
+        self.errf.close()
 
     def stop(self):
         stop_pid(self.proc, 15)
@@ -450,7 +501,8 @@ def run_direct(count, size, sessions, timeout):
 
 def run_idle(server, conns, timeout):
     """Memory per idle SMTP connection: open conns sessions, read each
-    greeting, measure RSS/PSS of the server tree against the baseline."""
+    greeting, measure RSS/PSS of the server tree against the baseline; then
+    send EHLO on every connection, read the replies, measure again."""
     tmp = tempfile.mkdtemp(prefix=f"mhbench-{server}-")
     sink = srv = None
     socks = []
@@ -466,19 +518,50 @@ def run_idle(server, conns, timeout):
                     sum(pss_kib(p) for p in pids))
         rss0, pss0 = mem()
         deadline = time.monotonic() + timeout
+        errors = 0
         for _ in range(conns):
-            s = socket.create_connection(("127.0.0.1", srv.port), 10)
+            try:
+                s = socket.create_connection(("127.0.0.1", srv.port), 10)
+            except OSError:
+                errors += 1
+                continue
             s.settimeout(max(1.0, deadline - time.monotonic()))
             socks.append(s)
         got = 0
         for s in socks:
-            if s.recv(512).startswith(b"220"):
-                got += 1
+            try:
+                if s.recv(512).startswith(b"220"):
+                    got += 1
+            except OSError:
+                errors += 1
         time.sleep(0.5)
         rss1, pss1 = mem()
-        return {"idle_ok": got,
-                "idle_rss_kib_per_conn": (rss1 - rss0) / conns,
-                "idle_pss_kib_per_conn": (pss1 - pss0) / conns}
+        ehlo = 0
+        for s in socks:
+            try:
+                s.sendall(b"EHLO idle.bench.example\r\n")
+            except OSError:
+                errors += 1
+        for s in socks:
+            try:
+                buf = b""
+                while not re.search(rb"(^|\n)250 [^\n]*\n", buf):
+                    d = s.recv(4096)
+                    if not d:
+                        break
+                    buf += d
+                if re.search(rb"(^|\n)250 ", buf):
+                    ehlo += 1
+            except OSError:
+                errors += 1
+        time.sleep(0.5)
+        rss2, pss2 = mem()
+        return {f"idle{conns}_ok": got, f"idle{conns}_ehlo_ok": ehlo,
+                f"idle{conns}_errors": errors,
+                f"idle{conns}_rss_kib_per_conn": (rss1 - rss0) / conns,
+                f"idle{conns}_pss_kib_per_conn": (pss1 - pss0) / conns,
+                f"idle{conns}_ehlo_rss_kib_per_conn": (rss2 - rss0) / conns,
+                f"idle{conns}_ehlo_pss_kib_per_conn": (pss2 - pss0) / conns}
     finally:
         for s in socks:
             s.close()
@@ -489,10 +572,170 @@ def run_idle(server, conns, timeout):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def inject(port, count, sessions, size, deadline, rate=0, acked=None):
+    """Runs inject.py; returns (Popen, stdout file path)."""
+    cmd = ["/usr/bin/python3", os.path.join(HERE, "inject.py"),
+           "--port", str(port), "--rate", str(rate), "--count", str(count),
+           "--sessions", str(sessions), "--size", str(size),
+           "--deadline", str(deadline), "--timeout", "10"]
+    if acked:
+        cmd += ["--acked", acked]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL,
+                            stdin=subprocess.DEVNULL)
+
+
+def run_backlog(count, timeout):
+    """mailhop only. The relayhost (smtp-sink) is down while smtp-source
+    injects count messages; then the sink comes up, `mailhop queue flush`
+    clears the destination's backoff, and we time the drain. RSS (VmRSS)
+    sampled every 0.5 s throughout."""
+    tmp = tempfile.mkdtemp(prefix="mhbench-backlog-")
+    sink = srv = None
+    series = []
+    halt = threading.Event()
+    try:
+        sink_port = free_port()
+        srv = Mailhop(tmp, sink_port)
+        t_base = time.monotonic()
+
+        def sample():
+            while not halt.is_set():
+                series.append((round(time.monotonic() - t_base, 2),
+                               status_kib(srv.pid, "VmRSS")))
+                halt.wait(0.5)
+        th = threading.Thread(target=sample, daemon=True)
+        th.start()
+        rss_start = status_kib(srv.pid, "VmRSS")
+        t0, t1 = smtp_source(srv.port, 20, count, 2048, timeout)
+        time.sleep(1.0)
+        rss_queued = status_kib(srv.pid, "VmRSS")
+        t_up = time.monotonic()
+        sink = Sink(tmp, port=sink_port)
+        fl = srv.admin("queue", "flush")
+        if fl.returncode != 0:
+            log(f"  queue flush failed: {fl.stderr.strip()}")
+        t_done = sink.wait_count(count, timeout)
+        t_end = time.monotonic()
+        time.sleep(1.0)
+        halt.set()
+        th.join(2)
+        if t_done is None:
+            raise RuntimeError(f"backlog: sink got {sink.count()}/{count}")
+        drain = [r for t, r in series if t_up - t_base <= t <= t_end - t_base]
+        return {"bl_count": count,
+                "bl_accept_rate": count / (t1 - t0),
+                "bl_drain_s": t_done - t_up,
+                "bl_drain_rate": count / (t_done - t_up),
+                "bl_rss_start_mib": rss_start / 1024.0,
+                "bl_rss_queued_mib": rss_queued / 1024.0,
+                "bl_rss_drain_max_mib": max(drain + [rss_queued]) / 1024.0,
+                "bl_rss_after_mib": series[-1][1] / 1024.0,
+                "bl_vmhwm_mib": srv.hwm_kib() / 1024.0,
+                "bl_series": series}
+    finally:
+        halt.set()
+        if srv:
+            srv.stop()
+        if sink:
+            sink.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_tempfail(count, timeout):
+    """mailhop only, -o retry_schedule=1s. pysink answers 451 to 10% of
+    RCPTs (at random, retries included). inject.py sends count messages,
+    each with its own id; every acknowledged id must reach the sink."""
+    tmp = tempfile.mkdtemp(prefix="mhbench-tempfail-")
+    sink = srv = None
+    try:
+        sink = PySink(tmp, tempfail=10.0)
+        srv = Mailhop(tmp, sink.port, extra=["retry_schedule=1s"])
+        acked_f = os.path.join(tmp, "acked")
+        t0 = time.monotonic()
+        inj = inject(srv.port, count, 10, 1024, timeout, acked=acked_f)
+        out, _ = inj.communicate(timeout=timeout + 30)
+        res = json.loads(out)
+        with open(acked_f) as f:
+            acked = set(line.strip() for line in f if line.strip())
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ids, tf = sink.events()
+            if acked <= ids.keys():
+                break
+            time.sleep(0.2)
+        t_all = time.monotonic()
+        time.sleep(2.0)  # late duplicates
+        ids, tf = sink.events()
+        return {"tf_acked": len(acked), "tf_inject_errors": res["errors"],
+                "tf_delivered": len(acked & ids.keys()),
+                "tf_lost": len(acked - ids.keys()),
+                "tf_dups": sum(n - 1 for n in ids.values() if n > 1),
+                "tf_tempfails": tf,
+                "tf_all_s": t_all - t0}
+    finally:
+        if srv:
+            srv.stop()
+        if sink:
+            sink.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_crash(kill_after, timeout):
+    """mailhop only. inject.py (10 sessions, unpaced) writes the id of
+    every message that got its 250; after kill_after s mailhop gets SIGKILL;
+    it is restarted on the same queue (same port, same sink). Every
+    acknowledged id must reach pysink; duplicates and delivered-but-never-
+    acknowledged ids (killed between fsync and 250) are counted."""
+    tmp = tempfile.mkdtemp(prefix="mhbench-crash-")
+    sink = srv = inj = None
+    try:
+        sink = PySink(tmp)
+        srv = Mailhop(tmp, sink.port)
+        acked_f = os.path.join(tmp, "acked")
+        inj = inject(srv.port, 1000000, 10, 1024, kill_after + 30,
+                     acked=acked_f)
+        time.sleep(kill_after)
+        ids_before, _ = sink.events()
+        srv.kill9()
+        out, _ = inj.communicate(timeout=60)
+        res = json.loads(out)
+        with open(acked_f) as f:
+            acked = set(line.strip() for line in f if line.strip())
+        t_restart = time.monotonic()
+        srv = Mailhop(tmp, sink.port, port=srv.port)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ids, _ = sink.events()
+            if acked <= ids.keys():
+                break
+            time.sleep(0.2)
+        t_all = time.monotonic()
+        time.sleep(3.0)  # late duplicates, leftovers
+        ids, _ = sink.events()
+        return {"cr_acked": len(acked),
+                "cr_at_sink_at_kill": len(ids_before),
+                "cr_lost": len(acked - ids.keys()),
+                "cr_dups": sum(n - 1 for n in ids.values() if n > 1),
+                "cr_unacked_delivered": len(ids.keys() - acked),
+                "cr_recover_s": t_all - t_restart,
+                "cr_inject_rate": len(acked) / kill_after,
+                "cr_inject_errors": res["errors"]}
+    finally:
+        if inj and inj.poll() is None:
+            inj.kill()
+            inj.wait(5)
+        if srv:
+            srv.stop()
+        if sink:
+            sink.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 # ---------------------------------------------------------------- report
 
 def summarize(values):
-    v = [x for x in values if x is not None]
+    v = [x for x in values if isinstance(x, (int, float))]
     if not v:
         return None
     return statistics.median(v), min(v), max(v)
@@ -511,23 +754,38 @@ def main():
     ap.add_argument("--quick", action="store_true",
                     help="small counts: about 1-2 minutes")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--profiles", default="direct,throughput,latency,idle",
-                    help="comma list of direct,throughput,large,latency,idle"
-                         " (full run adds large)")
+    ap.add_argument("--profiles",
+                    default="direct,throughput,latency,idle,backlog,"
+                            "tempfail,crash",
+                    help="comma list of direct,throughput,large,latency,"
+                         "idle,backlog,tempfail,crash (full run adds large)")
+    ap.add_argument("--backlog", type=int,
+                    help="messages queued while the sink is down "
+                         "(20000; 5000 with --quick)")
     ap.add_argument("--count", type=int, help="messages per throughput run")
     ap.add_argument("--json", help="also write raw results to this file")
     ap.add_argument("--keep", action="store_true",
                     help="keep throughput temp dirs (logs) for inspection")
     a = ap.parse_args()
     VERBOSE = a.keep
+    # 10,000 idle connections: this process holds one socket per
+    # connection and mailhop (which inherits the limit) one per session.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    want = max(hard, 65536) if IS_ROOT else hard
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     quick = a.quick
     count = a.count or (3000 if quick else 10000)
     large_count = 300 if quick else 1000
     lat_count = 1500 if quick else 5000
     idle_conns = 200 if quick else 1000
+    idle_big = 1000 if quick else 10000  # mailhop only
+    backlog = a.backlog or (5000 if quick else 20000)
+    tf_count = 1000 if quick else 5000
+    crash_after = 3.0 if quick else 8.0
     timeout = 300
     profiles = a.profiles.split(",")
     if not quick and a.profiles == ap.get_default("profiles"):
@@ -578,8 +836,45 @@ def main():
             for srv in order:
                 r = run_idle(srv, idle_conns, timeout)
                 add(srv, r)
-                log(f"idle round {i + 1} {srv}: {r['idle_ok']} conns, "
-                    f"{r['idle_pss_kib_per_conn']:.1f} KiB PSS/conn")
+                log(f"idle round {i + 1} {srv}: "
+                    f"{r[f'idle{idle_conns}_ok']} conns, "
+                    f"{r[f'idle{idle_conns}_pss_kib_per_conn']:.1f} KiB "
+                    f"PSS/conn, after EHLO "
+                    f"{r[f'idle{idle_conns}_ehlo_pss_kib_per_conn']:.1f}")
+            r = run_idle("mailhop", idle_big, timeout)
+            add("mailhop", r)
+            log(f"idle round {i + 1} mailhop: {r[f'idle{idle_big}_ok']}/"
+                f"{idle_big} conns, {r[f'idle{idle_big}_errors']} errors, "
+                f"{r[f'idle{idle_big}_pss_kib_per_conn']:.1f} KiB PSS/conn, "
+                f"after EHLO "
+                f"{r[f'idle{idle_big}_ehlo_pss_kib_per_conn']:.1f}")
+    if "backlog" in profiles:
+        for i in range(a.rounds):
+            r = run_backlog(backlog, timeout)
+            add("mailhop", r)
+            log(f"backlog round {i + 1}: {backlog} queued at "
+                f"{r['bl_accept_rate']:.0f}/s, drained in "
+                f"{r['bl_drain_s']:.1f} s; RSS MiB start "
+                f"{r['bl_rss_start_mib']:.1f} queued "
+                f"{r['bl_rss_queued_mib']:.1f} drain max "
+                f"{r['bl_rss_drain_max_mib']:.1f} after "
+                f"{r['bl_rss_after_mib']:.1f}")
+    if "tempfail" in profiles:
+        for i in range(a.rounds):
+            r = run_tempfail(tf_count, timeout)
+            add("mailhop", r)
+            log(f"tempfail round {i + 1}: acked {r['tf_acked']} delivered "
+                f"{r['tf_delivered']} lost {r['tf_lost']} dups "
+                f"{r['tf_dups']} 451s {r['tf_tempfails']} all in "
+                f"{r['tf_all_s']:.1f} s")
+    if "crash" in profiles:
+        for i in range(a.rounds):
+            r = run_crash(crash_after, timeout)
+            add("mailhop", r)
+            log(f"crash round {i + 1}: acked {r['cr_acked']} lost "
+                f"{r['cr_lost']} dups {r['cr_dups']} delivered-unacked "
+                f"{r['cr_unacked_delivered']} recovered in "
+                f"{r['cr_recover_s']:.1f} s")
     elapsed = time.monotonic() - t_start
 
     rows = [
@@ -597,10 +892,43 @@ def main():
         ("lat_rate", "latency: achieved msg/s", 0, None),
         ("p50_ms", "latency p50 ms (end of DATA->250)", 2, False),
         ("p99_ms", "latency p99 ms", 2, False),
-        ("idle_rss_kib_per_conn",
-         f"idle conn RSS KiB/conn ({idle_conns})", 1, False),
-        ("idle_pss_kib_per_conn",
-         f"idle conn PSS KiB/conn ({idle_conns})", 1, False),
+    ]
+    for n in (idle_conns, idle_big):
+        rows += [
+            (f"idle{n}_ok", f"idle conns greeted ({n})", 0, None),
+            (f"idle{n}_errors", f"idle conn errors ({n})", 0, None),
+            (f"idle{n}_rss_kib_per_conn", f"idle RSS KiB/conn ({n})", 1,
+             False),
+            (f"idle{n}_pss_kib_per_conn", f"idle PSS KiB/conn ({n})", 1,
+             False),
+            (f"idle{n}_ehlo_rss_kib_per_conn",
+             f"idle RSS KiB/conn after EHLO ({n})", 1, False),
+            (f"idle{n}_ehlo_pss_kib_per_conn",
+             f"idle PSS KiB/conn after EHLO ({n})", 1, False)]
+    rows += [
+        ("bl_accept_rate", f"backlog: accept msg/s, sink down ({backlog})",
+         0, None),
+        ("bl_drain_s", "backlog: drain s after sink up", 1, None),
+        ("bl_drain_rate", "backlog: drain msg/s", 0, None),
+        ("bl_rss_start_mib", "backlog: RSS MiB at start", 1, None),
+        ("bl_rss_queued_mib", "backlog: RSS MiB, all queued", 1, None),
+        ("bl_rss_drain_max_mib", "backlog: RSS MiB, max while draining",
+         1, None),
+        ("bl_rss_after_mib", "backlog: RSS MiB, drained", 1, None),
+        ("bl_vmhwm_mib", "backlog: VmHWM MiB", 1, None),
+        ("tf_acked", f"tempfail: msgs acked ({tf_count})", 0, None),
+        ("tf_tempfails", "tempfail: 451s given by the sink", 0, None),
+        ("tf_delivered", "tempfail: acked msgs at sink", 0, None),
+        ("tf_lost", "tempfail: lost", 0, None),
+        ("tf_dups", "tempfail: duplicates", 0, None),
+        ("tf_all_s", "tempfail: s until all at sink", 1, None),
+        ("cr_acked", f"crash: acked before SIGKILL ({crash_after:.0f} s)",
+         0, None),
+        ("cr_lost", "crash: acked msgs lost", 0, None),
+        ("cr_dups", "crash: duplicates at sink", 0, None),
+        ("cr_unacked_delivered", "crash: delivered, never acked", 0, None),
+        ("cr_recover_s", "crash: s from restart to all acked at sink", 1,
+         None),
     ]
     w = 40
     print(f"\nmailhop vs Postfix {subprocess.run(['postconf', '-d', '-h', 'mail_version'], capture_output=True, text=True).stdout.strip()}"

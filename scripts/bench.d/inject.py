@@ -3,9 +3,15 @@
 
 Opens SESSIONS connections, sends COUNT messages in total at RATE messages/s
 (open loop: message i is due at start + i/RATE; a session that falls behind
-sends at once), one MAIL/RCPT/DATA transaction at a time per session, and
-measures for every message the time from writing the final CRLF.CRLF to
-reading the complete 250 reply. Prints one JSON object on stdout.
+sends at once; RATE 0: no pacing, as fast as the server answers), one
+MAIL/RCPT/DATA transaction at a time per session, and measures for every
+message the time from writing the final CRLF.CRLF to reading the complete 250
+reply. Prints one JSON object on stdout.
+
+Every message i carries the header "X-Bench-Id: i"; with --acked FILE the id
+of every message that got its 250 is appended to FILE at once (line-buffered),
+so the crash profile knows exactly which messages were acknowledged even if
+the server is killed mid-run.
 
 Bounded: every read has a timeout and the whole run has a deadline.
 """
@@ -28,7 +34,7 @@ async def read_reply(reader, timeout):
     return int(lines[-1][:3]), b"".join(lines)
 
 
-async def session(args, sid, nsess, start, body, lat, errors):
+async def session(args, sid, nsess, start, lat, errors, acked):
     try:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(args.host, args.port), args.timeout)
@@ -44,10 +50,11 @@ async def session(args, sid, nsess, start, body, lat, errors):
         if code != 250:
             raise RuntimeError(f"EHLO {code}")
         for i in range(sid, args.count, nsess):
-            due = start + i / args.rate
-            now = time.monotonic()
-            if due > now:
-                await asyncio.sleep(due - now)
+            if args.rate > 0:
+                due = start + i / args.rate
+                now = time.monotonic()
+                if due > now:
+                    await asyncio.sleep(due - now)
             writer.write(b"MAIL FROM:<a@bench.example>\r\n")
             code, _ = await read_reply(reader, args.timeout)
             if code != 250:
@@ -60,7 +67,7 @@ async def session(args, sid, nsess, start, body, lat, errors):
             code, _ = await read_reply(reader, args.timeout)
             if code != 354:
                 raise RuntimeError(f"DATA {code}")
-            writer.write(body)
+            writer.write(make_body(args.size, i))
             await writer.drain()
             t0 = time.monotonic()
             writer.write(b".\r\n")
@@ -70,6 +77,8 @@ async def session(args, sid, nsess, start, body, lat, errors):
                 errors.append(f"end of data {code}")
                 continue
             lat.append(t1 - t0)
+            if acked:
+                acked.write(f"{i}\n")
         writer.write(b"QUIT\r\n")
         try:
             await read_reply(reader, args.timeout)
@@ -81,9 +90,9 @@ async def session(args, sid, nsess, start, body, lat, errors):
         writer.close()
 
 
-def make_body(size):
+def make_body(size, i):
     head = (b"From: a@bench.example\r\nTo: b@example.net\r\n"
-            b"Subject: latency probe\r\n\r\n")
+            b"Subject: latency probe\r\nX-Bench-Id: %d\r\n\r\n" % i)
     line = b"x" * 76 + b"\r\n"
     n = max(1, (size - len(head)) // len(line))
     return head + line * n
@@ -99,11 +108,12 @@ async def main():
     p.add_argument("--size", type=int, default=2048)
     p.add_argument("--timeout", type=float, default=30.0)
     p.add_argument("--deadline", type=float, default=120.0)
+    p.add_argument("--acked", help="append the id of every 250'd message")
     args = p.parse_args()
-    body = make_body(args.size)
+    acked = open(args.acked, "a", buffering=1) if args.acked else None
     lat, errors = [], []
     start = time.monotonic() + 0.2
-    tasks = [session(args, s, args.sessions, start, body, lat, errors)
+    tasks = [session(args, s, args.sessions, start, lat, errors, acked)
              for s in range(args.sessions)]
     try:
         await asyncio.wait_for(asyncio.gather(*tasks), args.deadline)

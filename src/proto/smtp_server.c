@@ -985,11 +985,14 @@ void smtp_server_auth_done(struct smtp_server *s, int ok, const char *user) {
   wipe(s->auth_pass, sizeof(s->auth_pass));
   set_state(s, SMTP_SRV_ST_CMD);
   s->flush = 1;
-  if (ok) {
+  if (ok > 0) {
     s->authenticated = 1;
     snprintf(s->auth_user, sizeof(s->auth_user), "%s",
              user ? user : s->auth_cid);
     reply(s, "235 2.7.0 Authentication successful");
+  } else if (ok < 0) {
+    /* RFC 4954 §6: the check itself could not be done now. */
+    reply(s, "454 4.7.0 Temporary authentication failure");
   } else {
     error_reply(s, "535 5.7.8 Error: authentication failed");
   }

@@ -233,9 +233,10 @@ enum smtp_server_state smtp_server_state(const struct smtp_server *s);
 void smtp_server_commit_done(struct smtp_server *s, int ok,
                              const char *queue_id_or_reply);
 
-/* Answer to AUTH.  ok: 235 2.7.0, the session is authenticated as user
- * (may be NULL).  !ok: 535 5.7.8, counted as an error.  Ignored unless
- * the session waits for it. */
+/* Answer to AUTH.  ok > 0: 235 2.7.0, the session is authenticated as
+ * user (may be NULL).  ok == 0: 535 5.7.8, counted as an error.  ok < 0:
+ * the check could not be made (overloaded): 454 4.7.0, not counted.
+ * Ignored unless the session waits for it. */
 void smtp_server_auth_done(struct smtp_server *s, int ok, const char *user);
 
 /* The TLS handshake after STARTTLS succeeded: forget HELO/EHLO, the
