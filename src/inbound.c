@@ -528,6 +528,17 @@ static int handle_event(struct session *s, const struct smtp_event *ev) {
     conn_read_pause(s->conn);
     conn_set_timeout(s->conn, 0);
     return 1;
+  case SMTP_SRV_EV_REJECT: {
+    struct log_line l;
+    log_begin(&l, LOG_INFO, "rejected");
+    log_str(&l, "session", s->id);
+    log_str(&l, "client", s->peer);
+    log_int(&l, "code", ev->reject.code);
+    log_str(&l, "addr", ev->reject.addr);
+    log_str(&l, "reason", ev->reject.reason);
+    log_end(&l);
+    return 0;
+  }
   case SMTP_SRV_EV_NONE:
     return 0;
   }

@@ -122,6 +122,7 @@ static const char *const event_names[] = {
     [SMTP_SRV_EV_DATA_ABORT] = "data_abort",
     [SMTP_SRV_EV_STARTTLS] = "starttls",
     [SMTP_SRV_EV_AUTH] = "auth",
+    [SMTP_SRV_EV_REJECT] = "reject",
 };
 
 const char *smtp_server_event_name(enum smtp_server_event_type t) {
@@ -197,6 +198,18 @@ static struct smtp_event *push_event(struct smtp_server *s,
   ev->type = t;
   s->ev_count++;
   return ev;
+}
+
+/* Tells the caller about a policy refusal, for its log.  Unless the error
+ * limit just closed the session (its 421 is the news then). */
+static void policy_reject(struct smtp_server *s, int code, const char *addr,
+                          const char *reason) {
+  if (s->st == SMTP_SRV_ST_CLOSED || s->ev_count >= MAX_EVENTS)
+    return;
+  struct smtp_event *ev = push_event(s, SMTP_SRV_EV_REJECT);
+  ev->reject.code = code;
+  ev->reject.addr = addr;
+  ev->reject.reason = reason;
 }
 
 /* ---- life cycle ------------------------------------------------------- */
@@ -375,6 +388,7 @@ static void cmd_mail(struct smtp_server *s, const char *a, size_t n) {
   if (!sender_domain_allowed(s, &s->sender)) {
     error_reply(s, "553 5.7.1 <%s>: Sender address rejected: not allowed",
                 s->sender.addr);
+    policy_reject(s, 553, s->sender.addr, "sender domain not allowed");
     return;
   }
   s->in_mail = 1;
@@ -429,6 +443,7 @@ static void cmd_rcpt(struct smtp_server *s, const char *a, size_t n) {
   }
   if (!s->relay_allowed && !s->authenticated) {
     error_reply(s, "554 5.7.1 <%s>: Relay access denied", s->rcpt.addr);
+    policy_reject(s, 554, s->rcpt.addr, "relay access denied");
     return;
   }
   s->nrcpt++;

@@ -48,6 +48,8 @@
  *                caller writes the output, DISCARDS every unconsumed
  *                input byte (RFC 3207 §4.2), runs the handshake, then
  *                calls smtp_server_tls_started (or closes on failure).
+ *   REJECT       a policy refusal (relay denied, sender not allowed) was
+ *                replied; for the log (no answer).
  *   AUTH         decoded credentials (pointers valid until the next call
  *                to any smtp_server_* function; copy and wipe).  The
  *                caller MUST answer smtp_server_auth_done exactly once.
@@ -127,6 +129,7 @@ enum smtp_server_event_type {
   SMTP_SRV_EV_DATA_ABORT,
   SMTP_SRV_EV_STARTTLS,
   SMTP_SRV_EV_AUTH,
+  SMTP_SRV_EV_REJECT, /* a policy refusal, for the log (no answer) */
 };
 
 const char *smtp_server_event_name(enum smtp_server_event_type t);
@@ -166,6 +169,11 @@ struct smtp_event {
   struct {
     int code; /* the reply sent: 552, 554, or 0 when closing */
   } abort;
+  struct {
+    int code;           /* the reply sent: 553 or 554 */
+    const char *addr;   /* the refused sender or recipient */
+    const char *reason; /* "relay access denied", ... (static) */
+  } reject;
   struct {
     enum smtp_server_auth_mech mech;
     const char *user; /* NUL-terminated; authcid */

@@ -199,6 +199,8 @@ def test_relay_denied_outside_relay_networks(mailhop):
     assert r.cmd("MAIL FROM:<a@a.example>")[0] == 250
     code, text = r.cmd("RCPT TO:<b@b.example>")
     assert code == 554 and "5.7.1" in text
+    m.wait_log("event=rejected")
+    assert "reason=\"relay access denied\"" in m.log()
 
 
 def test_sender_domain_not_allowed(mailhop):

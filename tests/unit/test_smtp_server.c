@@ -92,6 +92,10 @@ static int handle(struct smtp_server *s, struct run *r,
     logf_(r, ":%s\n", ev->auth.pass, 0);
     smtp_server_auth_done(s, strcmp(ev->auth.pass, "secret") == 0, NULL);
     break;
+  case SMTP_SRV_EV_REJECT:
+    logf_(r, "REJECT %lld", NULL, ev->reject.code);
+    logf_(r, " <%s>\n", ev->reject.addr, 0);
+    break;
   default:
     CHECK(0);
   }
