@@ -112,7 +112,7 @@ async def main():
     args = p.parse_args()
     acked = open(args.acked, "a", buffering=1) if args.acked else None
     lat, errors = [], []
-    start = time.monotonic() + 0.2
+    start = time.monotonic() + (0.2 if args.rate > 0 else 0.0)
     tasks = [session(args, s, args.sessions, start, lat, errors, acked)
              for s in range(args.sessions)]
     try:
