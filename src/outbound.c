@@ -1055,7 +1055,7 @@ static void log_outcome(struct delivery *d, const struct drcpt *r,
     log_str(&l, "relay", r->remote);
   log_str(&l, "dsn", r->status);
   log_int(&l, "attempts", attempts);
-  log_double(&l, "delay", (double)((int64_t)time(NULL) - d->received_at));
+  log_double(&l, "delay", (double)wall_ms() / 1000.0 - (double)d->received_at);
   if (next_at) {
     char ts[32];
     time_t t = (time_t)next_at;
@@ -1128,7 +1128,8 @@ static void record(struct delivery *d) {
   }
   fc->d = d;
   fc->n = d->n;
-  int64_t now = (int64_t)time(NULL);
+  int64_t now_ms = wall_ms();
+  int64_t now = now_ms / 1000;
   struct dsn_rcpt *failed = calloc(d->n, sizeof *failed);
   size_t nfailed = 0;
   for (size_t i = 0; i < d->n; i++) {
@@ -1154,7 +1155,7 @@ static void record(struct delivery *d) {
     if (r->state == R_TEMPFAIL) {
       int64_t next_at;
       if (retry_next(cfg->retry_schedule_ms, cfg->n_retry_schedule, attempts,
-                     d->received_at * 1000, cfg->queue_lifetime_ms, now * 1000,
+                     d->received_at * 1000, cfg->queue_lifetime_ms, now_ms,
                      &next_at) == RETRY_EXPIRED) {
         char why[ERR_MAX + 64];
         snprintf(why, sizeof why,
