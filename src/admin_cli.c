@@ -30,6 +30,9 @@ static void put_safe(FILE *out, const char *s, int keep_nl) {
   if (!s)
     return;
   for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    /* Header lines end in CRLF: show them as plain lines. */
+    if (keep_nl && p[0] == '\r' && p[1] == '\n')
+      continue;
     if ((*p < 0x20 && !(keep_nl && (*p == '\n' || *p == '\t'))) || *p == 0x7f)
       fprintf(out, "\\x%02x", *p);
     else
