@@ -28,7 +28,7 @@ class Message:
 class Sink:
     def __init__(self, host="127.0.0.1", port=0, greeting="220 sink.test ESMTP",
                  rcpt_reply=None, data_reply=None, auth=None, dsn=True,
-                 data_delay=0.0, extensions=None):
+                 data_delay=0.0, extensions=None, drop_in_data=0):
         self.host = host
         self.greeting = greeting
         self.rcpt_reply = rcpt_reply or (lambda addr, n: "250 2.1.5 Ok")
@@ -37,6 +37,8 @@ class Sink:
         self.dsn = dsn
         self.data_delay = data_delay
         self.extensions = extensions
+        # Hang up in the middle of this many messages' data (fault test).
+        self.drop_in_data = drop_in_data
         self.messages = []
         self.transactions = 0
         self.connections = 0
@@ -158,6 +160,14 @@ class Sink:
                         send("554 5.5.1 Error: no valid recipients")
                         continue
                     send("354 End data with <CR><LF>.<CR><LF>")
+                    with self.lock:
+                        drop = self.drop_in_data > 0
+                        if drop:
+                            self.drop_in_data -= 1
+                    if drop:
+                        f.readline()
+                        conn.shutdown(socket.SHUT_RDWR)
+                        return
                     data = b""
                     while True:
                         l = f.readline()

@@ -219,3 +219,10 @@ def test_logfmt_escapes_peer_text(tmp_path):
     assert m.stop() == 0
     for line in m.log().splitlines():
         assert line.startswith("ts=") and " level=" in line
+
+
+def test_example_config_is_valid():
+    from conftest import ROOT
+    r = run("check", "-c", str(ROOT / "config" / "mailhop.conf"))
+    assert r.returncode == 0, r.stderr
+    assert "hostname = relay.example.com" in r.stdout

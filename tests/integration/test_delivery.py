@@ -438,3 +438,15 @@ def test_failing_destination_backed_off_as_a_whole(net):
         assert rows(m, "select count(*) from messages")[0][0] == 50
     finally:
         busy.stop()
+
+
+def test_connection_dropped_during_data_is_retried(net):
+    net.records({"drop.test": [("A", "127.0.0.16", 60)]})
+    sink = net.sink("127.0.0.16", drop_in_data=1)
+    m = net.relay()
+    send(m, "a@src.test", ["x@drop.test"], "Subject: d\r\n\r\n" +
+         "line\r\n" * 5000)
+    (msg,) = sink.wait(1, timeout=30)
+    assert msg.data.count(b"line\r\n") == 5000
+    wait(lambda: queue_empty(m))
+    assert "event=deferred" in m.log() and "event=delivered" in m.log()
