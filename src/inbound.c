@@ -572,10 +572,21 @@ static size_t on_read(struct conn *c, const char *data, size_t len) {
       /* Everything after STARTTLS is discarded, never executed. */
       return len;
     }
-    if (off == len || (n == 0 && smtp_server_blocked(s->srv)))
+    if (off == len || stop)
       break;
-    if (n == 0 && !stop)
-      break;
+    if (n == 0) {
+      /* The machine stopped because its reply buffer is full (a client
+       * pipelining many commands): hand the replies to the connection and
+       * go on, or the rest of this input would wait for more input that a
+       * pipelining client never sends. */
+      size_t out;
+      smtp_server_output(s->srv, &out);
+      if (out == 0 || smtp_server_close_wanted(s->srv))
+        break;
+      progressed = 1;
+      if (session_flush(s) < 0)
+        return len;
+    }
   }
   size_t pending;
   smtp_server_output(s->srv, &pending);

@@ -458,3 +458,16 @@ def test_user_without_access_to_queue_dir_fails_clearly(mailhop, tmp_path):
     m.start(wait=False)
     assert m.proc.wait(20) == 2
     assert "not writable" in m.log() and "65534" in m.log()
+
+
+def test_long_pipelined_burst_gets_every_reply(mailhop):
+    """Far more pipelined commands than the reply buffer holds, in one
+    write: every reply arrives without the client sending anything else."""
+    m = mailhop(max_recipients=1000)
+    r = session(m)
+    n = 600
+    burst = "MAIL FROM:<a@a.example>\r\n" + "".join(
+        f"RCPT TO:<r{i}@b.example>\r\n" for i in range(n)) + "RSET\r\n"
+    r.send(burst)
+    codes = [r.reply()[0] for _ in range(n + 2)]
+    assert codes == [250] * (n + 2)
