@@ -67,12 +67,22 @@ class DNSServer:
         for n, b in (behaviours or {}).items():
             self.set_behaviour(n, b)
         self.host = host
-        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.udp.bind((host, port))
-        self.port = self.udp.getsockname()[1]
-        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.tcp.bind((host, self.port))
+        # UDP and TCP on the same port: with port 0 the kernel's UDP choice
+        # may be taken for TCP (by some connection), so try a few.
+        for attempt in range(50):
+            self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.udp.bind((host, port))
+            self.port = self.udp.getsockname()[1]
+            self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                self.tcp.bind((host, self.port))
+                break
+            except OSError:
+                self.udp.close()
+                self.tcp.close()
+                if port != 0 or attempt == 49:
+                    raise
         self.tcp.listen(64)
         self.spoof = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.spoof.bind((host, 0))
