@@ -290,6 +290,10 @@ int serve_main(const struct config *cfg) {
   sv.stats.started_at = (int64_t)time(NULL);
   signal(SIGPIPE, SIG_IGN);
   raise_nofile(cfg);
+  /* The pool runs the queue's two lanes, DATA spool writes and up to two
+   * password hashes at once: libuv's default of 4 threads would let slow
+   * hashes delay commits.  Must be set before the pool first starts. */
+  setenv("UV_THREADPOOL_SIZE", "8", 0);
 
   char err[512];
   int rc = store_open(sv.loop, cfg->queue_path, &sv.store, err, sizeof err);
