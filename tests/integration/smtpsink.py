@@ -28,11 +28,13 @@ class Message:
 class Sink:
     def __init__(self, host="127.0.0.1", port=0, greeting="220 sink.test ESMTP",
                  rcpt_reply=None, data_reply=None, auth=None, dsn=True,
-                 data_delay=0.0, extensions=None, drop_in_data=0):
+                 data_delay=0.0, extensions=None, drop_in_data=0,
+                 mail_reply=None):
         self.host = host
         self.greeting = greeting
         self.rcpt_reply = rcpt_reply or (lambda addr, n: "250 2.1.5 Ok")
         self.data_reply = data_reply or (lambda msg: "250 2.0.0 Ok: queued")
+        self.mail_reply = mail_reply or (lambda sender: "250 2.1.0 Ok")
         self.auth = auth  # (user, password) required, or None
         self.dsn = dsn
         self.data_delay = data_delay
@@ -146,7 +148,10 @@ class Sink:
                     sender = rest[rest.index("<") + 1:rest.index(">")]
                     params = rest[rest.index(">") + 1:].strip()
                     rcpts = []
-                    send("250 2.1.0 Ok")
+                    reply = self.mail_reply(sender)
+                    if not reply.startswith("2"):
+                        sender = None
+                    send(reply)
                 elif verb == "RCPT":
                     rest = cmd[8:]
                     addr = rest[rest.index("<") + 1:rest.index(">")]

@@ -450,3 +450,45 @@ def test_connection_dropped_during_data_is_retried(net):
     assert msg.data.count(b"line\r\n") == 5000
     wait(lambda: queue_empty(m))
     assert "event=deferred" in m.log() and "event=delivered" in m.log()
+
+
+@pytest.mark.parametrize("where", ["mail", "data"])
+def test_5xx_to_mail_or_data_bounces(net, where):
+    net.records(bounce_dns())
+    kw = {"mail_reply": lambda s: "550 5.7.1 sender refused"} \
+        if where == "mail" else \
+        {"data_reply": lambda m: "554 5.6.0 content refused"}
+    net.sink("127.0.0.7", **kw)
+    home = net.sink("127.0.0.8")
+    m = net.relay()
+    send(m, "alice@src.test", ["x@b.test"])
+    (dsn,) = home.wait(1)
+    _, _, f = parse_dsn(dsn.data)
+    assert f["status"] == (["5.7.1"] if where == "mail" else ["5.6.0"])
+    wait(lambda: queue_empty(m))
+
+
+def test_disk_full_answers_452(mailhop, tmp_path):
+    """A queue on a 2 MiB file system: a message that does not fit gets
+    452 4.3.1 and what was accepted before stays."""
+    d = tmp_path / "small"
+    d.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs",
+                        str(d)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {r.stderr.strip()}")
+    try:
+        m = mailhop(queue_path=str(d / "q.db"))
+        send(m, "a@src.test", ["x@b.test"], "Subject: small\r\n\r\nok\r\n")
+        s = smtplib.SMTP("127.0.0.1", m.port, timeout=30)
+        s.ehlo("c.example")
+        with pytest.raises(smtplib.SMTPDataError) as e:
+            s.sendmail("a@src.test", ["y@b.test"],
+                       "Subject: big\r\n\r\n" + ("z" * 998 + "\r\n") * 4000)
+        assert e.value.smtp_code == 452
+        assert b"4.3.1" in e.value.smtp_error
+        s.quit()
+        assert rows(m, "select count(*) from messages")[0][0] == 1
+        assert m.stop() == 0
+    finally:
+        subprocess.run(["umount", "-l", str(d)])
