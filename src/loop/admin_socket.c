@@ -38,13 +38,14 @@ struct admin_client {
   int busy;        /* a line was dispatched; its reply has not ended */
   int dispatching; /* drive() is on the stack */
   int reading;
-  int eof;            /* the peer will send nothing more (or we refused it) */
-  int rejected;       /* accepted beyond the client limit */
-  int closing;        /* uv_close() called */
-  int closed;         /* close callback ran */
-  int writes;         /* uv_write requests in flight */
-  size_t queued;      /* their bytes */
-  struct wchunk *cur; /* output being gathered */
+  int eof;              /* the peer will send nothing more (or we refused it) */
+  int rejected;         /* accepted beyond the client limit */
+  int closing;          /* uv_close() called */
+  int closed;           /* close callback ran */
+  int writes;           /* uv_write requests in flight */
+  size_t queued;        /* their bytes */
+  struct wchunk *cur;   /* output being gathered */
+  uint64_t last_active; /* uv_now of the last read or write */
 };
 
 struct admin_socket {
@@ -59,12 +60,15 @@ struct admin_socket {
   int nrejected;
   int closing;
   int listener_closed;
+  uv_timer_t sweep; /* closes idle clients */
+  uint64_t idle_ms;
+  int sweep_closed;
 };
 
 static void drive(struct admin_client *c);
 
 static void server_maybe_free(struct admin_socket *s) {
-  if (s->closing && s->listener_closed && !s->clients) {
+  if (s->closing && s->listener_closed && s->sweep_closed && !s->clients) {
     free(s->reject_line);
     free(s);
   }
@@ -107,6 +111,7 @@ static void on_write(uv_write_t *req, int status) {
   struct wchunk *w = req->data;
   struct admin_client *c = w->c;
   c->writes--;
+  c->last_active = uv_now(req->handle->loop);
   c->queued -= w->len;
   free(w);
   if (status < 0 && !c->closing) {
@@ -209,6 +214,7 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
   struct admin_client *c = st->data;
   (void)buf;
+  c->last_active = uv_now(st->loop);
   if (nread == UV_EOF) {
     /* A half-close (`echo status | socat ...`): answer what came, then
      * close once the replies are out. */
@@ -342,6 +348,7 @@ static void on_connection(uv_stream_t *server, int status) {
   uv_pipe_init(s->loop, &c->pipe, 0);
   c->pipe.data = c;
   c->srv = s;
+  c->last_active = uv_now(s->loop);
   c->next = s->clients;
   if (s->clients)
     s->clients->prev = c;
@@ -417,6 +424,22 @@ static int clear_stale(const char *path, char *err, size_t errlen) {
   return 0;
 }
 
+static void on_sweep(uv_timer_t *t) {
+  struct admin_socket *s = t->data;
+  uint64_t now = uv_now(t->loop);
+  /* client_close only starts the close: the list stays as it is. */
+  for (struct admin_client *c = s->clients; c; c = c->next)
+    if (!c->busy && !c->closing && c->writes == 0 &&
+        now - c->last_active >= s->idle_ms)
+      client_close(c);
+}
+
+static void on_sweep_close(uv_handle_t *h) {
+  struct admin_socket *s = h->data;
+  s->sweep_closed = 1;
+  server_maybe_free(s);
+}
+
 static void on_listener_close(uv_handle_t *h) {
   struct admin_socket *s = h->data;
   s->listener_closed = 1;
@@ -467,11 +490,23 @@ int admin_socket_open(uv_loop_t *loop, const char *path,
     snprintf(err, errlen, "cannot listen on admin socket %s: %s", path,
              uv_strerror(r));
     s->closing = 1;
+    s->sweep_closed = 1; /* never started */
     uv_close((uv_handle_t *)&s->listener, on_listener_close);
     return r;
   }
+  uv_timer_init(s->loop, &s->sweep);
+  s->sweep.data = s;
+  s->idle_ms = ADMIN_SOCKET_IDLE_MS;
+  uv_timer_start(&s->sweep, on_sweep, 10000, 10000);
+  uv_unref((uv_handle_t *)&s->sweep); /* never keeps the loop alive alone */
   *out = s;
   return 0;
+}
+
+void admin_socket_set_idle_timeout(struct admin_socket *s, uint64_t ms) {
+  s->idle_ms = ms;
+  uint64_t every = ms / 3 < 10000 ? ms / 3 + 1 : 10000;
+  uv_timer_start(&s->sweep, on_sweep, every, every);
 }
 
 int admin_socket_clients(const struct admin_socket *s) {
@@ -483,6 +518,7 @@ void admin_socket_close(struct admin_socket *s) {
   s->closing = 1;
   unlink(s->path);
   uv_close((uv_handle_t *)&s->listener, on_listener_close);
+  uv_close((uv_handle_t *)&s->sweep, on_sweep_close);
   for (struct admin_client *c = s->clients; c; c = c->next)
     client_close(c);
 }

@@ -23,10 +23,14 @@
 #define MAILHOP_LOOP_ADMIN_SOCKET_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 
 #define ADMIN_SOCKET_LINE_MAX 1024
 #define ADMIN_SOCKET_MAX_CLIENTS 16
+/* A client with nothing in flight for this long is closed, so idle
+ * connections cannot hold every slot; checked every 10 s. */
+#define ADMIN_SOCKET_IDLE_MS (5 * 60 * 1000)
 #define ADMIN_SOCKET_CHUNK (64 * 1024)
 #define ADMIN_SOCKET_OUT_HIGH (1024 * 1024)
 #define ADMIN_SOCKET_OUT_MAX (256 * 1024 * 1024)
@@ -73,6 +77,9 @@ void admin_socket_close(struct admin_socket *s);
 
 /* Number of clients connected now. */
 int admin_socket_clients(const struct admin_socket *s);
+
+/* Changes the idle limit (default ADMIN_SOCKET_IDLE_MS); for tests. */
+void admin_socket_set_idle_timeout(struct admin_socket *s, uint64_t ms);
 
 /*
  * Appends len bytes (copied) to the current reply.  Bytes are gathered in

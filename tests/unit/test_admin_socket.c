@@ -284,8 +284,29 @@ static void test_client_limit(void) {
 
 static int hung_fd = -1;
 
+/* A client that sends nothing is closed once the idle limit (3 s in this
+ * test) has passed; a client that keeps talking is not. */
+static void test_idle_client_closed(void) {
+  int idle = cl_connect();
+  int busy = cl_connect();
+  CHECK(idle >= 0 && busy >= 0);
+  char buf[256];
+  for (int i = 0; i < 9; i++) { /* 4.5 s of traffic on `busy` */
+    usleep(500 * 1000);
+    cl_send(busy, "ping\n");
+    CHECK(cl_line(busy, buf, sizeof buf) > 0);
+  }
+  /* EOF (0), not a receive timeout (-1): the server closed it. */
+  struct timeval tv = {.tv_sec = 2};
+  setsockopt(idle, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  CHECK_INT(recv(idle, buf, 1, 0), 0);
+  close(idle);
+  close(busy);
+}
+
 static void *client_main(void *arg) {
   (void)arg;
+  test_idle_client_closed();
   test_pipelined_in_order();
   test_line_too_long();
   test_half_close();
@@ -369,6 +390,7 @@ int main(void) {
   CHECK_INT(stat(sock_path, &sb), 0);
   CHECK(S_ISSOCK(sb.st_mode));
   CHECK_INT(sb.st_mode & 0777, 0600);
+  admin_socket_set_idle_timeout(srv, 3000);
 
   test_open_errors();
 
