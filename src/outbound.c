@@ -1327,6 +1327,21 @@ struct outbound *outbound_new(uv_loop_t *loop, const struct config *cfg,
   return ob;
 }
 
+void outbound_reload(struct outbound *ob) {
+  char err[512];
+  const struct config *cfg = ob->cfg;
+  SSL_CTX *fresh =
+      tls_client_ctx_new(cfg->tls_ca_file[0] ? cfg->tls_ca_file : NULL,
+                         TLS_VERIFY_REQUIRE, err, sizeof err);
+  if (!fresh) {
+    log_msg(LOG_WARN, "reload", "keeping the old trust anchors: %s", err);
+    return;
+  }
+  /* Live SSLs hold their own reference to the old context. */
+  tls_ctx_swap(&ob->ctx_verify, fresh);
+  log_msg(LOG_INFO, "reload", "trust anchors reloaded");
+}
+
 void outbound_abort_all(struct outbound *ob) {
   outbound_close_idle(ob);
   ob->freeing = 1;

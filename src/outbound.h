@@ -40,6 +40,10 @@ int64_t outbound_backoff(const char *dest, unsigned fails, void *data);
 /* The destination key of a recipient domain: the domain, or "relayhost". */
 const char *outbound_dest(const struct outbound *ob, const char *domain);
 
+/* SIGHUP: reloads the trust anchors (tls_ca_file or the system store) for
+ * new connections; connections in flight keep theirs.  Logs the outcome. */
+void outbound_reload(struct outbound *ob);
+
 /* Closes the connections kept for reuse and keeps no new ones (shutdown). */
 void outbound_close_idle(struct outbound *ob);
 

@@ -271,6 +271,7 @@ static void on_signal(uv_signal_t *s, int signum) {
   struct serve *sv = s->data;
   if (signum == SIGHUP) {
     inbound_reload(sv->inbound);
+    outbound_reload(sv->outbound);
     return;
   }
   begin_shutdown(sv, signum == SIGTERM ? "SIGTERM" : "SIGINT");

@@ -967,3 +967,26 @@ def test_many_tls_sessions_then_clean_exit(mailhop, pki):
     assert time.time() - t0 < 60 * max(1, total // 200)
     assert len(stored_bodies(m)) == total // 5
     finish(m)
+
+
+def test_sighup_reloads_outbound_trust_anchors(mailhop, pki, dns, tmp_path):
+    """A smarthost whose CA is not trusted yet: deferred; the CA file gains
+    its CA, SIGHUP, flush: delivered."""
+    import shutil
+    sh = smarthost(pki, cert="untrusted")
+    try:
+        cafile = tmp_path / "trust.pem"
+        shutil.copy(pki.ca, cafile)
+        m = mailhop(**relay_conf(pki, dns, sh.port, tls_ca_file=str(cafile)))
+        submit(m)
+        wait_deferred(m)
+        assert sh.messages == []
+        with open(cafile, "a") as f:
+            f.write(open(pki.path("rogue.crt")).read())
+        m.proc.send_signal(signal.SIGHUP)
+        m.wait_log("trust anchors reloaded")
+        assert m.cli("queue", "flush").returncode == 0
+        wait_until(lambda: sh.messages, timeout=20)
+        finish(m)
+    finally:
+        sh.controller.stop()
