@@ -138,7 +138,11 @@ int smtp_parse_path(const char *s, size_t n, unsigned flags,
                     struct smtp_path *p, size_t *end) {
   path_reset(p);
   size_t i = 0;
-  if (n < 2 || s[0] != '<')
+  /* No angle brackets at all is a command syntax error (5.5.4), not a
+   * bad address (5.1.x). */
+  if (n == 0 || s[0] != '<')
+    return SMTP_PARSE_ESYNTAX;
+  if (n < 2)
     return SMTP_PARSE_EADDR;
   i = 1;
   if (s[i] == '>') {

@@ -102,6 +102,8 @@ struct smtp_path {
  * Control characters, and invalid UTF-8, are refused anywhere; valid
  * UTF-8 is accepted and flagged in has_utf8 (the caller decides whether
  * SMTPUTF8 allows it).  On success *end is the offset just past '>'.
+ * Input that does not start with '<' is ESYNTAX (a command syntax error),
+ * a malformed address inside the brackets EADDR.
  */
 int smtp_parse_path(const char *s, size_t n, unsigned flags,
                     struct smtp_path *p, size_t *end);

@@ -336,16 +336,29 @@ static int sender_domain_allowed(const struct smtp_server *s,
   return 0;
 }
 
-/* 1 when the path after "FROM:"/"TO:" is not even in angle brackets: a
- * command syntax error (5.5.4) rather than a bad address (5.1.x). */
-static int path_unbracketed(const char *a, size_t n) {
-  const char *colon = memchr(a, ':', n);
-  if (!colon)
-    return 1;
-  size_t i = (size_t)(colon - a) + 1;
-  while (i < n && a[i] == ' ')
-    i++;
-  return i >= n || a[i] != '<';
+/* The reply to a MAIL or RCPT argument the parser refused; bad_addr is
+ * the reply for an address inside its brackets that is malformed. */
+static void path_error(struct smtp_server *s, int r, const char *bad_addr,
+                       const char *syntax) {
+  switch (r) {
+  case SMTP_PARSE_EADDR:
+  case SMTP_PARSE_ENODOMAIN:
+  case SMTP_PARSE_ENULL:
+    error_reply(s, "%s", bad_addr);
+    break;
+  case SMTP_PARSE_EPARAM:
+    error_reply(s, "555 5.5.4 Unsupported option");
+    break;
+  case SMTP_PARSE_ENOTIFY:
+    error_reply(s, "501 5.5.4 NOTIFY=NEVER cannot be combined");
+    break;
+  case SMTP_PARSE_EVALUE:
+    error_reply(s, "501 5.5.4 Bad parameter value");
+    break;
+  default:
+    error_reply(s, "%s", syntax);
+    break;
+  }
 }
 
 static void cmd_mail(struct smtp_server *s, const char *a, size_t n) {
@@ -358,23 +371,9 @@ static void cmd_mail(struct smtp_server *s, const char *a, size_t n) {
     return;
   }
   int r = smtp_parse_mail(a, n, &s->sender, &s->mp);
-  switch (r) {
-  case SMTP_PARSE_OK:
-    break;
-  case SMTP_PARSE_EADDR:
-    if (path_unbracketed(a, n))
-      error_reply(s, "501 5.5.4 Syntax: MAIL FROM:<address>");
-    else
-      error_reply(s, "501 5.1.7 Bad sender address syntax");
-    return;
-  case SMTP_PARSE_EPARAM:
-    error_reply(s, "555 5.5.4 Unsupported option");
-    return;
-  case SMTP_PARSE_EVALUE:
-    error_reply(s, "501 5.5.4 Bad parameter value");
-    return;
-  default:
-    error_reply(s, "501 5.5.4 Syntax: MAIL FROM:<address>");
+  if (r != SMTP_PARSE_OK) {
+    path_error(s, r, "501 5.1.7 Bad sender address syntax",
+               "501 5.5.4 Syntax: MAIL FROM:<address>");
     return;
   }
   if (s->max_size && s->mp.has_size && s->mp.size > s->max_size) {
@@ -406,28 +405,9 @@ static void cmd_rcpt(struct smtp_server *s, const char *a, size_t n) {
     return;
   }
   int r = smtp_parse_rcpt(a, n, SMTP_PATH_NEED_DOMAIN, &s->rcpt, &s->rp);
-  switch (r) {
-  case SMTP_PARSE_OK:
-    break;
-  case SMTP_PARSE_EADDR:
-  case SMTP_PARSE_ENODOMAIN:
-  case SMTP_PARSE_ENULL:
-    if (path_unbracketed(a, n))
-      error_reply(s, "501 5.5.4 Syntax: RCPT TO:<address>");
-    else
-      error_reply(s, "501 5.1.3 Bad recipient address syntax");
-    return;
-  case SMTP_PARSE_EPARAM:
-    error_reply(s, "555 5.5.4 Unsupported option");
-    return;
-  case SMTP_PARSE_ENOTIFY:
-    error_reply(s, "501 5.5.4 NOTIFY=NEVER cannot be combined");
-    return;
-  case SMTP_PARSE_EVALUE:
-    error_reply(s, "501 5.5.4 Bad parameter value");
-    return;
-  default:
-    error_reply(s, "501 5.5.4 Syntax: RCPT TO:<address>");
+  if (r != SMTP_PARSE_OK) {
+    path_error(s, r, "501 5.1.3 Bad recipient address syntax",
+               "501 5.5.4 Syntax: RCPT TO:<address>");
     return;
   }
   if (s->rcpt.has_utf8 && !s->mail_utf8) {
@@ -514,7 +494,8 @@ static void cmd_vrfy(struct smtp_server *s, const char *a, size_t n) {
 
 static void cmd_expn(struct smtp_server *s, const char *a, size_t n) {
   (void)a, (void)n;
-  error_reply(s, "502 5.5.1 Error: command not implemented");
+  /* A relay has no lists to expand (RFC 5321 §3.5.2 allows refusing). */
+  error_reply(s, "502 5.5.1 Error: EXPN is not offered by this relay");
 }
 
 static void cmd_help(struct smtp_server *s, const char *a, size_t n) {
@@ -533,7 +514,7 @@ static void cmd_starttls(struct smtp_server *s, const char *a, size_t n) {
     return;
   }
   if (!s->starttls_avail) {
-    error_reply(s, "502 5.5.1 Error: command not implemented");
+    error_reply(s, "502 5.5.1 Error: STARTTLS is not offered");
     return;
   }
   if (n) {

@@ -37,7 +37,7 @@ static const struct path_case {
     {"literal", "<a@[192.0.2.1]>", 0, SMTP_PARSE_OK, "a@[192.0.2.1]", 0},
     {"literal_v6", "<a@[IPv6:::1]>", 0, SMTP_PARSE_OK, "a@[IPv6:::1]", 0},
     {"empty_literal", "<a@[]>", 0, SMTP_PARSE_EADDR, NULL, 0},
-    {"no_brackets", "a@b", 0, SMTP_PARSE_EADDR, NULL, 0},
+    {"no_brackets", "a@b", 0, SMTP_PARSE_ESYNTAX, NULL, 0},
     {"unterminated", "<a@b", 0, SMTP_PARSE_EADDR, NULL, 0},
     {"space", "<a b@c>", 0, SMTP_PARSE_EADDR, NULL, 0},
     {"ctrl_local", "<a\tb@c>", 0, SMTP_PARSE_EADDR, NULL, 0},

@@ -292,13 +292,14 @@ static const struct reply_case reply_cases[] = {
      "252 2.5.0 Cannot VRFY user, but will accept message and attempt "
      "delivery\r\n"},
     {"vrfy_no_arg", "VRFY\r\n", "501 5.5.4 Syntax: VRFY address\r\n"},
-    {"expn", "EXPN list\r\n", "502 5.5.1 Error: command not implemented\r\n"},
+    {"expn", "EXPN list\r\n",
+     "502 5.5.1 Error: EXPN is not offered by this relay\r\n"},
     {"help", "HELP\r\n",
      "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY "
      "HELP\r\n"},
     {"quit", "QUIT\r\n", "221 2.0.0 Bye\r\n"},
     {"starttls_unavailable", "STARTTLS\r\n",
-     "502 5.5.1 Error: command not implemented\r\n"},
+     "502 5.5.1 Error: STARTTLS is not offered\r\n"},
     {"auth_unavailable", EHLO "AUTH PLAIN\r\n",
      "503 5.5.1 Error: authentication not enabled\r\n"},
     {"data_arg", EHLO "MAIL FROM:<>\r\nRCPT TO:<a@b>\r\nDATA x\r\n",
