@@ -179,6 +179,7 @@ struct store {
   uv_loop_t *loop;
   char *path;
   char *dir;
+  int no_tmpfile; /* test hook: always use the mkstemp fallback */
   int lockfd;
   sqlite3 *w, *r;
   sqlite3_stmt *stmt[STMT_COUNT];
@@ -1247,6 +1248,27 @@ static void on_spool_mkstemp(uv_fs_t *req) {
     spool_done(sp, -ENOMEM);
 }
 
+/* Without O_TMPFILE (old kernel, some file systems): a named temp file in
+ * the queue's directory, unlinked at once. */
+static void spool_mkstemp(struct store_spool *sp) {
+  static const char prefix[] = "/.mailhop-spool-";
+  enum { RANDOM_SUFFIX = 6 }; /* mkstemp(3) replaces six trailing 'X's */
+  size_t dl = strlen(sp->st->dir);
+  char *tmpl = malloc(dl + sizeof prefix + RANDOM_SUFFIX);
+  if (!tmpl) {
+    spool_done(sp, -ENOMEM);
+    return;
+  }
+  memcpy(tmpl, sp->st->dir, dl);
+  memcpy(tmpl + dl, prefix, sizeof prefix - 1);
+  memset(tmpl + dl + sizeof prefix - 1, 'X', RANDOM_SUFFIX);
+  tmpl[dl + sizeof prefix - 1 + RANDOM_SUFFIX] = '\0';
+  int e = uv_fs_mkstemp(sp->st->loop, &sp->req, tmpl, on_spool_mkstemp);
+  free(tmpl); /* libuv copied it */
+  if (e < 0)
+    spool_done(sp, e);
+}
+
 static void on_spool_open(uv_fs_t *req) {
   struct store_spool *sp = req->data;
   ssize_t r = req->result;
@@ -1263,19 +1285,7 @@ static void on_spool_open(uv_fs_t *req) {
     spool_done(sp, (int)r);
     return;
   }
-  /* No O_TMPFILE here (old kernel, some file systems): a named temp file,
-   * unlinked at once. */
-  size_t n = strlen(sp->st->dir) + 32;
-  char *tmpl = malloc(n);
-  if (!tmpl) {
-    spool_done(sp, -ENOMEM);
-    return;
-  }
-  snprintf(tmpl, n, "%s/.mailhop-spool-XXXXXX", sp->st->dir);
-  int e = uv_fs_mkstemp(sp->st->loop, &sp->req, tmpl, on_spool_mkstemp);
-  free(tmpl); /* libuv copied it */
-  if (e < 0)
-    spool_done(sp, e);
+  spool_mkstemp(sp);
 }
 
 int store_spool_append(struct store_spool *sp, const void *buf, size_t len,
@@ -1306,6 +1316,8 @@ int store_spool_append(struct store_spool *sp, const void *buf, size_t len,
   sp->req.data = sp;
   if (sp->fd >= 0) {
     spool_write(sp);
+  } else if (sp->st->no_tmpfile) {
+    spool_mkstemp(sp);
   } else {
     int r = uv_fs_open(sp->st->loop, &sp->req, sp->st->dir,
                        O_TMPFILE | O_RDWR | O_CLOEXEC, 0600, on_spool_open);
@@ -1597,6 +1609,10 @@ void store_close(struct store *st, store_close_cb cb, void *data) {
   st->close_cb = cb;
   st->close_data = data;
   maybe_finish_close(st);
+}
+
+void store_debug_no_tmpfile(struct store *st) {
+  st->no_tmpfile = 1;
 }
 
 int store_debug_max_pages(struct store *st, long pages) {

@@ -261,4 +261,8 @@ void store_cancel(struct store_job *job);
  * so that writes fail with SQLITE_FULL (-ENOSPC).  Blocking; tests only. */
 int store_debug_max_pages(struct store *st, long pages);
 
+/* Test hook: spools use the named-temp-file fallback (mkstemp + unlink)
+ * that file systems without O_TMPFILE get. */
+void store_debug_no_tmpfile(struct store *st);
+
 #endif
