@@ -67,7 +67,7 @@ static const struct key keys[] = {
     {"min_data_rate", K_SIZE, F(min_data_rate), 0, "500"},
     {"shutdown_timeout", K_DURATION, F(shutdown_timeout_ms), 0, "8s"},
     {"user", K_USER, 0, 0, ""},
-    {"relayhost", K_RELAYHOST, 0, 0, ""},
+    {"relayhost", K_RELAYHOST, F(relayhost), F(n_relayhost), ""},
     {"relayhost_user", K_STRING, F(relayhost_user), S(relayhost_user), ""},
     {"relayhost_password", K_SECRET, F(relayhost_password),
      S(relayhost_password), ""},
@@ -78,13 +78,14 @@ static const struct key keys[] = {
     {"outbound_tls", K_OUTBOUND_TLS, 0, 0, "opportunistic"},
     {"tls_ca_file", K_PATH, F(tls_ca_file), S(tls_ca_file), ""},
     {"smtp_port", K_PORT, F(smtp_port), 0, "25"},
-    {"dns_servers", K_DNS, 0, 0, ""},
+    {"dns_servers", K_DNS, F(dns_servers), F(n_dns_servers), ""},
     {"dns_timeout", K_DURATION, F(dns_timeout_ms), 0, "5s"},
     {"connect_timeout", K_DURATION, F(connect_timeout_ms), 0, "30s"},
     {"max_outbound", K_INT, F(max_outbound), 0, "100"},
     {"max_per_destination", K_INT, F(max_per_destination), 0, "10"},
     {"max_rcpt_per_transaction", K_INT, F(max_rcpt_per_transaction), 0, "50"},
-    {"retry_schedule", K_SCHEDULE, 0, 0, "1m,5m,15m,30m,1h,2h,4h"},
+    {"retry_schedule", K_SCHEDULE, F(retry_schedule_ms), F(n_retry_schedule),
+     "1m,5m,15m,30m,1h,2h,4h"},
     {"queue_lifetime", K_DURATION, F(queue_lifetime_ms), 0, "5d"},
     {"queue_path", K_PATH, F(queue_path), S(queue_path), "./mailhop-queue.db"},
     {"admin_socket", K_PATH, F(admin_socket), S(admin_socket),
@@ -447,6 +448,26 @@ static int item_schedule(struct config *cfg, const struct key *k, int idx,
   return 0;
 }
 
+/* The item parser of a list-valued key type. */
+static item_fn list_item(enum key_type t) {
+  switch (t) {
+  case K_ADDRS:
+    return item_addr;
+  case K_DNS:
+    return item_dns;
+  case K_CIDRS:
+    return item_cidr;
+  case K_DOMAINS:
+    return item_domain;
+  case K_RELAYHOST:
+    return item_relayhost;
+  case K_SCHEDULE:
+    return item_schedule;
+  default:
+    abort(); /* only list types come here: our bug */
+  }
+}
+
 /* Sets one key from its text.  err gets "key: message" on failure. */
 static int set_key(struct config *cfg, const struct key *k, const char *value,
                    char *err) {
@@ -464,42 +485,18 @@ static int set_key(struct config *cfg, const struct key *k, const char *value,
   uint64_t u;
   switch (k->type) {
   case K_ADDRS:
-    n = each_item(cfg, k, val, CONFIG_MAX_LIST, item_addr, msg);
-    if (n < 0)
-      return ERR("%s: %s", k->name, msg);
-    *(int *)((char *)cfg + k->off2) = n;
-    return 0;
   case K_DNS:
-    n = each_item(cfg, k, val, CONFIG_MAX_LIST, item_dns, msg);
-    if (n < 0)
-      return ERR("%s: %s", k->name, msg);
-    cfg->n_dns_servers = n;
-    return 0;
   case K_CIDRS:
-    n = each_item(cfg, k, val, CONFIG_MAX_LIST, item_cidr, msg);
-    if (n < 0)
-      return ERR("%s: %s", k->name, msg);
-    cfg->n_relay_networks = n;
-    return 0;
   case K_DOMAINS:
-    n = each_item(cfg, k, val, CONFIG_MAX_LIST, item_domain, msg);
-    if (n < 0)
-      return ERR("%s: %s", k->name, msg);
-    cfg->n_allowed_sender_domains = n;
-    return 0;
   case K_RELAYHOST:
-    n = each_item(cfg, k, val, CONFIG_MAX_LIST, item_relayhost, msg);
-    if (n < 0)
-      return ERR("%s: %s", k->name, msg);
-    cfg->n_relayhost = n;
-    return 0;
   case K_SCHEDULE:
-    n = each_item(cfg, k, val, CONFIG_MAX_LIST, item_schedule, msg);
+    /* Lists: each item parsed by its type's function; off2 is the count. */
+    n = each_item(cfg, k, val, CONFIG_MAX_LIST, list_item(k->type), msg);
     if (n < 0)
       return ERR("%s: %s", k->name, msg);
-    if (n == 0)
+    if (n == 0 && k->type == K_SCHEDULE)
       return ERR("%s: needs at least one duration", k->name);
-    cfg->n_retry_schedule = n;
+    *(int *)((char *)cfg + k->off2) = n;
     return 0;
   case K_STRING:
   case K_SECRET:
