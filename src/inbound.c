@@ -22,7 +22,6 @@
 #include "loop/conn.h"
 #include "loop/listener.h"
 #include "loop/tls.h"
-#include "proto/dsn.h"
 #include "proto/message.h"
 #include "proto/smtp_server.h"
 #include "queue/store.h"
@@ -351,10 +350,7 @@ static void commit_message(struct session *s, const struct smtp_event *ev) {
   struct store_msg msg = {
       .sender = s->sender ? s->sender : "",
       .received_at = (int64_t)now,
-      /* Stored as the DSN builder's RET values. */
-      .ret = s->mail.ret == SMTP_RET_FULL   ? DSN_RET_FULL
-             : s->mail.ret == SMTP_RET_HDRS ? DSN_RET_HDRS
-                                            : DSN_RET_UNSET,
+      .ret = (int)s->mail.ret,
       .envid = s->mail.has_envid ? s->mail.envid : NULL,
       .flags = (s->mail.smtputf8 ? STORE_F_SMTPUTF8 : 0) |
                (ev->end.eight_bit ? STORE_F_BODY8BIT : 0),

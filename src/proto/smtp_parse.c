@@ -376,12 +376,12 @@ int smtp_parse_mail(const char *args, size_t n, struct smtp_path *p,
         return SMTP_PARSE_EVALUE;
       mp->smtputf8 = 1;
     } else if (key_is(&pm, "RET")) {
-      if (mp->ret != SMTP_RET_NONE)
+      if (mp->ret != DSN_RET_UNSET)
         return SMTP_PARSE_EVALUE;
       if (val_is(&pm, "FULL"))
-        mp->ret = SMTP_RET_FULL;
+        mp->ret = DSN_RET_FULL;
       else if (val_is(&pm, "HDRS"))
-        mp->ret = SMTP_RET_HDRS;
+        mp->ret = DSN_RET_HDRS;
       else
         return SMTP_PARSE_EVALUE;
     } else if (key_is(&pm, "ENVID")) {
@@ -415,13 +415,13 @@ static int parse_notify(const struct param *pm, unsigned *out) {
     struct param one = {.has_val = 1, .val = pm->val + b, .val_len = e - b};
     unsigned bit;
     if (val_is(&one, "NEVER"))
-      bit = SMTP_NOTIFY_NEVER;
+      bit = DSN_NOTIFY_NEVER;
     else if (val_is(&one, "SUCCESS"))
-      bit = SMTP_NOTIFY_SUCCESS;
+      bit = DSN_NOTIFY_SUCCESS;
     else if (val_is(&one, "FAILURE"))
-      bit = SMTP_NOTIFY_FAILURE;
+      bit = DSN_NOTIFY_FAILURE;
     else if (val_is(&one, "DELAY"))
-      bit = SMTP_NOTIFY_DELAY;
+      bit = DSN_NOTIFY_DELAY;
     else
       return SMTP_PARSE_EVALUE;
     if (bits & bit)
@@ -430,7 +430,7 @@ static int parse_notify(const struct param *pm, unsigned *out) {
     b = e + 1;
   }
   /* RFC 3461 §4.1: NEVER must appear alone. */
-  if ((bits & SMTP_NOTIFY_NEVER) && bits != SMTP_NOTIFY_NEVER)
+  if ((bits & DSN_NOTIFY_NEVER) && bits != DSN_NOTIFY_NEVER)
     return SMTP_PARSE_ENOTIFY;
   *out = bits;
   return SMTP_PARSE_OK;

@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "proto/dsn.h" /* the RET and NOTIFY values, shared with bounces */
+
 /*
  * Command line limits, counted in octets including the CRLF.
  * RFC 5321 §4.5.3.1.4: 512 for a plain command line.  MAIL and RCPT may be
@@ -113,29 +115,19 @@ enum smtp_body {
   SMTP_BODY_7BIT,
   SMTP_BODY_8BITMIME,
 };
-enum smtp_ret {
-  SMTP_RET_NONE = 0,
-  SMTP_RET_FULL,
-  SMTP_RET_HDRS,
-};
 
 struct smtp_mail_params {
   int has_size;
   uint64_t size; /* UINT64_MAX when the value overflows */
   enum smtp_body body;
   int smtputf8;
-  enum smtp_ret ret;
+  enum dsn_ret ret; /* RET= (DSN_RET_UNSET when absent) */
   int has_envid;
   char envid[SMTP_ENVID_MAX + 1]; /* xtext-decoded, NUL-terminated */
 };
 
-#define SMTP_NOTIFY_NEVER 1u
-#define SMTP_NOTIFY_SUCCESS 2u
-#define SMTP_NOTIFY_FAILURE 4u
-#define SMTP_NOTIFY_DELAY 8u
-
 struct smtp_rcpt_params {
-  unsigned notify; /* SMTP_NOTIFY_* bits; 0 when absent */
+  unsigned notify; /* enum dsn_notify bits; 0 when absent */
   int has_orcpt;
   char orcpt_type[32];                 /* addr-type, e.g. "rfc822" */
   char orcpt_addr[SMTP_ORCPT_MAX + 1]; /* xtext-decoded */

@@ -143,7 +143,7 @@ static void test_mail(void) {
   CHECK_INT(mp.size, 12);
   CHECK_INT(mp.body, SMTP_BODY_8BITMIME);
   CHECK_INT(mp.smtputf8, 1);
-  CHECK_INT(mp.ret, SMTP_RET_HDRS);
+  CHECK_INT(mp.ret, DSN_RET_HDRS);
   CHECK_STR(mp.envid, "x+y");
   in = "FROM:<> SIZE=999999999999999999999999";
   CHECK_INT(smtp_parse_mail(in, strlen(in), &p, &mp), SMTP_PARSE_OK);
@@ -159,9 +159,9 @@ static const struct rcpt_case {
     {"TO:<a@b>", SMTP_PARSE_OK, 0},
     {"TO:<>", SMTP_PARSE_ENULL, 0},
     {"TO:<postmaster>", SMTP_PARSE_ENODOMAIN, 0},
-    {"TO:<a@b> NOTIFY=NEVER", SMTP_PARSE_OK, SMTP_NOTIFY_NEVER},
+    {"TO:<a@b> NOTIFY=NEVER", SMTP_PARSE_OK, DSN_NOTIFY_NEVER},
     {"TO:<a@b> NOTIFY=success,Failure,DELAY", SMTP_PARSE_OK,
-     SMTP_NOTIFY_SUCCESS | SMTP_NOTIFY_FAILURE | SMTP_NOTIFY_DELAY},
+     DSN_NOTIFY_SUCCESS | DSN_NOTIFY_FAILURE | DSN_NOTIFY_DELAY},
     {"TO:<a@b> NOTIFY=NEVER,SUCCESS", SMTP_PARSE_ENOTIFY, 0},
     {"TO:<a@b> NOTIFY=FAILURE,NEVER", SMTP_PARSE_ENOTIFY, 0},
     {"TO:<a@b> NOTIFY=SUCCESS,SUCCESS", SMTP_PARSE_EVALUE, 0},

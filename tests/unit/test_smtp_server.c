@@ -775,14 +775,14 @@ static void test_dsn_events(void) {
       if (ev.type == SMTP_SRV_EV_MAIL) {
         seen |= 1;
         CHECK_STR(ev.mail.sender, "a@b");
-        CHECK_INT(ev.mail.params->ret, SMTP_RET_FULL);
+        CHECK_INT(ev.mail.params->ret, DSN_RET_FULL);
         CHECK_STR(ev.mail.params->envid, "id+1");
         CHECK_INT(ev.mail.params->body, SMTP_BODY_8BITMIME);
         CHECK_INT(ev.mail.params->size, 10);
       } else if (ev.type == SMTP_SRV_EV_RCPT) {
         seen |= 2;
         CHECK_INT(ev.rcpt.params->notify,
-                  SMTP_NOTIFY_SUCCESS | SMTP_NOTIFY_FAILURE);
+                  DSN_NOTIFY_SUCCESS | DSN_NOTIFY_FAILURE);
         CHECK_STR(ev.rcpt.params->orcpt_type, "rfc822");
         CHECK_STR(ev.rcpt.params->orcpt_addr, "a@b");
       }
