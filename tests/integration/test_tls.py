@@ -554,16 +554,7 @@ def smarthost(pki, cert="server", implicit=False, tls=True,
 
 @pytest.fixture
 def dns():
-    # DNSServer binds TCP on the port the kernel gave its UDP socket; that
-    # port can be an ephemeral port in use by a TCP connection: retry.
-    for attempt in range(20):
-        try:
-            srv = DNSServer({"relay.test": [("A", "127.0.0.1", 60)]})
-            break
-        except OSError:
-            if attempt == 19:
-                raise
-    with srv:
+    with DNSServer({"relay.test": [("A", "127.0.0.1", 60)]}) as srv:
         yield srv
 
 
