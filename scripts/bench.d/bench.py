@@ -33,42 +33,10 @@ IS_ROOT = os.geteuid() == 0
 VERBOSE = False
 
 
-def log(*a):
-    print(*a, file=sys.stderr, flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_banner(port, timeout):
-    """Wait until something on port answers with a 220 greeting."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), 1.0) as s:
-                s.settimeout(2.0)
-                if s.recv(512).startswith(b"220"):
-                    s.sendall(b"QUIT\r\n")
-                    return True
-        except OSError:
-            pass
-        time.sleep(0.05)
-    return False
-
-
-def stop_pid(proc, timeout=10.0):
-    """SIGTERM one process we started, SIGKILL after timeout."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
+# Process and port helpers shared with scripts/measure.
+sys.path.insert(0, os.path.join(ROOT, "scripts", "measure.d"))
+from common import free_port, log, status_kib, wait_banner  # noqa: E402
+from common import stop_proc as stop_pid  # noqa: E402
 
 
 # ---------------------------------------------------------------- /proc
@@ -85,17 +53,6 @@ def proc_stat(pid):
     own = (int(rest[11]) + int(rest[12])) / HZ
     children = (int(rest[13]) + int(rest[14])) / HZ
     return ppid, own, children
-
-
-def status_kib(pid, key):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def pss_kib(pid):
