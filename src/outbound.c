@@ -501,13 +501,8 @@ static void on_idle_close(struct conn *c, enum conn_end end, int status) {
   free(ic);
 }
 
-static void on_idle_drain(struct conn *c) {
-  (void)c;
-}
-
 static const struct conn_cbs idle_cbs = {
     .on_read = on_idle_read,
-    .on_drain = on_idle_drain,
     .on_timeout = on_idle_timeout,
     .on_close = on_idle_close,
 };
