@@ -8,6 +8,7 @@
 
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int check_failures;
@@ -57,6 +58,18 @@ static int check_count;
               __LINE__, h_ ? h_ : "(null)", n_);                               \
     }                                                                          \
   } while (0)
+
+/* Makes a fresh directory "$TMPDIR/<prefix>.<random>" into buf (mkdtemp(3)
+ * wants six trailing 'X's, filled in here).  Returns buf, or NULL. */
+static inline char *check_tmpdir(char *buf, size_t cap, const char *prefix) {
+  const char *tmp = getenv("TMPDIR");
+  int n = snprintf(buf, cap, "%s/%s.", tmp && *tmp ? tmp : "/tmp", prefix);
+  if (n < 0 || (size_t)n + 7 > cap)
+    return NULL;
+  memset(buf + n, 'X', 6);
+  buf[n + 6] = '\0';
+  return mkdtemp(buf);
+}
 
 static inline int check_result(const char *name) {
   fprintf(stderr, "%s: %d checks, %d failed\n", name, check_count,

@@ -494,8 +494,7 @@ static void on_all_done(uv_async_t *a) {
 int main(void) {
   /* As in the daemon: a peer that hangs up is an EPIPE, not a signal. */
   signal(SIGPIPE, SIG_IGN);
-  snprintf(dir, sizeof dir, "/tmp/mh-admin-XXXXXX");
-  if (!mkdtemp(dir))
+  if (!check_tmpdir(dir, sizeof dir, "mh-admin"))
     return 1;
   snprintf(dbpath, sizeof dbpath, "%s/queue.db", dir);
   snprintf(sock_path, sizeof sock_path, "%s/admin.sock", dir);

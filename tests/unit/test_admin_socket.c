@@ -373,8 +373,7 @@ static void test_open_errors(void) {
 int main(void) {
   /* As in the daemon: a peer that hangs up is an EPIPE, not a signal. */
   signal(SIGPIPE, SIG_IGN);
-  snprintf(tmpdir, sizeof tmpdir, "/tmp/mh-admsock-XXXXXX");
-  if (!mkdtemp(tmpdir))
+  if (!check_tmpdir(tmpdir, sizeof tmpdir, "mh-admsock"))
     return 1;
   snprintf(sock_path, sizeof sock_path, "%s/admin.sock", tmpdir);
   CHECK_INT(uv_loop_init(&loop), 0);

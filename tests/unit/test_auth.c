@@ -194,7 +194,7 @@ static void on_answer(struct auth_req *req, enum auth_status st,
   a->order = ++g_order;
 }
 
-static char dir[] = "/tmp/test_auth.XXXXXX";
+static char dir[256];
 static char path[64];
 
 static void write_file(const char *text) {
@@ -696,7 +696,7 @@ int main(int argc, char **argv) {
   uv_loop_t loop;
   CHECK_INT(uv_loop_init(&loop), 0);
   g_loop = &loop;
-  CHECK(mkdtemp(dir) != NULL);
+  CHECK(check_tmpdir(dir, sizeof dir, "test_auth") != NULL);
   snprintf(path, sizeof path, "%s/users", dir);
 
   int rc;

@@ -31,7 +31,7 @@ static int load(const char *file, char *const *env, const char *const *ov) {
   return config_load(&cfg, &src, &w, err);
 }
 
-static char tmpdir[] = "/tmp/mh-config-XXXXXX";
+static char tmpdir[256];
 
 static const char *write_file(const char *name, const char *text) {
   static char path[8][256];
@@ -327,7 +327,7 @@ static void test_cidr_match(void) {
 }
 
 int main(void) {
-  if (!mkdtemp(tmpdir)) {
+  if (!check_tmpdir(tmpdir, sizeof tmpdir, "mh-config")) {
     perror("mkdtemp");
     return 1;
   }

@@ -20,8 +20,7 @@ static char dir[64];
 static char cert[128], key[128], other_cert[128], other_key[128];
 
 static int make_certs(void) {
-  snprintf(dir, sizeof dir, "/tmp/mh-conn-XXXXXX");
-  if (!mkdtemp(dir))
+  if (!check_tmpdir(dir, sizeof dir, "mh-conn"))
     return -1;
   snprintf(cert, sizeof cert, "%s/cert.pem", dir);
   snprintf(key, sizeof key, "%s/key.pem", dir);

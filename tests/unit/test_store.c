@@ -671,9 +671,7 @@ static void test_ids(void) {
 }
 
 int main(void) {
-  const char *tmp = getenv("TMPDIR");
-  snprintf(dir, sizeof dir, "%s/test_store.XXXXXX", tmp ? tmp : "/tmp");
-  if (!mkdtemp(dir)) {
+  if (!check_tmpdir(dir, sizeof dir, "test_store")) {
     perror("mkdtemp");
     return 1;
   }
