@@ -9,8 +9,11 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cmd/admin_cli.h"
+#include "cmd/resolve_cmd.h"
 #include "config.h"
 #include "log.h"
+#include "relay/serve.h"
 
 extern char **environ;
 
@@ -87,10 +90,6 @@ static int cmd_check(const struct cli *cli) {
   free(cfg);
   return 0;
 }
-
-int serve_main(const struct config *cfg);
-int resolve_cmd_main(const struct config *cfg, const char *domain);
-int admin_cli_main(const struct config *cfg, const struct cli *cli);
 
 int main(int argc, char **argv) {
   struct cli cli;

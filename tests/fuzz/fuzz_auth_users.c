@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "auth.h"
+#include "relay/auth.h"
 
 #define CHECK(x)                                                               \
   do {                                                                         \

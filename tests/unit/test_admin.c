@@ -19,14 +19,14 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "admin.h"
-#include "admin_cli.h"
+#include "relay/admin.h"
+#include "cmd/admin_cli.h"
 #include "check.h"
 #include "cli.h"
 #include "config.h"
 #include "queue/sched.h"
 #include "queue/store.h"
-#include "stats.h"
+#include "relay/stats.h"
 
 #define N_BULK 600 /* more than two store_list batches */
 

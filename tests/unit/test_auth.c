@@ -13,7 +13,7 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "auth.h"
+#include "relay/auth.h"
 #include "unit/check.h"
 
 static char hash_y[CRYPT_OUTPUT_SIZE], hash_6[CRYPT_OUTPUT_SIZE],

@@ -8,7 +8,7 @@
  * things are over: the conn (on_close), a commit in flight (its callback)
  * and a spool write in flight (its callback).
  */
-#include "inbound.h"
+#include "relay/inbound.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -16,7 +16,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "auth.h"
+#include "relay/auth.h"
 #include "config.h"
 #include "log.h"
 #include "loop/conn.h"
@@ -25,7 +25,7 @@
 #include "proto/message.h"
 #include "proto/smtp_server.h"
 #include "queue/store.h"
-#include "stats.h"
+#include "relay/stats.h"
 
 #define MAX_LISTENERS (2 * CONFIG_MAX_LIST)
 /* How often the DATA rate is checked. */

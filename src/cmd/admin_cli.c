@@ -3,7 +3,7 @@
  * JSON line that answers it and prints it for people or scripts.  Owns only
  * its socket and buffers; blocking I/O with a timeout.
  */
-#include "admin_cli.h"
+#include "cmd/admin_cli.h"
 
 #include <errno.h>
 #include <jansson.h>

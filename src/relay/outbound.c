@@ -11,7 +11,7 @@
  * (the next candidate, a plaintext retry, or the outcome), so there is one
  * path whatever went wrong.
  */
-#include "outbound.h"
+#include "relay/outbound.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -31,8 +31,8 @@
 #include "queue/retry.h"
 #include "queue/sched.h"
 #include "queue/store.h"
-#include "resolve_cmd.h"
-#include "stats.h"
+#include "relay/resolver_setup.h"
+#include "relay/stats.h"
 
 #define BODY_CHUNK (64 * 1024)
 /* How long a connection waits for the next message to its destination

@@ -4,21 +4,7 @@
 #ifndef MAILHOP_RESOLVE_CMD_H
 #define MAILHOP_RESOLVE_CMD_H
 
-#include <uv.h>
-
 #include "config.h"
-
-struct resolver;
-
-/*
- * The resolver as the configuration sets it up: dns_servers (else
- * /etc/resolv.conf), dns_timeout, the relay's own listen addresses for the
- * loop check, and one query in flight per possible delivery.  Used by the
- * delivery engine and by `mailhop resolve`, so both see the same answers.
- * Returns NULL with *err set (see resolver_new).
- */
-struct resolver *resolver_from_config(uv_loop_t *loop, const struct config *cfg,
-                                      int *err);
 
 /*
  * Looks up the delivery candidates of domain as the relay would (MX,

@@ -14,7 +14,7 @@
  * auth_cancel()/auth_free().  Once answered, req->cb is NULL and the
  * request is freed as soon as its hash is no longer running on the pool.
  */
-#include "auth.h"
+#include "relay/auth.h"
 
 #include <crypt.h>
 #include <errno.h>

@@ -5,6 +5,8 @@
  * in flight finish for up to shutdown_timeout, then close everything and
  * exit 0.  This is the one place where the parts are wired together.
  */
+#include "relay/serve.h"
+
 #include <errno.h>
 #include <grp.h>
 #include <signal.h>
@@ -16,14 +18,14 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "admin.h"
+#include "relay/admin.h"
 #include "config.h"
-#include "inbound.h"
+#include "relay/inbound.h"
 #include "log.h"
-#include "outbound.h"
+#include "relay/outbound.h"
 #include "queue/sched.h"
 #include "queue/store.h"
-#include "stats.h"
+#include "relay/stats.h"
 
 struct serve {
   uv_loop_t *loop;

@@ -5,7 +5,7 @@
  * pool jobs do) and never blocks the loop: a `queue` listing is written as
  * the store's batches arrive.
  */
-#include "admin.h"
+#include "relay/admin.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -20,7 +20,7 @@
 #include "proto/text.h"
 #include "queue/sched.h"
 #include "queue/store.h"
-#include "stats.h"
+#include "relay/stats.h"
 
 #ifndef MAILHOP_VERSION
 #define MAILHOP_VERSION "unknown"
