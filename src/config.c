@@ -101,6 +101,54 @@ static const struct key *find_key(const char *name, size_t len) {
   return NULL;
 }
 
+/* Levenshtein distance of a[0..an) and b[0..bn), capped at 32 octets. */
+static size_t edit_distance(const char *a, size_t an, const char *b,
+                            size_t bn) {
+  if (an > 32 || bn > 32)
+    return 99;
+  size_t row[33];
+  for (size_t j = 0; j <= bn; j++)
+    row[j] = j;
+  for (size_t i = 1; i <= an; i++) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= bn; j++) {
+      size_t up = row[j];
+      size_t best = diag + (a[i - 1] != b[j - 1]);
+      if (up + 1 < best)
+        best = up + 1;
+      if (row[j - 1] + 1 < best)
+        best = row[j - 1] + 1;
+      row[j] = best;
+      diag = up;
+    }
+  }
+  return row[bn];
+}
+
+/*
+ * The key a mistyped name most likely meant, or NULL: within two edits
+ * (relayhost_pasword), or one name a prefix of the other sharing at least
+ * three quarters of the longer one (relayhost_username, relayhost_pass).
+ */
+static const char *near_key(const char *name, size_t len) {
+  const char *best = NULL;
+  size_t best_d = 3;
+  for (size_t i = 0; i < N_KEYS; i++) {
+    const char *k = keys[i].name;
+    size_t kn = strlen(k);
+    size_t d = edit_distance(name, len, k, kn);
+    size_t shorter = kn < len ? kn : len, longer = kn < len ? len : kn;
+    if (d > 2 && strncmp(name, k, shorter) == 0 && shorter * 4 >= longer * 3)
+      d = 2;
+    if (d < best_d) {
+      best_d = d;
+      best = k;
+    }
+  }
+  return best;
+}
+
 #define ERR(...) (snprintf(err, CONFIG_ERR_MAX, __VA_ARGS__), -1)
 
 /* ---- value parsers (pure) ------------------------------------------- */
@@ -637,8 +685,12 @@ int config_parse_text(struct config *cfg, const char *name, const char *text,
     size_t kn = (size_t)(eq - s);
     trim(&kname, &kn);
     const struct key *k = find_key(kname, kn);
-    if (!k)
-      return ERR("%s:%d: unknown key '%.*s'", name, lineno, (int)kn, kname);
+    if (!k) {
+      const char *near = near_key(kname, kn);
+      return ERR("%s:%d: unknown key '%.*s'%s%s%s", name, lineno, (int)kn,
+                 kname, near ? " (did you mean '" : "", near ? near : "",
+                 near ? "'?)" : "");
+    }
     char value[4096];
     size_t vn = n - (size_t)(eq + 1 - s);
     if (vn >= sizeof value)
@@ -729,8 +781,20 @@ static int apply_env(struct config *cfg, char *const *env,
       from_file = 1;
     }
     if (!k) {
-      warn_add(warn, "MAILHOP_%.*s: not a mailhop setting, ignored", (int)n,
-               *e + 8);
+      const char *near = near_key(name, n);
+      char upper[64] = "";
+      for (size_t i = 0; near && near[i] && i + 1 < sizeof upper; i++) {
+        upper[i] = (char)toupper((unsigned char)near[i]);
+        upper[i + 1] = '\0';
+      }
+      if (near)
+        warn_add(warn,
+                 "MAILHOP_%.*s: not a mailhop setting, ignored (did you mean "
+                 "MAILHOP_%s?)",
+                 (int)n, *e + 8, upper);
+      else
+        warn_add(warn, "MAILHOP_%.*s: not a mailhop setting, ignored", (int)n,
+                 *e + 8);
       continue;
     }
     if (set_named(cfg, k, value, msg) < 0)
@@ -857,8 +921,12 @@ int config_load(struct config *cfg, const struct config_source *src,
       return ERR("%s: -o needs KEY=VALUE", o);
     size_t kn = (size_t)(eq - o);
     const struct key *k = find_key(o, kn);
-    if (!k)
-      return ERR("%.*s: unknown key", (int)kn, o);
+    if (!k) {
+      const char *near = near_key(o, kn);
+      return ERR("%.*s: unknown key%s%s%s", (int)kn, o,
+                 near ? " (did you mean '" : "", near ? near : "",
+                 near ? "'?)" : "");
+    }
     if (set_named(cfg, k, eq + 1, msg) < 0)
       return ERR("%s", msg);
   }

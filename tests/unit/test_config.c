@@ -281,6 +281,28 @@ static void test_precedence(void) {
   CHECK_CONTAINS(err, want);
 }
 
+/* Issue 12 §2: near-miss names say which key they probably meant. */
+static void test_did_you_mean(void) {
+  struct config_warnings w;
+  char *env[] = {
+      "MAILHOP_HOSTNAME=relay.example", "MAILHOP_RELAYHOST_USERNAME=u",
+      "MAILHOP_RELAYHOST_PASS=p",       "MAILHOP_RELAYHOST_PASWORD=p",
+      "MAILHOP_PORT=tcp://x:25",        NULL};
+  struct config_source src = {.environ = env};
+  CHECK_INT(config_load(&cfg, &src, &w, err), 0);
+  CHECK_INT(w.n, 4);
+  CHECK_CONTAINS(w.text[0], "did you mean MAILHOP_RELAYHOST_USER?");
+  CHECK_CONTAINS(w.text[1], "did you mean MAILHOP_RELAYHOST_PASSWORD?");
+  CHECK_CONTAINS(w.text[2], "did you mean MAILHOP_RELAYHOST_PASSWORD?");
+  CHECK(strstr(w.text[3], "did you mean") == NULL);
+  const char *const ov[] = {"max_sesions=3", NULL};
+  CHECK_INT(load(NULL, NULL, ov), -1);
+  CHECK_CONTAINS(err,
+                 "max_sesions: unknown key (did you mean 'max_sessions'?)");
+  CHECK_INT(parse("relay_network = 10.0.0.0/8\n"), -1);
+  CHECK_CONTAINS(err, "did you mean 'relay_networks'?");
+}
+
 static void test_print(void) {
   const char *const ov[] = {"relayhost=[r.example]:587", "relayhost_user=u",
                             "relayhost_password=hunter2", NULL};
@@ -336,6 +358,7 @@ int main(void) {
   test_bad_values();
   test_contradictions();
   test_precedence();
+  test_did_you_mean();
   test_print();
   test_cidr_match();
   char cmd[300];
