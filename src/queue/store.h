@@ -2,9 +2,12 @@
  * store: the SQLite queue (ARCHITECTURE "The queue", CONTRACT §3, §5).
  *
  * Owns the queue database file, its ownership lock (`<path>.lock`, flock'd,
- * holding the owner's PID), one writer connection and one read connection,
- * and the DATA spools of messages being received.  It is the only module
- * that includes sqlite3.h.
+ * holding the owner's PID), one writer connection and one read connection.
+ * Inside src/queue/ it is built of three parts: queue/spool (the DATA
+ * spool of a message being received, with its backpressure contract),
+ * queue/lane (the generic one-job-at-a-time pool lanes, which know no SQL)
+ * and queue/store_db (schema, migrations, statements: the only includer of
+ * sqlite3.h).  Users need only this header.
  *
  * Threading: every SQLite statement except those of store_open() and
  * store_close() runs on libuv's thread pool (uv_queue_work).  There are two
@@ -43,6 +46,8 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "queue/spool.h"
+
 #define STORE_MUSTCHECK __attribute__((warn_unused_result))
 
 /* Queue ids: 9 base62 digits of microseconds since the epoch (fixed width,
@@ -51,13 +56,13 @@
 #define STORE_ID_SIZE (STORE_ID_LEN + 1)
 
 /* In-memory part of a DATA spool; beyond it bytes go to a temp file. */
-#define STORE_SPOOL_MEM (64 * 1024)
+#define STORE_SPOOL_MEM SPOOL_MEM
 
 /* store_list() / store_load() batch size (messages per callback). */
 #define STORE_BATCH 256
 
 struct store;
-struct store_spool;
+struct store_spool; /* queue/spool.h */
 struct store_job;
 
 enum store_rcpt_state {
@@ -118,7 +123,7 @@ struct store_stats {
 /* Callback types.  `st` is the store; `data` what the caller passed. */
 typedef void (*store_done_cb)(struct store *st, int status, void *data);
 typedef void (*store_close_cb)(void *data); /* the store is gone */
-typedef void (*store_spool_cb)(struct store_spool *sp, int status, void *data);
+/* store_spool_cb: see queue/spool.h. */
 /* Streaming: called with batches of up to STORE_BATCH messages; the last
  * call has done != 0 (n may be 0).  status < 0 ends the stream (done=1).
  * msgs is valid only during the call. */
@@ -155,31 +160,25 @@ void store_get_stats(const struct store *st, struct store_stats *out);
 
 /* ---- DATA spool ------------------------------------------------------- */
 
-/* A spool collects one message's body with bounded memory: the first
- * STORE_SPOOL_MEM bytes in memory, the rest in an unlinked temp file in
- * the queue's directory written with uv_fs_*.  Returns NULL on ENOMEM. */
+/* The spool is queue/spool.h's object, whose header states its
+ * backpressure contract; these calls are its interface for the store's
+ * users, unchanged from before the split. */
+
+/* A new spool whose temp file goes into the queue's directory (it must
+ * not outlive the store).  Returns NULL on ENOMEM. */
 struct store_spool *store_spool_new(struct store *st);
 
-/* Backpressure contract: append copies len bytes (the caller's buffer is
- * free again when it returns) and returns
- *   0                  taken; keep feeding, cb will NOT run;
- *   STORE_SPOOL_PAUSE  taken, but the spool is now writing to disk: stop
- *                      reading from the peer until cb(sp, status, data)
- *                      runs (exactly once); status < 0 (e.g. -ENOSPC) means
- *                      the spool failed: answer 452/451 and free it;
- *   < 0                nothing taken (-EBUSY while a write is pending, or
- *                      the spool's earlier error); cb never runs.
- * Memory per spool stays below STORE_SPOOL_MEM + one chunk. */
-#define STORE_SPOOL_PAUSE 1
+/* spool_append(): 0 taken; STORE_SPOOL_PAUSE taken, stop reading until
+ * cb runs once; < 0 nothing taken, cb never runs (queue/spool.h). */
+#define STORE_SPOOL_PAUSE SPOOL_PAUSE
 int store_spool_append(struct store_spool *sp, const void *buf, size_t len,
                        store_spool_cb cb, void *data) STORE_MUSTCHECK;
 
 /* Bytes appended so far. */
 int64_t store_spool_size(const struct store_spool *sp);
 
-/* Frees a spool that was not handed to store_commit.  Safe while a disk
- * write is pending: the callback then still runs, with -ECANCELED, and the
- * memory goes after it. */
+/* spool_free(): safe while a write is pending (cb then runs with
+ * -ECANCELED).  NULL is ignored. */
 void store_spool_free(struct store_spool *sp);
 
 /* ---- writer lane ------------------------------------------------------ */
