@@ -20,6 +20,7 @@
 struct store_spool {
   uv_loop_t *loop;
   const char *dir;
+  const char *enospc_file; /* test hook, borrowed */
   unsigned flags;
   char *mem;
   size_t used, cap, woff;
@@ -49,6 +50,10 @@ struct store_spool *spool_new(uv_loop_t *loop, const char *dir,
   sp->flags = flags;
   sp->fd = -1;
   return sp;
+}
+
+void spool_debug_enospc_file(struct store_spool *sp, const char *path) {
+  sp->enospc_file = path;
 }
 
 int64_t spool_size(const struct store_spool *sp) {
@@ -112,6 +117,9 @@ static void on_spool_written(uv_fs_t *req) {
   struct store_spool *sp = req->data;
   ssize_t r = req->result;
   uv_fs_req_cleanup(req);
+  /* Test hook only (an access() on the loop thread is fine there). */
+  if (r >= 0 && sp->enospc_file && access(sp->enospc_file, F_OK) == 0)
+    r = -ENOSPC;
   if (r < 0 || sp->freed) {
     spool_done(sp, r < 0 ? (int)r : 0);
     return;

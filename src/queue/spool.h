@@ -53,6 +53,11 @@ typedef void (*store_spool_cb)(struct store_spool *sp, int status, void *data);
  * by reference: dir must outlive the spool).  Returns NULL on ENOMEM. */
 struct store_spool *spool_new(uv_loop_t *loop, const char *dir, unsigned flags);
 
+/* Test hook (store_debug_enospc_file in store.h): while a file exists at
+ * path (borrowed: it must outlive the spool), every disk write completes
+ * with -ENOSPC. */
+void spool_debug_enospc_file(struct store_spool *sp, const char *path);
+
 /* Appends len bytes; see the contract above. */
 int spool_append(struct store_spool *sp, const void *buf, size_t len,
                  store_spool_cb cb, void *data)

@@ -51,6 +51,7 @@ struct store {
   char *path;
   char *dir;
   unsigned spool_flags; /* test hook: SPOOL_NO_TMPFILE */
+  char *enospc_file;    /* test hook: store_debug_enospc_file */
   int lockfd;
   struct store_db *db;
   struct lane wl, rl;
@@ -508,7 +509,10 @@ int store_body_read(struct store *st, const char *id, int64_t offset, void *buf,
 /* ---- spool ------------------------------------------------------------ */
 
 struct store_spool *store_spool_new(struct store *st) {
-  return spool_new(st->loop, st->dir, st->spool_flags);
+  struct store_spool *sp = spool_new(st->loop, st->dir, st->spool_flags);
+  if (sp && st->enospc_file)
+    spool_debug_enospc_file(sp, st->enospc_file);
+  return sp;
 }
 
 int store_spool_append(struct store_spool *sp, const void *buf, size_t len,
@@ -578,6 +582,7 @@ static void store_free(struct store *st) {
     close(st->lockfd);
   free(st->path);
   free(st->dir);
+  free(st->enospc_file);
   free(st);
 }
 
@@ -658,4 +663,26 @@ void store_debug_no_tmpfile(struct store *st) {
 int store_debug_max_pages(struct store *st, long pages) {
   assert(lane_idle(&st->wl));
   return store_db_max_pages(st->db, pages);
+}
+
+void store_debug_fail_commits(struct store *st, int n) {
+  assert(lane_idle(&st->wl));
+  store_db_fail_commits(st->db, n);
+}
+
+int store_debug_enospc_file(struct store *st, const char *path) {
+  assert(lane_idle(&st->wl));
+  /* Spools borrow the path: it is set once and lives as long as the store. */
+  if (st->enospc_file || !path)
+    return -EALREADY;
+  char *p = strdup(path);
+  if (!p)
+    return -ENOMEM;
+  int r = store_db_enospc_file(st->db, path);
+  if (r < 0) {
+    free(p);
+    return r;
+  }
+  st->enospc_file = p;
+  return 0;
 }

@@ -260,6 +260,23 @@ void store_cancel(struct store_job *job);
  * so that writes fail with SQLITE_FULL (-ENOSPC).  Blocking; tests only. */
 int store_debug_max_pages(struct store *st, long pages);
 
+/* Test hook: the next n writer transactions fail at COMMIT (-EIO) the way
+ * SQLITE_BUSY or an I/O error there fails it: the connection is left inside
+ * the transaction, and the store must roll it back before the next batch.
+ * Call while no writer request is in flight. */
+void store_debug_fail_commits(struct store *st, int n);
+
+/* Test hook for a full disk without root: while a file exists at `path`
+ * (checked on every request, so a test creates and removes it to fill and
+ * free the "disk"), every writer request (commit, update, delete, held)
+ * fails with -ENOSPC (its savepoint rolled back, its neighbours in the
+ * batch unharmed) and every spool write to disk fails with -ENOSPC, as
+ * they would on a full file system.  path is copied.  Call once, right
+ * after store_open() (before any spool); `mailhop serve` does when the
+ * environment variable MAILHOP_DEBUG_ENOSPC_FILE is set (tests only).
+ * 0, -ENOMEM, or -EALREADY (already set, or path NULL). */
+int store_debug_enospc_file(struct store *st, const char *path);
+
 /* Test hook: spools use the named-temp-file fallback (mkstemp + unlink)
  * that file systems without O_TMPFILE get. */
 void store_debug_no_tmpfile(struct store *st);

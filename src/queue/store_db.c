@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define SCHEMA_VERSION 1
 #define HEADERS_MAX (64 * 1024)
@@ -94,6 +95,9 @@ static const char schema_v1[] =
 
 struct store_db {
   const char *path; /* for error messages during open only */
+  /* Test hooks, set on the loop while the writer lane is idle. */
+  int fail_commits;  /* the next n COMMITs fail, the transaction left open */
+  char *enospc_file; /* while this file exists, writes fail with ENOSPC */
   sqlite3 *w, *r;
   sqlite3_stmt *stmt[STMT_COUNT];
 };
@@ -340,8 +344,12 @@ int store_db_write(struct store_db *st, struct store_req *first) {
   struct store_req *errj = first;
   for (struct store_req *j = first; j && !batch_err; j = j->next) {
     r = exec(j, st->w, "SAVEPOINT job");
-    if (r == 0)
+    if (r == 0 && st->enospc_file && access(st->enospc_file, F_OK) == 0) {
+      snprintf(j->errmsg, sizeof j->errmsg, "test hook: disk full");
+      r = -ENOSPC;
+    } else if (r == 0) {
       r = run_writer_job(st, j);
+    }
     if (r == 0) {
       r = exec(j, st->w, "RELEASE job");
       ok += r == 0;
@@ -355,10 +363,20 @@ int store_db_write(struct store_db *st, struct store_req *first) {
     }
     j->status = r;
   }
-  if (!batch_err && ok > 0) {
+  if (!batch_err && ok > 0 && st->fail_commits > 0) {
+    /* As a COMMIT that fails with SQLITE_BUSY or an I/O error does, this
+     * leaves the connection inside the transaction. */
+    st->fail_commits--;
+    snprintf(first->errmsg, sizeof first->errmsg, "test hook: COMMIT failed");
+    batch_err = -EIO;
+  } else if (!batch_err && ok > 0) {
     batch_err = exec(first, st->w, "COMMIT");
     committed = batch_err == 0;
-  } else if (!sqlite3_get_autocommit(st->w)) {
+  }
+  /* Whatever failed — a request, BEGIN, or COMMIT itself (SQLITE_BUSY and
+   * some I/O errors leave the transaction open) — the connection must be
+   * back in autocommit, or every later batch fails at BEGIN. */
+  if (!sqlite3_get_autocommit(st->w)) {
     struct store_req tmp;
     exec(&tmp, st->w, "ROLLBACK");
   }
@@ -631,6 +649,7 @@ static void db_free(struct store_db *st) {
     sqlite3_finalize(st->stmt[i]);
   sqlite3_close(st->r);
   sqlite3_close(st->w);
+  free(st->enospc_file);
   free(st);
 }
 
@@ -693,6 +712,19 @@ int store_db_open(const char *path, struct store_db **out, char *err,
 
 void store_db_close(struct store_db *st) {
   db_free(st);
+}
+
+void store_db_fail_commits(struct store_db *st, int n) {
+  st->fail_commits = n;
+}
+
+int store_db_enospc_file(struct store_db *st, const char *path) {
+  char *p = path ? strdup(path) : NULL;
+  if (path && !p)
+    return -ENOMEM;
+  free(st->enospc_file);
+  st->enospc_file = p;
+  return 0;
 }
 
 int store_db_max_pages(struct store_db *st, long pages) {

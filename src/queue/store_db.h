@@ -92,7 +92,9 @@ void store_db_read(struct store_db *db, struct store_req *req);
 void store_req_clear(struct store_req *req);
 void store_msg_clear(struct store_msg *m);
 
-/* Test hook (store.h documents it). */
+/* Test hooks (store.h documents them). */
 int store_db_max_pages(struct store_db *db, long pages);
+void store_db_fail_commits(struct store_db *db, int n);
+int store_db_enospc_file(struct store_db *db, const char *path);
 
 #endif

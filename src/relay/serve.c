@@ -304,6 +304,11 @@ int serve_main(const struct config *cfg) {
     log_msg(LOG_ERROR, "startup", "%s", err);
     return 2;
   }
+  /* Tests only: a full disk without root (store.h). */
+  const char *enospc = getenv("MAILHOP_DEBUG_ENOSPC_FILE");
+  if (enospc && *enospc && store_debug_enospc_file(sv.store, enospc) == 0)
+    log_msg(LOG_WARN, "startup", "test hook: store writes fail while %s exists",
+            enospc);
   sv.outbound =
       outbound_new(sv.loop, cfg, sv.store, &sv.stats, err, sizeof err);
   if (!sv.outbound) {

@@ -649,6 +649,122 @@ static void test_full(void) {
   memcpy(dbpath, saved, sizeof saved);
 }
 
+/* ---- a failed COMMIT --------------------------------------------------- */
+
+/* A COMMIT that fails (SQLITE_BUSY, an I/O error) can leave the writer
+ * connection inside its transaction; the next batch must still commit. */
+static void test_commit_fails_once(void) {
+  char saved[300];
+  memcpy(saved, dbpath, sizeof saved);
+  snprintf(dbpath, sizeof dbpath, "%s/q6.db", dir);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  struct store *st = open_store(&loop);
+  char a[STORE_ID_SIZE], b[STORE_ID_SIZE];
+  store_debug_fail_commits(st, 1);
+  done_count = 0;
+  commit_small(st, 1, a, "Subject: lost\r\n\r\nlost\r\n");
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(done_count, 1);
+  CHECK_INT(done_status[0], -EIO);
+  commit_small(st, 1, b, "Subject: next\r\n\r\nnext\r\n");
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(done_count, 2);
+  CHECK_INT(done_status[1], 0);
+  CHECK_INT(store_delete(st, b, on_done, NULL), 0); /* and the one after */
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(done_count, 3);
+  CHECK_INT(done_status[2], 0);
+  commit_small(st, 1, b, "Subject: kept\r\n\r\nkept\r\n");
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(done_status[3], 0);
+  close_store(&loop, st);
+
+  /* Durable: after a reopen the failed one is absent, the last one there. */
+  st = open_store(&loop);
+  show(&loop, st, a);
+  CHECK_INT(shown.status, -ENOENT);
+  show(&loop, st, b);
+  CHECK_INT(shown.status, 0);
+  close_store(&loop, st);
+  CHECK_INT(uv_loop_close(&loop), 0);
+  memcpy(dbpath, saved, sizeof saved);
+}
+
+/* ---- the ENOSPC hook -------------------------------------------------- */
+
+static int enospc_spool_calls, enospc_spool_status;
+static void on_enospc_spool(struct store_spool *sp, int status, void *data) {
+  (void)sp;
+  (void)data;
+  enospc_spool_calls++;
+  enospc_spool_status = status;
+}
+
+static void test_enospc_hook(void) {
+  char saved[300], flag[300];
+  memcpy(saved, dbpath, sizeof saved);
+  snprintf(dbpath, sizeof dbpath, "%s/q7.db", dir);
+  snprintf(flag, sizeof flag, "%s/disk-full", dir);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  struct store *st = open_store(&loop);
+  CHECK_INT(store_debug_enospc_file(st, flag), 0);
+  char a[STORE_ID_SIZE], b[STORE_ID_SIZE];
+  done_count = 0;
+  commit_small(st, 1, a, "Subject: before\r\n\r\nbefore\r\n");
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(done_status[0], 0);
+
+  FILE *f = fopen(flag, "w"); /* the disk is full */
+  CHECK(f != NULL);
+  if (f)
+    fclose(f);
+  commit_small(st, 1, b, "Subject: refused\r\n\r\nrefused\r\n");
+  CHECK_INT(store_delete(st, a, on_done, NULL), 0);
+  CHECK_INT(store_set_held(st, a, 1, on_done, NULL), 0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(done_count, 4);
+  CHECK_INT(done_status[1], -ENOSPC);
+  CHECK_INT(done_status[2], -ENOSPC);
+  CHECK_INT(done_status[3], -ENOSPC);
+  show(&loop, st, a); /* still there, not held */
+  CHECK_INT(shown.status, 0);
+  CHECK_INT(shown.held, 0);
+  show(&loop, st, b);
+  CHECK_INT(shown.status, -ENOENT);
+  /* A spool that goes to disk fails too. */
+  struct store_spool *sp = store_spool_new(st);
+  char *big = calloc(1, STORE_SPOOL_MEM);
+  memset(big, 'x', STORE_SPOOL_MEM);
+  enospc_spool_calls = 0;
+  CHECK_INT(store_spool_append(sp, big, STORE_SPOOL_MEM, on_enospc_spool, NULL),
+            STORE_SPOOL_PAUSE);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(enospc_spool_calls, 1);
+  CHECK_INT(enospc_spool_status, -ENOSPC);
+  store_spool_free(sp);
+
+  CHECK_INT(unlink(flag), 0); /* space again */
+  sp = store_spool_new(st);
+  enospc_spool_calls = 0;
+  CHECK_INT(store_spool_append(sp, big, STORE_SPOOL_MEM, on_enospc_spool, NULL),
+            STORE_SPOOL_PAUSE);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(enospc_spool_calls, 1);
+  CHECK_INT(enospc_spool_status, 0);
+  store_spool_free(sp);
+  free(big);
+  CHECK_INT(store_delete(st, a, on_done, NULL), 0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(done_count, 5);
+  CHECK_INT(done_status[4], 0);
+  close_store(&loop, st);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(uv_loop_close(&loop), 0);
+  memcpy(dbpath, saved, sizeof saved);
+}
+
 static void test_ids(void) {
   uv_loop_t loop;
   uv_loop_init(&loop);
@@ -685,6 +801,8 @@ int main(void) {
   test_cancel();
   test_list_10k();
   test_full();
+  test_commit_fails_once();
+  test_enospc_hook();
   test_big_body(1); /* last: it adds a message the tests above don't expect */
   char cmd[300];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
