@@ -394,7 +394,17 @@ static void cmd_show(struct admin *a, struct admin_client *c, char **argv,
 
 static void on_deleted(struct store *st, int status, void *data) {
   struct admin_req *r = data;
+  struct admin *a = r->a;
   (void)st;
+  if (status == 0 && !a->stopped) {
+    /* The store confirmed: now the scheduler forgets it.  An attempt in
+     * flight is told (job->removed) and its outcome is dropped. */
+    sched_remove(a->sched, r->id);
+  } else if (status < 0 && !a->stopped && !r->held) {
+    /* Still in the store (disk full, database error): undo the hold so
+     * the scheduler goes on exactly as before the command. */
+    sched_hold(a->sched, r->id, 0);
+  }
   if (status < 0)
     store_error(r->c, "delete", status, r->id);
   else
@@ -408,12 +418,19 @@ static void cmd_delete(struct admin *a, struct admin_client *c, char **argv,
   struct admin_req *r = start_req(a, c, argv[0]);
   if (!r)
     return;
-  /* The scheduler forgets it first, so no attempt starts after the
-   * command; an attempt already in flight is told (job->removed). */
-  sched_remove(a->sched, r->id);
+  /* The scheduler changes only once the store has confirmed (issue 12:
+   * a failed delete used to leave a message in the store that the
+   * scheduler had forgotten).  Meanwhile it is held there, so no attempt
+   * starts after the command; r->held remembers whether it already was. */
+  r->held = sched_held(a->sched, r->id) == 1;
+  if (!r->held)
+    sched_hold(a->sched, r->id, 1);
   int rc = store_delete(a->st, r->id, on_deleted, r);
-  if (rc < 0)
+  if (rc < 0) {
+    if (!r->held)
+      sched_hold(a->sched, r->id, 0);
     refused(r, "delete", rc);
+  }
 }
 
 static void on_held(struct store *st, int status, void *data) {

@@ -10,8 +10,10 @@
  *     message as store_list() batches arrive (the reads run on the thread
  *     pool), then `]}`.  A listing that fails midway ends with
  *     `],"error":"..."}` so the line stays valid JSON.
- *   - `delete ID` forgets the message in the scheduler first (no attempt
- *     starts after the command), then deletes it from the store, no bounce.
+ *   - `delete ID` holds the message in the scheduler (no attempt starts
+ *     after the command), deletes it from the store (no bounce), and only
+ *     when the store confirms removes it from the scheduler; when the store
+ *     fails (disk full) the hold is undone and nothing has changed.
  *   - `hold ID` holds it in the scheduler at once and stores the flag (the
  *     scheduler hold is undone if the store fails); `release ID` stores the
  *     flag, then releases it in the scheduler.

@@ -336,6 +336,35 @@ static void test_hold_flush_pause(int fd) {
   check_error(cmd(fd, "release NOSUCH"), "no such message: NOSUCH");
 }
 
+/* Issue 12 item 5: a delete the store refuses (disk full) leaves the
+ * message where it was, in the store AND in the scheduler. */
+static void test_delete_disk_full(int fd) {
+  char line[64], flag[160], want[96];
+  snprintf(flag, sizeof flag, "%s/disk-full", dir);
+  FILE *f = fopen(flag, "w");
+  CHECK(f != NULL);
+  if (f)
+    fclose(f);
+  snprintf(line, sizeof line, "delete %s", id2);
+  snprintf(want, sizeof want, "delete failed (%s): %s", strerror(ENOSPC), id2);
+  check_error(cmd(fd, line), want);
+  json_t *j = cmd(fd, "status");
+  CHECK_INT(jint(j, "queue", "messages"), 3);
+  CHECK_INT(jint(j, "queue", "held"), 0);
+  json_decref(j);
+  j = cmd(fd, "queue");
+  CHECK(find_msg(j, id2) != NULL);
+  json_decref(j);
+  /* hold fails the same way and is undone. */
+  snprintf(line, sizeof line, "hold %s", id1);
+  snprintf(want, sizeof want, "hold failed (%s): %s", strerror(ENOSPC), id1);
+  check_error(cmd(fd, line), want);
+  j = cmd(fd, "status");
+  CHECK_INT(jint(j, "queue", "held"), 0);
+  json_decref(j);
+  CHECK_INT(unlink(flag), 0);
+}
+
 static void test_delete(int fd) {
   char line[64];
   snprintf(line, sizeof line, "delete %s", id2);
@@ -439,6 +468,7 @@ static void *client_main(void *arg) {
   test_show(fd);
   test_bad_input(fd);
   test_hold_flush_pause(fd);
+  test_delete_disk_full(fd);
   test_delete(fd);
   close(fd);
   test_cli();
@@ -501,6 +531,9 @@ int main(void) {
   CHECK_INT(uv_loop_init(&loop), 0);
   char err[256] = "";
   CHECK_INT(store_open(&loop, dbpath, &st, err, sizeof err), 0);
+  char flag[160];
+  snprintf(flag, sizeof flag, "%s/disk-full", dir);
+  CHECK_INT(store_debug_enospc_file(st, flag), 0);
 
   commit(id1, "alice@a.example", 1, "Subject: caf\xe9\r\n\r\nhello\r\n");
   commit(id2, "alice@a.example", 2, "Subject: two\r\n\r\nhi\r\n");
