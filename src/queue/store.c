@@ -42,6 +42,7 @@ struct store_job {
     store_msgs_cb msgs;
     store_show_cb show;
     store_read_cb read;
+    store_count_cb count;
   } cb;
   struct store_req req;
 };
@@ -59,6 +60,9 @@ struct store {
   struct store_stats stats;
   uint64_t last_us;
   uint64_t rng;
+  /* The smallest id this process may make: every message present at open
+   * sorts below it, every one made later at or above it (store_load). */
+  char first_new[STORE_ID_SIZE];
   int closing;
   uv_work_t close_req;
   store_close_cb close_cb;
@@ -142,10 +146,60 @@ static int id_valid(const char *id) {
 static const char b62[] =
     "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
-void store_new_id(struct store *st, char out[STORE_ID_SIZE]) {
+static uint64_t now_us(void) {
   struct timeval tv;
   gettimeofday(&tv, NULL);
-  uint64_t us = (uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec;
+  return (uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec;
+}
+
+#define ID_TIME_DIGITS 9
+#define ID_TIME_LIMIT 13537086546263552ull /* 62^9 */
+
+static int b62_val(char c) {
+  const char *p = c ? strchr(b62, c) : NULL;
+  return p ? (int)(p - b62) : -1;
+}
+
+/* The time digits of the largest id at open, as microseconds (a shorter
+ * id is read as if padded with '0', which sorts at or after it): new ids
+ * must start later.  Returns 0 when the id is not of that form. */
+static int id_time(const char *id, uint64_t *us) {
+  uint64_t v = 0;
+  size_t n = strlen(id);
+  for (size_t i = 0; i < ID_TIME_DIGITS; i++) {
+    int d = i < n ? b62_val(id[i]) : 0;
+    if (d < 0)
+      return 0;
+    v = v * 62 + (uint64_t)d;
+  }
+  *us = v;
+  return 1;
+}
+
+static void encode_time(uint64_t us, char *out) {
+  for (int i = ID_TIME_DIGITS - 1; i >= 0; i--) {
+    out[i] = b62[us % 62];
+    us /= 62;
+  }
+}
+
+/* Sets the id floor from the queue's largest id (store_open). */
+static void id_floor(struct store *st, const char *max_id) {
+  uint64_t us = now_us(), top;
+  if (max_id[0] && id_time(max_id, &top) && top + 1 > us)
+    us = top + 1; /* the clock went back since that id was made */
+  if (us >= ID_TIME_LIMIT) {
+    st->first_new[0] = '\0'; /* cannot happen before the year 2399 */
+    return;
+  }
+  st->last_us = us - 1;
+  encode_time(us, st->first_new);
+  memset(st->first_new + ID_TIME_DIGITS, '0', STORE_ID_LEN - ID_TIME_DIGITS);
+  st->first_new[STORE_ID_LEN] = '\0';
+}
+
+void store_new_id(struct store *st, char out[STORE_ID_SIZE]) {
+  uint64_t us = now_us();
   /* Strictly increasing within the process, so ids never repeat here; the
    * random tail covers restarts with a clock that went back. */
   if (us <= st->last_us)
@@ -227,6 +281,9 @@ static void job_finish(struct store_job *job, int status) {
   case STORE_OP_READ:
     job->cb.read(st, status, status == 0 ? job->req.got : 0, job->req.total,
                  job->data);
+    break;
+  case STORE_OP_COUNT:
+    job->cb.count(st, status, status == 0 ? &job->req.counts : NULL, job->data);
     break;
   }
   job_free(job);
@@ -452,6 +509,8 @@ static int stream(struct store *st, enum store_op kind, store_msgs_cb cb,
   struct store_job *job = job_new(st, kind, data);
   if (!job)
     return -ENOMEM;
+  if (kind == STORE_OP_LOAD)
+    memcpy(job->req.ceiling, st->first_new, sizeof job->req.ceiling);
   job->cb.msgs = cb;
   if (jobp)
     *jobp = job;
@@ -462,6 +521,19 @@ static int stream(struct store *st, enum store_op kind, store_msgs_cb cb,
 int store_load(struct store *st, store_msgs_cb cb, void *data,
                struct store_job **jobp) {
   return stream(st, STORE_OP_LOAD, cb, data, jobp);
+}
+
+int store_count(struct store *st, store_count_cb cb, void *data) {
+  int r = check_open(st);
+  if (r < 0)
+    return r;
+  struct store_job *job = job_new(st, STORE_OP_COUNT, data);
+  if (!job)
+    return -ENOMEM;
+  memcpy(job->req.ceiling, st->first_new, sizeof job->req.ceiling);
+  job->cb.count = cb;
+  job_push(st, job);
+  return 0;
 }
 
 int store_list(struct store *st, store_msgs_cb cb, void *data,
@@ -612,6 +684,13 @@ int store_open(uv_loop_t *loop, const char *path, struct store **out, char *err,
   int r = open_lock(path, &st->lockfd, err, errlen);
   if (r == 0)
     r = store_db_open(path, &st->db, err, errlen);
+  char max_id[STORE_ID_SIZE] = "";
+  if (r == 0 && store_db_max_id(st->db, max_id) < 0) {
+    snprintf(err, errlen, "queue %s: cannot read the largest id", path);
+    r = -EIO;
+  }
+  if (r == 0)
+    id_floor(st, max_id);
   if (r < 0) {
     store_free(st);
     return r;

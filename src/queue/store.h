@@ -113,6 +113,14 @@ struct store_msg {
   char *headers;
 };
 
+/* What store_load() will hand over (store_count()). */
+struct store_counts {
+  uint64_t messages;   /* with at least one non-final recipient */
+  uint64_t recipients; /* non-final recipients */
+  uint64_t deferred;   /* of those, tried at least once (attempts > 0) */
+  uint64_t held;       /* held messages among `messages` */
+};
+
 struct store_stats {
   uint64_t transactions; /* writer transactions committed */
   uint64_t commits;      /* messages committed */
@@ -133,6 +141,9 @@ typedef void (*store_msgs_cb)(struct store *st, int status,
 /* msg valid only during the call; NULL when status < 0. */
 typedef void (*store_show_cb)(struct store *st, int status,
                               const struct store_msg *msg, void *data);
+/* counts valid only during the call; NULL when status < 0. */
+typedef void (*store_count_cb)(struct store *st, int status,
+                               const struct store_counts *counts, void *data);
 /* Bytes read into the caller's buffer; n < asked only at the end of the
  * body; total is the body's full size. */
 typedef void (*store_read_cb)(struct store *st, int status, size_t n,
@@ -225,9 +236,24 @@ int store_set_held(struct store *st, const char *id, int held, store_done_cb cb,
 
 /* Streams every message with at least one non-final recipient, with only
  * those recipients (for the scheduler at start), in id order.  Held
- * messages are included (msg->held set); the scheduler skips them. */
+ * messages are included (msg->held set); the scheduler skips them.
+ *
+ * Only messages that were in the queue when store_open() returned are
+ * streamed: every id the store makes afterwards (store_new_id, commits,
+ * bounces) sorts after all of them, and the load stops below the first.
+ * Whoever commits a message in this process schedules it itself, so a load
+ * that runs while inbound and delivery are live never hands over a message
+ * that was committed — and maybe already delivered — meanwhile. */
 int store_load(struct store *st, store_msgs_cb cb, void *data,
                struct store_job **jobp) STORE_MUSTCHECK;
+
+/* Counts, in one query on the reader lane, what store_load() will hand
+ * over (the messages present at store_open(); see there).  Issued before
+ * store_load() it runs first (the reader lane is FIFO), so the figures
+ * minus what each load batch delivered are what is still to come: right
+ * counts for `status` while the load runs.  cb: 0 or -EIO. */
+int store_count(struct store *st, store_count_cb cb,
+                void *data) STORE_MUSTCHECK;
 
 /* Streams every message with all its recipients (admin `queue`), in id
  * order, one batch per pool job so the loop never stalls. */

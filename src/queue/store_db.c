@@ -30,6 +30,8 @@ enum stmt_id {
   W_SET_HELD,
   /* reader */
   R_MSGS_AFTER,
+  R_MSGS_BETWEEN,
+  R_COUNT,
   R_MSG_BY_ID,
   R_RCPTS_ALL,
   R_RCPTS_PENDING,
@@ -55,6 +57,16 @@ static const char *const stmt_sql[STMT_COUNT] = {
     [W_SET_HELD] = "UPDATE messages SET held = ?2 WHERE id = ?1",
     [R_MSGS_AFTER] = "SELECT id, sender, size, received_at, held, ret, envid,"
                      " flags FROM messages WHERE id > ?1 ORDER BY id LIMIT ?2",
+    [R_MSGS_BETWEEN] = "SELECT id, sender, size, received_at, held, ret,"
+                       " envid, flags FROM messages WHERE id > ?1 AND"
+                       " id < ?3 ORDER BY id LIMIT ?2",
+    /* What store_load will hand over: messages below the ceiling with a
+     * non-final recipient, and those recipients. */
+    [R_COUNT] = "SELECT count(DISTINCT m.id),"
+                " count(DISTINCT CASE WHEN m.held THEN m.id END), count(*),"
+                " coalesce(sum(r.attempts > 0), 0)"
+                " FROM messages m JOIN recipients r ON r.message_id = m.id"
+                " WHERE r.state < 2 AND m.id < ?1",
     [R_MSG_BY_ID] = "SELECT id, sender, size, received_at, held, ret, envid,"
                     " flags, headers FROM messages WHERE id = ?1",
     [R_RCPTS_ALL] = "SELECT idx, address, orcpt, notify, domain, state,"
@@ -103,8 +115,9 @@ struct store_db {
 };
 
 const char *store_op_name(enum store_op op) {
-  static const char *const names[] = {"commit", "update", "delete", "held",
-                                      "load",   "list",   "show",   "read"};
+  static const char *const names[] = {"commit", "update", "delete",
+                                      "held",   "load",   "list",
+                                      "show",   "read",   "count"};
   return names[op];
 }
 
@@ -448,7 +461,8 @@ static int read_rcpts(struct store_req *job, sqlite3_stmt *s,
 }
 
 static int run_stream(struct store_db *st, struct store_req *job) {
-  sqlite3_stmt *s = st->stmt[R_MSGS_AFTER];
+  int bounded = job->ceiling[0] != '\0';
+  sqlite3_stmt *s = st->stmt[bounded ? R_MSGS_BETWEEN : R_MSGS_AFTER];
   sqlite3_stmt *rs =
       st->stmt[job->op == STORE_OP_LOAD ? R_RCPTS_PENDING : R_RCPTS_ALL];
   job->batch = calloc(STORE_BATCH, sizeof *job->batch);
@@ -461,6 +475,8 @@ static int run_stream(struct store_db *st, struct store_req *job) {
     return r;
   sqlite3_bind_text(s, 1, job->last_id, -1, SQLITE_STATIC);
   sqlite3_bind_int(s, 2, STORE_BATCH);
+  if (bounded)
+    sqlite3_bind_text(s, 3, job->ceiling, -1, SQLITE_STATIC);
   int rc, rows = 0;
   while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
     rows++;
@@ -548,8 +564,29 @@ static int run_read(struct store_db *st, struct store_req *job) {
   return r;
 }
 
+static int run_count(struct store_db *st, struct store_req *job) {
+  sqlite3_stmt *s = st->stmt[R_COUNT];
+  sqlite3_bind_text(s, 1, job->ceiling, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(s);
+  int r = 0;
+  if (rc == SQLITE_ROW) {
+    job->counts.messages = (uint64_t)sqlite3_column_int64(s, 0);
+    job->counts.held = (uint64_t)sqlite3_column_int64(s, 1);
+    job->counts.recipients = (uint64_t)sqlite3_column_int64(s, 2);
+    job->counts.deferred = (uint64_t)sqlite3_column_int64(s, 3);
+  } else {
+    r = map_err(job, st->r, rc);
+  }
+  sqlite3_reset(s);
+  sqlite3_clear_bindings(s);
+  return r;
+}
+
 void store_db_read(struct store_db *st, struct store_req *job) {
   switch (job->op) {
+  case STORE_OP_COUNT:
+    job->status = run_count(st, job);
+    break;
   case STORE_OP_LOAD:
   case STORE_OP_LIST:
     job->status = run_stream(st, job);
@@ -712,6 +749,20 @@ int store_db_open(const char *path, struct store_db **out, char *err,
 
 void store_db_close(struct store_db *st) {
   db_free(st);
+}
+
+int store_db_max_id(struct store_db *st, char out[STORE_ID_SIZE]) {
+  sqlite3_stmt *s;
+  out[0] = '\0';
+  int rc =
+      sqlite3_prepare_v2(st->w, "SELECT max(id) FROM messages", -1, &s, NULL);
+  if (rc != SQLITE_OK)
+    return -EIO;
+  rc = sqlite3_step(s);
+  if (rc == SQLITE_ROW && sqlite3_column_type(s, 0) != SQLITE_NULL)
+    snprintf(out, STORE_ID_SIZE, "%s", (const char *)sqlite3_column_text(s, 0));
+  sqlite3_finalize(s);
+  return rc == SQLITE_ROW ? 0 : -EIO;
 }
 
 void store_db_fail_commits(struct store_db *st, int n) {

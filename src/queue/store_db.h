@@ -33,6 +33,7 @@ enum store_op {
   STORE_OP_LIST,
   STORE_OP_SHOW,
   STORE_OP_READ,
+  STORE_OP_COUNT,
 };
 const char *store_op_name(enum store_op op);
 
@@ -54,8 +55,10 @@ struct store_req {
   /* delete, held, show, read */
   char id[STORE_ID_SIZE];
   int held;
-  /* streams (load, list): resume after last_id */
+  /* streams (load, list): resume after last_id; load and count stop
+   * below ceiling ("" = no bound, for list only) */
   char last_id[STORE_ID_SIZE];
+  char ceiling[STORE_ID_SIZE];
   struct store_msg *batch;
   size_t nbatch;
   int done;
@@ -64,6 +67,8 @@ struct store_req {
   void *buf;
   size_t len, got;
   int64_t total;
+  /* count */
+  struct store_counts counts;
 };
 
 struct store_db;
@@ -91,6 +96,10 @@ void store_db_read(struct store_db *db, struct store_req *req);
 /* Frees what a request owns (not the request). */
 void store_req_clear(struct store_req *req);
 void store_msg_clear(struct store_msg *m);
+
+/* The largest message id in the queue ("" when it is empty).  Blocking
+ * (start-up).  0 or -EIO. */
+int store_db_max_id(struct store_db *db, char out[STORE_ID_SIZE]);
 
 /* Test hooks (store.h documents them). */
 int store_db_max_pages(struct store_db *db, long pages);
