@@ -196,9 +196,12 @@ static int print_status(FILE *out, const json_t *reply) {
           jget_int(reply, "sessions"), jget_int(reply, "outbound"));
   fprintf(out,
           "queue:       %lld messages, %lld recipients (%lld deferred), "
-          "%lld held\n",
+          "%lld held%s\n",
           jget_int(q, "messages"), jget_int(q, "recipients"),
-          jget_int(q, "deferred"), jget_int(q, "held"));
+          jget_int(q, "deferred"), jget_int(q, "held"),
+          json_is_true(json_object_get(reply, "loading"))
+              ? " (loading the queue)"
+              : "");
   fprintf(out,
           "counters:    %lld received, %lld delivered, %lld deferred, "
           "%lld bounced\n",

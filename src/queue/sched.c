@@ -198,10 +198,14 @@ static void htab_del(struct htab *t, struct hnode *n) {
 
 /* ---- clock ------------------------------------------------------------ */
 
-static int64_t now_ms(struct sched *s) {
+static int64_t now_ms(const struct sched *s) {
   if (s->o.now_ms)
     return s->o.now_ms(s->o.data);
   return (int64_t)uv_now(s->loop) + s->clock_offset;
+}
+
+int64_t sched_now(const struct sched *s) {
+  return now_ms(s);
 }
 
 static int64_t default_backoff(unsigned fails) {

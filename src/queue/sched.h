@@ -32,10 +32,14 @@
  * (then paced by the limits).  So 20,000 messages to a dead relayhost give
  * one connection per backoff period, not a storm.
  *
- * Times are unix milliseconds (int64_t) of the clock given in the options
- * (default: the loop's uv_now() plus the wall-clock offset taken at
- * sched_new(), so it is wall time that never jumps).  The store keeps
- * seconds: the caller converts.
+ * Times are unix milliseconds (int64_t) of ONE clock, the scheduler's:
+ * the one given in the options (tests inject theirs), by default the
+ * loop's uv_now() (monotonic) plus the wall-clock offset taken at
+ * sched_new(), so it is wall time that never jumps when NTP steps the
+ * system clock.  Every time the owner hands in (next_attempt_at, retry_at)
+ * must be computed from sched_now(), never from the system's wall clock,
+ * or a clock step would shift every retry.  The store keeps seconds of
+ * this clock: the caller converts.
  *
  * The scheduler never touches SQLite, DNS, sockets or the log: it owns its
  * memory and its one timer handle; the owner wires it to the store (load at
@@ -138,7 +142,7 @@ struct sched_opts {
   unsigned max_per_destination; /* >= 1 */
   sched_dispatch_cb dispatch;   /* required */
   void *data;                   /* passed to dispatch, now_ms, backoff_ms */
-  sched_now_fn now_ms;          /* NULL: wall clock via uv_now() */
+  sched_now_fn now_ms;          /* NULL: uv_now() + wall offset at start */
   /* NULL: 60 s doubling per failure, at most 1 h. */
   sched_backoff_fn backoff_ms;
 };
@@ -182,6 +186,10 @@ int sched_add(struct sched *s, const struct sched_msg *m) SCHED_MUSTCHECK;
 #define SCHED_JOB_REMOVED 1
 int sched_job_done(struct sched *s, struct sched_job *job,
                    const struct sched_result *results, size_t n, int dest_ok);
+
+/* The scheduler's clock: unix ms (see the top of this file).  Owners
+ * compute retry times from it. */
+int64_t sched_now(const struct sched *s);
 
 /* Re-reads the clock and re-arms the timer (after the injected clock
  * jumped, in tests). */

@@ -2,9 +2,12 @@
  * store: the SQLite queue (ARCHITECTURE "The queue", CONTRACT §3, §5).
  *
  * Owns the queue database file, its ownership lock (`<path>.lock`, flock'd,
- * holding the owner's PID), one writer connection and one read connection,
- * and the DATA spools of messages being received.  It is the only module
- * that includes sqlite3.h.
+ * holding the owner's PID), one writer connection and one read connection.
+ * Inside src/queue/ it is built of three parts: queue/spool (the DATA
+ * spool of a message being received, with its backpressure contract),
+ * queue/lane (the generic one-job-at-a-time pool lanes, which know no SQL)
+ * and queue/store_db (schema, migrations, statements: the only includer of
+ * sqlite3.h).  Users need only this header.
  *
  * Threading: every SQLite statement except those of store_open() and
  * store_close() runs on libuv's thread pool (uv_queue_work).  There are two
@@ -43,6 +46,8 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "queue/spool.h"
+
 #define STORE_MUSTCHECK __attribute__((warn_unused_result))
 
 /* Queue ids: 9 base62 digits of microseconds since the epoch (fixed width,
@@ -51,13 +56,13 @@
 #define STORE_ID_SIZE (STORE_ID_LEN + 1)
 
 /* In-memory part of a DATA spool; beyond it bytes go to a temp file. */
-#define STORE_SPOOL_MEM (64 * 1024)
+#define STORE_SPOOL_MEM SPOOL_MEM
 
 /* store_list() / store_load() batch size (messages per callback). */
 #define STORE_BATCH 256
 
 struct store;
-struct store_spool;
+struct store_spool; /* queue/spool.h */
 struct store_job;
 
 enum store_rcpt_state {
@@ -108,6 +113,14 @@ struct store_msg {
   char *headers;
 };
 
+/* What store_load() will hand over (store_count()). */
+struct store_counts {
+  uint64_t messages;   /* with at least one non-final recipient */
+  uint64_t recipients; /* non-final recipients */
+  uint64_t deferred;   /* of those, tried at least once (attempts > 0) */
+  uint64_t held;       /* held messages among `messages` */
+};
+
 struct store_stats {
   uint64_t transactions; /* writer transactions committed */
   uint64_t commits;      /* messages committed */
@@ -118,7 +131,7 @@ struct store_stats {
 /* Callback types.  `st` is the store; `data` what the caller passed. */
 typedef void (*store_done_cb)(struct store *st, int status, void *data);
 typedef void (*store_close_cb)(void *data); /* the store is gone */
-typedef void (*store_spool_cb)(struct store_spool *sp, int status, void *data);
+/* store_spool_cb: see queue/spool.h. */
 /* Streaming: called with batches of up to STORE_BATCH messages; the last
  * call has done != 0 (n may be 0).  status < 0 ends the stream (done=1).
  * msgs is valid only during the call. */
@@ -128,6 +141,9 @@ typedef void (*store_msgs_cb)(struct store *st, int status,
 /* msg valid only during the call; NULL when status < 0. */
 typedef void (*store_show_cb)(struct store *st, int status,
                               const struct store_msg *msg, void *data);
+/* counts valid only during the call; NULL when status < 0. */
+typedef void (*store_count_cb)(struct store *st, int status,
+                               const struct store_counts *counts, void *data);
 /* Bytes read into the caller's buffer; n < asked only at the end of the
  * body; total is the body's full size. */
 typedef void (*store_read_cb)(struct store *st, int status, size_t n,
@@ -155,31 +171,25 @@ void store_get_stats(const struct store *st, struct store_stats *out);
 
 /* ---- DATA spool ------------------------------------------------------- */
 
-/* A spool collects one message's body with bounded memory: the first
- * STORE_SPOOL_MEM bytes in memory, the rest in an unlinked temp file in
- * the queue's directory written with uv_fs_*.  Returns NULL on ENOMEM. */
+/* The spool is queue/spool.h's object, whose header states its
+ * backpressure contract; these calls are its interface for the store's
+ * users, unchanged from before the split. */
+
+/* A new spool whose temp file goes into the queue's directory (it must
+ * not outlive the store).  Returns NULL on ENOMEM. */
 struct store_spool *store_spool_new(struct store *st);
 
-/* Backpressure contract: append copies len bytes (the caller's buffer is
- * free again when it returns) and returns
- *   0                  taken; keep feeding, cb will NOT run;
- *   STORE_SPOOL_PAUSE  taken, but the spool is now writing to disk: stop
- *                      reading from the peer until cb(sp, status, data)
- *                      runs (exactly once); status < 0 (e.g. -ENOSPC) means
- *                      the spool failed: answer 452/451 and free it;
- *   < 0                nothing taken (-EBUSY while a write is pending, or
- *                      the spool's earlier error); cb never runs.
- * Memory per spool stays below STORE_SPOOL_MEM + one chunk. */
-#define STORE_SPOOL_PAUSE 1
+/* spool_append(): 0 taken; STORE_SPOOL_PAUSE taken, stop reading until
+ * cb runs once; < 0 nothing taken, cb never runs (queue/spool.h). */
+#define STORE_SPOOL_PAUSE SPOOL_PAUSE
 int store_spool_append(struct store_spool *sp, const void *buf, size_t len,
                        store_spool_cb cb, void *data) STORE_MUSTCHECK;
 
 /* Bytes appended so far. */
 int64_t store_spool_size(const struct store_spool *sp);
 
-/* Frees a spool that was not handed to store_commit.  Safe while a disk
- * write is pending: the callback then still runs, with -ECANCELED, and the
- * memory goes after it. */
+/* spool_free(): safe while a write is pending (cb then runs with
+ * -ECANCELED).  NULL is ignored. */
 void store_spool_free(struct store_spool *sp);
 
 /* ---- writer lane ------------------------------------------------------ */
@@ -226,9 +236,24 @@ int store_set_held(struct store *st, const char *id, int held, store_done_cb cb,
 
 /* Streams every message with at least one non-final recipient, with only
  * those recipients (for the scheduler at start), in id order.  Held
- * messages are included (msg->held set); the scheduler skips them. */
+ * messages are included (msg->held set); the scheduler skips them.
+ *
+ * Only messages that were in the queue when store_open() returned are
+ * streamed: every id the store makes afterwards (store_new_id, commits,
+ * bounces) sorts after all of them, and the load stops below the first.
+ * Whoever commits a message in this process schedules it itself, so a load
+ * that runs while inbound and delivery are live never hands over a message
+ * that was committed — and maybe already delivered — meanwhile. */
 int store_load(struct store *st, store_msgs_cb cb, void *data,
                struct store_job **jobp) STORE_MUSTCHECK;
+
+/* Counts, in one query on the reader lane, what store_load() will hand
+ * over (the messages present at store_open(); see there).  Issued before
+ * store_load() it runs first (the reader lane is FIFO), so the figures
+ * minus what each load batch delivered are what is still to come: right
+ * counts for `status` while the load runs.  cb: 0 or -EIO. */
+int store_count(struct store *st, store_count_cb cb,
+                void *data) STORE_MUSTCHECK;
 
 /* Streams every message with all its recipients (admin `queue`), in id
  * order, one batch per pool job so the loop never stalls. */
@@ -260,6 +285,23 @@ void store_cancel(struct store_job *job);
 /* Test hook: caps the database at `pages` pages on the writer connection
  * so that writes fail with SQLITE_FULL (-ENOSPC).  Blocking; tests only. */
 int store_debug_max_pages(struct store *st, long pages);
+
+/* Test hook: the next n writer transactions fail at COMMIT (-EIO) the way
+ * SQLITE_BUSY or an I/O error there fails it: the connection is left inside
+ * the transaction, and the store must roll it back before the next batch.
+ * Call while no writer request is in flight. */
+void store_debug_fail_commits(struct store *st, int n);
+
+/* Test hook for a full disk without root: while a file exists at `path`
+ * (checked on every request, so a test creates and removes it to fill and
+ * free the "disk"), every writer request (commit, update, delete, held)
+ * fails with -ENOSPC (its savepoint rolled back, its neighbours in the
+ * batch unharmed) and every spool write to disk fails with -ENOSPC, as
+ * they would on a full file system.  path is copied.  Call once, right
+ * after store_open() (before any spool); `mailhop serve` does when the
+ * environment variable MAILHOP_DEBUG_ENOSPC_FILE is set (tests only).
+ * 0, -ENOMEM, or -EALREADY (already set, or path NULL). */
+int store_debug_enospc_file(struct store *st, const char *path);
 
 /* Test hook: spools use the named-temp-file fallback (mkstemp + unlink)
  * that file systems without O_TMPFILE get. */

@@ -38,7 +38,9 @@ struct admin {
   const struct stats *stats;
   int64_t started_at;
   int stopped;
-  struct admin_req *reqs; /* requests waiting on the store */
+  int loading;                 /* the queue load is under way */
+  struct store_counts pending; /* what it has still to hand over */
+  struct admin_req *reqs;      /* requests waiting on the store */
 };
 
 /* One command waiting on the store.  Owns nothing but its id copy; the
@@ -241,17 +243,25 @@ static void cmd_status(struct admin *a, struct admin_client *c, char **argv,
   (void)argc;
   struct sched_stats ss;
   sched_get_stats(a->sched, &ss);
+  /* While loading, the scheduler holds only what the load has reached;
+   * what it has still to hand over comes from the count made at start. */
+  if (a->loading) {
+    ss.messages += (size_t)a->pending.messages;
+    ss.recipients += (size_t)a->pending.recipients;
+    ss.deferred += (size_t)a->pending.deferred;
+    ss.held += (size_t)a->pending.held;
+  }
   static const struct stats zero;
   const struct stats *s = a->stats ? a->stats : &zero;
   int64_t started = s->started_at ? s->started_at : a->started_at;
   int64_t uptime = (int64_t)time(NULL) - started;
   json_t *j = json_pack(
-      "{s:s, s:I, s:i, s:i, s:b, s:{s:I, s:I, s:I, s:I}, s:{s:I, s:I, s:I, "
-      "s:I}}",
+      "{s:s, s:I, s:i, s:i, s:b, s:b, s:{s:I, s:I, s:I, s:I}, s:{s:I, s:I, "
+      "s:I, s:I}}",
       "version", MAILHOP_VERSION, "uptime_s",
       (json_int_t)(uptime < 0 ? 0 : uptime), "sessions", s->sessions,
-      "outbound", s->outbound, "paused", sched_paused(a->sched), "queue",
-      "messages", (json_int_t)ss.messages, "recipients",
+      "outbound", s->outbound, "paused", sched_paused(a->sched), "loading",
+      a->loading, "queue", "messages", (json_int_t)ss.messages, "recipients",
       (json_int_t)ss.recipients, "deferred", (json_int_t)ss.deferred, "held",
       (json_int_t)ss.held, "counters", "received", (json_int_t)s->received,
       "delivered", (json_int_t)s->delivered, "deferred",
@@ -394,7 +404,17 @@ static void cmd_show(struct admin *a, struct admin_client *c, char **argv,
 
 static void on_deleted(struct store *st, int status, void *data) {
   struct admin_req *r = data;
+  struct admin *a = r->a;
   (void)st;
+  if (status == 0 && !a->stopped) {
+    /* The store confirmed: now the scheduler forgets it.  An attempt in
+     * flight is told (job->removed) and its outcome is dropped. */
+    sched_remove(a->sched, r->id);
+  } else if (status < 0 && !a->stopped && !r->held) {
+    /* Still in the store (disk full, database error): undo the hold so
+     * the scheduler goes on exactly as before the command. */
+    sched_hold(a->sched, r->id, 0);
+  }
   if (status < 0)
     store_error(r->c, "delete", status, r->id);
   else
@@ -402,18 +422,40 @@ static void on_deleted(struct store *st, int status, void *data) {
   req_finish(r);
 }
 
+/* While the queue loads, a message the load has not reached yet is not in
+ * the scheduler, and the batch that holds it may already have been read:
+ * changing it in the store now could be undone when that batch arrives.
+ * Such a command is refused (answered at once); returns 1 then. */
+static int refuse_while_loading(struct admin *a, struct admin_client *c,
+                                const char *id) {
+  if (!a->loading || !id || sched_has_message(a->sched, id))
+    return 0;
+  reply_error(c, "the queue is still loading, try again", id);
+  admin_socket_end(c);
+  return 1;
+}
+
 static void cmd_delete(struct admin *a, struct admin_client *c, char **argv,
                        int argc) {
   (void)argc;
+  if (refuse_while_loading(a, c, argv[0]))
+    return;
   struct admin_req *r = start_req(a, c, argv[0]);
   if (!r)
     return;
-  /* The scheduler forgets it first, so no attempt starts after the
-   * command; an attempt already in flight is told (job->removed). */
-  sched_remove(a->sched, r->id);
+  /* The scheduler changes only once the store has confirmed (issue 12:
+   * a failed delete used to leave a message in the store that the
+   * scheduler had forgotten).  Meanwhile it is held there, so no attempt
+   * starts after the command; r->held remembers whether it already was. */
+  r->held = sched_held(a->sched, r->id) == 1;
+  if (!r->held)
+    sched_hold(a->sched, r->id, 1);
   int rc = store_delete(a->st, r->id, on_deleted, r);
-  if (rc < 0)
+  if (rc < 0) {
+    if (!r->held)
+      sched_hold(a->sched, r->id, 0);
     refused(r, "delete", rc);
+  }
 }
 
 static void on_held(struct store *st, int status, void *data) {
@@ -434,6 +476,8 @@ static void on_held(struct store *st, int status, void *data) {
 
 static void set_held(struct admin *a, struct admin_client *c, const char *id,
                      int held) {
+  if (refuse_while_loading(a, c, id))
+    return;
   struct admin_req *r = start_req(a, c, id);
   if (!r)
     return;
@@ -464,6 +508,8 @@ static void cmd_release(struct admin *a, struct admin_client *c, char **argv,
 
 static void cmd_flush(struct admin *a, struct admin_client *c, char **argv,
                       int argc) {
+  if (refuse_while_loading(a, c, argc ? argv[0] : NULL))
+    return;
   int n = sched_flush(a->sched, argc ? argv[0] : NULL);
   if (n < 0) {
     reply_error(c, "no such message", argc ? argv[0] : NULL);
@@ -608,6 +654,15 @@ struct admin *admin_start(uv_loop_t *loop, const char *path, struct store *st,
   log_str(&l, "path", path);
   log_end(&l);
   return a;
+}
+
+void admin_set_loading(struct admin *a, int loading,
+                       const struct store_counts *pending) {
+  a->loading = loading ? 1 : 0;
+  if (loading && pending)
+    a->pending = *pending;
+  else
+    memset(&a->pending, 0, sizeof a->pending);
 }
 
 void admin_stop(struct admin *a) {

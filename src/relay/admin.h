@@ -10,12 +10,16 @@
  *     message as store_list() batches arrive (the reads run on the thread
  *     pool), then `]}`.  A listing that fails midway ends with
  *     `],"error":"..."}` so the line stays valid JSON.
- *   - `delete ID` forgets the message in the scheduler first (no attempt
- *     starts after the command), then deletes it from the store, no bounce.
+ *   - `delete ID` holds the message in the scheduler (no attempt starts
+ *     after the command), deletes it from the store (no bounce), and only
+ *     when the store confirms removes it from the scheduler; when the store
+ *     fails (disk full) the hold is undone and nothing has changed.
  *   - `hold ID` holds it in the scheduler at once and stores the flag (the
  *     scheduler hold is undone if the store fails); `release ID` stores the
  *     flag, then releases it in the scheduler.
- *   - `flush [ID]`, `pause`, `resume`, `status` answer from memory.
+ *   - `flush [ID]`, `pause`, `resume`, `status` answer from memory
+ *     (`status` adds what the queue load has still to hand over, and
+ *     "loading", see admin_set_loading()).
  *
  * Text that came from peers (addresses, headers, last errors) is made valid
  * UTF-8 before it goes into JSON.  Times are RFC 3339 UTC strings.
@@ -30,6 +34,7 @@ struct admin;
 struct store;
 struct sched;
 struct stats;
+struct store_counts;
 
 /*
  * Opens the admin socket at `path` on `loop` (see admin_socket_open(): mode
@@ -51,6 +56,19 @@ struct admin *admin_start(uv_loop_t *loop, const char *path, struct store *st,
  * scheduler is not used after this call.
  */
 void admin_stop(struct admin *a);
+
+/*
+ * While the queue load runs (loading=1), `status` says "loading": true
+ * and adds `pending` (what the load has still to hand over: the count made
+ * at start minus what it has handed over so far; copied) to the
+ * scheduler's figures, so the counts are right from the first second;
+ * delete, hold, release and flush of a message the load has not reached
+ * yet are refused ("the queue is still loading, try again"): its batch may
+ * already have been read, and the change could be lost.  loading=0 ends
+ * it ("loading": false).  pending may be NULL.
+ */
+void admin_set_loading(struct admin *a, int loading,
+                       const struct store_counts *pending);
 
 /* Formats unix seconds as RFC 3339 UTC ("2026-11-28T17:00:00Z"); out must
  * hold 21 bytes.  Exposed for the CLI and tests. */

@@ -149,11 +149,16 @@ static char *xstrdup(const char *s) {
   return s ? strdup(s) : NULL;
 }
 
-/* The scheduler's clock: unix time in ms. */
+/* The system's wall clock, unix ms: for log lines only. */
 static int64_t wall_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The scheduler's clock, unix ms (one clock for everything it compares). */
+static int64_t sched_ms(const struct outbound *ob) {
+  return ob->sched ? sched_now(ob->sched) : wall_ms();
 }
 
 const char *outbound_dest(const struct outbound *ob, const char *domain) {
@@ -901,7 +906,7 @@ static void on_show(struct store *st, int status, const struct store_msg *m,
         res[i].idx = d->r[i].idx;
         res[i].attempts = d->r[i].attempts;
         res[i].outcome = status == -ENOENT ? SCHED_FINAL : SCHED_RETRY;
-        res[i].retry_at = wall_ms() + 60000;
+        res[i].retry_at = sched_ms(ob) + 60000;
       }
     }
     if (status != -ENOENT)
@@ -1074,7 +1079,7 @@ static void on_updated(struct store *st, int status, void *data) {
      * tried again (at least once delivery). */
     log_msg(LOG_WARN, "queue", "cannot record outcomes of %s: %s", d->id,
             strerror(-status));
-    int64_t retry = wall_ms() + 60000;
+    int64_t retry = sched_ms(ob) + 60000;
     for (size_t i = 0; i < fc->n; i++) {
       fc->res[i].outcome = SCHED_RETRY;
       fc->res[i].attempts = d->r[i].attempts;
@@ -1084,7 +1089,7 @@ static void on_updated(struct store *st, int status, void *data) {
     struct sched_rcpt sr = {.idx = 0,
                             .dest = outbound_dest(ob, fc->bounce_domain)};
     struct sched_msg sm = {.id = fc->bounce.id,
-                           .received_at = fc->bounce.received_at,
+                           .received_at = fc->bounce.received_at * 1000,
                            .size = fc->bounce.size,
                            .rcpts = &sr,
                            .nrcpts = 1};
@@ -1123,7 +1128,9 @@ static void record(struct delivery *d) {
   }
   fc->d = d;
   fc->n = d->n;
-  int64_t now_ms = wall_ms();
+  /* Every time handed to the scheduler or stored as next_attempt_at is
+   * of the scheduler's clock (sched.h), never the system's wall clock. */
+  int64_t now_ms = sched_ms(ob);
   int64_t now = now_ms / 1000;
   struct dsn_rcpt *failed = calloc(d->n, sizeof *failed);
   size_t nfailed = 0;
@@ -1141,7 +1148,7 @@ static void record(struct delivery *d) {
       /* Not tried (removed, shutdown): unchanged, due again. */
       sr->outcome = SCHED_RETRY;
       sr->attempts = r->attempts;
-      sr->retry_at = wall_ms();
+      sr->retry_at = now_ms;
       o->state = r->attempts ? STORE_RCPT_DEFERRED : STORE_RCPT_QUEUED;
       o->attempts = r->attempts;
       o->next_attempt_at = now;

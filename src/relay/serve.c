@@ -37,6 +37,11 @@ struct serve {
   struct sched *sched;
   struct admin *admin;
   struct store_job *load_job;
+  /* While the queue loads: what the load has still to hand over (the
+   * store's count at start minus every batch scheduled since), so that
+   * `status` gives right counts from the first second (issue 12). */
+  int loading;
+  struct store_counts unloaded;
   uv_signal_t sig_term, sig_int, sig_hup;
   uv_timer_t shutdown_timer;
   uv_timer_t drain_timer; /* polls the drain while stopping */
@@ -245,13 +250,35 @@ static void schedule(struct serve *sv, const struct store_msg *m) {
                          .held = m->held,
                          .rcpts = r,
                          .nrcpts = n};
-  /* -EEXIST: committed while the queue was being loaded, already here. */
+  /* store_load() hands over only what was queued before this process
+   * opened the queue, and everything committed since is scheduled by
+   * on_queued() or by outbound (bounces), so nothing comes twice: a
+   * message delivered while the load runs cannot be scheduled again.
+   * -EEXIST would mean a bug; it is logged like any failure. */
   int added = n ? sched_add(sv->sched, &sm) : 0;
-  if (added < 0 && added != -EEXIST)
+  if (added < 0)
     log_msg(LOG_WARN, "scheduler", "cannot schedule %s: %s", m->id,
             strerror(-added));
   if (r != rc)
     free(r);
+}
+
+static uint64_t sub_sat(uint64_t a, uint64_t b) {
+  return a > b ? a - b : 0;
+}
+
+static void on_counted(struct store *st, int status,
+                       const struct store_counts *c, void *data) {
+  (void)st;
+  struct serve *sv = data;
+  if (status < 0) {
+    log_msg(LOG_WARN, "queue", "cannot count the queue: %s", strerror(-status));
+    return;
+  }
+  /* The count runs before the load's first batch (one FIFO reader lane). */
+  sv->unloaded = *c;
+  if (sv->loading && sv->admin)
+    admin_set_loading(sv->admin, 1, &sv->unloaded);
 }
 
 static void on_loaded(struct store *st, int status,
@@ -259,14 +286,28 @@ static void on_loaded(struct store *st, int status,
                       void *data) {
   (void)st;
   struct serve *sv = data;
-  for (size_t i = 0; i < n; i++)
-    schedule(sv, &msgs[i]);
+  for (size_t i = 0; i < n; i++) {
+    const struct store_msg *m = &msgs[i];
+    schedule(sv, m);
+    uint64_t deferred = 0;
+    for (size_t k = 0; k < m->nrcpts; k++)
+      deferred += m->rcpts[k].attempts > 0;
+    sv->unloaded.messages = sub_sat(sv->unloaded.messages, 1);
+    sv->unloaded.recipients = sub_sat(sv->unloaded.recipients, m->nrcpts);
+    sv->unloaded.deferred = sub_sat(sv->unloaded.deferred, deferred);
+    if (m->held)
+      sv->unloaded.held = sub_sat(sv->unloaded.held, 1);
+  }
   if (done) {
     sv->load_job = NULL;
+    sv->loading = 0;
+    memset(&sv->unloaded, 0, sizeof sv->unloaded);
     if (status < 0 && status != -ECANCELED)
       log_msg(LOG_ERROR, "queue", "cannot load the queue: %s",
               strerror(-status));
   }
+  if (sv->admin)
+    admin_set_loading(sv->admin, sv->loading, &sv->unloaded);
 }
 
 static void on_signal(uv_signal_t *s, int signum) {
@@ -304,6 +345,11 @@ int serve_main(const struct config *cfg) {
     log_msg(LOG_ERROR, "startup", "%s", err);
     return 2;
   }
+  /* Tests only: a full disk without root (store.h). */
+  const char *enospc = getenv("MAILHOP_DEBUG_ENOSPC_FILE");
+  if (enospc && *enospc && store_debug_enospc_file(sv.store, enospc) == 0)
+    log_msg(LOG_WARN, "startup", "test hook: store writes fail while %s exists",
+            enospc);
   sv.outbound =
       outbound_new(sv.loop, cfg, sv.store, &sv.stats, err, sizeof err);
   if (!sv.outbound) {
@@ -331,7 +377,13 @@ int serve_main(const struct config *cfg) {
     log_msg(LOG_ERROR, "startup", "%s", err);
     return 2;
   }
-  if (store_load(sv.store, on_loaded, &sv, &sv.load_job) < 0) {
+  /* The load runs while inbound and delivery are live: the store hands
+   * over only what was queued before it was opened (store_load), and the
+   * count first gives `status` right figures while it runs. */
+  sv.loading = 1;
+  admin_set_loading(sv.admin, 1, &sv.unloaded);
+  if (store_count(sv.store, on_counted, &sv) < 0 ||
+      store_load(sv.store, on_loaded, &sv, &sv.load_job) < 0) {
     log_msg(LOG_ERROR, "startup", "cannot load the queue");
     return 2;
   }

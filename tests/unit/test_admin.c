@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,9 @@ static char dir[64], dbpath[128], sock_path[128];
 static char id1[STORE_ID_SIZE], id2[STORE_ID_SIZE], id3[STORE_ID_SIZE];
 static int64_t next2; /* unix seconds of id2's deferred recipient */
 static uv_async_t done_async;
+static uv_async_t loading_async; /* the client asks the loop to set loading */
+static sem_t loading_sem;
+static int loading_on;
 static struct sched_job *jobs[64];
 static int njobs;
 static int pending;
@@ -336,6 +340,73 @@ static void test_hold_flush_pause(int fd) {
   check_error(cmd(fd, "release NOSUCH"), "no such message: NOSUCH");
 }
 
+/* Issue 12 item 5: a delete the store refuses (disk full) leaves the
+ * message where it was, in the store AND in the scheduler. */
+static void test_delete_disk_full(int fd) {
+  char line[64], flag[160], want[96];
+  snprintf(flag, sizeof flag, "%s/disk-full", dir);
+  FILE *f = fopen(flag, "w");
+  CHECK(f != NULL);
+  if (f)
+    fclose(f);
+  snprintf(line, sizeof line, "delete %s", id2);
+  snprintf(want, sizeof want, "delete failed (%s): %s", strerror(ENOSPC), id2);
+  check_error(cmd(fd, line), want);
+  json_t *j = cmd(fd, "status");
+  CHECK_INT(jint(j, "queue", "messages"), 3);
+  CHECK_INT(jint(j, "queue", "held"), 0);
+  json_decref(j);
+  j = cmd(fd, "queue");
+  CHECK(find_msg(j, id2) != NULL);
+  json_decref(j);
+  /* hold fails the same way and is undone. */
+  snprintf(line, sizeof line, "hold %s", id1);
+  snprintf(want, sizeof want, "hold failed (%s): %s", strerror(ENOSPC), id1);
+  check_error(cmd(fd, line), want);
+  j = cmd(fd, "status");
+  CHECK_INT(jint(j, "queue", "held"), 0);
+  json_decref(j);
+  CHECK_INT(unlink(flag), 0);
+}
+
+/* Issue 12 item 7: while the queue loads, status says so and counts what
+ * the load has still to hand over; changes to messages it has not reached
+ * are refused. */
+static void test_loading(int fd) {
+  loading_on = 1;
+  uv_async_send(&loading_async);
+  sem_wait(&loading_sem);
+  json_t *j = cmd(fd, "status");
+  CHECK(json_is_true(json_object_get(j, "loading")));
+  CHECK_INT(jint(j, "queue", "messages"), 3 + 2);
+  CHECK_INT(jint(j, "queue", "recipients"), 4 + 3);
+  CHECK_INT(jint(j, "queue", "deferred"), 1 + 1);
+  CHECK_INT(jint(j, "queue", "held"), 0 + 1);
+  json_decref(j);
+  check_error(cmd(fd, "hold NOSUCH"),
+              "the queue is still loading, try again: NOSUCH");
+  check_error(cmd(fd, "delete NOSUCH"),
+              "the queue is still loading, try again: NOSUCH");
+  check_error(cmd(fd, "flush NOSUCH"),
+              "the queue is still loading, try again: NOSUCH");
+  loading_on = 0;
+  uv_async_send(&loading_async);
+  sem_wait(&loading_sem);
+  j = cmd(fd, "status");
+  CHECK(json_is_false(json_object_get(j, "loading")));
+  CHECK_INT(jint(j, "queue", "messages"), 3);
+  json_decref(j);
+  check_error(cmd(fd, "hold NOSUCH"), "no such message: NOSUCH");
+}
+
+static void on_loading(uv_async_t *h) {
+  (void)h;
+  struct store_counts pend = {
+      .messages = 2, .recipients = 3, .deferred = 1, .held = 1};
+  admin_set_loading(adm, loading_on, &pend);
+  sem_post(&loading_sem);
+}
+
 static void test_delete(int fd) {
   char line[64];
   snprintf(line, sizeof line, "delete %s", id2);
@@ -435,10 +506,12 @@ static void *client_main(void *arg) {
   CHECK(fd >= 0);
   /* All of it over one connection: several commands per connection. */
   test_status(fd);
+  test_loading(fd);
   test_queue_list(fd);
   test_show(fd);
   test_bad_input(fd);
   test_hold_flush_pause(fd);
+  test_delete_disk_full(fd);
   test_delete(fd);
   close(fd);
   test_cli();
@@ -489,6 +562,7 @@ static void on_all_done(uv_async_t *a) {
   sched_free(sc, on_sched_freed, NULL);
   store_close(st, on_store_closed, NULL);
   uv_close((uv_handle_t *)&done_async, NULL);
+  uv_close((uv_handle_t *)&loading_async, NULL);
 }
 
 int main(void) {
@@ -501,6 +575,9 @@ int main(void) {
   CHECK_INT(uv_loop_init(&loop), 0);
   char err[256] = "";
   CHECK_INT(store_open(&loop, dbpath, &st, err, sizeof err), 0);
+  char flag[160];
+  snprintf(flag, sizeof flag, "%s/disk-full", dir);
+  CHECK_INT(store_debug_enospc_file(st, flag), 0);
 
   commit(id1, "alice@a.example", 1, "Subject: caf\xe9\r\n\r\nhello\r\n");
   commit(id2, "alice@a.example", 2, "Subject: two\r\n\r\nhi\r\n");
@@ -554,6 +631,8 @@ int main(void) {
   CHECK_CONTAINS(err, "is in use");
 
   uv_async_init(&loop, &done_async, on_all_done);
+  uv_async_init(&loop, &loading_async, on_loading);
+  sem_init(&loading_sem, 0, 0);
   pthread_t th;
   pthread_create(&th, NULL, client_main, NULL);
   uv_run(&loop, UV_RUN_DEFAULT);

@@ -493,7 +493,17 @@ static void test_load_update_bounce(void) {
   show(&loop, st, a);
   CHECK_INT(shown.status, -ENOENT);
 
-  /* Load now: b and the bounce. */
+  /* Load now: only b.  The bounce was made by this process after the
+   * open, so its maker schedules it: the load never hands it over. */
+  memset(&ld, 0, sizeof ld);
+  CHECK_INT(store_load(st, on_msgs, NULL, NULL), 0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(ld.msgs, 1);
+  CHECK_INT(ld.rcpts, 1);
+  CHECK_STR(ld.first_id, b);
+  /* After a restart: b and the bounce. */
+  close_store(&loop, st);
+  st = open_store(&loop);
   memset(&ld, 0, sizeof ld);
   CHECK_INT(store_load(st, on_msgs, NULL, NULL), 0);
   uv_run(&loop, UV_RUN_DEFAULT);
@@ -522,6 +532,93 @@ static void test_load_update_bounce(void) {
   CHECK_INT(shown.status, -ENOENT);
   CHECK_INT(store_delete(st, "bad id!", on_done, NULL), -EINVAL);
 
+  close_store(&loop, st);
+  CHECK_INT(uv_loop_close(&loop), 0);
+  memcpy(dbpath, saved, sizeof saved);
+}
+
+/* ---- the load sees only what was there at open ------------------------- */
+
+static struct store_counts counted;
+static int count_calls, count_status;
+static void on_count(struct store *st, int status, const struct store_counts *c,
+                     void *data) {
+  (void)st;
+  (void)data;
+  count_calls++;
+  count_status = status;
+  if (c)
+    counted = *c;
+}
+
+/* Start-up with delivery live (issue 14): a message committed (and maybe
+ * delivered) while the load runs must never come out of the load as well;
+ * store_count() says beforehand exactly what the load will hand over. */
+static void test_load_ceiling(void) {
+  char saved[300];
+  memcpy(saved, dbpath, sizeof saved);
+  snprintf(dbpath, sizeof dbpath, "%s/q8.db", dir);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  struct store *st = open_store(&loop);
+  char old1[STORE_ID_SIZE], old2[STORE_ID_SIZE], fresh[STORE_ID_SIZE];
+  done_count = 0;
+  commit_small(st, 2, old1, "Subject: 1\r\n\r\n1\r\n");
+  commit_small(st, 1, old2, "Subject: 2\r\n\r\n2\r\n");
+  uv_run(&loop, UV_RUN_DEFAULT);
+  struct store_outcome o = {.id = old1,
+                            .idx = 1,
+                            .state = STORE_RCPT_DEFERRED,
+                            .attempts = 3,
+                            .next_attempt_at = 1700000300};
+  CHECK_INT(store_update(st, &o, 1, NULL, on_done, NULL, NULL), 0);
+  CHECK_INT(store_set_held(st, old2, 1, on_done, NULL), 0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(done_count, 4);
+  close_store(&loop, st);
+
+  st = open_store(&loop);
+  /* Committed after the open, before the load reaches it (here: before it
+   * starts, so that the old behaviour fails every time). */
+  done_count = 0;
+  commit_small(st, 1, fresh, "Subject: new\r\n\r\nnew\r\n");
+  CHECK(strcmp(fresh, old2) > 0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(done_status[0], 0);
+  count_calls = 0;
+  CHECK_INT(store_count(st, on_count, NULL), 0);
+  memset(&ld, 0, sizeof ld);
+  CHECK_INT(store_load(st, on_msgs, NULL, NULL), 0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(ld.status, 0);
+  CHECK_INT(ld.msgs, 2); /* old1 and old2, never fresh */
+  CHECK_INT(ld.rcpts, 3);
+  CHECK_INT(count_calls, 1);
+  CHECK_INT(count_status, 0);
+  CHECK_INT((int)counted.messages, 2);
+  CHECK_INT((int)counted.recipients, 3);
+  CHECK_INT((int)counted.deferred, 1);
+  CHECK_INT((int)counted.held, 1);
+  close_store(&loop, st);
+
+  /* Ids made after a reopen sort after every id already there, even when
+   * the clock went back: here the largest id is from 2039. */
+  st = open_store(&loop);
+  struct tmsg t;
+  make_msg(&t, 1);
+  snprintf(t.m.id, sizeof t.m.id, "%s", "A00000000abcde");
+  struct store_spool *sp = store_spool_new(st);
+  CHECK_INT(store_commit(st, &t.m, sp, on_done, NULL, NULL), 0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  close_store(&loop, st);
+  st = open_store(&loop);
+  char id[STORE_ID_SIZE];
+  store_new_id(st, id);
+  CHECK(strcmp(id, "A00000000abcde") > 0);
+  memset(&ld, 0, sizeof ld);
+  CHECK_INT(store_load(st, on_msgs, NULL, NULL), 0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(ld.msgs, 4); /* old1, old2, fresh and the future one */
   close_store(&loop, st);
   CHECK_INT(uv_loop_close(&loop), 0);
   memcpy(dbpath, saved, sizeof saved);
@@ -649,6 +746,122 @@ static void test_full(void) {
   memcpy(dbpath, saved, sizeof saved);
 }
 
+/* ---- a failed COMMIT --------------------------------------------------- */
+
+/* A COMMIT that fails (SQLITE_BUSY, an I/O error) can leave the writer
+ * connection inside its transaction; the next batch must still commit. */
+static void test_commit_fails_once(void) {
+  char saved[300];
+  memcpy(saved, dbpath, sizeof saved);
+  snprintf(dbpath, sizeof dbpath, "%s/q6.db", dir);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  struct store *st = open_store(&loop);
+  char a[STORE_ID_SIZE], b[STORE_ID_SIZE];
+  store_debug_fail_commits(st, 1);
+  done_count = 0;
+  commit_small(st, 1, a, "Subject: lost\r\n\r\nlost\r\n");
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(done_count, 1);
+  CHECK_INT(done_status[0], -EIO);
+  commit_small(st, 1, b, "Subject: next\r\n\r\nnext\r\n");
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(done_count, 2);
+  CHECK_INT(done_status[1], 0);
+  CHECK_INT(store_delete(st, b, on_done, NULL), 0); /* and the one after */
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(done_count, 3);
+  CHECK_INT(done_status[2], 0);
+  commit_small(st, 1, b, "Subject: kept\r\n\r\nkept\r\n");
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(done_status[3], 0);
+  close_store(&loop, st);
+
+  /* Durable: after a reopen the failed one is absent, the last one there. */
+  st = open_store(&loop);
+  show(&loop, st, a);
+  CHECK_INT(shown.status, -ENOENT);
+  show(&loop, st, b);
+  CHECK_INT(shown.status, 0);
+  close_store(&loop, st);
+  CHECK_INT(uv_loop_close(&loop), 0);
+  memcpy(dbpath, saved, sizeof saved);
+}
+
+/* ---- the ENOSPC hook -------------------------------------------------- */
+
+static int enospc_spool_calls, enospc_spool_status;
+static void on_enospc_spool(struct store_spool *sp, int status, void *data) {
+  (void)sp;
+  (void)data;
+  enospc_spool_calls++;
+  enospc_spool_status = status;
+}
+
+static void test_enospc_hook(void) {
+  char saved[300], flag[300];
+  memcpy(saved, dbpath, sizeof saved);
+  snprintf(dbpath, sizeof dbpath, "%s/q7.db", dir);
+  snprintf(flag, sizeof flag, "%s/disk-full", dir);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  struct store *st = open_store(&loop);
+  CHECK_INT(store_debug_enospc_file(st, flag), 0);
+  char a[STORE_ID_SIZE], b[STORE_ID_SIZE];
+  done_count = 0;
+  commit_small(st, 1, a, "Subject: before\r\n\r\nbefore\r\n");
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(done_status[0], 0);
+
+  FILE *f = fopen(flag, "w"); /* the disk is full */
+  CHECK(f != NULL);
+  if (f)
+    fclose(f);
+  commit_small(st, 1, b, "Subject: refused\r\n\r\nrefused\r\n");
+  CHECK_INT(store_delete(st, a, on_done, NULL), 0);
+  CHECK_INT(store_set_held(st, a, 1, on_done, NULL), 0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(done_count, 4);
+  CHECK_INT(done_status[1], -ENOSPC);
+  CHECK_INT(done_status[2], -ENOSPC);
+  CHECK_INT(done_status[3], -ENOSPC);
+  show(&loop, st, a); /* still there, not held */
+  CHECK_INT(shown.status, 0);
+  CHECK_INT(shown.held, 0);
+  show(&loop, st, b);
+  CHECK_INT(shown.status, -ENOENT);
+  /* A spool that goes to disk fails too. */
+  struct store_spool *sp = store_spool_new(st);
+  char *big = calloc(1, STORE_SPOOL_MEM);
+  memset(big, 'x', STORE_SPOOL_MEM);
+  enospc_spool_calls = 0;
+  CHECK_INT(store_spool_append(sp, big, STORE_SPOOL_MEM, on_enospc_spool, NULL),
+            STORE_SPOOL_PAUSE);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(enospc_spool_calls, 1);
+  CHECK_INT(enospc_spool_status, -ENOSPC);
+  store_spool_free(sp);
+
+  CHECK_INT(unlink(flag), 0); /* space again */
+  sp = store_spool_new(st);
+  enospc_spool_calls = 0;
+  CHECK_INT(store_spool_append(sp, big, STORE_SPOOL_MEM, on_enospc_spool, NULL),
+            STORE_SPOOL_PAUSE);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(enospc_spool_calls, 1);
+  CHECK_INT(enospc_spool_status, 0);
+  store_spool_free(sp);
+  free(big);
+  CHECK_INT(store_delete(st, a, on_done, NULL), 0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(done_count, 5);
+  CHECK_INT(done_status[4], 0);
+  close_store(&loop, st);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(uv_loop_close(&loop), 0);
+  memcpy(dbpath, saved, sizeof saved);
+}
+
 static void test_ids(void) {
   uv_loop_t loop;
   uv_loop_init(&loop);
@@ -685,6 +898,9 @@ int main(void) {
   test_cancel();
   test_list_10k();
   test_full();
+  test_commit_fails_once();
+  test_enospc_hook();
+  test_load_ceiling();
   test_big_body(1); /* last: it adds a message the tests above don't expect */
   char cmd[300];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
