@@ -217,7 +217,8 @@ static int parse_u64(const char *s, uint64_t *out) {
   return 0;
 }
 
-/* "90s", "5m", "2h", "5d"; a bare number means seconds.  Result in ms. */
+/* "300ms", "90s", "5m", "2h", "5d"; a bare number means seconds.  Result
+ * in ms. */
 static int parse_duration(const char *s, uint64_t *ms) {
   char num[32];
   size_t n = strlen(s);
@@ -225,7 +226,9 @@ static int parse_duration(const char *s, uint64_t *ms) {
     return -1;
   uint64_t mult = 1000;
   memcpy(num, s, n + 1);
-  switch (num[n - 1]) {
+  if (n > 2 && strcmp(num + n - 2, "ms") == 0)
+    mult = 1, num[n - 2] = '\0';
+  switch (mult == 1 ? '\0' : num[n - 1]) {
   case 's':
     mult = 1000, num[n - 1] = '\0';
     break;

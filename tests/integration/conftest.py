@@ -15,6 +15,14 @@ BIN = os.environ.get("MAILHOP_BIN", str(ROOT / "build" / "mailhop"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
+@pytest.fixture(autouse=True)
+def _binary_exists():
+    """Every test needs the binary: a missing one fails each test (it is
+    never a reason to skip)."""
+    assert os.path.isfile(BIN) and os.access(BIN, os.X_OK), \
+        f"no mailhop binary at {BIN} (set MAILHOP_BIN or build it)"
+
+
 def free_port(host="127.0.0.1"):
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(fam, socket.SOCK_STREAM) as s:

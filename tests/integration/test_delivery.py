@@ -5,7 +5,9 @@ import email
 import json
 import signal
 import smtplib
+import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -304,14 +306,77 @@ def test_nxdomain_and_null_mx_bounce_at_once(net):
     assert statuses == ["5.1.10", "5.1.2"]
 
 
-def test_dns_failure_defers(net):
-    # A name server that does not answer: a temporary failure, deferred.
-    m = net.relay(dns_servers="127.0.0.1:9", dns_timeout="1s")
-    send(m, "a@src.test", ["x@sf.test"])
-    st = wait(lambda: [r for r in recipients(m) if r[1] == 1],
-              what="deferral")
-    assert st[0][2] == 1 and "4.4.3" not in st[0][3] or True
-    assert "event=deferred" in m.log()
+class SilentDNS:
+    """A name server that does not answer: a UDP socket on loopback that
+    reads every query and never replies (and refuses nothing)."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.queries = 0
+        self.running = True
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+        self.thread.start()
+
+    def loop(self):
+        while self.running:
+            try:
+                self.sock.recvfrom(4096)
+                self.queries += 1
+            except socket.timeout:
+                pass
+
+    def stop(self):
+        self.running = False
+        self.thread.join()
+        self.sock.close()
+
+
+@pytest.mark.parametrize("server", ["silent", "refusing"])
+def test_dns_failure_defers(net, server):
+    """A name server that does not answer (every query times out) or that
+    refuses (ICMP port unreachable): a temporary failure. The recipient is
+    deferred after exactly one attempt, with the DNS error as its reason;
+    nothing bounces (no DSN is queued, the message stays)."""
+    silent = SilentDNS() if server == "silent" else None
+    try:
+        dns = f"127.0.0.1:{silent.port}" if silent else \
+            f"127.0.0.1:{free_closed_udp_port()}"
+        m = net.relay(dns_servers=dns, dns_timeout="300ms",
+                      retry_schedule="1h")
+        send(m, "a@src.test", ["x@sf.test"])
+        st = wait(lambda: [r for r in recipients(m) if r[1] == 1],
+                  what="deferral")
+        assert len(st) == 1, recipients(m)
+        address, _, attempts, last_error = st[0]
+        assert address == "x@sf.test"
+        assert attempts == 1, st
+        assert "sf.test" in last_error, last_error
+        if silent:
+            assert "timeout" in last_error, last_error
+            assert silent.queries >= 1  # it was asked, and kept silent
+        else:
+            assert "refused" in last_error, last_error
+        assert "event=deferred" in m.log()
+        time.sleep(0.5)
+        # No DSN: no bounce event, no second message, no recipient for the
+        # sender; the one recipient is still deferred after one attempt.
+        assert "event=bounced" not in m.log()
+        assert rows(m, "select count(*) from messages")[0][0] == 1
+        assert recipients(m) == [st[0]]
+    finally:
+        if silent:
+            silent.stop()
+
+
+def free_closed_udp_port():
+    """A UDP port on 127.0.0.1 with nothing bound to it (queries to it are
+    refused with ICMP port unreachable)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def test_relayhost_with_auth(net):

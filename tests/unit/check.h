@@ -71,10 +71,14 @@ static inline char *check_tmpdir(char *buf, size_t cap, const char *prefix) {
   return mkdtemp(buf);
 }
 
+/* The test's exit status: 1 on any failed check, and when no check ran at
+ * all (a test that checked nothing has not passed). */
 static inline int check_result(const char *name) {
   fprintf(stderr, "%s: %d checks, %d failed\n", name, check_count,
           check_failures);
-  return check_failures ? 1 : 0;
+  if (check_count == 0)
+    fprintf(stderr, "%s: no check ran\n", name);
+  return check_failures || check_count == 0 ? 1 : 0;
 }
 
 #endif

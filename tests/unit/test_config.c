@@ -78,6 +78,11 @@ static void test_values(void) {
   CHECK_INT(cfg.smtp_timeout_ms, 90000);
   CHECK_INT(cfg.shutdown_timeout_ms, 120000);
   CHECK_INT(cfg.queue_lifetime_ms, 86400000);
+  /* sub-second durations (tests use them instead of waiting out seconds) */
+  CHECK_INT(parse("smtp_timeout = 300ms\nretry_schedule = 200ms, 1s\n"), 0);
+  CHECK_INT(cfg.smtp_timeout_ms, 300);
+  CHECK_INT(cfg.retry_schedule_ms[0], 200);
+  CHECK_INT(parse("smtp_timeout = ms\n"), -1);
   CHECK_INT(parse("relay_networks = 10.0.0.0/8, 192.168.1.7, 2001:db8::/32\n"),
             0);
   CHECK_INT(cfg.n_relay_networks, 3);
