@@ -1,0 +1,111 @@
+"""The documentation shipped in the box (issue 22): `check --explain`, the
+key descriptions against the binary's own key table, the worked examples
+under config/examples/, and `--help` against mailhop(8)."""
+import re
+
+from conftest import ROOT, run
+
+KEYS_TXT = ROOT / "docs" / "keys.txt"
+
+
+def check_keys(*args, env=None):
+    """The keys `mailhop check` prints, in order."""
+    r = run("check", "-c", "/dev/null", *args, env=env)
+    assert r.returncode == 0, r.stderr
+    return [line.split(" = ", 1)[0] for line in r.stdout.splitlines()]
+
+
+def described_keys():
+    """(main, pending) key names of docs/keys.txt."""
+    main, pending, cur = [], [], None
+    cur = main
+    for line in KEYS_TXT.read_text().splitlines():
+        if line.strip() == "[[pending: added on merge]]":
+            cur = pending
+        m = re.fullmatch(r"\[([a-z0-9_]+)\]\s*", line)
+        if m:
+            cur.append(m.group(1))
+    return main, pending
+
+
+# ---- check --explain ----------------------------------------------------
+
+def test_explain_prints_description_default_and_current():
+    r = run("check", "--explain", "relay_networks",
+            "-o", "relay_networks=10.0.0.0/8")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert out.startswith("relay_networks\n")
+    assert "CIDR list" in out  # the description from docs/keys.txt
+    assert re.search(r"default: +127\.0\.0\.0/8, ::1/128\n", out)
+    assert re.search(r"current: +10\.0\.0\.0/8\n", out)
+    assert "MAILHOP_RELAY_NETWORKS" in out
+
+
+def test_explain_takes_the_current_value_from_every_source(tmp_path):
+    conf = tmp_path / "m.conf"
+    conf.write_text("max_recipients = 7\n")
+    r = run("check", "--explain", "max_recipients", "-c", str(conf))
+    assert re.search(r"current: +7\n", r.stdout), r.stdout
+    r = run("check", "--explain", "max_recipients", "-c", str(conf),
+            env={"MAILHOP_MAX_RECIPIENTS": "8"})
+    assert re.search(r"current: +8\n", r.stdout), r.stdout
+    # The environment variable's name works as the key's name.
+    r = run("check", "--explain", "MAILHOP_MAX_RECIPIENTS")
+    assert r.returncode == 0 and r.stdout.startswith("max_recipients\n")
+
+
+def test_explain_hides_secrets(tmp_path):
+    r = run("check", "--explain", "relayhost_password",
+            "-o", "relayhost=[smtp.example]:587", "-o", "relayhost_user=u",
+            "-o", "relayhost_password=hunter2")
+    assert r.returncode == 0, r.stderr
+    assert "hunter2" not in r.stdout + r.stderr
+    assert re.search(r"current: +<set>\n", r.stdout)
+
+
+def test_explain_unknown_key_suggests_the_near_one():
+    r = run("check", "--explain", "relay_network")
+    assert r.returncode == 1
+    assert r.stdout == ""
+    assert "no key 'relay_network'" in r.stderr
+    assert "did you mean 'relay_networks'" in r.stderr
+    r = run("check", "--explain", "frobnicate")
+    assert r.returncode == 1 and "did you mean" not in r.stderr
+
+
+def test_explain_with_a_broken_configuration_still_explains(tmp_path):
+    conf = tmp_path / "bad.conf"
+    conf.write_text("max_recipients = many\n")
+    r = run("check", "--explain", "max_recipients", "-c", str(conf))
+    assert r.returncode == 1
+    assert "Recipients per inbound transaction" in r.stdout
+    assert f"{conf}:1:" in r.stderr
+
+
+def test_explain_belongs_to_check():
+    r = run("status", "--explain", "listen")
+    assert r.returncode == 1 and "--explain" in r.stderr
+
+
+# ---- descriptions against the binary's key table ------------------------
+
+def test_every_key_of_the_binary_is_described_and_nothing_else():
+    keys = check_keys()
+    main, pending = described_keys()
+    missing = [k for k in keys if k not in main + pending]
+    assert not missing, f"keys without a description in docs/keys.txt: {missing}"
+    unknown = [k for k in main if k not in keys]
+    assert not unknown, f"described but not keys of the binary: {unknown}"
+    # Pending descriptions are for keys other branches add: once the key
+    # exists, its entry belongs in the main list.
+    for k in keys:
+        r = run("check", "--explain", k)
+        assert r.returncode == 0, (k, r.stderr)
+        assert "no description" not in r.stdout, k
+
+
+def test_configuration_md_documents_every_key():
+    text = (ROOT / "docs" / "CONFIGURATION.md").read_text()
+    for k in check_keys():
+        assert f"### `{k}`" in text, k
