@@ -94,12 +94,12 @@ static const struct {
               "without a bounce, or stops and\nresumes delivery attempts "
               "for one message.\n\noptions:\n" ADMIN_OPTIONS
               "  --json         the admin socket's JSON\n"},
-    {"pause", "usage: mailhop pause | resume [-s SOCKET]\n\n"
-              "Stops / restarts all outbound delivery; accepting mail goes "
-              "on.\n\noptions:\n" ADMIN_OPTIONS},
-    {"resume", "usage: mailhop pause | resume [-s SOCKET]\n\n"
-               "Stops / restarts all outbound delivery; accepting mail goes "
-               "on.\n\noptions:\n" ADMIN_OPTIONS},
+    {"pause", "usage: mailhop pause [-s SOCKET]\n\n"
+              "Stops all outbound delivery; accepting mail goes on (mailhop "
+              "resume\nrestarts it).\n\noptions:\n" ADMIN_OPTIONS},
+    {"resume", "usage: mailhop resume [-s SOCKET]\n\n"
+               "Restarts outbound delivery after mailhop pause.\n\n"
+               "options:\n" ADMIN_OPTIONS},
     {"resolve", "usage: mailhop resolve DOMAIN [-c FILE] [-o KEY=VALUE]...\n\n"
                 "Prints the delivery candidates for DOMAIN in the order they "
                 "would be\ntried (MX, dns_servers, smtp_port from the "

@@ -109,3 +109,81 @@ def test_configuration_md_documents_every_key():
     text = (ROOT / "docs" / "CONFIGURATION.md").read_text()
     for k in check_keys():
         assert f"### `{k}`" in text, k
+
+
+# ---- --help against mailhop(8) ------------------------------------------
+
+MAN8 = ROOT / "docs" / "man" / "mailhop.8.scd"
+
+
+def command_words(tokens):
+    words = []
+    for t in tokens:
+        if not re.fullmatch(r"[a-z]+", t):
+            break
+        words.append(t)
+    return words
+
+
+def help_commands():
+    """Command word tuples of `mailhop --help` ("queue hold ID | release
+    ID" is queue hold and queue release)."""
+    r = run("--help")
+    assert r.returncode == 0
+    lines = r.stdout.split("commands:\n", 1)[1].split("\n\n", 1)[0]
+    out = set()
+    for line in lines.splitlines():
+        # The description starts after a run of spaces.
+        syntax = re.split(r"\s{2,}", line.strip())[0]
+        alts = [a.split() for a in syntax.split(" | ")]
+        first = command_words(alts[0])
+        out.add(tuple(first))
+        for alt in alts[1:]:
+            words = command_words(alt)
+            out.add(tuple(first[:-1] + words))
+    return out
+
+
+def man_section(text, name):
+    return text.split(f"\n# {name}\n", 1)[1].split("\n# ", 1)[0]
+
+
+def man_commands():
+    cmds = man_section(MAN8.read_text(), "COMMANDS")
+    out = set()
+    for line in cmds.splitlines():
+        if line.startswith("*mailhop "):
+            tokens = line.replace("*", " ").split()[1:]
+            out.add(tuple(command_words(tokens)))
+    return out
+
+
+def test_help_lists_the_commands_of_the_man_page():
+    h, m = help_commands(), man_commands()
+    assert len(h) >= 10, h  # the parser found the list
+    assert h == m, (f"only in --help: {sorted(h - m)}; "
+                    f"only in mailhop(8): {sorted(m - h)}")
+
+
+def test_each_command_has_help_and_its_options_are_in_the_man_page():
+    options = man_section(MAN8.read_text(), "OPTIONS").replace("\\", "")
+    for cmd in sorted({c[0] for c in help_commands()}):
+        r = run(cmd, "--help")
+        assert r.returncode == 0, cmd
+        assert r.stdout.startswith(f"usage: mailhop {cmd}"), (cmd, r.stdout)
+        assert "options:" in r.stdout, cmd
+        opts = re.findall(r"^\s+(-[-a-zA-Z]+)", r.stdout.split("options:", 1)[1],
+                          re.M)
+        assert opts, cmd
+        for o in opts:
+            assert f"*{o}*" in options, f"{cmd} --help: {o} not in mailhop(8)"
+
+
+def test_global_options_are_in_the_man_page():
+    r = run("--help")
+    options = man_section(MAN8.read_text(), "OPTIONS").replace("\\", "")
+    opts = re.findall(r"^\s+(-[-a-zA-Z]+)", r.stdout.split("options:", 1)[1],
+                      re.M)
+    assert len(opts) >= 6
+    for o in opts:
+        assert f"*{o}*" in options, o
