@@ -187,3 +187,98 @@ def test_global_options_are_in_the_man_page():
     assert len(opts) >= 6
     for o in opts:
         assert f"*{o}*" in options, o
+
+
+# ---- config/examples/ -----------------------------------------------------
+
+import shlex  # noqa: E402
+
+EXAMPLES = sorted((ROOT / "config" / "examples").glob("*.conf"))
+# What the container image sets itself (Dockerfile ENV).
+IMAGE_ENV = {"MAILHOP_LISTEN": "0.0.0.0:2525",
+             "MAILHOP_QUEUE_PATH": "/var/lib/mailhop/queue.db",
+             "MAILHOP_ADMIN_SOCKET": "/var/lib/mailhop/mailhop.sock"}
+# Keys where a host install and the container may rightly differ.
+HOST_ONLY = {"listen", "listen_tls", "queue_path", "admin_socket",
+             "relay_networks", "user"}
+
+
+def with_secrets(text, tmp_path):
+    """text with /run/secrets/ pointing into tmp_path, each file made."""
+    secrets = tmp_path / "secrets"
+    secrets.mkdir(exist_ok=True)
+    for name in set(re.findall(r"/run/secrets/([\w.-]+)", text)):
+        (secrets / name).write_text("placeholder-secret\n")
+    return text.replace("/run/secrets/", f"{secrets}/")
+
+
+def docker_env(text):
+    """The -e variables of the example's `docker run` comment."""
+    lines = text.splitlines()
+    start = next(i for i, l in enumerate(lines) if "docker run" in l)
+    cmd = ""
+    for line in lines[start:]:
+        part = line.lstrip("#").strip()
+        cmd += " " + part.rstrip("\\")
+        if not part.endswith("\\"):
+            break
+    words = shlex.split(cmd)
+    assert words[:2] == ["docker", "run"] and words[-1] == "mailhop", cmd
+    env = {}
+    for i, w in enumerate(words):
+        if w == "-e":
+            name, value = words[i + 1].split("=", 1)
+            env[name] = value
+    return env
+
+
+def effective(r):
+    assert r.returncode == 0, r.stderr
+    return dict(line.split(" = ", 1) for line in r.stdout.splitlines())
+
+
+def test_there_are_the_examples_the_issue_asks_for():
+    names = {p.stem for p in EXAMPLES}
+    assert {"direct-mx", "smarthost-587", "smarthost-465", "gmail",
+            "amazon-ses", "microsoft-365", "kubernetes-relay"} <= names
+
+
+def test_every_example_passes_check_and_its_docker_line_is_equivalent(
+        tmp_path):
+    for path in EXAMPLES:
+        text = path.read_text()
+        conf = tmp_path / path.name
+        conf.write_text(with_secrets(text, tmp_path))
+        from_file = effective(run("check", "-c", str(conf)))
+        r = run("check", "-c", str(conf))
+        assert "warn" not in r.stderr, (path.name, r.stderr)
+
+        env = dict(IMAGE_ENV)
+        env.update({k: with_secrets(v, tmp_path)
+                    for k, v in docker_env(text).items()})
+        r = run("check", "-c", "/dev/null", env=env)
+        assert "not a mailhop setting" not in r.stderr, (path.name, r.stderr)
+        from_docker = effective(r)
+        differ = {k for k in from_file
+                  if k not in HOST_ONLY and from_file[k] != from_docker[k]}
+        assert not differ, (path.name, {k: (from_file[k], from_docker[k])
+                                        for k in differ})
+
+
+def test_examples_with_a_password_keep_it_in_a_file():
+    for path in EXAMPLES:
+        text = path.read_text()
+        assert not re.search(r"^relayhost_password\s*=", text, re.M), path
+        if re.search(r"^relayhost_user\s*=", text, re.M):
+            assert re.search(r"^relayhost_password_file\s*=\s*/run/secrets/",
+                             text, re.M), path
+
+
+def test_a_missing_secret_fails_check(tmp_path):
+    # The examples' check is real: without the password file it fails.
+    path = ROOT / "config" / "examples" / "smarthost-587.conf"
+    conf = tmp_path / "x.conf"
+    conf.write_text(path.read_text().replace("/run/secrets/",
+                                             f"{tmp_path}/none/"))
+    r = run("check", "-c", str(conf))
+    assert r.returncode == 1 and "relayhost_password_file" in r.stderr
