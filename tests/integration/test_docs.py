@@ -282,3 +282,17 @@ def test_a_missing_secret_fails_check(tmp_path):
                                              f"{tmp_path}/none/"))
     r = run("check", "-c", str(conf))
     assert r.returncode == 1 and "relayhost_password_file" in r.stderr
+
+
+# ---- README -----------------------------------------------------------------
+
+def test_readme_links_stay_inside_the_repository():
+    text = (ROOT / "README.md").read_text()
+    assert "../shared" not in text
+    links = re.findall(r"\]\(([^)#]+)\)", text)
+    assert "docs/CONFIGURATION.md" in links and "config/examples/" in links
+    for link in links:
+        if "://" in link:
+            continue
+        assert not link.startswith(".."), link
+        assert (ROOT / link).exists(), f"README links {link}, which is missing"
