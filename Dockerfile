@@ -33,6 +33,9 @@ COPY meson.build meson_options.txt ./
 COPY src/ src/
 COPY tests/meson.build tests/
 COPY tests/unit/ tests/unit/
+# docs/keys.txt becomes the `check --explain` table (scripts/gen-keydocs).
+COPY docs/ docs/
+COPY scripts/gen-keydocs scripts/
 # Dynamic binary for the slim stage.
 RUN meson setup /build --buildtype=release >/dev/null \
  && ninja -C /build mailhop \

@@ -12,6 +12,8 @@ int cli_parse(struct cli *c, int argc, char **argv, char *err, size_t errlen) {
       slot = &c->config_file;
     else if (strcmp(a, "-s") == 0 || strcmp(a, "--socket") == 0)
       slot = &c->socket;
+    else if (strcmp(a, "--explain") == 0)
+      slot = &c->explain;
     if (slot) {
       if (i + 1 >= argc) {
         snprintf(err, errlen, "%s needs an argument", a);

@@ -15,6 +15,7 @@ struct cli {
   int n_words;
   const char *config_file;                  /* -c */
   const char *socket;                       /* -s */
+  const char *explain;                      /* check --explain KEY */
   const char *overrides[CLI_MAX_OVERRIDES]; /* -o KEY=VALUE */
   int n_overrides;
   int json;    /* --json */

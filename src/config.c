@@ -1075,6 +1075,18 @@ size_t config_print(const struct config *cfg, char *out, size_t cap) {
   return b.len;
 }
 
+const char *config_near_key(const char *name) {
+  return near_key(name, strlen(name));
+}
+
+int config_key_default(const char *name, const char **dflt) {
+  const struct key *k = find_key(name, strlen(name));
+  if (!k)
+    return -1;
+  *dflt = k->dflt;
+  return 0;
+}
+
 int config_cidr_match(const struct config_cidr *list, int n,
                       const struct sockaddr *sa) {
   uint8_t addr[16];

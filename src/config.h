@@ -142,6 +142,19 @@ int config_parse_text(struct config *cfg, const char *name, const char *text,
 /* Writes every key as "key = value\n" lines, secrets as <set>. */
 size_t config_print(const struct config *cfg, char *out, size_t cap);
 
+/*
+ * For `mailhop check --explain`: the key a mistyped name most likely meant
+ * (a static string), or NULL.
+ */
+const char *config_near_key(const char *name);
+
+/*
+ * The built-in default of key name as the key table writes it ("" for
+ * empty; *dflt NULL when it is computed at start-up, as hostname's).
+ * Returns 0, or -1 when name is no key.
+ */
+int config_key_default(const char *name, const char **dflt);
+
 /* 1 if the address (AF_INET/AF_INET6 sockaddr) is in relay_networks. */
 int config_cidr_match(const struct config_cidr *list, int n,
                       const struct sockaddr *sa);

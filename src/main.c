@@ -10,6 +10,7 @@
 
 #include "cli.h"
 #include "cmd/admin_cli.h"
+#include "cmd/explain.h"
 #include "cmd/resolve_cmd.h"
 #include "config.h"
 #include "log.h"
@@ -17,6 +18,7 @@
 
 extern char **environ;
 
+/* The command list: mailhop(8) lists the same commands (a test compares). */
 static const char usage[] =
     "usage: mailhop COMMAND [options]\n"
     "\n"
@@ -24,6 +26,7 @@ static const char usage[] =
     "  serve [-c FILE] [-o KEY=VALUE]...   run the relay in the foreground\n"
     "  check [-c FILE] [-o KEY=VALUE]...   validate and print the "
     "configuration\n"
+    "  check --explain KEY                 describe one configuration key\n"
     "  status [-s SOCKET] [--json]         daemon status\n"
     "  queue [-s SOCKET] [--json]          list the queue\n"
     "  queue show ID                       one message in detail\n"
@@ -43,8 +46,77 @@ static const char usage[] =
     "  -s SOCKET      admin socket (default: admin_socket from the "
     "configuration)\n"
     "  --json         machine-readable output\n"
+    "  --explain KEY  (check) a key's description, default and current value\n"
     "  --version      print the version\n"
-    "  --help         this text\n";
+    "  --help         this text; after a command, that command's help\n"
+    "\n"
+    "mailhop COMMAND --help describes one command; man mailhop, man "
+    "mailhop.conf\n";
+
+/* `mailhop COMMAND --help`: each command's options, as in mailhop(8). */
+#define CONFIG_OPTIONS                                                         \
+  "  -c FILE        configuration file (default /etc/mailhop/mailhop.conf "    \
+  "if it exists)\n"                                                            \
+  "  -o KEY=VALUE   set one key; wins over the file and MAILHOP_KEY "          \
+  "variables\n"
+#define ADMIN_OPTIONS                                                          \
+  "  -s SOCKET      admin socket (default: admin_socket from the "             \
+  "configuration)\n"                                                           \
+  "  -c FILE, -o KEY=VALUE   configuration to take admin_socket from\n"
+static const struct {
+  const char *cmd;
+  const char *text;
+} command_help[] = {
+    {"serve", "usage: mailhop serve [-c FILE] [-o KEY=VALUE]...\n\n"
+              "Runs the relay in the foreground, logging to stderr. SIGTERM "
+              "or SIGINT:\nfinish what is in flight (shutdown_timeout), exit "
+              "0. SIGHUP: reload\ncertificates, the AUTH users file and "
+              "tls_ca_file.\n\noptions:\n" CONFIG_OPTIONS},
+    {"check", "usage: mailhop check [-c FILE] [-o KEY=VALUE]...\n"
+              "       mailhop check --explain KEY [-c FILE] [-o "
+              "KEY=VALUE]...\n\n"
+              "Validates the configuration and prints every key as "
+              "`key = value`\n(secrets as <set>); exit 1 with "
+              "FILE:LINE: message on an error.\n\noptions:\n" CONFIG_OPTIONS
+              "  --explain KEY  print KEY's description, default and current "
+              "value\n"},
+    {"status",
+     "usage: mailhop status [-s SOCKET] [--json]\n\n"
+     "The daemon's status through the admin socket.\n\noptions:\n" ADMIN_OPTIONS
+     "  --json         the admin socket's JSON\n"},
+    {"queue", "usage: mailhop queue [-s SOCKET] [--json]\n"
+              "       mailhop queue show ID\n"
+              "       mailhop queue flush [ID]\n"
+              "       mailhop queue delete ID\n"
+              "       mailhop queue hold ID | release ID\n\n"
+              "Lists the queue (a table; JSON with --json), shows one "
+              "message, retries\ndeferred mail now, removes a message "
+              "without a bounce, or stops and\nresumes delivery attempts "
+              "for one message.\n\noptions:\n" ADMIN_OPTIONS
+              "  --json         the admin socket's JSON\n"},
+    {"pause", "usage: mailhop pause [-s SOCKET]\n\n"
+              "Stops all outbound delivery; accepting mail goes on (mailhop "
+              "resume\nrestarts it).\n\noptions:\n" ADMIN_OPTIONS},
+    {"resume", "usage: mailhop resume [-s SOCKET]\n\n"
+               "Restarts outbound delivery after mailhop pause.\n\n"
+               "options:\n" ADMIN_OPTIONS},
+    {"resolve", "usage: mailhop resolve DOMAIN [-c FILE] [-o KEY=VALUE]...\n\n"
+                "Prints the delivery candidates for DOMAIN in the order they "
+                "would be\ntried (MX, dns_servers, smtp_port from the "
+                "configuration).\n\noptions:\n" CONFIG_OPTIONS},
+};
+
+/* Prints the help of the command cli names, or the usage. */
+static void print_help(const struct cli *cli) {
+  for (size_t i = 0;
+       cli->n_words > 0 && i < sizeof command_help / sizeof command_help[0];
+       i++)
+    if (strcmp(cli->words[0], command_help[i].cmd) == 0) {
+      fputs(command_help[i].text, stdout);
+      return;
+    }
+  fputs(usage, stdout);
+}
 
 #define DEFAULT_CONFIG "/etc/mailhop/mailhop.conf"
 
@@ -74,6 +146,13 @@ static int cmd_check(const struct cli *cli) {
   struct config *cfg = malloc(sizeof *cfg);
   if (!cfg)
     return 2;
+  if (cli->explain) {
+    int loaded = load_config(cli, cfg, 1) == 0;
+    int rc =
+        explain_main(cli->explain, loaded ? cfg : NULL, NULL, stdout, stderr);
+    free(cfg);
+    return rc;
+  }
   if (load_config(cli, cfg, 0) < 0) {
     free(cfg);
     return 1;
@@ -103,7 +182,7 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (cli.help) {
-    fputs(usage, stdout);
+    print_help(&cli);
     return 0;
   }
   if (cli.n_words == 0) {
@@ -111,6 +190,11 @@ int main(int argc, char **argv) {
     return 1;
   }
   const char *cmd = cli.words[0];
+  if (cli.explain && strcmp(cmd, "check") != 0) {
+    fprintf(stderr, "mailhop: --explain goes with check (mailhop check "
+                    "--explain KEY)\n");
+    return 1;
+  }
   if (strcmp(cmd, "check") == 0 && cli.n_words == 1)
     return cmd_check(&cli);
 
