@@ -83,6 +83,18 @@ static const struct row rows[] = {
     {"already final in the store: nothing written", OUTCOME_FINAL, 2, 0,
      "s@a.example", 0, T0 + 5000, "", NONE, 0, 0, SCHED_FINAL, 0, 0, 0, NULL,
      OUTCOME_EV_NONE},
+    {"removed while in flight: a refused recipient never bounces",
+     OUTCOME_PERMFAIL, 0, 0, "s@a.example", 1, T0 + 5000, "5.1.1", NONE, 0, 0,
+     SCHED_FINAL, 0, 0, 0, NULL, OUTCOME_EV_NONE},
+    {"removed while in flight: an expiring recipient never bounces",
+     OUTCOME_TEMPFAIL, 5, 0, "s@a.example", 1, T0 + 3600000, "4.2.0", NONE, 0,
+     0, SCHED_FINAL, 0, 0, 0, NULL, OUTCOME_EV_NONE},
+    {"removed while in flight: a deferral is not written", OUTCOME_TEMPFAIL, 0,
+     0, "s@a.example", 1, T0 + 5000, "4.2.0", NONE, 0, 0, SCHED_FINAL, 0, 0, 0,
+     NULL, OUTCOME_EV_NONE},
+    {"removed while in flight: a delivery is still logged", OUTCOME_DELIVERED,
+     0, 0, "s@a.example", 1, T0 + 5000, "2.0.0", NONE, 0, 0, SCHED_FINAL, 0, 0,
+     0, NULL, OUTCOME_EV_DELIVERED},
 };
 
 static void check_row(const struct row *t) {

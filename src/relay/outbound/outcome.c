@@ -68,6 +68,15 @@ void outcome_decide(const struct outcome_msg *m, const struct outcome_rcpt *r,
         .last_error = nz(rc->err),
     };
     enum outcome_state st = rc->state;
+    if (m->removed) {
+      /* Deleted from the queue while in flight (CONTRACT §1 "no bounce"):
+       * nothing is written, nothing bounces; only a delivery that took
+       * place is still reported. */
+      sr->outcome = SCHED_FINAL;
+      if (st == OUTCOME_DELIVERED)
+        note->event = OUTCOME_EV_DELIVERED;
+      continue;
+    }
     if (st == OUTCOME_FINAL) {
       /* The store has it final already: nothing to write or say. */
       sr->outcome = SCHED_FINAL;

@@ -102,6 +102,8 @@ struct outcome_out {
  *    queue_lifetime, bounced with 4.4.7 and the last error;
  *  - PERMFAIL: bounced;
  *  - FINAL: final in the scheduler, nothing written.
+ * A message removed while in flight (m->removed) gets no store outcome and
+ * no bounce whatever its recipients' states; only DELIVERED is reported.
  * A bounced recipient joins dsn[] when dsn_should_bounce() (RFC 3461 §4.1)
  * says so for m->sender.
  */

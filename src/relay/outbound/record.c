@@ -155,6 +155,12 @@ static void record_write(struct record *rec) {
   struct outbound *ob = d->ob;
   const struct config *cfg = ob->cfg;
   int64_t now = rec->now_ms / 1000;
+  if (d->job->removed) {
+    /* Deleted while the message was read for the bounce: no bounce, and
+     * nothing to write about a message that is gone. */
+    rec->out.ndsn = 0;
+    rec->out.nstore = 0;
+  }
   if (rec->out.ndsn) {
     char bid[STORE_ID_SIZE];
     store_new_id(ob->store, bid);
@@ -192,6 +198,10 @@ static void record_write(struct record *rec) {
       };
       memcpy(rec->bounce.id, bid, sizeof bid);
     }
+  }
+  if (rec->out.nstore == 0 && !rec->bounce_body) {
+    on_updated(ob->store, 0, rec); /* nothing to write */
+    return;
   }
   if (store_update(ob->store, rec->oc, rec->out.nstore,
                    rec->bounce_body ? &rec->bounce : NULL, on_updated, rec,
