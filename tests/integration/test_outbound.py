@@ -35,3 +35,83 @@ def test_delete_during_delivery_never_bounces(net):
     assert rows(m, "select count(*) from messages")[0][0] == 0
     assert home.messages == []
     assert "event=bounced" not in m.log()
+
+
+def deferred_lines(m):
+    return [l for l in m.log().splitlines() if "event=deferred" in l]
+
+
+def test_relayhost_530_to_mail_defers_bounces_nothing(net):
+    """Issue 12 item 2: credentials missing, the provider answers 530 to
+    MAIL FROM: the message and a bounce (null sender) both stay queued."""
+    relay_port = free_port()
+    sink = Sink(host="127.0.0.1", port=relay_port, auth=("u", "s3cret"))
+    try:
+        m = net.relay(relayhost=f"[127.0.0.1]:{relay_port}",
+                      relayhost_tls="none", retry_schedule="1h")
+        send(m, "alice@src.test", ["x@b.test"])
+        send(m, "", ["alice@src.test"])  # a bounce of elsewhere
+        st = wait(lambda: [r for r in recipients(m) if r[1] == 1]
+                  if len([r for r in recipients(m) if r[1] == 1]) == 2
+                  else None, what="both deferred")
+        assert all("530" in r[3] for r in st), st
+        # (With pipelining the sink sees DATA with no recipient and records
+        # an empty message: nothing of ours reached it.)
+        assert all(b"hello" not in x.data for x in sink.messages)
+        lines = deferred_lines(m)
+        assert lines and all("dsn=4.7.0" in l for l in lines), lines
+        assert "event=bounced" not in m.log()
+        assert rows(m, "select count(*) from messages")[0][0] == 2
+    finally:
+        sink.stop()
+
+
+def test_relayhost_refusing_relay_to_rcpt_defers(net):
+    """5xx with 5.7.1 to RCPT from a relayhost defers; an ordinary 550 5.1.1
+    still bounces, and its bounce goes out through the relayhost."""
+    relay_port = free_port()
+
+    def rcpt(addr, n):
+        if addr.startswith("denied"):
+            return "554 5.7.1 <%s>: Relay access denied" % addr
+        if addr.startswith("unknown"):
+            return "550 5.1.1 <%s>: user unknown" % addr
+        return "250 2.1.5 Ok"
+
+    sink = Sink(host="127.0.0.1", port=relay_port, rcpt_reply=rcpt)
+    try:
+        m = net.relay(relayhost=f"[127.0.0.1]:{relay_port}",
+                      relayhost_tls="none", retry_schedule="1h")
+        send(m, "alice@src.test", ["denied@b.test", "unknown@b.test"])
+        (dsn,) = sink.wait(1)
+        assert dsn.sender == "" and dsn.addresses == ["alice@src.test"]
+        _, _, f = parse_dsn(dsn.data)
+        assert f["final-recipient"] == ["rfc822; unknown@b.test"]
+        state = {r[0]: r for r in recipients(m)}
+        assert state["denied@b.test"][1] == 1, state
+        assert "5.7.1" in state["denied@b.test"][3]
+        assert state["unknown@b.test"][1] == 3, state
+        lines = deferred_lines(m)
+        assert any("dsn=4.7.1" in l for l in lines), lines
+    finally:
+        sink.stop()
+
+
+def test_relayhost_535_logged_with_its_code(net):
+    """Issue 12 item 7: a 535 to AUTH defers with dsn=4.7.8, not 4.4.1."""
+    relay_port = free_port()
+    sink = Sink(host="127.0.0.1", port=relay_port, auth=("u", "right"))
+    try:
+        m = net.relay(relayhost=f"[127.0.0.1]:{relay_port}",
+                      relayhost_tls="none", relayhost_auth_plaintext="yes",
+                      relayhost_user="u", relayhost_password="wrong",
+                      retry_schedule="1h")
+        send(m, "alice@src.test", ["x@b.test"])
+        st = wait(lambda: [r for r in recipients(m) if r[1] == 1],
+                  what="deferral")
+        assert "535" in st[0][3]
+        lines = deferred_lines(m)
+        assert lines and "dsn=4.7.8" in lines[0], lines
+        assert "wrong" not in m.log()
+    finally:
+        sink.stop()

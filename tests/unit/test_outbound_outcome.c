@@ -204,7 +204,40 @@ static void test_mixed(void) {
   CHECK_INT(sr[2].outcome, SCHED_RETRY);
 }
 
+/* A relayhost refusing this relay (to MAIL or RCPT) defers. */
+static void test_relay_refusal(void) {
+  static const struct {
+    int code;
+    const char *esc;
+    int refusal;
+  } t[] = {
+      {530, "5.7.0", 1},  {530, "", 1},       {530, NULL, 1},
+      {550, "5.7.0", 1},  {554, "5.7.1", 1},  {535, "5.7.8", 1},
+      {550, "5.7.9", 1},  {538, "5.7.11", 1}, {550, "5.7.14", 1},
+      {550, "5.7.57", 1}, {550, "5.1.1", 0},  {550, "5.7.2", 0},
+      {550, "5.7.5", 0},  {550, "5.7.10", 0}, {550, "5.7.570", 0},
+      {550, "", 0},       {550, NULL, 0},     {451, "4.7.1", 0},
+      {250, "2.1.0", 0},  {552, "5.3.4", 0},
+  };
+  for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+    if (outcome_relay_refusal(t[i].code, t[i].esc) != t[i].refusal)
+      fprintf(stderr, "relay refusal %d %s\n", t[i].code,
+              t[i].esc ? t[i].esc : "(null)");
+    CHECK_INT(outcome_relay_refusal(t[i].code, t[i].esc), t[i].refusal);
+  }
+  static const struct {
+    const char *esc, *want;
+  } s[] = {{"5.7.8", "4.7.8"}, {"5.7.0", "4.7.0"}, {"4.4.2", "4.4.2"},
+           {"", "4.4.1"},      {NULL, "4.4.1"},    {"2.0.0", "4.4.1"}};
+  for (size_t i = 0; i < sizeof s / sizeof s[0]; i++) {
+    char out[16];
+    outcome_defer_status(s[i].esc, "4.4.1", out, sizeof out);
+    CHECK_STR(out, s[i].want);
+  }
+}
+
 int main(void) {
+  test_relay_refusal();
   for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
     check_row(&rows[i]);
   test_mixed();

@@ -87,10 +87,13 @@ struct delivery {
   struct conn *conn;
   struct smtp_client *cli;
   char remote[OB_REMOTE_MAX];
-  int plaintext;    /* retrying without TLS after a failed handshake */
-  int reused;       /* the connection came from the idle cache */
-  int conversed;    /* some server answered SMTP (destination is alive) */
-  int conn_decided; /* recipients decided on this connection */
+  int plaintext;     /* retrying without TLS after a failed handshake */
+  int reused;        /* the connection came from the idle cache */
+  int conversed;     /* some server answered SMTP (destination is alive) */
+  int conn_decided;  /* recipients decided on this connection */
+  int body_sent;     /* the transaction reached its body (DATA replies) */
+  int relay_refused; /* the relayhost refused this relay (530, 5.7.x) */
+  int relay_took;    /* ... but decided some recipient otherwise */
   enum next_action next;
   struct smtp_cli_rcpt *txr;
   size_t *txmap;

@@ -139,3 +139,24 @@ void outcome_decide(const struct outcome_msg *m, const struct outcome_rcpt *r,
       };
   }
 }
+
+int outcome_relay_refusal(int code, const char *esc) {
+  static const char *const refusals[] = {"5.7.0",  "5.7.1",  "5.7.8", "5.7.9",
+                                         "5.7.11", "5.7.14", "5.7.57"};
+  if (code == 530)
+    return 1;
+  if (code / 100 != 5 || !esc)
+    return 0;
+  for (size_t i = 0; i < sizeof refusals / sizeof refusals[0]; i++)
+    if (strcmp(esc, refusals[i]) == 0)
+      return 1;
+  return 0;
+}
+
+void outcome_defer_status(const char *esc, const char *dflt, char *out,
+                          size_t cap) {
+  if (esc && (esc[0] == '4' || esc[0] == '5') && esc[1] == '.')
+    snprintf(out, cap, "4%s", esc + 1);
+  else
+    snprintf(out, cap, "%s", dflt);
+}

@@ -111,4 +111,22 @@ void outcome_decide(const struct outcome_msg *m, const struct outcome_rcpt *r,
                     size_t n, const struct outcome_policy *p, int64_t now_ms,
                     struct outcome_out *out);
 
+/*
+ * 1 when a reply to MAIL or RCPT from a relayhost refuses this relay rather
+ * than the message (CONTRACT §4, issue 12): 530, or a 5xx reply with the
+ * enhanced code 5.7.0, 5.7.1, 5.7.8, 5.7.9, 5.7.11, 5.7.14 or 5.7.57
+ * (RFC 3463, RFC 4954 §6, RFC 7504-era registry).  Such a refusal is a
+ * configuration problem: the recipient is deferred, never bounced.
+ * esc: the reply's enhanced code ("" or NULL when none).
+ */
+int outcome_relay_refusal(int code, const char *esc);
+
+/*
+ * The status to record when a reply defers: its enhanced code in class 4
+ * ("5.7.8" gives "4.7.8", "4.4.2" stays), or dflt when the reply has none
+ * (esc "" or NULL).  out has room for cap bytes (16 is enough).
+ */
+void outcome_defer_status(const char *esc, const char *dflt, char *out,
+                          size_t cap);
+
 #endif

@@ -229,7 +229,10 @@ void record_finish(struct delivery *d) {
   if (d->finishing)
     return;
   d->finishing = 1;
-  if (d->conversed)
+  /* A relayhost that refused this relay for every recipient it decided is
+   * a failing destination (backed off as a whole, no connection storm from
+   * a queue of messages), even though it answered. */
+  if (d->conversed && (!d->relay_refused || d->relay_took))
     d->dest_ok = 1;
   struct outbound *ob = d->ob;
   const struct config *cfg = ob->cfg;

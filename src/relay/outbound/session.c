@@ -19,6 +19,7 @@
 #include "queue/store.h"
 #include "relay/outbound/cache.h"
 #include "relay/outbound/dispatch.h"
+#include "relay/outbound/outcome.h"
 #include "relay/outbound/record.h"
 
 static const struct conn_cbs delivery_cbs;
@@ -148,6 +149,7 @@ static void on_connected(struct conn *c) {
 /* Starts a transaction with the recipients still to send. */
 static void start_tx(struct delivery *d) {
   d->ntx = 0;
+  d->body_sent = 0;
   for (size_t i = 0; i < d->n; i++) {
     if (d->r[i].state != OUTCOME_PENDING && d->r[i].state != OUTCOME_NEXT_TX)
       continue;
@@ -339,6 +341,7 @@ static int handle_event(struct delivery *d, const struct smtp_cli_event *ev,
     break;
   }
   case SMTP_CLI_EV_BODY:
+    d->body_sent = 1;
     encode_init(&d->enc);
     d->body_off = 0;
     body_next(d);
@@ -348,6 +351,10 @@ static int handle_event(struct delivery *d, const struct smtp_cli_event *ev,
     reply_text(ev->reply, text, sizeof text);
     const char *esc = ev->reply->esc[0] ? ev->reply->esc : NULL;
     d->conn_decided++;
+    if (ev->outcome != SMTP_CLI_NEXT_TX &&
+        !(ev->outcome == SMTP_CLI_PERMFAIL && d->relayhost && !ev->local &&
+          !d->body_sent && outcome_relay_refusal(ev->reply->code, esc)))
+      d->relay_took = 1;
     switch (ev->outcome) {
     case SMTP_CLI_DELIVERED:
       dispatch_decide(d, i, OUTCOME_DELIVERED, text, esc ? esc : "2.0.0");
@@ -356,6 +363,19 @@ static int handle_event(struct delivery *d, const struct smtp_cli_event *ev,
       dispatch_decide(d, i, OUTCOME_TEMPFAIL, text, esc ? esc : "4.0.0");
       break;
     case SMTP_CLI_PERMFAIL:
+      if (d->relayhost && !ev->local && !d->body_sent &&
+          outcome_relay_refusal(ev->reply->code, esc)) {
+        /* The relayhost refuses this relay (AUTH wanted, relaying
+         * denied), not the message: a configuration problem, which
+         * defers like every relayhost problem (CONTRACT §4).  When it
+         * refused every recipient it is a failing destination (backed
+         * off as a whole, record_finish). */
+        char st[16];
+        outcome_defer_status(esc, "4.7.0", st, sizeof st);
+        dispatch_decide(d, i, OUTCOME_TEMPFAIL, text, st);
+        d->relay_refused = 1;
+        break;
+      }
       dispatch_decide(d, i, OUTCOME_PERMFAIL, text, esc ? esc : "5.0.0");
       break;
     case SMTP_CLI_NEXT_TX:
@@ -369,6 +389,11 @@ static int handle_event(struct delivery *d, const struct smtp_cli_event *ev,
     reply_text(ev->reply, text, sizeof text);
     snprintf(d->last_err, sizeof d->last_err, "%s%s said: %s",
              ev->local ? "local policy for " : "", d->remote, text);
+    /* The deferral carries the reply's own code in class 4 (a 535 to
+     * AUTH is 4.7.8, not the generic 4.4.1). */
+    if (!ev->local && ev->reply->code >= 400)
+      outcome_defer_status(ev->reply->esc, "", d->last_status,
+                           sizeof d->last_status);
     if (ev->fail == SMTP_CLI_FAIL_GREETING)
       d->conversed = 0;
     else
@@ -468,7 +493,8 @@ void session_next(struct delivery *d) {
   struct outbound *ob = d->ob;
   if (dispatch_count_pending(d) == 0 || ob->freeing || d->job->removed) {
     if (dispatch_count_pending(d) && d->last_err[0])
-      dispatch_decide_pending(d, OUTCOME_TEMPFAIL, d->last_err, "4.4.1");
+      dispatch_decide_pending(d, OUTCOME_TEMPFAIL, d->last_err,
+                              d->last_status[0] ? d->last_status : "4.4.1");
     record_finish(d);
     return;
   }
@@ -490,21 +516,23 @@ void session_next(struct delivery *d) {
   } else {
     /* NEXT_DONE with recipients still open: the session broke after some
      * were decided; the rest wait for the next attempt. */
-    dispatch_decide_pending(
-        d, OUTCOME_TEMPFAIL,
-        d->last_err[0] ? d->last_err : "delivery interrupted", "4.4.2");
+    dispatch_decide_pending(d, OUTCOME_TEMPFAIL,
+                            d->last_err[0] ? d->last_err
+                                           : "delivery interrupted",
+                            d->last_status[0] ? d->last_status : "4.4.2");
     record_finish(d);
     return;
   }
   if (d->cand >= d->ncands) {
     dispatch_decide_pending(d, OUTCOME_TEMPFAIL,
                             d->last_err[0] ? d->last_err : "no host reachable",
-                            "4.4.1");
+                            d->last_status[0] ? d->last_status : "4.4.1");
     record_finish(d);
     return;
   }
   d->next = NEXT_HOST;
   d->conn_decided = 0;
+  d->last_status[0] = '\0'; /* the code of this connection's failure */
   mx_candidate_format(&d->cands[d->cand], d->remote, sizeof d->remote);
   int rc = conn_connect(
       ob->loop, (const struct sockaddr *)&d->cands[d->cand].addr,
