@@ -115,3 +115,39 @@ def test_relayhost_535_logged_with_its_code(net):
         assert "wrong" not in m.log()
     finally:
         sink.stop()
+
+
+def test_ret_full_body_with_nul_returned_whole(net):
+    """The returned message is taken by its stored length, not strlen."""
+    net.records(bounce_dns())
+    net.sink("127.0.0.7", rcpt_reply=lambda a, n: "550 5.1.1 unknown")
+    home = net.sink("127.0.0.8")
+    m = net.relay()
+    send(m, "alice@src.test", ["nobody@b.test"],
+         b"Subject: nul\r\n\r\nbefore\x00after the nul\r\n",
+         mail_options=["RET=FULL"])
+    (dsn,) = home.wait(1)
+    _, types, _ = parse_dsn(dsn.data)
+    assert types[2] == "message/rfc822"
+    assert b"after the nul" in dsn.data
+
+
+def test_ret_full_large_message_returns_headers_only(net):
+    """RFC 3461 §4.3: past the cap (50,000 bytes, as Postfix's
+    bounce_size_limit) the bounce returns the headers only, so a bounce's
+    size and memory stay bounded whatever the message size."""
+    net.records(bounce_dns())
+    net.sink("127.0.0.7", rcpt_reply=lambda a, n: "550 5.1.1 unknown")
+    home = net.sink("127.0.0.8")
+    m = net.relay()
+    line = "x" * 76 + "\r\n"
+    # ~90,000 bytes (sizes 65.7-82 KB hit the inbound spool bug of issue 12)
+    body = "Subject: big\r\nX-Mark: 7\r\n\r\n" + line * 1150
+    send(m, "alice@src.test", ["nobody@b.test"], body,
+         mail_options=["RET=FULL"])
+    (dsn,) = home.wait(1)
+    _, types, _ = parse_dsn(dsn.data)
+    assert types[2] == "text/rfc822-headers"
+    assert b"X-Mark: 7" in dsn.data
+    assert len(dsn.data) < 50000
+    wait(lambda: queue_empty(m))

@@ -165,6 +165,7 @@ static void record_write(struct record *rec) {
     char bid[STORE_ID_SIZE];
     store_new_id(ob->store, bid);
     const char *orig = rec->full ? rec->full : d->headers ? d->headers : "";
+    size_t orig_len = rec->full ? rec->full_len : strlen(orig);
     struct dsn_report rep = {
         .hostname = cfg->hostname,
         .sender = d->sender,
@@ -174,7 +175,7 @@ static void record_write(struct record *rec) {
         .now = now,
         .id = bid,
         .msg = orig,
-        .msg_len = strlen(orig),
+        .msg_len = orig_len,
         .rcpts = rec->dsn,
         .nrcpt = rec->out.ndsn,
     };
@@ -219,7 +220,6 @@ static void on_full_read(struct store *st, int status, size_t n, int64_t total,
     free(rec->full);
     rec->full = NULL;
   } else {
-    rec->full[n] = '\0';
     rec->full_len = n;
   }
   record_write(rec);
@@ -285,9 +285,12 @@ void record_finish(struct delivery *d) {
   rec->now_ms = dispatch_wall_ms();
   outcome_decide(&m, rec->in, d->n, &pol, rec->now_ms, &rec->out);
   report(rec);
+  /* RET=FULL quotes the message only when it fits in DSN_QUOTE_MAX (else
+   * the header, RFC 3461 §4.3): one bounded buffer, read by its stored
+   * length. */
   if (rec->out.ndsn && d->ret == DSN_RET_FULL && d->size > 0 &&
-      (uint64_t)d->size <= cfg->max_message_size + 65536) {
-    rec->full = malloc((size_t)d->size + 1);
+      d->size <= DSN_QUOTE_MAX) {
+    rec->full = malloc((size_t)d->size);
     if (rec->full &&
         store_body_read(ob->store, d->id, 0, rec->full, (size_t)d->size,
                         on_full_read, rec, NULL) == 0)
