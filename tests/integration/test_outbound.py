@@ -2,8 +2,13 @@
 message never bounces, a relayhost refusing this relay defers, a 535 is
 logged with the code it gave, RET=FULL bounces stay bounded, and the
 connection limits count idle connections."""
+import os
+import socket
+import subprocess
 import threading
 import time
+
+import pytest
 
 from conftest import free_port, rows
 from smtpsink import Sink
@@ -151,3 +156,56 @@ def test_ret_full_large_message_returns_headers_only(net):
     assert b"X-Mark: 7" in dsn.data
     assert len(dsn.data) < 50000
     wait(lambda: queue_empty(m))
+
+
+def open_sockets_to(pid, ip, port):
+    """How many sockets process pid holds open to ip:port (its file
+    descriptors matched against /proc/net/tcp): what the relay has open,
+    not what a peer has noticed yet."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    want = "%08X:%04X" % (
+        int.from_bytes(socket.inet_aton(ip), "little"), port)
+    n = 0
+    with open(f"/proc/{pid}/net/tcp") as f:
+        next(f)
+        for line in f:
+            cols = line.split()
+            if cols[2] == want and cols[9] in inodes:
+                n += 1
+    return n
+
+
+def test_idle_connections_count_against_max_outbound(net):
+    """Issue 14: max_outbound bounds idle (cached) connections too.  With
+    max_outbound = 1, a message to a second destination while the first
+    one's connection is cached closes that connection before connecting:
+    while the second session runs, the relay holds no socket to the
+    first."""
+    net.records({"one.test": [("A", "127.0.0.7", 60)],
+                 "two.test": [("A", "127.0.0.9", 60)]})
+    seen = []
+    m = None
+
+    def rcpt_two(addr, n):
+        seen.append(open_sockets_to(m.proc.pid, "127.0.0.7", net.smtp_port))
+        return "250 2.1.5 Ok"
+
+    one = net.sink("127.0.0.7")
+    two = net.sink("127.0.0.9", rcpt_reply=rcpt_two)
+    m = net.relay(max_outbound=1, max_per_destination=1)
+    send(m, "a@src.test", ["x@one.test"])
+    one.wait(1)
+    wait(lambda: open_sockets_to(m.proc.pid, "127.0.0.7", net.smtp_port) == 1
+         and queue_empty(m), what="the first delivery, its connection kept")
+    send(m, "a@src.test", ["y@two.test"])
+    two.wait(1)
+    assert seen == [0], seen
+    wait(lambda: queue_empty(m))
+

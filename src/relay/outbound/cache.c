@@ -12,6 +12,7 @@
 #include "proto/smtp_client.h"
 #include "queue/sched.h"
 #include "relay/outbound/dispatch.h"
+#include "relay/outbound/session.h"
 
 /* A connection kept open after its delivery.  Owned by the outbound; ends
  * through on_idle_close. */
@@ -61,6 +62,7 @@ static void on_idle_close(struct conn *c, enum conn_end end, int status) {
   ob->conns--;
   smtp_client_free(ic->cli);
   free(ic);
+  session_wake(ob); /* a slot is free */
 }
 
 static const struct conn_cbs idle_cbs = {
@@ -111,6 +113,28 @@ int cache_take(struct outbound *ob, const char *dest, struct conn **conn,
     free(ic);
     return 1;
   }
+  return 0;
+}
+
+int cache_make_room(struct outbound *ob, const char *dest) {
+  int per = 0;
+  for (struct delivery *d = ob->list; d; d = d->lnext)
+    per += d->conn && strcmp(d->job->dest, dest) == 0;
+  struct idle *same = NULL, *oldest = NULL;
+  for (struct idle *ic = ob->idle; ic; ic = ic->next) {
+    int mine = strcmp(ic->dest, dest) == 0;
+    per += mine;
+    if (conn_closing(ic->conn))
+      continue;
+    if (mine)
+      same = ic;
+    oldest = ic; /* new ones are pushed at the head */
+  }
+  if (per < ob->cfg->max_per_destination && ob->conns < ob->cfg->max_outbound)
+    return 1;
+  struct idle *victim = per >= ob->cfg->max_per_destination ? same : oldest;
+  if (victim)
+    on_idle_timeout(victim->conn); /* polite QUIT, then close */
   return 0;
 }
 

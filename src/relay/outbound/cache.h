@@ -34,6 +34,15 @@ int cache_park(struct delivery *d);
 int cache_take(struct outbound *ob, const char *dest, struct conn **conn,
                struct smtp_client **cli, char *remote, size_t remote_cap);
 
+/* One budget for open connections, cached ones included (CONTRACT §2:
+ * max_outbound connections in total, max_per_destination per
+ * destination).  Returns 1 when a new connection to dest fits now.  When
+ * it does not, it starts closing a cached connection to make room (one to
+ * dest when dest is at its limit, else the least recently used one) and
+ * returns 0: the caller waits for session_wake(), which runs after every
+ * close. */
+int cache_make_room(struct outbound *ob, const char *dest);
+
 /* Closes every cached connection (QUIT, then close) and keeps no new ones
  * (shutdown).  Their close callbacks run later. */
 void cache_close_all(struct outbound *ob);

@@ -372,6 +372,7 @@ void outbound_reload(struct outbound *ob) {
 void outbound_abort_all(struct outbound *ob) {
   outbound_close_idle(ob);
   ob->freeing = 1;
+  session_abort_waiting(ob);
   struct delivery *next;
   /* outbound_close_idle ended the lookups; end the connections. */
   for (struct delivery *d = ob->list; d; d = next) {

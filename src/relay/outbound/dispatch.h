@@ -91,6 +91,7 @@ struct delivery {
   int reused;        /* the connection came from the idle cache */
   int conversed;     /* some server answered SMTP (destination is alive) */
   int conn_decided;  /* recipients decided on this connection */
+  int waiting_slot;  /* waits for room in the connection budget */
   int body_sent;     /* the transaction reached its body (DATA replies) */
   int relay_refused; /* the relayhost refused this relay (530, 5.7.x) */
   int relay_took;    /* ... but decided some recipient otherwise */

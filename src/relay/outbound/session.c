@@ -474,9 +474,11 @@ static void on_close(struct conn *c, enum conn_end end, int status) {
   if (d->read_job) {
     /* The body read still holds our buffers: wait for its callback. */
     store_cancel(d->read_job);
+    session_wake(ob);
     return;
   }
   session_next(d);
+  session_wake(ob); /* d may be gone; ob is not */
 }
 
 static const struct conn_cbs delivery_cbs = {
@@ -487,6 +489,8 @@ static const struct conn_cbs delivery_cbs = {
     .on_timeout = on_timeout,
     .on_close = on_close,
 };
+
+static void session_connect(struct delivery *d);
 
 /* Picks the next way to try, or ends with the outcome. */
 void session_next(struct delivery *d) {
@@ -534,6 +538,19 @@ void session_next(struct delivery *d) {
   d->conn_decided = 0;
   d->last_status[0] = '\0'; /* the code of this connection's failure */
   mx_candidate_format(&d->cands[d->cand], d->remote, sizeof d->remote);
+  session_connect(d);
+}
+
+/* Connects to the current candidate when the connection budget has room;
+ * otherwise waits (cache_make_room closes a cached connection, and its
+ * close wakes us). */
+static void session_connect(struct delivery *d) {
+  struct outbound *ob = d->ob;
+  if (!cache_make_room(ob, d->job->dest)) {
+    d->waiting_slot = 1;
+    return;
+  }
+  d->waiting_slot = 0;
   int rc = conn_connect(
       ob->loop, (const struct sockaddr *)&d->cands[d->cand].addr,
       (unsigned)ob->cfg->connect_timeout_ms, &delivery_cbs, d, &d->conn);
@@ -545,4 +562,36 @@ void session_next(struct delivery *d) {
     return;
   }
   ob->conns++;
+}
+
+void session_wake(struct outbound *ob) {
+  /* A woken delivery may connect, fail at once and finish (freed), so the
+   * list is scanned afresh after each one. */
+  for (;;) {
+    struct delivery *d = ob->list;
+    while (d && !d->waiting_slot)
+      d = d->lnext;
+    if (!d)
+      return;
+    if (ob->freeing) {
+      d->waiting_slot = 0;
+      session_next(d); /* finishes: the recipients stay as they are */
+      continue;
+    }
+    if (!cache_make_room(ob, d->job->dest))
+      return; /* the next close wakes us again */
+    session_connect(d);
+  }
+}
+
+void session_abort_waiting(struct outbound *ob) {
+  for (;;) {
+    struct delivery *d = ob->list;
+    while (d && !d->waiting_slot)
+      d = d->lnext;
+    if (!d)
+      return;
+    d->waiting_slot = 0;
+    session_next(d); /* ob->freeing: finishes */
+  }
 }

@@ -22,6 +22,7 @@
 
 struct conn;
 struct delivery;
+struct outbound;
 struct smtp_client;
 
 /* Moves the delivery on after its connection ended (or before the first
@@ -35,5 +36,13 @@ void session_next(struct delivery *d);
  * the host's "name[addr]:port". */
 void session_reuse(struct delivery *d, struct conn *conn,
                    struct smtp_client *cli, const char *remote);
+
+/* A connection closed: deliveries waiting for a slot of the connection
+ * budget (cache_make_room) try again. */
+void session_wake(struct outbound *ob);
+
+/* Shutdown: deliveries waiting for a slot end now (their recipients stay
+ * as they are in the store). */
+void session_abort_waiting(struct outbound *ob);
 
 #endif
