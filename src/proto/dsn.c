@@ -236,12 +236,21 @@ char *dsn_build(const struct dsn_report *r, size_t *len) {
   }
   buf_str(&b, "\r\n");
 
-  /* Part 3: the original header, or all of it with RET=FULL. */
-  size_t qlen =
-      r->ret == DSN_RET_FULL ? r->msg_len : header_len(r->msg, r->msg_len);
+  /* Part 3: the original header, or all of it with RET=FULL when it fits
+   * in DSN_QUOTE_MAX (RFC 3461 §4.3: headers only when the whole message
+   * cannot be returned). */
+  int full = r->ret == DSN_RET_FULL && r->msg_len <= DSN_QUOTE_MAX;
+  size_t qlen = full ? r->msg_len : header_len(r->msg, r->msg_len);
+  if (qlen > DSN_QUOTE_MAX) {
+    /* A header section over the cap: cut after its last whole line. */
+    size_t cut = DSN_QUOTE_MAX;
+    while (cut > 0 && r->msg[cut - 1] != '\n')
+      cut--;
+    qlen = cut;
+  }
   buf_fmt(&b, "--%s\r\n", boundary);
   buf_fmt(&b, "Content-Type: %s\r\n",
-          r->ret == DSN_RET_FULL ? "message/rfc822" : "text/rfc822-headers");
+          full ? "message/rfc822" : "text/rfc822-headers");
   if (encode_has_8bit(r->msg, qlen))
     buf_str(&b, "Content-Transfer-Encoding: 8bit\r\n");
   buf_str(&b, "Content-Description: Undelivered message\r\n\r\n");

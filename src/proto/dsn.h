@@ -6,8 +6,7 @@
  * body) as one malloc'd buffer, in CRLF form and unstuffed, ready to be
  * queued from "<>" to the original sender and later sent through encode.c
  * like any message (which also folds any line over 998 octets).  Its size
- * is bounded by the original message (or its header, without RET=FULL)
- * plus a small amount per recipient.
+ * is bounded by DSN_QUOTE_MAX plus a small amount per recipient.
  *
  * Pure: no clock (times are passed in), no I/O, no logging; the only
  * allocation is the result.
@@ -32,6 +31,13 @@ enum dsn_ret {
   DSN_RET_HDRS = 1,
   DSN_RET_FULL = 2,
 };
+
+/* The most of the original a bounce quotes, in bytes (Postfix's
+ * bounce_size_limit).  A RET=FULL message over it is returned as its
+ * header only (RFC 3461 §4.3 allows that when the whole message cannot be
+ * returned); a header section over it is cut at the last line end within
+ * it.  So a bounce is bounded whatever the size of the message. */
+#define DSN_QUOTE_MAX 50000
 
 /* One failed recipient.  Strings are borrowed for the call. */
 struct dsn_rcpt {
@@ -60,10 +66,12 @@ struct dsn_report {
 
 /*
  * Builds the bounce.  Returns a malloc'd buffer the caller frees, its
- * length in *len; NULL when out of memory.  Control characters in the
- * fields are replaced by '?', so no field can inject a header.  Non-ASCII
- * in our own text fields (addresses) is replaced by '?' too; the quoted
- * original header or message is copied as is (with
+ * length in *len; NULL when out of memory.  r->msg is taken by its length
+ * (it may hold NUL bytes); at most DSN_QUOTE_MAX bytes of it are quoted:
+ * with RET=FULL the whole message when it fits, else its header.  Control
+ * characters in the fields are replaced by '?', so no field can inject a
+ * header.  Non-ASCII in our own text fields (addresses) is replaced by '?' too;
+ * the quoted original header or message is copied as is (with
  * Content-Transfer-Encoding: 8bit on its part when it is 8-bit).
  */
 __attribute__((warn_unused_result)) char *dsn_build(const struct dsn_report *r,

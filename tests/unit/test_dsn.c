@@ -219,7 +219,73 @@ static void test_injection_and_boundary(void) {
   free(m);
 }
 
+/* The quoted original is bounded by DSN_QUOTE_MAX and taken by length. */
+static void test_quote_bounds(void) {
+  struct dsn_rcpt rc = {"a@b.example", NULL, "5.1.1", NULL, "550 no", 0};
+  struct dsn_report r = {.hostname = "h",
+                         .sender = "s@x.example",
+                         .id = "id",
+                         .ret = DSN_RET_FULL,
+                         .rcpts = &rc,
+                         .nrcpt = 1};
+  size_t len;
+  /* A NUL in the body: everything after it is returned too. */
+  static const char nul[] = "Subject: n\r\n\r\nbefore\0after\r\n";
+  r.msg = nul;
+  r.msg_len = sizeof nul - 1;
+  char *m = dsn_build(&r, &len);
+  CHECK(m != NULL);
+  if (m) {
+    CHECK(memmem(m, len, "before\0after\r\n", 14) != NULL);
+    CHECK(strstr(m, "message/rfc822") != NULL);
+    free(m);
+  }
+  /* Exactly the cap: still the whole message. */
+  size_t big = DSN_QUOTE_MAX + 1000;
+  char *msg = malloc(big);
+  CHECK(msg != NULL);
+  if (!msg)
+    return;
+  static const char hdr[] = "Subject: big\r\nX-Mark: 7\r\n\r\n";
+  memcpy(msg, hdr, sizeof hdr - 1);
+  for (size_t i = sizeof hdr - 1; i < big; i++)
+    msg[i] = (i % 78 == 77) ? '\n' : (i % 78 == 76) ? '\r' : 'b';
+  r.msg = msg;
+  r.msg_len = DSN_QUOTE_MAX;
+  m = dsn_build(&r, &len);
+  CHECK(m && strstr(m, "message/rfc822") != NULL);
+  free(m);
+  /* One byte over: the header only (RFC 3461 §4.3). */
+  r.msg_len = DSN_QUOTE_MAX + 1;
+  m = dsn_build(&r, &len);
+  CHECK(m != NULL);
+  if (m) {
+    CHECK(strstr(m, "text/rfc822-headers") != NULL);
+    CHECK(strstr(m, "message/rfc822") == NULL);
+    CHECK(strstr(m, "X-Mark: 7") != NULL);
+    CHECK(strstr(m, "bbbb") == NULL);
+    CHECK(len < 4000);
+    free(m);
+  }
+  /* A header section over the cap (no empty line at all): cut at a line
+   * end within the cap. */
+  for (size_t i = 0; i < big; i++)
+    msg[i] = (i % 78 == 77) ? '\n' : (i % 78 == 76) ? '\r' : 'h';
+  r.msg_len = big;
+  r.ret = DSN_RET_HDRS;
+  m = dsn_build(&r, &len);
+  CHECK(m != NULL);
+  if (m) {
+    CHECK(len < DSN_QUOTE_MAX + 4000);
+    CHECK(len > DSN_QUOTE_MAX - 100);
+    CHECK(strstr(m, "hh\r\n\r\n--=_mailhop") != NULL);
+    free(m);
+  }
+  free(msg);
+}
+
 int main(void) {
+  test_quote_bounds();
   test_should_bounce();
   test_date();
   test_build(DSN_RET_UNSET);

@@ -1,0 +1,394 @@
+/*
+ * outbound/dispatch: the scheduler's jobs become deliveries; the envelope,
+ * the resolution of the destination and the engine's life cycle (see
+ * dispatch.h and relay/outbound.h).
+ */
+#include "relay/outbound/dispatch.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "config.h"
+#include "dns/resolver.h"
+#include "log.h"
+#include "loop/conn.h"
+#include "loop/tls.h"
+#include "proto/smtp_client.h"
+#include "proto/smtp_parse.h"
+#include "queue/retry.h"
+#include "queue/sched.h"
+#include "queue/store.h"
+#include "relay/outbound.h"
+#include "relay/outbound/cache.h"
+#include "relay/outbound/record.h"
+#include "relay/outbound/session.h"
+#include "relay/resolver_setup.h"
+#include "relay/stats.h"
+
+static char *xstrdup(const char *s) {
+  return s ? strdup(s) : NULL;
+}
+
+int64_t dispatch_wall_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t dispatch_sched_ms(const struct outbound *ob) {
+  return ob->sched ? sched_now(ob->sched) : dispatch_wall_ms();
+}
+
+const char *outbound_dest(const struct outbound *ob, const char *domain) {
+  return ob->cfg->n_relayhost > 0 ? "relayhost" : domain;
+}
+
+int64_t outbound_backoff(const char *dest, unsigned fails, void *data) {
+  (void)dest;
+  const struct outbound *ob = data;
+  return (int64_t)retry_delay(ob->cfg->retry_schedule_ms,
+                              ob->cfg->n_retry_schedule, (int)fails);
+}
+
+int outbound_active(const struct outbound *ob) {
+  return ob->active;
+}
+
+void outbound_set_sched(struct outbound *ob, struct sched *sched) {
+  ob->sched = sched;
+}
+
+void dispatch_decide(struct delivery *d, size_t i, enum outcome_state st,
+                     const char *err, const char *status) {
+  struct drcpt *r = &d->r[i];
+  r->state = st;
+  snprintf(r->err, sizeof r->err, "%s", err ? err : "");
+  snprintf(r->status, sizeof r->status, "%s", status ? status : "");
+  snprintf(r->remote, sizeof r->remote, "%s", d->remote);
+}
+
+void dispatch_decide_pending(struct delivery *d, enum outcome_state st,
+                             const char *err, const char *status) {
+  for (size_t i = 0; i < d->n; i++)
+    if (d->r[i].state == OUTCOME_PENDING || d->r[i].state == OUTCOME_NEXT_TX)
+      dispatch_decide(d, i, st, err, status);
+}
+
+size_t dispatch_count_pending(const struct delivery *d) {
+  size_t k = 0;
+  for (size_t i = 0; i < d->n; i++)
+    k += d->r[i].state == OUTCOME_PENDING || d->r[i].state == OUTCOME_NEXT_TX;
+  return k;
+}
+
+/* ---- resolution --------------------------------------------------------- */
+
+static void on_resolved(struct resolver_query *q, const struct mx_result *res,
+                        void *data) {
+  (void)q;
+  struct delivery *d = data;
+  d->q = NULL;
+  if (res->status == DNS_CANCELED) {
+    /* Shutdown: not an attempt; the recipients stay as they are. */
+    record_finish(d);
+    return;
+  }
+  if (res->status == DNS_OK) {
+    for (int i = 0; i < res->n && d->ncands < OB_MAX_CANDS; i++) {
+      d->cand_relay[d->ncands] = d->relay_idx;
+      d->cands[d->ncands++] = res->c[i];
+    }
+  } else if (d->relayhost) {
+    /* A broken relayhost never bounces the queue: defer. */
+    snprintf(d->last_err, sizeof d->last_err, "relayhost %s: %s",
+             d->ob->cfg->relayhost[d->relay_idx].host, res->reason);
+  } else {
+    snprintf(d->last_err, sizeof d->last_err, "%s", res->reason);
+    if (res->status == DNS_PERMFAIL) {
+      d->remote[0] = '\0';
+      dispatch_decide_pending(d, OUTCOME_PERMFAIL, res->reason, res->dsn);
+      d->dest_ok = 1;
+    } else {
+      dispatch_decide_pending(d, OUTCOME_TEMPFAIL, res->reason, res->dsn);
+    }
+    record_finish(d);
+    return;
+  }
+  if (d->relayhost && ++d->relay_idx < d->ob->cfg->n_relayhost) {
+    dispatch_resolve(d);
+    return;
+  }
+  if (d->ncands == 0) {
+    dispatch_decide_pending(d, OUTCOME_TEMPFAIL, d->last_err, "4.4.3");
+    record_finish(d);
+    return;
+  }
+  d->cand = -1;
+  d->next = NEXT_HOST;
+  session_next(d);
+}
+
+void dispatch_resolve(struct delivery *d) {
+  struct outbound *ob = d->ob;
+  if (d->relayhost) {
+    const struct config_relayhost *rh = &ob->cfg->relayhost[d->relay_idx];
+    d->q =
+        rh->mx_lookup
+            ? resolver_lookup_mx(ob->res, rh->host, rh->port, on_resolved, d)
+            : resolver_lookup_host(ob->res, rh->host, rh->port, on_resolved, d);
+  } else {
+    d->q = resolver_lookup_mx(ob->res, d->job->dest, ob->cfg->smtp_port,
+                              on_resolved, d);
+  }
+  if (!d->q) {
+    dispatch_decide_pending(d, OUTCOME_TEMPFAIL, "out of memory", "4.3.0");
+    record_finish(d);
+  }
+}
+
+/* ---- envelope ----------------------------------------------------------- */
+
+static char *xtext(const char *s) {
+  if (!s)
+    return NULL;
+  size_t cap = strlen(s) * 3 + 1;
+  char *out = malloc(cap);
+  if (out && smtp_xtext_encode(out, cap, s, strlen(s)) < 0) {
+    free(out);
+    return NULL;
+  }
+  return out;
+}
+
+static void on_show(struct store *st, int status, const struct store_msg *m,
+                    void *data) {
+  (void)st;
+  struct delivery *d = data;
+  if (status < 0) {
+    /* Gone (deleted meanwhile): the scheduler forgets it.  Unreadable:
+     * nothing changes in the store; try again a minute later. */
+    struct outbound *ob = d->ob;
+    struct sched_result *res = calloc(d->n, sizeof *res);
+    if (res) {
+      for (size_t i = 0; i < d->n; i++) {
+        res[i].idx = d->r[i].idx;
+        res[i].attempts = d->r[i].attempts;
+        res[i].outcome = status == -ENOENT ? SCHED_FINAL : SCHED_RETRY;
+        res[i].retry_at = dispatch_sched_ms(ob) + 60000;
+      }
+    }
+    if (status != -ENOENT)
+      log_msg(LOG_WARN, "queue", "cannot read message %s: %s", d->id,
+              strerror(-status));
+    if (ob->sched)
+      sched_job_done(ob->sched, d->job, res, res ? d->n : 0, 1);
+    free(res);
+    dispatch_free(d);
+    return;
+  }
+  d->sender = xstrdup(m->sender);
+  d->envid_x = xtext(m->envid);
+  d->ret = m->ret;
+  d->flags = m->flags;
+  d->received_at = m->received_at;
+  d->size = m->size;
+  d->headers = xstrdup(m->headers);
+  for (size_t j = 0; j < d->n; j++) {
+    for (size_t i = 0; i < m->nrcpts; i++) {
+      const struct store_rcpt *sr = &m->rcpts[i];
+      if (sr->idx != d->r[j].idx)
+        continue;
+      d->r[j].addr = xstrdup(sr->address);
+      d->r[j].notify = (unsigned)sr->notify;
+      if (sr->orcpt) {
+        const char *semi = strchr(sr->orcpt, ';');
+        char *x = semi ? xtext(semi + 1) : NULL;
+        if (x) {
+          size_t len = (size_t)(semi - sr->orcpt) + strlen(x) + 2;
+          d->r[j].orcpt = malloc(len);
+          if (d->r[j].orcpt)
+            snprintf(d->r[j].orcpt, len, "%.*s;%s", (int)(semi - sr->orcpt),
+                     sr->orcpt, x);
+          free(x);
+        }
+      }
+    }
+    if (!d->r[j].addr) /* already final in the store */
+      dispatch_decide(d, j, OUTCOME_FINAL, NULL, NULL);
+  }
+  if (!d->sender || dispatch_count_pending(d) == 0) {
+    record_finish(d);
+    return;
+  }
+  struct conn *conn;
+  struct smtp_client *cli;
+  char remote[OB_REMOTE_MAX];
+  if (cache_take(d->ob, d->job->dest, &conn, &cli, remote, sizeof remote)) {
+    session_reuse(d, conn, cli, remote);
+    return;
+  }
+  dispatch_resolve(d);
+}
+
+void outbound_dispatch(struct sched *s, struct sched_job *job, void *data) {
+  (void)s;
+  struct outbound *ob = data;
+  struct delivery *d = calloc(1, sizeof *d);
+  if (d) {
+    d->r = calloc(job->nrcpts, sizeof *d->r);
+    d->txr = calloc(job->nrcpts, sizeof *d->txr);
+    d->txmap = calloc(job->nrcpts, sizeof *d->txmap);
+    d->rbuf = malloc(OB_BODY_CHUNK);
+    d->ebuf = malloc(encode_bound(OB_BODY_CHUNK) + ENCODE_FINISH_MAX);
+  }
+  if (!d || !d->r || !d->txr || !d->txmap || !d->rbuf || !d->ebuf) {
+    if (d) {
+      free(d->r);
+      free(d->txr);
+      free(d->txmap);
+      free(d->rbuf);
+      free(d->ebuf);
+      free(d);
+    }
+    sched_job_done(s, job, NULL, 0, 1); /* due again now-ish */
+    return;
+  }
+  d->ob = ob;
+  d->job = job;
+  d->n = job->nrcpts;
+  d->relayhost = ob->cfg->n_relayhost > 0;
+  d->started_ms = (int64_t)uv_now(ob->loop);
+  snprintf(d->id, sizeof d->id, "%s", job->id);
+  for (size_t i = 0; i < d->n; i++) {
+    d->r[i].idx = job->rcpts[i].idx;
+    d->r[i].attempts = job->rcpts[i].attempts;
+  }
+  d->lnext = ob->list;
+  if (ob->list)
+    ob->list->lprev = d;
+  ob->list = d;
+  ob->active++;
+  /* status: deliveries in flight, whether resolving, connecting or sending */
+  ob->stats->outbound = ob->active;
+  if (store_show(ob->store, d->id, on_show, d) < 0)
+    record_finish(d);
+}
+
+/* Closes every cached connection (shutdown). */
+void outbound_close_idle(struct outbound *ob) {
+  ob->stopping = 1;
+  /* Deliveries still resolving end now; their recipients stay as they are
+   * in the queue (on_resolved, DNS_CANCELED). */
+  struct delivery *next;
+  for (struct delivery *d = ob->list; d; d = next) {
+    next = d->lnext;
+    if (d->q) {
+      struct resolver_query *q = d->q;
+      d->q = NULL;
+      resolver_cancel(q);
+    }
+  }
+  cache_close_all(ob);
+}
+
+void dispatch_free(struct delivery *d) {
+  struct outbound *ob = d->ob;
+  if (d->lprev)
+    d->lprev->lnext = d->lnext;
+  else
+    ob->list = d->lnext;
+  if (d->lnext)
+    d->lnext->lprev = d->lprev;
+  ob->active--;
+  ob->stats->outbound = ob->active;
+  for (size_t i = 0; i < d->n; i++) {
+    free(d->r[i].addr);
+    free(d->r[i].orcpt);
+  }
+  free(d->r);
+  free(d->txr);
+  free(d->txmap);
+  free(d->rbuf);
+  free(d->ebuf);
+  free(d->sender);
+  free(d->envid_x);
+  free(d->headers);
+  free(d);
+}
+
+/* ---- life cycle --------------------------------------------------------- */
+
+struct outbound *outbound_new(uv_loop_t *loop, const struct config *cfg,
+                              struct store *st, struct stats *stats, char *err,
+                              size_t errlen) {
+  struct outbound *ob = calloc(1, sizeof *ob);
+  if (!ob) {
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  ob->loop = loop;
+  ob->cfg = cfg;
+  ob->store = st;
+  ob->stats = stats;
+  int rerr = 0;
+  ob->res = resolver_from_config(loop, cfg, &rerr);
+  if (!ob->res) {
+    snprintf(err, errlen, "cannot start the DNS resolver: %s",
+             rerr == -ENOENT ? "no name server (set dns_servers)"
+                             : strerror(-rerr));
+    free(ob);
+    return NULL;
+  }
+  ob->ctx_verify =
+      tls_client_ctx_new(cfg->tls_ca_file[0] ? cfg->tls_ca_file : NULL,
+                         TLS_VERIFY_REQUIRE, err, errlen);
+  ob->ctx_any = ob->ctx_verify
+                    ? tls_client_ctx_new(NULL, TLS_VERIFY_NONE, err, errlen)
+                    : NULL;
+  if (!ob->ctx_verify || !ob->ctx_any) {
+    if (ob->ctx_verify)
+      SSL_CTX_free(ob->ctx_verify);
+    resolver_free(ob->res);
+    free(ob);
+    return NULL;
+  }
+  return ob;
+}
+
+void outbound_reload(struct outbound *ob) {
+  char err[512];
+  const struct config *cfg = ob->cfg;
+  SSL_CTX *fresh =
+      tls_client_ctx_new(cfg->tls_ca_file[0] ? cfg->tls_ca_file : NULL,
+                         TLS_VERIFY_REQUIRE, err, sizeof err);
+  if (!fresh) {
+    log_msg(LOG_WARN, "reload", "keeping the old trust anchors: %s", err);
+    return;
+  }
+  /* Live SSLs hold their own reference to the old context. */
+  tls_ctx_swap(&ob->ctx_verify, fresh);
+  log_msg(LOG_INFO, "reload", "trust anchors reloaded");
+}
+
+void outbound_abort_all(struct outbound *ob) {
+  outbound_close_idle(ob);
+  ob->freeing = 1;
+  session_abort_waiting(ob);
+  struct delivery *next;
+  /* outbound_close_idle ended the lookups; end the connections. */
+  for (struct delivery *d = ob->list; d; d = next) {
+    next = d->lnext;
+    if (d->conn)
+      conn_close(d->conn, CONN_END_SHUTDOWN);
+  }
+}
+
+void outbound_free(struct outbound *ob) {
+  resolver_free(ob->res);
+  SSL_CTX_free(ob->ctx_verify);
+  SSL_CTX_free(ob->ctx_any);
+  free(ob);
+}

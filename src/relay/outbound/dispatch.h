@@ -1,0 +1,159 @@
+/*
+ * outbound/dispatch: the life cycle of a delivery and the state the
+ * outbound folder shares (private to src/relay/outbound/; the public API
+ * for serve.c is relay/outbound.h).
+ *
+ * One `struct delivery` per scheduler job.  Its life:
+ *
+ *   outbound_dispatch -> store_show (envelope) -> cache_take (a connection
+ *   kept from an earlier delivery) or dispatch_resolve (MX or relayhost
+ *   list) -> session (connect, SMTP, body) -> record_finish (outcome,
+ *   store update, scheduler) -> dispatch_free.
+ *
+ * Owns: the delivery list, the resolver, the TLS client contexts.  Never
+ * waits on the disk or the network (store and resolver calls are
+ * asynchronous, their callbacks run on the loop).
+ */
+#ifndef MAILHOP_RELAY_OUTBOUND_DISPATCH_H
+#define MAILHOP_RELAY_OUTBOUND_DISPATCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "dns/mx.h"
+#include "proto/encode.h"
+#include "queue/store.h"
+#include "relay/outbound/outcome.h"
+
+#define OB_BODY_CHUNK (64 * 1024)
+#define OB_MAX_CANDS 16
+#define OB_ERR_MAX OUTCOME_ERR_MAX
+#define OB_REMOTE_MAX 300
+
+struct config;
+struct conn;
+struct resolver;
+struct resolver_query;
+struct sched;
+struct sched_job;
+struct smtp_client;
+struct smtp_cli_rcpt;
+struct stats;
+struct idle;
+struct record;
+typedef struct ssl_ctx_st SSL_CTX;
+
+/* One recipient of a delivery. */
+struct drcpt {
+  int idx;
+  int attempts;
+  char *addr;  /* NULL when the store holds it as final already */
+  char *orcpt; /* "type;xtext" for the wire and the DSN */
+  unsigned notify;
+  enum outcome_state state;
+  char err[OB_ERR_MAX];
+  char status[16];
+  char remote[OB_REMOTE_MAX];
+};
+
+enum next_action { NEXT_HOST, NEXT_PLAINTEXT, NEXT_DONE };
+
+struct delivery {
+  struct outbound *ob;
+  struct delivery *lprev, *lnext;
+  struct sched_job *job;
+  char id[STORE_ID_SIZE];
+  char *sender;
+  char *envid_x; /* xtext */
+  int ret;
+  unsigned flags;
+  int64_t received_at; /* unix s */
+  int64_t size;        /* bytes, as stored */
+  char *headers;
+  struct drcpt *r;
+  size_t n;
+  int64_t started_ms;
+  /* resolution */
+  struct resolver_query *q;
+  int relayhost;
+  int relay_idx;
+  struct mx_candidate cands[OB_MAX_CANDS];
+  int cand_relay[OB_MAX_CANDS];
+  int ncands, cand;
+  char last_err[OB_ERR_MAX];
+  char last_status[16]; /* enhanced code for last_err, "" = the default */
+  /* the connection in progress */
+  struct conn *conn;
+  struct smtp_client *cli;
+  char remote[OB_REMOTE_MAX];
+  int plaintext;     /* retrying without TLS after a failed handshake */
+  int reused;        /* the connection came from the idle cache */
+  int conversed;     /* some server answered SMTP (destination is alive) */
+  int conn_decided;  /* recipients decided on this connection */
+  int waiting_slot;  /* waits for room in the connection budget */
+  int body_sent;     /* the transaction reached its body (DATA replies) */
+  int relay_refused; /* the relayhost refused this relay (530, 5.7.x) */
+  int relay_took;    /* ... but decided some recipient otherwise */
+  enum next_action next;
+  struct smtp_cli_rcpt *txr;
+  size_t *txmap;
+  size_t ntx;
+  /* body */
+  struct encoder enc;
+  int64_t body_off;
+  char *rbuf, *ebuf;
+  struct store_job *read_job;
+  int waiting_drain;
+  /* outcome */
+  struct record *rec;
+  int finishing;
+  int dest_ok;
+};
+
+struct outbound {
+  uv_loop_t *loop;
+  const struct config *cfg;
+  struct store *store;
+  struct sched *sched;
+  struct stats *stats;
+  struct resolver *res;
+  SSL_CTX *ctx_verify, *ctx_any;
+  struct delivery *list;
+  int active;
+  int conns; /* open connections: deliveries' and idle ones */
+  int freeing;
+  int stopping; /* no new idle connections */
+  struct idle *idle;
+  int n_idle;
+};
+
+/* Sets recipient i's outcome (err and status copied; the remote is the
+ * delivery's current one). */
+void dispatch_decide(struct delivery *d, size_t i, enum outcome_state st,
+                     const char *err, const char *status);
+
+/* Every recipient still open gets this outcome. */
+void dispatch_decide_pending(struct delivery *d, enum outcome_state st,
+                             const char *err, const char *status);
+
+/* Recipients still open (pending or waiting for a further transaction). */
+size_t dispatch_count_pending(const struct delivery *d);
+
+/* Resolves the delivery's destination (the next relayhost of the list, or
+ * the MX of the domain) and goes on with the session ladder; on failure
+ * the recipients are decided and the delivery finishes. */
+void dispatch_resolve(struct delivery *d);
+
+/* Unlinks and frees the delivery (after its job was handed back). */
+void dispatch_free(struct delivery *d);
+
+/* The system's wall clock, unix ms: for log lines (delay=) only. */
+int64_t dispatch_wall_ms(void);
+
+/* The scheduler's clock, unix ms (sched_now): every time handed to the
+ * scheduler or stored as next_attempt_at comes from it, never from the
+ * system's wall clock, so an NTP step does not shift retries. */
+int64_t dispatch_sched_ms(const struct outbound *ob);
+
+#endif

@@ -1,0 +1,162 @@
+/*
+ * outbound/outcome: the fate of each recipient after an attempt, as a pure
+ * function (see outcome.h).
+ */
+#include "relay/outbound/outcome.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "queue/retry.h"
+
+const char *outcome_state_name(enum outcome_state s) {
+  switch (s) {
+  case OUTCOME_PENDING:
+    return "pending";
+  case OUTCOME_DELIVERED:
+    return "delivered";
+  case OUTCOME_TEMPFAIL:
+    return "tempfail";
+  case OUTCOME_PERMFAIL:
+    return "permfail";
+  case OUTCOME_NEXT_TX:
+    return "next_tx";
+  case OUTCOME_FINAL:
+    return "final";
+  }
+  return "?";
+}
+
+const char *outcome_event_name(enum outcome_event e) {
+  switch (e) {
+  case OUTCOME_EV_NONE:
+    return "none";
+  case OUTCOME_EV_DELIVERED:
+    return "delivered";
+  case OUTCOME_EV_DEFERRED:
+    return "deferred";
+  case OUTCOME_EV_BOUNCED:
+    return "bounced";
+  case OUTCOME_EV_EXPIRED:
+    return "expired";
+  }
+  return "?";
+}
+
+static const char *nz(const char *s) {
+  return s && s[0] ? s : NULL;
+}
+
+void outcome_decide(const struct outcome_msg *m, const struct outcome_rcpt *r,
+                    size_t n, const struct outcome_policy *p, int64_t now_ms,
+                    struct outcome_out *out) {
+  int64_t now = now_ms / 1000;
+  out->nstore = out->nsched = out->ndsn = 0;
+  for (size_t i = 0; i < n; i++) {
+    const struct outcome_rcpt *rc = &r[i];
+    struct outcome_note *note = &out->notes[i];
+    memset(note, 0, sizeof *note);
+    note->attempts = rc->attempts + 1;
+    note->status = rc->status ? rc->status : "";
+    note->err = rc->err ? rc->err : "";
+    struct sched_result *sr = &out->sched[out->nsched++];
+    *sr = (struct sched_result){.idx = rc->idx};
+    struct store_outcome o = {
+        .id = m->id,
+        .idx = rc->idx,
+        .attempts = rc->attempts + 1,
+        .last_error = nz(rc->err),
+    };
+    enum outcome_state st = rc->state;
+    if (m->removed) {
+      /* Deleted from the queue while in flight (CONTRACT §1 "no bounce"):
+       * nothing is written, nothing bounces; only a delivery that took
+       * place is still reported. */
+      sr->outcome = SCHED_FINAL;
+      if (st == OUTCOME_DELIVERED)
+        note->event = OUTCOME_EV_DELIVERED;
+      continue;
+    }
+    if (st == OUTCOME_FINAL) {
+      /* The store has it final already: nothing to write or say. */
+      sr->outcome = SCHED_FINAL;
+      continue;
+    }
+    if (st == OUTCOME_PENDING || st == OUTCOME_NEXT_TX) {
+      /* Not tried (removed, shutdown): unchanged, due again. */
+      sr->outcome = SCHED_RETRY;
+      sr->attempts = rc->attempts;
+      sr->retry_at = now_ms;
+      o.state = rc->attempts ? STORE_RCPT_DEFERRED : STORE_RCPT_QUEUED;
+      o.attempts = rc->attempts;
+      o.next_attempt_at = now;
+      out->store[out->nstore++] = o;
+      continue;
+    }
+    if (st == OUTCOME_TEMPFAIL) {
+      int64_t next_at;
+      if (retry_next(p->retry_schedule_ms, p->n_retry_schedule,
+                     rc->attempts + 1, m->received_at * 1000,
+                     p->queue_lifetime_ms, now_ms, &next_at) != RETRY_EXPIRED) {
+        o.state = STORE_RCPT_DEFERRED;
+        o.next_attempt_at = next_at / 1000;
+        sr->outcome = SCHED_RETRY;
+        sr->attempts = rc->attempts + 1;
+        sr->retry_at = next_at;
+        note->event = OUTCOME_EV_DEFERRED;
+        note->next_at_s = next_at / 1000;
+        out->store[out->nstore++] = o;
+        continue;
+      }
+      snprintf(note->expired_err, sizeof note->expired_err,
+               "message expired after %llus in the queue; last error: %s",
+               (unsigned long long)(p->queue_lifetime_ms / 1000), note->err);
+      note->err = note->expired_err;
+      note->status = "4.4.7";
+      o.last_error = note->expired_err;
+      st = OUTCOME_PERMFAIL;
+      note->event = OUTCOME_EV_EXPIRED;
+    }
+    sr->outcome = SCHED_FINAL;
+    if (st == OUTCOME_DELIVERED) {
+      o.state = STORE_RCPT_DELIVERED;
+      note->event = OUTCOME_EV_DELIVERED;
+      out->store[out->nstore++] = o;
+      continue;
+    }
+    o.state = STORE_RCPT_BOUNCED;
+    if (note->event != OUTCOME_EV_EXPIRED)
+      note->event = OUTCOME_EV_BOUNCED;
+    out->store[out->nstore++] = o;
+    if (m->sender && dsn_should_bounce(m->sender, rc->notify))
+      out->dsn[out->ndsn++] = (struct dsn_rcpt){
+          .addr = rc->addr,
+          .orcpt = rc->orcpt,
+          .status = note->status[0] ? note->status : "5.0.0",
+          .remote_mta = nz(rc->remote),
+          .diag = nz(note->err),
+          .last_attempt = now,
+      };
+  }
+}
+
+int outcome_relay_refusal(int code, const char *esc) {
+  static const char *const refusals[] = {"5.7.0",  "5.7.1",  "5.7.8", "5.7.9",
+                                         "5.7.11", "5.7.14", "5.7.57"};
+  if (code == 530)
+    return 1;
+  if (code / 100 != 5 || !esc)
+    return 0;
+  for (size_t i = 0; i < sizeof refusals / sizeof refusals[0]; i++)
+    if (strcmp(esc, refusals[i]) == 0)
+      return 1;
+  return 0;
+}
+
+void outcome_defer_status(const char *esc, const char *dflt, char *out,
+                          size_t cap) {
+  if (esc && (esc[0] == '4' || esc[0] == '5') && esc[1] == '.')
+    snprintf(out, cap, "4%s", esc + 1);
+  else
+    snprintf(out, cap, "%s", dflt);
+}

@@ -1,0 +1,302 @@
+/*
+ * outbound/record: outcome, bounce, store update, scheduler result (see
+ * record.h).
+ */
+#include "relay/outbound/record.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "config.h"
+#include "log.h"
+#include "proto/dsn.h"
+#include "queue/sched.h"
+#include "queue/store.h"
+#include "relay/outbound.h"
+#include "relay/outbound/dispatch.h"
+#include "relay/outbound/outcome.h"
+#include "relay/stats.h"
+
+/* What a finishing delivery holds until its outcome is recorded. */
+struct record {
+  struct delivery *d;
+  struct outcome_rcpt *in;
+  struct outcome_note *notes;
+  struct store_outcome *oc;
+  struct sched_result *res;
+  struct dsn_rcpt *dsn;
+  struct outcome_out out;
+  int64_t now_ms;
+  char *full; /* RET=FULL: the message for the bounce */
+  size_t full_len;
+  struct store_msg bounce;
+  struct store_rcpt bounce_rcpt;
+  char *bounce_body;
+  char bounce_domain[256];
+};
+
+static const char *domain_of(const char *addr) {
+  const char *at = strrchr(addr, '@');
+  return at ? at + 1 : "";
+}
+
+static void record_free(struct record *rec) {
+  if (!rec)
+    return;
+  free(rec->in);
+  free(rec->notes);
+  free(rec->oc);
+  free(rec->res);
+  free(rec->dsn);
+  free(rec->full);
+  free(rec->bounce_body);
+  free(rec);
+}
+
+static void log_outcome(struct delivery *d, const struct drcpt *r,
+                        const struct outcome_note *note, const char *event,
+                        int64_t next_at) {
+  struct log_line l;
+  log_begin(&l, LOG_INFO, event);
+  log_str(&l, "id", d->id);
+  char rcpt[400];
+  snprintf(rcpt, sizeof rcpt, "<%s>", r->addr ? r->addr : "");
+  log_str(&l, "rcpt", rcpt);
+  if (r->remote[0])
+    log_str(&l, "relay", r->remote);
+  log_str(&l, "dsn", note->status);
+  log_int(&l, "attempts", note->attempts);
+  log_double(&l, "delay",
+             (double)dispatch_wall_ms() / 1000.0 - (double)d->received_at);
+  if (next_at) {
+    char ts[32];
+    time_t t = (time_t)next_at;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    log_str(&l, "next_attempt", ts);
+  }
+  if (note->event != OUTCOME_EV_DELIVERED)
+    log_str(&l, "reason", note->err);
+  log_end(&l);
+}
+
+/* Logs and counts each recipient's outcome. */
+static void report(struct record *rec) {
+  struct delivery *d = rec->d;
+  struct stats *stats = d->ob->stats;
+  for (size_t i = 0; i < d->n; i++) {
+    const struct outcome_note *note = &rec->notes[i];
+    switch (note->event) {
+    case OUTCOME_EV_NONE:
+      break;
+    case OUTCOME_EV_DELIVERED:
+      stats->delivered++;
+      log_outcome(d, &d->r[i], note, "delivered", 0);
+      break;
+    case OUTCOME_EV_DEFERRED:
+      stats->deferred++;
+      log_outcome(d, &d->r[i], note, "deferred", note->next_at_s);
+      break;
+    case OUTCOME_EV_EXPIRED:
+      log_outcome(d, &d->r[i], note, "expired", 0);
+      stats->bounced++; /* an expired recipient bounces */
+      log_outcome(d, &d->r[i], note, "bounced", 0);
+      break;
+    case OUTCOME_EV_BOUNCED:
+      stats->bounced++;
+      log_outcome(d, &d->r[i], note, "bounced", 0);
+      break;
+    }
+  }
+}
+
+static void on_updated(struct store *st, int status, void *data) {
+  (void)st;
+  struct record *rec = data;
+  struct delivery *d = rec->d;
+  struct outbound *ob = d->ob;
+  if (status < 0) {
+    /* Nothing was recorded: the recipients stay as they were and are
+     * tried again (at least once delivery). */
+    log_msg(LOG_WARN, "queue", "cannot record outcomes of %s: %s", d->id,
+            strerror(-status));
+    int64_t retry = dispatch_sched_ms(ob) + 60000;
+    for (size_t i = 0; i < rec->out.nsched; i++) {
+      rec->res[i].outcome = SCHED_RETRY;
+      rec->res[i].attempts = d->r[i].attempts;
+      rec->res[i].retry_at = retry;
+    }
+  } else if (rec->bounce_body && ob->sched) {
+    struct sched_rcpt sr = {.idx = 0,
+                            .dest = outbound_dest(ob, rec->bounce_domain)};
+    struct sched_msg sm = {.id = rec->bounce.id,
+                           .received_at = rec->bounce.received_at * 1000,
+                           .size = rec->bounce.size,
+                           .rcpts = &sr,
+                           .nrcpts = 1};
+    if (sched_add(ob->sched, &sm) < 0)
+      log_msg(LOG_WARN, "queue", "bounce %s waits for the next restart",
+              rec->bounce.id);
+  }
+  if (ob->sched)
+    sched_job_done(ob->sched, d->job, rec->res, rec->out.nsched, d->dest_ok);
+  d->rec = NULL;
+  record_free(rec);
+  dispatch_free(d);
+}
+
+/* Builds the bounce (when a recipient needs one) and records it all. */
+static void record_write(struct record *rec) {
+  struct delivery *d = rec->d;
+  struct outbound *ob = d->ob;
+  const struct config *cfg = ob->cfg;
+  int64_t now = rec->now_ms / 1000;
+  if (d->job->removed) {
+    /* Deleted while the message was read for the bounce: no bounce, and
+     * nothing to write about a message that is gone. */
+    rec->out.ndsn = 0;
+    rec->out.nstore = 0;
+  }
+  if (rec->out.ndsn) {
+    char bid[STORE_ID_SIZE];
+    store_new_id(ob->store, bid);
+    const char *orig = rec->full ? rec->full : d->headers ? d->headers : "";
+    size_t orig_len = rec->full ? rec->full_len : strlen(orig);
+    struct dsn_report rep = {
+        .hostname = cfg->hostname,
+        .sender = d->sender,
+        .envid = d->envid_x,
+        .ret = rec->full ? DSN_RET_FULL : DSN_RET_HDRS,
+        .arrival = d->received_at,
+        .now = now,
+        .id = bid,
+        .msg = orig,
+        .msg_len = orig_len,
+        .rcpts = rec->dsn,
+        .nrcpt = rec->out.ndsn,
+    };
+    size_t blen = 0;
+    rec->bounce_body = dsn_build(&rep, &blen);
+    if (rec->bounce_body) {
+      snprintf(rec->bounce_domain, sizeof rec->bounce_domain, "%s",
+               domain_of(d->sender));
+      for (char *p = rec->bounce_domain; *p; p++)
+        if (*p >= 'A' && *p <= 'Z')
+          *p = (char)(*p + 32);
+      rec->bounce_rcpt = (struct store_rcpt){.address = d->sender,
+                                             .domain = rec->bounce_domain};
+      rec->bounce = (struct store_msg){
+          .sender = "",
+          .received_at = now,
+          .rcpts = &rec->bounce_rcpt,
+          .nrcpts = 1,
+          .prefix = rec->bounce_body,
+          .prefix_len = blen,
+      };
+      memcpy(rec->bounce.id, bid, sizeof bid);
+    }
+  }
+  if (rec->out.nstore == 0 && !rec->bounce_body) {
+    on_updated(ob->store, 0, rec); /* nothing to write */
+    return;
+  }
+  if (store_update(ob->store, rec->oc, rec->out.nstore,
+                   rec->bounce_body ? &rec->bounce : NULL, on_updated, rec,
+                   NULL) < 0)
+    on_updated(ob->store, -EIO, rec);
+}
+
+/* RET=FULL bounces quote the whole message: read it first. */
+static void on_full_read(struct store *st, int status, size_t n, int64_t total,
+                         void *data) {
+  (void)st;
+  (void)total;
+  struct record *rec = data;
+  if (status < 0) {
+    free(rec->full);
+    rec->full = NULL;
+  } else {
+    rec->full_len = n;
+  }
+  record_write(rec);
+}
+
+void record_finish(struct delivery *d) {
+  if (d->finishing)
+    return;
+  d->finishing = 1;
+  /* A relayhost that refused this relay for every recipient it decided is
+   * a failing destination (backed off as a whole, no connection storm from
+   * a queue of messages), even though it answered. */
+  if (d->conversed && (!d->relay_refused || d->relay_took))
+    d->dest_ok = 1;
+  struct outbound *ob = d->ob;
+  const struct config *cfg = ob->cfg;
+  struct record *rec = calloc(1, sizeof *rec);
+  if (rec) {
+    rec->d = d;
+    rec->in = calloc(d->n, sizeof *rec->in);
+    rec->notes = calloc(d->n, sizeof *rec->notes);
+    rec->oc = calloc(d->n, sizeof *rec->oc);
+    rec->res = calloc(d->n, sizeof *rec->res);
+    rec->dsn = calloc(d->n, sizeof *rec->dsn);
+  }
+  if (!rec || !rec->in || !rec->notes || !rec->oc || !rec->res || !rec->dsn) {
+    record_free(rec);
+    if (ob->sched)
+      sched_job_done(ob->sched, d->job, NULL, 0, d->dest_ok);
+    dispatch_free(d);
+    return;
+  }
+  d->rec = rec;
+  for (size_t i = 0; i < d->n; i++) {
+    const struct drcpt *r = &d->r[i];
+    rec->in[i] = (struct outcome_rcpt){
+        .idx = r->idx,
+        .attempts = r->attempts,
+        .addr = r->addr,
+        .orcpt = r->orcpt,
+        .notify = r->notify,
+        .state = r->state,
+        .err = r->err,
+        .status = r->status,
+        .remote = r->remote,
+    };
+  }
+  struct outcome_msg m = {
+      .id = d->id,
+      .sender = d->sender,
+      .received_at = d->received_at,
+      .removed = d->job->removed,
+  };
+  struct outcome_policy pol = {
+      .retry_schedule_ms = cfg->retry_schedule_ms,
+      .n_retry_schedule = cfg->n_retry_schedule,
+      .queue_lifetime_ms = cfg->queue_lifetime_ms,
+  };
+  rec->out = (struct outcome_out){.store = rec->oc,
+                                  .sched = rec->res,
+                                  .dsn = rec->dsn,
+                                  .notes = rec->notes};
+  rec->now_ms = dispatch_sched_ms(ob);
+  outcome_decide(&m, rec->in, d->n, &pol, rec->now_ms, &rec->out);
+  report(rec);
+  /* RET=FULL quotes the message only when it fits in DSN_QUOTE_MAX (else
+   * the header, RFC 3461 §4.3): one bounded buffer, read by its stored
+   * length. */
+  if (rec->out.ndsn && d->ret == DSN_RET_FULL && d->size > 0 &&
+      d->size <= DSN_QUOTE_MAX) {
+    rec->full = malloc((size_t)d->size);
+    if (rec->full &&
+        store_body_read(ob->store, d->id, 0, rec->full, (size_t)d->size,
+                        on_full_read, rec, NULL) == 0)
+      return;
+    free(rec->full);
+    rec->full = NULL;
+  }
+  record_write(rec);
+}

@@ -1,0 +1,245 @@
+/* test_outbound_outcome: the pure outcome function of outbound (what each
+ * recipient becomes after an attempt), table-driven. */
+#include "relay/outbound/outcome.h"
+
+#include "check.h"
+
+/* 1m, 5m, 15m; lifetime 1 h */
+static const uint64_t sched_ms[] = {60000, 300000, 900000};
+static const struct outcome_policy pol = {
+    .retry_schedule_ms = sched_ms,
+    .n_retry_schedule = 3,
+    .queue_lifetime_ms = 3600000,
+};
+
+#define RECEIVED 1700000000 /* unix s */
+#define T0 ((int64_t)RECEIVED * 1000)
+
+#define NONE (-1) /* no store outcome for the recipient */
+
+struct row {
+  const char *name;
+  /* input */
+  enum outcome_state state;
+  int attempts;
+  unsigned notify;
+  const char *sender;
+  int removed;
+  int64_t now_ms;
+  const char *status;
+  /* expected */
+  int store_state; /* enum store_rcpt_state or NONE */
+  int store_attempts;
+  int64_t store_next_s;
+  enum sched_outcome sched;
+  int sched_attempts;
+  int64_t sched_retry_at;
+  int dsn; /* 1: in the bounce */
+  const char *dsn_status;
+  enum outcome_event event;
+};
+
+static const struct row rows[] = {
+    {"delivered", OUTCOME_DELIVERED, 0, 0, "s@a.example", 0, T0 + 5000, "2.0.0",
+     STORE_RCPT_DELIVERED, 1, 0, SCHED_FINAL, 0, 0, 0, NULL,
+     OUTCOME_EV_DELIVERED},
+    {"first tempfail defers 1m", OUTCOME_TEMPFAIL, 0, 0, "s@a.example", 0,
+     T0 + 5000, "4.2.0", STORE_RCPT_DEFERRED, 1, RECEIVED + 65, SCHED_RETRY, 1,
+     T0 + 65000, 0, NULL, OUTCOME_EV_DEFERRED},
+    {"third tempfail defers 15m", OUTCOME_TEMPFAIL, 2, 0, "s@a.example", 0,
+     T0 + 600000, "4.2.0", STORE_RCPT_DEFERRED, 3, RECEIVED + 1500, SCHED_RETRY,
+     3, T0 + 1500000, 0, NULL, OUTCOME_EV_DEFERRED},
+    {"tempfail 1 ms before expiry: clamped to the expiry", OUTCOME_TEMPFAIL, 5,
+     0, "s@a.example", 0, T0 + 3599999, "4.2.0", STORE_RCPT_DEFERRED, 6,
+     RECEIVED + 3600, SCHED_RETRY, 6, T0 + 3600000, 0, NULL,
+     OUTCOME_EV_DEFERRED},
+    {"tempfail at the expiry boundary bounces 4.4.7", OUTCOME_TEMPFAIL, 5, 0,
+     "s@a.example", 0, T0 + 3600000, "4.2.0", STORE_RCPT_BOUNCED, 6, 0,
+     SCHED_FINAL, 0, 0, 1, "4.4.7", OUTCOME_EV_EXPIRED},
+    {"expiry of a bounce (null sender): no bounce of a bounce",
+     OUTCOME_TEMPFAIL, 5, 0, "", 0, T0 + 4000000, "4.2.0", STORE_RCPT_BOUNCED,
+     6, 0, SCHED_FINAL, 0, 0, 0, NULL, OUTCOME_EV_EXPIRED},
+    {"permfail bounces", OUTCOME_PERMFAIL, 1, 0, "s@a.example", 0, T0 + 5000,
+     "5.1.1", STORE_RCPT_BOUNCED, 2, 0, SCHED_FINAL, 0, 0, 1, "5.1.1",
+     OUTCOME_EV_BOUNCED},
+    {"permfail without a status: 5.0.0", OUTCOME_PERMFAIL, 0, 0, "s@a.example",
+     0, T0 + 5000, "", STORE_RCPT_BOUNCED, 1, 0, SCHED_FINAL, 0, 0, 1, "5.0.0",
+     OUTCOME_EV_BOUNCED},
+    {"permfail NOTIFY=NEVER", OUTCOME_PERMFAIL, 0, DSN_NOTIFY_NEVER,
+     "s@a.example", 0, T0 + 5000, "5.1.1", STORE_RCPT_BOUNCED, 1, 0,
+     SCHED_FINAL, 0, 0, 0, NULL, OUTCOME_EV_BOUNCED},
+    {"permfail NOTIFY=DELAY only", OUTCOME_PERMFAIL, 0, DSN_NOTIFY_DELAY,
+     "s@a.example", 0, T0 + 5000, "5.1.1", STORE_RCPT_BOUNCED, 1, 0,
+     SCHED_FINAL, 0, 0, 0, NULL, OUTCOME_EV_BOUNCED},
+    {"permfail of a bounce (null sender)", OUTCOME_PERMFAIL, 0, 0, "", 0,
+     T0 + 5000, "5.1.1", STORE_RCPT_BOUNCED, 1, 0, SCHED_FINAL, 0, 0, 0, NULL,
+     OUTCOME_EV_BOUNCED},
+    {"left for a further transaction after 452: unchanged, due now",
+     OUTCOME_NEXT_TX, 0, 0, "s@a.example", 0, T0 + 5000, "", STORE_RCPT_QUEUED,
+     0, RECEIVED + 5, SCHED_RETRY, 0, T0 + 5000, 0, NULL, OUTCOME_EV_NONE},
+    {"not tried, deferred before: stays deferred", OUTCOME_PENDING, 3, 0,
+     "s@a.example", 0, T0 + 5000, "", STORE_RCPT_DEFERRED, 3, RECEIVED + 5,
+     SCHED_RETRY, 3, T0 + 5000, 0, NULL, OUTCOME_EV_NONE},
+    {"already final in the store: nothing written", OUTCOME_FINAL, 2, 0,
+     "s@a.example", 0, T0 + 5000, "", NONE, 0, 0, SCHED_FINAL, 0, 0, 0, NULL,
+     OUTCOME_EV_NONE},
+    {"removed while in flight: a refused recipient never bounces",
+     OUTCOME_PERMFAIL, 0, 0, "s@a.example", 1, T0 + 5000, "5.1.1", NONE, 0, 0,
+     SCHED_FINAL, 0, 0, 0, NULL, OUTCOME_EV_NONE},
+    {"removed while in flight: an expiring recipient never bounces",
+     OUTCOME_TEMPFAIL, 5, 0, "s@a.example", 1, T0 + 3600000, "4.2.0", NONE, 0,
+     0, SCHED_FINAL, 0, 0, 0, NULL, OUTCOME_EV_NONE},
+    {"removed while in flight: a deferral is not written", OUTCOME_TEMPFAIL, 0,
+     0, "s@a.example", 1, T0 + 5000, "4.2.0", NONE, 0, 0, SCHED_FINAL, 0, 0, 0,
+     NULL, OUTCOME_EV_NONE},
+    {"removed while in flight: a delivery is still logged", OUTCOME_DELIVERED,
+     0, 0, "s@a.example", 1, T0 + 5000, "2.0.0", NONE, 0, 0, SCHED_FINAL, 0, 0,
+     0, NULL, OUTCOME_EV_DELIVERED},
+};
+
+static void check_row(const struct row *t) {
+  struct outcome_rcpt in = {
+      .idx = 3,
+      .attempts = t->attempts,
+      .addr = "r@b.example",
+      .notify = t->notify,
+      .state = t->state,
+      .err = "the reply",
+      .status = t->status,
+      .remote = "mx.b.example[192.0.2.1]:25",
+  };
+  struct outcome_msg m = {.id = "Q1",
+                          .sender = t->sender,
+                          .received_at = RECEIVED,
+                          .removed = t->removed};
+  struct store_outcome so[1];
+  struct sched_result sr[1];
+  struct dsn_rcpt dr[1];
+  struct outcome_note notes[1];
+  struct outcome_out out = {
+      .store = so, .sched = sr, .dsn = dr, .notes = notes};
+  outcome_decide(&m, &in, 1, &pol, t->now_ms, &out);
+  fprintf(stderr, "- %s\n", t->name);
+  if (t->store_state == NONE) {
+    CHECK_INT(out.nstore, 0);
+  } else {
+    CHECK_INT(out.nstore, 1);
+    CHECK_STR(so[0].id, "Q1");
+    CHECK_INT(so[0].idx, 3);
+    CHECK_INT(so[0].state, t->store_state);
+    CHECK_INT(so[0].attempts, t->store_attempts);
+    if (t->store_state == STORE_RCPT_DEFERRED ||
+        t->store_state == STORE_RCPT_QUEUED)
+      CHECK_INT(so[0].next_attempt_at, t->store_next_s);
+  }
+  CHECK_INT(out.nsched, 1);
+  CHECK_INT(sr[0].idx, 3);
+  CHECK_INT(sr[0].outcome, t->sched);
+  if (t->sched == SCHED_RETRY) {
+    CHECK_INT(sr[0].attempts, t->sched_attempts);
+    CHECK_INT(sr[0].retry_at, t->sched_retry_at);
+  }
+  CHECK_INT(out.ndsn, t->dsn);
+  if (t->dsn && out.ndsn) {
+    CHECK_STR(dr[0].status, t->dsn_status);
+    CHECK_STR(dr[0].addr, "r@b.example");
+    CHECK_STR(dr[0].remote_mta, "mx.b.example[192.0.2.1]:25");
+    CHECK_CONTAINS(dr[0].diag, "the reply");
+    CHECK_INT(dr[0].last_attempt, t->now_ms / 1000);
+  }
+  CHECK_INT(notes[0].event, t->event);
+  if (t->event == OUTCOME_EV_EXPIRED) {
+    CHECK_STR(notes[0].status, "4.4.7");
+    CHECK_CONTAINS(notes[0].err, "expired after 3600s");
+    CHECK_CONTAINS(notes[0].err, "last error: the reply");
+    CHECK_CONTAINS(so[0].last_error, "expired after 3600s");
+  }
+}
+
+/* Several recipients: the bounce lists exactly the failed ones, in order;
+ * every recipient gets a scheduler result. */
+static void test_mixed(void) {
+  struct outcome_rcpt in[4] = {
+      {.idx = 0,
+       .addr = "a@b.example",
+       .state = OUTCOME_DELIVERED,
+       .err = "250 ok",
+       .status = "2.0.0",
+       .remote = "h"},
+      {.idx = 1,
+       .addr = "b@b.example",
+       .state = OUTCOME_PERMFAIL,
+       .err = "550 no",
+       .status = "5.1.1",
+       .remote = "h"},
+      {.idx = 2,
+       .addr = "c@b.example",
+       .state = OUTCOME_TEMPFAIL,
+       .err = "450 later",
+       .status = "4.2.0",
+       .remote = "h"},
+      {.idx = 5,
+       .addr = "d@b.example",
+       .state = OUTCOME_PERMFAIL,
+       .err = "552 full",
+       .status = "5.2.2",
+       .remote = ""},
+  };
+  struct outcome_msg m = {
+      .id = "Q2", .sender = "s@a.example", .received_at = RECEIVED};
+  struct store_outcome so[4];
+  struct sched_result sr[4];
+  struct dsn_rcpt dr[4];
+  struct outcome_note notes[4];
+  struct outcome_out out = {
+      .store = so, .sched = sr, .dsn = dr, .notes = notes};
+  outcome_decide(&m, in, 4, &pol, T0 + 1000, &out);
+  CHECK_INT(out.nstore, 4);
+  CHECK_INT(out.nsched, 4);
+  CHECK_INT(out.ndsn, 2);
+  CHECK_STR(dr[0].addr, "b@b.example");
+  CHECK_STR(dr[1].addr, "d@b.example");
+  CHECK(dr[1].remote_mta == NULL);
+  CHECK_INT(sr[3].idx, 5);
+  CHECK_INT(sr[2].outcome, SCHED_RETRY);
+}
+
+/* A relayhost refusing this relay (to MAIL or RCPT) defers. */
+static void test_relay_refusal(void) {
+  static const struct {
+    int code;
+    const char *esc;
+    int refusal;
+  } t[] = {
+      {530, "5.7.0", 1},  {530, "", 1},       {530, NULL, 1},
+      {550, "5.7.0", 1},  {554, "5.7.1", 1},  {535, "5.7.8", 1},
+      {550, "5.7.9", 1},  {538, "5.7.11", 1}, {550, "5.7.14", 1},
+      {550, "5.7.57", 1}, {550, "5.1.1", 0},  {550, "5.7.2", 0},
+      {550, "5.7.5", 0},  {550, "5.7.10", 0}, {550, "5.7.570", 0},
+      {550, "", 0},       {550, NULL, 0},     {451, "4.7.1", 0},
+      {250, "2.1.0", 0},  {552, "5.3.4", 0},
+  };
+  for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+    if (outcome_relay_refusal(t[i].code, t[i].esc) != t[i].refusal)
+      fprintf(stderr, "relay refusal %d %s\n", t[i].code,
+              t[i].esc ? t[i].esc : "(null)");
+    CHECK_INT(outcome_relay_refusal(t[i].code, t[i].esc), t[i].refusal);
+  }
+  static const struct {
+    const char *esc, *want;
+  } s[] = {{"5.7.8", "4.7.8"}, {"5.7.0", "4.7.0"}, {"4.4.2", "4.4.2"},
+           {"", "4.4.1"},      {NULL, "4.4.1"},    {"2.0.0", "4.4.1"}};
+  for (size_t i = 0; i < sizeof s / sizeof s[0]; i++) {
+    char out[16];
+    outcome_defer_status(s[i].esc, "4.4.1", out, sizeof out);
+    CHECK_STR(out, s[i].want);
+  }
+}
+
+int main(void) {
+  test_relay_refusal();
+  for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
+    check_row(&rows[i]);
+  test_mixed();
+  return check_result("test_outbound_outcome");
+}
