@@ -8,6 +8,8 @@
  */
 #include <arpa/inet.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <ldns/ldns.h>
 #include <uv.h>
@@ -182,18 +184,45 @@ static void f_on_conn(uv_stream_t *srv, int status) {
     uv_close((uv_handle_t *)&c->h, f_conn_close);
 }
 
+/* A TCP and a UDP socket on one free loopback port.  The kernel picks the
+ * TCP port; when another process holds that port for UDP, try again (tests
+ * run in parallel with others that bind ports too). */
+static void bind_pair(int *tcp_fd, int *udp_fd, struct sockaddr_in *addr) {
+  for (int attempt = 0; attempt < 50; attempt++) {
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    int t = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int u = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (t >= 0 && u >= 0 && bind(t, (struct sockaddr *)&a, sizeof a) == 0 &&
+        getsockname(t, (struct sockaddr *)&a, &len) == 0 &&
+        bind(u, (struct sockaddr *)&a, sizeof a) == 0 && listen(t, 16) == 0) {
+      *tcp_fd = t;
+      *udp_fd = u;
+      *addr = a;
+      return;
+    }
+    if (t >= 0)
+      close(t);
+    if (u >= 0)
+      close(u);
+  }
+  CHECK(!"no free port pair for the fake DNS server");
+  *tcp_fd = *udp_fd = -1;
+}
+
 static void fake_start(uv_loop_t *loop, const struct zone_rr *zone) {
   memset(&F, 0, sizeof F);
   F.zone = zone;
-  struct sockaddr_in a;
-  uv_ip4_addr("127.0.0.1", 0, &a);
+  int tcp_fd, udp_fd;
+  struct sockaddr_in a = {0};
+  bind_pair(&tcp_fd, &udp_fd, &a);
+  memcpy(&F.addr, &a, sizeof a);
   CHECK_INT(uv_udp_init(loop, &F.udp), 0);
-  CHECK_INT(uv_udp_bind(&F.udp, (struct sockaddr *)&a, 0), 0);
-  int len = sizeof F.addr;
-  uv_udp_getsockname(&F.udp, (struct sockaddr *)&F.addr, &len);
+  CHECK_INT(uv_udp_open(&F.udp, udp_fd), 0);
   CHECK_INT(uv_udp_recv_start(&F.udp, f_alloc, f_on_udp), 0);
   CHECK_INT(uv_tcp_init(loop, &F.tcp), 0);
-  CHECK_INT(uv_tcp_bind(&F.tcp, (struct sockaddr *)&F.addr, 0), 0);
+  CHECK_INT(uv_tcp_open(&F.tcp, tcp_fd), 0);
   CHECK_INT(uv_listen((uv_stream_t *)&F.tcp, 16, f_on_conn), 0);
 }
 
