@@ -20,7 +20,7 @@ def described_keys():
     main, pending, cur = [], [], None
     cur = main
     for line in KEYS_TXT.read_text().splitlines():
-        if line.strip() == "[[pending: added on merge]]":
+        if re.fullmatch(r"\[\[pending: [^]]*\]\]", line.strip()):
             cur = pending
         m = re.fullmatch(r"\[([a-z0-9_]+)\]\s*", line)
         if m:
