@@ -50,6 +50,7 @@ static void header_fold(struct encoder *e, struct out *o) {
       break;
     }
   }
+  e->folds++;
   if (cut > 0) {
     put_line(o, e->hbuf, cut);
     /* The rest starts with the whitespace: a valid continuation line. */
@@ -82,8 +83,11 @@ static void octet(struct encoder *e, struct out *o, char c) {
     return;
   }
   if (e->col == ENCODE_LINE_MAX) {
-    put(o, "\r\n", 2);
-    e->col = 0;
+    /* Postfix's smtp_line_length_limit break: CRLF SP, the SP counted in
+     * the next line.  A line starting with SP needs no stuffing dot. */
+    put(o, "\r\n ", 3);
+    e->col = 1;
+    e->folds++;
   }
   if (e->col == 0 && c == '.')
     put(o, ".", 1);
@@ -126,6 +130,10 @@ size_t encode_finish(struct encoder *e, char *out, size_t cap) {
     line_end(e, &o);
   put(&o, ".\r\n", 3);
   return o.len;
+}
+
+size_t encode_folds(const struct encoder *e) {
+  return e->folds;
 }
 
 int encode_has_8bit(const char *buf, size_t n) {

@@ -98,6 +98,7 @@ struct delivery {
   char *rbuf, *ebuf;
   struct store_job *read_job;
   int waiting_drain;
+  int folds_logged; /* the "folded" line was written for this message */
   /* outcome */
   char *full; /* RET=FULL: the whole message for the bounce */
   int finishing;
@@ -377,8 +378,20 @@ static void on_body(struct store *st, int status, size_t n, int64_t total,
   size_t w =
       encode_feed(&d->enc, d->rbuf, n, d->ebuf, encode_bound(BODY_CHUNK));
   int full = 0;
-  if (n < BODY_CHUNK)
+  if (n < BODY_CHUNK) {
     w += encode_finish(&d->enc, d->ebuf + w, ENCODE_FINISH_MAX);
+    /* client hook (issue 12 item 7): lines over 998 octets were broken;
+     * say so once per message. */
+    if (encode_folds(&d->enc) > 0 && !d->folds_logged) {
+      d->folds_logged = 1;
+      struct log_line l;
+      log_begin(&l, LOG_INFO, "folded");
+      log_str(&l, "id", d->id);
+      log_str(&l, "relay", d->remote);
+      log_int(&l, "breaks", (long long)encode_folds(&d->enc));
+      log_end(&l);
+    }
+  }
   if (w) {
     int rc = conn_write(d->conn, d->ebuf, w);
     if (rc < 0) {
