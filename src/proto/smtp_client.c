@@ -316,6 +316,49 @@ static void parse_ehlo(struct smtp_cli_caps *k, const struct reply *r) {
   }
 }
 
+/*
+ * 1 when the reply's first line begins with our own name (CONTRACT §4:
+ * the greeting's "220 NAME ..." or EHLO's "250-NAME ...").  Postfix does
+ * the same in smtp_helo() ("mail for X loops back to myself"): an address
+ * check cannot see a port forward or a NAT back to this relay.  A leading
+ * enhanced status code (not expected there, but seen) is skipped.
+ */
+static int names_self(const struct smtp_client *c, const struct reply *r) {
+  const char *self = c->p.self_name;
+  if (!self || !*self)
+    return 0;
+  size_t sl = strlen(self);
+  if (sl > 1 && self[sl - 1] == '.')
+    sl--;
+  const char *t = r->text;
+  const char *nl = memchr(t, '\n', r->text_len);
+  size_t n = nl ? (size_t)(nl - t) : r->text_len;
+  size_t el = strlen(r->esc);
+  if (el > 0 && n > el && memcmp(t, r->esc, el) == 0 && t[el] == ' ') {
+    t += el + 1;
+    n -= el + 1;
+  }
+  while (n > 0 && (*t == ' ' || *t == '\t'))
+    t++, n--;
+  size_t w = 0;
+  while (w < n && t[w] != ' ' && t[w] != '\t' && t[w] != '\r')
+    w++;
+  if (w > 1 && t[w - 1] == '.')
+    w--;
+  return w == sl && text_casecmp(t, self, sl) == 0;
+}
+
+/* The server is this relay: end politely with the loop outcome. */
+static void fail_loop(struct smtp_client *c) {
+  char msg[HELO_MAX + 80];
+  snprintf(msg, sizeof(msg),
+           "mail loops back to myself: the server greets as %s, this "
+           "relay's own name",
+           c->p.self_name);
+  set_local(c, 554, "5.4.6", msg);
+  fail_quit(c, SMTP_CLI_FAIL_LOOP);
+}
+
 /* After EHLO/HELO: STARTTLS, AUTH or ready (RFC 3207, RFC 4954). */
 static void after_auth_check(struct smtp_client *c) {
   if (!c->p.auth_user) {
@@ -518,7 +561,9 @@ static void smtp_client_response(struct smtp_client *c, size_t leftover) {
 
   switch (c->state) {
   case ST_GREETING:
-    if (code == 220)
+    if (code == 220 && names_self(c, r))
+      fail_loop(c);
+    else if (code == 220)
       smtp_client_enter(c, ST_EHLO);
     else if (cls == 4 || cls == 5)
       fail_quit(c, SMTP_CLI_FAIL_GREETING);
@@ -527,7 +572,9 @@ static void smtp_client_response(struct smtp_client *c, size_t leftover) {
     break;
 
   case ST_EHLO:
-    if (cls == 2) {
+    if (cls == 2 && names_self(c, r)) {
+      fail_loop(c);
+    } else if (cls == 2) {
       parse_ehlo(&c->caps, r);
       after_hello(c);
     } else if (cls == 5) {
@@ -685,6 +732,8 @@ static void smtp_client_response(struct smtp_client *c, size_t leftover) {
 
 struct smtp_client *smtp_client_new(const struct smtp_cli_params *p) {
   if (!p->helo || !*p->helo || strlen(p->helo) > HELO_MAX)
+    return NULL;
+  if (p->self_name && strlen(p->self_name) > HELO_MAX)
     return NULL;
   if (p->auth_user && (!p->auth_pass || strlen(p->auth_user) > CRED_MAX ||
                        strlen(p->auth_pass) > CRED_MAX))
@@ -937,7 +986,7 @@ const char *smtp_cli_outcome_name(enum smtp_cli_outcome o) {
 }
 
 const char *smtp_cli_fail_name(enum smtp_cli_fail f) {
-  static const char *const names[] = {"none", "greeting", "tls",
-                                      "auth", "protocol", "service"};
+  static const char *const names[] = {"none",     "greeting", "tls", "auth",
+                                      "protocol", "service",  "loop"};
   return (unsigned)f < sizeof(names) / sizeof(names[0]) ? names[f] : "?";
 }

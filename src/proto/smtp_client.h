@@ -66,6 +66,12 @@ struct smtp_cli_params {
    * smtp_client_tls_done(). */
   int auth_allowed;
   size_t max_rcpt; /* max_rcpt_per_transaction; 0 means 100 */
+  /* This relay's own `hostname` (CONTRACT §4): a server whose greeting or
+   * EHLO reply names it (the first word of the 220 text, or of the EHLO
+   * reply's first line, compared case-insensitively, a trailing dot
+   * ignored) is this relay reached through a port forward or NAT, and the
+   * session ends with SMTP_CLI_FAIL_LOOP.  NULL or "": no check. */
+  const char *self_name;
 };
 
 /* One recipient of a transaction; borrowed until the transaction ends. */
@@ -115,6 +121,11 @@ enum smtp_cli_fail {
                              allowed now, or refused */
   SMTP_CLI_FAIL_PROTOCOL, /* malformed or unexpected reply */
   SMTP_CLI_FAIL_SERVICE,  /* 421: the server is closing the session */
+  SMTP_CLI_FAIL_LOOP,     /* the server is this relay (its greeting or EHLO
+                             reply names self_name): a mail loop.  The
+                             made-up reply is "554 5.4.6 ..."; the
+                             recipients bounce at once (CONTRACT §4), no
+                             other host is tried.  QUIT was written. */
 };
 
 /* Returned by smtp_client_feed(); pointers valid until the next call. */

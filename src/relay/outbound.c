@@ -266,6 +266,7 @@ static void start_session(struct delivery *d) {
   struct smtp_cli_params p = {
       .helo = cfg->hostname,
       .max_rcpt = (size_t)cfg->max_rcpt_per_transaction,
+      .self_name = cfg->hostname, /* client hook: loop by name (§4) */
   };
   if (d->relayhost) {
     switch (cfg->relayhost_tls) {
@@ -674,6 +675,15 @@ static int handle_event(struct delivery *d, const struct smtp_cli_event *ev,
       d->conversed = 0;
     else
       d->conversed = 1;
+    /* client hook (issue 12 item 4): the server is this relay (a port
+     * forward back to us).  The recipients bounce 5.4.6 at once; through
+     * a relayhost it is a configuration problem and defers (CONTRACT §4). */
+    if (ev->fail == SMTP_CLI_FAIL_LOOP) {
+      if (d->relayhost)
+        decide_pending(d, R_TEMPFAIL, text, "4.4.6");
+      else
+        decide_pending(d, R_PERMFAIL, text, "5.4.6");
+    }
     /* A host that fails before any recipient was decided is skipped for
      * the next one; so is a relayhost in a failover list. */
     d->next = d->conn_decided == 0 ? NEXT_HOST : NEXT_DONE;

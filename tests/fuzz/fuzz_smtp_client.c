@@ -21,6 +21,8 @@
  *    transaction only while one is open; index within nrcpt;
  *  - after FAILED or CLOSED no further event, feeding consumes and does
  *    nothing, start_tx is refused, the output grows by QUIT at most;
+ *  - a loop (the server names self_name) ends the session before any
+ *    transaction, with a local 554 5.4.6;
  *  - TLS_WANTED only with leftover 0 (otherwise FAILED), and not when
  *    already in TLS;
  *  - start_tx refuses (-EINVAL) exactly the addresses with control
@@ -267,9 +269,12 @@ static void on_event(struct drv *d, const struct smtp_cli_event *ev) {
     CHECK(smtp_client_in_tls(d->c));
     break;
   case SMTP_CLI_EV_FAILED:
-    CHECK(ev->fail >= SMTP_CLI_FAIL_GREETING &&
-          ev->fail <= SMTP_CLI_FAIL_SERVICE);
+    CHECK(ev->fail >= SMTP_CLI_FAIL_GREETING && ev->fail <= SMTP_CLI_FAIL_LOOP);
     CHECK(ev->reply != NULL);
+    /* A loop is decided here, before any transaction, with 554 5.4.6. */
+    if (ev->fail == SMTP_CLI_FAIL_LOOP)
+      CHECK(ev->local && ev->reply->code == 554 &&
+            strcmp(ev->reply->esc, "5.4.6") == 0 && d->ntx == 0);
     CHECK(smtp_client_stage(d->c) == SMTP_CLI_STAGE_DONE);
     d->done = 1;
     break;
@@ -324,6 +329,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       .auth_pass = (sess & 8) ? "secret pass" : NULL,
       .auth_allowed = !!(sess & 16),
       .max_rcpt = (sess >> 5) & 3,
+      .self_name = "self.test",
   };
   d.tls_auth_allowed = !!(sess & 0x80);
   d.c = smtp_client_new(&p);

@@ -510,6 +510,67 @@ static void test_session_errors(void) {
   smtp_client_free(c);
 }
 
+/* CONTRACT §4: a server naming this relay's hostname is this relay. */
+static void test_loop_by_name(void) {
+  struct smtp_cli_params p = plain;
+  p.self_name = "Relay.Test";
+  static const char *const greetings[] = {
+      "220 relay.test ESMTP mailhop\r\n",
+      "220 RELAY.TEST\r\n",
+      "220 relay.test.\r\n",
+      "220-relay.test ESMTP\r\n220 more\r\n",
+  };
+  for (size_t i = 0; i < sizeof(greetings) / sizeof(greetings[0]); i++) {
+    struct smtp_client *c = smtp_client_new(&p);
+    CHECK(c != NULL);
+    evlog[0] = '\0';
+    srv(c, greetings[i]);
+    CHECK_STR(events(), "failed loop 554 5.4.6 mail loops back to myself: "
+                        "the server greets as Relay.Test, this relay's own "
+                        "name (local)\n");
+    CHECK_STR(out(c), "QUIT\r\n"); /* no EHLO */
+    CHECK_INT(smtp_client_stage(c), SMTP_CLI_STAGE_DONE);
+    /* Nothing after the end. */
+    srv(c, "250 ok\r\n");
+    CHECK_STR(events(), "");
+    smtp_client_free(c);
+  }
+  /* The greeting hides the name, the EHLO reply's first line says it. */
+  struct smtp_client *c = smtp_client_new(&p);
+  CHECK(c != NULL);
+  evlog[0] = '\0';
+  srv(c, "220 gateway.example ESMTP\r\n");
+  CHECK_STR(out(c), "EHLO relay.test\r\n");
+  srv(c, "250-relay.test Hello\r\n250 PIPELINING\r\n");
+  CHECK_CONTAINS(events(), "failed loop 554 5.4.6");
+  CHECK_STR(out(c), "QUIT\r\n");
+  smtp_client_free(c);
+  /* Not our name: a longer name, a name in another word, another line. */
+  static const char *const others[][2] = {
+      {"220 relay.test.example ESMTP\r\n", "250 mx\r\n"},
+      {"220 mx.example ESMTP relay.test\r\n", "250 mx.example relay.test\r\n"},
+      {"220 xrelay.test\r\n", "250-mx\r\n250 relay.test\r\n"},
+  };
+  for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
+    c = smtp_client_new(&p);
+    CHECK(c != NULL);
+    evlog[0] = '\0';
+    srv(c, others[i][0]);
+    CHECK_STR(out(c), "EHLO relay.test\r\n");
+    srv(c, others[i][1]);
+    CHECK_STR(events(), "ready\n");
+    smtp_client_free(c);
+  }
+  /* Without self_name no check: the name is just a name. */
+  c = smtp_client_new(&plain);
+  CHECK(c != NULL);
+  evlog[0] = '\0';
+  srv(c, "220 relay.test ESMTP\r\n");
+  CHECK_STR(out(c), "EHLO relay.test\r\n");
+  smtp_client_free(c);
+  CHECK_STR(smtp_cli_fail_name(SMTP_CLI_FAIL_LOOP), "loop");
+}
+
 int main(void) {
   test_pipelined_mixed(4096);
   test_pipelined_mixed(1); /* replies split at every octet */
@@ -526,5 +587,6 @@ int main(void) {
   test_dsn_params();
   test_refusals();
   test_session_errors();
+  test_loop_by_name();
   return check_result("test_smtp_client");
 }
