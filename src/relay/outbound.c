@@ -287,6 +287,13 @@ static void start_session(struct delivery *d) {
     if (cfg->relayhost_user[0]) {
       p.auth_user = cfg->relayhost_user;
       p.auth_pass = cfg->relayhost_password;
+      /* client hook (issue 15): relayhost_auth; the enums agree. */
+      _Static_assert(
+          (int)CONFIG_RELAYHOST_AUTH_PLAIN == SMTP_CLI_AUTH_PLAIN &&
+              (int)CONFIG_RELAYHOST_AUTH_LOGIN == SMTP_CLI_AUTH_LOGIN &&
+              (int)CONFIG_RELAYHOST_AUTH_XOAUTH2 == SMTP_CLI_AUTH_XOAUTH2,
+          "relayhost_auth values");
+      p.auth_mech = (enum smtp_cli_auth)cfg->relayhost_auth;
       const struct conn_tls_info *ti = conn_tls(d->conn);
       p.auth_allowed =
           cfg->relayhost_auth_plaintext || (ti && ti->ok && ti->verified);
