@@ -137,3 +137,29 @@ def test_port_forward_back_to_itself_bounces_once(looped):
     time.sleep(1.5)
     assert len(home.messages) == 1
     assert fwd.connections == 1
+
+
+def test_relayhost_forwarding_back_defers_not_bounces(mailhop):
+    # The same loop through the relayhost setting is a configuration
+    # problem: the mail waits (CONTRACT §4: a broken relayhost setting
+    # never bounces the queue), and nothing goes round.
+    port = free_port()
+    m = mailhop(start=False, hostname="mailhop.test",
+                relayhost=f"[127.0.0.2]:{port}", relayhost_tls="none",
+                retry_schedule="1h")
+    fwd = Forwarder("127.0.0.2", port, ("127.0.0.1", m.port))
+    try:
+        m.start()
+        s = smtplib.SMTP("127.0.0.1", m.port, timeout=10)
+        s.sendmail("alice@src.test", ["bob@loop.test"],
+                   "Subject: loop\r\n\r\nbody\r\n")
+        s.quit()
+        m.wait_log("event=deferred")
+        assert "dsn=4.4.6" in m.log() and "loops back to myself" in m.log()
+        assert "event=bounced" not in m.log()
+        assert m.log().count("event=accepted") == 1
+        assert fwd.connections == 1
+        assert rows(m, "select count(*) from messages")[0][0] == 1
+    finally:
+        m.kill()
+        fwd.stop()
