@@ -43,10 +43,21 @@ struct encoder {
   int has_8bit;   /* an octet >= 0x80 was fed */
   size_t folds;   /* line breaks inserted (header and body); 0 when the
                      message went out with its lines as they were */
+  int fold_only;  /* encode_init_fold: no dot-stuffing, no terminator */
   char hbuf[ENCODE_LINE_MAX];
 };
 
 void encode_init(struct encoder *e);
+
+/*
+ * For intake, before anything is signed (DKIM, CONTRACT §3a): the same
+ * normalization and line breaks as encode_init, but no dot-stuffing and
+ * no ".\r\n" terminator: the message as it will go out.  Encoding that
+ * output again for DATA changes nothing but the stuffing and the
+ * terminator (encode_folds() is then 0), so a signature computed over it
+ * survives delivery.  Same bounds as encode_feed/encode_finish.
+ */
+void encode_init_fold(struct encoder *e);
 
 /* Output room that encode_feed() of n input octets may need. */
 size_t encode_bound(size_t n);

@@ -225,6 +225,45 @@ static void test_8bit(void) {
   CHECK_INT(e.has_8bit, 1);
 }
 
+/* Intake folding for DKIM: same breaks, no stuffing, no terminator; the
+ * DATA encoding of its output equals the DATA encoding of the input. */
+static void test_fold_only(void) {
+  static char in[3200], f[8000], g[16000], a[16000];
+  size_t h = (size_t)sprintf(in, "A: b\r\n\r\n.dot\r\n");
+  memset(in + h, 'x', 1500);
+  h += 1500;
+  in[h++] = '\n'; /* a bare LF, normalized */
+  memcpy(in + h, "last", 4);
+  h += 4;
+  struct encoder e;
+  encode_init_fold(&e);
+  size_t fl = encode_feed(&e, in, h, f, sizeof f);
+  fl += encode_finish(&e, f + fl, sizeof f - fl);
+  CHECK_INT(encode_folds(&e), 1);
+  f[fl] = '\0';
+  char want[3300];
+  size_t w = (size_t)sprintf(want, "A: b\r\n\r\n.dot\r\n");
+  memset(want + w, 'x', 998);
+  w += 998;
+  memcpy(want + w, "\r\n ", 3), w += 3;
+  memset(want + w, 'x', 502);
+  w += 502;
+  memcpy(want + w, "\r\nlast\r\n", 8), w += 8;
+  want[w] = '\0';
+  CHECK_INT(fl, w);
+  CHECK_STR(f, want);
+  encode_init(&e);
+  size_t gl = encode_feed(&e, f, fl, g, sizeof g);
+  gl += encode_finish(&e, g + gl, sizeof g - gl);
+  CHECK_INT(encode_folds(&e), 0);
+  encode_init(&e);
+  size_t al = encode_feed(&e, in, h, a, sizeof a);
+  al += encode_finish(&e, a + al, sizeof a - al);
+  CHECK_INT(gl, al);
+  CHECK(gl == al && memcmp(g, a, al) == 0);
+  CHECK(memcmp(a + 8, "..dot\r\n", 7) == 0);
+}
+
 int main(void) {
   test_table();
   test_fold_header();
@@ -232,6 +271,7 @@ int main(void) {
   test_fold_body();
   test_exact_998_not_split();
   test_folds_counted();
+  test_fold_only();
   test_8bit();
   return check_result("test_encode");
 }
