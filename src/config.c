@@ -30,6 +30,7 @@ enum key_type {
   K_RELAYHOST,
   K_SECRET,
   K_RELAYHOST_TLS,
+  K_RELAYHOST_AUTH,
   K_OUTBOUND_TLS,
   K_PORT,
   K_DNS,
@@ -44,6 +45,9 @@ struct key {
   size_t off2; /* count field for lists, or buffer size for strings */
   const char *dflt;
 };
+
+static const char *const relayhost_auth_names[] = {"auto", "plain", "login",
+                                                   "xoauth2"};
 
 #define F(field) offsetof(struct config, field)
 #define S(field) sizeof(((struct config *)0)->field)
@@ -75,6 +79,7 @@ static const struct key keys[] = {
      S(relayhost_password_file), ""},
     {"relayhost_auth_plaintext", K_BOOL, F(relayhost_auth_plaintext), 0, "no"},
     {"relayhost_tls", K_RELAYHOST_TLS, 0, 0, "starttls"},
+    {"relayhost_auth", K_RELAYHOST_AUTH, 0, 0, "auto"},
     {"outbound_tls", K_OUTBOUND_TLS, 0, 0, "opportunistic"},
     {"tls_ca_file", K_PATH, F(tls_ca_file), S(tls_ca_file), ""},
     {"smtp_port", K_PORT, F(smtp_port), 0, "25"},
@@ -619,6 +624,13 @@ static int set_key(struct config *cfg, const struct key *k, const char *value,
                "none",
                k->name, val);
   }
+  case K_RELAYHOST_AUTH: {
+    for (int i = 0; i < 4; i++)
+      if (strcmp(val, relayhost_auth_names[i]) == 0)
+        return cfg->relayhost_auth = (enum config_relayhost_auth)i, 0;
+    return ERR("%s: '%s' is not one of auto, plain, login, xoauth2", k->name,
+               val);
+  }
   case K_OUTBOUND_TLS: {
     static const char *const names[] = {"opportunistic", "required", "none"};
     for (int i = 0; i < 3; i++)
@@ -1052,6 +1064,9 @@ static void print_value(const struct config *cfg, const struct key *k,
     sb_add(b, "%s", names[cfg->relayhost_tls]);
     break;
   }
+  case K_RELAYHOST_AUTH:
+    sb_add(b, "%s", relayhost_auth_names[cfg->relayhost_auth]);
+    break;
   case K_OUTBOUND_TLS: {
     static const char *const names[] = {"opportunistic", "required", "none"};
     sb_add(b, "%s", names[cfg->outbound_tls]);

@@ -47,6 +47,14 @@ enum config_relayhost_tls {
   CONFIG_RELAYHOST_TLS_NONE,
 };
 
+/* relayhost_auth: the SASL mechanism (CONTRACT §2, §4a). */
+enum config_relayhost_auth {
+  CONFIG_RELAYHOST_AUTH_AUTO,
+  CONFIG_RELAYHOST_AUTH_PLAIN,
+  CONFIG_RELAYHOST_AUTH_LOGIN,
+  CONFIG_RELAYHOST_AUTH_XOAUTH2,
+};
+
 enum config_outbound_tls {
   CONFIG_OUTBOUND_TLS_OPPORTUNISTIC,
   CONFIG_OUTBOUND_TLS_REQUIRED,
@@ -84,6 +92,7 @@ struct config {
   char relayhost_password_file[4096];
   int relayhost_auth_plaintext;
   enum config_relayhost_tls relayhost_tls;
+  enum config_relayhost_auth relayhost_auth;
   enum config_outbound_tls outbound_tls;
   char tls_ca_file[4096]; /* empty: the system store */
   uint16_t smtp_port;

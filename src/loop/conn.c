@@ -517,15 +517,9 @@ static int tls_handshake(struct conn *c) {
     return 0;
 
   char why[160];
-  long vr = c->tls_server ? X509_V_OK : SSL_get_verify_result(c->ssl);
-  if (vr != X509_V_OK) {
-    c->tls.verify_result = vr;
-    snprintf(why, sizeof why, "certificate verify failed: %s",
-             X509_verify_cert_error_string(vr));
-    ERR_clear_error();
-  } else {
-    tls_last_error(why, sizeof why);
-  }
+  /* client hook (issue 12 item 7): the real cause, not the certificate
+   * check unless that is what failed (loop/tls.h). */
+  c->tls.verify_result = tls_handshake_error(c->ssl, err, why, sizeof why);
   tls_fail(c, why, 0);
   return -1;
 }

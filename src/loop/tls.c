@@ -25,6 +25,35 @@ const char *tls_last_error(char *out, size_t len) {
   return out;
 }
 
+long tls_handshake_error(const SSL *ssl, int ssl_err, char *out, size_t len) {
+  long vr = SSL_is_server(ssl) ? X509_V_OK : SSL_get_verify_result(ssl);
+  /* The oldest error is the cause; later ones are consequences. */
+  unsigned long first = 0, verify_failed = 0, e;
+  while ((e = ERR_get_error()) != 0) {
+    if (!first)
+      first = e;
+    if (ERR_GET_LIB(e) == ERR_LIB_SSL &&
+        ERR_GET_REASON(e) == SSL_R_CERTIFICATE_VERIFY_FAILED)
+      verify_failed = e;
+  }
+  if (verify_failed) {
+    snprintf(out, len, "certificate verify failed: %s",
+             X509_verify_cert_error_string(vr));
+  } else if (first) {
+    const char *reason = ERR_reason_error_string(first);
+    if (reason)
+      snprintf(out, len, "%s", reason);
+    else
+      ERR_error_string_n(first, out, len);
+  } else if (ssl_err == SSL_ERROR_SYSCALL || ssl_err == SSL_ERROR_ZERO_RETURN) {
+    snprintf(out, len, "the peer ended the connection during the handshake");
+  } else {
+    snprintf(out, len, "TLS handshake failed (SSL error %d)", ssl_err);
+  }
+  ERR_clear_error();
+  return vr;
+}
+
 SSL_CTX *tls_server_ctx_new(const char *cert_file, const char *key_file,
                             char *err, size_t errlen) {
   char why[160];

@@ -41,8 +41,11 @@ enum tls_verify {
  * the system store.  With TLS_VERIFY_REQUIRE the handshake fails unless the
  * peer's chain verifies and matches the name given to conn_start_tls();
  * with TLS_VERIFY_NONE it never fails on the certificate, accepts TLS 1.0
- * and up at security level 0, and the verification outcome is still
- * computed and reported (conn_tls_info.verified), for the logs.  Returns
+ * and up at security level 0, and the verification outcome (the chain
+ * against the same ca_file or system store, and the name) is still
+ * computed and reported (conn_tls_info.verified), for the logs: give the
+ * opportunistic context the same ca_file as the enforcing one, or servers
+ * the anchors vouch for are reported unverified.  Returns
  * NULL with a one-line reason in err.
  */
 SSL_CTX *tls_client_ctx_new(const char *ca_file, enum tls_verify verify,
@@ -65,5 +68,22 @@ void tls_ctx_swap(SSL_CTX **slot, SSL_CTX *fresh);
 /* Formats the oldest queued OpenSSL error (and clears the queue); for
  * error texts.  Returns out. */
 const char *tls_last_error(char *out, size_t len);
+
+/*
+ * Says why the handshake on ssl failed, truthfully, for logs: call it
+ * right after SSL_do_handshake() failed with ssl_err (SSL_get_error()).
+ * The text names the certificate check ("certificate verify failed: <the
+ * X509 reason>") only when the certificate check is what ended the
+ * handshake (OpenSSL's SSL_R_CERTIFICATE_VERIFY_FAILED, i.e. verification
+ * was enforced); otherwise it is the real cause: the alert the peer sent
+ * ("tlsv1 alert protocol version", "sslv3 alert handshake failure"), or
+ * our own reason ("wrong version number", "no protocols available", ...).
+ * An unverifiable certificate under TLS_VERIFY_NONE is recorded, not
+ * blamed.  Writes at most len octets (NUL-terminated) into out, clears
+ * OpenSSL's error queue, and returns the peer-certificate verification
+ * result (an X509_V_* code; X509_V_OK on the server side or before a
+ * certificate arrived).
+ */
+long tls_handshake_error(const SSL *ssl, int ssl_err, char *out, size_t len);
 
 #endif

@@ -23,6 +23,11 @@ void encode_init(struct encoder *e) {
   e->in_header = 1;
 }
 
+void encode_init_fold(struct encoder *e) {
+  encode_init(e);
+  e->fold_only = 1;
+}
+
 size_t encode_bound(size_t n) {
   /* Worst case per input octet is two ("\r." gives CRLF ".."), plus one
    * held header line flushed with its fold. */
@@ -34,8 +39,9 @@ static int is_wsp(char c) {
 }
 
 /* Emits a complete output line body (without CRLF), dot-stuffed. */
-static void put_line(struct out *o, const char *s, size_t n) {
-  if (n > 0 && s[0] == '.')
+static void put_line(const struct encoder *e, struct out *o, const char *s,
+                     size_t n) {
+  if (n > 0 && s[0] == '.' && !e->fold_only)
     put(o, ".", 1);
   put(o, s, n);
   put(o, "\r\n", 2);
@@ -50,13 +56,14 @@ static void header_fold(struct encoder *e, struct out *o) {
       break;
     }
   }
+  e->folds++;
   if (cut > 0) {
-    put_line(o, e->hbuf, cut);
+    put_line(e, o, e->hbuf, cut);
     /* The rest starts with the whitespace: a valid continuation line. */
     memmove(e->hbuf, e->hbuf + cut, e->hlen - cut);
     e->hlen -= cut;
   } else {
-    put_line(o, e->hbuf, e->hlen);
+    put_line(e, o, e->hbuf, e->hlen);
     e->hbuf[0] = ' ';
     e->hlen = 1;
   }
@@ -66,7 +73,7 @@ static void line_end(struct encoder *e, struct out *o) {
   if (e->in_header) {
     if (e->hlen == 0)
       e->in_header = 0; /* the empty line ends the header section */
-    put_line(o, e->hbuf, e->hlen);
+    put_line(e, o, e->hbuf, e->hlen);
     e->hlen = 0;
   } else {
     put(o, "\r\n", 2);
@@ -82,10 +89,13 @@ static void octet(struct encoder *e, struct out *o, char c) {
     return;
   }
   if (e->col == ENCODE_LINE_MAX) {
-    put(o, "\r\n", 2);
-    e->col = 0;
+    /* Postfix's smtp_line_length_limit break: CRLF SP, the SP counted in
+     * the next line.  A line starting with SP needs no stuffing dot. */
+    put(o, "\r\n ", 3);
+    e->col = 1;
+    e->folds++;
   }
-  if (e->col == 0 && c == '.')
+  if (e->col == 0 && c == '.' && !e->fold_only)
     put(o, ".", 1);
   put(o, &c, 1);
   e->col++;
@@ -124,8 +134,13 @@ size_t encode_finish(struct encoder *e, char *out, size_t cap) {
   }
   if (e->in_header ? e->hlen > 0 : e->col > 0)
     line_end(e, &o);
-  put(&o, ".\r\n", 3);
+  if (!e->fold_only)
+    put(&o, ".\r\n", 3);
   return o.len;
+}
+
+size_t encode_folds(const struct encoder *e) {
+  return e->folds;
 }
 
 int encode_has_8bit(const char *buf, size_t n) {

@@ -34,17 +34,30 @@
 /* Output room encode_finish() may need. */
 #define ENCODE_FINISH_MAX (ENCODE_LINE_MAX + 16)
 
-/* Caller-owned; fields private except has_8bit (read-only). */
+/* Caller-owned; fields private except has_8bit and folds (read-only). */
 struct encoder {
   int in_header;  /* still in the header section */
   int pending_cr; /* last input octet was CR */
   size_t col;     /* body: octets on the current output line */
   size_t hlen;    /* header: octets of the held line */
   int has_8bit;   /* an octet >= 0x80 was fed */
+  size_t folds;   /* line breaks inserted (header and body); 0 when the
+                     message went out with its lines as they were */
+  int fold_only;  /* encode_init_fold: no dot-stuffing, no terminator */
   char hbuf[ENCODE_LINE_MAX];
 };
 
 void encode_init(struct encoder *e);
+
+/*
+ * For intake, before anything is signed (DKIM, CONTRACT §3a): the same
+ * normalization and line breaks as encode_init, but no dot-stuffing and
+ * no ".\r\n" terminator: the message as it will go out.  Encoding that
+ * output again for DATA changes nothing but the stuffing and the
+ * terminator (encode_folds() is then 0), so a signature computed over it
+ * survives delivery.  Same bounds as encode_feed/encode_finish.
+ */
+void encode_init_fold(struct encoder *e);
 
 /* Output room that encode_feed() of n input octets may need. */
 size_t encode_bound(size_t n);
@@ -62,6 +75,10 @@ size_t encode_feed(struct encoder *e, const char *in, size_t n, char *out,
  * be at least ENCODE_FINISH_MAX.  The encoder is then spent.
  */
 size_t encode_finish(struct encoder *e, char *out, size_t cap);
+
+/* Line breaks inserted so far (header folds and body "CRLF SP" breaks);
+ * non-zero means the message was changed to fit RFC 5321 §4.5.3.1.6. */
+size_t encode_folds(const struct encoder *e);
 
 /* 1 when buf[0..n) has an octet >= 0x80 (needs 8BITMIME), else 0. */
 int encode_has_8bit(const char *buf, size_t n);

@@ -54,18 +54,35 @@ enum smtp_cli_tls {
   SMTP_CLI_TLS_REQUIRED,      /* STARTTLS or fail (SMTP_CLI_FAIL_TLS) */
 };
 
+/* SASL mechanism for AUTH (config relayhost_auth, CONTRACT §2/§4a). */
+enum smtp_cli_auth {
+  SMTP_CLI_AUTH_AUTO = 0, /* PLAIN when offered, else LOGIN */
+  SMTP_CLI_AUTH_PLAIN,    /* RFC 4616, as the initial response */
+  SMTP_CLI_AUTH_LOGIN,    /* draft-murchison-sasl-login */
+  SMTP_CLI_AUTH_XOAUTH2,  /* Google/Microsoft SASL XOAUTH2: auth_pass is
+                             the OAuth2 access token */
+};
+
 /* Session parameters; strings are borrowed until smtp_client_free(). */
 struct smtp_cli_params {
   const char *helo; /* our name for EHLO/HELO */
   enum smtp_cli_tls tls;
   int in_tls;            /* the connection is already TLS (port 465) */
-  const char *auth_user; /* NULL: no AUTH */
-  const char *auth_pass;
+  const char *auth_user; /* NULL: no AUTH; at most 1024 octets */
+  const char *auth_pass; /* the password, or with XOAUTH2 the access token;
+                            at most 1024 octets (a token 8192) */
+  enum smtp_cli_auth auth_mech;
   /* The caller's decision that credentials may be sent on the connection
    * as it is now (verified TLS, or relayhost_auth_plaintext).  Updated by
    * smtp_client_tls_done(). */
   int auth_allowed;
   size_t max_rcpt; /* max_rcpt_per_transaction; 0 means 100 */
+  /* This relay's own `hostname` (CONTRACT §4): a server whose greeting or
+   * EHLO reply names it (the first word of the 220 text, or of the EHLO
+   * reply's first line, compared case-insensitively, a trailing dot
+   * ignored) is this relay reached through a port forward or NAT, and the
+   * session ends with SMTP_CLI_FAIL_LOOP.  NULL or "": no check. */
+  const char *self_name;
 };
 
 /* One recipient of a transaction; borrowed until the transaction ends. */
@@ -115,6 +132,18 @@ enum smtp_cli_fail {
                              allowed now, or refused */
   SMTP_CLI_FAIL_PROTOCOL, /* malformed or unexpected reply */
   SMTP_CLI_FAIL_SERVICE,  /* 421: the server is closing the session */
+  SMTP_CLI_FAIL_TOKEN,    /* XOAUTH2: the server refused the access token
+                             (535, directly or after its 334 error
+                             challenge, which was answered with an empty
+                             line as the mechanism wants).  The reply is
+                             the server's final one.  Defer, refresh the
+                             token, try again: a relayhost problem, never
+                             a bounce (CONTRACT §4a). */
+  SMTP_CLI_FAIL_LOOP,     /* the server is this relay (its greeting or EHLO
+                             reply names self_name): a mail loop.  The
+                             made-up reply is "554 5.4.6 ..."; the
+                             recipients bounce at once (CONTRACT §4), no
+                             other host is tried.  QUIT was written. */
 };
 
 /* Returned by smtp_client_feed(); pointers valid until the next call. */
@@ -151,7 +180,7 @@ struct smtp_cli_caps {
   int pipelining, eightbitmime, smtputf8, dsn, starttls;
   int size;          /* SIZE was advertised */
   uint64_t size_max; /* its limit; 0 = none given */
-  int auth_plain, auth_login;
+  int auth_plain, auth_login, auth_xoauth2;
 };
 
 /*

@@ -15,7 +15,15 @@
  *    cut every ENCODE_LINE_MAX octets; unfolded header lines are the
  *    unfolded input header lines, give or take the SP inserted when a
  *    header line without whitespace had to be split, and identical when
- *    no input header line is over ENCODE_LINE_MAX.
+ *    no input header line is over ENCODE_LINE_MAX; body lines are the
+ *    input body lines broken Postfix's way ("CRLF SP", the SP counting
+ *    toward the 998);
+ *  - encode_init_fold's output (no stuffing, no terminator), encoded for
+ *    DATA, is byte for byte the DATA encoding of the input, with no break
+ *    added (intake folding before DKIM signing is stable);
+ *  - encode_folds() is 0 exactly when no input line is over
+ *    ENCODE_LINE_MAX, counts at least every body break, and does not
+ *    depend on the chunking.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -57,11 +65,15 @@ static void add(struct buf *b, const char *s, size_t n) {
   b->len += n;
 }
 
-/* Encodes in[0..n) fed in chunks (chunk sizes from seed; 0 = at once). */
-static void encode_all(const char *in, size_t n, unsigned seed, struct buf *o,
-                       int *has8) {
+/* Encodes in[0..n) fed in chunks (chunk sizes from seed; 0 = at once);
+ * with fold_only as encode_init_fold does (intake, before signing). */
+static void encode_any(const char *in, size_t n, unsigned seed, int fold_only,
+                       struct buf *o, int *has8, size_t *folds) {
   struct encoder e;
-  encode_init(&e);
+  if (fold_only)
+    encode_init_fold(&e);
+  else
+    encode_init(&e);
   uint32_t x = seed * 2654435761u + 1;
   size_t off = 0;
   while (off < n) {
@@ -84,6 +96,12 @@ static void encode_all(const char *in, size_t n, unsigned seed, struct buf *o,
   CHECK(w <= ENCODE_FINISH_MAX);
   o->len += w;
   *has8 = e.has_8bit;
+  *folds = encode_folds(&e);
+}
+
+static void encode_all(const char *in, size_t n, unsigned seed, struct buf *o,
+                       int *has8, size_t *folds) {
+  encode_any(in, n, seed, 0, o, has8, folds);
 }
 
 /* A line as a slice. */
@@ -170,8 +188,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
   struct buf a = {0}, b = {0};
   int a8, b8;
-  encode_all(in, n, 0, &a, &a8);
-  encode_all(in, n, seed | 1, &b, &b8);
+  size_t a_folds, b_folds;
+  encode_all(in, n, 0, &a, &a8, &a_folds);
+  encode_all(in, n, seed | 1, &b, &b8, &b_folds);
   CHECK(a.len == b.len && memcmp(a.p, b.p, a.len) == 0);
   CHECK(a8 == b8);
   CHECK(a8 == encode_has_8bit(in, n));
@@ -205,6 +224,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     CHECK(x->n <= ENCODE_LINE_MAX);
   }
+  /* (Dot-stuffing: every raw line starting with '.' was checked above
+   * to start with "..", so no line ends the data early.) */
 
   /* Against the normalized input. */
   struct lines inl = {0};
@@ -238,22 +259,55 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     CHECK(equal_but_sp(&uout, &uin));
   }
 
-  /* Body: each input line cut every ENCODE_LINE_MAX octets. */
+  /* Body: each input line broken as Postfix does: the first
+   * ENCODE_LINE_MAX octets, then lines of " " + up to ENCODE_LINE_MAX - 1
+   * octets (the SP counts toward the limit); one break counted per
+   * continuation line. */
+  size_t body_folds = 0;
   if (in_hdr_end < inl.n) {
     size_t j = out_hdr_end + 1;
     for (size_t i = in_hdr_end + 1; i < inl.n; i++) {
       const struct line *x = &inl.v[i];
       size_t k = 0;
+      int first = 1;
       do {
-        size_t c = x->n - k > ENCODE_LINE_MAX ? ENCODE_LINE_MAX : x->n - k;
+        size_t room = first ? ENCODE_LINE_MAX : ENCODE_LINE_MAX - 1;
+        size_t c = x->n - k > room ? room : x->n - k;
+        size_t sp = first ? 0 : 1;
         CHECK(j < out.n);
-        CHECK(out.v[j].n == c && memcmp(out.v[j].s, x->s + k, c) == 0);
+        CHECK(out.v[j].n == c + sp);
+        CHECK(sp == 0 || out.v[j].s[0] == ' ');
+        CHECK(memcmp(out.v[j].s + sp, x->s + k, c) == 0);
+        body_folds += sp;
         j++;
         k += c;
+        first = 0;
       } while (k < x->n);
     }
     CHECK(j == out.n);
   }
+  /* Folds are counted: none when every input line fits. */
+  int long_line = 0;
+  for (size_t i = 0; i < inl.n; i++)
+    if (inl.v[i].n > ENCODE_LINE_MAX)
+      long_line = 1;
+  CHECK((a_folds == 0) == !long_line);
+  CHECK(a_folds >= body_folds && a_folds == b_folds);
+
+  /* Intake folding (encode_init_fold) then DATA encoding gives the very
+   * bytes of DATA encoding alone, with no further break: what a DKIM
+   * signature was computed over is what goes out. */
+  struct buf f = {0}, g = {0};
+  int f8, g8;
+  size_t f_folds, g_folds;
+  encode_any(in, n, seed, 1, &f, &f8, &f_folds);
+  CHECK(f_folds == a_folds && f8 == a8);
+  CHECK(f.len == 0 || (f.len >= 2 && memcmp(f.p + f.len - 2, "\r\n", 2) == 0));
+  encode_any(f.p ? f.p : "", f.len, seed ^ 0x55, 0, &g, &g8, &g_folds);
+  CHECK(g_folds == 0);
+  CHECK(g.len == a.len && memcmp(g.p, a.p, a.len) == 0);
+  free(f.p);
+  free(g.p);
 
   free(a.p);
   free(b.p);

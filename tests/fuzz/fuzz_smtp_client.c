@@ -21,6 +21,11 @@
  *    transaction only while one is open; index within nrcpt;
  *  - after FAILED or CLOSED no further event, feeding consumes and does
  *    nothing, start_tx is refused, the output grows by QUIT at most;
+ *  - a loop (the server names self_name) ends the session before any
+ *    transaction, with a local 554 5.4.6;
+ *  - AUTH uses the configured mechanism (byte 3's low bits): XOAUTH2's
+ *    initial response is exactly the expected bytes, and its one empty
+ *    line only follows it; TOKEN failures only with XOAUTH2;
  *  - TLS_WANTED only with leftover 0 (otherwise FAILED), and not when
  *    already in TLS;
  *  - start_tx refuses (-EINVAL) exactly the addresses with control
@@ -68,7 +73,12 @@ struct drv {
   int rcpt_cmds[NRCPT_MAX];
   int tls_auth_allowed;
   size_t out_after_done;
+  enum smtp_cli_auth mech;
+  int xo_sent, xo_empty;
 };
+
+/* base64("user=user@client.test\x01auth=Bearer secret pass\x01\x01") */
+#define XO_IR "dXNlcj11c2VyQGNsaWVudC50ZXN0AWF1dGg9QmVhcmVyIHNlY3JldCBwYXNzAQE="
 
 static int starts(const char *s, size_t n, const char *p) {
   size_t l = strlen(p);
@@ -139,11 +149,25 @@ static void check_line(struct drv *d, const char *s, size_t n) {
     return;
   }
   if (starts(s, n, "AUTH PLAIN ")) {
+    CHECK(d->mech == SMTP_CLI_AUTH_AUTO || d->mech == SMTP_CLI_AUTH_PLAIN);
     CHECK(is_b64(s + 11, n - 11));
     return;
   }
+  if (starts(s, n, "AUTH XOAUTH2 ")) {
+    /* Exactly the initial response for the session's user and token. */
+    CHECK(d->mech == SMTP_CLI_AUTH_XOAUTH2);
+    CHECK(n - 13 == strlen(XO_IR) && memcmp(s + 13, XO_IR, n - 13) == 0);
+    d->xo_sent++;
+    return;
+  }
+  if (n == 0) {
+    /* Only as the answer to XOAUTH2's error challenge, once. */
+    CHECK(d->xo_sent == 1 && ++d->xo_empty == 1);
+    return;
+  }
   if ((n == 8 && starts(s, n, "STARTTLS")) ||
-      (n == 10 && starts(s, n, "AUTH LOGIN")) ||
+      (n == 10 && starts(s, n, "AUTH LOGIN") &&
+       (d->mech == SMTP_CLI_AUTH_AUTO || d->mech == SMTP_CLI_AUTH_LOGIN)) ||
       (n == 4 && (starts(s, n, "DATA") || starts(s, n, "RSET") ||
                   starts(s, n, "QUIT"))) ||
       (n == 1 && s[0] == '.'))
@@ -267,9 +291,15 @@ static void on_event(struct drv *d, const struct smtp_cli_event *ev) {
     CHECK(smtp_client_in_tls(d->c));
     break;
   case SMTP_CLI_EV_FAILED:
-    CHECK(ev->fail >= SMTP_CLI_FAIL_GREETING &&
-          ev->fail <= SMTP_CLI_FAIL_SERVICE);
+    CHECK(ev->fail >= SMTP_CLI_FAIL_GREETING && ev->fail <= SMTP_CLI_FAIL_LOOP);
     CHECK(ev->reply != NULL);
+    /* A loop is decided here, before any transaction, with 554 5.4.6. */
+    if (ev->fail == SMTP_CLI_FAIL_TOKEN)
+      CHECK(d->mech == SMTP_CLI_AUTH_XOAUTH2 && d->xo_sent == 1 && !ev->local &&
+            ev->reply->code / 100 == 5);
+    if (ev->fail == SMTP_CLI_FAIL_LOOP)
+      CHECK(ev->local && ev->reply->code == 554 &&
+            strcmp(ev->reply->esc, "5.4.6") == 0 && d->ntx == 0);
     CHECK(smtp_client_stage(d->c) == SMTP_CLI_STAGE_DONE);
     d->done = 1;
     break;
@@ -298,6 +328,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   d.txflags = data[1];
   uint32_t x = data[2] * 2654435761u + 3;
   d.size = (uint64_t)data[3] * 1000;
+  d.mech = (enum smtp_cli_auth)(data[3] & 3); /* AUTH mechanism */
   data += 4, size -= 4;
   if (d.txflags & 0x80) {
     if (size < 1)
@@ -324,6 +355,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       .auth_pass = (sess & 8) ? "secret pass" : NULL,
       .auth_allowed = !!(sess & 16),
       .max_rcpt = (sess >> 5) & 3,
+      .self_name = "self.test",
+      .auth_mech = d.mech,
   };
   d.tls_auth_allowed = !!(sess & 0x80);
   d.c = smtp_client_new(&p);

@@ -120,6 +120,8 @@ static void test_values(void) {
   CHECK_INT(cfg.relayhost_tls, CONFIG_RELAYHOST_TLS_IMPLICIT);
   CHECK_INT(cfg.outbound_tls, CONFIG_OUTBOUND_TLS_REQUIRED);
   CHECK_INT(cfg.n_allowed_sender_domains, 2);
+  CHECK_INT(parse("relayhost_auth = xoauth2\n"), 0);
+  CHECK_INT(cfg.relayhost_auth, CONFIG_RELAYHOST_AUTH_XOAUTH2);
   /* A value may contain '#' and '=' (passwords do). */
   CHECK_INT(parse("relayhost_password = a#b=c\n"), 0);
   CHECK_STR(cfg.relayhost_password, "a#b=c");
@@ -152,6 +154,8 @@ static void test_bad_values(void) {
       {"relay_networks = 10.0.0.0/33\n", "bad prefix"},
       {"relay_networks = example.com/8\n", "not a CIDR"},
       {"relayhost_tls = sometimes\n", "relayhost_tls: 'sometimes' is not one"},
+      {"relayhost_auth = cram-md5\n",
+       "relayhost_auth: 'cram-md5' is not one of auto, plain, login, xoauth2"},
       {"outbound_tls = dane\n", "not supported"},
       {"outbound_tls = bogus\n", "outbound_tls: 'bogus'"},
       {"user = nobody\n", "user: 'nobody' is not numeric uid:gid"},
@@ -323,11 +327,12 @@ static void test_print(void) {
   CHECK_CONTAINS(out, "relayhost = [r.example]:587\n");
   CHECK_CONTAINS(out, "relay_networks = 127.0.0.0/8, ::1/128\n");
   CHECK_CONTAINS(out, "log_format = logfmt\n");
+  CHECK_CONTAINS(out, "relayhost_auth = auto\n");
   /* Every key is printed exactly once. */
   int lines = 0;
   for (char *p = out; *p; p++)
     lines += *p == '\n';
-  CHECK_INT(lines, 36);
+  CHECK_INT(lines, 37);
 }
 
 static void test_cidr_match(void) {

@@ -129,8 +129,10 @@ static void test_fold_header_no_space(void) {
 }
 
 static void test_fold_body(void) {
-  /* Body line of 2500 octets starting with '.' and with a '.' landing at
-   * a split point: split into 998-octet lines, each stuffed as needed. */
+  /* A body line of 2500 octets starting with '.', with a '.' landing at
+   * the first break: broken as Postfix does, "CRLF SP" with the SP counted
+   * in the 998 (998 + " "997 + " "505); the first line is stuffed, the
+   * continuation starting with SP is not. */
   char in[2600];
   size_t h = (size_t)sprintf(in, "A: b\r\n\r\n");
   memset(in + h, 'z', 2500);
@@ -138,37 +140,68 @@ static void test_fold_body(void) {
   in[h + 998] = '.';
   memcpy(in + h + 2500, "\r\n", 2);
   size_t total = h + 2502;
-  size_t n1, n3, nb;
-  char *o1 = enc(in, total, 1, &n1), *o3 = enc(in, total, 3, &n3),
-       *ob = enc(in, total, 4096, &nb);
-  CHECK_INT(n1, n3);
-  CHECK_INT(n1, nb);
-  CHECK(memcmp(o1, o3, n1) == 0 && memcmp(o1, ob, n1) == 0);
-  CHECK(lines_ok(o1, n1));
-  CHECK(memcmp(o1 + h, "..", 2) == 0);
-  /* Second line starts with the stuffed dot. */
-  CHECK(memcmp(o1 + h + 1 + 998, "\r\n..", 4) == 0);
-  /* Unstuff and drop the inserted CRLFs: original back. */
-  char *u = malloc(n1 + 1);
-  size_t un = unstuff(o1, n1, u), wn = 0;
-  char *w = malloc(n1 + 1);
-  size_t col = 0;
-  int body = 0;
-  for (size_t i = 0; i < un; i++) {
-    if (body && col == ENCODE_LINE_MAX && u[i] == '\r' && u[i + 1] == '\n' &&
-        i + 2 < un - 2) {
-      i++;
-      col = 0;
-      continue;
-    }
-    w[wn++] = u[i];
-    col = u[i] == '\n' ? 0 : (u[i] == '\r' ? col : col + 1);
-    if (wn == h)
-      body = 1;
+  char want[2700];
+  size_t w = 0;
+  memcpy(want, in, h), w = h;
+  want[w++] = '.';
+  memcpy(want + w, in + h, 998), w += 998;
+  memcpy(want + w, "\r\n ", 3), w += 3;
+  memcpy(want + w, in + h + 998, 997), w += 997;
+  memcpy(want + w, "\r\n ", 3), w += 3;
+  memcpy(want + w, in + h + 1995, 505), w += 505;
+  memcpy(want + w, "\r\n.\r\n", 5), w += 5;
+  static const size_t steps[] = {1, 3, 997, 998, 999, 4096};
+  for (size_t s = 0; s < sizeof(steps) / sizeof(steps[0]); s++) {
+    size_t n;
+    char *o = enc(in, total, steps[s], &n);
+    CHECK_INT(n, w);
+    CHECK(n == w && memcmp(o, want, w) == 0);
+    CHECK(lines_ok(o, n));
+    free(o);
   }
-  CHECK_INT(wn, total);
-  CHECK(memcmp(w, in, total) == 0);
-  free(o1), free(o3), free(ob), free(u), free(w);
+}
+
+/* encode_folds: 0 for a message that fits, the number of breaks else. */
+static void test_folds_counted(void) {
+  struct encoder e;
+  static char in[5000], out[12000];
+  size_t h = (size_t)sprintf(in, "A: b\r\n\r\n");
+  memset(in + h, 'x', 998);
+  memcpy(in + h + 998, "\r\n", 2);
+  encode_init(&e);
+  size_t o = encode_feed(&e, in, h + 1000, out, sizeof(out));
+  o += encode_finish(&e, out + o, sizeof(out) - o);
+  CHECK_INT(encode_folds(&e), 0);
+  /* 999 octets: one break, the last octet alone after the SP. */
+  memset(in + h, 'x', 999);
+  memcpy(in + h + 999, "\r\n", 2);
+  encode_init(&e);
+  o = encode_feed(&e, in, h + 1001, out, sizeof(out));
+  o += encode_finish(&e, out + o, sizeof(out) - o);
+  CHECK_INT(encode_folds(&e), 1);
+  CHECK(memcmp(out + h + 998, "\r\n x\r\n.\r\n", 9) == 0);
+  /* 1995 octets = 998 + 997: exactly two lines; 1996: three. */
+  memset(in + h, 'x', 1996);
+  memcpy(in + h + 1995, "\r\n", 2);
+  encode_init(&e);
+  o = encode_feed(&e, in, h + 1997, out, sizeof(out));
+  o += encode_finish(&e, out + o, sizeof(out) - o);
+  CHECK_INT(encode_folds(&e), 1);
+  CHECK_INT(o, h + 1995 + 3 + 2 + 3);
+  memset(in + h, 'x', 1996);
+  memcpy(in + h + 1996, "\r\n", 2);
+  encode_init(&e);
+  o = encode_feed(&e, in, h + 1998, out, sizeof(out));
+  (void)encode_finish(&e, out + o, sizeof(out) - o);
+  CHECK_INT(encode_folds(&e), 2);
+  /* A header fold counts too. */
+  size_t k = (size_t)sprintf(in, "X:");
+  memset(in + k, 'a', 1200);
+  memcpy(in + k + 1200, "\r\n\r\nbody\r\n", 10);
+  encode_init(&e);
+  o = encode_feed(&e, in, k + 1210, out, sizeof(out));
+  (void)encode_finish(&e, out + o, sizeof(out) - o);
+  CHECK_INT(encode_folds(&e), 1);
 }
 
 static void test_exact_998_not_split(void) {
@@ -192,12 +225,53 @@ static void test_8bit(void) {
   CHECK_INT(e.has_8bit, 1);
 }
 
+/* Intake folding for DKIM: same breaks, no stuffing, no terminator; the
+ * DATA encoding of its output equals the DATA encoding of the input. */
+static void test_fold_only(void) {
+  static char in[3200], f[8000], g[16000], a[16000];
+  size_t h = (size_t)sprintf(in, "A: b\r\n\r\n.dot\r\n");
+  memset(in + h, 'x', 1500);
+  h += 1500;
+  in[h++] = '\n'; /* a bare LF, normalized */
+  memcpy(in + h, "last", 4);
+  h += 4;
+  struct encoder e;
+  encode_init_fold(&e);
+  size_t fl = encode_feed(&e, in, h, f, sizeof f);
+  fl += encode_finish(&e, f + fl, sizeof f - fl);
+  CHECK_INT(encode_folds(&e), 1);
+  f[fl] = '\0';
+  char want[3300];
+  size_t w = (size_t)sprintf(want, "A: b\r\n\r\n.dot\r\n");
+  memset(want + w, 'x', 998);
+  w += 998;
+  memcpy(want + w, "\r\n ", 3), w += 3;
+  memset(want + w, 'x', 502);
+  w += 502;
+  memcpy(want + w, "\r\nlast\r\n", 8), w += 8;
+  want[w] = '\0';
+  CHECK_INT(fl, w);
+  CHECK_STR(f, want);
+  encode_init(&e);
+  size_t gl = encode_feed(&e, f, fl, g, sizeof g);
+  gl += encode_finish(&e, g + gl, sizeof g - gl);
+  CHECK_INT(encode_folds(&e), 0);
+  encode_init(&e);
+  size_t al = encode_feed(&e, in, h, a, sizeof a);
+  al += encode_finish(&e, a + al, sizeof a - al);
+  CHECK_INT(gl, al);
+  CHECK(gl == al && memcmp(g, a, al) == 0);
+  CHECK(memcmp(a + 8, "..dot\r\n", 7) == 0);
+}
+
 int main(void) {
   test_table();
   test_fold_header();
   test_fold_header_no_space();
   test_fold_body();
   test_exact_998_not_split();
+  test_folds_counted();
+  test_fold_only();
   test_8bit();
   return check_result("test_encode");
 }

@@ -510,6 +510,210 @@ static void test_session_errors(void) {
   smtp_client_free(c);
 }
 
+/* CONTRACT §4: a server naming this relay's hostname is this relay. */
+static void test_loop_by_name(void) {
+  struct smtp_cli_params p = plain;
+  p.self_name = "Relay.Test";
+  static const char *const greetings[] = {
+      "220 relay.test ESMTP mailhop\r\n",
+      "220 RELAY.TEST\r\n",
+      "220 relay.test.\r\n",
+      "220-relay.test ESMTP\r\n220 more\r\n",
+  };
+  for (size_t i = 0; i < sizeof(greetings) / sizeof(greetings[0]); i++) {
+    struct smtp_client *c = smtp_client_new(&p);
+    CHECK(c != NULL);
+    evlog[0] = '\0';
+    srv(c, greetings[i]);
+    CHECK_STR(events(), "failed loop 554 5.4.6 mail loops back to myself: "
+                        "the server greets as Relay.Test, this relay's own "
+                        "name (local)\n");
+    CHECK_STR(out(c), "QUIT\r\n"); /* no EHLO */
+    CHECK_INT(smtp_client_stage(c), SMTP_CLI_STAGE_DONE);
+    /* Nothing after the end. */
+    srv(c, "250 ok\r\n");
+    CHECK_STR(events(), "");
+    smtp_client_free(c);
+  }
+  /* The greeting hides the name, the EHLO reply's first line says it. */
+  struct smtp_client *c = smtp_client_new(&p);
+  CHECK(c != NULL);
+  evlog[0] = '\0';
+  srv(c, "220 gateway.example ESMTP\r\n");
+  CHECK_STR(out(c), "EHLO relay.test\r\n");
+  srv(c, "250-relay.test Hello\r\n250 PIPELINING\r\n");
+  CHECK_CONTAINS(events(), "failed loop 554 5.4.6");
+  CHECK_STR(out(c), "QUIT\r\n");
+  smtp_client_free(c);
+  /* Not our name: a longer name, a name in another word, another line. */
+  static const char *const others[][2] = {
+      {"220 relay.test.example ESMTP\r\n", "250 mx\r\n"},
+      {"220 mx.example ESMTP relay.test\r\n", "250 mx.example relay.test\r\n"},
+      {"220 xrelay.test\r\n", "250-mx\r\n250 relay.test\r\n"},
+  };
+  for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
+    c = smtp_client_new(&p);
+    CHECK(c != NULL);
+    evlog[0] = '\0';
+    srv(c, others[i][0]);
+    CHECK_STR(out(c), "EHLO relay.test\r\n");
+    srv(c, others[i][1]);
+    CHECK_STR(events(), "ready\n");
+    smtp_client_free(c);
+  }
+  /* Without self_name no check: the name is just a name. */
+  c = smtp_client_new(&plain);
+  CHECK(c != NULL);
+  evlog[0] = '\0';
+  srv(c, "220 relay.test ESMTP\r\n");
+  CHECK_STR(out(c), "EHLO relay.test\r\n");
+  smtp_client_free(c);
+  CHECK_STR(smtp_cli_fail_name(SMTP_CLI_FAIL_LOOP), "loop");
+}
+
+/* SASL XOAUTH2 (issue 15), with Google's documented example bytes. */
+#define XO_IR                                                                  \
+  "dXNlcj1zb21ldXNlckBleGFtcGxlLmNvbQFhdXRoPUJlYXJlciB5YTI5LnZGOWRmdDRxbVRj"   \
+  "Mk52YjNSbGNrQmhkSFJoZG1semRHRXVZMjl0Q2cBAQ=="
+#define XO_ERR                                                                 \
+  "eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIiwic2NvcGUiOiJodHRwczovL21h"   \
+  "aWwuZ29vZ2xlLmNvbS8ifQ=="
+
+static void test_xoauth2(void) {
+  struct smtp_cli_params p = plain;
+  p.auth_user = "someuser@example.com";
+  p.auth_pass = "ya29.vF9dft4qmTc2Nvb3RlckBhdHRhdmlzdGEuY29tCg";
+  p.auth_allowed = 1;
+  p.auth_mech = SMTP_CLI_AUTH_XOAUTH2;
+  const char *ehlo = "250-mx\r\n250-AUTH LOGIN PLAIN XOAUTH2 OAUTHBEARER\r\n"
+                     "250 PIPELINING\r\n";
+  /* Accepted: the initial response, exact bytes, then ready. */
+  struct smtp_client *c = open_session(&p, ehlo);
+  CHECK(smtp_client_caps(c)->auth_xoauth2);
+  CHECK_STR(out(c), "AUTH XOAUTH2 " XO_IR "\r\n");
+  CHECK_STR(smtp_client_state_name(c), "auth_xoauth2");
+  srv(c, "235 2.7.0 Accepted\r\n");
+  CHECK_STR(events(), "ready\n");
+  smtp_client_free(c);
+
+  /* Refused with the error challenge: an empty line, then the 535 is the
+   * outcome, as a token failure (defer and refresh). */
+  c = open_session(&p, ehlo);
+  out(c);
+  srv(c, "334 " XO_ERR "\r\n");
+  CHECK_STR(events(), "");
+  CHECK_STR(out(c), "\r\n");
+  CHECK_STR(smtp_client_state_name(c), "auth_xoauth2_err");
+  srv(c, "535-5.7.8 Username and Password not accepted.\r\n"
+         "535 5.7.8 https://support.google.com/mail/?p=BadCredentials\r\n");
+  CHECK_STR(events(), "failed token 535 5.7.8 Username and Password not "
+                      "accepted. https://support.google.com/mail/"
+                      "?p=BadCredentials\n");
+  CHECK_STR(out(c), "QUIT\r\n");
+  CHECK_INT(smtp_client_stage(c), SMTP_CLI_STAGE_DONE);
+  smtp_client_free(c);
+
+  /* Microsoft answers 535 at once. */
+  c = open_session(&p, ehlo);
+  out(c);
+  srv(c, "535 5.7.3 Authentication unsuccessful\r\n");
+  CHECK_STR(events(), "failed token 535 5.7.3 Authentication unsuccessful\n");
+  smtp_client_free(c);
+
+  /* A temporary refusal is an AUTH failure, not a bad token; so is a 4xx
+   * after the error challenge. */
+  c = open_session(&p, ehlo);
+  out(c);
+  srv(c, "454 4.7.0 Temporary authentication failure\r\n");
+  CHECK_STR(events(), "failed auth 454 4.7.0 Temporary authentication "
+                      "failure\n");
+  smtp_client_free(c);
+  c = open_session(&p, ehlo);
+  out(c);
+  srv(c, "334 " XO_ERR "\r\n");
+  CHECK_STR(out(c), "\r\n");
+  srv(c, "454 4.7.0 try later\r\n");
+  CHECK_STR(events(), "failed auth 454 4.7.0 try later\n");
+  smtp_client_free(c);
+  /* Anything but a refusal after the challenge is a protocol error. */
+  c = open_session(&p, ehlo);
+  out(c);
+  srv(c, "334 " XO_ERR "\r\n");
+  out(c);
+  srv(c, "235 ok\r\n");
+  CHECK_STR(events(), "failed protocol 235 ok\n");
+  CHECK_STR(out(c), "");
+  smtp_client_free(c);
+
+  /* Not offered: no guessing, a local refusal. */
+  c = open_session(&p, "250-mx\r\n250 AUTH PLAIN LOGIN\r\n");
+  CHECK_STR(events(), "failed auth 504 5.7.4 server does not offer AUTH "
+                      "XOAUTH2 (local)\n");
+  CHECK_STR(out(c), "QUIT\r\n");
+  smtp_client_free(c);
+
+  /* \x01 in the user or token would add fields: refused before sending. */
+  p.auth_pass = "tok\001auth=Bearer other";
+  c = open_session(&p, ehlo);
+  CHECK_CONTAINS(events(), "failed auth 504 5.7.4 user or token has control");
+  CHECK_STR(out(c), "QUIT\r\n");
+  smtp_client_free(c);
+
+  /* Tokens are long: 8192 octets pass, more do not; a password (other
+   * mechanisms) stays limited to 1024. */
+  static char tok[8194];
+  memset(tok, 'T', 8192);
+  tok[8192] = '\0';
+  p.auth_pass = tok;
+  c = open_session(&p, ehlo);
+  const char *o = out(c);
+  /* base64 of 5 + 20 + 13 + 8192 + 2 = 8232 octets is 10976 characters. */
+  CHECK_INT(strlen(o), 13 + 10976 + 2);
+  CHECK(strncmp(o, "AUTH XOAUTH2 dXNlcj1zb21ldXNlckBleGFtcGxlLmNvbQFhdXRoPUJl",
+                57) == 0);
+  smtp_client_free(c);
+  tok[8192] = 'T';
+  CHECK(smtp_client_new(&p) == NULL);
+  tok[1025] = '\0';
+  p.auth_mech = SMTP_CLI_AUTH_PLAIN;
+  CHECK(smtp_client_new(&p) == NULL);
+}
+
+/* relayhost_auth = auto | plain | login: the mechanism chosen from EHLO. */
+static void test_auth_mech_choice(void) {
+  struct smtp_cli_params p = plain;
+  p.auth_user = "user";
+  p.auth_pass = "pass";
+  p.auth_allowed = 1;
+  static const struct {
+    enum smtp_cli_auth mech;
+    const char *ehlo, *want;
+  } cases[] = {
+      {SMTP_CLI_AUTH_AUTO, "250-mx\r\n250 AUTH LOGIN PLAIN XOAUTH2\r\n",
+       "AUTH PLAIN AHVzZXIAcGFzcw==\r\n"},
+      {SMTP_CLI_AUTH_AUTO, "250-mx\r\n250 AUTH LOGIN XOAUTH2\r\n",
+       "AUTH LOGIN\r\n"},
+      {SMTP_CLI_AUTH_AUTO, "250-mx\r\n250 AUTH XOAUTH2\r\n", "QUIT\r\n"},
+      {SMTP_CLI_AUTH_LOGIN, "250-mx\r\n250 AUTH PLAIN LOGIN\r\n",
+       "AUTH LOGIN\r\n"},
+      {SMTP_CLI_AUTH_LOGIN, "250-mx\r\n250 AUTH PLAIN\r\n", "QUIT\r\n"},
+      {SMTP_CLI_AUTH_PLAIN, "250-mx\r\n250 AUTH LOGIN PLAIN\r\n",
+       "AUTH PLAIN AHVzZXIAcGFzcw==\r\n"},
+      {SMTP_CLI_AUTH_PLAIN, "250-mx\r\n250 AUTH LOGIN\r\n", "QUIT\r\n"},
+      {SMTP_CLI_AUTH_XOAUTH2, "250-mx\r\n250 AUTH=XOAUTH2\r\n",
+       "AUTH XOAUTH2 dXNlcj11c2VyAWF1dGg9QmVhcmVyIHBhc3MBAQ==\r\n"},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    p.auth_mech = cases[i].mech;
+    struct smtp_client *c = open_session(&p, cases[i].ehlo);
+    CHECK_STR(out(c), cases[i].want);
+    if (strcmp(cases[i].want, "QUIT\r\n") == 0)
+      CHECK_CONTAINS(events(), "failed auth 504 5.7.4");
+    smtp_client_free(c);
+  }
+  CHECK_STR(smtp_cli_fail_name(SMTP_CLI_FAIL_TOKEN), "token");
+}
+
 int main(void) {
   test_pipelined_mixed(4096);
   test_pipelined_mixed(1); /* replies split at every octet */
@@ -526,5 +730,8 @@ int main(void) {
   test_dsn_params();
   test_refusals();
   test_session_errors();
+  test_loop_by_name();
+  test_xoauth2();
+  test_auth_mech_choice();
   return check_result("test_smtp_client");
 }

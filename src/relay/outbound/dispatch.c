@@ -345,9 +345,13 @@ struct outbound *outbound_new(uv_loop_t *loop, const struct config *cfg,
   ob->ctx_verify =
       tls_client_ctx_new(cfg->tls_ca_file[0] ? cfg->tls_ca_file : NULL,
                          TLS_VERIFY_REQUIRE, err, errlen);
-  ob->ctx_any = ob->ctx_verify
-                    ? tls_client_ctx_new(NULL, TLS_VERIFY_NONE, err, errlen)
-                    : NULL;
+  /* Opportunistic TLS verifies against the same trust anchors (recorded
+   * as verified=, never enforced; issue 12 item 7). */
+  ob->ctx_any =
+      ob->ctx_verify
+          ? tls_client_ctx_new(cfg->tls_ca_file[0] ? cfg->tls_ca_file : NULL,
+                               TLS_VERIFY_NONE, err, errlen)
+          : NULL;
   if (!ob->ctx_verify || !ob->ctx_any) {
     if (ob->ctx_verify)
       SSL_CTX_free(ob->ctx_verify);
@@ -368,7 +372,16 @@ void outbound_reload(struct outbound *ob) {
     log_msg(LOG_WARN, "reload", "keeping the old trust anchors: %s", err);
     return;
   }
+  SSL_CTX *fresh_any =
+      tls_client_ctx_new(cfg->tls_ca_file[0] ? cfg->tls_ca_file : NULL,
+                         TLS_VERIFY_NONE, err, sizeof err);
+  if (!fresh_any) {
+    SSL_CTX_free(fresh);
+    log_msg(LOG_WARN, "reload", "keeping the old trust anchors: %s", err);
+    return;
+  }
   /* Live SSLs hold their own reference to the old context. */
+  tls_ctx_swap(&ob->ctx_any, fresh_any);
   tls_ctx_swap(&ob->ctx_verify, fresh);
   log_msg(LOG_INFO, "reload", "trust anchors reloaded");
 }

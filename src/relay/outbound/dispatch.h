@@ -105,6 +105,7 @@ struct delivery {
   char *rbuf, *ebuf;
   struct store_job *read_job;
   int waiting_drain;
+  int folds_logged; /* the "folded" line was written for this message */
   /* outcome */
   struct record *rec;
   int finishing;

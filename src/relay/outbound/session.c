@@ -88,6 +88,7 @@ static void start_session(struct delivery *d) {
   struct smtp_cli_params p = {
       .helo = cfg->hostname,
       .max_rcpt = (size_t)cfg->max_rcpt_per_transaction,
+      .self_name = cfg->hostname, /* a greeting naming us is a loop (§4) */
   };
   if (d->relayhost) {
     switch (cfg->relayhost_tls) {
@@ -108,6 +109,12 @@ static void start_session(struct delivery *d) {
     if (cfg->relayhost_user[0]) {
       p.auth_user = cfg->relayhost_user;
       p.auth_pass = cfg->relayhost_password;
+      _Static_assert(
+          (int)CONFIG_RELAYHOST_AUTH_PLAIN == SMTP_CLI_AUTH_PLAIN &&
+              (int)CONFIG_RELAYHOST_AUTH_LOGIN == SMTP_CLI_AUTH_LOGIN &&
+              (int)CONFIG_RELAYHOST_AUTH_XOAUTH2 == SMTP_CLI_AUTH_XOAUTH2,
+          "relayhost_auth values");
+      p.auth_mech = (enum smtp_cli_auth)cfg->relayhost_auth;
       const struct conn_tls_info *ti = conn_tls(d->conn);
       p.auth_allowed =
           cfg->relayhost_auth_plaintext || (ti && ti->ok && ti->verified);
@@ -202,8 +209,20 @@ static void on_body(struct store *st, int status, size_t n, int64_t total,
   size_t w =
       encode_feed(&d->enc, d->rbuf, n, d->ebuf, encode_bound(OB_BODY_CHUNK));
   int full = 0;
-  if (n < OB_BODY_CHUNK)
+  if (n < OB_BODY_CHUNK) {
     w += encode_finish(&d->enc, d->ebuf + w, ENCODE_FINISH_MAX);
+    /* Lines over 998 octets were broken (issue 12 item 7): say so once
+     * per message. */
+    if (encode_folds(&d->enc) > 0 && !d->folds_logged) {
+      d->folds_logged = 1;
+      struct log_line l;
+      log_begin(&l, LOG_INFO, "folded");
+      log_str(&l, "id", d->id);
+      log_str(&l, "relay", d->remote);
+      log_int(&l, "breaks", (long long)encode_folds(&d->enc));
+      log_end(&l);
+    }
+  }
   if (w) {
     int rc = conn_write(d->conn, d->ebuf, w);
     if (rc < 0) {
@@ -398,6 +417,15 @@ static int handle_event(struct delivery *d, const struct smtp_cli_event *ev,
       d->conversed = 0;
     else
       d->conversed = 1;
+    /* The server is this relay (a port forward back to us): the
+     * recipients bounce 5.4.6 at once; through a relayhost it is a
+     * configuration problem and defers (CONTRACT §4). */
+    if (ev->fail == SMTP_CLI_FAIL_LOOP) {
+      if (d->relayhost)
+        dispatch_decide_pending(d, OUTCOME_TEMPFAIL, text, "4.4.6");
+      else
+        dispatch_decide_pending(d, OUTCOME_PERMFAIL, text, "5.4.6");
+    }
     /* A host that fails before any recipient was decided is skipped for
      * the next one; so is a relayhost in a failover list. */
     d->next = d->conn_decided == 0 ? NEXT_HOST : NEXT_DONE;
