@@ -220,7 +220,8 @@ static void peer_start(void) {
   peer.port = ntohs(got.sin_port);
 }
 
-/* ---- helpers -------------------------------------------------------------- */
+/* ---- helpers --------------------------------------------------------------
+ */
 
 static void on_done(struct store *s, int status, void *data) {
   (void)s;
@@ -318,7 +319,8 @@ static int none_active(void) {
   return outbound_active(ob) == 0;
 }
 
-/* ---- cases ---------------------------------------------------------------- */
+/* ---- cases ----------------------------------------------------------------
+ */
 
 static void test_cached_connection_closed_by_peer(void) {
   static const char body[] = "Subject: one\r\n\r\nhello\r\n";
