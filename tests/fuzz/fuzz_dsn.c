@@ -45,20 +45,31 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     return 0;
   for (size_t i = 0; i < reps; i++)
     memcpy(msg + i * n, p, n);
-  struct dsn_rcpt rc = {.addr = diag, .status = status, .diag = diag,
-                        .remote_mta = sender, .last_attempt = 1};
-  struct dsn_report r = {.hostname = "relay.test", .sender = sender,
-                         .envid = diag, .ret = ret, .arrival = 1, .now = 2,
-                         .id = "Q1", .msg = msg, .msg_len = mlen,
-                         .rcpts = &rc, .nrcpt = 1};
+  struct dsn_rcpt rc = {.addr = diag,
+                        .status = status,
+                        .diag = diag,
+                        .remote_mta = sender,
+                        .last_attempt = 1};
+  struct dsn_report r = {.hostname = "relay.test",
+                         .sender = sender,
+                         .envid = diag,
+                         .ret = ret,
+                         .arrival = 1,
+                         .now = 2,
+                         .id = "Q1",
+                         .msg = msg,
+                         .msg_len = mlen,
+                         .rcpts = &rc,
+                         .nrcpt = 1};
   size_t len = 0;
   char *b = dsn_build(&r, &len);
   assert(b != NULL);
   assert(len <= DSN_QUOTE_MAX + 8192);
   /* The top header: only our fields and their continuations. */
   static const char *const ours[] = {
-      "From: ", "To: ", "Subject: ", "Date: ", "Message-ID: ",
-      "Auto-Submitted: ", "MIME-Version: ", "Content-Type: ", "\t"};
+      "From: ",         "To: ",           "Subject: ",
+      "Date: ",         "Message-ID: ",   "Auto-Submitted: ",
+      "MIME-Version: ", "Content-Type: ", "\t"};
   size_t i = 0;
   while (i < len) {
     if (i + 1 < len && b[i] == '\r' && b[i + 1] == '\n')

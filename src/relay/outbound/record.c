@@ -168,7 +168,7 @@ static void record_done(struct record *rec, int status) {
     struct sched_rcpt sr = {.idx = 0,
                             .dest = outbound_dest(ob, rec->bounce_domain)};
     struct sched_msg sm = {.id = rec->bounce.id,
-                           .received_at = rec->bounce.received_at,
+                           .received_at = rec->bounce.received_at * 1000,
                            .size = rec->bounce.size,
                            .rcpts = &sr,
                            .nrcpts = 1};
