@@ -8,10 +8,16 @@
  *      and connects afresh and is delivered;
  *   2. `queue delete` during a delivery: the refusal that follows bounces
  *      nothing and writes nothing;
- *   3. a delivery ended during a body read (shutdown): the recipient stays
+ *   3. the store cannot write the outcome of a delivery made (the file
+ *      size limit stands in for a full disk): the message is not sent
+ *      again, not even on flush, and the outcome is written once writes
+ *      work again;
+ *   4. a delivery ended during a body read (shutdown): the recipient stays
  *      queued, untouched.
  */
 #include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -388,6 +394,66 @@ static void test_abort_during_body_read(void) {
   CHECK_INT(stats.bounced, 0);
 }
 
+static void on_run_for(uv_timer_t *t) {
+  uv_stop(t->loop);
+}
+
+/* Lets the loop run for ms (to see that something does NOT happen). */
+static void run_for(uint64_t ms) {
+  uv_timer_t t;
+  uv_timer_init(&loop, &t);
+  uv_timer_start(&t, on_run_for, ms, 0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_close((uv_handle_t *)&t, NULL);
+  uv_run(&loop, UV_RUN_NOWAIT);
+}
+
+static int msgs_want;
+static int peer_has_it(void) {
+  return peer.msgs >= msgs_want;
+}
+
+static off_t file_size(const char *path) {
+  struct stat sb;
+  return stat(path, &sb) == 0 ? sb.st_size : 0;
+}
+
+static void test_outcome_write_fails(void) {
+  static const char body[] = "Subject: full\r\n\r\nhello\r\n";
+  char id[STORE_ID_SIZE], wal[320];
+  snprintf(wal, sizeof wal, "%s-wal", dbpath);
+  peer.mode = PEER_ACCEPT;
+  int before = peer.msgs;
+  uint64_t delivered = stats.delivered;
+  queue_msg(id, "full@b.example", body, sizeof body - 1);
+  /* From now on no queue file may grow: the outcome write fails (EFBIG,
+   * as ENOSPC would). */
+  off_t cap =
+      file_size(wal) > file_size(dbpath) ? file_size(wal) : file_size(dbpath);
+  struct rlimit old, lim;
+  getrlimit(RLIMIT_FSIZE, &old);
+  lim = old;
+  lim.rlim_cur = (rlim_t)cap;
+  CHECK_INT(setrlimit(RLIMIT_FSIZE, &lim), 0);
+  msgs_want = before + 1;
+  CHECK(run_until(peer_has_it));
+  CHECK_INT(stats.delivered, delivered + 1);
+  run_for(1500);
+  struct sched_stats ss;
+  sched_get_stats(sc, &ss);
+  CHECK_INT(ss.outbound, 1); /* still in flight: its outcome is pending */
+  CHECK(sched_flush(sc, NULL) >= 0);
+  run_for(1500);
+  CHECK_INT(peer.msgs, before + 1); /* never sent again */
+  CHECK_INT(sql_count("select count(*) from messages"), 1);
+  /* Space is back: the outcome is written by itself. */
+  CHECK_INT(setrlimit(RLIMIT_FSIZE, &old), 0);
+  CHECK(run_until(idle_now));
+  CHECK_INT(peer.msgs, before + 1);
+  CHECK_INT(sql_count("select count(*) from messages"), 0);
+  CHECK_INT(stats.delivered, delivered + 1);
+}
+
 /* ---- set-up and teardown ------------------------------------------------- */
 
 static int closed_store, freed_sched;
@@ -404,6 +470,7 @@ static void on_sched_freed(void *data) {
 
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
+  signal(SIGXFSZ, SIG_IGN); /* a write over RLIMIT_FSIZE fails (EFBIG) */
   if (!check_tmpdir(dir, sizeof dir, "mh-outbound"))
     return 1;
   snprintf(dbpath, sizeof dbpath, "%s/queue.db", dir);
@@ -439,6 +506,7 @@ int main(void) {
 
   test_cached_connection_closed_by_peer();
   test_delete_during_delivery();
+  test_outcome_write_fails();
   test_abort_during_body_read(); /* last: it ends the outbound */
 
   sched_stop(sc);
