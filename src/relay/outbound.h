@@ -7,6 +7,12 @@
  * and reports every recipient's outcome back: to the store (delivered /
  * deferred / bounced, with the RFC 3464 bounce in the same transaction)
  * and then to the scheduler.
+ *
+ * This is the API of the folder src/relay/outbound/ for serve.c: dispatch
+ * (jobs, envelope, resolution, life cycle), session (connect, SMTP, TLS,
+ * body, the try-next ladder), cache (idle connections, one connection
+ * budget), outcome (pure: each recipient's fate) and record (bounce, store
+ * update, scheduler result).
  */
 #ifndef MAILHOP_OUTBOUND_H
 #define MAILHOP_OUTBOUND_H

@@ -209,3 +209,58 @@ def test_idle_connections_count_against_max_outbound(net):
     assert seen == [0], seen
     wait(lambda: queue_empty(m))
 
+
+def fill(path):
+    """Fills the file system of path (a small tmpfs) to the last byte."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for size in (65536, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+
+
+def test_outcome_not_recorded_on_full_disk_is_never_resent(net, tmp_path):
+    """Issue 12 item 5: the disk fills while a delivery is in flight; the
+    delivery is made but its outcome cannot be written.  The message is not
+    sent again (not even by flush) while the disk stays full, and the
+    outcome is written by itself once space returns."""
+    d = tmp_path / "small"
+    d.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs",
+                        str(d)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {r.stderr.strip()}")
+    try:
+        net.records({"b.test": [("A", "127.0.0.7", 60)]})
+        entered = threading.Event()
+        release = threading.Event()
+
+        def rcpt(addr, n):
+            entered.set()
+            release.wait(20)
+            return "250 2.1.5 Ok"
+
+        sink = net.sink("127.0.0.7", rcpt_reply=rcpt)
+        m = net.relay(queue_path=str(d / "q.db"), retry_schedule="1s")
+        send(m, "a@src.test", ["x@b.test"])
+        assert entered.wait(20), "the delivery never reached RCPT"
+        fill(d / "filler")
+        release.set()
+        sink.wait(1)
+        m.wait_log("cannot record outcomes", timeout=20)
+        r = m.cli("queue", "flush")
+        time.sleep(3)
+        assert len(sink.messages) == 1
+        assert rows(m, "select count(*) from messages")[0][0] == 1
+        os.unlink(d / "filler")
+        wait(lambda: queue_empty(m), timeout=60, what="recorded")
+        assert len(sink.messages) == 1
+        assert "event=delivered" in m.log()
+        assert m.stop() == 0
+    finally:
+        subprocess.run(["umount", "-l", str(d)])

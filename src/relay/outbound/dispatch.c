@@ -396,6 +396,8 @@ void outbound_abort_all(struct outbound *ob) {
     next = d->lnext;
     if (d->conn)
       conn_close(d->conn, CONN_END_SHUTDOWN);
+    else if (d->rec)
+      record_abort(d); /* may free d */
   }
 }
 

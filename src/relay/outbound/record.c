@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <uv.h>
 
 #include "config.h"
 #include "log.h"
@@ -36,16 +37,38 @@ struct record {
   struct store_rcpt bounce_rcpt;
   char *bounce_body;
   char bounce_domain[256];
+  /* A failed store write is tried again (issue 12 item 5): the delivery
+   * is known, so the message must not be sent again. */
+  uv_timer_t timer; /* initialised on the first failure */
+  int timer_init;
+  int waiting;         /* the timer is armed */
+  int tries;           /* failed writes so far */
+  uint64_t backoff_ms; /* the next wait */
 };
+
+/* The wait before the first retry of a failed store write and the most
+ * between two (ms); doubling in between. */
+#define RECORD_RETRY_FIRST_MS 1000
+#define RECORD_RETRY_MAX_MS 30000
+
+static void record_store(struct record *rec);
 
 static const char *domain_of(const char *addr) {
   const char *at = strrchr(addr, '@');
   return at ? at + 1 : "";
 }
 
+static void on_timer_closed(uv_handle_t *h);
+
 static void record_free(struct record *rec) {
   if (!rec)
     return;
+  if (rec->timer_init) {
+    /* The memory goes in the close callback. */
+    rec->timer_init = 0;
+    uv_close((uv_handle_t *)&rec->timer, on_timer_closed);
+    return;
+  }
   free(rec->in);
   free(rec->notes);
   free(rec->oc);
@@ -114,15 +137,26 @@ static void report(struct record *rec) {
   }
 }
 
-static void on_updated(struct store *st, int status, void *data) {
-  (void)st;
-  struct record *rec = data;
+static void on_timer_closed(uv_handle_t *h) {
+  struct record *rec = h->data;
+  record_free(rec);
+}
+
+static void on_retry_timer(uv_timer_t *t) {
+  struct record *rec = t->data;
+  rec->waiting = 0;
+  record_store(rec);
+}
+
+/* Hands the job back to the scheduler and frees the delivery. */
+static void record_done(struct record *rec, int status) {
   struct delivery *d = rec->d;
   struct outbound *ob = d->ob;
   if (status < 0) {
-    /* Nothing was recorded: the recipients stay as they were and are
-     * tried again (at least once delivery). */
-    log_msg(LOG_WARN, "queue", "cannot record outcomes of %s: %s", d->id,
+    /* Nothing was recorded and we give up (shutdown, or the store refused
+     * the request itself): the recipients stay as they were and are tried
+     * again (at least once delivery). */
+    log_msg(LOG_WARN, "queue", "outcomes of %s not recorded: %s", d->id,
             strerror(-status));
     int64_t retry = dispatch_sched_ms(ob) + 60000;
     for (size_t i = 0; i < rec->out.nsched; i++) {
@@ -145,8 +179,55 @@ static void on_updated(struct store *st, int status, void *data) {
   if (ob->sched)
     sched_job_done(ob->sched, d->job, rec->res, rec->out.nsched, d->dest_ok);
   d->rec = NULL;
+  rec->d = NULL;
   record_free(rec);
   dispatch_free(d);
+}
+
+static void on_updated(struct store *st, int status, void *data) {
+  (void)st;
+  struct record *rec = data;
+  struct delivery *d = rec->d;
+  struct outbound *ob = d->ob;
+  if (status < 0 && status != -ECANCELED && !ob->freeing) {
+    /* The write failed (disk full, I/O error) after the world acted: the
+     * delivery was made, the refusal heard.  Keep the outcome here and
+     * write it again later; the job stays in flight, so the scheduler does
+     * not send the message again meanwhile. */
+    if (!rec->timer_init) {
+      if (uv_timer_init(ob->loop, &rec->timer) < 0) {
+        record_done(rec, status);
+        return;
+      }
+      rec->timer.data = rec;
+      rec->timer_init = 1;
+      rec->backoff_ms = RECORD_RETRY_FIRST_MS;
+    }
+    rec->tries++;
+    log_msg(LOG_WARN, "queue",
+            "cannot record outcomes of %s: %s (try %d; again in %llu ms)",
+            d->id, strerror(-status), rec->tries,
+            (unsigned long long)rec->backoff_ms);
+    rec->waiting = 1;
+    uv_timer_start(&rec->timer, on_retry_timer, rec->backoff_ms, 0);
+    rec->backoff_ms *= 2;
+    if (rec->backoff_ms > RECORD_RETRY_MAX_MS)
+      rec->backoff_ms = RECORD_RETRY_MAX_MS;
+    return;
+  }
+  if (status == 0 && rec->tries)
+    log_msg(LOG_INFO, "queue", "outcomes of %s recorded after %d failed tries",
+            d->id, rec->tries);
+  record_done(rec, status);
+}
+
+void record_abort(struct delivery *d) {
+  struct record *rec = d->rec;
+  if (!rec || !rec->waiting)
+    return; /* not waiting, or its write is running: its callback ends it */
+  rec->waiting = 0;
+  uv_timer_stop(&rec->timer);
+  record_done(rec, -ECANCELED);
 }
 
 /* Builds the bounce (when a recipient needs one) and records it all. */
@@ -200,14 +281,21 @@ static void record_write(struct record *rec) {
       memcpy(rec->bounce.id, bid, sizeof bid);
     }
   }
+  record_store(rec);
+}
+
+/* Writes the outcomes (and the bounce) in one transaction. */
+static void record_store(struct record *rec) {
+  struct outbound *ob = rec->d->ob;
   if (rec->out.nstore == 0 && !rec->bounce_body) {
-    on_updated(ob->store, 0, rec); /* nothing to write */
+    record_done(rec, 0); /* nothing to write */
     return;
   }
-  if (store_update(ob->store, rec->oc, rec->out.nstore,
-                   rec->bounce_body ? &rec->bounce : NULL, on_updated, rec,
-                   NULL) < 0)
-    on_updated(ob->store, -EIO, rec);
+  int rc = store_update(ob->store, rec->oc, rec->out.nstore,
+                        rec->bounce_body ? &rec->bounce : NULL, on_updated, rec,
+                        NULL);
+  if (rc < 0)
+    record_done(rec, rc);
 }
 
 /* RET=FULL bounces quote the whole message: read it first. */

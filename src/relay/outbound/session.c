@@ -370,9 +370,12 @@ static int handle_event(struct delivery *d, const struct smtp_cli_event *ev,
     reply_text(ev->reply, text, sizeof text);
     const char *esc = ev->reply->esc[0] ? ev->reply->esc : NULL;
     d->conn_decided++;
-    if (ev->outcome != SMTP_CLI_NEXT_TX &&
-        !(ev->outcome == SMTP_CLI_PERMFAIL && d->relayhost && !ev->local &&
-          !d->body_sent && outcome_relay_refusal(ev->reply->code, esc)))
+    /* A relayhost's refusal of this relay, to MAIL or RCPT (before the
+     * body: a refusal of the DATA is about the message). */
+    int refused = ev->outcome == SMTP_CLI_PERMFAIL && d->relayhost &&
+                  !ev->local && !d->body_sent &&
+                  outcome_relay_refusal(ev->reply->code, esc);
+    if (ev->outcome != SMTP_CLI_NEXT_TX && !refused)
       d->relay_took = 1;
     switch (ev->outcome) {
     case SMTP_CLI_DELIVERED:
@@ -382,8 +385,7 @@ static int handle_event(struct delivery *d, const struct smtp_cli_event *ev,
       dispatch_decide(d, i, OUTCOME_TEMPFAIL, text, esc ? esc : "4.0.0");
       break;
     case SMTP_CLI_PERMFAIL:
-      if (d->relayhost && !ev->local && !d->body_sent &&
-          outcome_relay_refusal(ev->reply->code, esc)) {
+      if (refused) {
         /* The relayhost refuses this relay (AUTH wanted, relaying
          * denied), not the message: a configuration problem, which
          * defers like every relayhost problem (CONTRACT §4).  When it
@@ -536,6 +538,7 @@ void session_next(struct delivery *d) {
     d->reused = 0;
     if (d->conn_decided == 0 && d->ncands == 0) {
       d->last_err[0] = '\0';
+      d->last_status[0] = '\0';
       dispatch_resolve(d);
       return;
     }
