@@ -239,23 +239,21 @@ static void cmd_status(struct admin *a, struct admin_client *c, char **argv,
                        int argc) {
   (void)argv;
   (void)argc;
-  struct sched_stats ss;
-  sched_get_stats(a->sched, &ss);
-  static const struct stats zero;
-  const struct stats *s = a->stats ? a->stats : &zero;
-  int64_t started = s->started_at ? s->started_at : a->started_at;
-  int64_t uptime = (int64_t)time(NULL) - started;
+  /* The same snapshot as GET /metrics (relay/stats.h), so they agree. */
+  struct stats_snapshot sn;
+  stats_snapshot(a->stats, a->sched, a->started_at, (int64_t)time(NULL), &sn);
   json_t *j = json_pack(
-      "{s:s, s:I, s:i, s:i, s:b, s:{s:I, s:I, s:I, s:I}, s:{s:I, s:I, s:I, "
-      "s:I}}",
-      "version", MAILHOP_VERSION, "uptime_s",
-      (json_int_t)(uptime < 0 ? 0 : uptime), "sessions", s->sessions,
-      "outbound", s->outbound, "paused", sched_paused(a->sched), "queue",
-      "messages", (json_int_t)ss.messages, "recipients",
-      (json_int_t)ss.recipients, "deferred", (json_int_t)ss.deferred, "held",
-      (json_int_t)ss.held, "counters", "received", (json_int_t)s->received,
-      "delivered", (json_int_t)s->delivered, "deferred",
-      (json_int_t)s->deferred, "bounced", (json_int_t)s->bounced);
+      "{s:s, s:I, s:i, s:i, s:b, s:b, s:{s:I, s:I, s:I, s:I, s:I}, "
+      "s:{s:I, s:I, s:I, s:I}}",
+      "version", MAILHOP_VERSION, "uptime_s", (json_int_t)sn.uptime_s,
+      "sessions", sn.sessions, "outbound", sn.outbound, "paused", sn.paused,
+      "accepting", sn.accepting, "queue", "messages",
+      (json_int_t)sn.queue_messages, "recipients",
+      (json_int_t)sn.queue_recipients, "deferred",
+      (json_int_t)sn.queue_deferred, "held", (json_int_t)sn.queue_held,
+      "oldest_age_s", (json_int_t)sn.oldest_age_s, "counters", "received",
+      (json_int_t)sn.received, "delivered", (json_int_t)sn.delivered,
+      "deferred", (json_int_t)sn.deferred, "bounced", (json_int_t)sn.bounced);
   reply_json(c, j);
   admin_socket_end(c);
 }

@@ -22,6 +22,7 @@
 #include "config.h"
 #include "relay/inbound.h"
 #include "log.h"
+#include "relay/metrics.h"
 #include "relay/outbound.h"
 #include "queue/sched.h"
 #include "queue/store.h"
@@ -36,6 +37,7 @@ struct serve {
   struct outbound *outbound;
   struct sched *sched;
   struct admin *admin;
+  struct metrics *metrics; /* NULL without metrics_listen */
   struct store_job *load_job;
   uv_signal_t sig_term, sig_int, sig_hup;
   uv_timer_t shutdown_timer;
@@ -179,6 +181,8 @@ static void finish(struct serve *sv) {
     admin_stop(sv->admin);
     sv->admin = NULL;
   }
+  metrics_stop(sv->metrics); /* before the scheduler it reads goes */
+  sv->metrics = NULL;
   if (sv->load_job)
     store_cancel(sv->load_job);
   outbound_abort_all(sv->outbound);
@@ -214,6 +218,8 @@ static void begin_shutdown(struct serve *sv, const char *why) {
   log_int(&l, "timeout_ms", (long long)sv->cfg->shutdown_timeout_ms);
   log_end(&l);
   inbound_stop_accepting(sv->inbound);
+  sv->stats.listening = 0;
+  sv->stats.shutting_down = 1; /* /readyz 503 from now on */
   sched_stop(sv->sched);
   outbound_close_idle(sv->outbound);
   uv_timer_start(&sv->shutdown_timer, on_shutdown_timeout,
@@ -344,6 +350,15 @@ int serve_main(const struct config *cfg) {
     log_msg(LOG_ERROR, "startup", "%s", err);
     admin_stop(sv.admin);
     return bad_config ? 1 : 2;
+  }
+  sv.stats.listening = 1;
+  rc = metrics_start(sv.loop, cfg, &sv.stats, sv.sched, &sv.metrics, err,
+                     sizeof err);
+  if (rc < 0) {
+    /* A build without HTTP cannot honour the key: bad configuration. */
+    log_msg(LOG_ERROR, "startup", "%s", err);
+    admin_stop(sv.admin);
+    return rc == -ENOTSUP ? 1 : 2;
   }
   if (drop_privileges(cfg) < 0) {
     sv.exit_code = 2;

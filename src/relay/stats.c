@@ -1,0 +1,91 @@
+/*
+ * stats: see stats.h.  The snapshot is the one place where `status` and
+ * `/metrics` get their numbers, so the two cannot disagree.
+ */
+#include "relay/stats.h"
+
+#include "dns/resolver.h"
+#include "queue/sched.h"
+
+/* The resolver counts into stats->dns directly. */
+_Static_assert((int)STATS_DNS_N == (int)RESOLVER_COUNT_N &&
+                   (int)STATS_DNS_OK == (int)RESOLVER_COUNT_OK &&
+                   (int)STATS_DNS_NXDOMAIN == (int)RESOLVER_COUNT_NXDOMAIN &&
+                   (int)STATS_DNS_SERVFAIL == (int)RESOLVER_COUNT_SERVFAIL &&
+                   (int)STATS_DNS_TIMEOUT == (int)RESOLVER_COUNT_TIMEOUT,
+               "enum stats_dns and enum resolver_count must match");
+
+const double stats_duration_bounds[STATS_DURATION_BUCKETS] = {
+    0.1,    0.5,     1,      5,      15,     60,     300,   900,
+    3600,   4 * 3600, 12 * 3600, 86400, 2 * 86400, 3 * 86400, 5 * 86400,
+};
+
+static const char *const reject_names[STATS_REJECT_N] = {
+    [STATS_REJECT_RELAY] = "relay", [STATS_REJECT_SENDER] = "sender",
+    [STATS_REJECT_SIZE] = "size",   [STATS_REJECT_AUTH] = "auth",
+    [STATS_REJECT_SYNTAX] = "syntax", [STATS_REJECT_LOOP] = "loop",
+    [STATS_REJECT_OTHER] = "other",
+};
+
+static const char *const dns_names[STATS_DNS_N] = {
+    [STATS_DNS_OK] = "ok",
+    [STATS_DNS_NXDOMAIN] = "nxdomain",
+    [STATS_DNS_SERVFAIL] = "servfail",
+    [STATS_DNS_TIMEOUT] = "timeout",
+};
+
+const char *stats_reject_name(enum stats_reject r) {
+  return (unsigned)r < STATS_REJECT_N ? reject_names[r] : "?";
+}
+
+const char *stats_dns_name(enum stats_dns r) {
+  return (unsigned)r < STATS_DNS_N ? dns_names[r] : "?";
+}
+
+void stats_observe_delivery(struct stats *s, double seconds) {
+  if (!(seconds > 0))
+    seconds = 0;
+  size_t i = 0;
+  while (i < STATS_DURATION_BUCKETS && seconds > stats_duration_bounds[i])
+    i++;
+  s->duration_bucket[i]++;
+  s->duration_count++;
+  s->duration_sum += seconds;
+}
+
+void stats_snapshot(const struct stats *s, const struct sched *sched,
+                    int64_t started_at, int64_t now_s,
+                    struct stats_snapshot *out) {
+  static const struct stats zero;
+  if (!s)
+    s = &zero;
+  if (s->started_at)
+    started_at = s->started_at;
+  *out = (struct stats_snapshot){0};
+  out->uptime_s = now_s > started_at ? now_s - started_at : 0;
+  out->sessions = s->sessions;
+  out->outbound = s->outbound;
+  out->accepting = s->listening && !s->draining && !s->shutting_down;
+  out->ready = out->accepting && !s->disk_low;
+  out->received = s->received;
+  out->delivered = s->delivered;
+  out->deferred = s->deferred;
+  out->bounced = s->bounced;
+  out->expired = s->expired;
+  if (!sched)
+    return;
+  struct sched_stats ss;
+  sched_get_stats(sched, &ss);
+  struct sched_scan sc;
+  sched_scan_stats(sched, &sc);
+  out->paused = sched_paused(sched);
+  out->queue_messages = ss.messages;
+  out->queue_recipients = ss.recipients;
+  out->queue_deferred = ss.deferred;
+  out->queue_held = ss.held;
+  out->destinations_backed_off = sc.backed_off;
+  if (ss.messages && sc.oldest_received_at > 0) {
+    int64_t age = now_s - sc.oldest_received_at / 1000;
+    out->oldest_age_s = age > 0 ? age : 0;
+  }
+}
