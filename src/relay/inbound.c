@@ -425,6 +425,7 @@ static void on_auth(struct auth_req *req, enum auth_status st, const char *user,
   log_str(&l, "user", user);
   log_str(&l, "result", auth_status_name(st));
   log_end(&l);
+  s->in->stats->rejected[STATS_REJECT_AUTH] += st == AUTH_FAILED; /* metrics */
   smtp_server_auth_done(s->srv,
                         st == AUTH_OK         ? 1
                         : st == AUTH_TEMPFAIL ? -1
@@ -497,6 +498,9 @@ static int handle_event(struct session *s, const struct smtp_event *ev) {
       char code[8];
       snprintf(code, sizeof code, "%d", ev->abort.code);
       log_session(s, LOG_INFO, "rejected", "code", code);
+      in->stats
+          ->rejected[ev->abort.code == 552 ? STATS_REJECT_SIZE
+                                           : STATS_REJECT_LOOP]++; /* metrics */
     }
     arm_command_timer(s);
     return 0;
@@ -533,6 +537,9 @@ static int handle_event(struct session *s, const struct smtp_event *ev) {
     log_str(&l, "addr", ev->reject.addr);
     log_str(&l, "reason", ev->reject.reason);
     log_end(&l);
+    in->stats
+        ->rejected[ev->reject.code == 553 ? STATS_REJECT_SENDER
+                                          : STATS_REJECT_RELAY]++; /* metrics */
     return 0;
   }
   case SMTP_SRV_EV_NONE:
@@ -602,6 +609,8 @@ static void on_tls_done(struct conn *c, const struct conn_tls_info *info) {
   log_str(&l, "session", s->id);
   log_str(&l, "client", s->peer);
   log_str(&l, "direction", "inbound");
+  s->in->stats->tls_ok[STATS_INBOUND] += info->ok;      /* metrics */
+  s->in->stats->tls_failed[STATS_INBOUND] += !info->ok; /* metrics */
   if (info->ok) {
     log_str(&l, "version", info->version);
     log_str(&l, "cipher", info->cipher);
@@ -699,6 +708,7 @@ static void on_accept(struct listener *l, struct conn *c, void *data) {
       return;
     }
     log_session(s, LOG_INFO, "rejected", "reason", "max_sessions");
+    in->stats->rejected[STATS_REJECT_OTHER]++; /* metrics */
     session_end(s, 1);
     return;
   }

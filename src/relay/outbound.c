@@ -429,6 +429,8 @@ static void on_tls_done(struct conn *c, const struct conn_tls_info *info) {
   log_str(&l, "id", d->id);
   log_str(&l, "direction", "outbound");
   log_str(&l, "relay", d->remote);
+  d->ob->stats->tls_ok[STATS_OUTBOUND] += info->ok;      /* metrics */
+  d->ob->stats->tls_failed[STATS_OUTBOUND] += !info->ok; /* metrics */
   if (info->ok) {
     log_str(&l, "version", info->version);
     log_str(&l, "cipher", info->cipher);
@@ -1161,6 +1163,7 @@ static void record(struct delivery *d) {
         snprintf(r->status, sizeof r->status, "4.4.7");
         r->state = R_PERMFAIL;
         o->last_error = r->err;
+        ob->stats->expired++; /* metrics */
         log_outcome(d, r, "expired", attempts, 0);
       } else {
         o->state = STORE_RCPT_DEFERRED;
@@ -1177,6 +1180,9 @@ static void record(struct delivery *d) {
     if (r->state == R_DELIVERED) {
       o->state = STORE_RCPT_DELIVERED;
       ob->stats->delivered++;
+      stats_observe_delivery(ob->stats,
+                             (double)now_ms / 1000.0 -
+                                 (double)d->received_at); /* metrics */
       if (strcmp(r->err, "already final") != 0)
         log_outcome(d, r, "delivered", attempts, 0);
       continue;
@@ -1306,6 +1312,7 @@ struct outbound *outbound_new(uv_loop_t *loop, const struct config *cfg,
     free(ob);
     return NULL;
   }
+  resolver_set_counters(ob->res, stats->dns); /* metrics */
   ob->ctx_verify =
       tls_client_ctx_new(cfg->tls_ca_file[0] ? cfg->tls_ca_file : NULL,
                          TLS_VERIFY_REQUIRE, err, errlen);
