@@ -64,8 +64,7 @@ static void addr_text(const struct sockaddr_storage *sa, char *out,
 
 /* A non-blocking listening socket, or -errno. */
 static int bind_listen(const struct sockaddr_storage *sa) {
-  int fd = socket(sa->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                  0);
+  int fd = socket(sa->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0)
     return -errno;
   int one = 1;
@@ -125,8 +124,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
     return MHD_NO;
   }
   if (res.content_type)
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
-                            res.content_type);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, res.content_type);
   if (res.allow)
     MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, res.allow);
   enum MHD_Result rc = MHD_queue_response(conn, (unsigned)res.status, r);
@@ -138,13 +136,27 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 
 static void on_timer(uv_timer_t *t);
 
+static unsigned connections(struct http_daemon *d) {
+  const union MHD_DaemonInfo *i =
+      MHD_get_daemon_info(d->mhd, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+  return i ? i->num_connections : 0;
+}
+
 /* Runs MHD once and arms the timer for what it asks next. */
 static void drive(struct http_daemon *d) {
   if (d->h->stopping)
     return;
+  unsigned before = connections(d);
   MHD_run(d->mhd);
   MHD_UNSIGNED_LONG_LONG ms = 0;
-  if (MHD_get_timeout(d->mhd, &ms) == MHD_YES)
+  /* MHD takes its listening socket out of epoll while at the connection
+   * limit and puts it back only at the start of a run: when connections
+   * closed in this run, run again at once, or clients waiting in the
+   * backlog would wait for an unrelated event (MHD_get_timeout does not
+   * say so). */
+  if (connections(d) < before)
+    uv_timer_start(&d->timer, on_timer, 0, 0);
+  else if (MHD_get_timeout(d->mhd, &ms) == MHD_YES)
     uv_timer_start(&d->timer, on_timer, (uint64_t)ms, 0);
   else
     uv_timer_stop(&d->timer);

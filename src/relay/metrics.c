@@ -115,8 +115,7 @@ char *metrics_render(const struct stats_snapshot *sn, const struct stats *s,
   one(&b, "mailhop_smtp_sessions", "gauge", "Inbound SMTP sessions open now.",
       (unsigned long long)sn->sessions);
   one(&b, "mailhop_outbound_connections", "gauge",
-      "Outbound SMTP connections open now.",
-      (unsigned long long)sn->outbound);
+      "Outbound SMTP connections open now.", (unsigned long long)sn->outbound);
   one(&b, "mailhop_queue_messages", "gauge",
       "Messages in the queue with recipients still to deliver.",
       (unsigned long long)sn->queue_messages);
@@ -217,12 +216,12 @@ static void text(struct http_response *res, int status, const char *msg) {
 }
 
 static const char *not_ready_reason(const struct stats *s) {
-  if (!s->listening)
-    return "not ready: listeners closed\n";
   if (s->shutting_down)
     return "not ready: shutting down\n";
   if (s->draining)
     return "not ready: draining\n";
+  if (!s->listening)
+    return "not ready: listeners closed\n";
   if (s->disk_low)
     return "not ready: queue disk under queue_minfree\n";
   return "not ready\n";
@@ -264,7 +263,8 @@ static void on_request(const char *method, const char *path,
     text(res, 500, "out of memory\n");
 }
 
-/* ---- life cycle ----------------------------------------------------------- */
+/* ---- life cycle -----------------------------------------------------------
+ */
 
 int metrics_start(uv_loop_t *loop, const struct config *cfg,
                   const struct stats *stats, const struct sched *sched,

@@ -16,13 +16,13 @@ _Static_assert((int)STATS_DNS_N == (int)RESOLVER_COUNT_N &&
                "enum stats_dns and enum resolver_count must match");
 
 const double stats_duration_bounds[STATS_DURATION_BUCKETS] = {
-    0.1,    0.5,     1,      5,      15,     60,     300,   900,
-    3600,   4 * 3600, 12 * 3600, 86400, 2 * 86400, 3 * 86400, 5 * 86400,
+    0.1,  0.5,      1,         5,     15,        60,        300,       900,
+    3600, 4 * 3600, 12 * 3600, 86400, 2 * 86400, 3 * 86400, 5 * 86400,
 };
 
 static const char *const reject_names[STATS_REJECT_N] = {
-    [STATS_REJECT_RELAY] = "relay", [STATS_REJECT_SENDER] = "sender",
-    [STATS_REJECT_SIZE] = "size",   [STATS_REJECT_AUTH] = "auth",
+    [STATS_REJECT_RELAY] = "relay",   [STATS_REJECT_SENDER] = "sender",
+    [STATS_REJECT_SIZE] = "size",     [STATS_REJECT_AUTH] = "auth",
     [STATS_REJECT_SYNTAX] = "syntax", [STATS_REJECT_LOOP] = "loop",
     [STATS_REJECT_OTHER] = "other",
 };
