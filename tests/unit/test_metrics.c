@@ -154,8 +154,8 @@ static void test_values(void) {
   CHECK(sample(t, "mailhop_recipients_total{result=\"expired\"}") == 5);
   CHECK(sample(t, "mailhop_rejected_total{reason=\"relay\"}") == 3);
   CHECK(sample(t, "mailhop_rejected_total{reason=\"other\"}") == 1);
-  const char *reasons[] = {"relay", "sender", "size", "auth",
-                           "syntax", "loop", "other"};
+  const char *reasons[] = {"relay",  "sender", "size", "auth",
+                           "syntax", "loop",   "other"};
   for (size_t i = 0; i < sizeof reasons / sizeof reasons[0]; i++) {
     char series[128];
     snprintf(series, sizeof series, "mailhop_rejected_total{reason=\"%s\"}",
@@ -197,12 +197,9 @@ static void test_histogram(void) {
   CHECK(t != NULL);
   if (!t)
     return;
-  CHECK(sample(t, "mailhop_delivery_duration_seconds_bucket{le=\"0.1\"}") ==
-        3);
-  CHECK(sample(t, "mailhop_delivery_duration_seconds_bucket{le=\"0.5\"}") ==
-        4);
-  CHECK(sample(t, "mailhop_delivery_duration_seconds_bucket{le=\"900\"}") ==
-        4);
+  CHECK(sample(t, "mailhop_delivery_duration_seconds_bucket{le=\"0.1\"}") == 3);
+  CHECK(sample(t, "mailhop_delivery_duration_seconds_bucket{le=\"0.5\"}") == 4);
+  CHECK(sample(t, "mailhop_delivery_duration_seconds_bucket{le=\"900\"}") == 4);
   CHECK(sample(t, "mailhop_delivery_duration_seconds_bucket{le=\"3600\"}") ==
         5);
   CHECK(sample(t, "mailhop_delivery_duration_seconds_bucket{le=\"432000\"}") ==
@@ -261,10 +258,17 @@ static void test_snapshot(void) {
       {.idx = 0, .dest = "a.example", .attempts = 0},
       {.idx = 1, .dest = "b.example", .attempts = 2},
   };
-  struct sched_msg m1 = {.id = "A1", .received_at = 1000 * 1000, .size = 10,
-                         .rcpts = r, .nrcpts = 2};
-  struct sched_msg m2 = {.id = "B2", .received_at = 1500 * 1000, .size = 10,
-                         .held = 1, .rcpts = r, .nrcpts = 1};
+  struct sched_msg m1 = {.id = "A1",
+                         .received_at = 1000 * 1000,
+                         .size = 10,
+                         .rcpts = r,
+                         .nrcpts = 2};
+  struct sched_msg m2 = {.id = "B2",
+                         .received_at = 1500 * 1000,
+                         .size = 10,
+                         .held = 1,
+                         .rcpts = r,
+                         .nrcpts = 1};
   CHECK_INT(sched_add(sc, &m2), 0);
   CHECK_INT(sched_add(sc, &m1), 0);
 
@@ -318,8 +322,11 @@ static void test_snapshot(void) {
   CHECK_INT(sn.ready, 0);
 
   /* A destination that fails is counted as backed off. */
-  struct sched_msg m3 = {.id = "C3", .received_at = 1900 * 1000, .size = 10,
-                         .rcpts = r, .nrcpts = 1};
+  struct sched_msg m3 = {.id = "C3",
+                         .received_at = 1900 * 1000,
+                         .size = 10,
+                         .rcpts = r,
+                         .nrcpts = 1};
   CHECK_INT(sched_add(sc, &m3), 0);
   sched_pause(sc, 0);
   for (int i = 0; i < 100 && !dispatched; i++)
