@@ -163,6 +163,7 @@ static void session_end(struct session *s, int flush) {
 static int session_flush(struct session *s) {
   size_t n;
   const char *out = smtp_server_output(s->srv, &n);
+  stats_count_replies(s->in->stats, out, n); /* metrics: refusals by reason */
   if (n > 0 && s->conn && !s->ended) {
     int rc = conn_write(s->conn, out, n);
     if (rc < 0) {
@@ -425,7 +426,6 @@ static void on_auth(struct auth_req *req, enum auth_status st, const char *user,
   log_str(&l, "user", user);
   log_str(&l, "result", auth_status_name(st));
   log_end(&l);
-  s->in->stats->rejected[STATS_REJECT_AUTH] += st == AUTH_FAILED; /* metrics */
   smtp_server_auth_done(s->srv,
                         st == AUTH_OK         ? 1
                         : st == AUTH_TEMPFAIL ? -1
@@ -498,9 +498,6 @@ static int handle_event(struct session *s, const struct smtp_event *ev) {
       char code[8];
       snprintf(code, sizeof code, "%d", ev->abort.code);
       log_session(s, LOG_INFO, "rejected", "code", code);
-      in->stats
-          ->rejected[ev->abort.code == 552 ? STATS_REJECT_SIZE
-                                           : STATS_REJECT_LOOP]++; /* metrics */
     }
     arm_command_timer(s);
     return 0;
@@ -537,9 +534,6 @@ static int handle_event(struct session *s, const struct smtp_event *ev) {
     log_str(&l, "addr", ev->reject.addr);
     log_str(&l, "reason", ev->reject.reason);
     log_end(&l);
-    in->stats
-        ->rejected[ev->reject.code == 553 ? STATS_REJECT_SENDER
-                                          : STATS_REJECT_RELAY]++; /* metrics */
     return 0;
   }
   case SMTP_SRV_EV_NONE:

@@ -4,6 +4,8 @@
  */
 #include "relay/stats.h"
 
+#include <string.h>
+
 #include "dns/resolver.h"
 #include "queue/sched.h"
 
@@ -40,6 +42,70 @@ const char *stats_reject_name(enum stats_reject r) {
 
 const char *stats_dns_name(enum stats_dns r) {
   return (unsigned)r < STATS_DNS_N ? dns_names[r] : "?";
+}
+
+static int starts(const char *p, size_t len, const char *prefix) {
+  size_t n = strlen(prefix);
+  return len >= n && memcmp(p, prefix, n) == 0;
+}
+
+enum stats_reject stats_reply_reason(const char *line, size_t len) {
+  if (len < 3)
+    return STATS_REJECT_OTHER;
+  int code = (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
+  /* The enhanced code follows "DDD " (RFC 2034), up to a space. */
+  const char *e = len > 4 ? line + 4 : "";
+  size_t elen = 0;
+  while (4 + elen < len && e[elen] != ' ' && e[elen] != '\r')
+    elen++;
+  char ec[16] = "";
+  if (elen > 0 && elen < sizeof ec && (e[0] == '4' || e[0] == '5') &&
+      e[1] == '.') {
+    memcpy(ec, e, elen);
+    ec[elen] = '\0';
+  }
+  if (ec[0]) {
+    /* The subject and detail after the class: "5.5.2" -> ".5.2". */
+    const char *sd = ec + 1;
+    if (strcmp(sd, ".5.3") == 0) /* too many recipients: a limit */
+      return STATS_REJECT_OTHER;
+    if (starts(sd, strlen(sd), ".5.") || strcmp(sd, ".1.3") == 0 ||
+        strcmp(sd, ".1.7") == 0)
+      return STATS_REJECT_SYNTAX;
+    if (strcmp(sd, ".3.4") == 0)
+      return STATS_REJECT_SIZE;
+    if (strcmp(sd, ".4.6") == 0)
+      return STATS_REJECT_LOOP;
+    if (strcmp(sd, ".7.1") == 0)
+      return code == 553   ? STATS_REJECT_SENDER
+             : code == 554 ? STATS_REJECT_RELAY
+                           : STATS_REJECT_OTHER;
+    if (strcmp(sd, ".7.0") == 0 || strcmp(sd, ".7.8") == 0 ||
+        strcmp(sd, ".7.11") == 0)
+      return STATS_REJECT_AUTH;
+    return STATS_REJECT_OTHER;
+  }
+  if ((code >= 500 && code <= 504) || code == 555)
+    return STATS_REJECT_SYNTAX;
+  return STATS_REJECT_OTHER;
+}
+
+void stats_count_replies(struct stats *s, const char *out, size_t n) {
+  if (!s)
+    return;
+  size_t i = 0;
+  while (i < n) {
+    const char *nl = memchr(out + i, '\n', n - i);
+    size_t len = nl ? (size_t)(nl - (out + i)) : n - i;
+    const char *l = out + i;
+    /* A final line ("DDD " or "DDD" alone) of a 4xx/5xx reply. */
+    if (len >= 3 && (l[0] == '4' || l[0] == '5') && l[1] >= '0' &&
+        l[1] <= '9' && l[2] >= '0' && l[2] <= '9' &&
+        (len == 3 || l[3] == ' ' || l[3] == '\r') &&
+        !(l[0] == '4' && l[1] == '2' && l[2] == '1'))
+      s->rejected[stats_reply_reason(l, len)]++;
+    i += len + 1;
+  }
 }
 
 void stats_observe_delivery(struct stats *s, double seconds) {

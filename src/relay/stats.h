@@ -25,9 +25,9 @@ enum stats_reject {
   STATS_REJECT_SENDER,    /* sender domain not allowed (553 5.7.1) */
   STATS_REJECT_SIZE,      /* message over max_message_size (552 5.3.4) */
   STATS_REJECT_AUTH,      /* bad credentials (535 5.7.8) */
-  STATS_REJECT_SYNTAX,    /* command syntax (500/501) */
+  STATS_REJECT_SYNTAX,    /* command syntax or sequence (5.5.x, 5.1.3, 5.1.7) */
   STATS_REJECT_LOOP,      /* too many Received: headers (554 5.4.6) */
-  STATS_REJECT_OTHER,     /* anything else (max_sessions, ...) */
+  STATS_REJECT_OTHER,     /* any other 4xx/5xx but 421; max_sessions */
   STATS_REJECT_N
 };
 /* "relay", "sender", ... (the label value); "?" when out of range. */
@@ -82,6 +82,22 @@ struct stats {
   int disk_low;      /* free-space monitor: queue file system under
                         queue_minfree (MAIL FROM gets 452 4.3.1) */
 };
+
+/*
+ * Counts the refusals among the reply bytes the SMTP server sends (whole
+ * reply lines, as smtp_server_output() gives them; our own text, never
+ * the peer's): every final reply line with a 4xx or 5xx code other than
+ * 421 (closing) adds one to s->rejected[stats_reply_reason(line)].  s may
+ * be NULL.
+ */
+void stats_count_replies(struct stats *s, const char *out, size_t n);
+
+/* The reason of one refusal reply line ("553 5.7.1 ..."), by its enhanced
+ * status code (RFC 3463) and code: X.5.x (but X.5.3, too many recipients),
+ * X.1.3, X.1.7 and bare 500-504/555 syntax; 5.3.4 size; 5.4.6 loop; 553 5.7.1
+ * sender; 554 5.7.1 relay; 5.7.0, 5.7.8, 5.7.11 auth; anything else other.
+ * Pure. */
+enum stats_reject stats_reply_reason(const char *line, size_t len);
 
 /* Records one delivered recipient that waited `seconds` since acceptance
  * (negative values count as 0). */

@@ -233,6 +233,14 @@ def test_agrees_with_status_while_mail_flows(net):
     send(m, "a@src.test", ["x@nx.test"])  # NXDOMAIN: bounced at once
     with pytest.raises(smtplib.SMTPSenderRefused):
         send(m, "a@other.test", ["y@ok.test"])  # sender refused
+    c = Raw(m.port)
+    c.reply()
+    assert c.cmd("FOO")[0] == 500                       # syntax
+    assert c.cmd("EHLO client.example")[0] == 250
+    assert c.cmd("RCPT TO:<q@ok.test>")[0] == 503       # sequence: syntax
+    assert c.cmd("MAIL FROM:<a@src.test> SIZE=999999999999")[0] == 552
+    c.cmd("QUIT")
+    c.close()
     ok.wait(3)
 
     def settled():
@@ -272,6 +280,9 @@ def test_agrees_with_status_while_mail_flows(net):
     assert s['mailhop_delivery_duration_seconds_bucket{le="+Inf"}'] == 3
     assert s['mailhop_delivery_duration_seconds_bucket{le="15"}'] == 3
     assert s['mailhop_rejected_total{reason="sender"}'] == 1
+    assert s['mailhop_rejected_total{reason="syntax"}'] == 2
+    assert s['mailhop_rejected_total{reason="size"}'] == 1
+    assert s['mailhop_rejected_total{reason="relay"}'] == 0
     assert s['mailhop_dns_queries_total{result="ok"}'] >= 3
     assert s['mailhop_dns_queries_total{result="nxdomain"}'] >= 1
     assert s["mailhop_destinations_backed_off"] == 0

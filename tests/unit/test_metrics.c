@@ -348,7 +348,84 @@ static void test_snapshot(void) {
   CHECK_INT(uv_loop_close(&loop), 0);
 }
 
+/* Every refusal the SMTP server sends, by reason (table from
+ * proto/smtp_server.c's replies). */
+static void test_reply_reasons(void) {
+  static const struct {
+    const char *line;
+    enum stats_reject want;
+  } cases[] = {
+      {"500 5.5.2 Error: command not recognized", STATS_REJECT_SYNTAX},
+      {"500 5.5.2 Error: line too long", STATS_REJECT_SYNTAX},
+      {"501 5.1.7 Bad sender address syntax", STATS_REJECT_SYNTAX},
+      {"501 5.1.3 Bad recipient address syntax", STATS_REJECT_SYNTAX},
+      {"503 5.5.1 Error: need MAIL command", STATS_REJECT_SYNTAX},
+      {"555 5.5.4 Unsupported option", STATS_REJECT_SYNTAX},
+      {"501 Syntax: EHLO hostname", STATS_REJECT_SYNTAX},
+      {"502 5.5.1 Error: EXPN is not offered by this relay",
+       STATS_REJECT_SYNTAX},
+      {"552 5.3.4 Message size exceeds fixed limit", STATS_REJECT_SIZE},
+      {"552 5.3.4 Error: message file too big", STATS_REJECT_SIZE},
+      {"554 5.4.6 Error: too many hops", STATS_REJECT_LOOP},
+      {"553 5.7.1 <a@b.example>: Sender address rejected: not allowed",
+       STATS_REJECT_SENDER},
+      {"554 5.7.1 <x@y.example>: Relay access denied", STATS_REJECT_RELAY},
+      {"535 5.7.8 Error: authentication failed", STATS_REJECT_AUTH},
+      {"538 5.7.11 Encryption required for requested authentication mechanism",
+       STATS_REJECT_AUTH},
+      {"501 5.7.0 Authentication aborted", STATS_REJECT_AUTH},
+      {"452 4.5.3 Error: too many recipients", STATS_REJECT_OTHER},
+      {"451 4.3.0 Error: queue write failed", STATS_REJECT_OTHER},
+      {"452 4.3.1 Insufficient system storage", STATS_REJECT_OTHER},
+      {"553 5.6.7 Must declare SMTPUTF8 to send unicode address",
+       STATS_REJECT_OTHER},
+      {"454 4.7.0 Temporary authentication failure", STATS_REJECT_AUTH},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    enum stats_reject got =
+        stats_reply_reason(cases[i].line, strlen(cases[i].line));
+    if (got != cases[i].want)
+      fprintf(stderr, "case %s: got %s want %s\n", cases[i].line,
+              stats_reject_name(got), stats_reject_name(cases[i].want));
+    CHECK_INT(got, cases[i].want);
+  }
+
+  /* A pipelined batch: successes, a multi-line EHLO, a 421 close and
+   * refusals; only the refusals count, each once. */
+  struct stats st;
+  memset(&st, 0, sizeof st);
+  const char out[] = "220 mailhop.test ESMTP\r\n"
+                     "250-mailhop.test\r\n250-PIPELINING\r\n250 SIZE 1000\r\n"
+                     "250 2.1.0 Ok\r\n"
+                     "554 5.7.1 <x@y.example>: Relay access denied\r\n"
+                     "554 5.7.1 <z@y.example>: Relay access denied\r\n"
+                     "503 5.5.1 Error: need RCPT command\r\n"
+                     "354 End data with <CR><LF>.<CR><LF>\r\n"
+                     "552 5.3.4 Error: message file too big\r\n"
+                     "421 4.4.2 mailhop.test Error: timeout exceeded\r\n";
+  stats_count_replies(&st, out, sizeof out - 1);
+  CHECK_INT(st.rejected[STATS_REJECT_RELAY], 2);
+  CHECK_INT(st.rejected[STATS_REJECT_SYNTAX], 1);
+  CHECK_INT(st.rejected[STATS_REJECT_SIZE], 1);
+  uint64_t total = 0;
+  for (int i = 0; i < STATS_REJECT_N; i++)
+    total += st.rejected[i];
+  CHECK_INT(total, 4);
+  /* Fed in two pieces at a line boundary: the same counts. */
+  memset(&st, 0, sizeof st);
+  size_t cut = (size_t)(strstr(out, "503") - out);
+  stats_count_replies(&st, out, cut);
+  stats_count_replies(&st, out + cut, sizeof out - 1 - cut);
+  CHECK_INT(st.rejected[STATS_REJECT_RELAY], 2);
+  CHECK_INT(st.rejected[STATS_REJECT_SYNTAX], 1);
+  stats_count_replies(NULL, out, sizeof out - 1); /* no stats: no crash */
+  stats_count_replies(&st, "", 0);
+  stats_count_replies(&st, "5", 1);
+  CHECK_INT(st.rejected[STATS_REJECT_OTHER], 0);
+}
+
 int main(void) {
+  test_reply_reasons();
   test_every_family_has_help_and_type();
   test_values();
   test_histogram();
