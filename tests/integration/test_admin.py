@@ -208,6 +208,8 @@ def test_counters_move_deferred_details_and_flush(relay, sink):
     st = status(relay)
     assert st["counters"]["received"] == 1
     assert st["counters"]["deferred"] >= 1
+    oldest = st["queue"].pop("oldest_age_s")
+    assert 0 <= oldest <= 60
     assert st["queue"] == {"messages": 1, "recipients": 1, "deferred": 1,
                            "held": 0}
 
