@@ -291,9 +291,9 @@ int metrics_start(uv_loop_t *loop, const struct config *cfg,
   }
   for (int i = 0; i < cfg->n_metrics_listen; i++) {
     struct log_line l;
-    log_begin(&l, LOG_INFO, "listening");
+    /* Not "listening": that event says the SMTP listeners are open. */
+    log_begin(&l, LOG_INFO, "metrics_listening");
     log_str(&l, "addr", cfg->metrics_listen[i].text);
-    log_str(&l, "http", "metrics");
     log_end(&l);
   }
   *out = m;

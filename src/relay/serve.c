@@ -337,6 +337,15 @@ int serve_main(const struct config *cfg) {
     log_msg(LOG_ERROR, "startup", "%s", err);
     return 2;
   }
+  /* Before the SMTP listeners: /readyz says 503 until they are open. */
+  rc = metrics_start(sv.loop, cfg, &sv.stats, sv.sched, &sv.metrics, err,
+                     sizeof err);
+  if (rc < 0) {
+    /* A build without HTTP cannot honour the key: bad configuration. */
+    log_msg(LOG_ERROR, "startup", "%s", err);
+    admin_stop(sv.admin);
+    return rc == -ENOTSUP ? 1 : 2;
+  }
   if (store_load(sv.store, on_loaded, &sv, &sv.load_job) < 0) {
     log_msg(LOG_ERROR, "startup", "cannot load the queue");
     return 2;
@@ -352,14 +361,6 @@ int serve_main(const struct config *cfg) {
     return bad_config ? 1 : 2;
   }
   sv.stats.listening = 1;
-  rc = metrics_start(sv.loop, cfg, &sv.stats, sv.sched, &sv.metrics, err,
-                     sizeof err);
-  if (rc < 0) {
-    /* A build without HTTP cannot honour the key: bad configuration. */
-    log_msg(LOG_ERROR, "startup", "%s", err);
-    admin_stop(sv.admin);
-    return rc == -ENOTSUP ? 1 : 2;
-  }
   if (drop_privileges(cfg) < 0) {
     sv.exit_code = 2;
     sv.stopping = 1;

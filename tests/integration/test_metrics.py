@@ -140,7 +140,7 @@ def net(mailhop):
             conf.setdefault("dns_timeout", "1s")
             m = mailhop(**conf)
             m.metrics_port = mport
-            m.wait_log(f"addr=127.0.0.1:{mport} http=metrics")
+            m.wait_log(f"event=metrics_listening addr=127.0.0.1:{mport}")
             return m
 
     yield Net()
