@@ -337,7 +337,7 @@ def test_many_connections_do_not_stall_smtp(net):
     net.sink("127.0.0.2")
     m = net.relay()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = 2000
+    want = 10000
     if soft < want + 200:
         resource.setrlimit(resource.RLIMIT_NOFILE,
                            (min(hard, want + 200), hard))
