@@ -1,6 +1,7 @@
 /*
  * http: small HTTP/1.1 servers on the loop, for metrics and health
- * (CONTRACT §7).  The HTTP protocol itself is GNU libmicrohttpd's: one
+ * (CONTRACT §7).  The HTTP protocol itself (RFC 9110, RFC 9112: parsing,
+ * keep-alive, HEAD, error answers) is GNU libmicrohttpd's: one
  * MHD daemon per listening address, run without any thread of its own
  * (MHD_USE_EPOLL, no internal thread).  Its epoll descriptor is watched
  * with a uv_poll_t and MHD_run() is called when it is readable; a

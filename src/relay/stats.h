@@ -86,9 +86,9 @@ struct stats {
 /*
  * Counts the refusals among the reply bytes the SMTP server sends (whole
  * reply lines, as smtp_server_output() gives them; our own text, never
- * the peer's): every final reply line with a 4xx or 5xx code other than
- * 421 (closing) adds one to s->rejected[stats_reply_reason(line)].  s may
- * be NULL.
+ * the peer's; RFC 5321 §4.2): every final reply line with a 4xx or 5xx
+ * code other than 421 (closing) adds one to
+ * s->rejected[stats_reply_reason(line)].  s may be NULL.
  */
 void stats_count_replies(struct stats *s, const char *out, size_t n);
 
