@@ -613,3 +613,64 @@ tests:
     r = subprocess.run(["promtool", "test", "rules", str(test)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def self_signed(tmp_path):
+    """A throw-away certificate for mailhop.test, made with the openssl
+    CLI."""
+    key, crt = tmp_path / "srv.key", tmp_path / "srv.crt"
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec",
+                        "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                        "-keyout", str(key), "-out", str(crt), "-days", "1",
+                        "-subj", "/CN=mailhop.test"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return key, crt
+
+
+def test_tls_handshakes_counted(net, tmp_path):
+    """One good STARTTLS and one that fails (garbage instead of a
+    ClientHello) are counted as inbound ok and failed."""
+    import ssl
+    key, crt = self_signed(tmp_path)
+    m = net.relay(tls_cert_file=crt, tls_key_file=key)
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    s = smtplib.SMTP("127.0.0.1", m.port, timeout=10)
+    s.ehlo("client.example")
+    s.starttls(context=ctx)
+    assert s.ehlo("client.example")[0] == 250
+    s.quit()
+    c = Raw(m.port)
+    c.reply()
+    c.cmd("EHLO client.example")
+    assert c.cmd("STARTTLS")[0] == 220
+    c.send(b"this is not a TLS ClientHello\r\n" * 4)
+    assert c.closed(10)
+    c.close()
+    series = 'mailhop_tls_handshakes_total{direction="inbound",result="%s"}'
+    wait(lambda: scrape(m)[series % "failed"] == 1, what="failed handshake")
+    s_ = scrape(m)
+    assert s_[series % "ok"] == 1
+    assert s_['mailhop_tls_handshakes_total{direction="outbound",'
+              'result="ok"}'] == 0
+
+
+def test_expired_recipients_counted(net):
+    """A recipient deferred past queue_lifetime bounces with 4.4.7: counted
+    as bounced (as in status) and as expired."""
+    net.records({"slow.test": [("MX", "10 mx.slow.test", 60)],
+                 "mx.slow.test": [("A", "127.0.0.3", 60)]})
+    net.sink("127.0.0.3", rcpt_reply=lambda addr, n: "451 4.7.1 later")
+    m = net.relay(retry_schedule="1s", queue_lifetime="3s")
+    send(m, "a@src.test", ["x@slow.test"])
+    wait(lambda: scrape(m)['mailhop_recipients_total{result="expired"}'] == 1,
+         timeout=60, what="expiry")
+    s = scrape(m)
+    st = status(m)
+    assert s['mailhop_recipients_total{result="bounced"}'] == \
+        st["counters"]["bounced"] >= 1
+    assert s['mailhop_recipients_total{result="deferred"}'] == \
+        st["counters"]["deferred"] >= 1
+    assert s["mailhop_delivery_duration_seconds_count"] == 0
