@@ -14,6 +14,15 @@
 # on debian:12-slim with only the runtime libraries (about 90 MB), which has
 # a shell for debugging.
 #
+# Metrics and health over HTTP (metrics_listen, /metrics, /healthz, /readyz)
+# are in the slim image only:
+#   docker build --target slim -t mailhop:slim .
+#   docker run ... -p 127.0.0.1:9100:9100 -e MAILHOP_METRICS_LISTEN=0.0.0.0:9100 mailhop:slim
+# The static binary is built without them (-Dmetrics=disabled): Debian's
+# libmicrohttpd.a needs GnuTLS's static archive, which needs libp11-kit.a,
+# and Debian 12 ships p11-kit only as a shared library.  Setting
+# metrics_listen there is refused at start-up (exit 1).
+#
 # BASE picks the Debian 12 image for the build and slim stages;
 # scripts/container-test passes a locally built one on machines without a
 # registry.
@@ -26,6 +35,7 @@ RUN apt-get update \
       meson ninja-build pkg-config gcc libc6-dev \
       libuv1-dev libssl-dev libldns-dev libsqlite3-dev libjansson-dev \
       libidn2-dev libcrypt-dev libunistring-dev zlib1g-dev ca-certificates \
+      libmicrohttpd-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # meson.build reads tests/meson.build, which names the unit test sources.
@@ -37,7 +47,7 @@ COPY tests/unit/ tests/unit/
 COPY docs/ docs/
 COPY scripts/gen-keydocs scripts/
 # Dynamic binary for the slim stage.
-RUN meson setup /build --buildtype=release >/dev/null \
+RUN meson setup /build --buildtype=release -Dmetrics=enabled >/dev/null \
  && ninja -C /build mailhop \
  && strip /build/mailhop
 # Static binary for scratch: Debian ships libuv's archive as libuv_a.a, so a
@@ -47,7 +57,7 @@ RUN meson setup /build --buildtype=release >/dev/null \
 RUN mkdir -p /static-lib \
  && ln -s "/usr/lib/$(gcc -print-multiarch)/libuv_a.a" /static-lib/libuv.a \
  && meson setup /build-static --buildtype=release --prefer-static \
-      -Dc_link_args="['-static','-L/static-lib']" >/dev/null \
+      -Dc_link_args="['-static','-L/static-lib']" -Dmetrics=disabled >/dev/null \
  && { ninja -C /build-static mailhop >/tmp/static.log 2>&1 \
       || { cat /tmp/static.log; exit 1; }; } \
  && strip /build-static/mailhop \
@@ -67,7 +77,7 @@ FROM ${BASE} AS slim
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       libuv1 libssl3 libldns3 libsqlite3-0 libjansson4 libidn2-0 libcrypt1 \
-      ca-certificates \
+      libmicrohttpd12 ca-certificates \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt/* /var/log/dpkg.log \
  && groupadd --system --gid 2525 mailhop \
  && useradd --system --uid 2525 --gid 2525 --home-dir /var/lib/mailhop \

@@ -96,6 +96,7 @@ static const struct key keys[] = {
     {"admin_socket", K_PATH, F(admin_socket), S(admin_socket),
      "./mailhop.sock"},
     {"log_format", K_LOG_FORMAT, 0, 0, "logfmt"},
+    {"metrics_listen", K_ADDRS, F(metrics_listen), F(n_metrics_listen), ""},
 };
 #define N_KEYS (sizeof keys / sizeof keys[0])
 

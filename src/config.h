@@ -109,6 +109,8 @@ struct config {
   char queue_path[4096];
   char admin_socket[4096];
   enum config_log_format log_format;
+  struct config_addr metrics_listen[CONFIG_MAX_LIST]; /* HTTP (CONTRACT §7) */
+  int n_metrics_listen;
 
   /* private: set when relay_networks was given by any source */
   int relay_networks_set;

@@ -156,6 +156,7 @@ struct resolver {
   uint8_t rpool[64];
   size_t rpos;
   uint8_t rbuf[65536]; /* UDP receive buffer, used within one callback */
+  uint64_t *counts;    /* metrics: RESOLVER_COUNT_N entries, or NULL */
 };
 
 static void q_list_remove(struct qlist *l, struct resolver_query *q) {
@@ -410,7 +411,10 @@ static int att_answer(struct attempt *a, const uint8_t *pkt, size_t len,
                       int over_tcp);
 
 static void on_att_timeout(uv_timer_t *t) {
-  att_fail(t->data, "timeout");
+  struct attempt *a = t->data;
+  if (a->r->counts) /* metrics */
+    a->r->counts[RESOLVER_COUNT_TIMEOUT]++;
+  att_fail(a, "timeout");
 }
 
 static int same_addr(const struct sockaddr_storage *a,
@@ -549,6 +553,10 @@ static int att_answer(struct attempt *a, const uint8_t *pkt, size_t len,
     return 1;
   }
   enum dns_check c = dns_answer_parse(pkt, len, d->id, d->name, d->type, rs);
+  if (c == DNS_CHECK_OK && a->r->counts) /* metrics */
+    a->r->counts[rs->status == DNS_R_NXDOMAIN   ? RESOLVER_COUNT_NXDOMAIN
+                 : rs->status == DNS_R_TEMPFAIL ? RESOLVER_COUNT_SERVFAIL
+                                                : RESOLVER_COUNT_OK]++;
   int ended = 1;
   if (c == DNS_CHECK_IGNORE) {
     ended = 0; /* spoofed, stale or garbage: keep waiting */
@@ -1047,6 +1055,10 @@ void resolver_cancel(struct resolver_query *q) {
 
 static void on_resolver_close(uv_handle_t *h) {
   free(h->data);
+}
+
+void resolver_set_counters(struct resolver *r, uint64_t *counts) {
+  r->counts = counts;
 }
 
 void resolver_free(struct resolver *r) {

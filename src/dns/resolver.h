@@ -60,6 +60,22 @@ struct resolver_opts {
 struct resolver *resolver_new(uv_loop_t *loop, const struct resolver_opts *o,
                               int *err) __attribute__((warn_unused_result));
 
+/* Query attempts counted by result, for metrics: an answer, NXDOMAIN, an
+ * error rcode (SERVFAIL, REFUSED, ...), no answer in time. */
+enum resolver_count {
+  RESOLVER_COUNT_OK = 0,
+  RESOLVER_COUNT_NXDOMAIN,
+  RESOLVER_COUNT_SERVFAIL,
+  RESOLVER_COUNT_TIMEOUT,
+  RESOLVER_COUNT_N
+};
+
+/* From now on, every query attempt sent to a server adds 1 to
+ * counts[its enum resolver_count] (cache hits are not counted).  counts
+ * holds RESOLVER_COUNT_N entries, borrowed until resolver_free(); NULL
+ * stops counting. */
+void resolver_set_counters(struct resolver *r, uint64_t *counts);
+
 /*
  * Ends the resolver: every pending lookup's callback runs (before this
  * returns, or at the end of the current callback when called from one)

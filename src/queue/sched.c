@@ -1013,3 +1013,19 @@ int sched_rcpt_delivering(const struct sched *s, const char *id, int idx) {
 void sched_get_stats(const struct sched *s, struct sched_stats *out) {
   *out = s->st;
 }
+
+void sched_scan_stats(const struct sched *s, struct sched_scan *out) {
+  int64_t oldest = INT64_MAX;
+  out->backed_off = 0;
+  for (size_t i = 0; i < s->msgs.nb; i++)
+    for (const struct hnode *n = s->msgs.b[i]; n; n = n->next) {
+      const struct smsg *m = (const struct smsg *)n;
+      if (m->received_at < oldest)
+        oldest = m->received_at;
+    }
+  out->oldest_received_at = oldest == INT64_MAX ? 0 : oldest;
+  for (size_t i = 0; i < s->dests.nb; i++)
+    for (const struct hnode *n = s->dests.b[i]; n; n = n->next)
+      if (((const struct sdest *)n)->fails > 0)
+        out->backed_off++;
+}

@@ -235,4 +235,13 @@ struct sched_stats {
 };
 void sched_get_stats(const struct sched *s, struct sched_stats *out);
 
+/* Figures that need a walk over the tables (O(messages + destinations),
+ * memory only; for status and metrics, not for hot paths). */
+struct sched_scan {
+  int64_t oldest_received_at; /* unix ms of the oldest message; 0: none */
+  size_t backed_off;          /* destinations failing (backed off or
+                                 waiting for their probe's answer) */
+};
+void sched_scan_stats(const struct sched *s, struct sched_scan *out);
+
 #endif

@@ -241,31 +241,23 @@ static void cmd_status(struct admin *a, struct admin_client *c, char **argv,
                        int argc) {
   (void)argv;
   (void)argc;
-  struct sched_stats ss;
-  sched_get_stats(a->sched, &ss);
-  /* While loading, the scheduler holds only what the load has reached;
-   * what it has still to hand over comes from the count made at start. */
-  if (a->loading) {
-    ss.messages += (size_t)a->pending.messages;
-    ss.recipients += (size_t)a->pending.recipients;
-    ss.deferred += (size_t)a->pending.deferred;
-    ss.held += (size_t)a->pending.held;
-  }
-  static const struct stats zero;
-  const struct stats *s = a->stats ? a->stats : &zero;
-  int64_t started = s->started_at ? s->started_at : a->started_at;
-  int64_t uptime = (int64_t)time(NULL) - started;
+  /* The same snapshot as GET /metrics (relay/stats.h), so they agree;
+   * while the queue loads it includes what the load has still to hand
+   * over (admin_set_loading). */
+  struct stats_snapshot sn;
+  stats_snapshot(a->stats, a->sched, a->started_at, (int64_t)time(NULL), &sn);
   json_t *j = json_pack(
-      "{s:s, s:I, s:i, s:i, s:b, s:b, s:{s:I, s:I, s:I, s:I}, s:{s:I, s:I, "
-      "s:I, s:I}}",
-      "version", MAILHOP_VERSION, "uptime_s",
-      (json_int_t)(uptime < 0 ? 0 : uptime), "sessions", s->sessions,
-      "outbound", s->outbound, "paused", sched_paused(a->sched), "loading",
-      a->loading, "queue", "messages", (json_int_t)ss.messages, "recipients",
-      (json_int_t)ss.recipients, "deferred", (json_int_t)ss.deferred, "held",
-      (json_int_t)ss.held, "counters", "received", (json_int_t)s->received,
-      "delivered", (json_int_t)s->delivered, "deferred",
-      (json_int_t)s->deferred, "bounced", (json_int_t)s->bounced);
+      "{s:s, s:I, s:i, s:i, s:b, s:b, s:b, s:{s:I, s:I, s:I, s:I, s:I}, "
+      "s:{s:I, s:I, s:I, s:I}}",
+      "version", MAILHOP_VERSION, "uptime_s", (json_int_t)sn.uptime_s,
+      "sessions", sn.sessions, "outbound", sn.outbound, "paused", sn.paused,
+      "accepting", sn.accepting, "loading", a->loading, "queue", "messages",
+      (json_int_t)sn.queue_messages, "recipients",
+      (json_int_t)sn.queue_recipients, "deferred",
+      (json_int_t)sn.queue_deferred, "held", (json_int_t)sn.queue_held,
+      "oldest_age_s", (json_int_t)sn.oldest_age_s, "counters", "received",
+      (json_int_t)sn.received, "delivered", (json_int_t)sn.delivered,
+      "deferred", (json_int_t)sn.deferred, "bounced", (json_int_t)sn.bounced);
   reply_json(c, j);
   admin_socket_end(c);
 }

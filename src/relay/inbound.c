@@ -163,6 +163,7 @@ static void session_end(struct session *s, int flush) {
 static int session_flush(struct session *s) {
   size_t n;
   const char *out = smtp_server_output(s->srv, &n);
+  stats_count_replies(s->in->stats, out, n); /* metrics: refusals by reason */
   if (n > 0 && s->conn && !s->ended) {
     int rc = conn_write(s->conn, out, n);
     if (rc < 0) {
@@ -602,6 +603,8 @@ static void on_tls_done(struct conn *c, const struct conn_tls_info *info) {
   log_str(&l, "session", s->id);
   log_str(&l, "client", s->peer);
   log_str(&l, "direction", "inbound");
+  s->in->stats->tls_ok[STATS_INBOUND] += info->ok;      /* metrics */
+  s->in->stats->tls_failed[STATS_INBOUND] += !info->ok; /* metrics */
   if (info->ok) {
     log_str(&l, "version", info->version);
     log_str(&l, "cipher", info->cipher);
@@ -699,6 +702,7 @@ static void on_accept(struct listener *l, struct conn *c, void *data) {
       return;
     }
     log_session(s, LOG_INFO, "rejected", "reason", "max_sessions");
+    in->stats->rejected[STATS_REJECT_OTHER]++; /* metrics */
     session_end(s, 1);
     return;
   }

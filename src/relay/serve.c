@@ -22,6 +22,7 @@
 #include "config.h"
 #include "relay/inbound.h"
 #include "log.h"
+#include "relay/metrics.h"
 #include "relay/outbound.h"
 #include "queue/sched.h"
 #include "queue/store.h"
@@ -36,6 +37,7 @@ struct serve {
   struct outbound *outbound;
   struct sched *sched;
   struct admin *admin;
+  struct metrics *metrics; /* NULL without metrics_listen */
   struct store_job *load_job;
   /* While the queue loads: what the load has still to hand over (the
    * store's count at start minus every batch scheduled since), so that
@@ -184,6 +186,8 @@ static void finish(struct serve *sv) {
     admin_stop(sv->admin);
     sv->admin = NULL;
   }
+  metrics_stop(sv->metrics); /* before the scheduler it reads goes */
+  sv->metrics = NULL;
   if (sv->load_job)
     store_cancel(sv->load_job);
   outbound_abort_all(sv->outbound);
@@ -219,6 +223,8 @@ static void begin_shutdown(struct serve *sv, const char *why) {
   log_int(&l, "timeout_ms", (long long)sv->cfg->shutdown_timeout_ms);
   log_end(&l);
   inbound_stop_accepting(sv->inbound);
+  sv->stats.listening = 0;
+  sv->stats.shutting_down = 1; /* /readyz 503 from now on */
   sched_stop(sv->sched);
   outbound_close_idle(sv->outbound);
   uv_timer_start(&sv->shutdown_timer, on_shutdown_timeout,
@@ -267,6 +273,14 @@ static uint64_t sub_sat(uint64_t a, uint64_t b) {
   return a > b ? a - b : 0;
 }
 
+/* Tells admin (its refusals, "loading") and the stats (status and
+ * /metrics) how far the start-up load is. */
+static void publish_loading(struct serve *sv) {
+  if (sv->admin)
+    admin_set_loading(sv->admin, sv->loading, &sv->unloaded);
+  stats_set_loading(&sv->stats, sv->loading, &sv->unloaded);
+}
+
 static void on_counted(struct store *st, int status,
                        const struct store_counts *c, void *data) {
   (void)st;
@@ -277,8 +291,8 @@ static void on_counted(struct store *st, int status,
   }
   /* The count runs before the load's first batch (one FIFO reader lane). */
   sv->unloaded = *c;
-  if (sv->loading && sv->admin)
-    admin_set_loading(sv->admin, 1, &sv->unloaded);
+  if (sv->loading)
+    publish_loading(sv);
 }
 
 static void on_loaded(struct store *st, int status,
@@ -306,8 +320,7 @@ static void on_loaded(struct store *st, int status,
       log_msg(LOG_ERROR, "queue", "cannot load the queue: %s",
               strerror(-status));
   }
-  if (sv->admin)
-    admin_set_loading(sv->admin, sv->loading, &sv->unloaded);
+  publish_loading(sv);
 }
 
 static void on_signal(uv_signal_t *s, int signum) {
@@ -377,11 +390,20 @@ int serve_main(const struct config *cfg) {
     log_msg(LOG_ERROR, "startup", "%s", err);
     return 2;
   }
+  /* Before the SMTP listeners: /readyz says 503 until they are open. */
+  rc = metrics_start(sv.loop, cfg, &sv.stats, sv.sched, &sv.metrics, err,
+                     sizeof err);
+  if (rc < 0) {
+    /* A build without HTTP cannot honour the key: bad configuration. */
+    log_msg(LOG_ERROR, "startup", "%s", err);
+    admin_stop(sv.admin);
+    return rc == -ENOTSUP ? 1 : 2;
+  }
   /* The load runs while inbound and delivery are live: the store hands
    * over only what was queued before it was opened (store_load), and the
    * count first gives `status` right figures while it runs. */
   sv.loading = 1;
-  admin_set_loading(sv.admin, 1, &sv.unloaded);
+  publish_loading(&sv);
   if (store_count(sv.store, on_counted, &sv) < 0 ||
       store_load(sv.store, on_loaded, &sv, &sv.load_job) < 0) {
     log_msg(LOG_ERROR, "startup", "cannot load the queue");
@@ -397,6 +419,7 @@ int serve_main(const struct config *cfg) {
     admin_stop(sv.admin);
     return bad_config ? 1 : 2;
   }
+  sv.stats.listening = 1;
   if (drop_privileges(cfg) < 0) {
     sv.exit_code = 2;
     sv.stopping = 1;

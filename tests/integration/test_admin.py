@@ -20,7 +20,7 @@ from conftest import free_port, run
 
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 STATUS_KEYS = {"version", "uptime_s", "sessions", "outbound", "paused",
-               "queue", "counters"}
+               "accepting", "loading", "queue", "counters"}
 MESSAGE_KEYS = {"id", "sender", "size", "received_at", "held", "recipients"}
 RCPT_KEYS = {"address", "state", "attempts", "next_attempt_at", "last_error"}
 
@@ -146,7 +146,8 @@ def test_status_fields_via_socat(relay):
     assert len(lines) == 1
     st = json.loads(lines[0])
     assert set(st) == STATUS_KEYS
-    assert set(st["queue"]) == {"messages", "recipients", "deferred", "held"}
+    assert set(st["queue"]) == {"messages", "recipients", "deferred", "held",
+                                "oldest_age_s"}
     assert set(st["counters"]) == {"received", "delivered", "deferred",
                                    "bounced"}
     assert st["paused"] is False
@@ -207,6 +208,8 @@ def test_counters_move_deferred_details_and_flush(relay, sink):
     st = status(relay)
     assert st["counters"]["received"] == 1
     assert st["counters"]["deferred"] >= 1
+    oldest = st["queue"].pop("oldest_age_s")
+    assert 0 <= oldest <= 60
     assert st["queue"] == {"messages": 1, "recipients": 1, "deferred": 1,
                            "held": 0}
 

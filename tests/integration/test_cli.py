@@ -36,7 +36,8 @@ def test_check_prints_every_key_with_defaults():
     assert out["max_message_size"] == "25m"
     assert out["retry_schedule"] == "1m,5m,15m,30m,1h,2h,4h"
     assert out["relayhost_auth"] == "auto"
-    assert len(out) == 37
+    assert out["metrics_listen"] == ""
+    assert len(out) == 38
 
 
 def test_precedence_file_env_file_secret_override(tmp_path):

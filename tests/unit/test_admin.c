@@ -403,7 +403,8 @@ static void on_loading(uv_async_t *h) {
   (void)h;
   struct store_counts pend = {
       .messages = 2, .recipients = 3, .deferred = 1, .held = 1};
-  admin_set_loading(adm, loading_on, &pend);
+  admin_set_loading(adm, loading_on, &pend); /* as serve does */
+  stats_set_loading(&stats, loading_on, &pend);
   sem_post(&loading_sem);
 }
 

@@ -328,11 +328,17 @@ static void test_print(void) {
   CHECK_CONTAINS(out, "relay_networks = 127.0.0.0/8, ::1/128\n");
   CHECK_CONTAINS(out, "log_format = logfmt\n");
   CHECK_CONTAINS(out, "relayhost_auth = auto\n");
+  CHECK_CONTAINS(out, "metrics_listen = \n");
   /* Every key is printed exactly once. */
   int lines = 0;
   for (char *p = out; *p; p++)
     lines += *p == '\n';
-  CHECK_INT(lines, 37);
+  CHECK_INT(lines, 38);
+
+  CHECK_INT(parse("metrics_listen = 127.0.0.1:9100, [::1]:9101\n"), 0);
+  CHECK_INT(cfg.n_metrics_listen, 2);
+  CHECK_STR(cfg.metrics_listen[1].text, "[::1]:9101");
+  CHECK(parse("metrics_listen = localhost:9100\n") < 0);
 }
 
 static void test_cidr_match(void) {

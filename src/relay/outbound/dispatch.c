@@ -342,6 +342,7 @@ struct outbound *outbound_new(uv_loop_t *loop, const struct config *cfg,
     free(ob);
     return NULL;
   }
+  resolver_set_counters(ob->res, stats->dns);
   ob->ctx_verify =
       tls_client_ctx_new(cfg->tls_ca_file[0] ? cfg->tls_ca_file : NULL,
                          TLS_VERIFY_REQUIRE, err, errlen);

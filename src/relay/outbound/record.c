@@ -118,6 +118,8 @@ static void report(struct record *rec) {
       break;
     case OUTCOME_EV_DELIVERED:
       stats->delivered++;
+      stats_observe_delivery(stats, (double)dispatch_wall_ms() / 1000.0 -
+                                        (double)d->received_at);
       log_outcome(d, &d->r[i], note, "delivered", 0);
       break;
     case OUTCOME_EV_DEFERRED:
@@ -125,6 +127,7 @@ static void report(struct record *rec) {
       log_outcome(d, &d->r[i], note, "deferred", note->next_at_s);
       break;
     case OUTCOME_EV_EXPIRED:
+      stats->expired++;
       log_outcome(d, &d->r[i], note, "expired", 0);
       stats->bounced++; /* an expired recipient bounces */
       log_outcome(d, &d->r[i], note, "bounced", 0);

@@ -21,6 +21,7 @@
 #include "relay/outbound/dispatch.h"
 #include "relay/outbound/outcome.h"
 #include "relay/outbound/record.h"
+#include "relay/stats.h"
 
 static const struct conn_cbs delivery_cbs;
 
@@ -273,6 +274,8 @@ static void on_tls_done(struct conn *c, const struct conn_tls_info *info) {
   log_str(&l, "id", d->id);
   log_str(&l, "direction", "outbound");
   log_str(&l, "relay", d->remote);
+  d->ob->stats->tls_ok[STATS_OUTBOUND] += info->ok;
+  d->ob->stats->tls_failed[STATS_OUTBOUND] += !info->ok;
   if (info->ok) {
     log_str(&l, "version", info->version);
     log_str(&l, "cipher", info->cipher);
