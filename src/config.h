@@ -40,6 +40,13 @@ struct config_relayhost {
   int mx_lookup; /* 1 for host:port, 0 for [host]:port */
 };
 
+/* One dkim_sign entry, DOMAIN:SELECTOR:KEYFILE (CONTRACT §3a). */
+struct config_dkim {
+  char domain[256]; /* lower case */
+  char selector[64];
+  char keyfile[1024];
+};
+
 enum config_relayhost_tls {
   CONFIG_RELAYHOST_TLS_STARTTLS,
   CONFIG_RELAYHOST_TLS_IMPLICIT,
@@ -100,6 +107,8 @@ struct config {
   char queue_path[4096];
   char admin_socket[4096];
   enum config_log_format log_format;
+  struct config_dkim dkim_sign[CONFIG_MAX_LIST];
+  int n_dkim_sign;
 
   /* private: set when relay_networks was given by any source */
   int relay_networks_set;

@@ -300,7 +300,22 @@ static void test_print(void) {
   int lines = 0;
   for (char *p = out; *p; p++)
     lines += *p == '\n';
-  CHECK_INT(lines, 36);
+  CHECK_INT(lines, 37);
+}
+
+static void test_dkim_sign(void) {
+  CHECK_INT(parse("dkim_sign = Sign.Example:s1:/k/rsa.key, "
+                  "sign.example:s2:/k/a:b.key\n"),
+            0);
+  CHECK_INT(cfg.n_dkim_sign, 2);
+  CHECK_STR(cfg.dkim_sign[0].domain, "sign.example");
+  CHECK_STR(cfg.dkim_sign[0].selector, "s1");
+  CHECK_STR(cfg.dkim_sign[0].keyfile, "/k/rsa.key");
+  CHECK_STR(cfg.dkim_sign[1].keyfile, "/k/a:b.key");
+  CHECK_INT(parse("dkim_sign = sign.example:s1\n"), -1);
+  CHECK_INT(parse("dkim_sign = sign.example:s;1:/k\n"), -1);
+  CHECK_INT(parse("dkim_sign = :s1:/k\n"), -1);
+  CHECK_INT(parse("dkim_sign = b\xc3\xbc" "cher.example:s1:/k\n"), -1);
 }
 
 static void test_cidr_match(void) {
@@ -337,6 +352,7 @@ int main(void) {
   test_contradictions();
   test_precedence();
   test_print();
+  test_dkim_sign();
   test_cidr_match();
   char cmd[300];
   snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
