@@ -10,6 +10,7 @@
 
 #include "cli.h"
 #include "cmd/admin_cli.h"
+#include "cmd/dkim_cmd.h"
 #include "cmd/resolve_cmd.h"
 #include "config.h"
 #include "log.h"
@@ -34,6 +35,10 @@ static const char usage[] =
     "  pause | resume                      stop / restart outbound delivery\n"
     "  resolve DOMAIN                      print delivery candidates for a "
     "domain\n"
+    "  dkim keygen DOMAIN SELECTOR [--type rsa|ed25519] [--bits N] [--out "
+    "FILE]\n"
+    "                                      write a DKIM signing key, print "
+    "its DNS record\n"
     "\n"
     "options:\n"
     "  -c FILE        configuration file (default /etc/mailhop/mailhop.conf "
@@ -92,6 +97,9 @@ static int cmd_check(const struct cli *cli) {
 }
 
 int main(int argc, char **argv) {
+  /* `dkim` takes options of its own (--type, --bits, --out). */
+  if (argc >= 2 && strcmp(argv[1], "dkim") == 0)
+    return dkim_cmd_main(argc - 1, argv + 1);
   struct cli cli;
   char err[256];
   if (cli_parse(&cli, argc, argv, err, sizeof err) < 0) {
