@@ -1331,6 +1331,27 @@ int store_spool_append(struct store_spool *sp, const void *buf, size_t len,
   return STORE_SPOOL_PAUSE;
 }
 
+long store_spool_pread(struct store_spool *sp, int64_t off, void *buf,
+                       size_t len) {
+  if (sp->err)
+    return sp->err < 0 ? sp->err : -EIO;
+  if (off < sp->file_len) {
+    size_t n = len;
+    if ((int64_t)n > sp->file_len - off)
+      n = (size_t)(sp->file_len - off);
+    ssize_t r = pread(sp->fd, buf, n, off);
+    if (r < 0)
+      return -errno;
+    return r == 0 ? -EIO : (long)r;
+  }
+  int64_t moff = off - sp->file_len;
+  if (moff >= (int64_t)sp->used)
+    return 0;
+  size_t n = sp->used - (size_t)moff < len ? sp->used - (size_t)moff : len;
+  memcpy(buf, sp->mem + moff, n);
+  return (long)n;
+}
+
 static void on_spool_closed(uv_fs_t *req) {
   struct store_spool *sp = req->data;
   uv_fs_req_cleanup(req);
