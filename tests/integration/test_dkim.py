@@ -134,16 +134,21 @@ def opendkim_verify(tmp_path, data, strings):
 @pytest.fixture
 def relay(mailhop, keys):
     """A mailhop relaying to a sink; returns (mailhop, sink)."""
-    sinks = []
+    sinks, relays = [], []
 
     def make(dkim_sign, **kw):
         sink = Sink()
         sinks.append(sink)
         m = mailhop(relayhost=f"[127.0.0.1]:{sink.port}", relayhost_tls="none",
                     dkim_sign=dkim_sign, **kw)
+        relays.append(m)
         return m, sink
 
     yield make
+    # A clean exit (and no sanitizer report under ASan) after signing.
+    for m in relays:
+        assert m.stop() == 0, m.log()
+        assert "Sanitizer" not in m.log()
     for s in sinks:
         s.stop()
 
@@ -389,3 +394,29 @@ def test_traditional_rsa_1024_warns_and_signs(relay, keys, tmp_path):
     records = {f"trad._domainkey.{DOMAIN}": f"v=DKIM1; k=rsa; p={p}"}
     res = dkimpy_verify(out, records)
     assert res and all(ok for (*_, ok) in res), res
+
+
+def test_sighup_rereads_keys(relay, keys, tmp_path):
+    """SIGHUP reads the key files again; a bad file keeps the old key."""
+    import signal
+    live = tmp_path / "live.key"
+    live.write_bytes(keys["ed"][0].read_bytes())
+    m, sink = relay(f"{DOMAIN}:ed1:{live}")
+    out = relayed(m, sink, MSG)
+    assert all(ok for (*_, ok) in dkimpy_verify(out, keys["records"]))
+    # a broken file: the old key stays in use
+    live.write_text("garbage\n")
+    m.proc.send_signal(signal.SIGHUP)
+    m.wait_log("keeping the old DKIM keys")
+    out = relayed(m, sink, MSG, n=2)
+    assert all(ok for (*_, ok) in dkimpy_verify(out, keys["records"]))
+    # a new key under the same selector: signatures follow it
+    live.unlink()
+    _, txt = keygen(tmp_path, "ed1", "--type", "ed25519", domain=DOMAIN)
+    (tmp_path / f"{DOMAIN}.ed1.key").rename(live)
+    m.proc.send_signal(signal.SIGHUP)
+    m.wait_log("DKIM keys reloaded")
+    out = relayed(m, sink, MSG, n=3)
+    new = {f"ed1._domainkey.{DOMAIN}": "".join(txt)}
+    assert all(ok for (*_, ok) in dkimpy_verify(out, new))
+    assert not any(ok for (*_, ok) in dkimpy_verify(out, keys["records"]))
