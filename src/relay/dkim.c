@@ -43,6 +43,7 @@ struct dkim {
   uv_loop_t *loop;
   const struct config *cfg;
   struct keyset *keys;
+  int warn; /* log weak keys */
 };
 
 struct dkim_req {
@@ -51,6 +52,7 @@ struct dkim_req {
   char *prefix;
   size_t prefix_len;
   struct store_spool *body;
+  unsigned flags;
   dkim_sign_cb cb;
   void *data;
   int canceled;
@@ -141,8 +143,8 @@ static struct keyset *keyset_load(const struct config *cfg, int warn, char *err,
   return ks;
 }
 
-struct dkim *dkim_new(uv_loop_t *loop, const struct config *cfg, char *err,
-                      size_t errlen) {
+struct dkim *dkim_new(uv_loop_t *loop, const struct config *cfg, int warn,
+                      char *err, size_t errlen) {
   struct dkim *d = calloc(1, sizeof *d);
   if (!d) {
     snprintf(err, errlen, "dkim_sign: out of memory");
@@ -150,7 +152,8 @@ struct dkim *dkim_new(uv_loop_t *loop, const struct config *cfg, char *err,
   }
   d->loop = loop;
   d->cfg = cfg;
-  d->keys = keyset_load(cfg, 1, err, errlen);
+  d->warn = warn;
+  d->keys = keyset_load(cfg, warn, err, errlen);
   if (!d->keys) {
     free(d);
     return NULL;
@@ -159,7 +162,7 @@ struct dkim *dkim_new(uv_loop_t *loop, const struct config *cfg, char *err,
 }
 
 int dkim_reload(struct dkim *d, char *err, size_t errlen) {
-  struct keyset *ks = keyset_load(d->cfg, 1, err, errlen);
+  struct keyset *ks = keyset_load(d->cfg, d->warn, err, errlen);
   if (!ks)
     return -1;
   keyset_unref(d->keys);
@@ -182,6 +185,26 @@ int dkim_has_domain(const struct dkim *d, const char *domain) {
 }
 
 /* ---- the job (pool thread) --------------------------------------------- */
+
+/* The signing domain for From: domain `from`: a key's domain equal to it,
+ * or with DKIM_SIGN_PARENT the longest key domain it ends in after a dot.
+ * NULL when no key applies. */
+static const char *signing_domain(const struct keyset *ks, const char *from,
+                                  unsigned flags) {
+  const char *best = NULL;
+  size_t fl = strlen(from);
+  for (int i = 0; i < ks->n; i++) {
+    const char *kd = ks->k[i].domain;
+    size_t kl = strlen(kd);
+    int match = strcmp(kd, from) == 0;
+    if (!match && (flags & DKIM_SIGN_PARENT) && fl > kl + 1 &&
+        from[fl - kl - 1] == '.' && strcmp(from + fl - kl, kd) == 0)
+      match = 1;
+    if (match && (!best || kl > strlen(best)))
+      best = kd;
+  }
+  return best;
+}
 
 static void sink_digest(void *ctx, const char *p, size_t n) {
   EVP_DigestUpdate(ctx, p, n);
@@ -289,13 +312,16 @@ static void on_work(uv_work_t *w) {
     r->status = -EIO;
     goto done;
   }
-  char domain[256];
+  char from[256];
   r->status = 0;
-  if (dkim_msg_from_domain(m, domain, sizeof domain) < 0) {
+  if (dkim_msg_from_domain(m, from, sizeof from) < 0) {
     if (m->err == DKIM_MSG_HDR_FULL)
       r->note = "signed header fields too large: not signed";
     goto done; /* relayed unsigned */
   }
+  const char *domain = signing_domain(r->keys, from, r->flags);
+  if (!domain)
+    goto done;
   char bh64[64], hlist[2048];
   if (dkim_base64(bh, bhlen, bh64, sizeof bh64) < 0 ||
       dkim_msg_h_list(m, hlist, sizeof hlist) < 0) {
@@ -386,8 +412,8 @@ static void on_after_work(uv_work_t *w, int status) {
 }
 
 int dkim_sign(struct dkim *d, const char *prefix, size_t prefix_len,
-              struct store_spool *body, dkim_sign_cb cb, void *data,
-              struct dkim_req **reqp) {
+              struct store_spool *body, unsigned flags, dkim_sign_cb cb,
+              void *data, struct dkim_req **reqp) {
   struct dkim_req *r = calloc(1, sizeof *r);
   if (!r)
     return -ENOMEM;
@@ -399,6 +425,7 @@ int dkim_sign(struct dkim *d, const char *prefix, size_t prefix_len,
   memcpy(r->prefix, prefix, prefix_len);
   r->prefix_len = prefix_len;
   r->body = body;
+  r->flags = flags;
   r->cb = cb;
   r->data = data;
   r->keys = d->keys;

@@ -57,12 +57,13 @@ typedef void (*dkim_sign_cb)(struct dkim_req *req, int status,
 
 /*
  * Reads every key of cfg->dkim_sign (blocking: start-up, before the loop
- * runs) and logs a warning for each RSA key under 2048 bits.  Returns the
+ * runs) and, when warn is set, logs a warning for each RSA key under 2048
+ * bits (then also on each reload).  Returns the
  * signer, or NULL with "dkim_sign: FILE: reason" in err (a key that cannot
  * be read or parsed, a type other than RSA/Ed25519, RSA under 1024 bits).
  */
-struct dkim *dkim_new(uv_loop_t *loop, const struct config *cfg, char *err,
-                      size_t errlen);
+struct dkim *dkim_new(uv_loop_t *loop, const struct config *cfg, int warn,
+                      char *err, size_t errlen);
 
 /* SIGHUP: reads the key files again (blocking, small files).  On error
  * returns -1 with err set and the old keys stay; 0 on success. */
@@ -75,6 +76,12 @@ void dkim_free(struct dkim *d);
 /* 1 when some key signs for domain (case-insensitive). */
 int dkim_has_domain(const struct dkim *d, const char *domain);
 
+/* dkim_sign() flags */
+/* Keys of a parent domain of the From: domain sign too, the longest match
+ * winning (bounces: From: MAILER-DAEMON@hostname is signed by the key of
+ * hostname's domain, aligned under DMARC's relaxed rule). */
+#define DKIM_SIGN_PARENT 0x1
+
 /*
  * Starts signing the message prefix[0..prefix_len) + body (the spool;
  * may be NULL).  The prefix is copied; the body is lent to the job until
@@ -83,8 +90,9 @@ int dkim_has_domain(const struct dkim *d, const char *domain);
  * the callback runs.  Returns 0 or -ENOMEM (callback not run).
  */
 int dkim_sign(struct dkim *d, const char *prefix, size_t prefix_len,
-              struct store_spool *body, dkim_sign_cb cb, void *data,
-              struct dkim_req **reqp) __attribute__((warn_unused_result));
+              struct store_spool *body, unsigned flags, dkim_sign_cb cb,
+              void *data, struct dkim_req **reqp)
+    __attribute__((warn_unused_result));
 
 /* The owner is going away: the callback still runs once, later, with
  * -ECANCELED (a job already running finishes first). */

@@ -449,7 +449,7 @@ static void dkim_then_commit(struct session *s, const char *prefix,
                              size_t len) {
   struct store_spool *body = s->spool;
   s->spool = NULL;
-  if (dkim_sign(s->in->dkim, prefix, len, body, on_signed, s, &s->dkim_req) <
+  if (dkim_sign(s->in->dkim, prefix, len, body, 0, on_signed, s, &s->dkim_req) <
       0) {
     s->dkim_req = NULL;
     s->spool = body;
@@ -854,7 +854,7 @@ struct inbound *inbound_start(uv_loop_t *loop, const struct config *cfg,
     }
   }
   if (cfg->n_dkim_sign > 0) {
-    in->dkim = dkim_new(loop, cfg, err, errlen);
+    in->dkim = dkim_new(loop, cfg, 1, err, errlen);
     if (!in->dkim) {
       if (in->tls_ctx)
         SSL_CTX_free(in->tls_ctx);

@@ -31,6 +31,7 @@
 #include "queue/retry.h"
 #include "queue/sched.h"
 #include "queue/store.h"
+#include "relay/dkim.h"
 #include "relay/resolver_setup.h"
 #include "relay/stats.h"
 
@@ -123,6 +124,7 @@ struct outbound {
   struct stats *stats;
   struct resolver *res;
   SSL_CTX *ctx_verify, *ctx_any;
+  struct dkim *dkim; /* signs bounces; NULL without dkim_sign */
   struct delivery *list;
   int active;
   int conns;
@@ -1101,6 +1103,38 @@ static void on_updated(struct store *st, int status, void *data) {
   delivery_free(d);
 }
 
+/* Records the outcomes and the bounce in one store transaction. */
+static void record_store(struct finish_ctx *fc) {
+  struct outbound *ob = fc->d->ob;
+  if (store_update(ob->store, fc->oc, fc->n,
+                   fc->bounce_body ? &fc->bounce : NULL, on_updated, fc,
+                   NULL) < 0)
+    on_updated(ob->store, -EIO, fc);
+}
+
+/* The bounce with its DKIM-Signature field(s) on top, or as it was when
+ * no key applies or signing failed (an unsigned bounce beats none). */
+static void on_bounce_signed(struct dkim_req *req, int status,
+                             const struct dkim_signed *res, void *data) {
+  (void)req;
+  struct finish_ctx *fc = data;
+  if (status == 0 && res->domains[0]) {
+    char *body = malloc(res->prefix_len + 1);
+    if (body) {
+      memcpy(body, res->prefix, res->prefix_len);
+      body[res->prefix_len] = '\0';
+      free(fc->bounce_body);
+      fc->bounce_body = body;
+      fc->bounce.prefix = body;
+      fc->bounce.prefix_len = res->prefix_len;
+    }
+  } else if (status < 0) {
+    log_msg(LOG_WARN, "dkim", "bounce %s not signed: %s", fc->bounce.id,
+            strerror(-status));
+  }
+  record_store(fc);
+}
+
 /* Computes each recipient's fate, builds the bounce, records it all. */
 static void record(struct delivery *d) {
   struct outbound *ob = d->ob;
@@ -1235,10 +1269,13 @@ static void record(struct delivery *d) {
     }
   }
   free(failed);
-  if (store_update(ob->store, fc->oc, fc->n,
-                   fc->bounce_body ? &fc->bounce : NULL, on_updated, fc,
-                   NULL) < 0)
-    on_updated(ob->store, -EIO, fc);
+  /* CONTRACT §3a: a bounce is signed (on the thread pool) before it is
+   * stored, when a key signs for hostname's domain. */
+  if (fc->bounce_body && ob->dkim &&
+      dkim_sign(ob->dkim, fc->bounce_body, fc->bounce.prefix_len, NULL,
+                DKIM_SIGN_PARENT, on_bounce_signed, fc, NULL) == 0)
+    return;
+  record_store(fc);
 }
 
 /* RET=FULL bounces quote the whole message: read it first. */
@@ -1319,12 +1356,20 @@ struct outbound *outbound_new(uv_loop_t *loop, const struct config *cfg,
     free(ob);
     return NULL;
   }
+  /* Bounce signing: the keys again, quietly.  A bad key is inbound's
+   * start-up error to report (a configuration error, exit 1). */
+  if (cfg->n_dkim_sign > 0) {
+    char derr[512];
+    ob->dkim = dkim_new(loop, cfg, 0, derr, sizeof derr);
+  }
   return ob;
 }
 
 void outbound_reload(struct outbound *ob) {
   char err[512];
   const struct config *cfg = ob->cfg;
+  if (ob->dkim && dkim_reload(ob->dkim, err, sizeof err) < 0)
+    log_msg(LOG_WARN, "reload", "bounces keep the old DKIM keys: %s", err);
   SSL_CTX *fresh =
       tls_client_ctx_new(cfg->tls_ca_file[0] ? cfg->tls_ca_file : NULL,
                          TLS_VERIFY_REQUIRE, err, sizeof err);
@@ -1353,5 +1398,6 @@ void outbound_free(struct outbound *ob) {
   resolver_free(ob->res);
   SSL_CTX_free(ob->ctx_verify);
   SSL_CTX_free(ob->ctx_any);
+  dkim_free(ob->dkim);
   free(ob);
 }

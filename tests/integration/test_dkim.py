@@ -420,3 +420,26 @@ def test_sighup_rereads_keys(relay, keys, tmp_path):
     new = {f"ed1._domainkey.{DOMAIN}": "".join(txt)}
     assert all(ok for (*_, ok) in dkimpy_verify(out, new))
     assert not any(ok for (*_, ok) in dkimpy_verify(out, keys["records"]))
+
+
+def test_bounce_signed_with_hostname_domain_key(mailhop, keys, tmp_path):
+    """A bounce (From: MAILER-DAEMON@hostname) is signed by the key of
+    hostname's domain (here a parent domain: d=sign.example)."""
+    sink = Sink(rcpt_reply=lambda addr, n: "550 5.1.1 no such user"
+                if addr.startswith("bad@") else "250 2.1.5 Ok")
+    try:
+        m = mailhop(relayhost=f"[127.0.0.1]:{sink.port}", relayhost_tls="none",
+                    hostname="mx1.sign.example",
+                    dkim_sign=f"{rsa_entry(keys)}, {ed_entry(keys)}")
+        send(m, MSG.replace(b"To: Bob <bob@dest.example>",
+                            b"To: bad@dest.example"),
+             sender="someone@sender.example", rcpts=("bad@dest.example",))
+        bounce = sink.wait(1, timeout=60)[0]
+        assert bounce.sender == ""
+        out = bounce.data
+        assert re.search(rb"^From: .*MAILER-DAEMON@mx1.sign.example", out, re.M), out[:1500]
+        both_verify(tmp_path, keys, out,
+                    [("rsa1", "rsa-sha256"), ("ed1", "ed25519-sha256")])
+        assert m.stop() == 0 and "Sanitizer" not in m.log()
+    finally:
+        sink.stop()
