@@ -328,6 +328,16 @@ void dkim_msg_init(struct dkim_msg *m, dkim_sink_fn sink, void *ctx) {
   dkim_body_init(&m->body, sink, ctx);
 }
 
+/* RFC 5322 §3.6.8 ftext: printable ASCII but ':' (and SP). */
+static int ftext(char c) {
+  return c >= 33 && c <= 126 && c != ':';
+}
+
+static void bad_header(struct dkim_msg *m) {
+  if (m->err == DKIM_MSG_OK)
+    m->err = DKIM_MSG_BAD_HEADER;
+}
+
 static void hdr_put(struct dkim_msg *m, const char *p, size_t n) {
   if (!m->keep)
     return;
@@ -363,9 +373,8 @@ static void field_end(struct dkim_msg *m) {
 
 static void name_done(struct dkim_msg *m) {
   size_t n = m->name_len;
-  while (n > 0 && is_wsp(m->name[n - 1]))
-    n--;
-  m->name_len = n;
+  if (n == 0)
+    bad_header(m);
   for (size_t i = 0; i < n; i++)
     m->name[i] = lc(m->name[i]);
   int idx = n < sizeof m->name ? name_index(m->name, n) : -1;
@@ -385,15 +394,21 @@ static void hdr_octet(struct dkim_msg *m, char c) {
       hdr_put(m, &c, 1); /* a continuation line */
       return;
     }
+    if (is_wsp(c))
+      bad_header(m); /* a continuation of nothing */
     field_end(m);
     m->hstate = H_NAME;
     m->name_len = 0;
   }
   switch (m->hstate) {
   case H_NAME:
-    if (c == ':')
+    if (c == ':') {
       name_done(m);
-    else if (m->name_len < sizeof m->name)
+      return;
+    }
+    if (!ftext(c))
+      bad_header(m); /* also the obsolete WSP before the colon */
+    if (m->name_len < sizeof m->name)
       m->name[m->name_len++] = c; /* too long: matches no signed name */
     return;
   case H_VALUE:
@@ -411,8 +426,10 @@ static void hdr_eol(struct dkim_msg *m) {
     m->in_header = 0;
     return;
   }
-  if (m->hstate == H_NAME)
+  if (m->hstate == H_NAME) {
     m->hstate = H_NONE; /* a line without a colon is not a field */
+    bad_header(m);
+  }
   hdr_put(m, "\r\n", 2);
   m->line_start = 1;
 }

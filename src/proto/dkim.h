@@ -92,7 +92,10 @@ struct dkim_field {
 
 enum dkim_msg_err {
   DKIM_MSG_OK = 0,
-  DKIM_MSG_HDR_FULL, /* signed header fields exceed DKIM_HDR_MAX/FIELDS */
+  DKIM_MSG_HDR_FULL,   /* signed header fields exceed DKIM_HDR_MAX/FIELDS */
+  DKIM_MSG_BAD_HEADER, /* a header line that is neither "name:" with an
+                          RFC 5322 field name nor a continuation: verifiers
+                          refuse such a message, so it is not signed */
 };
 
 /* Message state: the stored message goes in, canonical body octets go to

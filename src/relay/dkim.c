@@ -317,6 +317,8 @@ static void on_work(uv_work_t *w) {
   if (dkim_msg_from_domain(m, from, sizeof from) < 0) {
     if (m->err == DKIM_MSG_HDR_FULL)
       r->note = "signed header fields too large: not signed";
+    else if (m->err == DKIM_MSG_BAD_HEADER)
+      r->note = "malformed header section: not signed";
     goto done; /* relayed unsigned */
   }
   const char *domain = signing_domain(r->keys, from, r->flags);

@@ -321,6 +321,11 @@ def test_message_without_headers(relay, keys, tmp_path):
     assert b"just a body line" in out
     log = m.log()
     assert "event=accepted" in log and "dkim=" not in log
+    # a header section verifiers refuse: relayed unsigned, with a warning
+    out = relayed(m, sink, b"From: al@sign.example\r\nnot a field\r\n"
+                  b"\r\nbody\r\n", n=2)
+    assert b"DKIM-Signature" not in out
+    m.wait_log("malformed header section")
 
 
 def test_other_domain_unsigned_and_one_mb(relay, keys, tmp_path):

@@ -155,7 +155,7 @@ static void test_message(void) {
   const char *msg = "Received: from x\r\n"
                     "From: A <a@Sign.Example>\r\n"
                     "to: b@c.example\r\n"
-                    "SUBJECT :  hello\r\n   world\r\n"
+                    "SUBJECT:  hello\r\n   world\r\n"
                     "X-Other: not signed\r\n"
                     "To: second@c.example\r\n"
                     "\r\n"
@@ -248,6 +248,26 @@ static void test_no_from_and_two_froms(void) {
   run_free(&r);
 }
 
+/* Header lines verifiers refuse (dkimpy: "Unexpected characters in RFC822
+ * header"): the message is not signed. */
+static void test_bad_header_lines(void) {
+  static const char *const bad[] = {
+      "From: a@b.example\r\nhello world\r\n\r\nbody\r\n",
+      "Subject : x\r\nFrom: a@b.example\r\n\r\nbody\r\n",
+      " cont\r\nFrom: a@b.example\r\n\r\nbody\r\n",
+      "Bad Name: x\r\nFrom: a@b.example\r\n\r\nbody\r\n",
+      ": x\r\nFrom: a@b.example\r\n\r\nbody\r\n",
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    struct run r;
+    run_msg(&r, bad[i], strlen(bad[i]), 5);
+    CHECK_INT(r.m->err, DKIM_MSG_BAD_HEADER);
+    char dom[256];
+    CHECK_INT(dkim_msg_from_domain(r.m, dom, sizeof dom), -1);
+    run_free(&r);
+  }
+}
+
 static void test_header_overflow(void) {
   size_t n = DKIM_HDR_MAX + 4096;
   char *msg = malloc(n + 64);
@@ -335,6 +355,7 @@ int main(void) {
   test_message();
   test_long_lines();
   test_no_from_and_two_froms();
+  test_bad_header_lines();
   test_header_overflow();
   test_sig();
   test_base64();
