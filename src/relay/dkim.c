@@ -302,7 +302,7 @@ static void on_work(uv_work_t *w) {
   dkim_msg_init(m, sink_digest, bctx);
   int rc = read_message(r, m);
   if (rc < 0) {
-    r->status = rc == -ENOMEM ? rc : -EIO;
+    r->status = rc; /* the spool's own error, e.g. -ENOSPC */
     goto done;
   }
   dkim_msg_finish(m);

@@ -50,7 +50,8 @@ struct dkim_signed {
 };
 
 /* status: 0 (signed or not, see res->domains), -ECANCELED after
- * dkim_cancel(), -EIO when the spool could not be read or signing failed,
+ * dkim_cancel(), the spool's error when it could not be read (-ENOSPC when
+ * it had failed to take the data, -EIO), -EIO when signing failed,
  * -ENOMEM.  res is never NULL; only res->body is set when status < 0. */
 typedef void (*dkim_sign_cb)(struct dkim_req *req, int status,
                              const struct dkim_signed *res, void *data);

@@ -430,7 +430,10 @@ static void on_signed(struct dkim_req *req, int status,
     rc = commit_prefixed(s, res->prefix, res->prefix_len);
   } else {
     log_session(s, LOG_WARN, "dkim", "error", strerror(-status));
-    smtp_server_commit_done(s->srv, 0, "451 4.3.0 Error: signing failed");
+    smtp_server_commit_done(s->srv, 0,
+                            status == -ENOSPC
+                                ? "452 4.3.1 Insufficient system storage"
+                                : "451 4.3.0 Error: signing failed");
   }
   if (rc == 0)
     return; /* on_committed answers */

@@ -448,3 +448,28 @@ def test_bounce_signed_with_hostname_domain_key(mailhop, keys, tmp_path):
         assert m.stop() == 0 and "Sanitizer" not in m.log()
     finally:
         sink.stop()
+
+
+def test_disk_full_with_signing_answers_452(mailhop, keys, tmp_path):
+    """With dkim_sign set, a spool that could not take the data still gets
+    452 4.3.1 (the signer passes the spool's error on)."""
+    d = tmp_path / "small"
+    d.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs",
+                        str(d)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {r.stderr.strip()}")
+    try:
+        m = mailhop(queue_path=str(d / "q.db"), dkim_sign=ed_entry(keys))
+        s = smtplib.SMTP("127.0.0.1", m.port, timeout=30)
+        s.ehlo("c.example")
+        with pytest.raises(smtplib.SMTPDataError) as e:
+            s.sendmail("a@sign.example", ["y@b.test"],
+                       "From: a@sign.example\r\nSubject: big\r\n\r\n" +
+                       ("z" * 998 + "\r\n") * 4000)
+        assert e.value.smtp_code == 452, e.value
+        assert b"4.3.1" in e.value.smtp_error
+        s.quit()
+        assert m.stop() == 0
+    finally:
+        subprocess.run(["umount", "-l", str(d)])
