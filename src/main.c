@@ -14,6 +14,7 @@
 #include "cmd/resolve_cmd.h"
 #include "config.h"
 #include "log.h"
+#include "relay/dkim.h"
 #include "relay/serve.h"
 
 extern char **environ;
@@ -82,6 +83,17 @@ static int cmd_check(const struct cli *cli) {
   if (load_config(cli, cfg, 0) < 0) {
     free(cfg);
     return 1;
+  }
+  /* The DKIM keys are part of the configuration: read and check them. */
+  if (cfg->n_dkim_sign > 0) {
+    char err[512];
+    struct dkim *d = dkim_new(NULL, cfg, 1, err, sizeof err);
+    if (!d) {
+      fprintf(stderr, "%s\n", err);
+      free(cfg);
+      return 1;
+    }
+    dkim_free(d);
   }
   size_t need = config_print(cfg, NULL, 0) + 1;
   char *out = malloc(need);

@@ -374,6 +374,9 @@ def test_bad_keys_are_startup_errors(mailhop, tmp_path):
     m.conf["dkim_sign"] = f"{DOMAIN}:s:{tmp_path}/missing.key"
     r = run("serve", "-c", str(m.write_conf()), timeout=30)
     assert r.returncode == 1 and "missing.key" in r.stderr
+    # `check` reads the keys too
+    r = run("check", "-c", str(m.write_conf()), timeout=30)
+    assert r.returncode == 1 and "missing.key" in r.stderr
     # RSA under 1024 bits: an error; 1024: a warning
     small = tmp_path / "small.key"
     subprocess.run(["openssl", "genrsa", "-traditional", "-out", str(small),
