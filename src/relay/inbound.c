@@ -271,8 +271,10 @@ static void on_committed(struct store *st, int status, void *data) {
     log_int(&l, "rcpts", s->n_rcpts);
     log_int(&l, "size", (long long)s->data_bytes);
     log_str(&l, "client", s->peer);
-    if (s->dkim_domains[0])
+    if (s->dkim_domains[0]) {
       log_str(&l, "dkim", s->dkim_domains);
+      in->stats->dkim_signed++;
+    }
     log_end(&l);
     announce(s);
   }

@@ -315,7 +315,9 @@ static void test_dkim_sign(void) {
   CHECK_INT(parse("dkim_sign = sign.example:s1\n"), -1);
   CHECK_INT(parse("dkim_sign = sign.example:s;1:/k\n"), -1);
   CHECK_INT(parse("dkim_sign = :s1:/k\n"), -1);
-  CHECK_INT(parse("dkim_sign = b\xc3\xbc" "cher.example:s1:/k\n"), -1);
+  CHECK_INT(parse("dkim_sign = b\xc3\xbc"
+                  "cher.example:s1:/k\n"),
+            -1);
 }
 
 static void test_cidr_match(void) {
