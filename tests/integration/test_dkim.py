@@ -272,6 +272,18 @@ def test_edge_cases_verify(relay, keys, tmp_path):
         "long_lines": (b"From: al@sign.example\r\nSubject: " + long_line +
                        b"\r\nX-Long: " + no_ws + b"\r\n\r\n" + long_line +
                        b"\r\n" + no_ws + b"\r\n.dot\r\n"),
+        # every signed name: h= is long enough to be folded
+        "all_headers": (b"From: al@sign.example\r\nTo: t@dest.example\r\n"
+                        b"Cc: c@dest.example\r\nSubject: all\r\n"
+                        b"Date: Mon, 2 Jan 2026 15:04:05 +0000\r\n"
+                        b"Message-ID: <all@sign.example>\r\n"
+                        b"Reply-To: r@sign.example\r\n"
+                        b"In-Reply-To: <p@sign.example>\r\n"
+                        b"References: <o@sign.example> <p@sign.example>\r\n"
+                        b"MIME-Version: 1.0\r\n"
+                        b"Content-Type: text/plain; charset=us-ascii\r\n"
+                        b"Content-Transfer-Encoding: 7bit\r\n"
+                        b"Sender: s@sign.example\r\n\r\nbody\r\n"),
         "trailing_ws": (b"From: al@sign.example\r\nSubject: t \r\n\r\n"
                         b"a  \t b \r\n\r\n  \r\n"),
     }
@@ -287,6 +299,8 @@ def test_edge_cases_verify(relay, keys, tmp_path):
         else:
             out = relayed(m, sink, data, n=n)
         assert out.count(b"DKIM-Signature:") == 2, name
+        if name == "all_headers":
+            assert re.search(rb"h=[^;]*\r\n\t[^;]*;", out), out[:900]
         for line in out.split(b"\r\n"):
             assert len(line) <= 998, name
         sub = tmp_path / name
