@@ -497,6 +497,10 @@ void dkim_msg_finish(struct dkim_msg *m) {
   dkim_body_finish(&m->body);
 }
 
+int dkim_msg_headers_done(const struct dkim_msg *m) {
+  return !m->in_header;
+}
+
 int dkim_msg_from_domain(const struct dkim_msg *m, char *out, size_t cap) {
   if (m->from_count != 1 || m->err != DKIM_MSG_OK)
     return -1;

@@ -128,6 +128,11 @@ struct dkim_msg {
 void dkim_msg_init(struct dkim_msg *m, dkim_sink_fn sink, void *ctx);
 /* Feeds stored message octets (any chunking gives the same result). */
 void dkim_msg_feed(struct dkim_msg *m, const char *p, size_t n);
+/* 1 once the header section has ended (the empty line was fed): then
+ * dkim_msg_from_domain() already has its answer, so a caller may stop
+ * reading a message that will not be signed. */
+int dkim_msg_headers_done(const struct dkim_msg *m);
+
 /* Ends the message (flushes the encoder and the body canonicalizer). */
 void dkim_msg_finish(struct dkim_msg *m);
 

@@ -266,9 +266,22 @@ static int sign_data(const struct key *k, const char *data, size_t n, char *b64,
   return dkim_base64(sig, siglen, b64, cap) < 0 ? -1 : 0;
 }
 
-/* Reads the prefix and the body through the canonicalizer. */
+/* 1 when the finished header section names no From: domain we sign for:
+ * the rest of the message need not be read. */
+static int will_not_sign(const struct dkim_req *r, const struct dkim_msg *m) {
+  char from[256];
+  if (!dkim_msg_headers_done(m))
+    return 0;
+  return dkim_msg_from_domain(m, from, sizeof from) < 0 ||
+         !signing_domain(r->keys, from, r->flags);
+}
+
+/* Reads the prefix and the body through the canonicalizer; stops early
+ * (returning 1) for a message that will not be signed. */
 static int read_message(struct dkim_req *r, struct dkim_msg *m) {
   dkim_msg_feed(m, r->prefix, r->prefix_len);
+  if (will_not_sign(r, m))
+    return 1;
   if (!r->body)
     return 0;
   char *buf = malloc(READ_CHUNK);
@@ -285,6 +298,10 @@ static int read_message(struct dkim_req *r, struct dkim_msg *m) {
       break;
     dkim_msg_feed(m, buf, (size_t)n);
     off += n;
+    if (will_not_sign(r, m)) {
+      free(buf);
+      return 1;
+    }
   }
   free(buf);
   return 0;
@@ -303,6 +320,18 @@ static void on_work(uv_work_t *w) {
   int rc = read_message(r, m);
   if (rc < 0) {
     r->status = rc; /* the spool's own error, e.g. -ENOSPC */
+    goto done;
+  }
+  if (rc == 1) {
+    /* Not signed.  A spool that failed still reports its error, so the
+     * client gets 452 as without signing. */
+    char probe;
+    long e = r->body ? store_spool_pread(r->body, 0, &probe, 1) : 0;
+    r->status = e < 0 ? (int)e : 0;
+    if (e >= 0 && m->err == DKIM_MSG_HDR_FULL)
+      r->note = "signed header fields too large: not signed";
+    else if (e >= 0 && m->err == DKIM_MSG_BAD_HEADER)
+      r->note = "malformed header section: not signed";
     goto done;
   }
   dkim_msg_finish(m);

@@ -168,6 +168,7 @@ static void test_message(void) {
     run_msg(&r, msg, strlen(msg), chunks[c]);
     CHECK_INT(r.m->err, DKIM_MSG_OK);
     CHECK_INT(r.m->from_count, 1);
+    CHECK_INT(dkim_msg_headers_done(r.m), 1);
     char dom[256];
     CHECK_INT(dkim_msg_from_domain(r.m, dom, sizeof dom), 0);
     CHECK_STR(dom, "sign.example");
@@ -245,6 +246,7 @@ static void test_no_from_and_two_froms(void) {
   CHECK_INT(dkim_msg_from_domain(r.m, dom, sizeof dom), 0);
   CHECK_STR(r.body.p, "");
   CHECK_STR(r.hdrs.p, "from:a@b.example\r\n");
+  CHECK_INT(dkim_msg_headers_done(r.m), 0); /* no empty line */
   run_free(&r);
 }
 
