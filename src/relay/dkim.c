@@ -270,6 +270,8 @@ static int sign_data(const struct key *k, const char *data, size_t n, char *b64,
  * the rest of the message need not be read. */
 static int will_not_sign(const struct dkim_req *r, const struct dkim_msg *m) {
   char from[256];
+  if (m->err != DKIM_MSG_OK)
+    return 1; /* malformed or oversized header section: never signed */
   if (!dkim_msg_headers_done(m))
     return 0;
   return dkim_msg_from_domain(m, from, sizeof from) < 0 ||
