@@ -36,6 +36,7 @@ enum key_type {
   K_DNS,
   K_SCHEDULE,
   K_LOG_FORMAT,
+  K_DKIM,
 };
 
 struct key {
@@ -97,6 +98,7 @@ static const struct key keys[] = {
      "./mailhop.sock"},
     {"log_format", K_LOG_FORMAT, 0, 0, "logfmt"},
     {"metrics_listen", K_ADDRS, F(metrics_listen), F(n_metrics_listen), ""},
+    {"dkim_sign", K_DKIM, F(dkim_sign), F(n_dkim_sign), ""},
 };
 #define N_KEYS (sizeof keys / sizeof keys[0])
 
@@ -505,6 +507,37 @@ static int item_schedule(struct config *cfg, const struct key *k, int idx,
   return 0;
 }
 
+#define DKIM_NAME_CHARS                                                        \
+  "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._"
+
+/* DOMAIN:SELECTOR:KEYFILE; the key itself is read at start-up. */
+static int item_dkim(struct config *cfg, const struct key *k, int idx,
+                     const char *item, char *err) {
+  (void)k;
+  struct config_dkim *d = &cfg->dkim_sign[idx];
+  const char *c1 = strchr(item, ':');
+  const char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+  if (!c2)
+    return ERR("'%s': expected DOMAIN:SELECTOR:KEYFILE", item);
+  size_t dn = (size_t)(c1 - item), sn = (size_t)(c2 - c1 - 1);
+  if (dn == 0 || dn >= sizeof d->domain || sn == 0 ||
+      sn >= sizeof d->selector || !c2[1] || strlen(c2 + 1) >= sizeof d->keyfile)
+    return ERR("'%s': expected DOMAIN:SELECTOR:KEYFILE", item);
+  memcpy(d->domain, item, dn);
+  d->domain[dn] = '\0';
+  memcpy(d->selector, c1 + 1, sn);
+  d->selector[sn] = '\0';
+  snprintf(d->keyfile, sizeof d->keyfile, "%s", c2 + 1);
+  /* d= and s= are DNS names in ASCII (RFC 6376 §3.5: A-labels). */
+  if (!valid_domain(d->domain) || strspn(d->domain, DKIM_NAME_CHARS) != dn)
+    return ERR("'%s': not a domain name (ASCII, A-labels)", d->domain);
+  if (strspn(d->selector, DKIM_NAME_CHARS) != sn)
+    return ERR("'%s': not a selector", d->selector);
+  for (char *p = d->domain; *p; p++)
+    *p = (char)tolower((unsigned char)*p);
+  return 0;
+}
+
 /* The item parser of a list-valued key type. */
 static item_fn list_item(enum key_type t) {
   switch (t) {
@@ -520,6 +553,8 @@ static item_fn list_item(enum key_type t) {
     return item_relayhost;
   case K_SCHEDULE:
     return item_schedule;
+  case K_DKIM:
+    return item_dkim;
   default:
     abort(); /* only list types come here: our bug */
   }
@@ -547,6 +582,7 @@ static int set_key(struct config *cfg, const struct key *k, const char *value,
   case K_DOMAINS:
   case K_RELAYHOST:
   case K_SCHEDULE:
+  case K_DKIM:
     /* Lists: each item parsed by its type's function; off2 is the count. */
     n = each_item(cfg, k, val, CONFIG_MAX_LIST, list_item(k->type), msg);
     if (n < 0)
@@ -1075,6 +1111,11 @@ static void print_value(const struct config *cfg, const struct key *k,
   }
   case K_LOG_FORMAT:
     sb_add(b, "%s", cfg->log_format == CONFIG_LOG_JSON ? "json" : "logfmt");
+    break;
+  case K_DKIM:
+    for (int i = 0; i < cfg->n_dkim_sign; i++)
+      sb_add(b, "%s%s:%s:%s", i ? ", " : "", cfg->dkim_sign[i].domain,
+             cfg->dkim_sign[i].selector, cfg->dkim_sign[i].keyfile);
     break;
   }
 }

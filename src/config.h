@@ -40,6 +40,13 @@ struct config_relayhost {
   int mx_lookup; /* 1 for host:port, 0 for [host]:port */
 };
 
+/* One dkim_sign entry, DOMAIN:SELECTOR:KEYFILE (CONTRACT §3a). */
+struct config_dkim {
+  char domain[256]; /* lower case */
+  char selector[64];
+  char keyfile[1024];
+};
+
 enum config_relayhost_tls {
   CONFIG_RELAYHOST_TLS_STARTTLS,
   CONFIG_RELAYHOST_TLS_IMPLICIT,
@@ -111,6 +118,8 @@ struct config {
   enum config_log_format log_format;
   struct config_addr metrics_listen[CONFIG_MAX_LIST]; /* HTTP (CONTRACT §7) */
   int n_metrics_listen;
+  struct config_dkim dkim_sign[CONFIG_MAX_LIST];
+  int n_dkim_sign;
 
   /* private: set when relay_networks was given by any source */
   int relay_networks_set;

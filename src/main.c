@@ -11,9 +11,11 @@
 #include "cli.h"
 #include "cmd/admin_cli.h"
 #include "cmd/explain.h"
+#include "cmd/dkim_cmd.h"
 #include "cmd/resolve_cmd.h"
 #include "config.h"
 #include "log.h"
+#include "relay/dkim.h"
 #include "relay/serve.h"
 
 extern char **environ;
@@ -37,6 +39,10 @@ static const char usage[] =
     "  pause | resume                      stop / restart outbound delivery\n"
     "  resolve DOMAIN                      print delivery candidates for a "
     "domain\n"
+    "  dkim keygen DOMAIN SELECTOR [--type rsa|ed25519] [--bits N] [--out "
+    "FILE]\n"
+    "                                      write a DKIM signing key, print "
+    "its DNS record\n"
     "\n"
     "options:\n"
     "  -c FILE        configuration file (default /etc/mailhop/mailhop.conf "
@@ -157,6 +163,17 @@ static int cmd_check(const struct cli *cli) {
     free(cfg);
     return 1;
   }
+  /* The DKIM keys are part of the configuration: read and check them. */
+  if (cfg->n_dkim_sign > 0) {
+    char err[512];
+    struct dkim *d = dkim_new(NULL, cfg, 1, err, sizeof err);
+    if (!d) {
+      fprintf(stderr, "%s\n", err);
+      free(cfg);
+      return 1;
+    }
+    dkim_free(d);
+  }
   size_t need = config_print(cfg, NULL, 0) + 1;
   char *out = malloc(need);
   if (!out) {
@@ -171,6 +188,9 @@ static int cmd_check(const struct cli *cli) {
 }
 
 int main(int argc, char **argv) {
+  /* `dkim` takes options of its own (--type, --bits, --out). */
+  if (argc >= 2 && strcmp(argv[1], "dkim") == 0)
+    return dkim_cmd_main(argc - 1, argv + 1);
   struct cli cli;
   char err[256];
   if (cli_parse(&cli, argc, argv, err, sizeof err) < 0) {

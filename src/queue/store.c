@@ -596,6 +596,21 @@ int64_t store_spool_size(const struct store_spool *sp) {
   return spool_size(sp);
 }
 
+long store_spool_pread(struct store_spool *sp, int64_t off, void *buf,
+                       size_t len) {
+  int e = spool_error(sp);
+  if (e)
+    return e < 0 ? e : -EIO;
+  int64_t size = spool_size(sp);
+  if (off < 0 || off >= size)
+    return 0;
+  if ((int64_t)len > size - off)
+    len = (size_t)(size - off);
+  char err[128];
+  int rc = spool_pread(sp, off, buf, len, err, sizeof err);
+  return rc < 0 ? rc : (long)len;
+}
+
 void store_spool_free(struct store_spool *sp) {
   spool_free(sp);
 }

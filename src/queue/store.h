@@ -188,6 +188,14 @@ int store_spool_append(struct store_spool *sp, const void *buf, size_t len,
 /* Bytes appended so far. */
 int64_t store_spool_size(const struct store_spool *sp);
 
+/* Reads up to len bytes of the spool from offset off into buf (for the
+ * DKIM signer, relay/dkim).  BLOCKING (pread): call it from a thread-pool
+ * job that was handed the spool while no write is pending and nothing
+ * appends to or frees it.  Returns the bytes read (0 at the end) or a
+ * negative errno (-EIO for a truncated spool file). */
+long store_spool_pread(struct store_spool *sp, int64_t off, void *buf,
+                       size_t len) STORE_MUSTCHECK;
+
 /* spool_free(): safe while a write is pending (cb then runs with
  * -ECANCELED).  NULL is ignored. */
 void store_spool_free(struct store_spool *sp);

@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "relay/auth.h"
+#include "relay/dkim.h"
 #include "config.h"
 #include "log.h"
 #include "loop/conn.h"
@@ -44,6 +45,7 @@ struct inbound {
   int n_listeners;
   SSL_CTX *tls_ctx;         /* NULL without a certificate */
   struct auth *auth;        /* NULL without auth_users_file */
+  struct dkim *dkim;        /* NULL without dkim_sign */
   struct session *sessions; /* doubly linked, for shutdown */
   int n_sessions;
   uint64_t next_session;
@@ -77,6 +79,10 @@ struct session {
   int spool_writing;         /* a spool write callback is pending */
   struct store_job *commit;  /* commit in flight */
   struct auth_req *auth_req; /* password check in flight */
+  struct dkim_req *dkim_req; /* signing in flight (holds the spool) */
+  char dkim_domains[256];    /* signing domains, for the accepted line */
+  int body_8bit;             /* of the message being committed */
+  uint64_t body_size;        /* its DATA octets */
   uint64_t data_start_ms;
   uint64_t data_bytes;
   uint64_t data_rx; /* bytes read during DATA, for min_data_rate */
@@ -117,7 +123,7 @@ static void inbound_maybe_freed(struct inbound *in);
 
 /* Frees the session once nothing refers to it any more. */
 static void session_maybe_free(struct session *s) {
-  if (s->conn || s->commit || s->spool_writing)
+  if (s->conn || s->commit || s->spool_writing || s->dkim_req)
     return;
   struct inbound *in = s->in;
   if (s->spool)
@@ -144,6 +150,8 @@ static void session_end(struct session *s, int flush) {
   s->ended = 1;
   if (s->commit)
     store_cancel(s->commit);
+  if (s->dkim_req)
+    dkim_cancel(s->dkim_req); /* its callback runs later */
   if (s->auth_req)
     auth_cancel(s->auth_req); /* its callback runs now */
   if (s->spool && !s->spool_writing) {
@@ -264,6 +272,10 @@ static void on_committed(struct store *st, int status, void *data) {
     log_int(&l, "rcpts", s->n_rcpts);
     log_int(&l, "size", (long long)s->data_bytes);
     log_str(&l, "client", s->peer);
+    if (s->dkim_domains[0]) {
+      log_str(&l, "dkim", s->dkim_domains);
+      in->stats->dkim_signed++;
+    }
     log_end(&l);
     announce(s);
   }
@@ -297,8 +309,11 @@ static void lower(char *p) {
       *p = (char)(*p + 32);
 }
 
+static int commit_prefixed(struct session *s, const char *prefix, size_t len);
+static void dkim_then_commit(struct session *s, const char *prefix, size_t len);
+
 /* Builds the prefix (Received, and Date/Message-ID when missing) and hands
- * the message to the store. */
+ * the message to the store (through the DKIM signer when configured). */
 static void commit_message(struct session *s, const struct smtp_event *ev) {
   struct inbound *in = s->in;
   store_new_id(in->store, s->queue_id);
@@ -342,26 +357,41 @@ static void commit_message(struct session *s, const struct smtp_event *ev) {
       len += n;
   }
 
+  s->received_at = (int64_t)now;
+  s->body_8bit = ev->end.eight_bit;
+  s->body_size = ev->end.size;
+  s->dkim_domains[0] = '\0';
+  if (in->dkim) {
+    dkim_then_commit(s, prefix, (size_t)len);
+    return;
+  }
+  commit_prefixed(s, prefix, (size_t)len);
+}
+
+/* Hands the message (prefix + spooled body) to the store.  Returns 0 with
+ * the commit in flight (reading paused), or -1 after answering the client
+ * with a temporary error. */
+static int commit_prefixed(struct session *s, const char *prefix, size_t len) {
+  struct inbound *in = s->in;
   struct store_rcpt *rc = envelope_rcpts(s);
   if (!rc) {
     smtp_server_commit_done(s->srv, 0, "451 4.3.0 Error: out of memory");
-    return;
+    return -1;
   }
-  s->received_at = (int64_t)now;
   struct store_msg msg = {
       .sender = s->sender ? s->sender : "",
-      .received_at = (int64_t)now,
+      .received_at = s->received_at,
       .ret = (int)s->mail.ret,
       .envid = s->mail.has_envid ? s->mail.envid : NULL,
       .flags = (s->mail.smtputf8 ? STORE_F_SMTPUTF8 : 0) |
-               (ev->end.eight_bit ? STORE_F_BODY8BIT : 0),
+               (s->body_8bit ? STORE_F_BODY8BIT : 0),
       .rcpts = rc,
       .nrcpts = (size_t)s->n_rcpts,
       .prefix = prefix,
-      .prefix_len = (size_t)len,
+      .prefix_len = len,
   };
   memcpy(msg.id, s->queue_id, sizeof msg.id);
-  s->data_bytes = ev->end.size + (uint64_t)len;
+  s->data_bytes = s->body_size + (uint64_t)len;
   struct store_spool *body = s->spool;
   s->spool = NULL;
   int rcode = store_commit(in->store, &msg, body, on_committed, s, &s->commit);
@@ -372,6 +402,64 @@ static void commit_message(struct session *s, const struct smtp_event *ev) {
                             rcode == -ENOSPC
                                 ? "452 4.3.1 Insufficient system storage"
                                 : "451 4.3.0 Error: queue write failed");
+    return -1;
+  }
+  conn_read_pause(s->conn);
+  conn_set_timeout(s->conn, 0);
+  return 0;
+}
+
+/* ---- DKIM: the hook between end of data and commit (CONTRACT §3a) ----
+ * The spool goes to the signing job on the thread pool and comes back in
+ * on_signed with the new prefix (DKIM-Signature fields first); only then
+ * is the message committed, so the stored message carries the signature.
+ * Reading stays paused meanwhile, as for the commit. */
+
+static void on_signed(struct dkim_req *req, int status,
+                      const struct dkim_signed *res, void *data) {
+  (void)req;
+  struct session *s = data;
+  s->dkim_req = NULL;
+  s->spool = res->body;
+  if (s->ended) {
+    session_maybe_free(s);
+    return;
+  }
+  if (res->note)
+    log_session(s, LOG_WARN, "dkim", "error", res->note);
+  int rc = -1;
+  if (status == 0) {
+    snprintf(s->dkim_domains, sizeof s->dkim_domains, "%s", res->domains);
+    rc = commit_prefixed(s, res->prefix, res->prefix_len);
+  } else {
+    log_session(s, LOG_WARN, "dkim", "error", strerror(-status));
+    smtp_server_commit_done(s->srv, 0,
+                            status == -ENOSPC
+                                ? "452 4.3.1 Insufficient system storage"
+                                : "451 4.3.0 Error: signing failed");
+  }
+  if (rc == 0)
+    return; /* on_committed answers */
+  if (s->spool) {
+    store_spool_free(s->spool);
+    s->spool = NULL;
+  }
+  envelope_clear(s);
+  if (session_flush(s) < 0)
+    return;
+  arm_command_timer(s);
+  conn_read_resume(s->conn);
+}
+
+static void dkim_then_commit(struct session *s, const char *prefix,
+                             size_t len) {
+  struct store_spool *body = s->spool;
+  s->spool = NULL;
+  if (dkim_sign(s->in->dkim, prefix, len, body, 0, on_signed, s, &s->dkim_req) <
+      0) {
+    s->dkim_req = NULL;
+    s->spool = body;
+    smtp_server_commit_done(s->srv, 0, "451 4.3.0 Error: out of memory");
     return;
   }
   conn_read_pause(s->conn);
@@ -661,6 +749,8 @@ static void on_close(struct conn *c, enum conn_end end, int status) {
   s->ended = 1;
   if (s->commit)
     store_cancel(s->commit);
+  if (s->dkim_req)
+    dkim_cancel(s->dkim_req);
   session_maybe_free(s);
 }
 
@@ -772,6 +862,17 @@ struct inbound *inbound_start(uv_loop_t *loop, const struct config *cfg,
       return NULL;
     }
   }
+  if (cfg->n_dkim_sign > 0) {
+    in->dkim = dkim_new(loop, cfg, 1, err, errlen);
+    if (!in->dkim) {
+      if (in->tls_ctx)
+        SSL_CTX_free(in->tls_ctx);
+      if (in->auth)
+        auth_free(in->auth);
+      free(in);
+      return NULL;
+    }
+  }
   *bad_config = 0;
   for (int i = 0; i < cfg->n_listen + cfg->n_listen_tls; i++) {
     int tls = i >= cfg->n_listen;
@@ -786,6 +887,7 @@ struct inbound *inbound_start(uv_loop_t *loop, const struct config *cfg,
         SSL_CTX_free(in->tls_ctx);
       if (in->auth)
         auth_free(in->auth);
+      dkim_free(in->dkim);
       free(in);
       return NULL;
     }
@@ -819,6 +921,13 @@ void inbound_reload(struct inbound *in) {
       log_msg(LOG_INFO, "reload", "users file reloaded (%zu users)",
               auth_user_count(in->auth));
   }
+  if (in->dkim) {
+    char derr[512];
+    if (dkim_reload(in->dkim, derr, sizeof derr) < 0)
+      log_msg(LOG_WARN, "reload", "keeping the old DKIM keys: %s", derr);
+    else
+      log_msg(LOG_INFO, "reload", "DKIM keys reloaded");
+  }
   if (!cfg->tls_cert_file[0]) {
     log_msg(LOG_INFO, "reload", "nothing to reload");
     return;
@@ -844,6 +953,7 @@ static void inbound_maybe_freed(struct inbound *in) {
     SSL_CTX_free(in->tls_ctx);
   if (in->auth)
     auth_free(in->auth);
+  dkim_free(in->dkim);
   free(in);
   cb(data);
 }

@@ -333,12 +333,29 @@ static void test_print(void) {
   int lines = 0;
   for (char *p = out; *p; p++)
     lines += *p == '\n';
-  CHECK_INT(lines, 38);
+  CHECK_INT(lines, 39);
 
   CHECK_INT(parse("metrics_listen = 127.0.0.1:9100, [::1]:9101\n"), 0);
   CHECK_INT(cfg.n_metrics_listen, 2);
   CHECK_STR(cfg.metrics_listen[1].text, "[::1]:9101");
   CHECK(parse("metrics_listen = localhost:9100\n") < 0);
+}
+
+static void test_dkim_sign(void) {
+  CHECK_INT(parse("dkim_sign = Sign.Example:s1:/k/rsa.key, "
+                  "sign.example:s2:/k/a:b.key\n"),
+            0);
+  CHECK_INT(cfg.n_dkim_sign, 2);
+  CHECK_STR(cfg.dkim_sign[0].domain, "sign.example");
+  CHECK_STR(cfg.dkim_sign[0].selector, "s1");
+  CHECK_STR(cfg.dkim_sign[0].keyfile, "/k/rsa.key");
+  CHECK_STR(cfg.dkim_sign[1].keyfile, "/k/a:b.key");
+  CHECK_INT(parse("dkim_sign = sign.example:s1\n"), -1);
+  CHECK_INT(parse("dkim_sign = sign.example:s;1:/k\n"), -1);
+  CHECK_INT(parse("dkim_sign = :s1:/k\n"), -1);
+  CHECK_INT(parse("dkim_sign = b\xc3\xbc"
+                  "cher.example:s1:/k\n"),
+            -1);
 }
 
 static void test_cidr_match(void) {
@@ -376,6 +393,7 @@ int main(void) {
   test_precedence();
   test_did_you_mean();
   test_print();
+  test_dkim_sign();
   test_cidr_match();
   char cmd[300];
   snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);

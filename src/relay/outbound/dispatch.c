@@ -22,6 +22,7 @@
 #include "queue/sched.h"
 #include "queue/store.h"
 #include "relay/outbound.h"
+#include "relay/dkim.h"
 #include "relay/outbound/cache.h"
 #include "relay/outbound/record.h"
 #include "relay/outbound/session.h"
@@ -360,12 +361,20 @@ struct outbound *outbound_new(uv_loop_t *loop, const struct config *cfg,
     free(ob);
     return NULL;
   }
+  /* Bounce signing: the keys again, quietly.  A bad key is inbound's
+   * start-up error to report (a configuration error, exit 1). */
+  if (cfg->n_dkim_sign > 0) {
+    char derr[512];
+    ob->dkim = dkim_new(loop, cfg, 0, derr, sizeof derr);
+  }
   return ob;
 }
 
 void outbound_reload(struct outbound *ob) {
   char err[512];
   const struct config *cfg = ob->cfg;
+  if (ob->dkim && dkim_reload(ob->dkim, err, sizeof err) < 0)
+    log_msg(LOG_WARN, "reload", "bounces keep the old DKIM keys: %s", err);
   SSL_CTX *fresh =
       tls_client_ctx_new(cfg->tls_ca_file[0] ? cfg->tls_ca_file : NULL,
                          TLS_VERIFY_REQUIRE, err, sizeof err);
@@ -406,5 +415,6 @@ void outbound_free(struct outbound *ob) {
   resolver_free(ob->res);
   SSL_CTX_free(ob->ctx_verify);
   SSL_CTX_free(ob->ctx_any);
+  dkim_free(ob->dkim);
   free(ob);
 }

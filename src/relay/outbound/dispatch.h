@@ -120,6 +120,7 @@ struct outbound {
   struct stats *stats;
   struct resolver *res;
   SSL_CTX *ctx_verify, *ctx_any;
+  struct dkim *dkim; /* signs bounces; NULL without dkim_sign */
   struct delivery *list;
   int active;
   int conns; /* open connections: deliveries' and idle ones */

@@ -19,6 +19,7 @@
 #include "relay/outbound.h"
 #include "relay/outbound/dispatch.h"
 #include "relay/outbound/outcome.h"
+#include "relay/dkim.h"
 #include "relay/stats.h"
 
 /* What a finishing delivery holds until its outcome is recorded. */
@@ -52,6 +53,8 @@ struct record {
 #define RECORD_RETRY_MAX_MS 30000
 
 static void record_store(struct record *rec);
+static void on_bounce_signed(struct dkim_req *req, int status,
+                             const struct dkim_signed *res, void *data);
 
 static const char *domain_of(const char *addr) {
   const char *at = strrchr(addr, '@');
@@ -284,6 +287,12 @@ static void record_write(struct record *rec) {
       memcpy(rec->bounce.id, bid, sizeof bid);
     }
   }
+  /* CONTRACT §3a: a bounce is signed (on the thread pool) before it is
+   * stored, when a key signs for hostname's domain. */
+  if (rec->bounce_body && ob->dkim &&
+      dkim_sign(ob->dkim, rec->bounce_body, rec->bounce.prefix_len, NULL,
+                DKIM_SIGN_PARENT, on_bounce_signed, rec, NULL) == 0)
+    return;
   record_store(rec);
 }
 
@@ -299,6 +308,29 @@ static void record_store(struct record *rec) {
                         NULL);
   if (rc < 0)
     record_done(rec, rc);
+}
+
+/* The bounce with its DKIM-Signature field(s) on top, or as it was when
+ * no key applies or signing failed (an unsigned bounce beats none). */
+static void on_bounce_signed(struct dkim_req *req, int status,
+                             const struct dkim_signed *res, void *data) {
+  (void)req;
+  struct record *rec = data;
+  if (status == 0 && res->domains[0]) {
+    char *body = malloc(res->prefix_len + 1);
+    if (body) {
+      memcpy(body, res->prefix, res->prefix_len);
+      body[res->prefix_len] = '\0';
+      free(rec->bounce_body);
+      rec->bounce_body = body;
+      rec->bounce.prefix = body;
+      rec->bounce.prefix_len = res->prefix_len;
+    }
+  } else if (status < 0) {
+    log_msg(LOG_WARN, "dkim", "bounce %s not signed: %s", rec->bounce.id,
+            strerror(-status));
+  }
+  record_store(rec);
 }
 
 /* RET=FULL bounces quote the whole message: read it first. */
