@@ -1,0 +1,62 @@
+"""The queue's state as the admin socket reports it across a restart and a
+full disk (issue 12 items 5 and 7), black-box: the real binary, the
+relayhost refusing connections so nothing leaves the queue."""
+import os
+
+from conftest import free_port
+from test_admin import admin, fill_queue, restart, send, status, wait_until
+
+N_QUEUED = 20000
+
+
+def test_status_counts_are_right_while_the_queue_loads(mailhop):
+    dead = free_port()
+    m = mailhop(relayhost=f"[127.0.0.1]:{dead}", relayhost_tls="none",
+                retry_schedule="1h")
+    admin(m, "pause")
+    send(m, rcpts=("bob@b.example", "carol@c.example"))
+    assert m.stop() == 0
+    fill_queue(m, N_QUEUED)
+    # The first status that answers after the restart comes while the load
+    # of 20,000 messages is (usually) still under way: the counts must be
+    # the whole queue's all the same, and say that it is loading.
+    st = restart(m)
+    seen_loading = "loading" in st
+    for st in [st] + [status(m) for _ in range(20)]:
+        assert st["queue"]["messages"] == N_QUEUED, st
+        assert st["queue"]["recipients"] == 2 * N_QUEUED, st
+        assert st.get("loading", True) is True, st
+        seen_loading |= "loading" in st
+
+    # Once loaded the key goes away (CONTRACT §5's set) and the counts stay.
+    def loaded():
+        s = status(m)
+        return None if "loading" in s else s
+    st = wait_until(loaded, timeout=120)
+    assert st["queue"]["messages"] == N_QUEUED
+    assert st["queue"]["recipients"] == 2 * N_QUEUED
+    print(f"loading seen: {seen_loading}")
+
+
+def test_failed_delete_leaves_the_message_scheduled(mailhop, tmp_path):
+    full = tmp_path / "disk-full"
+    dead = free_port()
+    m = mailhop(start=False, relayhost=f"[127.0.0.1]:{dead}",
+                relayhost_tls="none", retry_schedule="1h")
+    m.start(env={"MAILHOP_DEBUG_ENOSPC_FILE": str(full)})
+    admin(m, "pause")
+    send(m)
+    (msg,) = admin(m, "queue")[0]["messages"]
+    full.write_text("")  # the disk is full from now
+    (r,) = admin(m, f"delete {msg['id']}")
+    assert "No space left on device" in r["error"], r
+    st = status(m)
+    assert st["queue"]["messages"] == 1 and st["queue"]["held"] == 0, st
+    assert [x["id"] for x in admin(m, "queue")[0]["messages"]] == [msg["id"]]
+    # Still scheduled: a flush finds it.
+    assert admin(m, f"flush {msg['id']}")[0] == {"ok": True, "flushed": 1}
+    os.unlink(full)  # space again
+    assert admin(m, f"delete {msg['id']}")[0] == {"ok": True}
+    st = status(m)
+    assert st["queue"]["messages"] == 0, st
+    assert admin(m, "queue")[0]["messages"] == []
