@@ -271,12 +271,12 @@ static void on_counted(struct store *st, int status,
                        const struct store_counts *c, void *data) {
   (void)st;
   struct serve *sv = data;
-  if (status < 0) {
+  /* The count runs before the load's first batch (one FIFO reader lane).
+   * Without it, status answers with what the scheduler has. */
+  if (status < 0)
     log_msg(LOG_WARN, "queue", "cannot count the queue: %s", strerror(-status));
-    return;
-  }
-  /* The count runs before the load's first batch (one FIFO reader lane). */
-  sv->unloaded = *c;
+  else
+    sv->unloaded = *c;
   if (sv->loading && sv->admin)
     admin_set_loading(sv->admin, 1, &sv->unloaded);
 }
@@ -381,7 +381,7 @@ int serve_main(const struct config *cfg) {
    * over only what was queued before it was opened (store_load), and the
    * count first gives `status` right figures while it runs. */
   sv.loading = 1;
-  admin_set_loading(sv.admin, 1, &sv.unloaded);
+  admin_set_loading(sv.admin, 1, NULL); /* status waits for the count */
   if (store_count(sv.store, on_counted, &sv) < 0 ||
       store_load(sv.store, on_loaded, &sv, &sv.load_job) < 0) {
     log_msg(LOG_ERROR, "startup", "cannot load the queue");

@@ -127,9 +127,14 @@ static int cl_connect(const char *path) {
 /* Sends one line, reads one reply line and parses it (NULL on failure;
  * the raw line is kept in last_raw). */
 static char *last_raw;
+static json_t *read_reply(int fd);
 static json_t *cmd(int fd, const char *line) {
   send(fd, line, strlen(line), MSG_NOSIGNAL);
   send(fd, "\n", 1, MSG_NOSIGNAL);
+  return read_reply(fd);
+}
+
+static json_t *read_reply(int fd) {
   size_t cap = 4096, len = 0;
   char *buf = malloc(cap);
   for (;;) {
@@ -387,10 +392,19 @@ static void test_delete_disk_full(int fd) {
  * the load has still to hand over; changes to messages it has not reached
  * are refused. */
 static void test_loading(int fd) {
-  loading_on = 1;
+  /* Right after start the count is not known: status waits for it. */
+  loading_on = 2;
   uv_async_send(&loading_async);
   sem_wait(&loading_sem);
-  json_t *j = cmd(fd, "status");
+  send(fd, "status\n", 7, MSG_NOSIGNAL);
+  loading_on = 1; /* the count arrives only now */
+  uv_async_send(&loading_async);
+  sem_wait(&loading_sem);
+  json_t *j = read_reply(fd);
+  CHECK(json_is_true(json_object_get(j, "loading")));
+  CHECK_INT(jint(j, "queue", "messages"), 3 + 2);
+  json_decref(j);
+  j = cmd(fd, "status");
   CHECK(json_is_true(json_object_get(j, "loading")));
   CHECK_INT(jint(j, "queue", "messages"), 3 + 2);
   CHECK_INT(jint(j, "queue", "recipients"), 4 + 3);
@@ -417,7 +431,7 @@ static void on_loading(uv_async_t *h) {
   (void)h;
   struct store_counts pend = {
       .messages = 2, .recipients = 3, .deferred = 1, .held = 1};
-  admin_set_loading(adm, loading_on, &pend);
+  admin_set_loading(adm, loading_on != 0, loading_on == 2 ? NULL : &pend);
   sem_post(&loading_sem);
 }
 
