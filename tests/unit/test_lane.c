@@ -25,7 +25,7 @@ struct tjob {
 
 static struct {
   int works, afters, idles;
-  char order[256]; /* ids as they finish, "c" for cancelled */
+  char order[256];              /* ids as they finish, "c" for cancelled */
   struct tjob *cancel_in_after; /* cancel this one from `after` */
 } t;
 
@@ -76,9 +76,10 @@ static void on_idle(struct lane *l) {
   t.idles++;
 }
 
-static const struct lane_ops ops = {
-    .work = on_work, .after = on_after, .cancelled = on_cancelled,
-    .idle = on_idle};
+static const struct lane_ops ops = {.work = on_work,
+                                    .after = on_after,
+                                    .cancelled = on_cancelled,
+                                    .idle = on_idle};
 
 /* Batching: the first push starts at once; everything pushed while it
  * runs forms ONE next batch (group commit). */
