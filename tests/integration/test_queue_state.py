@@ -1,6 +1,7 @@
 """The queue's state as the admin socket reports it across a restart and a
 full disk (issue 12 items 5 and 7), black-box: the real binary, the
 relayhost refusing connections so nothing leaves the queue."""
+import json
 import os
 
 from conftest import free_port
@@ -60,3 +61,27 @@ def test_failed_delete_leaves_the_message_scheduled(mailhop, tmp_path):
     st = status(m)
     assert st["queue"]["messages"] == 0, st
     assert admin(m, "queue")[0]["messages"] == []
+
+
+def test_silent_admin_clients_do_not_lock_out_status(mailhop):
+    """Sixteen clients that connect and say nothing (issue 12): the health
+    check still gets its answer, at once, by taking the slot of the one
+    idle the longest."""
+    import socket
+    m = mailhop()
+    silent = []
+    try:
+        for _ in range(16):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(m.conf["admin_socket"])
+            silent.append(s)
+        for _ in range(3):  # and again: each time another one gives way
+            r = m.cli("status", "--json")
+            assert r.returncode == 0, r.stderr
+            assert "queue" in json.loads(r.stdout)
+        # The first silent client (idle the longest) was closed for it.
+        silent[0].settimeout(30)
+        assert silent[0].recv(1) == b""
+    finally:
+        for s in silent:
+            s.close()
