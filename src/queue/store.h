@@ -18,7 +18,9 @@
  *     transaction (group commit, synchronous=FULL: durable when COMMIT
  *     returns).  Each request runs inside its own SAVEPOINT, so a request
  *     that fails on its own (unknown id) does not fail its neighbours; a
- *     failed COMMIT fails the whole batch and never touches earlier data.
+ *     failed COMMIT fails the whole batch and never touches earlier data,
+ *     and the connection is rolled back whenever it is left inside a
+ *     transaction, so the next batch commits as usual.
  *   - the reader lane (load, list, show, body reads) on the read connection
  *     (WAL: readers see the last committed state and never block the writer).
  *
