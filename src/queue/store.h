@@ -166,7 +166,9 @@ int store_open(uv_loop_t *loop, const char *path, struct store **out, char *err,
  * then calls cb (may be NULL).  Called once. */
 void store_close(struct store *st, store_close_cb cb, void *data);
 
-/* Writes a fresh queue id (STORE_ID_SIZE bytes with the NUL). */
+/* Writes a fresh queue id (STORE_ID_SIZE bytes with the NUL): strictly
+ * after every id made before it by this store, and after every id that was
+ * in the queue at store_open() even if the clock went back since. */
 void store_new_id(struct store *st, char out[STORE_ID_SIZE]);
 
 void store_get_stats(const struct store *st, struct store_stats *out);
