@@ -1,11 +1,14 @@
-"""The queue's state as the admin socket reports it across a restart and a
-full disk (issue 12 items 5 and 7), black-box: the real binary, the
-relayhost refusing connections so nothing leaves the queue."""
+"""The queue's state across a restart, a full disk, silent admin clients
+and a step of the system clock (issue 12 items 5 and 7, issue 14),
+black-box: the real binary and a relayhost on loopback."""
 import json
 import os
 
+from aiosmtpd.controller import Controller
+
 from conftest import free_port
-from test_admin import admin, fill_queue, restart, send, status, wait_until
+from test_admin import (SinkHandler, admin, fill_queue, restart, send, status,
+                        wait_until)
 
 N_QUEUED = 20000
 
@@ -85,3 +88,42 @@ def test_silent_admin_clients_do_not_lock_out_status(mailhop):
     finally:
         for s in silent:
             s.close()
+
+
+FAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+
+
+def test_retry_follows_the_schedulers_clock_across_a_clock_step(mailhop,
+                                                                tmp_path):
+    """Issue 14, two clocks: the system clock steps an hour ahead (NTP)
+    while mailhop runs; a recipient deferred after that is retried after
+    its 2 s, not an hour and 2 s later.  libfaketime moves only the wall
+    clock (CLOCK_REALTIME), as a step does; the monotonic clock goes on."""
+    assert os.path.exists(FAKETIME), "libfaketime missing: scripts/deps --test"
+    offset = tmp_path / "faketime"
+    offset.write_text("+0\n")
+    sink_port = free_port()
+    h = SinkHandler()
+    h.mode = "defer"
+    c = Controller(h, hostname="127.0.0.1", port=sink_port)
+    c.start()
+    try:
+        m = mailhop(start=False, relayhost=f"[127.0.0.1]:{sink_port}",
+                    relayhost_tls="none", retry_schedule="2s")
+        m.start(env={
+            "LD_PRELOAD": FAKETIME,
+            "FAKETIME_TIMESTAMP_FILE": str(offset),
+            "FAKETIME_NO_CACHE": "1",
+            "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+            # ASan wants to be first; libfaketime only wraps clock calls.
+            "ASAN_OPTIONS": "verify_asan_link_order=0",
+        })
+        offset.write_text("+3600\n")  # the step
+        send(m)
+        m.wait_log("event=deferred", timeout=30)
+        h.mode = "accept"
+        # Retried after its 2 s: generous bound, far below the hour.
+        wait_until(lambda: len(h.messages) == 1, timeout=60)
+        assert wait_until(lambda: status(m)["queue"]["messages"] == 0)
+    finally:
+        c.stop()
