@@ -40,12 +40,14 @@ struct admin_client {
   int reading;
   int eof;              /* the peer will send nothing more (or we refused it) */
   int rejected;         /* accepted beyond the client limit */
+  int slot;             /* holds one of the ADMIN_SOCKET_MAX_CLIENTS slots */
   int closing;          /* uv_close() called */
   int closed;           /* close callback ran */
   int writes;           /* uv_write requests in flight */
   size_t queued;        /* their bytes */
   struct wchunk *cur;   /* output being gathered */
   uint64_t last_active; /* uv_now of the last read or write */
+  uint64_t line_seq;    /* order of its last line (or of its accept) */
 };
 
 struct admin_socket {
@@ -63,6 +65,7 @@ struct admin_socket {
   uv_timer_t sweep; /* closes idle clients */
   uint64_t idle_ms;
   int sweep_closed;
+  uint64_t seq; /* counts accepts and lines: orders clients by activity */
 };
 
 static void drive(struct admin_client *c);
@@ -86,7 +89,7 @@ static void on_client_close(uv_handle_t *h) {
     c->next->prev = c->prev;
   if (c->rejected)
     s->nrejected--;
-  else
+  else if (c->slot)
     s->nclients--;
   c->srv = NULL;
   free(c->cur);
@@ -198,6 +201,7 @@ int admin_socket_flush(struct admin_client *c) {
 static void dispatch(struct admin_client *c, const char *line, size_t len,
                      int status) {
   c->busy = 1;
+  c->line_seq = ++c->srv->seq;
   c->srv->cb(c, line, len, status, c->srv->data);
 }
 
@@ -331,6 +335,33 @@ void admin_socket_end(struct admin_client *c) {
     drive(c);
 }
 
+/* 1 when c waits for a line and owes nothing: no reply being written, no
+ * output in flight, no partial line buffered. */
+static int client_idle(const struct admin_client *c) {
+  return !c->busy && !c->closing && !c->rejected && c->writes == 0 &&
+         c->in_len == 0 && !c->cur;
+}
+
+/* All slots taken: the idle client whose last line (or accept) is the
+ * oldest makes room for `newc` (a health check must get through however
+ * many clients connect and say nothing, issue 12).  Its slot is freed
+ * now; the handle closes on its own. */
+static void evict_idle(struct admin_socket *s, struct admin_client *newc) {
+  struct admin_client *old = NULL;
+  for (struct admin_client *c = s->clients; c; c = c->next)
+    if (c != newc && client_idle(c) && (!old || c->line_seq < old->line_seq))
+      old = c;
+  if (!old)
+    return;
+  struct log_line l;
+  log_begin(&l, LOG_INFO, "admin_client_evicted");
+  log_str(&l, "reason", "client limit, oldest idle client");
+  log_end(&l);
+  client_close(old);
+  old->slot = 0; /* its slot is free from now, not from its close */
+  s->nclients--;
+}
+
 static void on_connection(uv_stream_t *server, int status) {
   struct admin_socket *s = server->data;
   if (status < 0) {
@@ -353,7 +384,10 @@ static void on_connection(uv_stream_t *server, int status) {
   if (s->clients)
     s->clients->prev = c;
   s->clients = c;
+  c->line_seq = ++s->seq;
   int r = uv_accept(server, (uv_stream_t *)&c->pipe);
+  if (s->nclients >= ADMIN_SOCKET_MAX_CLIENTS && r == 0)
+    evict_idle(s, c);
   if (s->nclients >= ADMIN_SOCKET_MAX_CLIENTS) {
     c->rejected = 1;
     s->nrejected++;
@@ -370,6 +404,7 @@ static void on_connection(uv_stream_t *server, int status) {
     return;
   }
   s->nclients++;
+  c->slot = 1;
   if (r < 0) {
     client_close(c);
     return;
@@ -497,7 +532,8 @@ int admin_socket_open(uv_loop_t *loop, const char *path,
   uv_timer_init(s->loop, &s->sweep);
   s->sweep.data = s;
   s->idle_ms = ADMIN_SOCKET_IDLE_MS;
-  uv_timer_start(&s->sweep, on_sweep, 10000, 10000);
+  uv_timer_start(&s->sweep, on_sweep, ADMIN_SOCKET_IDLE_MS / 3 + 1,
+                 ADMIN_SOCKET_IDLE_MS / 3 + 1);
   uv_unref((uv_handle_t *)&s->sweep); /* never keeps the loop alive alone */
   *out = s;
   return 0;

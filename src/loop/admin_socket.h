@@ -11,8 +11,12 @@
  *
  * Bounds: a line is at most ADMIN_SOCKET_LINE_MAX bytes (longer ones are
  * reported to the callback with UV_E2BIG and skipped up to the next
- * newline), at most ADMIN_SOCKET_MAX_CLIENTS clients at once (one more is
- * accepted, told `reject_line`, and closed), and a client's unsent output
+ * newline), at most ADMIN_SOCKET_MAX_CLIENTS clients at once (when all
+ * slots are taken, a new client takes the slot of the idle client — no
+ * reply in flight, nothing buffered — that sent its last line, or
+ * connected, the longest ago, which is closed; only when every client is
+ * busy is the new one told `reject_line` and closed), a client idle for
+ * ADMIN_SOCKET_IDLE_MS is closed, and a client's unsent output
  * is capped at ADMIN_SOCKET_OUT_MAX bytes (beyond it the client is dropped:
  * it does not read its replies).  While unsent output is above
  * ADMIN_SOCKET_OUT_HIGH the client's next line waits.
@@ -28,9 +32,10 @@
 
 #define ADMIN_SOCKET_LINE_MAX 1024
 #define ADMIN_SOCKET_MAX_CLIENTS 16
-/* A client with nothing in flight for this long is closed, so idle
- * connections cannot hold every slot; checked every 10 s. */
-#define ADMIN_SOCKET_IDLE_MS (5 * 60 * 1000)
+/* A client with nothing in flight for this long is closed, so silent
+ * connections cannot lock out `mailhop status` (issue 12: it was 5 min);
+ * checked every third of it. */
+#define ADMIN_SOCKET_IDLE_MS (10 * 1000)
 #define ADMIN_SOCKET_CHUNK (64 * 1024)
 #define ADMIN_SOCKET_OUT_HIGH (1024 * 1024)
 #define ADMIN_SOCKET_OUT_MAX (256 * 1024 * 1024)

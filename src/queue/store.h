@@ -18,7 +18,9 @@
  *     transaction (group commit, synchronous=FULL: durable when COMMIT
  *     returns).  Each request runs inside its own SAVEPOINT, so a request
  *     that fails on its own (unknown id) does not fail its neighbours; a
- *     failed COMMIT fails the whole batch and never touches earlier data.
+ *     failed COMMIT fails the whole batch and never touches earlier data,
+ *     and the connection is rolled back whenever it is left inside a
+ *     transaction, so the next batch commits as usual.
  *   - the reader lane (load, list, show, body reads) on the read connection
  *     (WAL: readers see the last committed state and never block the writer).
  *
@@ -164,7 +166,9 @@ int store_open(uv_loop_t *loop, const char *path, struct store **out, char *err,
  * then calls cb (may be NULL).  Called once. */
 void store_close(struct store *st, store_close_cb cb, void *data);
 
-/* Writes a fresh queue id (STORE_ID_SIZE bytes with the NUL). */
+/* Writes a fresh queue id (STORE_ID_SIZE bytes with the NUL): strictly
+ * after every id made before it by this store, and after every id that was
+ * in the queue at store_open() even if the clock went back since. */
 void store_new_id(struct store *st, char out[STORE_ID_SIZE]);
 
 void store_get_stats(const struct store *st, struct store_stats *out);

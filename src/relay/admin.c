@@ -39,6 +39,7 @@ struct admin {
   int64_t started_at;
   int stopped;
   int loading;                 /* the queue load is under way */
+  int counted;                 /* pending is known */
   struct store_counts pending; /* what it has still to hand over */
   struct admin_req *reqs;      /* requests waiting on the store */
 };
@@ -51,9 +52,10 @@ struct admin_req {
   struct admin_req *prev, *next;
   struct store_job *job; /* a running listing, for store_cancel() */
   int cancelled;
-  size_t count; /* messages written so far (queue) */
-  int err;      /* first error of a listing we stopped ourselves */
-  int held;     /* hold / release */
+  size_t count;    /* messages written so far (queue) */
+  int err;         /* first error of a listing we stopped ourselves */
+  int held;        /* hold / release */
+  int wait_status; /* a status waiting for the queue count */
   char id[ADMIN_ID_MAX + 1];
 };
 
@@ -203,8 +205,8 @@ static void admin_maybe_free(struct admin *a) {
     free(a);
 }
 
-/* Ends the request: the reply is complete. */
-static void req_finish(struct admin_req *r) {
+/* Unlinks and frees the request and ends its reply. */
+static void req_end(struct admin_req *r) {
   struct admin *a = r->a;
   if (r->prev)
     r->prev->next = r->next;
@@ -214,6 +216,12 @@ static void req_finish(struct admin_req *r) {
     r->next->prev = r->prev;
   admin_socket_end(r->c);
   free(r);
+}
+
+/* Ends the request: the reply is complete. */
+static void req_finish(struct admin_req *r) {
+  struct admin *a = r->a;
+  req_end(r);
   admin_maybe_free(a);
 }
 
@@ -237,28 +245,45 @@ struct admin_cmd {
   void (*run)(struct admin *a, struct admin_client *c, char **argv, int argc);
 };
 
-static void cmd_status(struct admin *a, struct admin_client *c, char **argv,
-                       int argc) {
-  (void)argv;
-  (void)argc;
-  /* The same snapshot as GET /metrics (relay/stats.h), so they agree;
-   * while the queue loads it includes what the load has still to hand
-   * over (admin_set_loading). */
+/* Writes the status line (does not end the reply): the same snapshot as
+ * GET /metrics (relay/stats.h), so they agree; while the queue loads it
+ * includes what the load has still to hand over (stats_set_loading). */
+static void reply_status(struct admin *a, struct admin_client *c) {
   struct stats_snapshot sn;
   stats_snapshot(a->stats, a->sched, a->started_at, (int64_t)time(NULL), &sn);
   json_t *j = json_pack(
-      "{s:s, s:I, s:i, s:i, s:b, s:b, s:b, s:{s:I, s:I, s:I, s:I, s:I}, "
+      "{s:s, s:I, s:i, s:i, s:b, s:b, s:{s:I, s:I, s:I, s:I, s:I}, "
       "s:{s:I, s:I, s:I, s:I}}",
       "version", MAILHOP_VERSION, "uptime_s", (json_int_t)sn.uptime_s,
       "sessions", sn.sessions, "outbound", sn.outbound, "paused", sn.paused,
-      "accepting", sn.accepting, "loading", a->loading, "queue", "messages",
+      "accepting", sn.accepting, "queue", "messages",
       (json_int_t)sn.queue_messages, "recipients",
       (json_int_t)sn.queue_recipients, "deferred",
       (json_int_t)sn.queue_deferred, "held", (json_int_t)sn.queue_held,
       "oldest_age_s", (json_int_t)sn.oldest_age_s, "counters", "received",
       (json_int_t)sn.received, "delivered", (json_int_t)sn.delivered,
       "deferred", (json_int_t)sn.deferred, "bounced", (json_int_t)sn.bounced);
+  /* Only while it is true: the key set of CONTRACT §5 stays as it is. */
+  if (j && a->loading)
+    json_object_set_new(j, "loading", json_true());
   reply_json(c, j);
+}
+
+static void cmd_status(struct admin *a, struct admin_client *c, char **argv,
+                       int argc) {
+  (void)argv;
+  (void)argc;
+  if (a->loading && !a->counted) {
+    /* Right after start the count of the queue is not known yet (it is a
+     * moment away on the read lane): wait for it rather than answer with
+     * figures that are wrong. */
+    struct admin_req *r = req_new(a, c, NULL);
+    if (r) {
+      r->wait_status = 1;
+      return;
+    }
+  }
+  reply_status(a, c);
   admin_socket_end(c);
 }
 
@@ -651,21 +676,42 @@ struct admin *admin_start(uv_loop_t *loop, const char *path, struct store *st,
 void admin_set_loading(struct admin *a, int loading,
                        const struct store_counts *pending) {
   a->loading = loading ? 1 : 0;
+  a->counted = !loading || pending;
   if (loading && pending)
     a->pending = *pending;
   else
     memset(&a->pending, 0, sizeof a->pending);
+  if (!a->counted || a->stopped)
+    return;
+  /* Answer the status requests that waited for the count. */
+  struct admin_req *r = a->reqs, *next;
+  for (; r; r = next) {
+    next = r->next;
+    if (r->wait_status) {
+      reply_status(a, r->c);
+      req_finish(r);
+    }
+  }
 }
 
 void admin_stop(struct admin *a) {
   a->stopped = 1;
   admin_socket_close(a->sock);
   a->sock = NULL;
-  for (struct admin_req *r = a->reqs; r; r = r->next) {
+  struct admin_req *next;
+  for (struct admin_req *r = a->reqs; r; r = next) {
+    next = r->next;
     if (r->job && !r->cancelled) {
       r->cancelled = 1;
       store_cancel(r->job);
     }
+  }
+  /* Status requests waiting for the count end unanswered (the socket is
+   * closed). */
+  for (struct admin_req *r = a->reqs; r; r = next) {
+    next = r->next;
+    if (r->wait_status)
+      req_end(r);
   }
   admin_maybe_free(a);
 }

@@ -65,7 +65,9 @@ void admin_stop(struct admin *a);
  * delete, hold, release and flush of a message the load has not reached
  * yet are refused ("the queue is still loading, try again"): its batch may
  * already have been read, and the change could be lost.  loading=0 ends
- * it ("loading": false).  pending may be NULL.
+ * it (the key is then left out, as CONTRACT §5 lists none).  With
+ * loading=1 and pending NULL the counts are not known yet (right after
+ * start): a `status` then waits for the call that gives them.
  */
 void admin_set_loading(struct admin *a, int loading,
                        const struct store_counts *pending);

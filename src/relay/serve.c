@@ -44,6 +44,7 @@ struct serve {
    * `status` gives right counts from the first second (issue 12). */
   int loading;
   struct store_counts unloaded;
+  int counted; /* unloaded holds the count made at start */
   uv_signal_t sig_term, sig_int, sig_hup;
   uv_timer_t shutdown_timer;
   uv_timer_t drain_timer; /* polls the drain while stopping */
@@ -276,21 +277,24 @@ static uint64_t sub_sat(uint64_t a, uint64_t b) {
 /* Tells admin (its refusals, "loading") and the stats (status and
  * /metrics) how far the start-up load is. */
 static void publish_loading(struct serve *sv) {
+  /* Until the count is known, status waits for it (NULL). */
+  const struct store_counts *u = sv->counted ? &sv->unloaded : NULL;
   if (sv->admin)
-    admin_set_loading(sv->admin, sv->loading, &sv->unloaded);
-  stats_set_loading(&sv->stats, sv->loading, &sv->unloaded);
+    admin_set_loading(sv->admin, sv->loading, u);
+  stats_set_loading(&sv->stats, sv->loading, u);
 }
 
 static void on_counted(struct store *st, int status,
                        const struct store_counts *c, void *data) {
   (void)st;
   struct serve *sv = data;
-  if (status < 0) {
+  /* The count runs before the load's first batch (one FIFO reader lane).
+   * Without it, status answers with what the scheduler has. */
+  if (status < 0)
     log_msg(LOG_WARN, "queue", "cannot count the queue: %s", strerror(-status));
-    return;
-  }
-  /* The count runs before the load's first batch (one FIFO reader lane). */
-  sv->unloaded = *c;
+  else
+    sv->unloaded = *c;
+  sv->counted = 1;
   if (sv->loading)
     publish_loading(sv);
 }

@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,14 @@ static char late_line[64];
 static struct admin_client *hung_client; /* never answered before close */
 static uv_timer_t hung_timer;
 static int lines_seen;
+static struct admin_client *parked[ADMIN_SOCKET_MAX_CLIENTS]; /* "park" */
+static int nparked;
+static uv_async_t unpark_async;
+static sem_t all_parked;       /* posted when every slot is parked */
+static uv_async_t count_async; /* the client asks how many are connected */
+static sem_t counted;
+static int nclients_seen;
+static sem_t hang_seen; /* the server has the "hang" line */
 
 /* ---- server side (loop thread) ---------------------------------------- */
 
@@ -66,6 +75,15 @@ static void on_line(struct admin_client *c, const char *line, size_t len,
   }
   if (strcmp(line, "hang") == 0) {
     hung_client = c;
+    sem_post(&hang_seen);
+    return;
+  }
+  if (strcmp(line, "park") == 0) { /* busy until unpark_async */
+    CHECK(nparked < ADMIN_SOCKET_MAX_CLIENTS);
+    if (nparked < ADMIN_SOCKET_MAX_CLIENTS)
+      parked[nparked++] = c;
+    if (nparked == ADMIN_SOCKET_MAX_CLIENTS)
+      sem_post(&all_parked);
     return;
   }
   if (strcmp(line, "big") == 0) {
@@ -90,6 +108,21 @@ static void on_line(struct admin_client *c, const char *line, size_t len,
   admin_socket_end(c);
 }
 
+static void on_count(uv_async_t *a) {
+  (void)a;
+  nclients_seen = admin_socket_clients(srv);
+  sem_post(&counted);
+}
+
+static void on_unpark(uv_async_t *a) {
+  (void)a;
+  for (int i = 0; i < nparked; i++) {
+    admin_socket_write(parked[i], "R:park\n", 7);
+    admin_socket_end(parked[i]);
+  }
+  nparked = 0;
+}
+
 static void on_hung_timer(uv_timer_t *t) {
   (void)t;
   /* The server and the client's handle are closed by now: the write is
@@ -110,6 +143,8 @@ static void on_done(uv_async_t *a) {
   struct stat sb;
   CHECK(stat(sock_path, &sb) < 0 && errno == ENOENT);
   uv_close((uv_handle_t *)&done_async, NULL);
+  uv_close((uv_handle_t *)&unpark_async, NULL);
+  uv_close((uv_handle_t *)&count_async, NULL);
   uv_close((uv_handle_t *)&late_timer, NULL);
   uv_timer_start(&hung_timer, on_hung_timer, 50, 0);
   uv_unref((uv_handle_t *)&hung_timer);
@@ -254,32 +289,70 @@ static void test_big_reply(void) {
   close(fd);
 }
 
+/* Waits until the server has no client: those of earlier tests are gone
+ * (the server may notice their hang-up a little later; each look is one
+ * question to the loop, not a wait for a time). */
+static void wait_no_clients(void) {
+  for (int i = 0; i < 10000; i++) {
+    uv_async_send(&count_async);
+    sem_wait(&counted);
+    if (nclients_seen == 0)
+      break;
+    usleep(1000);
+  }
+  CHECK_INT(nclients_seen, 0);
+}
+
+/* All slots taken by clients that said their piece and wait: a new client
+ * takes the slot of the one idle the longest (issue 12: sixteen silent
+ * clients locked out `mailhop status`).  Only when every client has a
+ * reply in flight is a new one refused. */
 static void test_client_limit(void) {
   int fds[ADMIN_SOCKET_MAX_CLIENTS];
   char buf[256];
+  wait_no_clients();
   for (int i = 0; i < ADMIN_SOCKET_MAX_CLIENTS; i++) {
     fds[i] = cl_connect();
     cl_send(fds[i], "hi\n");
     cl_line(fds[i], buf, sizeof buf);
     CHECK_STR(buf, "R:hi");
   }
+  /* fds[1] speaks again: fds[0] is now the one idle the longest. */
+  cl_send(fds[1], "again\n");
+  cl_line(fds[1], buf, sizeof buf);
+  CHECK_STR(buf, "R:again");
   int extra = cl_connect();
   CHECK(extra >= 0);
+  cl_send(extra, "status\n");
   cl_line(extra, buf, sizeof buf);
-  CHECK_STR(buf, "busy");
-  CHECK_INT(cl_line(extra, buf, sizeof buf), -1);
-  close(extra);
+  CHECK_STR(buf, "R:status");
+  CHECK_INT(recv(fds[0], buf, 1, 0), 0); /* closed for it (EOF) */
   close(fds[0]);
-  usleep(100 * 1000);
-  /* A slot is free again. */
-  int again = cl_connect();
-  cl_send(again, "back\n");
-  cl_line(again, buf, sizeof buf);
-  CHECK_STR(buf, "R:back");
-  close(again);
-  for (int i = 1; i < ADMIN_SOCKET_MAX_CLIENTS; i++)
+  fds[0] = extra;
+  for (int i = 1; i < ADMIN_SOCKET_MAX_CLIENTS; i++) { /* the rest unharmed */
+    cl_send(fds[i], "still\n");
+    cl_line(fds[i], buf, sizeof buf);
+    CHECK_STR(buf, "R:still");
+  }
+
+  /* Every client waits for a reply: nobody to evict, the new one is told
+   * and closed. */
+  for (int i = 0; i < ADMIN_SOCKET_MAX_CLIENTS; i++)
+    cl_send(fds[i], "park\n");
+  sem_wait(&all_parked); /* the server has read every "park" */
+  int probe = cl_connect();
+  CHECK(probe >= 0);
+  cl_line(probe, buf, sizeof buf);
+  CHECK_STR(buf, "busy");
+  CHECK_INT(cl_line(probe, buf, sizeof buf), -1);
+  close(probe);
+  uv_async_send(&unpark_async);
+  for (int i = 0; i < ADMIN_SOCKET_MAX_CLIENTS; i++) {
+    cl_line(fds[i], buf, sizeof buf);
+    CHECK_STR(buf, "R:park");
+  }
+  for (int i = 0; i < ADMIN_SOCKET_MAX_CLIENTS; i++)
     close(fds[i]);
-  usleep(100 * 1000);
 }
 
 static int hung_fd = -1;
@@ -314,9 +387,10 @@ static void *client_main(void *arg) {
   test_client_limit();
   /* Leave one client waiting for a reply that never comes: closing the
    * server must not leak it or wait for it. */
+  wait_no_clients();
   hung_fd = cl_connect();
   cl_send(hung_fd, "hang\n");
-  usleep(100 * 1000);
+  sem_wait(&hang_seen);
   uv_async_send(&done_async);
   return NULL;
 }
@@ -394,6 +468,11 @@ int main(void) {
   test_open_errors();
 
   uv_async_init(&loop, &done_async, on_done);
+  uv_async_init(&loop, &unpark_async, on_unpark);
+  uv_async_init(&loop, &count_async, on_count);
+  sem_init(&counted, 0, 0);
+  sem_init(&hang_seen, 0, 0);
+  sem_init(&all_parked, 0, 0);
   uv_timer_init(&loop, &late_timer);
   uv_timer_init(&loop, &hung_timer);
   pthread_t th;

@@ -695,7 +695,9 @@ static void test_connect_timeout(void) {
   CHECK(timed_out >= 1);
   fprintf(stderr, "  connect timeout: %d of %d timed out after %llu ms\n",
           timed_out, N, (unsigned long long)((uv_hrtime() - t0) / 1000000));
-  CHECK((uv_hrtime() - t0) / 1000000 < 1000);
+  /* Far below the kernel's own connect timeout (minutes), far above what
+   * a loaded machine needs for 300 ms (issue 13: generous bounds only). */
+  CHECK((uv_hrtime() - t0) / 1000000 < 20000);
   close(fd);
 }
 
