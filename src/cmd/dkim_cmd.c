@@ -24,8 +24,17 @@
 /* RFC 1035 §3.3.14: one character-string holds at most 255 octets. */
 #define TXT_STRING_MAX 255
 
-static const char usage[] = "usage: mailhop dkim keygen DOMAIN SELECTOR "
-                            "[--type rsa|ed25519] [--bits N] [--out FILE]\n";
+static const char usage[] =
+    "usage: mailhop dkim keygen DOMAIN SELECTOR [--type rsa|ed25519] "
+    "[--bits N] [--out FILE]\n"
+    "\n"
+    "Writes a new DKIM signing key (PEM, mode 0600; never over an existing\n"
+    "file) and prints its DNS TXT record.\n"
+    "\n"
+    "options:\n"
+    "  --type rsa|ed25519   key type (default rsa)\n"
+    "  --bits N             RSA key size (default 2048, 1024 to 8192)\n"
+    "  --out FILE           where to write it (default DOMAIN.SELECTOR.key)\n";
 
 static int name_ok(const char *s) {
   size_t n = strlen(s);
