@@ -393,6 +393,15 @@ static void update_reading(struct conn *c) {
   }
 }
 
+/* Test hook (conn_debug_read_size): caps each socket read. */
+static size_t (*debug_read_size)(void *data);
+static void *debug_read_data;
+
+void conn_debug_read_size(size_t (*next)(void *data), void *data) {
+  debug_read_size = next;
+  debug_read_data = data;
+}
+
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   struct conn *c = h->data;
   (void)suggested;
@@ -400,6 +409,11 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
     *buf = uv_buf_init(c->rbuf, CONN_READ_CHUNK);
   else
     *buf = uv_buf_init(c->in + c->in_len, (unsigned)(CONN_IN_MAX - c->in_len));
+  if (debug_read_size) {
+    size_t cap = debug_read_size(debug_read_data);
+    if (cap > 0 && cap < buf->len)
+      buf->len = cap;
+  }
 }
 
 static void tls_fail(struct conn *c, const char *why, int status);

@@ -4,9 +4,21 @@
  * finished message is committed to the store (group commit).  The client
  * gets its 250 only from the commit's callback, when the batch is durable.
  *
- * A session ends through session_end() only.  Its memory goes once three
- * things are over: the conn (on_close), a commit in flight (its callback)
- * and a spool write in flight (its callback).
+ * A session is a machine that never acts on input while an asynchronous
+ * step it depends on is in flight: a spool write to disk, the commit, the
+ * AUTH hash check, the TLS handshake, or replies the connection cannot take
+ * yet (write queue above its high-water mark).  Each step is a named wait
+ * (enum session_wait, one setter); while it lasts, input stays in the conn's
+ * bounded buffer (reading paused) and events the machine has already parsed
+ * stay queued in the machine.  The step's completion clears the wait and
+ * session_resume() takes up the queued events, then the buffered input.
+ * Events are taken one at a time, so an end of data parsed in the same read
+ * as the chunk that sent the spool to disk waits for that write (issue 12).
+ *
+ * A session ends through session_end() only.  Its memory goes once four
+ * things are over: the conn (on_close), a commit in flight (its callback),
+ * a spool write in flight (its callback) and a completion held by the test
+ * hook (its release).
  */
 #include "relay/inbound.h"
 
@@ -50,6 +62,7 @@ struct inbound {
   int freeing;
   void (*freed_cb)(void *data);
   void *freed_data;
+  struct inbound_debug dbg; /* test hooks; zero in production */
 };
 
 struct rcpt {
@@ -57,6 +70,21 @@ struct rcpt {
   char *domain; /* lower case: the destination key */
   char *orcpt;
   unsigned notify;
+};
+
+/* What a session waits for; while it waits it acts on no input. */
+enum session_wait {
+  WAIT_NONE = 0,
+  WAIT_SPOOL,  /* the spool is writing its memory part to disk */
+  WAIT_COMMIT, /* the message is being committed */
+  WAIT_AUTH,   /* the password hash is being checked on the pool */
+  WAIT_TLS,    /* the TLS handshake after STARTTLS */
+  WAIT_OUTPUT, /* the conn's write queue is above its high-water mark */
+};
+
+static const char *const wait_names[] = {
+    [WAIT_NONE] = "none", [WAIT_SPOOL] = "spool", [WAIT_COMMIT] = "commit",
+    [WAIT_AUTH] = "auth", [WAIT_TLS] = "tls",     [WAIT_OUTPUT] = "output",
 };
 
 struct session {
@@ -83,6 +111,12 @@ struct session {
   char queue_id[STORE_ID_SIZE];
   int64_t received_at;
   int ended;
+  /* the async step in flight and, once it completed, its outcome */
+  enum session_wait wait;
+  int held; /* the completion is held by the test hook */
+  int step_status;
+  enum auth_status auth_status;
+  char *auth_user; /* copy of the user name from the AUTH answer */
 };
 
 static const struct conn_cbs session_cbs;
@@ -117,12 +151,13 @@ static void inbound_maybe_freed(struct inbound *in);
 
 /* Frees the session once nothing refers to it any more. */
 static void session_maybe_free(struct session *s) {
-  if (s->conn || s->commit || s->spool_writing)
+  if (s->conn || s->commit || s->spool_writing || s->held)
     return;
   struct inbound *in = s->in;
   if (s->spool)
     store_spool_free(s->spool);
   envelope_clear(s);
+  free(s->auth_user);
   free(s->rcpts);
   smtp_server_free(s->srv);
   if (s->prev)
@@ -158,6 +193,21 @@ static void session_end(struct session *s, int flush) {
   }
 }
 
+/* The one setter of the wait.  Every wait but the TLS handshake pauses
+ * reading (the handshake needs the socket; the conn delivers no plaintext
+ * before it ends, and on_read refuses input while any wait lasts). */
+static void session_wait(struct session *s, enum session_wait w) {
+  if (s->in->dbg.on_trace) {
+    char what[48];
+    snprintf(what, sizeof what, "wait %s -> %s", wait_names[s->wait],
+             wait_names[w]);
+    s->in->dbg.on_trace(s->id, what, s->in->dbg.data);
+  }
+  s->wait = w;
+  if (w != WAIT_NONE && w != WAIT_TLS && s->conn && !s->ended)
+    conn_read_pause(s->conn);
+}
+
 /* Writes every reply the machine has ready; ends the session if it is
  * over.  Returns -1 when the session is ending. */
 static int session_flush(struct session *s) {
@@ -170,6 +220,10 @@ static int session_flush(struct session *s) {
       session_end(s, 0);
       return -1;
     }
+    /* A client that pipelines faster than it reads its replies: act on
+     * nothing more until the connection has written what it holds. */
+    if (rc == CONN_WRITE_FULL && s->wait == WAIT_NONE)
+      session_wait(s, WAIT_OUTPUT);
   }
   smtp_server_output_consumed(s->srv, n);
   if (smtp_server_close_wanted(s->srv)) {
@@ -182,6 +236,80 @@ static int session_flush(struct session *s) {
 static void arm_command_timer(struct session *s) {
   if (s->conn && !s->ended)
     conn_set_timeout(s->conn, (unsigned)s->in->cfg->smtp_timeout_ms);
+}
+
+/* ---- steps: waiting, completions, resuming ------------------------- */
+
+static int handle_event(struct session *s, const struct smtp_event *ev);
+static void step_act(struct session *s);
+
+/* Takes the events the machine has already parsed, one at a time, as
+ * long as nothing is awaited.  Returns how many it took, or -1 when the
+ * session ended. */
+static int session_take_events(struct session *s) {
+  struct smtp_event ev;
+  int n = 0;
+  while (s->wait == WAIT_NONE && !s->ended && smtp_server_event(s->srv, &ev)) {
+    n++;
+    if (s->in->dbg.on_trace)
+      s->in->dbg.on_trace(s->id, smtp_server_event_name(ev.type),
+                          s->in->dbg.data);
+    handle_event(s, &ev);
+  }
+  return s->ended ? -1 : n;
+}
+
+/* After a step completed: the events left in the machine, the replies,
+ * then the input the conn kept (from the next loop turn). */
+static void session_resume(struct session *s) {
+  if (s->ended)
+    return;
+  if (session_take_events(s) < 0)
+    return;
+  if (session_flush(s) < 0)
+    return;
+  if (s->wait != WAIT_NONE)
+    return;
+  if (smtp_server_state(s->srv) == SMTP_SRV_ST_CMD)
+    arm_command_timer(s);
+  conn_read_resume(s->conn);
+}
+
+/* A step's outcome is in the session: act on it now, or hand it to the
+ * test hook, which releases it when its script says. */
+static void step_arrived(struct session *s) {
+  struct inbound *in = s->in;
+  if (in->dbg.on_step) {
+    s->held = 1;
+    in->dbg.on_step(s, s->id, wait_names[s->wait], in->dbg.data);
+    return;
+  }
+  step_act(s);
+}
+
+void inbound_debug_release(void *step) {
+  struct session *s = step;
+  s->held = 0;
+  if (s->ended) {
+    session_maybe_free(s);
+    return;
+  }
+  step_act(s);
+}
+
+static void log_envelope_error(struct session *s, const char *event,
+                               const char *what, int status) {
+  struct log_line l;
+  log_begin(&l, LOG_WARN, event);
+  log_str(&l, "session", s->id);
+  log_str(&l, "client", s->peer);
+  if (s->queue_id[0])
+    log_str(&l, "id", s->queue_id);
+  log_str(&l, "from", s->sender ? s->sender : "");
+  log_int(&l, "rcpts", s->n_rcpts);
+  log_str(&l, "step", what);
+  log_str(&l, "error", strerror(-status));
+  log_end(&l);
 }
 
 /* ---- DATA: spool and commit ---------------------------------------- */
@@ -198,12 +326,8 @@ static void on_spool_written(struct store_spool *sp, int status, void *data) {
     session_maybe_free(s);
     return;
   }
-  if (status < 0) {
-    /* The spool failed (disk full): the machine will still read to the
-     * end of data; the commit answer carries the error. */
-    log_session(s, LOG_WARN, "spool", "error", strerror(-status));
-  }
-  conn_read_resume(s->conn);
+  s->step_status = status;
+  step_arrived(s);
 }
 
 /* The envelope's recipients as the store and the scheduler take them;
@@ -247,6 +371,12 @@ static void announce(struct session *s) {
   free(rc);
 }
 
+/* The reply to a commit that failed, by its cause. */
+static const char *commit_error_reply(int status) {
+  return status == -ENOSPC ? "452 4.3.1 Insufficient system storage"
+                           : "451 4.3.0 Error: queue write failed";
+}
+
 static void on_committed(struct store *st, int status, void *data) {
   (void)st;
   struct session *s = data;
@@ -265,24 +395,15 @@ static void on_committed(struct store *st, int status, void *data) {
     log_str(&l, "client", s->peer);
     log_end(&l);
     announce(s);
+  } else if (status != -ECANCELED) {
+    log_envelope_error(s, "commit", "commit", status);
   }
   if (s->ended) {
     session_maybe_free(s);
     return;
   }
-  if (status == 0) {
-    smtp_server_commit_done(s->srv, 1, s->queue_id);
-  } else if (status == -ENOSPC) {
-    smtp_server_commit_done(s->srv, 0, "452 4.3.1 Insufficient system storage");
-  } else {
-    log_session(s, LOG_WARN, "commit", "error", strerror(-status));
-    smtp_server_commit_done(s->srv, 0, "451 4.3.0 Error: queue write failed");
-  }
-  envelope_clear(s);
-  if (session_flush(s) < 0)
-    return;
-  arm_command_timer(s);
-  conn_read_resume(s->conn);
+  s->step_status = status;
+  step_arrived(s);
 }
 
 static const char *domain_of(const char *addr) {
@@ -297,7 +418,7 @@ static void lower(char *p) {
 }
 
 /* Builds the prefix (Received, and Date/Message-ID when missing) and hands
- * the message to the store. */
+ * the message to the store; the session then waits for the commit. */
 static void commit_message(struct session *s, const struct smtp_event *ev) {
   struct inbound *in = s->in;
   store_new_id(in->store, s->queue_id);
@@ -366,14 +487,15 @@ static void commit_message(struct session *s, const struct smtp_event *ev) {
   int rcode = store_commit(in->store, &msg, body, on_committed, s, &s->commit);
   free(rc);
   if (rcode < 0) {
+    /* Refused before it started: the spool's own earlier failure (its
+     * cause, e.g. ENOSPC) or the store shutting down. */
     s->commit = NULL;
-    smtp_server_commit_done(s->srv, 0,
-                            rcode == -ENOSPC
-                                ? "452 4.3.1 Insufficient system storage"
-                                : "451 4.3.0 Error: queue write failed");
+    log_envelope_error(s, "commit", "commit", rcode);
+    smtp_server_commit_done(s->srv, 0, commit_error_reply(rcode));
+    envelope_clear(s);
     return;
   }
-  conn_read_pause(s->conn);
+  session_wait(s, WAIT_COMMIT);
   conn_set_timeout(s->conn, 0);
 }
 
@@ -418,25 +540,95 @@ static void on_auth(struct auth_req *req, enum auth_status st, const char *user,
   s->auth_req = NULL;
   if (st == AUTH_CANCELED || s->ended)
     return;
-  struct log_line l;
-  log_begin(&l, LOG_INFO, "auth");
-  log_str(&l, "session", s->id);
-  log_str(&l, "client", s->peer);
-  log_str(&l, "user", user);
-  log_str(&l, "result", auth_status_name(st));
-  log_end(&l);
-  smtp_server_auth_done(s->srv,
-                        st == AUTH_OK         ? 1
-                        : st == AUTH_TEMPFAIL ? -1
-                                              : 0,
-                        user);
-  if (session_flush(s) < 0)
-    return;
-  arm_command_timer(s);
-  conn_read_resume(s->conn);
+  free(s->auth_user);
+  s->auth_user = user ? strdup(user) : NULL;
+  s->auth_status = st;
+  step_arrived(s);
 }
 
-/* Handles one event.  Returns 1 when input must stop (waiting). */
+static void on_tls_done(struct conn *c, const struct conn_tls_info *info) {
+  struct session *s = conn_data(c);
+  struct log_line l;
+  log_begin(&l, info->ok ? LOG_INFO : LOG_WARN, "tls");
+  log_str(&l, "session", s->id);
+  log_str(&l, "client", s->peer);
+  log_str(&l, "direction", "inbound");
+  if (info->ok) {
+    log_str(&l, "version", info->version);
+    log_str(&l, "cipher", info->cipher);
+  } else {
+    log_str(&l, "error", info->error);
+  }
+  log_end(&l);
+  if (!info->ok || s->ended)
+    return; /* the conn is closing: on_close follows */
+  step_arrived(s);
+}
+
+static void on_drain(struct conn *c) {
+  struct session *s = conn_data(c);
+  if (s->ended || s->wait != WAIT_OUTPUT || s->held)
+    return;
+  step_arrived(s);
+}
+
+/* Acts on the outcome of the step the session waited for, then resumes. */
+static void step_act(struct session *s) {
+  enum session_wait w = s->wait;
+  session_wait(s, WAIT_NONE);
+  switch (w) {
+  case WAIT_SPOOL:
+    /* A failed spool (disk full): the machine still reads to the end of
+     * data; the commit then refuses with the spool's cause. */
+    if (s->step_status < 0)
+      log_envelope_error(s, "spool", "spool write", s->step_status);
+    break;
+  case WAIT_COMMIT:
+    if (s->step_status == 0)
+      smtp_server_commit_done(s->srv, 1, s->queue_id);
+    else
+      smtp_server_commit_done(s->srv, 0, commit_error_reply(s->step_status));
+    envelope_clear(s);
+    break;
+  case WAIT_AUTH: {
+    enum auth_status st = s->auth_status;
+    const char *user = s->auth_user ? s->auth_user : "";
+    struct log_line l;
+    log_begin(&l, LOG_INFO, "auth");
+    log_str(&l, "session", s->id);
+    log_str(&l, "client", s->peer);
+    log_str(&l, "user", user);
+    log_str(&l, "result", auth_status_name(st));
+    log_end(&l);
+    smtp_server_auth_done(s->srv,
+                          st == AUTH_OK         ? 1
+                          : st == AUTH_TEMPFAIL ? -1
+                                                : 0,
+                          user);
+    free(s->auth_user);
+    s->auth_user = NULL;
+    break;
+  }
+  case WAIT_TLS:
+    if (s->implicit_tls) {
+      s->implicit_tls = 0;
+    } else {
+      const struct conn_tls_info *info = conn_tls(s->conn);
+      char desc[160];
+      snprintf(desc, sizeof desc, "%s %s",
+               info && info->version ? info->version : "",
+               info && info->cipher ? info->cipher : "");
+      smtp_server_tls_started(s->srv, desc);
+    }
+    break;
+  case WAIT_OUTPUT:
+  case WAIT_NONE:
+    break;
+  }
+  session_resume(s);
+}
+
+/* Handles one event; an event that starts an async step sets the wait. */
 static int handle_event(struct session *s, const struct smtp_event *ev) {
   struct inbound *in = s->in;
   switch (ev->type) {
@@ -447,6 +639,7 @@ static int handle_event(struct session *s, const struct smtp_event *ev) {
     envelope_clear(s);
     s->sender = strdup(ev->mail.sender);
     s->mail = *ev->mail.params;
+    s->queue_id[0] = '\0';
     if (!s->sender) {
       session_end(s, 0);
       return 1;
@@ -478,10 +671,12 @@ static int handle_event(struct session *s, const struct smtp_event *ev) {
                                   on_spool_written, s);
       if (rc == STORE_SPOOL_PAUSE) {
         s->spool_writing = 1;
-        conn_read_pause(s->conn);
+        session_wait(s, WAIT_SPOOL);
         return 1;
       }
-      /* rc < 0: the spool failed earlier; the commit reports it. */
+      /* rc < 0: the spool failed earlier; the commit reports its cause.
+       * (-EBUSY cannot happen: nothing is taken while a write is
+       * pending.) */
     }
     return 0;
   case SMTP_SRV_EV_DATA_END:
@@ -510,9 +705,14 @@ static int handle_event(struct session *s, const struct smtp_event *ev) {
       session_end(s, 0);
       return 1;
     }
+    /* The handshake needs the socket even if a full write queue paused
+     * reading just now. */
+    s->wait = WAIT_NONE;
+    session_wait(s, WAIT_TLS);
+    conn_read_resume(s->conn);
     return 1;
   case SMTP_SRV_EV_AUTH:
-    /* The hash check runs on the thread pool; reading waits for it. */
+    /* The hash check runs on the thread pool; the session waits for it. */
     if (!in->auth || auth_check(in->auth, ev->auth.user, ev->auth.pass, on_auth,
                                 s, &s->auth_req) < 0) {
       s->auth_req = NULL;
@@ -521,7 +721,7 @@ static int handle_event(struct session *s, const struct smtp_event *ev) {
       log_session(s, LOG_INFO, "auth", "result", "unavailable");
       return 0;
     }
-    conn_read_pause(s->conn);
+    session_wait(s, WAIT_AUTH);
     conn_set_timeout(s->conn, 0);
     return 1;
   case SMTP_SRV_EV_REJECT: {
@@ -547,42 +747,51 @@ static size_t on_read(struct conn *c, const char *data, size_t len) {
   struct session *s = conn_data(c);
   if (s->ended)
     return len;
+  if (s->wait != WAIT_NONE) {
+    /* Nothing is acted on while a step is in flight: keep the input. */
+    conn_read_pause(c);
+    return 0;
+  }
   size_t off = 0;
   int progressed = 0;
-  int stop = 0;
-  while (!stop) {
+  for (;;) {
+    /* Events first: the machine may hold some from the last feed. */
+    if (session_take_events(s) < 0)
+      return len;
+    if (s->wait != WAIT_NONE || smtp_server_close_wanted(s->srv))
+      break;
+    if (smtp_server_state(s->srv) == SMTP_SRV_ST_WAIT_TLS)
+      return len; /* everything after STARTTLS is discarded */
+    if (off == len)
+      break;
     int in_data = smtp_server_state(s->srv) == SMTP_SRV_ST_DATA;
     size_t n = smtp_server_feed(s->srv, data + off, len - off);
     off += n;
     if (in_data)
       s->data_rx += n;
-    struct smtp_event ev;
-    while (smtp_server_event(s->srv, &ev)) {
+    if (n > 0) {
       progressed = 1;
-      if (handle_event(s, &ev))
-        stop = 1;
-      if (s->ended)
-        return len;
+      continue;
     }
-    if (smtp_server_state(s->srv) == SMTP_SRV_ST_WAIT_TLS) {
-      /* Everything after STARTTLS is discarded, never executed. */
+    /* Nothing consumed: either an event is ready (a full DATA chunk) ... */
+    int taken = session_take_events(s);
+    if (taken < 0)
       return len;
-    }
-    if (off == len || stop)
-      break;
-    if (n == 0) {
-      /* The machine stopped because its reply buffer is full (a client
-       * pipelining many commands): hand the replies to the connection and
-       * go on, or the rest of this input would wait for more input that a
-       * pipelining client never sends. */
-      size_t out;
-      smtp_server_output(s->srv, &out);
-      if (out == 0 || smtp_server_close_wanted(s->srv))
-        break;
+    if (taken > 0) {
       progressed = 1;
-      if (session_flush(s) < 0)
-        return len;
+      continue;
     }
+    /* ... or the reply buffer is full (a client pipelining many
+     * commands).  Hand the replies to the connection and go on, or the
+     * rest of this input would wait for more input that a pipelining
+     * client never sends. */
+    size_t out;
+    smtp_server_output(s->srv, &out);
+    if (out == 0)
+      break; /* cannot happen: feed stops only for events or output */
+    progressed = 1;
+    if (session_flush(s) < 0)
+      return len;
   }
   size_t pending;
   smtp_server_output(s->srv, &pending);
@@ -590,38 +799,10 @@ static size_t on_read(struct conn *c, const char *data, size_t len) {
     progressed = 1;
   if (session_flush(s) < 0)
     return len;
-  if (progressed && smtp_server_state(s->srv) == SMTP_SRV_ST_CMD)
+  if (progressed && s->wait == WAIT_NONE &&
+      smtp_server_state(s->srv) == SMTP_SRV_ST_CMD)
     arm_command_timer(s);
   return off;
-}
-
-static void on_tls_done(struct conn *c, const struct conn_tls_info *info) {
-  struct session *s = conn_data(c);
-  struct log_line l;
-  log_begin(&l, info->ok ? LOG_INFO : LOG_WARN, "tls");
-  log_str(&l, "session", s->id);
-  log_str(&l, "client", s->peer);
-  log_str(&l, "direction", "inbound");
-  if (info->ok) {
-    log_str(&l, "version", info->version);
-    log_str(&l, "cipher", info->cipher);
-  } else {
-    log_str(&l, "error", info->error);
-  }
-  log_end(&l);
-  if (!info->ok || s->ended)
-    return;
-  if (s->implicit_tls) {
-    s->implicit_tls = 0;
-  } else {
-    char desc[160];
-    snprintf(desc, sizeof desc, "%s %s", info->version ? info->version : "",
-             info->cipher ? info->cipher : "");
-    smtp_server_tls_started(s->srv, desc);
-  }
-  if (session_flush(s) < 0)
-    return;
-  arm_command_timer(s);
 }
 
 static void on_timeout(struct conn *c) {
@@ -643,9 +824,12 @@ static void on_timeout(struct conn *c) {
     log_session(s, LOG_INFO, "rejected", "reason", "timeout");
   }
   smtp_server_close(s->srv, SMTP_SRV_CLOSE_TIMEOUT);
+  /* The session ends: events still queued (even an end of data the
+   * client had no reply to) are dropped, never acted on; session_end
+   * frees the spool. */
   struct smtp_event ev;
   while (smtp_server_event(s->srv, &ev))
-    handle_event(s, &ev);
+    ;
   session_flush(s);
   session_end(s, 1);
 }
@@ -664,6 +848,7 @@ static void on_close(struct conn *c, enum conn_end end, int status) {
 static const struct conn_cbs session_cbs = {
     .on_read = on_read,
     .on_tls_done = on_tls_done,
+    .on_drain = on_drain,
     .on_timeout = on_timeout,
     .on_close = on_close,
 };
@@ -726,6 +911,7 @@ static void on_accept(struct listener *l, struct conn *c, void *data) {
   }
   if (implicit_tls) {
     s->implicit_tls = 1;
+    session_wait(s, WAIT_TLS);
     if (conn_start_tls(c, in->tls_ctx, 1, NULL) < 0)
       session_end(s, 0);
     conn_set_timeout(c, (unsigned)cfg->smtp_timeout_ms);
@@ -803,6 +989,19 @@ void inbound_stop_accepting(struct inbound *in) {
 
 int inbound_sessions(const struct inbound *in) {
   return in->n_sessions;
+}
+
+const struct sockaddr *inbound_listener_addr(const struct inbound *in, int i) {
+  if (i < 0 || i >= in->n_listeners)
+    return NULL;
+  return listener_addr(in->listeners[i]);
+}
+
+void inbound_debug_set(struct inbound *in, const struct inbound_debug *dbg) {
+  if (dbg)
+    in->dbg = *dbg;
+  else
+    memset(&in->dbg, 0, sizeof in->dbg);
 }
 
 void inbound_reload(struct inbound *in) {
