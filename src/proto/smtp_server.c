@@ -808,6 +808,7 @@ static void data_finish(struct smtp_server *s) {
   ev->end.has_date = s->scan.has_date;
   ev->end.has_message_id = s->scan.has_message_id;
   ev->end.eight_bit = s->scan.eight_bit;
+  ev->end.needs_separator = message_added_headers_need_separator(&s->scan);
 }
 
 /*

@@ -165,6 +165,11 @@ struct smtp_event {
     int has_date;
     int has_message_id;
     int eight_bit;
+    /* The data has no header section (its first line is neither a header
+     * field nor empty): header fields added in front of it must be
+     * followed by an empty line (message_added_headers_need_separator,
+     * CONTRACT §3). */
+    int needs_separator;
   } end;
   struct {
     int code; /* the reply sent: 552, 554, or 0 when closing */

@@ -461,6 +461,13 @@ static void commit_message(struct session *s, const struct smtp_event *ev) {
     if (n > 0)
       len += n;
   }
+  /* Every field above goes in front of the data's header section; a
+   * message without one gets the empty line that keeps its first line in
+   * the body (CONTRACT §3). */
+  if (ev->end.needs_separator && (size_t)len + 2 < sizeof prefix) {
+    memcpy(prefix + len, "\r\n", 2);
+    len += 2;
+  }
 
   struct store_rcpt *rc = envelope_rcpts(s);
   if (!rc) {
