@@ -23,6 +23,7 @@
 #include "relay/inbound.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,11 @@
 #define MAX_LISTENERS (2 * CONFIG_MAX_LIST)
 /* How often the DATA rate is checked. */
 #define DATA_CHECK_MS 1000
+/* Idle working-buffer blocks kept for reuse (about 47 KB each). */
+#define BUFS_POOL_MAX 16
+/* After a flood: once the sessions fall to a quarter of a peak of at least
+ * this many, free heap pages go back to the OS (malloc_trim). */
+#define TRIM_PEAK_MIN 256
 
 struct session;
 
@@ -63,6 +69,10 @@ struct inbound {
   void (*freed_cb)(void *data);
   void *freed_data;
   struct inbound_debug dbg; /* test hooks; zero in production */
+  /* Working buffers of sessions that idle, for the next one that reads. */
+  struct smtp_server_bufs *pool[BUFS_POOL_MAX];
+  int n_pool;
+  int peak; /* most sessions open since the last trim */
 };
 
 struct rcpt {
@@ -169,6 +179,14 @@ static void session_maybe_free(struct session *s) {
   in->n_sessions--;
   in->stats->sessions = in->n_sessions;
   free(s);
+  if (in->peak >= TRIM_PEAK_MIN && in->n_sessions <= in->peak / 4) {
+    /* A flood has passed: glibc keeps freed small chunks in its heap, so
+     * give the free pages back (issue 12 item 6). */
+    while (in->n_pool > 0)
+      smtp_server_bufs_free(in->pool[--in->n_pool]);
+    malloc_trim(0);
+    in->peak = in->n_sessions;
+  }
   inbound_maybe_freed(in);
 }
 
@@ -191,6 +209,33 @@ static void session_end(struct session *s, int flush) {
     else
       conn_close(s->conn, CONN_END_LOCAL);
   }
+}
+
+/* Gives the machine its working buffers before it is fed or answered.
+ * Returns -1 when out of memory (the caller ends the session). */
+static int session_attach(struct session *s) {
+  if (smtp_server_attached(s->srv))
+    return 0;
+  struct inbound *in = s->in;
+  struct smtp_server_bufs *b =
+      in->n_pool > 0 ? in->pool[--in->n_pool] : smtp_server_bufs_new();
+  if (!b)
+    return -1;
+  smtp_server_attach(s->srv, b);
+  return 0;
+}
+
+/* Takes the working buffers back when the session idles (nothing in
+ * flight): an idle session holds a few hundred bytes, not ~47 KB. */
+static void session_detach(struct session *s) {
+  struct smtp_server_bufs *b = smtp_server_detach(s->srv);
+  if (!b)
+    return;
+  struct inbound *in = s->in;
+  if (in->n_pool < BUFS_POOL_MAX)
+    in->pool[in->n_pool++] = b;
+  else
+    smtp_server_bufs_free(b);
 }
 
 /* The one setter of the wait.  Every wait but the TLS handshake pauses
@@ -272,6 +317,7 @@ static void session_resume(struct session *s) {
     return;
   if (smtp_server_state(s->srv) == SMTP_SRV_ST_CMD)
     arm_command_timer(s);
+  session_detach(s);
   conn_read_resume(s->conn);
 }
 
@@ -583,6 +629,10 @@ static void on_drain(struct conn *c) {
 static void step_act(struct session *s) {
   enum session_wait w = s->wait;
   session_wait(s, WAIT_NONE);
+  if (session_attach(s) < 0) {
+    session_end(s, 0);
+    return;
+  }
   switch (w) {
   case WAIT_SPOOL:
     /* A failed spool (disk full): the machine still reads to the end of
@@ -759,6 +809,10 @@ static size_t on_read(struct conn *c, const char *data, size_t len) {
     conn_read_pause(c);
     return 0;
   }
+  if (session_attach(s) < 0) {
+    session_end(s, 0);
+    return len;
+  }
   size_t off = 0;
   int progressed = 0;
   for (;;) {
@@ -809,6 +863,8 @@ static size_t on_read(struct conn *c, const char *data, size_t len) {
   if (progressed && s->wait == WAIT_NONE &&
       smtp_server_state(s->srv) == SMTP_SRV_ST_CMD)
     arm_command_timer(s);
+  if (off == len)
+    session_detach(s);
   return off;
 }
 
@@ -829,6 +885,10 @@ static void on_timeout(struct conn *c) {
     log_session(s, LOG_INFO, "rejected", "reason", "data rate too low");
   } else {
     log_session(s, LOG_INFO, "rejected", "reason", "timeout");
+  }
+  if (session_attach(s) < 0) {
+    session_end(s, 0);
+    return;
   }
   smtp_server_close(s->srv, SMTP_SRV_CLOSE_TIMEOUT);
   /* The session ends: events still queued (even an end of data the
@@ -881,6 +941,8 @@ static void on_accept(struct listener *l, struct conn *c, void *data) {
   in->sessions = s;
   in->n_sessions++;
   in->stats->sessions = in->n_sessions;
+  if (in->n_sessions > in->peak)
+    in->peak = in->n_sessions;
   conn_set_owner(c, &session_cbs, s);
 
   const struct config *cfg = in->cfg;
@@ -924,8 +986,10 @@ static void on_accept(struct listener *l, struct conn *c, void *data) {
     conn_set_timeout(c, (unsigned)cfg->smtp_timeout_ms);
     return;
   }
-  if (session_flush(s) == 0)
+  if (session_flush(s) == 0) {
     arm_command_timer(s);
+    session_detach(s);
+  }
 }
 
 struct inbound *inbound_start(uv_loop_t *loop, const struct config *cfg,
@@ -1046,6 +1110,8 @@ static void inbound_maybe_freed(struct inbound *in) {
     SSL_CTX_free(in->tls_ctx);
   if (in->auth)
     auth_free(in->auth);
+  while (in->n_pool > 0)
+    smtp_server_bufs_free(in->pool[--in->n_pool]);
   free(in);
   cb(data);
 }
@@ -1056,7 +1122,7 @@ void inbound_free(struct inbound *in, void (*cb)(void *data), void *data) {
   in->freed_cb = cb;
   in->freed_data = data;
   for (struct session *s = in->sessions; s; s = s->next) {
-    if (!s->ended && s->srv) {
+    if (!s->ended && s->srv && session_attach(s) == 0) {
       smtp_server_close(s->srv, SMTP_SRV_CLOSE_SHUTDOWN);
       struct smtp_event ev;
       while (smtp_server_event(s->srv, &ev))
