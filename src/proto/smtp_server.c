@@ -53,6 +53,10 @@ struct smtp_server {
   int in_mail;
   int mail_utf8;
   int nrcpt;
+  uint64_t mail_size; /* SIZE= of the MAIL command, 0 if none */
+
+  /* Bytes the queue can still take (smtp_server_set_room). */
+  uint64_t room;
 
   /* Command line assembly (the buffer is at the end). */
   size_t line_len;
@@ -266,6 +270,7 @@ struct smtp_server *smtp_server_new(const struct smtp_server_opts *o) {
   s->auth_avail = o->auth_available;
   s->auth_require_tls = o->auth_require_tls;
   s->relay_allowed = o->relay_allowed;
+  s->room = UINT64_MAX;
   if (o->n_allowed_sender_domains > 0) {
     s->domains = calloc((size_t)o->n_allowed_sender_domains, sizeof(char *));
     if (!s->domains) {
@@ -453,6 +458,12 @@ static void cmd_mail(struct smtp_server *s, const char *a, size_t n) {
     error_reply(s, "552 5.3.4 Message size exceeds fixed limit");
     return;
   }
+  /* RFC 1870 §6.1 / CONTRACT queue_minfree: refuse before the disk is
+   * full, so that what is queued can still be delivered and recorded. */
+  if (s->room == 0 || (s->b->mp.has_size && s->b->mp.size > s->room)) {
+    reply(s, "452 4.3.1 Insufficient system storage");
+    return;
+  }
   if (s->b->sender.has_utf8 && !s->b->mp.smtputf8) {
     error_reply(s, "553 5.6.7 Must declare SMTPUTF8 to send unicode address");
     return;
@@ -464,6 +475,7 @@ static void cmd_mail(struct smtp_server *s, const char *a, size_t n) {
     return;
   }
   s->in_mail = 1;
+  s->mail_size = s->b->mp.has_size ? s->b->mp.size : 0;
   s->mail_utf8 = s->b->mp.smtputf8;
   s->nrcpt = 0;
   reply(s, "250 2.1.0 Ok");
@@ -518,6 +530,14 @@ static void cmd_data(struct smtp_server *s, const char *a, size_t n) {
   }
   if (s->nrcpt == 0) {
     error_reply(s, "503 5.5.1 Error: need RCPT command");
+    return;
+  }
+  /* Before 354: room for the message twice over (the spool file, then
+   * its copy in the database), by its declared size or else the limit. */
+  uint64_t need = s->mail_size ? s->mail_size : s->max_size;
+  if (s->room != UINT64_MAX && (s->room == 0 || (need && need > s->room / 2))) {
+    txn_reset(s);
+    reply(s, "452 4.3.1 Insufficient system storage");
     return;
   }
   reply(s, "354 End data with <CR><LF>.<CR><LF>");
@@ -1052,6 +1072,10 @@ void smtp_server_commit_done(struct smtp_server *s, int ok,
   } else {
     reply(s, "451 4.3.0 Error: queue write failed");
   }
+}
+
+void smtp_server_set_room(struct smtp_server *s, uint64_t room) {
+  s->room = room;
 }
 
 void smtp_server_auth_done(struct smtp_server *s, int ok, const char *user) {

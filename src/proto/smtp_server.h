@@ -275,6 +275,18 @@ enum smtp_server_state smtp_server_state(const struct smtp_server *s);
 void smtp_server_commit_done(struct smtp_server *s, int ok,
                              const char *queue_id_or_reply);
 
+/*
+ * The bytes the queue can still take above its free-space floor
+ * (queue_minfree), as the caller last learned it; UINT64_MAX (the
+ * default): unknown or unlimited.  With room 0, MAIL gets "452 4.3.1
+ * Insufficient system storage", also when its SIZE= exceeds the room;
+ * DATA gets the same 452 (and the transaction is reset) unless the room
+ * holds twice the declared SIZE (else twice max_message_size): the spool
+ * file and the database copy.  Refusing before the disk is full keeps
+ * room to record delivery outcomes (issue 12 item 5).
+ */
+void smtp_server_set_room(struct smtp_server *s, uint64_t room);
+
 /* Answer to AUTH.  ok > 0: 235 2.7.0, the session is authenticated as
  * user (may be NULL).  ok == 0: 535 5.7.8, counted as an error.  ok < 0:
  * the check could not be made (overloaded): 454 4.7.0, not counted.

@@ -30,6 +30,7 @@
 #include <time.h>
 
 #include "relay/auth.h"
+#include "relay/diskspace.h"
 #include "config.h"
 #include "log.h"
 #include "loop/conn.h"
@@ -72,7 +73,8 @@ struct inbound {
   /* Working buffers of sessions that idle, for the next one that reads. */
   struct smtp_server_bufs *pool[BUFS_POOL_MAX];
   int n_pool;
-  int peak; /* most sessions open since the last trim */
+  int peak;               /* most sessions open since the last trim */
+  struct diskspace *disk; /* free space of the queue's file system */
 };
 
 struct rcpt {
@@ -214,9 +216,14 @@ static void session_end(struct session *s, int flush) {
 /* Gives the machine its working buffers before it is fed or answered.
  * Returns -1 when out of memory (the caller ends the session). */
 static int session_attach(struct session *s) {
+  struct inbound *in = s->in;
+  /* What the queue can still take, as last measured (never a disk wait);
+   * queue_minfree = 0 turns the reserve off. */
+  if (in->disk && in->cfg->queue_minfree > 0)
+    smtp_server_set_room(s->srv,
+                         diskspace_room(in->disk, in->cfg->queue_minfree));
   if (smtp_server_attached(s->srv))
     return 0;
-  struct inbound *in = s->in;
   struct smtp_server_bufs *b =
       in->n_pool > 0 ? in->pool[--in->n_pool] : smtp_server_bufs_new();
   if (!b)
@@ -1026,6 +1033,20 @@ struct inbound *inbound_start(uv_loop_t *loop, const struct config *cfg,
     }
   }
   *bad_config = 0;
+  {
+    /* The queue's directory: its file system is where mail is spooled
+     * and committed. */
+    char dir[sizeof cfg->queue_path];
+    snprintf(dir, sizeof dir, "%s", cfg->queue_path);
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+      snprintf(dir, sizeof dir, ".");
+    else if (slash == dir)
+      dir[1] = '\0';
+    else
+      *slash = '\0';
+    in->disk = diskspace_start(loop, dir, 0);
+  }
   for (int i = 0; i < cfg->n_listen + cfg->n_listen_tls; i++) {
     int tls = i >= cfg->n_listen;
     const struct config_addr *a =
@@ -1039,6 +1060,7 @@ struct inbound *inbound_start(uv_loop_t *loop, const struct config *cfg,
         SSL_CTX_free(in->tls_ctx);
       if (in->auth)
         auth_free(in->auth);
+      diskspace_stop(in->disk);
       free(in);
       return NULL;
     }
@@ -1066,6 +1088,10 @@ const struct sockaddr *inbound_listener_addr(const struct inbound *in, int i) {
   if (i < 0 || i >= in->n_listeners)
     return NULL;
   return listener_addr(in->listeners[i]);
+}
+
+struct diskspace *inbound_diskspace(struct inbound *in) {
+  return in->disk;
 }
 
 void inbound_debug_set(struct inbound *in, const struct inbound_debug *dbg) {
@@ -1112,6 +1138,7 @@ static void inbound_maybe_freed(struct inbound *in) {
     auth_free(in->auth);
   while (in->n_pool > 0)
     smtp_server_bufs_free(in->pool[--in->n_pool]);
+  diskspace_stop(in->disk);
   free(in);
   cb(data);
 }

@@ -69,6 +69,11 @@ void inbound_debug_set(struct inbound *in, const struct inbound_debug *dbg);
 /* Acts on a held completion now (see on_step). */
 void inbound_debug_release(void *step);
 
+/* The free-space watch of the queue's file system (relay/diskspace.h),
+ * for readiness and tests; NULL when it could not start (out of memory:
+ * then no reserve is enforced).  Owned by inbound. */
+struct diskspace *inbound_diskspace(struct inbound *in);
+
 /* SIGHUP: reload the certificate and the AUTH users file; sessions in
  * flight keep what they have.  Logs the outcome. */
 void inbound_reload(struct inbound *in);

@@ -35,7 +35,8 @@ def test_check_prints_every_key_with_defaults():
     assert out["relay_networks"] == "127.0.0.0/8, ::1/128"
     assert out["max_message_size"] == "25m"
     assert out["retry_schedule"] == "1m,5m,15m,30m,1h,2h,4h"
-    assert len(out) == 36
+    assert out["queue_minfree"] == "100m"
+    assert len(out) == 37
 
 
 def test_precedence_file_env_file_secret_override(tmp_path):

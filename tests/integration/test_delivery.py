@@ -478,7 +478,9 @@ def test_disk_full_answers_452(mailhop, tmp_path):
     if r.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here: {r.stderr.strip()}")
     try:
-        m = mailhop(queue_path=str(d / "q.db"))
+        # queue_minfree = 0: no reserve, so the store's own full-disk path
+        # is what answers (the reserve has its own test_diskspace.py).
+        m = mailhop(queue_path=str(d / "q.db"), queue_minfree="0")
         send(m, "a@src.test", ["x@b.test"], "Subject: small\r\n\r\nok\r\n")
         s = smtplib.SMTP("127.0.0.1", m.port, timeout=30)
         s.ehlo("c.example")

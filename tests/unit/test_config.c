@@ -296,11 +296,12 @@ static void test_print(void) {
   CHECK_CONTAINS(out, "relayhost = [r.example]:587\n");
   CHECK_CONTAINS(out, "relay_networks = 127.0.0.0/8, ::1/128\n");
   CHECK_CONTAINS(out, "log_format = logfmt\n");
+  CHECK_CONTAINS(out, "queue_minfree = 100m\n");
   /* Every key is printed exactly once. */
   int lines = 0;
   for (char *p = out; *p; p++)
     lines += *p == '\n';
-  CHECK_INT(lines, 36);
+  CHECK_INT(lines, 37);
 }
 
 static void test_cidr_match(void) {
