@@ -880,6 +880,13 @@ static void on_timeout(struct conn *c) {
   struct inbound *in = s->in;
   if (s->ended)
     return;
+  if (s->wait == WAIT_SPOOL) {
+    /* Our disk is slow, not the client: the machine may already be past
+     * the end of data (queued behind this write), so neither the rate
+     * check nor the command timeout applies; look again later. */
+    conn_set_timeout(c, DATA_CHECK_MS);
+    return;
+  }
   if (smtp_server_state(s->srv) == SMTP_SRV_ST_DATA) {
     /* DATA: the client must keep up min_data_rate once the first
      * smtp_timeout has passed (a slow but honest upload goes on). */

@@ -93,6 +93,7 @@ struct run {
   struct held held[MAX_HELD];
   int n_held, total_held;
   uv_idle_t idle;
+  uv_timer_t slow; /* plan->delay_ms: releases held steps */
   uv_timer_t hang;
   int hung, finished;
   uint64_t rng;
@@ -131,6 +132,7 @@ static void on_trace(const char *session, const char *what, void *data) {
 }
 
 static void on_idle(uv_idle_t *h);
+static void on_slow(uv_timer_t *t);
 
 static void on_step(void *step, const char *session, const char *kind,
                     void *data) {
@@ -144,6 +146,11 @@ static void on_step(void *step, const char *session, const char *kind,
   r->held[r->n_held].delay = (int)(next_rand(r) % (uint64_t)(max + 1));
   r->n_held++;
   r->total_held++;
+  if (r->plan->delay_ms) {
+    if (!uv_is_active((uv_handle_t *)&r->slow))
+      uv_timer_start(&r->slow, on_slow, r->plan->delay_ms, 0);
+    return;
+  }
   uv_idle_start(&r->idle, on_idle);
 }
 
@@ -169,6 +176,22 @@ static void on_idle(uv_idle_t *h) {
   }
   if (r->n_held == 0)
     uv_idle_stop(&r->idle);
+  maybe_finish(r);
+}
+
+/* A slow step: one held completion (seeded choice) takes effect after
+ * delay_ms, meanwhile the session must wait and its timers must not blame
+ * the client. */
+static void on_slow(uv_timer_t *t) {
+  struct run *r = t->data;
+  if (r->n_held > 0) {
+    int k = (int)(next_rand(r) % (uint64_t)r->n_held);
+    void *step = r->held[k].step;
+    r->held[k] = r->held[--r->n_held];
+    inbound_debug_release(step);
+  }
+  if (r->n_held > 0)
+    uv_timer_start(&r->slow, on_slow, r->plan->delay_ms, 0);
   maybe_finish(r);
 }
 
@@ -260,6 +283,7 @@ static void close_handles(struct run *r) {
     if (!uv_is_closing((uv_handle_t *)&r->cl[i].poll))
       uv_close((uv_handle_t *)&r->cl[i].poll, NULL);
   uv_close((uv_handle_t *)&r->idle, NULL);
+  uv_close((uv_handle_t *)&r->slow, NULL);
   uv_close((uv_handle_t *)&r->hang, NULL);
 }
 
@@ -465,6 +489,8 @@ int harness_run(const char *conv, size_t len, const struct harness_plan *plan,
   conn_debug_read_size(next_read, r);
   uv_idle_init(&r->loop, &r->idle);
   r->idle.data = r;
+  uv_timer_init(&r->loop, &r->slow);
+  r->slow.data = r;
   uv_timer_init(&r->loop, &r->hang);
   r->hang.data = r;
   uv_timer_start(&r->hang, on_hang, HANG_MS, 0);

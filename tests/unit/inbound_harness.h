@@ -32,6 +32,9 @@ struct harness_plan {
   int hold;      /* hold async completions (else act at once) */
   uint64_t seed; /* release order and delays of held completions */
   int max_delay; /* loop turns a held completion may wait (0..) */
+  /* When set, held completions are released one at a time by a timer
+   * after this many ms each (a slow disk or hash), in seeded order. */
+  unsigned delay_ms;
 };
 
 struct harness_result {

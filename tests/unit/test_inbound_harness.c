@@ -125,6 +125,14 @@ int main(void) {
                              .seed = 1,
                              .max_delay = 2});
 
+  /* A slow disk: every completion (spool writes with the end of data
+   * already parsed behind them included) takes 1.2 s, longer than the
+   * DATA-rate check's period; found by fuzz_inbound_harness (the session
+   * was closed with 421 while waiting for its own spool write). */
+  run(&small, "slow steps (1.2 s each)",
+      &(struct harness_plan){
+          .sessions = 2, .hold = 1, .seed = 3, .delay_ms = 1200});
+
   /* One buffer, completions held and released in seeded orders across
    * concurrent sessions. */
   for (uint64_t seed = 1; seed <= 4; seed++) {
