@@ -490,6 +490,12 @@ def test_disk_full_answers_452(mailhop, tmp_path):
         assert e.value.smtp_code == 452
         assert b"4.3.1" in e.value.smtp_error
         s.quit()
+        # The failure is logged with the session, envelope and real cause
+        # (issue 12 item 1), not the spool's "Operation canceled".
+        line = [l for l in m.log().splitlines() if "event=commit" in l][0]
+        assert "session=S" in line and "id=" in line, line
+        assert "from=a@src.test" in line and "No space left" in line, line
+        assert "Operation canceled" not in m.log()
         assert rows(m, "select count(*) from messages")[0][0] == 1
         assert m.stop() == 0
     finally:
