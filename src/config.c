@@ -66,6 +66,7 @@ static const struct key keys[] = {
     {"tls_cert_file", K_PATH, F(tls_cert_file), S(tls_cert_file), ""},
     {"tls_key_file", K_PATH, F(tls_key_file), S(tls_key_file), ""},
     {"max_message_size", K_SIZE, F(max_message_size), 0, "25m"},
+    {"queue_minfree", K_SIZE, F(queue_minfree), 0, "100m"},
     {"max_recipients", K_INT, F(max_recipients), 0, "100"},
     {"max_sessions", K_INT, F(max_sessions), 0, "1000"},
     {"smtp_timeout", K_DURATION, F(smtp_timeout_ms), 0, "5m"},
@@ -610,7 +611,8 @@ static int set_key(struct config *cfg, const struct key *k, const char *value,
     if (parse_size(val, &u) < 0)
       return ERR("%s: '%s' is not a size (bytes, or with k or m: 25m)", k->name,
                  val);
-    if (u == 0)
+    /* queue_minfree = 0 turns the free-space reserve off. */
+    if (u == 0 && k->off != F(queue_minfree))
       return ERR("%s: must be greater than 0", k->name);
     *(uint64_t *)field = u;
     return 0;

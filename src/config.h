@@ -85,6 +85,7 @@ struct config {
   char tls_cert_file[4096];
   char tls_key_file[4096];
   uint64_t max_message_size; /* bytes */
+  uint64_t queue_minfree;    /* bytes the queue's file system keeps free */
   int max_recipients;
   int max_sessions;
   uint64_t smtp_timeout_ms;

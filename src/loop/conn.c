@@ -61,16 +61,37 @@ struct conn {
   unsigned tls_gen; /* bumped by conn_start_tls */
   struct conn_tls_info tls;
   char tls_err[192];
-  char *rbuf; /* ciphertext read buffer, CONN_READ_CHUNK, TLS only */
 
   struct sockaddr_storage peer, local;
   char peer_str[INET6_ADDRSTRLEN];
 
   size_t in_len;
-  /* Last and not zeroed at allocation: an idle connection keeps only the
-   * pages its input really touched (memory per idle session). */
-  char in[CONN_IN_MAX];
+  /* CONN_IN_MAX bytes, taken when input arrives and given back as soon as
+   * the owner has consumed all of it: an idle connection holds no input
+   * buffer (memory per idle session, issue 12 item 6). */
+  char *in;
 };
+
+/* Ciphertext goes from the socket straight into the read BIO (which
+ * copies it), so every TLS conn reads through this one buffer: libuv
+ * calls alloc, read and the read callback in turn on the loop thread. */
+static char tls_rbuf[CONN_READ_CHUNK];
+
+/* Takes the input buffer if the conn has none.  0 or UV_ENOMEM. */
+static int in_take(struct conn *c) {
+  if (c->in)
+    return 0;
+  c->in = malloc(CONN_IN_MAX);
+  return c->in ? 0 : UV_ENOMEM;
+}
+
+/* Gives the input buffer back once nothing is left in it. */
+static void in_release(struct conn *c) {
+  if (c->in && c->in_len == 0 && !c->delivering) {
+    free(c->in);
+    c->in = NULL;
+  }
+}
 
 struct wreq {
   uv_write_t req;
@@ -170,10 +191,9 @@ static void on_timer(uv_timer_t *t);
 static void on_kick(uv_idle_t *h);
 
 static struct conn *conn_new(uv_loop_t *loop) {
-  struct conn *c = malloc(sizeof *c);
+  struct conn *c = calloc(1, sizeof *c);
   if (!c)
     return NULL;
-  memset(c, 0, offsetof(struct conn, in));
   /* uv_tcp_init, uv_timer_init and uv_idle_init cannot fail on Unix with
    * these arguments; the asserts document that the close count relies on
    * all three being initialized. */
@@ -393,13 +413,29 @@ static void update_reading(struct conn *c) {
   }
 }
 
+/* Test hook (conn_debug_read_size): caps each socket read. */
+static size_t (*debug_read_size)(void *data);
+static void *debug_read_data;
+
+void conn_debug_read_size(size_t (*next)(void *data), void *data) {
+  debug_read_size = next;
+  debug_read_data = data;
+}
+
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   struct conn *c = h->data;
   (void)suggested;
   if (c->ssl)
-    *buf = uv_buf_init(c->rbuf, CONN_READ_CHUNK);
-  else
+    *buf = uv_buf_init(tls_rbuf, CONN_READ_CHUNK);
+  else if (in_take(c) == 0)
     *buf = uv_buf_init(c->in + c->in_len, (unsigned)(CONN_IN_MAX - c->in_len));
+  else
+    *buf = uv_buf_init(NULL, 0); /* on_read gets UV_ENOBUFS */
+  if (debug_read_size) {
+    size_t cap = debug_read_size(debug_read_data);
+    if (cap > 0 && cap < buf->len)
+      buf->len = cap;
+  }
 }
 
 static void tls_fail(struct conn *c, const char *why, int status);
@@ -410,6 +446,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   if (c->closing || nread == 0)
     return;
   if (nread == UV_ENOBUFS) {
+    if (!c->ssl && !c->in) {
+      close_internal(c, CONN_END_IO, UV_ENOMEM); /* no input buffer */
+      return;
+    }
     update_reading(c);
     return;
   }
@@ -424,7 +464,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   if (c->ssl) {
-    BIO_write(c->rbio, c->rbuf, (int)nread);
+    BIO_write(c->rbio, tls_rbuf, (int)nread);
   } else {
     c->in_len += (size_t)nread;
     c->undelivered = 1;
@@ -463,6 +503,7 @@ void conn_discard_input(struct conn *c) {
   c->undelivered = 0;
   if (c->delivering)
     c->discard = 1;
+  in_release(c);
 }
 
 size_t conn_input_pending(const struct conn *c) {
@@ -528,6 +569,12 @@ static int tls_handshake(struct conn *c) {
  * conn is closing (peer close_notify or a record error). */
 static int tls_fill(struct conn *c) {
   int added = 0;
+  if (BIO_ctrl_pending(c->rbio) == 0 && SSL_pending(c->ssl) == 0)
+    return 0; /* nothing to decrypt: no buffer needed */
+  if (in_take(c) < 0) {
+    close_internal(c, CONN_END_IO, UV_ENOMEM);
+    return -1;
+  }
   while (c->in_len < CONN_IN_MAX) {
     ERR_clear_error();
     int r = SSL_read(c->ssl, c->in + c->in_len, (int)(CONN_IN_MAX - c->in_len));
@@ -573,12 +620,10 @@ int conn_start_tls(struct conn *c, SSL_CTX *ctx, int server, const char *name) {
   SSL *ssl = SSL_new(ctx);
   BIO *rbio = BIO_new(BIO_s_mem());
   BIO *wbio = BIO_new(BIO_s_mem());
-  char *rbuf = malloc(CONN_READ_CHUNK);
-  if (!ssl || !rbio || !wbio || !rbuf) {
+  if (!ssl || !rbio || !wbio) {
     SSL_free(ssl);
     BIO_free(rbio);
     BIO_free(wbio);
-    free(rbuf);
     ERR_clear_error();
     return UV_ENOMEM;
   }
@@ -601,7 +646,6 @@ int conn_start_tls(struct conn *c, SSL_CTX *ctx, int server, const char *name) {
       }
       if (!ok) {
         SSL_free(ssl);
-        free(rbuf);
         ERR_clear_error();
         return UV_EPROTO;
       }
@@ -610,7 +654,6 @@ int conn_start_tls(struct conn *c, SSL_CTX *ctx, int server, const char *name) {
   c->ssl = ssl;
   c->rbio = rbio;
   c->wbio = wbio;
-  c->rbuf = rbuf;
   c->tls_server = server != 0;
   c->tls_gen++;
   /* RFC 3207 §4.2 / §5: plaintext read before the handshake is not part
@@ -687,8 +730,10 @@ static void process_input(struct conn *c) {
     }
   }
   c->delivering = 0;
-  if (!c->closing)
+  if (!c->closing) {
+    in_release(c);
     update_reading(c);
+  }
 }
 
 /* ---- timer -------------------------------------------------------------- */
@@ -729,7 +774,7 @@ static void on_handle_closed(uv_handle_t *h) {
   if (!c->silent && c->cbs && c->cbs->on_close)
     c->cbs->on_close(c, c->end, c->end_status);
   SSL_free(c->ssl); /* frees both BIOs */
-  free(c->rbuf);
+  free(c->in);
   free(c);
 }
 

@@ -209,4 +209,10 @@ int conn_addr_unmap(struct sockaddr_storage *ss);
 const char *conn_addr_format(const struct sockaddr *sa, int with_port,
                              char *buf, size_t len);
 
+/* Test hook for the interleaving harness: when next is set, every socket
+ * read of every conn is at most next(data) bytes (0: no cap), so a test
+ * decides where the peer's bytes fall into reads.  NULL clears it.
+ * Process-wide; never set in production. */
+void conn_debug_read_size(size_t (*next)(void *data), void *data);
+
 #endif

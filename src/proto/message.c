@@ -43,12 +43,15 @@ void message_scan_feed(struct message_scan *m, const char *buf, size_t len) {
       continue;
     if (m->bol) {
       m->bol = 0;
+      m->line_start = m->size - len + i;
       if (c == '\r' || c == '\n') {
         /* The empty line: end of the header section. */
         m->in_headers = 0;
+        m->header_end = m->line_start;
+        m->separator = 1;
         continue;
       }
-      if (c == ' ' || c == '\t') {
+      if ((c == ' ' || c == '\t') && m->line_start > 0) {
         m->name_state = 1; /* continuation of the previous field */
         continue;
       }
@@ -59,7 +62,10 @@ void message_scan_feed(struct message_scan *m, const char *buf, size_t len) {
       if (m->name_state == 0)
         m->name_state = 2; /* a line without a colon */
       if (m->name_state == 2) {
+        /* Neither a field nor a continuation: this line is the body's
+         * first (RFC 5322 §2.1: no header section, or no separator). */
         m->in_headers = 0;
+        m->header_end = m->line_start;
         continue;
       }
       m->bol = 1;
@@ -86,6 +92,19 @@ void message_scan_feed(struct message_scan *m, const char *buf, size_t len) {
       m->name_state = 2;
     }
   }
+}
+
+size_t message_header_end(const char *buf, size_t len, int *separator) {
+  struct message_scan m;
+  message_scan_init(&m);
+  message_scan_feed(&m, buf, len);
+  if (separator)
+    *separator = !m.in_headers && m.separator;
+  return m.in_headers ? len : (size_t)m.header_end;
+}
+
+int message_added_headers_need_separator(const struct message_scan *m) {
+  return m->size > 0 && !m->in_headers && m->header_end == 0 && !m->separator;
 }
 
 int message_date(char *buf, size_t cap, time_t when, int tz_minutes) {

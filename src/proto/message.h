@@ -26,10 +26,17 @@ struct message_scan {
   int has_message_id;
   int eight_bit;  /* some octet >= 0x80 anywhere */
   int in_headers; /* still inside the header section */
+  /* Where the header section ends, once !in_headers: the offset of the
+   * line that ended it (the empty line, or the first line that is
+   * neither a header field nor a continuation).  0: the data has no
+   * header section. */
+  uint64_t header_end;
+  int separator; /* the header section ended at an empty line */
   /* private */
-  int bol;         /* at the beginning of a line */
-  int name_state;  /* 0 collecting name, 1 name done, 2 not a header line */
-  size_t name_len; /* octets of the name collected */
+  uint64_t line_start; /* offset of the current line */
+  int bol;             /* at the beginning of a line */
+  int name_state;      /* 0 collecting name, 1 name done, 2 not a header line */
+  size_t name_len;     /* octets of the name collected */
   char name[MESSAGE_NAME_MAX];
 };
 
@@ -42,6 +49,27 @@ void message_scan_init(struct message_scan *m);
  * Postfix does).  Header names are compared case-insensitively.
  */
 void message_scan_feed(struct message_scan *m, const char *buf, size_t len);
+
+/*
+ * Where the header section of a whole message (CRLF lines) ends: the
+ * offset of the line that ends it, by the scanner's rule above (RFC 5322
+ * §2.1, §3.5; the same code as message_scan_feed, so the two never
+ * disagree).  len when the section has not ended within buf.  *separator
+ * (may be NULL) is set to 1 when that line is the empty line.  Every
+ * producer of header fields uses this (or the scanner's header_end):
+ * fields added in front of the data land before it.
+ */
+size_t message_header_end(const char *buf, size_t len, int *separator);
+
+/*
+ * 1 when header fields added in front of the data (Received, Date,
+ * Message-ID) must be followed by an empty line: the data is not empty
+ * and its first line is neither a header field nor the empty line (a
+ * message without headers, CONTRACT §3) — without it the first body line
+ * would become part of the header section.  m must have seen the whole
+ * data (or at least its first line).
+ */
+int message_added_headers_need_separator(const struct message_scan *m);
 
 /* What the Received: header records.  All strings are borrowed. */
 struct message_received {

@@ -47,17 +47,16 @@ struct smtp_server {
   int helo; /* 0 none, 1 HELO, 2 EHLO */
   char helo_name[SMTP_SERVER_HELO_MAX + 1];
   int authenticated;
-  char auth_user[SMTP_SERVER_AUTH_FIELD_MAX + 1];
   int errors;
 
   /* Transaction. */
   int in_mail;
   int mail_utf8;
   int nrcpt;
-  struct smtp_path sender;
-  struct smtp_mail_params mp;
-  struct smtp_path rcpt;
-  struct smtp_rcpt_params rp;
+  uint64_t mail_size; /* SIZE= of the MAIL command, 0 if none */
+
+  /* Bytes the queue can still take (smtp_server_set_room). */
+  uint64_t room;
 
   /* Command line assembly (the buffer is at the end). */
   size_t line_len;
@@ -67,8 +66,6 @@ struct smtp_server {
   /* AUTH exchange. */
   enum smtp_server_auth_mech mech;
   int login_step; /* LOGIN: 0 wants user, 1 wants password */
-  char auth_pass[SMTP_SERVER_AUTH_FIELD_MAX + 1];
-  char auth_cid[SMTP_SERVER_AUTH_FIELD_MAX + 1];
 
   /* DATA. */
   enum data_state dstate;
@@ -83,13 +80,32 @@ struct smtp_server {
   struct smtp_event ev[MAX_EVENTS];
   int ev_head, ev_count;
 
-  /* Replies (the buffer is at the end). */
+  /* Replies (in b->out). */
   size_t out_len;
   int flush;
+  int greet; /* the 220 greeting is still to be written */
 
-  /* The big buffers come last and are not zeroed at allocation: each is
-   * used only up to its length field, so an idle session keeps only the
-   * pages it has really touched. */
+  /* The working buffers: attached while data is in flight (see
+   * smtp_server_detach), NULL while the session idles. */
+  struct smtp_server_bufs *b;
+
+  /* Last and not zeroed at allocation: written only after AUTH.  A name
+   * longer than this is checked in full but recorded cut (it is only for
+   * the caller's records); the bound keeps an idle session small. */
+  char auth_user[SMTP_SERVER_AUTH_USER_MAX + 1];
+};
+
+/* What a session needs only while data is in flight: the command line,
+ * the DATA chunk, the replies not yet taken, the AUTH exchange and the
+ * parsed paths of the command being handled.  Not zeroed at allocation
+ * (each part is used up to its length field). */
+struct smtp_server_bufs {
+  struct smtp_path sender;
+  struct smtp_mail_params mp;
+  struct smtp_path rcpt;
+  struct smtp_rcpt_params rp;
+  char auth_pass[SMTP_SERVER_AUTH_FIELD_MAX + 1];
+  char auth_cid[SMTP_SERVER_AUTH_FIELD_MAX + 1];
   char line[SMTP_AUTH_LINE_MAX];
   char chunk[SMTP_SERVER_CHUNK_MAX];
   char out[SMTP_SERVER_OUT_MAX];
@@ -157,11 +173,11 @@ static void vreply(struct smtp_server *s, const char *fmt, va_list ap) {
   /* The high-water mark leaves room for any one command's replies, so
    * this cannot fail; if it ever did, losing a reply would desynchronize
    * the client, so the session ends instead. */
-  if (s->out_len + (size_t)n > sizeof(s->out)) {
+  if (!s->b || s->out_len + (size_t)n > sizeof(s->b->out)) {
     set_state(s, SMTP_SRV_ST_CLOSED);
     return;
   }
-  memcpy(s->out + s->out_len, tmp, (size_t)n);
+  memcpy(s->b->out + s->out_len, tmp, (size_t)n);
   s->out_len += (size_t)n;
 }
 
@@ -214,12 +230,36 @@ static void policy_reject(struct smtp_server *s, int code, const char *addr,
 
 /* ---- life cycle ------------------------------------------------------- */
 
+static void greet(struct smtp_server *s);
+
+struct smtp_server_bufs *smtp_server_bufs_new(void) {
+  return malloc(sizeof(struct smtp_server_bufs));
+}
+
+void smtp_server_bufs_free(struct smtp_server_bufs *b) {
+  if (!b)
+    return;
+  wipe(b->auth_pass, sizeof(b->auth_pass));
+  wipe(b->auth_cid, sizeof(b->auth_cid));
+  free(b);
+}
+
+size_t smtp_server_bufs_size(void) {
+  return sizeof(struct smtp_server_bufs);
+}
+
 struct smtp_server *smtp_server_new(const struct smtp_server_opts *o) {
   struct smtp_server *s = malloc(sizeof(*s));
   if (s)
-    memset(s, 0, offsetof(struct smtp_server, line));
+    memset(s, 0, offsetof(struct smtp_server, auth_user));
   if (!s)
     return NULL;
+  s->auth_user[0] = '\0';
+  s->b = smtp_server_bufs_new();
+  if (!s->b) {
+    free(s);
+    return NULL;
+  }
   snprintf(s->hostname, sizeof(s->hostname), "%s",
            o->hostname && *o->hostname ? o->hostname : "localhost");
   s->max_size = o->max_message_size;
@@ -230,9 +270,11 @@ struct smtp_server *smtp_server_new(const struct smtp_server_opts *o) {
   s->auth_avail = o->auth_available;
   s->auth_require_tls = o->auth_require_tls;
   s->relay_allowed = o->relay_allowed;
+  s->room = UINT64_MAX;
   if (o->n_allowed_sender_domains > 0) {
     s->domains = calloc((size_t)o->n_allowed_sender_domains, sizeof(char *));
     if (!s->domains) {
+      smtp_server_bufs_free(s->b);
       free(s);
       return NULL;
     }
@@ -246,9 +288,43 @@ struct smtp_server *smtp_server_new(const struct smtp_server_opts *o) {
     }
   }
   set_state(s, SMTP_SRV_ST_CMD);
+  greet(s);
+  return s;
+}
+
+/* The 220 greeting, written once, as soon as there is an out buffer. */
+static void greet(struct smtp_server *s) {
+  if (!s->b) {
+    s->greet = 1;
+    return;
+  }
+  s->greet = 0;
   reply(s, "220 %s ESMTP mailhop", s->hostname);
   s->flush = 1;
-  return s;
+}
+
+void smtp_server_attach(struct smtp_server *s, struct smtp_server_bufs *b) {
+  if (s->b || !b)
+    return;
+  s->b = b;
+  if (s->greet)
+    greet(s);
+}
+
+struct smtp_server_bufs *smtp_server_detach(struct smtp_server *s) {
+  /* Needed while a line is partly read, replies or events wait, data or
+   * an AUTH exchange is under way, or an answer is awaited. */
+  if (!s->b || s->line_len || s->line_over || s->out_len || s->ev_count ||
+      (s->st != SMTP_SRV_ST_CMD && s->st != SMTP_SRV_ST_CLOSED))
+    return NULL;
+  struct smtp_server_bufs *b = s->b;
+  s->b = NULL;
+  wipe(b->auth_pass, sizeof(b->auth_pass));
+  return b;
+}
+
+int smtp_server_attached(const struct smtp_server *s) {
+  return s->b != NULL;
 }
 
 void smtp_server_free(struct smtp_server *s) {
@@ -257,8 +333,10 @@ void smtp_server_free(struct smtp_server *s) {
   for (int i = 0; i < s->n_domains; i++)
     free(s->domains[i]);
   free(s->domains);
-  wipe(s->auth_pass, sizeof(s->auth_pass));
-  wipe(s->line, sizeof(s->line));
+  if (s->b) {
+    wipe(s->b->line, sizeof(s->b->line));
+    smtp_server_bufs_free(s->b);
+  }
   free(s);
 }
 
@@ -370,33 +448,40 @@ static void cmd_mail(struct smtp_server *s, const char *a, size_t n) {
     error_reply(s, "503 5.5.1 Error: nested MAIL command");
     return;
   }
-  int r = smtp_parse_mail(a, n, &s->sender, &s->mp);
+  int r = smtp_parse_mail(a, n, &s->b->sender, &s->b->mp);
   if (r != SMTP_PARSE_OK) {
     path_error(s, r, "501 5.1.7 Bad sender address syntax",
                "501 5.5.4 Syntax: MAIL FROM:<address>");
     return;
   }
-  if (s->max_size && s->mp.has_size && s->mp.size > s->max_size) {
+  if (s->max_size && s->b->mp.has_size && s->b->mp.size > s->max_size) {
     error_reply(s, "552 5.3.4 Message size exceeds fixed limit");
     return;
   }
-  if (s->sender.has_utf8 && !s->mp.smtputf8) {
+  /* RFC 1870 §6.1 / CONTRACT queue_minfree: refuse before the disk is
+   * full, so that what is queued can still be delivered and recorded. */
+  if (s->room == 0 || (s->b->mp.has_size && s->b->mp.size > s->room)) {
+    reply(s, "452 4.3.1 Insufficient system storage");
+    return;
+  }
+  if (s->b->sender.has_utf8 && !s->b->mp.smtputf8) {
     error_reply(s, "553 5.6.7 Must declare SMTPUTF8 to send unicode address");
     return;
   }
-  if (!sender_domain_allowed(s, &s->sender)) {
+  if (!sender_domain_allowed(s, &s->b->sender)) {
     error_reply(s, "553 5.7.1 <%s>: Sender address rejected: not allowed",
-                s->sender.addr);
-    policy_reject(s, 553, s->sender.addr, "sender domain not allowed");
+                s->b->sender.addr);
+    policy_reject(s, 553, s->b->sender.addr, "sender domain not allowed");
     return;
   }
   s->in_mail = 1;
-  s->mail_utf8 = s->mp.smtputf8;
+  s->mail_size = s->b->mp.has_size ? s->b->mp.size : 0;
+  s->mail_utf8 = s->b->mp.smtputf8;
   s->nrcpt = 0;
   reply(s, "250 2.1.0 Ok");
   struct smtp_event *ev = push_event(s, SMTP_SRV_EV_MAIL);
-  ev->mail.sender = s->sender.addr;
-  ev->mail.params = &s->mp;
+  ev->mail.sender = s->b->sender.addr;
+  ev->mail.params = &s->b->mp;
 }
 
 static void cmd_rcpt(struct smtp_server *s, const char *a, size_t n) {
@@ -404,13 +489,13 @@ static void cmd_rcpt(struct smtp_server *s, const char *a, size_t n) {
     error_reply(s, "503 5.5.1 Error: need MAIL command");
     return;
   }
-  int r = smtp_parse_rcpt(a, n, SMTP_PATH_NEED_DOMAIN, &s->rcpt, &s->rp);
+  int r = smtp_parse_rcpt(a, n, SMTP_PATH_NEED_DOMAIN, &s->b->rcpt, &s->b->rp);
   if (r != SMTP_PARSE_OK) {
     path_error(s, r, "501 5.1.3 Bad recipient address syntax",
                "501 5.5.4 Syntax: RCPT TO:<address>");
     return;
   }
-  if (s->rcpt.has_utf8 && !s->mail_utf8) {
+  if (s->b->rcpt.has_utf8 && !s->mail_utf8) {
     error_reply(s, "553 5.6.7 Must declare SMTPUTF8 to send unicode address");
     return;
   }
@@ -422,15 +507,15 @@ static void cmd_rcpt(struct smtp_server *s, const char *a, size_t n) {
     return;
   }
   if (!s->relay_allowed && !s->authenticated) {
-    error_reply(s, "554 5.7.1 <%s>: Relay access denied", s->rcpt.addr);
-    policy_reject(s, 554, s->rcpt.addr, "relay access denied");
+    error_reply(s, "554 5.7.1 <%s>: Relay access denied", s->b->rcpt.addr);
+    policy_reject(s, 554, s->b->rcpt.addr, "relay access denied");
     return;
   }
   s->nrcpt++;
   reply(s, "250 2.1.5 Ok");
   struct smtp_event *ev = push_event(s, SMTP_SRV_EV_RCPT);
-  ev->rcpt.addr = s->rcpt.addr;
-  ev->rcpt.params = &s->rp;
+  ev->rcpt.addr = s->b->rcpt.addr;
+  ev->rcpt.params = &s->b->rp;
 }
 
 static void cmd_data(struct smtp_server *s, const char *a, size_t n) {
@@ -445,6 +530,14 @@ static void cmd_data(struct smtp_server *s, const char *a, size_t n) {
   }
   if (s->nrcpt == 0) {
     error_reply(s, "503 5.5.1 Error: need RCPT command");
+    return;
+  }
+  /* Before 354: room for the message twice over (the spool file, then
+   * its copy in the database), by its declared size or else the limit. */
+  uint64_t need = s->mail_size ? s->mail_size : s->max_size;
+  if (s->room != UINT64_MAX && (s->room == 0 || (need && need > s->room / 2))) {
+    txn_reset(s);
+    reply(s, "452 4.3.1 Insufficient system storage");
     return;
   }
   reply(s, "354 End data with <CR><LF>.<CR><LF>");
@@ -531,8 +624,8 @@ static void auth_ask(struct smtp_server *s) {
   set_state(s, SMTP_SRV_ST_WAIT_AUTH);
   struct smtp_event *ev = push_event(s, SMTP_SRV_EV_AUTH);
   ev->auth.mech = s->mech;
-  ev->auth.user = s->auth_cid;
-  ev->auth.pass = s->auth_pass;
+  ev->auth.user = s->b->auth_cid;
+  ev->auth.pass = s->b->auth_pass;
 }
 
 /* Copies a decoded field (no NUL allowed inside) into dst.  0 or -1. */
@@ -546,8 +639,8 @@ static int auth_field(char *dst, const unsigned char *src, size_t n) {
 
 /* Handles one client response (initial or continuation), base64 text. */
 static void auth_response(struct smtp_server *s, const char *b64, size_t n) {
-  unsigned char *dec = (unsigned char *)s->chunk; /* scratch, no DATA now */
-  int dl = smtp_base64_decode(dec, sizeof(s->chunk), b64, n);
+  unsigned char *dec = (unsigned char *)s->b->chunk; /* scratch, no DATA now */
+  int dl = smtp_base64_decode(dec, sizeof(s->b->chunk), b64, n);
   if (dl < 0) {
     set_state(s, SMTP_SRV_ST_CMD);
     error_reply(s, "501 5.5.2 Error: invalid base64 data");
@@ -558,8 +651,9 @@ static void auth_response(struct smtp_server *s, const char *b64, size_t n) {
     unsigned char *z1 = memchr(dec, '\0', (size_t)dl);
     unsigned char *z2 =
         z1 ? memchr(z1 + 1, '\0', (size_t)(dec + dl - (z1 + 1))) : NULL;
-    if (!z1 || !z2 || auth_field(s->auth_cid, z1 + 1, (size_t)(z2 - z1 - 1)) ||
-        auth_field(s->auth_pass, z2 + 1, (size_t)(dec + dl - (z2 + 1)))) {
+    if (!z1 || !z2 ||
+        auth_field(s->b->auth_cid, z1 + 1, (size_t)(z2 - z1 - 1)) ||
+        auth_field(s->b->auth_pass, z2 + 1, (size_t)(dec + dl - (z2 + 1)))) {
       wipe(dec, (size_t)dl);
       set_state(s, SMTP_SRV_ST_CMD);
       error_reply(s, "501 5.5.2 Error: invalid authentication data");
@@ -567,11 +661,11 @@ static void auth_response(struct smtp_server *s, const char *b64, size_t n) {
     }
     size_t zl = (size_t)(z1 - dec);
     /* Acting for another identity is not supported. */
-    int proxy =
-        zl && (zl != strlen(s->auth_cid) || memcmp(dec, s->auth_cid, zl) != 0);
+    int proxy = zl && (zl != strlen(s->b->auth_cid) ||
+                       memcmp(dec, s->b->auth_cid, zl) != 0);
     wipe(dec, (size_t)dl);
-    if (proxy || !s->auth_cid[0]) {
-      wipe(s->auth_pass, sizeof(s->auth_pass));
+    if (proxy || !s->b->auth_cid[0]) {
+      wipe(s->b->auth_pass, sizeof(s->b->auth_pass));
       set_state(s, SMTP_SRV_ST_CMD);
       error_reply(s, "535 5.7.8 Error: authentication failed");
       return;
@@ -580,11 +674,11 @@ static void auth_response(struct smtp_server *s, const char *b64, size_t n) {
     return;
   }
   /* LOGIN */
-  char *dst = s->login_step == 0 ? s->auth_cid : s->auth_pass;
+  char *dst = s->login_step == 0 ? s->b->auth_cid : s->b->auth_pass;
   int bad = auth_field(dst, dec, (size_t)dl);
   wipe(dec, (size_t)dl);
   if (bad) {
-    wipe(s->auth_pass, sizeof(s->auth_pass));
+    wipe(s->b->auth_pass, sizeof(s->b->auth_pass));
     set_state(s, SMTP_SRV_ST_CMD);
     error_reply(s, "501 5.5.2 Error: invalid authentication data");
     return;
@@ -644,8 +738,8 @@ static void cmd_auth(struct smtp_server *s, const char *a, size_t n) {
     return;
   }
   s->login_step = 0;
-  s->auth_cid[0] = '\0';
-  s->auth_pass[0] = '\0';
+  s->b->auth_cid[0] = '\0';
+  s->b->auth_pass[0] = '\0';
   if (irn == 0) {
     set_state(s, SMTP_SRV_ST_AUTH_LINE);
     if (s->mech == SMTP_SRV_AUTH_PLAIN)
@@ -662,7 +756,7 @@ static void cmd_auth(struct smtp_server *s, const char *a, size_t n) {
 
 static void auth_line(struct smtp_server *s, const char *l, size_t n) {
   if (n == 1 && l[0] == '*') {
-    wipe(s->auth_pass, sizeof(s->auth_pass));
+    wipe(s->b->auth_pass, sizeof(s->b->auth_pass));
     set_state(s, SMTP_SRV_ST_CMD);
     error_reply(s, "501 5.7.0 Authentication aborted");
     return;
@@ -725,11 +819,11 @@ static size_t feed_line(struct smtp_server *s, const char *buf, size_t len) {
   const char *nl = memchr(buf, '\n', len);
   size_t take = nl ? (size_t)(nl - buf) + 1 : len;
   if (!s->line_over) {
-    if (s->line_len + take > sizeof(s->line)) {
+    if (s->line_len + take > sizeof(s->b->line)) {
       s->line_over = 1;
       s->line_len = 0;
     } else {
-      memcpy(s->line + s->line_len, buf, take);
+      memcpy(s->b->line + s->line_len, buf, take);
       s->line_len += take;
     }
   }
@@ -738,19 +832,19 @@ static size_t feed_line(struct smtp_server *s, const char *buf, size_t len) {
   if (s->line_over) {
     s->line_over = 0;
     if (s->st == SMTP_SRV_ST_AUTH_LINE) {
-      wipe(s->auth_pass, sizeof(s->auth_pass));
+      wipe(s->b->auth_pass, sizeof(s->b->auth_pass));
       set_state(s, SMTP_SRV_ST_CMD);
     }
     error_reply(s, "500 5.5.2 Error: line too long");
     return take;
   }
   size_t n = s->line_len - 1; /* drop LF */
-  s->cmd_crlf = n > 0 && s->line[n - 1] == '\r';
+  s->cmd_crlf = n > 0 && s->b->line[n - 1] == '\r';
   if (s->cmd_crlf)
     n--;
   s->line_len = 0;
-  process_line(s, s->line, n);
-  wipe(s->line, n); /* may hold AUTH data */
+  process_line(s, s->b->line, n);
+  wipe(s->b->line, n); /* may hold AUTH data */
   return take;
 }
 
@@ -766,14 +860,14 @@ static void data_put(struct smtp_server *s, const char *p, size_t n) {
     s->chunk_len = 0;
     return;
   }
-  memcpy(s->chunk + s->chunk_len, p, n);
+  memcpy(s->b->chunk + s->chunk_len, p, n);
   s->chunk_len += n;
 }
 
 static void emit_chunk(struct smtp_server *s) {
-  message_scan_feed(&s->scan, s->chunk, s->chunk_len);
+  message_scan_feed(&s->scan, s->b->chunk, s->chunk_len);
   struct smtp_event *ev = push_event(s, SMTP_SRV_EV_DATA_CHUNK);
-  ev->chunk.ptr = s->chunk;
+  ev->chunk.ptr = s->b->chunk;
   ev->chunk.len = s->chunk_len;
   s->chunk_out = 1;
 }
@@ -787,7 +881,7 @@ static void data_finish(struct smtp_server *s) {
     push_event(s, SMTP_SRV_EV_DATA_ABORT)->abort.code = 552;
     return;
   }
-  message_scan_feed(&s->scan, s->chunk, s->chunk_len);
+  message_scan_feed(&s->scan, s->b->chunk, s->chunk_len);
   if (s->scan.received_count > SMTP_SERVER_MAX_RECEIVED) {
     txn_reset(s);
     set_state(s, SMTP_SRV_ST_CMD);
@@ -797,7 +891,7 @@ static void data_finish(struct smtp_server *s) {
   }
   if (s->chunk_len) {
     struct smtp_event *ev = push_event(s, SMTP_SRV_EV_DATA_CHUNK);
-    ev->chunk.ptr = s->chunk;
+    ev->chunk.ptr = s->b->chunk;
     ev->chunk.len = s->chunk_len;
     s->chunk_out = 1;
   }
@@ -808,6 +902,7 @@ static void data_finish(struct smtp_server *s) {
   ev->end.has_date = s->scan.has_date;
   ev->end.has_message_id = s->scan.has_message_id;
   ev->end.eight_bit = s->scan.eight_bit;
+  ev->end.needs_separator = message_added_headers_need_separator(&s->scan);
 }
 
 /*
@@ -820,7 +915,7 @@ static size_t feed_data(struct smtp_server *s, const char *buf, size_t len) {
   size_t i = 0;
   while (i < len) {
     /* One octet emits at most 3 (CRLF + itself). */
-    if (!s->oversize && sizeof(s->chunk) - s->chunk_len < 4) {
+    if (!s->oversize && sizeof(s->b->chunk) - s->chunk_len < 4) {
       emit_chunk(s);
       return i;
     }
@@ -903,6 +998,8 @@ int smtp_server_blocked(const struct smtp_server *s) {
 }
 
 size_t smtp_server_feed(struct smtp_server *s, const char *buf, size_t len) {
+  if (!s->b)
+    return 0; /* the caller attaches the buffers before feeding */
   if (s->ev_count == 0 && s->chunk_out) {
     s->chunk_out = 0;
     s->chunk_len = 0;
@@ -927,14 +1024,16 @@ int smtp_server_event(struct smtp_server *s, struct smtp_event *ev) {
 }
 
 const char *smtp_server_output(struct smtp_server *s, size_t *len) {
-  *len = s->out_len;
-  return s->out;
+  *len = s->b ? s->out_len : 0;
+  return s->b ? s->b->out : "";
 }
 
 void smtp_server_output_consumed(struct smtp_server *s, size_t n) {
   if (n > s->out_len)
     n = s->out_len;
-  memmove(s->out, s->out + n, s->out_len - n);
+  if (n == 0)
+    return;
+  memmove(s->b->out, s->b->out + n, s->out_len - n);
   s->out_len -= n;
   if (s->out_len == 0)
     s->flush = 0;
@@ -975,16 +1074,20 @@ void smtp_server_commit_done(struct smtp_server *s, int ok,
   }
 }
 
+void smtp_server_set_room(struct smtp_server *s, uint64_t room) {
+  s->room = room;
+}
+
 void smtp_server_auth_done(struct smtp_server *s, int ok, const char *user) {
   if (s->st != SMTP_SRV_ST_WAIT_AUTH)
     return;
-  wipe(s->auth_pass, sizeof(s->auth_pass));
+  wipe(s->b->auth_pass, sizeof(s->b->auth_pass));
   set_state(s, SMTP_SRV_ST_CMD);
   s->flush = 1;
   if (ok > 0) {
     s->authenticated = 1;
     snprintf(s->auth_user, sizeof(s->auth_user), "%s",
-             user ? user : s->auth_cid);
+             user ? user : s->b->auth_cid);
     reply(s, "235 2.7.0 Authentication successful");
   } else if (ok < 0) {
     /* RFC 4954 §6: the check itself could not be done now. */

@@ -5,9 +5,18 @@
  * wanted, AUTH credentials), and is told the results of the asynchronous
  * work it asks for (queue commit, password check, TLS handshake).
  *
- * Owns: its bounded buffers (command line, data chunk, replies) and the
- * copies of its options.  Never does I/O, reads a clock, logs, or
- * allocates after smtp_server_new.
+ * Owns: the copies of its options and, while attached, its working
+ * buffers (command line, data chunk, replies, AUTH exchange: struct
+ * smtp_server_bufs, ~47 KB).  Never does I/O, reads a clock or logs;
+ * allocates only in smtp_server_new and smtp_server_bufs_new.
+ *
+ * Memory per idle session: the working buffers are needed only while data
+ * is in flight.  smtp_server_new attaches a block of its own; a caller
+ * holding many idle sessions takes it back with smtp_server_detach when
+ * the session is quiescent and attaches a block (its own pool) again
+ * before the next smtp_server_* call that feeds or answers.  Without
+ * buffers, feed consumes nothing and output is empty; the greeting waits
+ * for the first attach.
  *
  * Driving it (the caller, src/inbound.c):
  *
@@ -102,6 +111,7 @@
 #define SMTP_SERVER_MAX_RECEIVED 50     /* mail loop above this (5.4.6) */
 #define SMTP_SERVER_AUTH_FIELD_MAX 1024 /* decoded AUTH user / password */
 #define SMTP_SERVER_HELO_MAX 255        /* stored HELO argument */
+#define SMTP_SERVER_AUTH_USER_MAX 255   /* recorded authenticated name */
 
 /* Options; copied (strings included) by smtp_server_new. */
 struct smtp_server_opts {
@@ -165,6 +175,11 @@ struct smtp_event {
     int has_date;
     int has_message_id;
     int eight_bit;
+    /* The data has no header section (its first line is neither a header
+     * field nor empty): header fields added in front of it must be
+     * followed by an empty line (message_added_headers_need_separator,
+     * CONTRACT §3). */
+    int needs_separator;
   } end;
   struct {
     int code; /* the reply sent: 552, 554, or 0 when closing */
@@ -200,8 +215,27 @@ struct smtp_server;
 __attribute__((warn_unused_result)) struct smtp_server *
 smtp_server_new(const struct smtp_server_opts *o);
 
-/* Frees the session; NULL is fine.  Wipes any credentials it held. */
+/* Frees the session and its attached buffers; NULL is fine.  Wipes any
+ * credentials it held. */
 void smtp_server_free(struct smtp_server *s);
+
+struct smtp_server_bufs;
+/* A working-buffer block (malloc'd, not zeroed), or NULL.  Freed with
+ * smtp_server_bufs_free (which wipes AUTH data), or by smtp_server_free
+ * while attached. */
+struct smtp_server_bufs *smtp_server_bufs_new(void);
+void smtp_server_bufs_free(struct smtp_server_bufs *b);
+size_t smtp_server_bufs_size(void); /* bytes of one block */
+
+/* Gives the session a block (ownership passes to it); ignored when it has
+ * one.  Writes the greeting if it is still due. */
+void smtp_server_attach(struct smtp_server *s, struct smtp_server_bufs *b);
+/* Takes the block back (ownership to the caller) when the session does
+ * not need it: no partial command line, no replies or events waiting,
+ * reading commands (not DATA, an AUTH exchange or a wait).  NULL
+ * otherwise (the session keeps it). */
+struct smtp_server_bufs *smtp_server_detach(struct smtp_server *s);
+int smtp_server_attached(const struct smtp_server *s);
 
 /* Feeds client bytes.  Returns the number consumed (<= len); see the
  * file comment for when it stops. */
@@ -240,6 +274,18 @@ enum smtp_server_state smtp_server_state(const struct smtp_server *s);
  */
 void smtp_server_commit_done(struct smtp_server *s, int ok,
                              const char *queue_id_or_reply);
+
+/*
+ * The bytes the queue can still take above its free-space floor
+ * (queue_minfree), as the caller last learned it; UINT64_MAX (the
+ * default): unknown or unlimited.  With room 0, MAIL gets "452 4.3.1
+ * Insufficient system storage", also when its SIZE= exceeds the room;
+ * DATA gets the same 452 (and the transaction is reset) unless the room
+ * holds twice the declared SIZE (else twice max_message_size): the spool
+ * file and the database copy.  Refusing before the disk is full keeps
+ * room to record delivery outcomes (issue 12 item 5).
+ */
+void smtp_server_set_room(struct smtp_server *s, uint64_t room);
 
 /* Answer to AUTH.  ok > 0: 235 2.7.0, the session is authenticated as
  * user (may be NULL).  ok == 0: 535 5.7.8, counted as an error.  ok < 0:

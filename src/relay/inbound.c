@@ -4,13 +4,26 @@
  * finished message is committed to the store (group commit).  The client
  * gets its 250 only from the commit's callback, when the batch is durable.
  *
- * A session ends through session_end() only.  Its memory goes once three
- * things are over: the conn (on_close), a commit in flight (its callback)
- * and a spool write in flight (its callback).
+ * A session is a machine that never acts on input while an asynchronous
+ * step it depends on is in flight: a spool write to disk, the commit, the
+ * AUTH hash check, the TLS handshake, or replies the connection cannot take
+ * yet (write queue above its high-water mark).  Each step is a named wait
+ * (enum session_wait, one setter); while it lasts, input stays in the conn's
+ * bounded buffer (reading paused) and events the machine has already parsed
+ * stay queued in the machine.  The step's completion clears the wait and
+ * session_resume() takes up the queued events, then the buffered input.
+ * Events are taken one at a time, so an end of data parsed in the same read
+ * as the chunk that sent the spool to disk waits for that write (issue 12).
+ *
+ * A session ends through session_end() only.  Its memory goes once four
+ * things are over: the conn (on_close), a commit in flight (its callback),
+ * a spool write in flight (its callback) and a completion held by the test
+ * hook (its release).
  */
 #include "relay/inbound.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +31,7 @@
 
 #include "relay/auth.h"
 #include "relay/dkim.h"
+#include "relay/diskspace.h"
 #include "config.h"
 #include "log.h"
 #include "loop/conn.h"
@@ -31,6 +45,11 @@
 #define MAX_LISTENERS (2 * CONFIG_MAX_LIST)
 /* How often the DATA rate is checked. */
 #define DATA_CHECK_MS 1000
+/* Idle working-buffer blocks kept for reuse (about 47 KB each). */
+#define BUFS_POOL_MAX 16
+/* After a flood: once the sessions fall to a quarter of a peak of at least
+ * this many, free heap pages go back to the OS (malloc_trim). */
+#define TRIM_PEAK_MIN 256
 
 struct session;
 
@@ -52,6 +71,12 @@ struct inbound {
   int freeing;
   void (*freed_cb)(void *data);
   void *freed_data;
+  struct inbound_debug dbg; /* test hooks; zero in production */
+  /* Working buffers of sessions that idle, for the next one that reads. */
+  struct smtp_server_bufs *pool[BUFS_POOL_MAX];
+  int n_pool;
+  int peak;               /* most sessions open since the last trim */
+  struct diskspace *disk; /* free space of the queue's file system */
 };
 
 struct rcpt {
@@ -59,6 +84,22 @@ struct rcpt {
   char *domain; /* lower case: the destination key */
   char *orcpt;
   unsigned notify;
+};
+
+/* What a session waits for; while it waits it acts on no input. */
+enum session_wait {
+  WAIT_NONE = 0,
+  WAIT_SPOOL,  /* the spool is writing its memory part to disk */
+  WAIT_DKIM,   /* the message is being signed on the pool (CONTRACT §3a) */
+  WAIT_COMMIT, /* the message is being committed */
+  WAIT_AUTH,   /* the password hash is being checked on the pool */
+  WAIT_TLS,    /* the TLS handshake after STARTTLS */
+  WAIT_OUTPUT, /* the conn's write queue is above its high-water mark */
+};
+
+static const char *const wait_names[] = {
+    [WAIT_NONE] = "none", [WAIT_SPOOL] = "spool", [WAIT_COMMIT] = "commit", [WAIT_DKIM] = "dkim",
+    [WAIT_AUTH] = "auth", [WAIT_TLS] = "tls",     [WAIT_OUTPUT] = "output",
 };
 
 struct session {
@@ -80,6 +121,8 @@ struct session {
   struct store_job *commit;  /* commit in flight */
   struct auth_req *auth_req; /* password check in flight */
   struct dkim_req *dkim_req; /* signing in flight (holds the spool) */
+  char *signed_prefix;       /* the signer's new prefix, until committed */
+  size_t signed_prefix_len;
   char dkim_domains[256];    /* signing domains, for the accepted line */
   int body_8bit;             /* of the message being committed */
   uint64_t body_size;        /* its DATA octets */
@@ -89,6 +132,12 @@ struct session {
   char queue_id[STORE_ID_SIZE];
   int64_t received_at;
   int ended;
+  /* the async step in flight and, once it completed, its outcome */
+  enum session_wait wait;
+  int held; /* the completion is held by the test hook */
+  int step_status;
+  enum auth_status auth_status;
+  char *auth_user; /* copy of the user name from the AUTH answer */
 };
 
 static const struct conn_cbs session_cbs;
@@ -123,12 +172,14 @@ static void inbound_maybe_freed(struct inbound *in);
 
 /* Frees the session once nothing refers to it any more. */
 static void session_maybe_free(struct session *s) {
-  if (s->conn || s->commit || s->spool_writing || s->dkim_req)
+  if (s->conn || s->commit || s->spool_writing || s->held || s->dkim_req)
     return;
   struct inbound *in = s->in;
   if (s->spool)
     store_spool_free(s->spool);
   envelope_clear(s);
+  free(s->auth_user);
+  free(s->signed_prefix);
   free(s->rcpts);
   smtp_server_free(s->srv);
   if (s->prev)
@@ -140,6 +191,14 @@ static void session_maybe_free(struct session *s) {
   in->n_sessions--;
   in->stats->sessions = in->n_sessions;
   free(s);
+  if (in->peak >= TRIM_PEAK_MIN && in->n_sessions <= in->peak / 4) {
+    /* A flood has passed: glibc keeps freed small chunks in its heap, so
+     * give the free pages back (issue 12 item 6). */
+    while (in->n_pool > 0)
+      smtp_server_bufs_free(in->pool[--in->n_pool]);
+    malloc_trim(0);
+    in->peak = in->n_sessions;
+  }
   inbound_maybe_freed(in);
 }
 
@@ -166,6 +225,61 @@ static void session_end(struct session *s, int flush) {
   }
 }
 
+/* metrics: /readyz is 503 while the queue's file system is under
+ * queue_minfree (stats->disk_low has this one writer). */
+static void on_disk_update(struct diskspace *ds, void *data) {
+  struct inbound *in = data;
+  in->stats->disk_low =
+      in->cfg->queue_minfree > 0 && diskspace_room(ds, in->cfg->queue_minfree) == 0;
+}
+
+/* Gives the machine its working buffers before it is fed or answered.
+ * Returns -1 when out of memory (the caller ends the session). */
+static int session_attach(struct session *s) {
+  struct inbound *in = s->in;
+  /* What the queue can still take, as last measured (never a disk wait);
+   * queue_minfree = 0 turns the reserve off. */
+  if (in->disk && in->cfg->queue_minfree > 0)
+    smtp_server_set_room(s->srv,
+                         diskspace_room(in->disk, in->cfg->queue_minfree));
+  if (smtp_server_attached(s->srv))
+    return 0;
+  struct smtp_server_bufs *b =
+      in->n_pool > 0 ? in->pool[--in->n_pool] : smtp_server_bufs_new();
+  if (!b)
+    return -1;
+  smtp_server_attach(s->srv, b);
+  return 0;
+}
+
+/* Takes the working buffers back when the session idles (nothing in
+ * flight): an idle session holds a few hundred bytes, not ~47 KB. */
+static void session_detach(struct session *s) {
+  struct smtp_server_bufs *b = smtp_server_detach(s->srv);
+  if (!b)
+    return;
+  struct inbound *in = s->in;
+  if (in->n_pool < BUFS_POOL_MAX)
+    in->pool[in->n_pool++] = b;
+  else
+    smtp_server_bufs_free(b);
+}
+
+/* The one setter of the wait.  Every wait but the TLS handshake pauses
+ * reading (the handshake needs the socket; the conn delivers no plaintext
+ * before it ends, and on_read refuses input while any wait lasts). */
+static void session_wait(struct session *s, enum session_wait w) {
+  if (s->in->dbg.on_trace) {
+    char what[48];
+    snprintf(what, sizeof what, "wait %s -> %s", wait_names[s->wait],
+             wait_names[w]);
+    s->in->dbg.on_trace(s->id, what, s->in->dbg.data);
+  }
+  s->wait = w;
+  if (w != WAIT_NONE && w != WAIT_TLS && s->conn && !s->ended)
+    conn_read_pause(s->conn);
+}
+
 /* Writes every reply the machine has ready; ends the session if it is
  * over.  Returns -1 when the session is ending. */
 static int session_flush(struct session *s) {
@@ -179,6 +293,10 @@ static int session_flush(struct session *s) {
       session_end(s, 0);
       return -1;
     }
+    /* A client that pipelines faster than it reads its replies: act on
+     * nothing more until the connection has written what it holds. */
+    if (rc == CONN_WRITE_FULL && s->wait == WAIT_NONE)
+      session_wait(s, WAIT_OUTPUT);
   }
   smtp_server_output_consumed(s->srv, n);
   if (smtp_server_close_wanted(s->srv)) {
@@ -191,6 +309,81 @@ static int session_flush(struct session *s) {
 static void arm_command_timer(struct session *s) {
   if (s->conn && !s->ended)
     conn_set_timeout(s->conn, (unsigned)s->in->cfg->smtp_timeout_ms);
+}
+
+/* ---- steps: waiting, completions, resuming ------------------------- */
+
+static int handle_event(struct session *s, const struct smtp_event *ev);
+static void step_act(struct session *s);
+
+/* Takes the events the machine has already parsed, one at a time, as
+ * long as nothing is awaited.  Returns how many it took, or -1 when the
+ * session ended. */
+static int session_take_events(struct session *s) {
+  struct smtp_event ev;
+  int n = 0;
+  while (s->wait == WAIT_NONE && !s->ended && smtp_server_event(s->srv, &ev)) {
+    n++;
+    if (s->in->dbg.on_trace)
+      s->in->dbg.on_trace(s->id, smtp_server_event_name(ev.type),
+                          s->in->dbg.data);
+    handle_event(s, &ev);
+  }
+  return s->ended ? -1 : n;
+}
+
+/* After a step completed: the events left in the machine, the replies,
+ * then the input the conn kept (from the next loop turn). */
+static void session_resume(struct session *s) {
+  if (s->ended)
+    return;
+  if (session_take_events(s) < 0)
+    return;
+  if (session_flush(s) < 0)
+    return;
+  if (s->wait != WAIT_NONE)
+    return;
+  if (smtp_server_state(s->srv) == SMTP_SRV_ST_CMD)
+    arm_command_timer(s);
+  session_detach(s);
+  conn_read_resume(s->conn);
+}
+
+/* A step's outcome is in the session: act on it now, or hand it to the
+ * test hook, which releases it when its script says. */
+static void step_arrived(struct session *s) {
+  struct inbound *in = s->in;
+  if (in->dbg.on_step) {
+    s->held = 1;
+    in->dbg.on_step(s, s->id, wait_names[s->wait], in->dbg.data);
+    return;
+  }
+  step_act(s);
+}
+
+void inbound_debug_release(void *step) {
+  struct session *s = step;
+  s->held = 0;
+  if (s->ended) {
+    session_maybe_free(s);
+    return;
+  }
+  step_act(s);
+}
+
+static void log_envelope_error(struct session *s, const char *event,
+                               const char *what, int status) {
+  struct log_line l;
+  log_begin(&l, LOG_WARN, event);
+  log_str(&l, "session", s->id);
+  log_str(&l, "client", s->peer);
+  if (s->queue_id[0])
+    log_str(&l, "id", s->queue_id);
+  log_str(&l, "from", s->sender ? s->sender : "");
+  log_int(&l, "rcpts", s->n_rcpts);
+  log_str(&l, "step", what);
+  log_str(&l, "error", strerror(-status));
+  log_end(&l);
 }
 
 /* ---- DATA: spool and commit ---------------------------------------- */
@@ -207,12 +400,8 @@ static void on_spool_written(struct store_spool *sp, int status, void *data) {
     session_maybe_free(s);
     return;
   }
-  if (status < 0) {
-    /* The spool failed (disk full): the machine will still read to the
-     * end of data; the commit answer carries the error. */
-    log_session(s, LOG_WARN, "spool", "error", strerror(-status));
-  }
-  conn_read_resume(s->conn);
+  s->step_status = status;
+  step_arrived(s);
 }
 
 /* The envelope's recipients as the store and the scheduler take them;
@@ -256,6 +445,12 @@ static void announce(struct session *s) {
   free(rc);
 }
 
+/* The reply to a commit that failed, by its cause. */
+static const char *commit_error_reply(int status) {
+  return status == -ENOSPC ? "452 4.3.1 Insufficient system storage"
+                           : "451 4.3.0 Error: queue write failed";
+}
+
 static void on_committed(struct store *st, int status, void *data) {
   (void)st;
   struct session *s = data;
@@ -278,24 +473,15 @@ static void on_committed(struct store *st, int status, void *data) {
     }
     log_end(&l);
     announce(s);
+  } else if (status != -ECANCELED) {
+    log_envelope_error(s, "commit", "commit", status);
   }
   if (s->ended) {
     session_maybe_free(s);
     return;
   }
-  if (status == 0) {
-    smtp_server_commit_done(s->srv, 1, s->queue_id);
-  } else if (status == -ENOSPC) {
-    smtp_server_commit_done(s->srv, 0, "452 4.3.1 Insufficient system storage");
-  } else {
-    log_session(s, LOG_WARN, "commit", "error", strerror(-status));
-    smtp_server_commit_done(s->srv, 0, "451 4.3.0 Error: queue write failed");
-  }
-  envelope_clear(s);
-  if (session_flush(s) < 0)
-    return;
-  arm_command_timer(s);
-  conn_read_resume(s->conn);
+  s->step_status = status;
+  step_arrived(s);
 }
 
 static const char *domain_of(const char *addr) {
@@ -309,11 +495,14 @@ static void lower(char *p) {
       *p = (char)(*p + 32);
 }
 
-static int commit_prefixed(struct session *s, const char *prefix, size_t len);
-static void dkim_then_commit(struct session *s, const char *prefix, size_t len);
+static void commit_prefixed(struct session *s, const char *prefix,
+                            size_t len);
+static void dkim_then_commit(struct session *s, const char *prefix,
+                             size_t len);
 
 /* Builds the prefix (Received, and Date/Message-ID when missing) and hands
- * the message to the store (through the DKIM signer when configured). */
+ * the message to the store, through the DKIM signer when configured. */
+
 static void commit_message(struct session *s, const struct smtp_event *ev) {
   struct inbound *in = s->in;
   store_new_id(in->store, s->queue_id);
@@ -356,27 +545,35 @@ static void commit_message(struct session *s, const struct smtp_event *ev) {
     if (n > 0)
       len += n;
   }
+  /* Every field above goes in front of the data's header section; a
+   * message without one gets the empty line that keeps its first line in
+   * the body (CONTRACT §3). */
+  if (ev->end.needs_separator && (size_t)len + 2 < sizeof prefix) {
+    memcpy(prefix + len, "\r\n", 2);
+    len += 2;
+  }
 
   s->received_at = (int64_t)now;
   s->body_8bit = ev->end.eight_bit;
   s->body_size = ev->end.size;
   s->dkim_domains[0] = '\0';
-  if (in->dkim) {
+  if (in->dkim)
     dkim_then_commit(s, prefix, (size_t)len);
-    return;
-  }
-  commit_prefixed(s, prefix, (size_t)len);
+  else
+    commit_prefixed(s, prefix, (size_t)len);
 }
 
-/* Hands the message (prefix + spooled body) to the store.  Returns 0 with
- * the commit in flight (reading paused), or -1 after answering the client
- * with a temporary error. */
-static int commit_prefixed(struct session *s, const char *prefix, size_t len) {
+/* Hands the message (prefix + spooled body) to the store; the session
+ * then waits for the commit.  On a refusal the client is answered with a
+ * temporary error at once. */
+static void commit_prefixed(struct session *s, const char *prefix,
+                            size_t len) {
   struct inbound *in = s->in;
   struct store_rcpt *rc = envelope_rcpts(s);
   if (!rc) {
     smtp_server_commit_done(s->srv, 0, "451 4.3.0 Error: out of memory");
-    return -1;
+    envelope_clear(s);
+    return;
   }
   struct store_msg msg = {
       .sender = s->sender ? s->sender : "",
@@ -397,23 +594,23 @@ static int commit_prefixed(struct session *s, const char *prefix, size_t len) {
   int rcode = store_commit(in->store, &msg, body, on_committed, s, &s->commit);
   free(rc);
   if (rcode < 0) {
+    /* Refused before it started: the spool's own earlier failure (its
+     * cause, e.g. ENOSPC) or the store shutting down. */
     s->commit = NULL;
-    smtp_server_commit_done(s->srv, 0,
-                            rcode == -ENOSPC
-                                ? "452 4.3.1 Insufficient system storage"
-                                : "451 4.3.0 Error: queue write failed");
-    return -1;
+    log_envelope_error(s, "commit", "commit", rcode);
+    smtp_server_commit_done(s->srv, 0, commit_error_reply(rcode));
+    envelope_clear(s);
+    return;
   }
-  conn_read_pause(s->conn);
+  session_wait(s, WAIT_COMMIT);
   conn_set_timeout(s->conn, 0);
-  return 0;
 }
 
-/* ---- DKIM: the hook between end of data and commit (CONTRACT §3a) ----
+/* ---- DKIM: the step between end of data and commit (CONTRACT §3a) ----
  * The spool goes to the signing job on the thread pool and comes back in
  * on_signed with the new prefix (DKIM-Signature fields first); only then
  * is the message committed, so the stored message carries the signature.
- * Reading stays paused meanwhile, as for the commit. */
+ * The session waits (WAIT_DKIM) meanwhile, as for the commit. */
 
 static void on_signed(struct dkim_req *req, int status,
                       const struct dkim_signed *res, void *data) {
@@ -427,42 +624,34 @@ static void on_signed(struct dkim_req *req, int status,
   }
   if (res->note)
     log_session(s, LOG_WARN, "dkim", "error", res->note);
-  int rc = -1;
   if (status == 0) {
-    snprintf(s->dkim_domains, sizeof s->dkim_domains, "%s", res->domains);
-    rc = commit_prefixed(s, res->prefix, res->prefix_len);
-  } else {
-    log_session(s, LOG_WARN, "dkim", "error", strerror(-status));
-    smtp_server_commit_done(s->srv, 0,
-                            status == -ENOSPC
-                                ? "452 4.3.1 Insufficient system storage"
-                                : "451 4.3.0 Error: signing failed");
+    /* res is valid only now; the test hook may hold the step longer */
+    s->signed_prefix = malloc(res->prefix_len ? res->prefix_len : 1);
+    if (s->signed_prefix) {
+      memcpy(s->signed_prefix, res->prefix, res->prefix_len);
+      s->signed_prefix_len = res->prefix_len;
+      snprintf(s->dkim_domains, sizeof s->dkim_domains, "%s", res->domains);
+    } else {
+      status = -ENOMEM;
+    }
   }
-  if (rc == 0)
-    return; /* on_committed answers */
-  if (s->spool) {
-    store_spool_free(s->spool);
-    s->spool = NULL;
-  }
-  envelope_clear(s);
-  if (session_flush(s) < 0)
-    return;
-  arm_command_timer(s);
-  conn_read_resume(s->conn);
+  s->step_status = status;
+  step_arrived(s);
 }
 
 static void dkim_then_commit(struct session *s, const char *prefix,
                              size_t len) {
   struct store_spool *body = s->spool;
   s->spool = NULL;
-  if (dkim_sign(s->in->dkim, prefix, len, body, 0, on_signed, s, &s->dkim_req) <
-      0) {
+  if (dkim_sign(s->in->dkim, prefix, len, body, 0, on_signed, s,
+                &s->dkim_req) < 0) {
     s->dkim_req = NULL;
     s->spool = body;
     smtp_server_commit_done(s->srv, 0, "451 4.3.0 Error: out of memory");
+    envelope_clear(s);
     return;
   }
-  conn_read_pause(s->conn);
+  session_wait(s, WAIT_DKIM);
   conn_set_timeout(s->conn, 0);
 }
 
@@ -507,25 +696,115 @@ static void on_auth(struct auth_req *req, enum auth_status st, const char *user,
   s->auth_req = NULL;
   if (st == AUTH_CANCELED || s->ended)
     return;
-  struct log_line l;
-  log_begin(&l, LOG_INFO, "auth");
-  log_str(&l, "session", s->id);
-  log_str(&l, "client", s->peer);
-  log_str(&l, "user", user);
-  log_str(&l, "result", auth_status_name(st));
-  log_end(&l);
-  smtp_server_auth_done(s->srv,
-                        st == AUTH_OK         ? 1
-                        : st == AUTH_TEMPFAIL ? -1
-                                              : 0,
-                        user);
-  if (session_flush(s) < 0)
-    return;
-  arm_command_timer(s);
-  conn_read_resume(s->conn);
+  free(s->auth_user);
+  s->auth_user = user ? strdup(user) : NULL;
+  s->auth_status = st;
+  step_arrived(s);
 }
 
-/* Handles one event.  Returns 1 when input must stop (waiting). */
+static void on_tls_done(struct conn *c, const struct conn_tls_info *info) {
+  struct session *s = conn_data(c);
+  struct log_line l;
+  log_begin(&l, info->ok ? LOG_INFO : LOG_WARN, "tls");
+  log_str(&l, "session", s->id);
+  log_str(&l, "client", s->peer);
+  log_str(&l, "direction", "inbound");
+  s->in->stats->tls_ok[STATS_INBOUND] += info->ok;      /* metrics */
+  s->in->stats->tls_failed[STATS_INBOUND] += !info->ok; /* metrics */
+  if (info->ok) {
+    log_str(&l, "version", info->version);
+    log_str(&l, "cipher", info->cipher);
+  } else {
+    log_str(&l, "error", info->error);
+  }
+  log_end(&l);
+  if (!info->ok || s->ended)
+    return; /* the conn is closing: on_close follows */
+  step_arrived(s);
+}
+
+static void on_drain(struct conn *c) {
+  struct session *s = conn_data(c);
+  if (s->ended || s->wait != WAIT_OUTPUT || s->held)
+    return;
+  step_arrived(s);
+}
+
+/* Acts on the outcome of the step the session waited for, then resumes. */
+static void step_act(struct session *s) {
+  enum session_wait w = s->wait;
+  session_wait(s, WAIT_NONE);
+  if (session_attach(s) < 0) {
+    session_end(s, 0);
+    return;
+  }
+  switch (w) {
+  case WAIT_SPOOL:
+    /* A failed spool (disk full): the machine still reads to the end of
+     * data; the commit then refuses with the spool's cause. */
+    if (s->step_status < 0)
+      log_envelope_error(s, "spool", "spool write", s->step_status);
+    break;
+  case WAIT_DKIM:
+    if (s->step_status == 0) {
+      commit_prefixed(s, s->signed_prefix, s->signed_prefix_len);
+    } else {
+      log_envelope_error(s, "dkim", "signing", s->step_status);
+      smtp_server_commit_done(s->srv, 0,
+                              s->step_status == -ENOSPC
+                                  ? "452 4.3.1 Insufficient system storage"
+                                  : "451 4.3.0 Error: signing failed");
+      envelope_clear(s);
+    }
+    free(s->signed_prefix);
+    s->signed_prefix = NULL;
+    break;
+  case WAIT_COMMIT:
+    if (s->step_status == 0)
+      smtp_server_commit_done(s->srv, 1, s->queue_id);
+    else
+      smtp_server_commit_done(s->srv, 0, commit_error_reply(s->step_status));
+    envelope_clear(s);
+    break;
+  case WAIT_AUTH: {
+    enum auth_status st = s->auth_status;
+    const char *user = s->auth_user ? s->auth_user : "";
+    struct log_line l;
+    log_begin(&l, LOG_INFO, "auth");
+    log_str(&l, "session", s->id);
+    log_str(&l, "client", s->peer);
+    log_str(&l, "user", user);
+    log_str(&l, "result", auth_status_name(st));
+    log_end(&l);
+    smtp_server_auth_done(s->srv,
+                          st == AUTH_OK         ? 1
+                          : st == AUTH_TEMPFAIL ? -1
+                                                : 0,
+                          user);
+    free(s->auth_user);
+    s->auth_user = NULL;
+    break;
+  }
+  case WAIT_TLS:
+    if (s->implicit_tls) {
+      s->implicit_tls = 0;
+    } else {
+      const struct conn_tls_info *info = conn_tls(s->conn);
+      char desc[160];
+      snprintf(desc, sizeof desc, "%s %s",
+               info && info->version ? info->version : "",
+               info && info->cipher ? info->cipher : "");
+      smtp_server_tls_started(s->srv, desc);
+    }
+    break;
+  case WAIT_OUTPUT:
+  case WAIT_NONE:
+    break;
+  }
+  session_resume(s);
+}
+
+/* Handles one event; an event that starts an async step sets the wait. */
 static int handle_event(struct session *s, const struct smtp_event *ev) {
   struct inbound *in = s->in;
   switch (ev->type) {
@@ -536,6 +815,7 @@ static int handle_event(struct session *s, const struct smtp_event *ev) {
     envelope_clear(s);
     s->sender = strdup(ev->mail.sender);
     s->mail = *ev->mail.params;
+    s->queue_id[0] = '\0';
     if (!s->sender) {
       session_end(s, 0);
       return 1;
@@ -567,10 +847,12 @@ static int handle_event(struct session *s, const struct smtp_event *ev) {
                                   on_spool_written, s);
       if (rc == STORE_SPOOL_PAUSE) {
         s->spool_writing = 1;
-        conn_read_pause(s->conn);
+        session_wait(s, WAIT_SPOOL);
         return 1;
       }
-      /* rc < 0: the spool failed earlier; the commit reports it. */
+      /* rc < 0: the spool failed earlier; the commit reports its cause.
+       * (-EBUSY cannot happen: nothing is taken while a write is
+       * pending.) */
     }
     return 0;
   case SMTP_SRV_EV_DATA_END:
@@ -599,9 +881,14 @@ static int handle_event(struct session *s, const struct smtp_event *ev) {
       session_end(s, 0);
       return 1;
     }
+    /* The handshake needs the socket even if a full write queue paused
+     * reading just now. */
+    s->wait = WAIT_NONE;
+    session_wait(s, WAIT_TLS);
+    conn_read_resume(s->conn);
     return 1;
   case SMTP_SRV_EV_AUTH:
-    /* The hash check runs on the thread pool; reading waits for it. */
+    /* The hash check runs on the thread pool; the session waits for it. */
     if (!in->auth || auth_check(in->auth, ev->auth.user, ev->auth.pass, on_auth,
                                 s, &s->auth_req) < 0) {
       s->auth_req = NULL;
@@ -610,7 +897,7 @@ static int handle_event(struct session *s, const struct smtp_event *ev) {
       log_session(s, LOG_INFO, "auth", "result", "unavailable");
       return 0;
     }
-    conn_read_pause(s->conn);
+    session_wait(s, WAIT_AUTH);
     conn_set_timeout(s->conn, 0);
     return 1;
   case SMTP_SRV_EV_REJECT: {
@@ -636,42 +923,55 @@ static size_t on_read(struct conn *c, const char *data, size_t len) {
   struct session *s = conn_data(c);
   if (s->ended)
     return len;
+  if (s->wait != WAIT_NONE) {
+    /* Nothing is acted on while a step is in flight: keep the input. */
+    conn_read_pause(c);
+    return 0;
+  }
+  if (session_attach(s) < 0) {
+    session_end(s, 0);
+    return len;
+  }
   size_t off = 0;
   int progressed = 0;
-  int stop = 0;
-  while (!stop) {
+  for (;;) {
+    /* Events first: the machine may hold some from the last feed. */
+    if (session_take_events(s) < 0)
+      return len;
+    if (s->wait != WAIT_NONE || smtp_server_close_wanted(s->srv))
+      break;
+    if (smtp_server_state(s->srv) == SMTP_SRV_ST_WAIT_TLS)
+      return len; /* everything after STARTTLS is discarded */
+    if (off == len)
+      break;
     int in_data = smtp_server_state(s->srv) == SMTP_SRV_ST_DATA;
     size_t n = smtp_server_feed(s->srv, data + off, len - off);
     off += n;
     if (in_data)
       s->data_rx += n;
-    struct smtp_event ev;
-    while (smtp_server_event(s->srv, &ev)) {
+    if (n > 0) {
       progressed = 1;
-      if (handle_event(s, &ev))
-        stop = 1;
-      if (s->ended)
-        return len;
+      continue;
     }
-    if (smtp_server_state(s->srv) == SMTP_SRV_ST_WAIT_TLS) {
-      /* Everything after STARTTLS is discarded, never executed. */
+    /* Nothing consumed: either an event is ready (a full DATA chunk) ... */
+    int taken = session_take_events(s);
+    if (taken < 0)
       return len;
-    }
-    if (off == len || stop)
-      break;
-    if (n == 0) {
-      /* The machine stopped because its reply buffer is full (a client
-       * pipelining many commands): hand the replies to the connection and
-       * go on, or the rest of this input would wait for more input that a
-       * pipelining client never sends. */
-      size_t out;
-      smtp_server_output(s->srv, &out);
-      if (out == 0 || smtp_server_close_wanted(s->srv))
-        break;
+    if (taken > 0) {
       progressed = 1;
-      if (session_flush(s) < 0)
-        return len;
+      continue;
     }
+    /* ... or the reply buffer is full (a client pipelining many
+     * commands).  Hand the replies to the connection and go on, or the
+     * rest of this input would wait for more input that a pipelining
+     * client never sends. */
+    size_t out;
+    smtp_server_output(s->srv, &out);
+    if (out == 0)
+      break; /* cannot happen: feed stops only for events or output */
+    progressed = 1;
+    if (session_flush(s) < 0)
+      return len;
   }
   size_t pending;
   smtp_server_output(s->srv, &pending);
@@ -679,40 +979,12 @@ static size_t on_read(struct conn *c, const char *data, size_t len) {
     progressed = 1;
   if (session_flush(s) < 0)
     return len;
-  if (progressed && smtp_server_state(s->srv) == SMTP_SRV_ST_CMD)
+  if (progressed && s->wait == WAIT_NONE &&
+      smtp_server_state(s->srv) == SMTP_SRV_ST_CMD)
     arm_command_timer(s);
+  if (off == len)
+    session_detach(s);
   return off;
-}
-
-static void on_tls_done(struct conn *c, const struct conn_tls_info *info) {
-  struct session *s = conn_data(c);
-  struct log_line l;
-  log_begin(&l, info->ok ? LOG_INFO : LOG_WARN, "tls");
-  log_str(&l, "session", s->id);
-  log_str(&l, "client", s->peer);
-  log_str(&l, "direction", "inbound");
-  s->in->stats->tls_ok[STATS_INBOUND] += info->ok;      /* metrics */
-  s->in->stats->tls_failed[STATS_INBOUND] += !info->ok; /* metrics */
-  if (info->ok) {
-    log_str(&l, "version", info->version);
-    log_str(&l, "cipher", info->cipher);
-  } else {
-    log_str(&l, "error", info->error);
-  }
-  log_end(&l);
-  if (!info->ok || s->ended)
-    return;
-  if (s->implicit_tls) {
-    s->implicit_tls = 0;
-  } else {
-    char desc[160];
-    snprintf(desc, sizeof desc, "%s %s", info->version ? info->version : "",
-             info->cipher ? info->cipher : "");
-    smtp_server_tls_started(s->srv, desc);
-  }
-  if (session_flush(s) < 0)
-    return;
-  arm_command_timer(s);
 }
 
 static void on_timeout(struct conn *c) {
@@ -720,6 +992,13 @@ static void on_timeout(struct conn *c) {
   struct inbound *in = s->in;
   if (s->ended)
     return;
+  if (s->wait == WAIT_SPOOL) {
+    /* Our disk is slow, not the client: the machine may already be past
+     * the end of data (queued behind this write), so neither the rate
+     * check nor the command timeout applies; look again later. */
+    conn_set_timeout(c, DATA_CHECK_MS);
+    return;
+  }
   if (smtp_server_state(s->srv) == SMTP_SRV_ST_DATA) {
     /* DATA: the client must keep up min_data_rate once the first
      * smtp_timeout has passed (a slow but honest upload goes on). */
@@ -733,10 +1012,17 @@ static void on_timeout(struct conn *c) {
   } else {
     log_session(s, LOG_INFO, "rejected", "reason", "timeout");
   }
+  if (session_attach(s) < 0) {
+    session_end(s, 0);
+    return;
+  }
   smtp_server_close(s->srv, SMTP_SRV_CLOSE_TIMEOUT);
+  /* The session ends: events still queued (even an end of data the
+   * client had no reply to) are dropped, never acted on; session_end
+   * frees the spool. */
   struct smtp_event ev;
   while (smtp_server_event(s->srv, &ev))
-    handle_event(s, &ev);
+    ;
   session_flush(s);
   session_end(s, 1);
 }
@@ -757,6 +1043,7 @@ static void on_close(struct conn *c, enum conn_end end, int status) {
 static const struct conn_cbs session_cbs = {
     .on_read = on_read,
     .on_tls_done = on_tls_done,
+    .on_drain = on_drain,
     .on_timeout = on_timeout,
     .on_close = on_close,
 };
@@ -782,6 +1069,8 @@ static void on_accept(struct listener *l, struct conn *c, void *data) {
   in->sessions = s;
   in->n_sessions++;
   in->stats->sessions = in->n_sessions;
+  if (in->n_sessions > in->peak)
+    in->peak = in->n_sessions;
   conn_set_owner(c, &session_cbs, s);
 
   const struct config *cfg = in->cfg;
@@ -820,13 +1109,16 @@ static void on_accept(struct listener *l, struct conn *c, void *data) {
   }
   if (implicit_tls) {
     s->implicit_tls = 1;
+    session_wait(s, WAIT_TLS);
     if (conn_start_tls(c, in->tls_ctx, 1, NULL) < 0)
       session_end(s, 0);
     conn_set_timeout(c, (unsigned)cfg->smtp_timeout_ms);
     return;
   }
-  if (session_flush(s) == 0)
+  if (session_flush(s) == 0) {
     arm_command_timer(s);
+    session_detach(s);
+  }
 }
 
 struct inbound *inbound_start(uv_loop_t *loop, const struct config *cfg,
@@ -874,6 +1166,22 @@ struct inbound *inbound_start(uv_loop_t *loop, const struct config *cfg,
     }
   }
   *bad_config = 0;
+  {
+    /* The queue's directory: its file system is where mail is spooled
+     * and committed. */
+    char dir[sizeof cfg->queue_path];
+    snprintf(dir, sizeof dir, "%s", cfg->queue_path);
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+      snprintf(dir, sizeof dir, ".");
+    else if (slash == dir)
+      dir[1] = '\0';
+    else
+      *slash = '\0';
+    in->disk = diskspace_start(loop, dir, 0);
+    if (in->disk)
+      diskspace_on_update(in->disk, on_disk_update, in);
+  }
   for (int i = 0; i < cfg->n_listen + cfg->n_listen_tls; i++) {
     int tls = i >= cfg->n_listen;
     const struct config_addr *a =
@@ -888,6 +1196,7 @@ struct inbound *inbound_start(uv_loop_t *loop, const struct config *cfg,
       if (in->auth)
         auth_free(in->auth);
       dkim_free(in->dkim);
+      diskspace_stop(in->disk);
       free(in);
       return NULL;
     }
@@ -909,6 +1218,23 @@ void inbound_stop_accepting(struct inbound *in) {
 
 int inbound_sessions(const struct inbound *in) {
   return in->n_sessions;
+}
+
+const struct sockaddr *inbound_listener_addr(const struct inbound *in, int i) {
+  if (i < 0 || i >= in->n_listeners)
+    return NULL;
+  return listener_addr(in->listeners[i]);
+}
+
+struct diskspace *inbound_diskspace(struct inbound *in) {
+  return in->disk;
+}
+
+void inbound_debug_set(struct inbound *in, const struct inbound_debug *dbg) {
+  if (dbg)
+    in->dbg = *dbg;
+  else
+    memset(&in->dbg, 0, sizeof in->dbg);
 }
 
 void inbound_reload(struct inbound *in) {
@@ -954,6 +1280,9 @@ static void inbound_maybe_freed(struct inbound *in) {
   if (in->auth)
     auth_free(in->auth);
   dkim_free(in->dkim);
+  while (in->n_pool > 0)
+    smtp_server_bufs_free(in->pool[--in->n_pool]);
+  diskspace_stop(in->disk);
   free(in);
   cb(data);
 }
@@ -964,7 +1293,7 @@ void inbound_free(struct inbound *in, void (*cb)(void *data), void *data) {
   in->freed_cb = cb;
   in->freed_data = data;
   for (struct session *s = in->sessions; s; s = s->next) {
-    if (!s->ended && s->srv) {
+    if (!s->ended && s->srv && session_attach(s) == 0) {
       smtp_server_close(s->srv, SMTP_SRV_CLOSE_SHUTDOWN);
       struct smtp_event ev;
       while (smtp_server_event(s->srv, &ev))

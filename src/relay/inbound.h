@@ -37,6 +37,43 @@ void inbound_stop_accepting(struct inbound *in);
 /* Sessions open now. */
 int inbound_sessions(const struct inbound *in);
 
+/* The bound address of listener i (in configuration order: listen, then
+ * listen_tls), the real port when configured as port 0; NULL past the
+ * end or after inbound_stop_accepting. */
+const struct sockaddr *inbound_listener_addr(const struct inbound *in, int i);
+
+/*
+ * Test hooks for the deterministic interleaving harness
+ * (tests/unit/test_inbound_harness.c); all NULL in production.
+ *
+ * on_step: every completion of an asynchronous step a session waits for
+ *   (kind "spool", "commit", "auth", "tls" or "output") is handed to the
+ *   hook instead of being acted on; the session keeps waiting (reading
+ *   paused, parsed events queued) until the test calls
+ *   inbound_debug_release(step) — from any later loop callback, in any
+ *   order across sessions.  Every held step must be released (the session
+ *   is freed only then).  The store, spool and hash work itself is real
+ *   and has finished; only its effect on the session is held back.
+ * on_trace: each event the session acts on (smtp_server_event_name) and
+ *   each change of its wait ("wait none -> spool"), in order.
+ * session is the session's log id ("S1", "S2", ... in accept order).
+ */
+struct inbound_debug {
+  void (*on_step)(void *step, const char *session, const char *kind,
+                  void *data);
+  void (*on_trace)(const char *session, const char *what, void *data);
+  void *data;
+};
+/* Sets (copies) or clears (NULL) the hooks; before any session starts. */
+void inbound_debug_set(struct inbound *in, const struct inbound_debug *dbg);
+/* Acts on a held completion now (see on_step). */
+void inbound_debug_release(void *step);
+
+/* The free-space watch of the queue's file system (relay/diskspace.h),
+ * for readiness and tests; NULL when it could not start (out of memory:
+ * then no reserve is enforced).  Owned by inbound. */
+struct diskspace *inbound_diskspace(struct inbound *in);
+
 /* SIGHUP: reload the certificate and the AUTH users file; sessions in
  * flight keep what they have.  Logs the outcome. */
 void inbound_reload(struct inbound *in);

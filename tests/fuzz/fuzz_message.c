@@ -11,7 +11,8 @@
  *  - for inputs whose only CRs come right before an LF, the results match
  *    a line-by-line reference of the documented rule: the header section
  *    ends at the first empty line or at the first complete line that is
- *    neither a continuation (starts with SP/HT) nor "name:" with a
+ *    neither a continuation (starts with SP/HT, after a first line) nor
+ *    "name:" with a
  *    non-empty name of printable ASCII other than SP and ':'.
  */
 #include <stddef.h>
@@ -39,10 +40,13 @@ static void same(const struct message_scan *a, const struct message_scan *b) {
   CHECK(a->has_message_id == b->has_message_id);
   CHECK(a->eight_bit == b->eight_bit);
   CHECK(a->in_headers == b->in_headers);
+  CHECK(a->header_end == b->header_end);
+  CHECK(a->separator == b->separator);
 }
 
 struct ref {
-  int received, date, msgid, in_headers;
+  int received, date, msgid, in_headers, separator;
+  size_t header_end;
 };
 
 static int name_is(const char *s, size_t n, const char *k) {
@@ -55,6 +59,7 @@ static void reference(const char *in, size_t n, struct ref *r) {
   r->in_headers = 1;
   size_t pos = 0;
   while (pos < n && r->in_headers) {
+    size_t start = pos;
     const char *nl = memchr(in + pos, '\n', n - pos);
     int complete = nl != NULL;
     size_t len = complete ? (size_t)(nl - (in + pos)) : n - pos;
@@ -65,11 +70,15 @@ static void reference(const char *in, size_t n, struct ref *r) {
     if (len == 0) {
       /* An empty line ends the section as soon as its first octet is
        * seen; a last line with nothing in it was never started. */
-      if (complete || (s < in + n && *s == '\r'))
+      if (complete || (s < in + n && *s == '\r')) {
         r->in_headers = 0;
+        r->header_end = start;
+        r->separator = 1;
+      }
       break;
     }
-    if (s[0] == ' ' || s[0] == '\t')
+    /* A continuation needs a field before it. */
+    if ((s[0] == ' ' || s[0] == '\t') && start > 0)
       continue;
     size_t i = 0;
     while (i < len && s[i] != ':' && (unsigned char)s[i] > 32 &&
@@ -84,6 +93,7 @@ static void reference(const char *in, size_t n, struct ref *r) {
         r->msgid = 1;
     } else if (complete) {
       r->in_headers = 0;
+      r->header_end = start;
     }
   }
 }
@@ -146,6 +156,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     CHECK(a.has_date == r.date);
     CHECK(a.has_message_id == r.msgid);
     CHECK(a.in_headers == r.in_headers);
+    if (!r.in_headers) {
+      CHECK(a.header_end == r.header_end);
+      CHECK(a.separator == r.separator);
+    }
   }
+  int sep = -1;
+  size_t end = message_header_end(in, n, &sep);
+  CHECK(end == (a.in_headers ? n : a.header_end));
+  CHECK(sep == (!a.in_headers && a.separator));
+  CHECK(message_added_headers_need_separator(&a) ==
+        (n > 0 && !a.in_headers && a.header_end == 0 && !a.separator));
   return 0;
 }

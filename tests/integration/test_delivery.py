@@ -543,7 +543,9 @@ def test_disk_full_answers_452(mailhop, tmp_path):
     if r.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here: {r.stderr.strip()}")
     try:
-        m = mailhop(queue_path=str(d / "q.db"))
+        # queue_minfree = 0: no reserve, so the store's own full-disk path
+        # is what answers (the reserve has its own test_diskspace.py).
+        m = mailhop(queue_path=str(d / "q.db"), queue_minfree="0")
         send(m, "a@src.test", ["x@b.test"], "Subject: small\r\n\r\nok\r\n")
         s = smtplib.SMTP("127.0.0.1", m.port, timeout=30)
         s.ehlo("c.example")
@@ -553,6 +555,12 @@ def test_disk_full_answers_452(mailhop, tmp_path):
         assert e.value.smtp_code == 452
         assert b"4.3.1" in e.value.smtp_error
         s.quit()
+        # The failure is logged with the session, envelope and real cause
+        # (issue 12 item 1), not the spool's "Operation canceled".
+        line = [l for l in m.log().splitlines() if "event=commit" in l][0]
+        assert "session=S" in line and "id=" in line, line
+        assert "from=a@src.test" in line and "No space left" in line, line
+        assert "Operation canceled" not in m.log()
         assert rows(m, "select count(*) from messages")[0][0] == 1
         assert m.stop() == 0
     finally:

@@ -486,7 +486,10 @@ def test_disk_full_with_signing_answers_452(mailhop, keys, tmp_path):
     if r.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here: {r.stderr.strip()}")
     try:
-        m = mailhop(queue_path=str(d / "q.db"), dkim_sign=ed_entry(keys))
+        # queue_minfree = 0: the reserve would refuse at MAIL; this is about
+        # the spool failing under the signer
+        m = mailhop(queue_path=str(d / "q.db"), dkim_sign=ed_entry(keys),
+                    queue_minfree="0")
         s = smtplib.SMTP("127.0.0.1", m.port, timeout=30)
         s.ehlo("c.example")
         with pytest.raises(smtplib.SMTPDataError) as e:

@@ -93,6 +93,48 @@ def test_date_and_message_id_added_when_missing(mailhop):
     assert body.endswith(b"Subject: x\r\n\r\nhi\r\n")
 
 
+@pytest.mark.parametrize("data", [
+    b"hello world\r\nsecond line\r\n",
+    b" indented first line\r\nSubject: not a header now\r\n",
+    b"From someone Mon Jan 1\r\nbody\r\n",
+], ids=["plain_text", "continuation_first", "mbox_from_line"])
+def test_message_without_headers_gets_separator(mailhop, data):
+    """Issue 12 item 3: data whose first line is neither a header field
+    nor empty gets an empty line between the added headers and itself, so
+    its lines stay in the body."""
+    m = mailhop()
+    r = session(m)
+    assert r.cmd("MAIL FROM:<a@a.example>")[0] == 250
+    assert r.cmd("RCPT TO:<b@b.example>")[0] == 250
+    assert r.cmd("DATA")[0] == 354
+    r.send(data + b".\r\n")
+    assert r.reply()[0] == 250
+    (body,), = rows(m, "select body from messages")
+    head, sep, rest = body.partition(b"\r\n\r\n")
+    assert sep and rest == data, body
+    fields = head.split(b"\r\n")
+    assert fields[0].startswith(b"Received: ")
+    assert sum(f.startswith(b"Date: ") for f in fields) == 1
+    assert sum(f.startswith(b"Message-ID: <") for f in fields) == 1
+    # Every line of the header section is a field or a continuation.
+    assert all(f[:1] in (b" ", b"\t") or b":" in f for f in fields), head
+
+
+def test_message_with_headers_gets_no_extra_line(mailhop):
+    m = mailhop()
+    s = smtplib.SMTP("127.0.0.1", m.port)
+    s.sendmail("a@a.example", ["b@b.example"],
+               "Subject: x\r\nDate: Sun, 29 Nov 2026 12:00:00 +0000\r\n"
+               "Message-ID: <a@b>\r\n\r\nhi\r\n")
+    s.quit()
+    (body,), = rows(m, "select body from messages")
+    assert body.startswith(b"Received: ")
+    assert body.count(b"\r\n\r\n") == 1
+    assert body.endswith(b"\r\nSubject: x\r\nDate: Sun, 29 Nov 2026 "
+                         b"12:00:00 +0000\r\nMessage-ID: <a@b>\r\n\r\n"
+                         b"hi\r\n")
+
+
 def test_pipelining_swaks(mailhop, tmp_path):
     m = mailhop()
     p = subprocess.run(

@@ -56,6 +56,56 @@ static void test_scan(void) {
   }
 }
 
+/* Where the header section ends (issue 12 item 3): the offset of the line
+ * that ends it, whether that line is the empty line, and whether fields
+ * added in front need an empty line after them. */
+static const struct end_case {
+  const char *name, *msg;
+  long end; /* -1: not ended within the data */
+  int separator, need_sep;
+} end_cases[] = {
+    {"headers_then_body", "Subject: x\r\nDate: y\r\n\r\nbody\r\n", 21, 1, 0},
+    {"no_headers", "hello world\r\nsecond line\r\n", 0, 0, 1},
+    {"empty_first_line", "\r\nbody\r\n", 0, 1, 0},
+    {"empty_data", "", -1, 0, 0},
+    {"header_then_non_header", "Subject: x\r\nnot a header\r\n", 12, 0, 0},
+    {"continuation_first", " folded?\r\nSubject: x\r\n\r\n", 0, 0, 1},
+    {"continuation_kept", "Subject: x\r\n y\r\n\r\nb\r\n", 16, 1, 0},
+    {"colon_first", ":x\r\n", 0, 0, 1},
+    {"mbox_from", "From a@b Mon Jan 1\r\nSubject: x\r\n\r\n", 0, 0, 1},
+    {"dot_line", ".\r\n", 0, 0, 1},
+    {"headers_only", "Subject: x\r\n", -1, 0, 0},
+    {"eight_bit_name",
+     "Subj\xc3\xa9"
+     "ct: x\r\n",
+     0, 0, 1},
+};
+
+static void test_header_end(void) {
+  for (size_t i = 0; i < sizeof end_cases / sizeof end_cases[0]; i++) {
+    const struct end_case *c = &end_cases[i];
+    size_t n = strlen(c->msg);
+    int sep = -1;
+    size_t end = message_header_end(c->msg, n, &sep);
+    size_t want = c->end < 0 ? n : (size_t)c->end;
+    if (end != want || sep != c->separator)
+      fprintf(stderr, "case %s\n", c->name);
+    CHECK_INT(end, want);
+    CHECK_INT(sep, c->separator);
+    /* The scanner, fed byte by byte, agrees and decides the separator. */
+    struct message_scan m;
+    message_scan_init(&m);
+    for (size_t j = 0; j < n; j++)
+      message_scan_feed(&m, c->msg + j, 1);
+    CHECK_INT(m.in_headers, c->end < 0);
+    if (c->end >= 0)
+      CHECK_INT(m.header_end, c->end);
+    if (message_added_headers_need_separator(&m) != c->need_sep)
+      fprintf(stderr, "case %s\n", c->name);
+    CHECK_INT(message_added_headers_need_separator(&m), c->need_sep);
+  }
+}
+
 static void test_date(void) {
   char buf[64];
   /* 2006-01-02 15:04:05 UTC is 1136214245. */
@@ -148,6 +198,7 @@ static void test_received(void) {
 
 int main(void) {
   test_scan();
+  test_header_end();
   test_date();
   test_received();
   return check_result("test_message");

@@ -1,0 +1,60 @@
+/*
+ * inbound_harness: the deterministic interleaving harness for the inbound
+ * session (issue 12 item 1), shared by the unit test
+ * (test_inbound_harness.c) and the fuzz target (fuzz_inbound_harness.c).
+ *
+ * One run: a real loop, a real store in a temp dir (real spools), the real
+ * inbound module listening on 127.0.0.1:0 with AUTH (a real users file and
+ * crypt hash); n clients on loopback each send the same conversation,
+ * written at once, while
+ *   - every socket read of the server is capped by the plan's read sizes
+ *     (conn_debug_read_size): one byte at a time, random splits, or one
+ *     buffer;
+ *   - every async completion a session waits for (spool write, commit,
+ *     AUTH check, TLS, output) is held (inbound_debug_set) and released
+ *     later in an order the plan's seed chooses, across sessions.
+ * The result is each client's replies (queue ids masked), each session's
+ * trace of events and waits, and the stored messages (envelope + body,
+ * the Received header masked), as text, so two runs compare with strcmp.
+ */
+#ifndef MAILHOP_TEST_INBOUND_HARNESS_H
+#define MAILHOP_TEST_INBOUND_HARNESS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct harness_plan {
+  int sessions; /* clients, each sending the whole conversation */
+  /* Read caps, used in turn and repeated; n_reads 0 means one buffer.  A
+   * cap of 0 means "as much as fits". */
+  const size_t *reads;
+  size_t n_reads;
+  int hold;      /* hold async completions (else act at once) */
+  uint64_t seed; /* release order and delays of held completions */
+  int max_delay; /* loop turns a held completion may wait (0..) */
+  /* When set, held completions are released one at a time by a timer
+   * after this many ms each (a slow disk or hash), in seeded order. */
+  unsigned delay_ms;
+};
+
+struct harness_result {
+  char *replies; /* per client, "C<i>:\n" then the reply lines */
+  char *trace;   /* per session, "S<i> <event or wait>" lines */
+  char *stored;  /* the stored messages, sorted */
+  int held;      /* completions held and released (for the report) */
+  int reads;     /* socket reads the server made */
+};
+
+/* Runs the conversation (conv, len bytes) under plan.  Returns 0, or -1
+ * with a reason on stderr (set-up failure, a run that did not finish).
+ * The result strings are malloc'd; harness_result_free frees them. */
+int harness_run(const char *conv, size_t len, const struct harness_plan *plan,
+                struct harness_result *out);
+void harness_result_free(struct harness_result *r);
+
+/* The conversation the tests use: EHLO, AUTH PLAIN, pipelined envelopes,
+ * messages whose unstuffed bodies are the given sizes (around the 64 KiB
+ * spool boundary), RSET, NOOP, QUIT.  malloc'd; *len set. */
+char *harness_conversation(const size_t *sizes, size_t n, size_t *len);
+
+#endif
