@@ -4,8 +4,10 @@
 Every round starts a fresh server (mailhop, or a private Postfix instance in a
 temp dir) and a fresh smtp-sink on loopback high ports, runs one load, and
 stops exactly the processes it started (by PID). Rounds alternate
-mailhop, postfix, mailhop, postfix... Results: median [min..max] per server
-and the ratio mailhop/Postfix.
+mailhop, postfix, mailhop, postfix... Every measured run of the comparing
+profiles follows a warm-up load on the same fresh server. Results: median
+[min..max] per server and the ratio mailhop/Postfix (none where the figure
+is not comparable). The table header names the commit and the date.
 """
 import argparse
 import json
@@ -166,15 +168,17 @@ class PySink:
     """scripts/bench.d/pysink.py: knows each message's X-Bench-Id, can
     tempfail a percentage of recipients."""
 
-    def __init__(self, tmp, tempfail=0.0, port=None):
+    def __init__(self, tmp, tempfail=0.0, port=None, tls=None):
         self.port = port or free_port()
         self.out = os.path.join(tmp, "pysink.out")
         self.errf = open(os.path.join(tmp, "pysink.err"), "ab")
+        cmd = ["/usr/bin/python3", os.path.join(HERE, "pysink.py"),
+               "--port", str(self.port), "--tempfail", str(tempfail),
+               "--out", self.out]
+        if tls:
+            cmd += ["--cert", tls.sink_crt, "--key", tls.sink_key]
         self.proc = subprocess.Popen(
-            ["/usr/bin/python3", os.path.join(HERE, "pysink.py"),
-             "--port", str(self.port), "--tempfail", str(tempfail),
-             "--out", self.out],
-            stdout=self.errf, stderr=self.errf, stdin=subprocess.DEVNULL)
+            cmd, stdout=self.errf, stderr=self.errf, stdin=subprocess.DEVNULL)
         if not wait_banner(self.port, 10):
             self.stop()
             raise RuntimeError("pysink did not start")
@@ -194,9 +198,85 @@ class PySink:
             pass
         return ids, tf
 
+    def count(self):
+        """Messages accepted so far."""
+        try:
+            with open(self.out, "rb") as f:
+                return sum(1 for line in f if line.startswith(b"D "))
+        except OSError:
+            return 0
+
+    def wait_count(self, n, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.count() >= n:
+                return time.monotonic()
+            time.sleep(0.05)
+        return None
+
     def stop(self):
         stop_pid(self.proc)
         self.errf.close()
+
+
+# ---------------------------------------------------------------- TLS
+
+class Pki:
+    """A CA and two certificates made with openssl for this run: the
+    servers' (name bench.example) and the sink's (IP 127.0.0.1, so mailhop
+    verifies it as the relayhost [127.0.0.1]); the sink certificate's
+    SHA-256 fingerprint for Postfix (smtp_tls_security_level = fingerprint,
+    as strict as verification, without the IP-name question)."""
+
+    def __init__(self, tmp):
+        self.dir = os.path.join(tmp, "pki")
+        os.makedirs(self.dir)
+
+        def ossl(*args):
+            subprocess.run(["openssl", *args], check=True, cwd=self.dir,
+                           capture_output=True, timeout=60,
+                           stdin=subprocess.DEVNULL)
+        ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+             "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=bench CA")
+        for name, san in (("server", "DNS:bench.example"),
+                          ("sink", "IP:127.0.0.1")):
+            ossl("req", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                 f"{name}.key", "-out", f"{name}.csr", "-subj",
+                 f"/CN={name}.bench")
+            with open(os.path.join(self.dir, f"{name}.ext"), "w") as f:
+                f.write(f"subjectAltName={san}\n")
+            ossl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt",
+                 "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+                 "-extfile", f"{name}.ext", "-out", f"{name}.crt")
+        for f in os.listdir(self.dir):
+            os.chmod(os.path.join(self.dir, f), 0o644)
+        os.chmod(self.dir, 0o755)
+        self.ca = os.path.join(self.dir, "ca.crt")
+        self.server_crt = os.path.join(self.dir, "server.crt")
+        self.server_key = os.path.join(self.dir, "server.key")
+        self.sink_crt = os.path.join(self.dir, "sink.crt")
+        self.sink_key = os.path.join(self.dir, "sink.key")
+        r = subprocess.run(["openssl", "x509", "-noout", "-fingerprint",
+                            "-sha256", "-in", self.sink_crt],
+                           capture_output=True, text=True, check=True)
+        self.sink_fp = r.stdout.strip().split("=", 1)[1]
+
+    def mailhop_opts(self):
+        return [f"tls_cert_file={self.server_crt}",
+                f"tls_key_file={self.server_key}",
+                "relayhost_tls=starttls", f"tls_ca_file={self.ca}"]
+
+    def postfix_settings(self):
+        return {"smtpd_tls_cert_file": self.server_crt,
+                "smtpd_tls_key_file": self.server_key,
+                "smtpd_tls_security_level": "may",
+                "smtp_tls_security_level": "fingerprint",
+                "smtp_tls_fingerprint_digest": "sha256",
+                "smtp_tls_fingerprint_cert_match": self.sink_fp,
+                # reuse TLS connections to the relayhost, as mailhop does
+                "smtp_tls_connection_reuse": "yes",
+                "smtp_tls_session_cache_database":
+                    "btree:${data_directory}/smtp_scache"}
 
 
 # ---------------------------------------------------------------- servers
@@ -204,18 +284,20 @@ class PySink:
 class Mailhop:
     name = "mailhop"
 
-    def __init__(self, tmp, sink_port, extra=(), port=None):
+    def __init__(self, tmp, sink_port, extra=(), port=None, tls=None):
         self.tmp = tmp
+        extra = list(extra) + (tls.mailhop_opts() if tls else [])
         self.port = port or free_port()
         cmd = [MAILHOP, "serve",
                "-o", f"listen=127.0.0.1:{self.port}",
                "-o", f"relayhost=[127.0.0.1]:{sink_port}",
-               "-o", "relayhost_tls=none",
                "-o", f"queue_path={tmp}/q.db",
                "-o", f"admin_socket={tmp}/a.sock",
                "-o", "dns_servers=127.0.0.1:9",
                "-o", "hostname=bench.example",
                "-o", "max_sessions=12000"]
+        if not tls:
+            cmd += ["-o", "relayhost_tls=none"]
         for o in extra:
             cmd += ["-o", o]
         self.errf = open(os.path.join(tmp, "mailhop.log"), "ab")
@@ -267,6 +349,8 @@ discard   unix  -       -       n       -       -       discard
 anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
+tlsproxy  unix  -       -       n       -       0       tlsproxy
 """
 
 
@@ -276,7 +360,8 @@ class Postfix:
     durability (queue files fsync'd before 250). Never the system one."""
     name = "postfix"
 
-    def __init__(self, tmp, sink_port, process_limit=100):
+    def __init__(self, tmp, sink_port, process_limit=100, extra=None,
+                 tls=None):
         if not IS_ROOT:
             raise RuntimeError("a private Postfix instance needs root")
         self.tmp = tmp
@@ -311,6 +396,8 @@ class Postfix:
             "maillog_file_prefixes": tmp,
             "smtpd_banner": "$myhostname ESMTP",
         }
+        settings.update(tls.postfix_settings() if tls else {})
+        settings.update(extra or {})
         self.pc(["-e"] + [f"{k}={v}" for k, v in settings.items()])
         r = subprocess.run(["postfix", "-c", self.etc, "start"],
                            capture_output=True, timeout=60,
@@ -354,7 +441,19 @@ class Postfix:
                     pass
 
 
-SERVERS = {"mailhop": Mailhop, "postfix": Postfix}
+class PostfixNoFlowDelay(Postfix):
+    """Postfix with in_flow_delay = 0: its default (1 s) makes smtpd wait
+    while the queue manager is behind, so its accept rate follows its
+    delivery rate; without it the accept rates compare like with like."""
+    name = "postfix-nofd"
+
+    def __init__(self, tmp, sink_port, **kw):
+        kw["extra"] = dict(kw.get("extra") or {}, in_flow_delay="0")
+        super().__init__(tmp, sink_port, **kw)
+
+
+SERVERS = {"mailhop": Mailhop, "postfix": Postfix,
+           "postfix-nofd": PostfixNoFlowDelay}
 
 
 # ---------------------------------------------------------------- profiles
@@ -373,19 +472,37 @@ def smtp_source(port, sessions, count, size, timeout):
     return t0, t1
 
 
+WARMUP = 500  # messages sent to each fresh server before it is measured
+
+
+def warm_up(srv, sink, size, timeout):
+    """A warm-up load on a fresh server (page cache, allocator, Postfix's
+    process pool, SQLite's file), delivered in full before the measured
+    run starts. Returns how many messages the sink has counted."""
+    if WARMUP <= 0:
+        return sink.count()
+    smtp_source(srv.port, 20, WARMUP, size, timeout)
+    if sink.wait_count(WARMUP, timeout) is None:
+        raise RuntimeError(f"warm-up: sink got {sink.count()}/{WARMUP}")
+    time.sleep(0.5)
+    return sink.count()
+
+
 def run_throughput(server, count, size, sessions, timeout):
     """Profiles 1-3: accept rate (smtp-source done: every message had its
-    250), end-to-end rate (sink has all N), CPU per message, peak memory."""
+    250), end-to-end rate (sink has all N), CPU per message, peak memory;
+    after a warm-up."""
     tmp = tempfile.mkdtemp(prefix=f"mhbench-{server}-")
     sink = srv = sampler = None
     try:
         sink = Sink(tmp)
         srv = SERVERS[server](tmp, sink.port)
+        base = warm_up(srv, sink, size, timeout)
         sampler = Sampler(srv.pid, 0.2)
         sampler.start()
         cpu0 = tree_cpu(srv.pid)
         t0, t_acc = smtp_source(srv.port, sessions, count, size, timeout)
-        t_e2e = sink.wait_count(count, timeout)
+        t_e2e = sink.wait_count(base + count, timeout)
         cpu1 = tree_cpu(srv.pid)
         sampler.stop()
         if t_e2e is None:
@@ -421,6 +538,7 @@ def run_latency(server, rate, count, size, sessions, timeout):
     try:
         sink = Sink(tmp)
         srv = SERVERS[server](tmp, sink.port)
+        warm_up(srv, sink, size, timeout)
         r = subprocess.run(
             ["/usr/bin/python3", os.path.join(HERE, "inject.py"),
              "--port", str(srv.port), "--rate", str(rate),
@@ -436,6 +554,68 @@ def run_latency(server, rate, count, size, sessions, timeout):
     finally:
         if srv:
             srv.stop()
+        if sink:
+            sink.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_tls(server, pki, count, size, sessions, timeout):
+    """STARTTLS both ways: inject.py (unpaced, SESSIONS sessions, each
+    STARTTLS once and then many messages) into the server, which relays to
+    pysink.py over verified STARTTLS. accept = messages / injector time,
+    end-to-end = until the sink has them all; server CPU per message.
+    After a warm-up of the same kind."""
+    tmp = tempfile.mkdtemp(prefix=f"mhbench-tls-{server}-")
+    sink = srv = None
+    try:
+        sink = PySink(tmp, tls=pki)
+        srv = SERVERS[server](tmp, sink.port, tls=pki)
+
+        def load(n):
+            t0 = time.monotonic()
+            inj = inject(srv.port, n, sessions, size, timeout, starttls=True)
+            out, _ = inj.communicate(timeout=timeout + 30)
+            res = json.loads(out)
+            if res["errors"]:
+                raise RuntimeError(f"tls inject: {res['first_errors']}")
+            return t0, time.monotonic()
+        if WARMUP > 0:
+            load(WARMUP)
+            if sink.wait_count(WARMUP, timeout) is None:
+                raise RuntimeError(f"tls warm-up: sink got {sink.count()}")
+            time.sleep(0.5)
+        base = sink.count()
+        cpu0 = tree_cpu(srv.pid)
+        t0, t_acc = load(count)
+        t_e2e = sink.wait_count(base + count, timeout)
+        cpu1 = tree_cpu(srv.pid)
+        if t_e2e is None:
+            raise RuntimeError(f"tls: sink got {sink.count() - base}/{count}")
+        return {"tls_accept_rate": count / (t_acc - t0),
+                "tls_e2e_rate": count / (t_e2e - t0),
+                "tls_cpu_ms_per_msg": (cpu1 - cpu0) * 1000.0 / count}
+    finally:
+        if srv:
+            srv.stop()
+        if sink:
+            sink.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_tls_direct(pki, count, size, sessions, timeout):
+    """inject.py with STARTTLS straight into pysink.py: the ceiling of the
+    TLS profile's load tools."""
+    tmp = tempfile.mkdtemp(prefix="mhbench-tlsdirect-")
+    sink = None
+    try:
+        sink = PySink(tmp, tls=pki)
+        t0 = time.monotonic()
+        inj = inject(sink.port, count, sessions, size, timeout,
+                     starttls=True)
+        inj.communicate(timeout=timeout + 30)
+        t1 = sink.wait_count(count, timeout)
+        return {"tls_direct_rate": count / (t1 - t0)} if t1 else {}
+    finally:
         if sink:
             sink.stop()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -529,14 +709,17 @@ def run_idle(server, conns, timeout):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def inject(port, count, sessions, size, deadline, rate=0, acked=None):
-    """Runs inject.py; returns (Popen, stdout file path)."""
+def inject(port, count, sessions, size, deadline, rate=0, acked=None,
+           starttls=False):
+    """Runs inject.py; returns its Popen (JSON on stdout)."""
     cmd = ["/usr/bin/python3", os.path.join(HERE, "inject.py"),
            "--port", str(port), "--rate", str(rate), "--count", str(count),
            "--sessions", str(sessions), "--size", str(size),
            "--deadline", str(deadline), "--timeout", "10"]
     if acked:
         cmd += ["--acked", acked]
+    if starttls:
+        cmd += ["--starttls"]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL,
                             stdin=subprocess.DEVNULL)
@@ -691,6 +874,18 @@ def run_crash(kill_after, timeout):
 
 # ---------------------------------------------------------------- report
 
+def commit():
+    """The commit measured: short hash, "+dirty" with uncommitted changes
+    to tracked files."""
+    def git(*args):
+        return subprocess.run(["git", "-C", ROOT, *args], capture_output=True,
+                              text=True).stdout.strip()
+    sha = git("rev-parse", "--short=12", "HEAD") or "unknown"
+    if git("status", "--porcelain", "--untracked-files=no"):
+        sha += "+dirty"
+    return f"at {sha}"
+
+
 def summarize(values):
     v = [x for x in values if isinstance(x, (int, float))]
     if not v:
@@ -712,10 +907,13 @@ def main():
                     help="small counts: about 1-2 minutes")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--profiles",
-                    default="direct,throughput,latency,idle,backlog,"
-                            "tempfail,crash",
-                    help="comma list of direct,throughput,large,latency,"
-                         "idle,backlog,tempfail,crash (full run adds large)")
+                    default="direct,throughput,large,tls,latency,idle,"
+                            "backlog,tempfail,crash",
+                    help="comma list of direct,throughput,large,tls,latency,"
+                         "idle,backlog,tempfail,crash (all by default)")
+    ap.add_argument("--warmup", type=int,
+                    help="warm-up messages per measured run (500; 100 "
+                         "with --quick; 0: none)")
     ap.add_argument("--backlog", type=int,
                     help="messages queued while the sink is down "
                          "(20000; 5000 with --quick)")
@@ -725,6 +923,7 @@ def main():
                     help="keep throughput temp dirs (logs) for inspection")
     a = ap.parse_args()
     VERBOSE = a.keep
+    global WARMUP
     # 10,000 idle connections: this process holds one socket per
     # connection and mailhop (which inherits the limit) one per session.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -743,11 +942,13 @@ def main():
     backlog = a.backlog or (5000 if quick else 20000)
     tf_count = 1000 if quick else 5000
     crash_after = 3.0 if quick else 8.0
+    tls_count = a.count or (1000 if quick else 5000)
+    WARMUP = a.warmup if a.warmup is not None else (100 if quick else 500)
     timeout = 300
     profiles = a.profiles.split(",")
-    if not quick and a.profiles == ap.get_default("profiles"):
-        profiles.insert(2, "large")
     order = ["mailhop", "postfix"]
+    pki_tmp = tempfile.mkdtemp(prefix="mhbench-pki-")
+    pki = Pki(pki_tmp) if "tls" in profiles else None
     results = {"mailhop": {}, "postfix": {}, "direct": {}}
 
     def add(server, res):
@@ -762,13 +963,16 @@ def main():
             " msg/s")
     if "throughput" in profiles:
         for i in range(a.rounds):
-            for srv in order:
+            for srv in order + ["postfix-nofd"]:
                 r = run_throughput(srv, count, 2048, 20, timeout)
-                add(srv, r)
                 log(f"throughput round {i + 1} {srv}: accept "
                     f"{r['accept_rate']:.0f}/s e2e {r['e2e_rate']:.0f}/s "
                     f"cpu {r['cpu_ms_per_msg']:.2f} ms/msg "
                     f"pss {r['peak_pss_mib']:.1f} MiB")
+                if srv == "postfix-nofd":
+                    add("postfix", {"nofd_" + k: v for k, v in r.items()})
+                else:
+                    add(srv, r)
     if "large" in profiles:
         for i in range(a.rounds):
             for srv in order:
@@ -778,16 +982,42 @@ def main():
                 log(f"large round {i + 1} {srv}: accept "
                     f"{r['large_accept_rate']:.0f}/s "
                     f"e2e {r['large_e2e_rate']:.0f}/s")
+    if "tls" in profiles:
+        for i in range(a.rounds):
+            add("direct", run_tls_direct(pki, tls_count, 2048, 20, timeout))
+            for srv in order:
+                r = run_tls(srv, pki, tls_count, 2048, 20, timeout)
+                add(srv, r)
+                log(f"tls round {i + 1} {srv}: accept "
+                    f"{r['tls_accept_rate']:.0f}/s e2e "
+                    f"{r['tls_e2e_rate']:.0f}/s cpu "
+                    f"{r['tls_cpu_ms_per_msg']:.2f} ms/msg")
     if "latency" in profiles:
+        # Each server at half its own peak (the accept rate of the
+        # throughput profile; Postfix as configured there, flow control
+        # on), and both at one common rate: the slower one's half peak.
+        own = {}
+        for srv in order:
+            peak = results[srv].get("accept_rate")
+            own[srv] = statistics.median(peak) / 2 if peak else 200.0
+        common = min(own.values())
         for i in range(a.rounds):
             for srv in order:
-                peak = results[srv].get("accept_rate")
-                rate = statistics.median(peak) / 2 if peak else 200.0
-                r = run_latency(srv, rate, lat_count, 2048, 10, timeout)
-                r["lat_target_rate"] = rate
+                r = run_latency(srv, own[srv], lat_count, 2048, 10, timeout)
+                r["lat_target_rate"] = own[srv]
                 add(srv, r)
-                log(f"latency round {i + 1} {srv}: {r['lat_rate']:.0f}/s "
-                    f"p50 {r['p50_ms']:.2f} ms p99 {r['p99_ms']:.2f} ms")
+                log(f"latency round {i + 1} {srv} (own half peak): "
+                    f"{r['lat_rate']:.0f}/s p50 {r['p50_ms']:.2f} ms "
+                    f"p99 {r['p99_ms']:.2f} ms")
+                if own[srv] != common:
+                    r = run_latency(srv, common, lat_count, 2048, 10,
+                                    timeout)
+                    log(f"latency round {i + 1} {srv} (common rate): "
+                        f"{r['lat_rate']:.0f}/s p50 {r['p50_ms']:.2f} ms "
+                        f"p99 {r['p99_ms']:.2f} ms")
+                r = {"latc_" + k: v for k, v in r.items()}
+                r["latc_target_rate"] = common
+                add(srv, r)
     if "idle" in profiles:
         for i in range(a.rounds):
             for srv in order:
@@ -833,74 +1063,109 @@ def main():
                 f"{r['cr_unacked_delivered']} recovered in "
                 f"{r['cr_recover_s']:.1f} s")
     elapsed = time.monotonic() - t_start
+    shutil.rmtree(pki_tmp, ignore_errors=True)
 
+    # (key, label, decimals, ratio?) or (mailhop key, postfix key, label,
+    # decimals, ratio?). No ratio where the two figures do not measure the
+    # same thing: RSS summed over Postfix's processes counts every shared
+    # page once per process (PSS is the fair sum).
     rows = [
-        ("accept_rate", "accept msg/s, 20 sess, 2 KiB", 0, True),
-        ("e2e_rate", "end-to-end msg/s, 2 KiB", 0, True),
-        ("cpu_ms_per_msg", "CPU ms/msg (server, user+sys)", 2, False),
+        ("e2e_rate", "end-to-end msg/s, 20 sess, 2 KiB", 0, True),
+        ("accept_rate", "nofd_accept_rate",
+         "accept msg/s, 2 KiB (Postfix in_flow_delay=0)", 0, True),
+        ("-", "nofd_e2e_rate", "end-to-end msg/s (Postfix in_flow_delay=0)",
+         0, False),
+        ("-", "accept_rate", "accept msg/s, Postfix default (flow control)",
+         0, False),
+        ("cpu_ms_per_msg", "CPU ms/msg (server, user+sys)", 2, True),
         ("vmhwm_mib", "peak RSS MiB (VmHWM)", 1, False),
-        ("peak_rss_mib", "peak RSS MiB, sum of procs (sampled)", 1, False),
-        ("peak_pss_mib", "peak PSS MiB, sum of procs (sampled)", 1, False),
+        ("peak_rss_mib", "peak RSS MiB, sum of procs (no ratio)", 1, False),
+        ("peak_pss_mib", "peak PSS MiB, sum of procs (sampled)", 1, True),
         ("peak_procs", "processes (peak)", 0, False),
-        ("large_accept_rate", "accept msg/s, 100 KiB", 0, True),
         ("large_e2e_rate", "end-to-end msg/s, 100 KiB", 0, True),
-        ("large_cpu_ms_per_msg", "CPU ms/msg, 100 KiB", 2, False),
-        ("lat_target_rate", "latency: offered msg/s (half peak)", 0, None),
-        ("lat_rate", "latency: achieved msg/s", 0, None),
-        ("p50_ms", "latency p50 ms (end of DATA->250)", 2, False),
-        ("p99_ms", "latency p99 ms", 2, False),
+        ("large_accept_rate", "accept msg/s, 100 KiB (flow control)", 0,
+         False),
+        ("large_cpu_ms_per_msg", "CPU ms/msg, 100 KiB", 2, True),
+        ("tls_e2e_rate", "STARTTLS both ways: end-to-end msg/s", 0, True),
+        ("tls_accept_rate", "STARTTLS both ways: accept msg/s", 0, False),
+        ("tls_cpu_ms_per_msg", "STARTTLS both ways: CPU ms/msg", 2, True),
+        ("lat_target_rate", "latency: offered msg/s (own half peak)", 0,
+         False),
+        ("lat_rate", "latency: achieved msg/s", 0, False),
+        ("p50_ms", "latency p50 ms (end of DATA->250)", 2, True),
+        ("p99_ms", "latency p99 ms", 2, True),
+        ("latc_target_rate", "latency: offered msg/s (common rate)", 0,
+         False),
+        ("latc_lat_rate", "latency: achieved msg/s (common rate)", 0, False),
+        ("latc_p50_ms", "latency p50 ms (common rate)", 2, True),
+        ("latc_p99_ms", "latency p99 ms (common rate)", 2, True),
     ]
     for n in (idle_conns, idle_big):
         rows += [
-            (f"idle{n}_ok", f"idle conns greeted ({n})", 0, None),
-            (f"idle{n}_errors", f"idle conn errors ({n})", 0, None),
+            (f"idle{n}_ok", f"idle conns greeted ({n})", 0, False),
+            (f"idle{n}_errors", f"idle conn errors ({n})", 0, False),
             (f"idle{n}_rss_kib_per_conn", f"idle RSS KiB/conn ({n})", 1,
              False),
             (f"idle{n}_pss_kib_per_conn", f"idle PSS KiB/conn ({n})", 1,
-             False),
+             True),
             (f"idle{n}_ehlo_rss_kib_per_conn",
              f"idle RSS KiB/conn after EHLO ({n})", 1, False),
             (f"idle{n}_ehlo_pss_kib_per_conn",
-             f"idle PSS KiB/conn after EHLO ({n})", 1, False)]
+             f"idle PSS KiB/conn after EHLO ({n})", 1, True)]
     rows += [
         ("bl_accept_rate", f"backlog: accept msg/s, sink down ({backlog})",
-         0, None),
-        ("bl_drain_s", "backlog: drain s after sink up", 1, None),
-        ("bl_drain_rate", "backlog: drain msg/s", 0, None),
-        ("bl_rss_start_mib", "backlog: RSS MiB at start", 1, None),
-        ("bl_rss_queued_mib", "backlog: RSS MiB, all queued", 1, None),
+         0, False),
+        ("bl_drain_s", "backlog: drain s after sink up", 1, False),
+        ("bl_drain_rate", "backlog: drain msg/s", 0, False),
+        ("bl_rss_start_mib", "backlog: RSS MiB at start", 1, False),
+        ("bl_rss_queued_mib", "backlog: RSS MiB, all queued", 1, False),
         ("bl_rss_drain_max_mib", "backlog: RSS MiB, max while draining",
-         1, None),
-        ("bl_rss_after_mib", "backlog: RSS MiB, drained", 1, None),
-        ("bl_vmhwm_mib", "backlog: VmHWM MiB", 1, None),
-        ("tf_acked", f"tempfail: msgs acked ({tf_count})", 0, None),
-        ("tf_tempfails", "tempfail: 451s given by the sink", 0, None),
-        ("tf_delivered", "tempfail: acked msgs at sink", 0, None),
-        ("tf_lost", "tempfail: lost", 0, None),
-        ("tf_dups", "tempfail: duplicates", 0, None),
-        ("tf_all_s", "tempfail: s until all at sink", 1, None),
+         1, False),
+        ("bl_rss_after_mib", "backlog: RSS MiB, drained", 1, False),
+        ("bl_vmhwm_mib", "backlog: VmHWM MiB", 1, False),
+        ("tf_acked", f"tempfail: msgs acked ({tf_count})", 0, False),
+        ("tf_tempfails", "tempfail: 451s given by the sink", 0, False),
+        ("tf_delivered", "tempfail: acked msgs at sink", 0, False),
+        ("tf_lost", "tempfail: lost", 0, False),
+        ("tf_dups", "tempfail: duplicates", 0, False),
+        ("tf_all_s", "tempfail: s until all at sink", 1, False),
         ("cr_acked", f"crash: acked before SIGKILL ({crash_after:.0f} s)",
-         0, None),
-        ("cr_lost", "crash: acked msgs lost", 0, None),
-        ("cr_dups", "crash: duplicates at sink", 0, None),
-        ("cr_unacked_delivered", "crash: delivered, never acked", 0, None),
+         0, False),
+        ("cr_lost", "crash: acked msgs lost", 0, False),
+        ("cr_dups", "crash: duplicates at sink", 0, False),
+        ("cr_unacked_delivered", "crash: delivered, never acked", 0, False),
         ("cr_recover_s", "crash: s from restart to all acked at sink", 1,
-         None),
+         False),
     ]
-    w = 40
-    print(f"\nmailhop vs Postfix {subprocess.run(['postconf', '-d', '-h', 'mail_version'], capture_output=True, text=True).stdout.strip()}"
-          f" — nproc {os.cpu_count()}, {a.rounds} rounds alternating, "
-          f"median [min..max], {elapsed:.0f} s")
-    if results["direct"]:
+    w = 44
+    pf_version = subprocess.run(["postconf", "-d", "-h", "mail_version"],
+                                capture_output=True, text=True).stdout.strip()
+    print(f"\nmailhop {commit()} vs Postfix {pf_version} — "
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+          f"nproc {os.cpu_count()}, {a.rounds} rounds alternating, "
+          f"warm-up {WARMUP} msgs per run, median [min..max], "
+          f"{elapsed:.0f} s")
+    print("command: scripts/bench " + " ".join(sys.argv[1:]))
+    if results["direct"].get("direct_rate"):
         print(f"ceiling smtp-source -> smtp-sink, 2 KiB: "
               f"{fmt(summarize(results['direct']['direct_rate']), 0)} msg/s")
+    if results["direct"].get("tls_direct_rate"):
+        print(f"ceiling inject.py -> pysink.py, STARTTLS, 2 KiB: "
+              f"{fmt(summarize(results['direct']['tls_direct_rate']), 0)}"
+              " msg/s")
     print(f"{'metric':<{w}} {'mailhop':>24} {'postfix':>24} {'mh/pf':>7}")
-    for key, label, prec, _ in rows:
-        m = summarize(results["mailhop"].get(key, []))
-        p = summarize(results["postfix"].get(key, []))
+    for row in rows:
+        if len(row) == 4:
+            mkey, label, prec, ratio_ok = row
+            pkey = mkey
+        else:
+            mkey, pkey, label, prec, ratio_ok = row
+        m = summarize(results["mailhop"].get(mkey, []))
+        p = summarize(results["postfix"].get(pkey, []))
         if m is None and p is None:
             continue
-        ratio = f"{m[0] / p[0]:.2f}" if m and p and p[0] else "-"
+        ratio = f"{m[0] / p[0]:.2f}" if ratio_ok and m and p and p[0] \
+            else "-"
         print(f"{label:<{w}} {fmt(m, prec):>24} {fmt(p, prec):>24} "
               f"{ratio:>7}")
     if a.json:

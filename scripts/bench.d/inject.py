@@ -11,13 +11,16 @@ reply. Prints one JSON object on stdout.
 Every message i carries the header "X-Bench-Id: i"; with --acked FILE the id
 of every message that got its 250 is appended to FILE at once (line-buffered),
 so the crash profile knows exactly which messages were acknowledged even if
-the server is killed mid-run.
+the server is killed mid-run. With --starttls every session switches to TLS
+after its first EHLO (the tls profile; the server's certificate is not
+verified: the injector stands for the applications, not the peer under test).
 
 Bounded: every read has a timeout and the whole run has a deadline.
 """
 import argparse
 import asyncio
 import json
+import ssl
 import sys
 import time
 
@@ -49,6 +52,19 @@ async def session(args, sid, nsess, start, lat, errors, acked):
         code, _ = await read_reply(reader, args.timeout)
         if code != 250:
             raise RuntimeError(f"EHLO {code}")
+        if args.starttls:
+            writer.write(b"STARTTLS\r\n")
+            code, _ = await read_reply(reader, args.timeout)
+            if code != 220:
+                raise RuntimeError(f"STARTTLS {code}")
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            await asyncio.wait_for(writer.start_tls(ctx), args.timeout)
+            writer.write(b"EHLO inject.bench.example\r\n")
+            code, _ = await read_reply(reader, args.timeout)
+            if code != 250:
+                raise RuntimeError(f"EHLO after STARTTLS {code}")
         for i in range(sid, args.count, nsess):
             if args.rate > 0:
                 due = start + i / args.rate
@@ -109,6 +125,8 @@ async def main():
     p.add_argument("--timeout", type=float, default=30.0)
     p.add_argument("--deadline", type=float, default=120.0)
     p.add_argument("--acked", help="append the id of every 250'd message")
+    p.add_argument("--starttls", action="store_true",
+                   help="STARTTLS after EHLO in every session")
     args = p.parse_args()
     acked = open(args.acked, "a", buffering=1) if args.acked else None
     lat, errors = [], []

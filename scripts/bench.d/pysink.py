@@ -6,21 +6,24 @@ commands (chosen at random, seeded), and appends one line per event to --out:
 "D <id>" for every message accepted (id = its X-Bench-Id header, "-" if
 none), "T" for every recipient it tempfailed. Line-buffered, so a reader sees
 every event at once. Understands EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP,
-QUIT and pipelining (replies in order, one per command).
+QUIT and pipelining (replies in order, one per command); with --cert and
+--key also STARTTLS (the tls profile).
 """
 import argparse
 import asyncio
 import random
 import re
+import ssl
 
 ID_RE = re.compile(rb"^X-Bench-Id:\s*(\S+)", re.I | re.M)
 
 
-async def handle(reader, writer, args, rng, out):
+async def handle(reader, writer, args, rng, out, tls):
     def send(s):
         writer.write(s.encode() + b"\r\n")
     send("220 pysink.bench ESMTP")
     rcpts = 0
+    secure = False
     try:
         while True:
             line = await reader.readline()
@@ -28,8 +31,16 @@ async def handle(reader, writer, args, rng, out):
                 break
             cmd = line[:4].upper()
             if cmd == b"EHLO":
-                writer.write(b"250-pysink.bench\r\n250-PIPELINING\r\n"
+                starttls = b"250-STARTTLS\r\n" if tls and not secure else b""
+                writer.write(b"250-pysink.bench\r\n250-PIPELINING\r\n" +
+                             starttls +
                              b"250-8BITMIME\r\n250 SIZE 104857600\r\n")
+            elif cmd == b"STAR" and tls and not secure:
+                send("220 2.0.0 Ready to start TLS")
+                await writer.drain()
+                await writer.start_tls(tls)
+                secure, rcpts = True, 0
+                continue
             elif cmd == b"HELO":
                 send("250 pysink.bench")
             elif cmd == b"MAIL":
@@ -91,12 +102,18 @@ async def main():
                    help="percent of RCPT answered 451")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", required=True)
+    p.add_argument("--cert", help="offer STARTTLS with this certificate")
+    p.add_argument("--key")
     args = p.parse_args()
     rng = random.Random(args.seed)
     out = open(args.out, "a", buffering=1)
+    tls = None
+    if args.cert:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(args.cert, args.key)
     srv = await asyncio.start_server(
-        lambda r, w: handle(r, w, args, rng, out), "127.0.0.1", args.port,
-        backlog=1000)
+        lambda r, w: handle(r, w, args, rng, out, tls), "127.0.0.1",
+        args.port, backlog=1000)
     async with srv:
         await srv.serve_forever()
 

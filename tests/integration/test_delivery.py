@@ -284,7 +284,7 @@ def test_expiry_bounce_447(net):
     net.records(bounce_dns())
     net.sink("127.0.0.7", rcpt_reply=lambda a, n: "451 4.3.0 try later")
     home = net.sink("127.0.0.8")
-    m = net.relay(queue_lifetime="3s", retry_schedule="1s")
+    m = net.relay(queue_lifetime="1500ms", retry_schedule="300ms")
     send(m, "alice@src.test", ["slow@b.test"])
     (dsn,) = home.wait(1, timeout=30)
     _, _, f = parse_dsn(dsn.data)

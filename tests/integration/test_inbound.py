@@ -313,13 +313,14 @@ def test_error_limit_closes_session(mailhop):
 
 
 def test_idle_timeout(mailhop):
-    m = mailhop(smtp_timeout="2s")
+    m = mailhop(smtp_timeout="1s")
     r = session(m)
     t = time.time()
     code, text = r.reply()
     assert code == 421
     assert r.closed()
-    assert time.time() - t < 10
+    # not before the timeout; the upper bound is generous (loaded machine)
+    assert 0.9 <= time.time() - t < 10
 
 
 def test_slowloris_command_line(mailhop):
