@@ -48,8 +48,8 @@ static int hexval(char c) {
 
 int proxy_parse_ipv6(const char *s, size_t n, uint8_t out[16]) {
   uint8_t w[16];
-  int words = 0;    /* 16-bit groups written to w */
-  int gap = -1;     /* group index of "::", or -1 */
+  int words = 0; /* 16-bit groups written to w */
+  int gap = -1;  /* group index of "::", or -1 */
   size_t i = 0;
   if (n >= 2 && s[0] == ':' && s[1] == ':') {
     gap = 0;
@@ -159,8 +159,7 @@ static enum proxy_status parse_v1_line(const char *s, size_t n,
     nt++;
     i++;
   }
-  if (nt != 6 || len[0] != 5 || memcmp(tok[0], "PROXY", 5) != 0 ||
-      len[1] != 4)
+  if (nt != 6 || len[0] != 5 || memcmp(tok[0], "PROXY", 5) != 0 || len[1] != 4)
     return PROXY_BAD;
   int fam;
   if (memcmp(tok[1], "TCP4", 4) == 0)

@@ -56,9 +56,9 @@ struct proxy_result {
 
 /* Parser state; zero it (or proxy_init) before the first byte. */
 struct proxy_parser {
-  int version;   /* 0 until the first bytes decide, then 1 or 2 */
-  size_t seen;   /* header bytes taken so far */
-  size_t total;  /* v2: whole header length once known, else 0 */
+  int version;  /* 0 until the first bytes decide, then 1 or 2 */
+  size_t seen;  /* header bytes taken so far */
+  size_t total; /* v2: whole header length once known, else 0 */
   uint8_t buf[PROXY_V2_FIXED + PROXY_V2_ADDR_MAX]; /* kept header bytes */
   size_t kept;
 };

@@ -70,8 +70,8 @@ static void test_v1_accepted(void) {
 
   CHECK_INT(s("PROXY TCP6 2001:db8::1 ::1 65535 0\r\n", &h, &r), PROXY_DONE);
   CHECK_INT(r.src.family, 6);
-  CHECK(memcmp(r.src.ip,
-               "\x20\x01\x0d\xb8\0\0\0\0\0\0\0\0\0\0\0\x01", 16) == 0);
+  CHECK(memcmp(r.src.ip, "\x20\x01\x0d\xb8\0\0\0\0\0\0\0\0\0\0\0\x01", 16) ==
+        0);
   CHECK(memcmp(r.dst.ip, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\x01", 16) == 0);
   CHECK_INT(r.src.port, 65535);
   CHECK_INT(r.dst.port, 0);
@@ -95,39 +95,41 @@ static void test_v1_accepted(void) {
                       "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff 65535 65535\r\n";
   CHECK_INT(s(v6max, &h, &r), PROXY_DONE);
   CHECK_INT(r.local, 0);
-  CHECK(memcmp(r.dst.ip, "\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"
-                         "\xff\xff\xff\xff", 16) == 0);
+  CHECK(memcmp(r.dst.ip,
+               "\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"
+               "\xff\xff\xff\xff",
+               16) == 0);
 }
 
 static void test_v1_refused(void) {
   struct proxy_result r;
   size_t h;
   const char *bad[] = {
-      "EHLO client.example\r\n",                     /* no header at all */
-      "PROXX TCP4 1.2.3.4 5.6.7.8 1 2\r\n",          /* wrong word */
-      "proxy TCP4 1.2.3.4 5.6.7.8 1 2\r\n",          /* case matters */
-      "PROXY TCP5 1.2.3.4 5.6.7.8 1 2\r\n",          /* protocol */
-      "PROXY UDP4 1.2.3.4 5.6.7.8 1 2\r\n",          /* protocol */
-      "PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n",            /* LF without CR */
-      "PROXY TCP4 1.2.3.4 5.6.7.8 1 2\rX\n",         /* CR without LF */
-      "PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n",            /* a port missing */
-      "PROXY TCP4 1.2.3.4 5.6.7.8 1 2 3\r\n",        /* a token too many */
-      "PROXY TCP4  1.2.3.4 5.6.7.8 1 2\r\n",         /* two spaces */
-      "PROXY TCP4 1.2.3.4 5.6.7.8 1 2 \r\n",         /* trailing space */
-      "PROXY TCP4 1.2.3.256 5.6.7.8 1 2\r\n",        /* octet */
-      "PROXY TCP4 1.2.3 5.6.7.8 1 2\r\n",            /* three octets */
-      "PROXY TCP4 01.2.3.4 5.6.7.8 1 2\r\n",         /* leading zero */
-      "PROXY TCP4 ::1 5.6.7.8 1 2\r\n",              /* v6 in TCP4 */
-      "PROXY TCP6 1.2.3.4 ::1 1 2\r\n",              /* v4 in TCP6 */
-      "PROXY TCP6 1::2::3 ::1 1 2\r\n",              /* two '::' */
-      "PROXY TCP6 1:2:3:4:5:6:7:8:9 ::1 1 2\r\n",    /* nine groups */
-      "PROXY TCP6 12345::1 ::1 1 2\r\n",             /* five hex digits */
-      "PROXY TCP4 1.2.3.4 5.6.7.8 65536 2\r\n",      /* port range */
-      "PROXY TCP4 1.2.3.4 5.6.7.8 025 2\r\n",        /* leading zero */
-      "PROXY TCP4 1.2.3.4 5.6.7.8 -1 2\r\n",         /* sign */
-      "PROXY TCP4 1.2.3.4 5.6.7.8 1 2x\r\n",         /* junk in port */
-      "PROXY\r\n",                                   /* nothing */
-      "PROXY UNKNOWNX\r\n",                          /* not UNKNOWN */
+      "EHLO client.example\r\n",                  /* no header at all */
+      "PROXX TCP4 1.2.3.4 5.6.7.8 1 2\r\n",       /* wrong word */
+      "proxy TCP4 1.2.3.4 5.6.7.8 1 2\r\n",       /* case matters */
+      "PROXY TCP5 1.2.3.4 5.6.7.8 1 2\r\n",       /* protocol */
+      "PROXY UDP4 1.2.3.4 5.6.7.8 1 2\r\n",       /* protocol */
+      "PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n",         /* LF without CR */
+      "PROXY TCP4 1.2.3.4 5.6.7.8 1 2\rX\n",      /* CR without LF */
+      "PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n",         /* a port missing */
+      "PROXY TCP4 1.2.3.4 5.6.7.8 1 2 3\r\n",     /* a token too many */
+      "PROXY TCP4  1.2.3.4 5.6.7.8 1 2\r\n",      /* two spaces */
+      "PROXY TCP4 1.2.3.4 5.6.7.8 1 2 \r\n",      /* trailing space */
+      "PROXY TCP4 1.2.3.256 5.6.7.8 1 2\r\n",     /* octet */
+      "PROXY TCP4 1.2.3 5.6.7.8 1 2\r\n",         /* three octets */
+      "PROXY TCP4 01.2.3.4 5.6.7.8 1 2\r\n",      /* leading zero */
+      "PROXY TCP4 ::1 5.6.7.8 1 2\r\n",           /* v6 in TCP4 */
+      "PROXY TCP6 1.2.3.4 ::1 1 2\r\n",           /* v4 in TCP6 */
+      "PROXY TCP6 1::2::3 ::1 1 2\r\n",           /* two '::' */
+      "PROXY TCP6 1:2:3:4:5:6:7:8:9 ::1 1 2\r\n", /* nine groups */
+      "PROXY TCP6 12345::1 ::1 1 2\r\n",          /* five hex digits */
+      "PROXY TCP4 1.2.3.4 5.6.7.8 65536 2\r\n",   /* port range */
+      "PROXY TCP4 1.2.3.4 5.6.7.8 025 2\r\n",     /* leading zero */
+      "PROXY TCP4 1.2.3.4 5.6.7.8 -1 2\r\n",      /* sign */
+      "PROXY TCP4 1.2.3.4 5.6.7.8 1 2x\r\n",      /* junk in port */
+      "PROXY\r\n",                                /* nothing */
+      "PROXY UNKNOWNX\r\n",                       /* not UNKNOWN */
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     enum proxy_status st = s(bad[i], &h, &r);
@@ -189,8 +191,8 @@ static void test_v2_accepted(void) {
   in6[35] = 25;
   /* TLVs after the addresses (PP2_TYPE_ALPN, a NOOP, an unknown type with
    * a bogus inner length): skipped as opaque bytes */
-  const uint8_t tlv[40] = {0x01, 0x00, 0x04, 'h', '2', 'x', 'y', 0x04, 0x00,
-                           0x00, 0xEE, 0xFF, 0xFF};
+  const uint8_t tlv[40] = {0x01, 0x00, 0x04, 'h',  '2',  'x', 'y',
+                           0x04, 0x00, 0x00, 0xEE, 0xFF, 0xFF};
   memcpy(in6 + 36, tlv, sizeof tlv);
   n = v2(b, 0x21, 0x21, in6, sizeof in6);
   CHECK_INT(both(b, n, &h, &r), PROXY_DONE);
