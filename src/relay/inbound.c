@@ -323,6 +323,7 @@ static void commit_message(struct session *s, const struct smtp_event *ev) {
       .tls_desc = tls_desc[0] ? tls_desc : NULL,
       .when = now,
       .tz_minutes = tz,
+      .redacted = in->cfg->received_header_redacted,
   };
   char prefix[4096];
   int len = message_received_header(prefix, sizeof prefix, &r);
