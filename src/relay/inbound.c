@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "relay/auth.h"
+#include "relay/proxy_accept.h"
 #include "config.h"
 #include "log.h"
 #include "loop/conn.h"
@@ -42,9 +43,10 @@ struct inbound {
   void *data;
   struct listener *listeners[MAX_LISTENERS];
   int n_listeners;
-  SSL_CTX *tls_ctx;         /* NULL without a certificate */
-  struct auth *auth;        /* NULL without auth_users_file */
-  struct session *sessions; /* doubly linked, for shutdown */
+  SSL_CTX *tls_ctx;           /* NULL without a certificate */
+  struct auth *auth;          /* NULL without auth_users_file */
+  struct proxy_accept *proxy; /* NULL without proxy_networks */
+  struct session *sessions;   /* doubly linked, for shutdown */
   int n_sessions;
   uint64_t next_session;
   int freeing;
@@ -671,9 +673,12 @@ static const struct conn_cbs session_cbs = {
 
 /* ---- accepting -------------------------------------------------------- */
 
-static void on_accept(struct listener *l, struct conn *c, void *data) {
+/* A connection becomes a session: from on_accept, or with proxy_networks
+ * from proxy_accept once the PROXY header is read (conn_peer(c) is then
+ * the carried client and the bytes after the header are c's first input).
+ * c is unowned. */
+static void session_start(struct conn *c, int implicit_tls, void *data) {
   struct inbound *in = data;
-  int implicit_tls = listener_tls(l);
   struct session *s = calloc(1, sizeof *s);
   if (!s) {
     conn_close(c, CONN_END_LOCAL);
@@ -736,6 +741,14 @@ static void on_accept(struct listener *l, struct conn *c, void *data) {
     arm_command_timer(s);
 }
 
+static void on_accept(struct listener *l, struct conn *c, void *data) {
+  struct inbound *in = data;
+  if (in->proxy)
+    proxy_accept_conn(in->proxy, c, listener_tls(l));
+  else
+    session_start(c, listener_tls(l), in);
+}
+
 struct inbound *inbound_start(uv_loop_t *loop, const struct config *cfg,
                               struct store *st, struct stats *stats,
                               inbound_queued_cb on_queued, void *data,
@@ -769,6 +782,19 @@ struct inbound *inbound_start(uv_loop_t *loop, const struct config *cfg,
       return NULL;
     }
   }
+  if (cfg->n_proxy_networks > 0) {
+    in->proxy =
+        proxy_accept_new(loop, cfg, cfg->max_sessions, session_start, in);
+    if (!in->proxy) {
+      snprintf(err, errlen, "out of memory");
+      if (in->tls_ctx)
+        SSL_CTX_free(in->tls_ctx);
+      if (in->auth)
+        auth_free(in->auth);
+      free(in);
+      return NULL;
+    }
+  }
   *bad_config = 0;
   for (int i = 0; i < cfg->n_listen + cfg->n_listen_tls; i++) {
     int tls = i >= cfg->n_listen;
@@ -779,6 +805,8 @@ struct inbound *inbound_start(uv_loop_t *loop, const struct config *cfg,
                       &l, err, errlen) < 0) {
       for (int j = 0; j < in->n_listeners; j++)
         listener_close(in->listeners[j]);
+      if (in->proxy)
+        proxy_accept_free(in->proxy);
       if (in->tls_ctx)
         SSL_CTX_free(in->tls_ctx);
       if (in->auth)
@@ -847,6 +875,10 @@ static void inbound_maybe_freed(struct inbound *in) {
 
 void inbound_free(struct inbound *in, void (*cb)(void *data), void *data) {
   inbound_stop_accepting(in);
+  if (in->proxy) {
+    proxy_accept_free(in->proxy); /* connections still without a header */
+    in->proxy = NULL;
+  }
   in->freeing = 1;
   in->freed_cb = cb;
   in->freed_data = data;
