@@ -305,11 +305,13 @@ def haproxy(tmp_path):
         pytest.fail("haproxy is not installed (scripts/deps --test)")
     procs = []
 
-    def start(backend_port, mode):
+    def start(backend_port, mode, backend_extra="", server_extra=""):
         port = free_port()
         cfg = tmp_path / f"haproxy-{mode}.cfg"
+        start.stats = tmp_path / f"haproxy-{mode}.sock"
         cfg.write_text(f"""global
     maxconn 100
+    stats socket {start.stats} mode 600 level admin
 defaults
     mode tcp
     timeout connect 5s
@@ -319,7 +321,8 @@ frontend smtp
     bind 127.0.0.1:{port}
     default_backend mailhop
 backend mailhop
-    server m1 127.0.0.1:{backend_port} {mode}
+{backend_extra}
+    server m1 127.0.0.1:{backend_port} {mode} {server_extra}
 """)
         subprocess.run([exe, "-c", "-f", str(cfg)], check=True,
                        capture_output=True)
@@ -370,3 +373,48 @@ def test_real_haproxy(mailhop, haproxy, mode):
                                       source_address=("127.0.0.2", 0))
     r.buf = b""
     assert_closed_without_reply(r)
+
+
+def test_shutdown_with_connections_waiting_for_a_header(mailhop):
+    # Connections still without a header are closed at shutdown (without
+    # a reply) and the process exits cleanly: under ASan a leaked or
+    # double-freed waiting connection fails here.
+    m = mailhop(**conf())
+    waiting = [Raw(m.port) for _ in range(3)]
+    waiting[0].send(b"PROXY TCP4 192.0.2.1")
+    waiting[1].send(SIG[:5])
+    ok = Raw(m.port)
+    ok.send(v1(src="192.0.2.16"))
+    greeted(ok)
+    assert m.stop() == 0, m.log()
+    for r in waiting:
+        assert_closed_without_reply(r)
+    for bad in ("AddressSanitizer", "LeakSanitizer", "runtime error"):
+        assert bad not in m.log(), m.log()
+
+
+def test_real_haproxy_smtp_health_check_with_local(mailhop, haproxy):
+    # HAProxy's SMTP health check (option smtpchk) with check-send-proxy
+    # on a send-proxy-v2 server sends a v2 header with the LOCAL command
+    # (HAProxy's documentation of send-proxy-v2), then expects our 220 and
+    # a 250 to its HELO: the check turns L7OK only when the header is
+    # accepted and the session greeted.
+    m = mailhop(**conf(proxy_networks="127.0.0.1/32"))
+    haproxy(m.port, "send-proxy-v2",
+            backend_extra="    option smtpchk HELO lb.example",
+            server_extra="check check-send-proxy inter 300ms rise 1 fall 1")
+    deadline = time.time() + 30
+    status = ""
+    while time.time() < deadline:
+        out = subprocess.run(
+            ["socat", "-", f"UNIX-CONNECT:{haproxy.stats}"],
+            input=b"show stat\n", capture_output=True, timeout=10).stdout
+        for line in out.decode(errors="replace").splitlines():
+            f = line.split(",")
+            if len(f) > 36 and f[0] == "mailhop" and f[1] == "m1":
+                status = f[36]  # check_status
+        if status == "L7OK":
+            break
+        time.sleep(0.2)
+    assert status == "L7OK", (status, m.log())
+    assert "rejected" not in m.log(), m.log()
