@@ -37,6 +37,7 @@ enum key_type {
   K_SCHEDULE,
   K_LOG_FORMAT,
   K_DKIM,
+  K_RECEIVED_HEADER,
 };
 
 struct key {
@@ -100,6 +101,8 @@ static const struct key keys[] = {
     {"log_format", K_LOG_FORMAT, 0, 0, "logfmt"},
     {"metrics_listen", K_ADDRS, F(metrics_listen), F(n_metrics_listen), ""},
     {"dkim_sign", K_DKIM, F(dkim_sign), F(n_dkim_sign), ""},
+    {"proxy_networks", K_CIDRS, F(proxy_networks), F(n_proxy_networks), ""},
+    {"received_header", K_RECEIVED_HEADER, 0, 0, "full"},
 };
 #define N_KEYS (sizeof keys / sizeof keys[0])
 
@@ -405,8 +408,7 @@ static int item_dns(struct config *cfg, const struct key *k, int idx,
 
 static int item_cidr(struct config *cfg, const struct key *k, int idx,
                      const char *item, char *err) {
-  (void)k;
-  struct config_cidr *c = &cfg->relay_networks[idx];
+  struct config_cidr *c = (struct config_cidr *)((char *)cfg + k->off) + idx;
   char ip[64];
   const char *slash = strchr(item, '/');
   size_t n = slash ? (size_t)(slash - item) : strlen(item);
@@ -686,6 +688,12 @@ static int set_key(struct config *cfg, const struct key *k, const char *value,
     if (strcmp(val, "json") == 0)
       return cfg->log_format = CONFIG_LOG_JSON, 0;
     return ERR("%s: '%s' is not logfmt or json", k->name, val);
+  case K_RECEIVED_HEADER:
+    if (strcmp(val, "full") == 0)
+      return cfg->received_header_redacted = 0, 0;
+    if (strcmp(val, "redacted") == 0)
+      return cfg->received_header_redacted = 1, 0;
+    return ERR("%s: '%s' is not full or redacted", k->name, val);
   }
   return ERR("%s: internal error", k->name);
 }
@@ -1045,8 +1053,8 @@ static void print_value(const struct config *cfg, const struct key *k,
       sb_add(b, "%s%s", i ? ", " : "", cfg->dns_servers[i].text);
     break;
   case K_CIDRS:
-    for (int i = 0; i < cfg->n_relay_networks; i++) {
-      const struct config_cidr *c = &cfg->relay_networks[i];
+    for (int i = 0; i < *(const int *)((const char *)cfg + k->off2); i++) {
+      const struct config_cidr *c = (const struct config_cidr *)field + i;
       char ip[INET6_ADDRSTRLEN];
       inet_ntop(c->family, c->addr, ip, sizeof ip);
       sb_add(b, "%s%s/%d", i ? ", " : "", ip, c->prefix);
@@ -1118,6 +1126,9 @@ static void print_value(const struct config *cfg, const struct key *k,
     for (int i = 0; i < cfg->n_dkim_sign; i++)
       sb_add(b, "%s%s:%s:%s", i ? ", " : "", cfg->dkim_sign[i].domain,
              cfg->dkim_sign[i].selector, cfg->dkim_sign[i].keyfile);
+    break;
+  case K_RECEIVED_HEADER:
+    sb_add(b, "%s", cfg->received_header_redacted ? "redacted" : "full");
     break;
   }
 }

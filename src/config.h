@@ -121,6 +121,10 @@ struct config {
   int n_metrics_listen;
   struct config_dkim dkim_sign[CONFIG_MAX_LIST];
   int n_dkim_sign;
+  /* PROXY protocol senders (CONTRACT 2); 0: no PROXY header expected */
+  struct config_cidr proxy_networks[CONFIG_MAX_LIST];
+  int n_proxy_networks;
+  int received_header_redacted; /* received_header = redacted */
 
   /* private: set when relay_networks was given by any source */
   int relay_networks_set;
@@ -176,7 +180,8 @@ const char *config_near_key(const char *name);
  */
 int config_key_default(const char *name, const char **dflt);
 
-/* 1 if the address (AF_INET/AF_INET6 sockaddr) is in relay_networks. */
+/* 1 if the address (AF_INET/AF_INET6 sockaddr) is in the CIDR list (e.g.
+ * relay_networks, proxy_networks). */
 int config_cidr_match(const struct config_cidr *list, int n,
                       const struct sockaddr *sa);
 

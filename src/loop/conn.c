@@ -185,6 +185,29 @@ const char *conn_peer_str(const struct conn *c) {
   return c->peer_str;
 }
 
+int conn_set_peer(struct conn *c, const struct sockaddr *sa) {
+  size_t n;
+  if (sa->sa_family == AF_INET)
+    n = sizeof(struct sockaddr_in);
+  else if (sa->sa_family == AF_INET6)
+    n = sizeof(struct sockaddr_in6);
+  else
+    return UV_EINVAL;
+  memset(&c->peer, 0, sizeof c->peer);
+  memcpy(&c->peer, sa, n);
+  conn_addr_unmap(&c->peer);
+  conn_addr_format((const struct sockaddr *)&c->peer, 0, c->peer_str,
+                   sizeof c->peer_str);
+  return 0;
+}
+
+int conn_fileno(const struct conn *c) {
+  uv_os_fd_t fd;
+  if (uv_fileno((const uv_handle_t *)&c->tcp, &fd) < 0)
+    return -1;
+  return fd;
+}
+
 /* ---- creation ---------------------------------------------------------- */
 
 static void on_timer(uv_timer_t *t);

@@ -201,6 +201,23 @@ const struct sockaddr *conn_local(const struct conn *c);
 /* The peer address as text without port ("192.0.2.1", "2001:db8::1"). */
 const char *conn_peer_str(const struct conn *c);
 
+/*
+ * Replaces the address conn_peer() and conn_peer_str() report, e.g. with
+ * the client address a PROXY protocol header carries (relay/proxy_accept);
+ * the socket is untouched.  sa is AF_INET or AF_INET6 (a v4-mapped
+ * address is unmapped) and copied.  Returns 0, or UV_EINVAL for another
+ * family (nothing changed).
+ */
+int conn_set_peer(struct conn *c, const struct sockaddr *sa);
+
+/*
+ * The socket descriptor, or -1 when closed.  Only for reading a preamble
+ * straight off the socket before conn_set_owner() (relay/proxy_accept):
+ * the conn does not read until then, so bytes left in the socket are the
+ * owner's first input.  The descriptor stays the conn's: never close it.
+ */
+int conn_fileno(const struct conn *c);
+
 /* Rewrites a v4-mapped AF_INET6 address (::ffff:a.b.c.d) in place as
  * AF_INET, keeping the port.  Returns 1 if it did, else 0. */
 int conn_addr_unmap(struct sockaddr_storage *ss);

@@ -201,9 +201,11 @@ int message_received_header(char *buf, size_t cap,
   fold_token(&f, "Received:", 9);
   fold_token(&f, "from", 4);
   fold_token(&f, helo, strlen(helo));
-  snprintf(tok, sizeof(tok), "(%s [%s%s])", rdns, v6 ? "IPv6:" : "",
-           r->ip ? r->ip : "unknown");
-  fold_token(&f, tok, strlen(tok));
+  if (!r->redacted) {
+    snprintf(tok, sizeof(tok), "(%s [%s%s])", rdns, v6 ? "IPv6:" : "",
+             r->ip ? r->ip : "unknown");
+    fold_token(&f, tok, strlen(tok));
+  }
   /* Postfix layout: "by" always starts a continuation line. */
   fold_raw(&f, "\r\n\tby", 5);
   f.col = 10;

@@ -85,6 +85,7 @@ struct message_received {
   const char *tls_desc; /* e.g. "version=TLSv1.3 cipher=..."; NULL: none */
   time_t when;
   int tz_minutes; /* offset east of UTC, for the date */
+  int redacted;   /* received_header = redacted: no "(rdns [ip])" */
 };
 
 /*

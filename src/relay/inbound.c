@@ -32,6 +32,7 @@
 #include "relay/auth.h"
 #include "relay/dkim.h"
 #include "relay/diskspace.h"
+#include "relay/proxy_accept.h"
 #include "config.h"
 #include "log.h"
 #include "loop/conn.h"
@@ -62,10 +63,11 @@ struct inbound {
   void *data;
   struct listener *listeners[MAX_LISTENERS];
   int n_listeners;
-  SSL_CTX *tls_ctx;         /* NULL without a certificate */
-  struct auth *auth;        /* NULL without auth_users_file */
-  struct dkim *dkim;        /* NULL without dkim_sign */
-  struct session *sessions; /* doubly linked, for shutdown */
+  SSL_CTX *tls_ctx;           /* NULL without a certificate */
+  struct auth *auth;          /* NULL without auth_users_file */
+  struct dkim *dkim;          /* NULL without dkim_sign */
+  struct proxy_accept *proxy; /* NULL without proxy_networks */
+  struct session *sessions;   /* doubly linked, for shutdown */
   int n_sessions;
   uint64_t next_session;
   int freeing;
@@ -528,6 +530,7 @@ static void commit_message(struct session *s, const struct smtp_event *ev) {
       .tls_desc = tls_desc[0] ? tls_desc : NULL,
       .when = now,
       .tz_minutes = tz,
+      .redacted = in->cfg->received_header_redacted,
   };
   char prefix[4096];
   int len = message_received_header(prefix, sizeof prefix, &r);
@@ -1050,9 +1053,12 @@ static const struct conn_cbs session_cbs = {
 
 /* ---- accepting -------------------------------------------------------- */
 
-static void on_accept(struct listener *l, struct conn *c, void *data) {
+/* A connection becomes a session: from on_accept, or with proxy_networks
+ * from proxy_accept once the PROXY header is read (conn_peer(c) is then
+ * the carried client and the bytes after the header are c's first input).
+ * c is unowned. */
+static void session_start(struct conn *c, int implicit_tls, void *data) {
   struct inbound *in = data;
-  int implicit_tls = listener_tls(l);
   struct session *s = calloc(1, sizeof *s);
   if (!s) {
     conn_close(c, CONN_END_LOCAL);
@@ -1121,6 +1127,14 @@ static void on_accept(struct listener *l, struct conn *c, void *data) {
   }
 }
 
+static void on_accept(struct listener *l, struct conn *c, void *data) {
+  struct inbound *in = data;
+  if (in->proxy)
+    proxy_accept_conn(in->proxy, c, listener_tls(l));
+  else
+    session_start(c, listener_tls(l), in);
+}
+
 struct inbound *inbound_start(uv_loop_t *loop, const struct config *cfg,
                               struct store *st, struct stats *stats,
                               inbound_queued_cb on_queued, void *data,
@@ -1165,6 +1179,20 @@ struct inbound *inbound_start(uv_loop_t *loop, const struct config *cfg,
       return NULL;
     }
   }
+  if (cfg->n_proxy_networks > 0) {
+    in->proxy =
+        proxy_accept_new(loop, cfg, cfg->max_sessions, session_start, in);
+    if (!in->proxy) {
+      snprintf(err, errlen, "out of memory");
+      if (in->tls_ctx)
+        SSL_CTX_free(in->tls_ctx);
+      if (in->auth)
+        auth_free(in->auth);
+      dkim_free(in->dkim);
+      free(in);
+      return NULL;
+    }
+  }
   *bad_config = 0;
   {
     /* The queue's directory: its file system is where mail is spooled
@@ -1191,6 +1219,8 @@ struct inbound *inbound_start(uv_loop_t *loop, const struct config *cfg,
                       &l, err, errlen) < 0) {
       for (int j = 0; j < in->n_listeners; j++)
         listener_close(in->listeners[j]);
+      if (in->proxy)
+        proxy_accept_free(in->proxy);
       if (in->tls_ctx)
         SSL_CTX_free(in->tls_ctx);
       if (in->auth)
@@ -1289,6 +1319,10 @@ static void inbound_maybe_freed(struct inbound *in) {
 
 void inbound_free(struct inbound *in, void (*cb)(void *data), void *data) {
   inbound_stop_accepting(in);
+  if (in->proxy) {
+    proxy_accept_free(in->proxy); /* connections still without a header */
+    in->proxy = NULL;
+  }
   in->freeing = 1;
   in->freed_cb = cb;
   in->freed_data = data;

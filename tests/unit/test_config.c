@@ -88,6 +88,23 @@ static void test_values(void) {
   CHECK_INT(cfg.n_relay_networks, 3);
   CHECK_INT(cfg.relay_networks[1].prefix, 32);
   CHECK_INT(cfg.relay_networks_set, 1);
+  /* proxy_networks is its own list: relay_networks is left alone */
+  CHECK_INT(cfg.n_proxy_networks, 0);
+  CHECK_INT(parse("proxy_networks = 10.1.0.0/16, ::1\n"), 0);
+  CHECK_INT(cfg.n_proxy_networks, 2);
+  CHECK_INT(cfg.proxy_networks[0].prefix, 16);
+  CHECK_INT(cfg.proxy_networks[1].prefix, 128);
+  CHECK_INT(cfg.n_relay_networks, 2); /* the default, untouched */
+  CHECK_INT(cfg.relay_networks[0].prefix, 8);
+  {
+    char out[32768];
+    config_print(&cfg, out, sizeof out);
+    CHECK_CONTAINS(out, "proxy_networks = 10.1.0.0/16, ::1/128\n");
+    CHECK_CONTAINS(out, "received_header = full\n");
+  }
+  CHECK_INT(cfg.received_header_redacted, 0);
+  CHECK_INT(parse("received_header = redacted\n"), 0);
+  CHECK_INT(cfg.received_header_redacted, 1);
   CHECK_INT(parse("relayhost = [smtp.example]:587, mail.example:2525, "
                   "backup.example\n"),
             0);
@@ -153,6 +170,9 @@ static void test_bad_values(void) {
       {"auth_require_tls = maybe\n", "not yes or no"},
       {"relay_networks = 10.0.0.0/33\n", "bad prefix"},
       {"relay_networks = example.com/8\n", "not a CIDR"},
+      {"proxy_networks = 10.0.0.0/33\n", "proxy_networks: '10.0.0.0/33'"},
+      {"proxy_networks = lb.example\n", "proxy_networks: 'lb.example'"},
+      {"received_header = none\n", "received_header: 'none' is not full"},
       {"relayhost_tls = sometimes\n", "relayhost_tls: 'sometimes' is not one"},
       {"relayhost_auth = cram-md5\n",
        "relayhost_auth: 'cram-md5' is not one of auto, plain, login, xoauth2"},
@@ -334,7 +354,7 @@ static void test_print(void) {
   int lines = 0;
   for (char *p = out; *p; p++)
     lines += *p == '\n';
-  CHECK_INT(lines, 40);
+  CHECK_INT(lines, 42);
 
   CHECK_INT(parse("metrics_listen = 127.0.0.1:9100, [::1]:9101\n"), 0);
   CHECK_INT(cfg.n_metrics_listen, 2);

@@ -163,6 +163,17 @@ static void test_received(void) {
                  "15:04:05 +0000\r\n");
   check_folded(buf);
 
+  /* received_header = redacted: neither the address nor the host name;
+   * the HELO name, "by", the protocol, id, recipient and date stay */
+  r.redacted = 1;
+  CHECK(message_received_header(buf, sizeof(buf), &r) > 0);
+  CHECK_STR(buf, "Received: from client.example\r\n\tby mx.example.org "
+                 "(mailhop) with ESMTP id 01ABCDEF for\r\n\t"
+                 "<bob@example.net>; Mon, 2 Jan 2006 15:04:05 +0000\r\n");
+  CHECK(!strstr(buf, "192.0.2.7") && !strstr(buf, "host.client.example"));
+  check_folded(buf);
+  r.redacted = 0;
+
   r.rdns = NULL;
   r.ip = "2001:db8::1";
   r.rcpt = NULL;
