@@ -17,6 +17,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <sqlite3.h>
 #include <uv.h>
 
@@ -72,7 +77,14 @@ struct client {
   size_t off; /* conversation bytes written */
   struct buf in;
   int eof;
+  /* plan->starttls: 0 plaintext EHLO + STARTTLS, 1 handshake, 2 TLS */
+  int phase;
+  size_t pre_off;
+  SSL *ssl;
+  int hs_want_write;
 };
+
+static const char tls_pre[] = "EHLO client.example\r\nSTARTTLS\r\n";
 
 struct held {
   void *step;
@@ -96,6 +108,7 @@ struct run {
   uv_timer_t slow; /* plan->delay_ms: releases held steps */
   uv_timer_t hang;
   int hung, finished;
+  SSL_CTX *cctx; /* the clients' TLS context (no verification) */
   uint64_t rng;
   size_t read_i;
   int reads;
@@ -197,6 +210,14 @@ static void on_slow(uv_timer_t *t) {
 
 /* ---- clients ------------------------------------------------------------ */
 
+static void client_eof(struct client *c) {
+  struct run *r = c->run;
+  c->eof = 1;
+  uv_poll_stop(&c->poll);
+  r->open_cl--;
+  maybe_finish(r);
+}
+
 static void client_write(struct client *c) {
   struct run *r = c->run;
   while (c->off < r->len) {
@@ -211,36 +232,101 @@ static void client_write(struct client *c) {
   }
 }
 
+/* Plaintext replies until EOF or EAGAIN.  Returns -1 at EOF. */
+static int client_read_plain(struct client *c) {
+  for (;;) {
+    char tmp[16384];
+    ssize_t n = recv(c->fd, tmp, sizeof tmp, 0);
+    if (n > 0) {
+      buf_add(&c->in, tmp, (size_t)n);
+      /* Before TLS, stop at the 220 to STARTTLS: what follows is TLS. */
+      if (c->phase == 0 && c->in.p && strstr(c->in.p, "220 2.0.0"))
+        return 0;
+      continue;
+    }
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
+      return -1;
+    return 0;
+  }
+}
+
+/* One step of a STARTTLS client.  Returns -1 when it is over. */
+static int client_tls(struct client *c) {
+  struct run *r = c->run;
+  if (c->phase == 0) {
+    while (c->pre_off < sizeof tls_pre - 1) {
+      ssize_t n = send(c->fd, tls_pre + c->pre_off,
+                       sizeof tls_pre - 1 - c->pre_off, MSG_NOSIGNAL);
+      if (n <= 0)
+        break;
+      c->pre_off += (size_t)n;
+    }
+    if (client_read_plain(c) < 0)
+      return -1;
+    if (!c->in.p || !strstr(c->in.p, "220 2.0.0"))
+      return 0;
+    c->ssl = SSL_new(r->cctx);
+    if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1)
+      return -1;
+    SSL_set_connect_state(c->ssl);
+    c->phase = 1;
+  }
+  if (c->phase == 1) {
+    ERR_clear_error();
+    int rc = SSL_do_handshake(c->ssl);
+    if (rc != 1) {
+      int e = SSL_get_error(c->ssl, rc);
+      c->hs_want_write = e == SSL_ERROR_WANT_WRITE;
+      return e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? 0 : -1;
+    }
+    c->phase = 2;
+  }
+  while (c->off < r->len) {
+    size_t want = r->len - c->off < 16384 ? r->len - c->off : 16384;
+    ERR_clear_error();
+    int n = SSL_write(c->ssl, r->conv + c->off, (int)want);
+    if (n <= 0)
+      break;
+    c->off += (size_t)n;
+  }
+  for (;;) {
+    char tmp[16384];
+    ERR_clear_error();
+    int n = SSL_read(c->ssl, tmp, sizeof tmp);
+    if (n > 0) {
+      buf_add(&c->in, tmp, (size_t)n);
+      continue;
+    }
+    int e = SSL_get_error(c->ssl, n);
+    return e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? 0 : -1;
+  }
+}
+
 static void on_client(uv_poll_t *p, int status, int events) {
   struct client *c = p->data;
   struct run *r = c->run;
   if (status < 0)
     events = UV_READABLE;
-  if (events & UV_WRITABLE)
-    client_write(c);
-  if (events & UV_READABLE) {
-    for (;;) {
-      char tmp[16384];
-      ssize_t n = recv(c->fd, tmp, sizeof tmp, 0);
-      if (n > 0) {
-        buf_add(&c->in, tmp, (size_t)n);
-        continue;
-      }
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
-        c->eof = 1;
-        uv_poll_stop(&c->poll);
-        r->open_cl--;
-        maybe_finish(r);
-        return;
-      }
-      break;
+  if (r->plan->starttls) {
+    if (client_tls(c) < 0) {
+      client_eof(c);
+      return;
+    }
+  } else {
+    if (events & UV_WRITABLE)
+      client_write(c);
+    if ((events & UV_READABLE) && client_read_plain(c) < 0) {
+      client_eof(c);
+      return;
     }
   }
-  if (!c->eof)
-    uv_poll_start(&c->poll, UV_READABLE | (c->off < r->len ? UV_WRITABLE : 0),
-                  on_client);
+  int w = r->plan->starttls ? (c->phase == 0   ? c->pre_off < sizeof tls_pre - 1
+                               : c->phase == 1 ? c->hs_want_write
+                                               : c->off < r->len)
+                            : c->off < r->len;
+  uv_poll_start(&c->poll, UV_READABLE | (w ? UV_WRITABLE : 0), on_client);
 }
 
 static int client_open(struct run *r, struct client *c,
@@ -256,11 +342,14 @@ static int client_open(struct run *r, struct client *c,
   if (connect(c->fd, addr, sizeof(struct sockaddr_in)) < 0)
     return -1;
   fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);
-  client_write(c);
+  if (!r->plan->starttls)
+    client_write(c);
   if (uv_poll_init_socket(&r->loop, &c->poll, c->fd) < 0)
     return -1;
   c->poll.data = c;
-  uv_poll_start(&c->poll, UV_READABLE | (c->off < r->len ? UV_WRITABLE : 0),
+  uv_poll_start(&c->poll,
+                UV_READABLE |
+                    (r->plan->starttls || c->off < r->len ? UV_WRITABLE : 0),
                 on_client);
   r->open_cl++;
   return 0;
@@ -405,9 +494,48 @@ static char *read_store(const char *db) {
   return out.p;
 }
 
+/* A self-signed P-256 certificate and its key, as PEM files in dir. */
+static int make_cert(const char *dir) {
+  EVP_PKEY *key = EVP_EC_gen("P-256");
+  X509 *x = X509_new();
+  int ok = key && x;
+  if (ok) {
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+    X509_gmtime_adj(X509_getm_notBefore(x), -3600);
+    X509_gmtime_adj(X509_getm_notAfter(x), 86400);
+    X509_NAME *n = X509_get_subject_name(x);
+    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC,
+                               (const unsigned char *)"mailhop.test", -1, -1,
+                               0);
+    X509_set_issuer_name(x, n);
+    ok = X509_set_pubkey(x, key) == 1 && X509_sign(x, key, EVP_sha256()) > 0;
+  }
+  char path[512];
+  FILE *f;
+  snprintf(path, sizeof path, "%s/key.pem", dir);
+  if (ok && (f = fopen(path, "w"))) {
+    ok = PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL) == 1;
+    fclose(f);
+  } else {
+    ok = 0;
+  }
+  snprintf(path, sizeof path, "%s/cert.pem", dir);
+  if (ok && (f = fopen(path, "w"))) {
+    ok = PEM_write_X509(f, x) == 1;
+    fclose(f);
+  } else {
+    ok = 0;
+  }
+  X509_free(x);
+  EVP_PKEY_free(key);
+  return ok ? 0 : -1;
+}
+
 static void rm_rf(const char *dir) {
-  static const char *const files[] = {"q.db", "q.db-wal", "q.db-shm",
-                                      "q.db.lock", "users"};
+  static const char *const files[] = {"q.db",      "q.db-wal", "q.db-shm",
+                                      "q.db.lock", "users",    "cert.pem",
+                                      "key.pem"};
   char p[512];
   for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
     snprintf(p, sizeof p, "%s/%s", dir, files[i]);
@@ -458,6 +586,20 @@ int harness_run(const char *conv, size_t len, const struct harness_plan *plan,
                     "max_message_size = 1m\n"
                     "smtp_timeout = 5m\n",
                     dir, dir);
+  if (plan->starttls) {
+    if (make_cert(dir) < 0)
+      goto out_dir;
+    tl += snprintf(text + tl, sizeof text - (size_t)tl,
+                   "tls_cert_file = %s/cert.pem\n"
+                   "tls_key_file = %s/key.pem\n",
+                   dir, dir);
+    r->cctx = SSL_CTX_new(TLS_client_method());
+    if (!r->cctx)
+      goto out_dir;
+    SSL_CTX_set_verify(r->cctx, SSL_VERIFY_NONE, NULL);
+    SSL_CTX_set_mode(r->cctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+                                  SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  }
   if (config_parse_text(&r->cfg, "harness", text, (size_t)tl, err) < 0) {
     fprintf(stderr, "harness: %s\n", err);
     goto out_dir;
@@ -507,8 +649,10 @@ int harness_run(const char *conv, size_t len, const struct harness_plan *plan,
     on_hang(&r->hang);
   uv_run(&r->loop, UV_RUN_DEFAULT);
   conn_debug_read_size(NULL, NULL);
-  for (int i = 0; i < r->n_cl; i++)
+  for (int i = 0; i < r->n_cl; i++) {
+    SSL_free(r->cl[i].ssl);
     close(r->cl[i].fd);
+  }
 
   struct buf rep = {0}, tr = {0};
   for (int i = 0; i < r->n_cl; i++) {
@@ -536,6 +680,7 @@ out_loop:
   }
 out_dir:
   rm_rf(dir);
+  SSL_CTX_free(r->cctx);
   free(r);
   return rc;
 }

@@ -35,6 +35,11 @@ struct harness_plan {
   /* When set, held completions are released one at a time by a timer
    * after this many ms each (a slow disk or hash), in seeded order. */
   unsigned delay_ms;
+  /* Each client says EHLO and STARTTLS in plaintext, waits for the 220,
+   * shakes hands (a certificate made at run time) and sends the
+   * conversation over TLS: the read caps then cut ciphertext, and the
+   * handshake is one more held step. */
+  int starttls;
 };
 
 struct harness_result {
