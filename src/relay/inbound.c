@@ -100,8 +100,9 @@ enum session_wait {
 };
 
 static const char *const wait_names[] = {
-    [WAIT_NONE] = "none", [WAIT_SPOOL] = "spool", [WAIT_COMMIT] = "commit", [WAIT_DKIM] = "dkim",
-    [WAIT_AUTH] = "auth", [WAIT_TLS] = "tls",     [WAIT_OUTPUT] = "output",
+    [WAIT_NONE] = "none",     [WAIT_SPOOL] = "spool", [WAIT_COMMIT] = "commit",
+    [WAIT_DKIM] = "dkim",     [WAIT_AUTH] = "auth",   [WAIT_TLS] = "tls",
+    [WAIT_OUTPUT] = "output",
 };
 
 struct session {
@@ -125,9 +126,9 @@ struct session {
   struct dkim_req *dkim_req; /* signing in flight (holds the spool) */
   char *signed_prefix;       /* the signer's new prefix, until committed */
   size_t signed_prefix_len;
-  char dkim_domains[256];    /* signing domains, for the accepted line */
-  int body_8bit;             /* of the message being committed */
-  uint64_t body_size;        /* its DATA octets */
+  char dkim_domains[256]; /* signing domains, for the accepted line */
+  int body_8bit;          /* of the message being committed */
+  uint64_t body_size;     /* its DATA octets */
   uint64_t data_start_ms;
   uint64_t data_bytes;
   uint64_t data_rx; /* bytes read during DATA, for min_data_rate */
@@ -231,8 +232,8 @@ static void session_end(struct session *s, int flush) {
  * queue_minfree (stats->disk_low has this one writer). */
 static void on_disk_update(struct diskspace *ds, void *data) {
   struct inbound *in = data;
-  in->stats->disk_low =
-      in->cfg->queue_minfree > 0 && diskspace_room(ds, in->cfg->queue_minfree) == 0;
+  in->stats->disk_low = in->cfg->queue_minfree > 0 &&
+                        diskspace_room(ds, in->cfg->queue_minfree) == 0;
 }
 
 /* Gives the machine its working buffers before it is fed or answered.
@@ -497,10 +498,8 @@ static void lower(char *p) {
       *p = (char)(*p + 32);
 }
 
-static void commit_prefixed(struct session *s, const char *prefix,
-                            size_t len);
-static void dkim_then_commit(struct session *s, const char *prefix,
-                             size_t len);
+static void commit_prefixed(struct session *s, const char *prefix, size_t len);
+static void dkim_then_commit(struct session *s, const char *prefix, size_t len);
 
 /* Builds the prefix (Received, and Date/Message-ID when missing) and hands
  * the message to the store, through the DKIM signer when configured. */
@@ -569,8 +568,7 @@ static void commit_message(struct session *s, const struct smtp_event *ev) {
 /* Hands the message (prefix + spooled body) to the store; the session
  * then waits for the commit.  On a refusal the client is answered with a
  * temporary error at once. */
-static void commit_prefixed(struct session *s, const char *prefix,
-                            size_t len) {
+static void commit_prefixed(struct session *s, const char *prefix, size_t len) {
   struct inbound *in = s->in;
   struct store_rcpt *rc = envelope_rcpts(s);
   if (!rc) {
@@ -646,8 +644,8 @@ static void dkim_then_commit(struct session *s, const char *prefix,
                              size_t len) {
   struct store_spool *body = s->spool;
   s->spool = NULL;
-  if (dkim_sign(s->in->dkim, prefix, len, body, 0, on_signed, s,
-                &s->dkim_req) < 0) {
+  if (dkim_sign(s->in->dkim, prefix, len, body, 0, on_signed, s, &s->dkim_req) <
+      0) {
     s->dkim_req = NULL;
     s->spool = body;
     smtp_server_commit_done(s->srv, 0, "451 4.3.0 Error: out of memory");

@@ -178,8 +178,7 @@ static void on_timer(uv_timer_t *t) {
     reject(w, "proxy header: timeout");
 }
 
-struct proxy_accept *proxy_accept_new(uv_loop_t *loop,
-                                      const struct config *cfg,
+struct proxy_accept *proxy_accept_new(uv_loop_t *loop, const struct config *cfg,
                                       int max_pending, proxy_accept_cb cb,
                                       void *data) {
   struct proxy_accept *pa = calloc(1, sizeof *pa);

@@ -43,8 +43,7 @@ typedef void (*proxy_accept_cb)(struct conn *c, int tls, void *data);
  * connections wait for their header at once; beyond that a new one is
  * closed at once.  cfg must outlive it.  Returns NULL when out of memory.
  */
-struct proxy_accept *proxy_accept_new(uv_loop_t *loop,
-                                      const struct config *cfg,
+struct proxy_accept *proxy_accept_new(uv_loop_t *loop, const struct config *cfg,
                                       int max_pending, proxy_accept_cb cb,
                                       void *data);
 
