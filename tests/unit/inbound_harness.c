@@ -11,6 +11,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdarg.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,7 +109,10 @@ struct run {
   uv_timer_t slow; /* plan->delay_ms: releases held steps */
   uv_timer_t hang;
   int hung, finished;
-  SSL_CTX *cctx; /* the clients' TLS context (no verification) */
+  int shutdown_now; /* plan->shutdown_at was held: free inbound */
+  int shut_down;    /* ... and it has been */
+  int closed;       /* the harness's handles are closing */
+  SSL_CTX *cctx;    /* the clients' TLS context (no verification) */
   uint64_t rng;
   size_t read_i;
   int reads;
@@ -138,13 +142,23 @@ static int session_index(const char *id) {
   return n >= 1 && n <= MAX_SESSIONS ? (int)n - 1 : 0;
 }
 
+static void on_idle(uv_idle_t *h);
+
 static void on_trace(const char *session, const char *what, void *data) {
   struct run *r = data;
   struct buf *b = &r->trace[session_index(session)];
   buf_printf(b, "%s %s\n", session, what);
+  /* plan->shutdown_at: a step of that kind has just started; the relay
+   * shuts down on the next loop turn, before the step's own completion
+   * can arrive (idle callbacks run before libuv polls for it). */
+  if (r->plan->shutdown_at && !r->shut_down && !r->shutdown_now &&
+      strncmp(what, "wait none -> ", 13) == 0 &&
+      strcmp(what + 13, r->plan->shutdown_at) == 0) {
+    r->shutdown_now = 1;
+    uv_idle_start(&r->idle, on_idle);
+  }
 }
 
-static void on_idle(uv_idle_t *h);
 static void on_slow(uv_timer_t *t);
 
 static void on_step(void *step, const char *session, const char *kind,
@@ -172,8 +186,12 @@ static void maybe_finish(struct run *r);
 /* One loop turn: age the held completions and release one of those whose
  * delay is over, chosen by the seed (so completions of different
  * sessions take effect in the plan's order, not the pool's). */
+static void shutdown_relay(struct run *r);
+
 static void on_idle(uv_idle_t *h) {
   struct run *r = h->data;
+  if (r->shutdown_now && !r->shut_down)
+    shutdown_relay(r);
   int ready[MAX_HELD], n = 0;
   for (int i = 0; i < r->n_held; i++) {
     if (r->held[i].delay > 0)
@@ -377,12 +395,27 @@ static void close_handles(struct run *r) {
 }
 
 static void maybe_finish(struct run *r) {
-  if (r->open_cl > 0 || r->n_held > 0 || !r->in)
+  if (r->open_cl > 0 || r->n_held > 0 || r->closed)
+    return;
+  r->closed = 1;
+  uv_timer_stop(&r->hang);
+  close_handles(r);
+  if (r->in) {
+    struct inbound *in = r->in;
+    r->in = NULL;
+    inbound_free(in, on_inbound_freed, r);
+  }
+}
+
+/* plan->shutdown_at: the relay stops while a step is held.  Its sessions
+ * end (closing the clients' connections) with the step in flight; the
+ * held steps are released afterwards as usual. */
+static void shutdown_relay(struct run *r) {
+  r->shut_down = 1;
+  if (!r->in)
     return;
   struct inbound *in = r->in;
   r->in = NULL;
-  uv_timer_stop(&r->hang);
-  close_handles(r);
   inbound_free(in, on_inbound_freed, r);
 }
 
@@ -456,21 +489,34 @@ static char *read_store(const char *db) {
   while (sqlite3_step(q) == SQLITE_ROW) {
     const char *body = sqlite3_column_blob(q, 4);
     size_t blen = (size_t)sqlite3_column_bytes(q, 4);
-    /* Skip the Received header: up to the first CRLF not followed by
-     * folding white space. */
+    /* Skip the fields that hold a date, the queue id or a signature over
+     * them: DKIM-Signature (counted) and Received, each up to the first
+     * CRLF not followed by folding white space. */
     size_t skip = 0;
-    if (blen > 9 && memcmp(body, "Received:", 9) == 0) {
-      for (size_t i = 0; i + 2 < blen; i++)
+    int sigs = 0;
+    for (;;) {
+      int is_sig =
+          blen - skip > 15 && memcmp(body + skip, "DKIM-Signature:", 15) == 0;
+      int is_rcvd = blen - skip > 9 && memcmp(body + skip, "Received:", 9) == 0;
+      if (!is_sig && !is_rcvd)
+        break;
+      sigs += is_sig;
+      size_t end = skip;
+      for (size_t i = skip; i + 2 < blen; i++)
         if (body[i] == '\r' && body[i + 1] == '\n' && body[i + 2] != ' ' &&
             body[i + 2] != '\t') {
-          skip = i + 2;
+          end = i + 2;
           break;
         }
+      if (end == skip)
+        break;
+      skip = end;
     }
     struct buf b = {0};
     const char *rc = (const char *)sqlite3_column_text(q, 5);
-    buf_printf(&b, "from=<%s> rcpts=%s flags=%d ret=%d size-body=%lld\n",
-               sqlite3_column_text(q, 0), rc ? rc : "",
+    buf_printf(&b,
+               "from=<%s> rcpts=%s dkim=%d flags=%d ret=%d size-body=%lld\n",
+               sqlite3_column_text(q, 0), rc ? rc : "", sigs,
                sqlite3_column_int(q, 2), sqlite3_column_int(q, 3),
                (long long)(sqlite3_column_int64(q, 1) - (sqlite3_int64)skip));
     buf_add(&b, body + skip, blen - skip);
@@ -532,10 +578,23 @@ static int make_cert(const char *dir) {
   return ok ? 0 : -1;
 }
 
+/* An Ed25519 DKIM key as a PKCS#8 PEM file in dir. */
+static int make_dkim_key(const char *dir) {
+  EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+  char path[512];
+  snprintf(path, sizeof path, "%s/dkim.pem", dir);
+  FILE *f = key ? fopen(path, "w") : NULL;
+  int ok = f && PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL) == 1;
+  if (f)
+    fclose(f);
+  EVP_PKEY_free(key);
+  return ok ? 0 : -1;
+}
+
 static void rm_rf(const char *dir) {
   static const char *const files[] = {"q.db",      "q.db-wal", "q.db-shm",
                                       "q.db.lock", "users",    "cert.pem",
-                                      "key.pem"};
+                                      "key.pem",   "dkim.pem"};
   char p[512];
   for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
     snprintf(p, sizeof p, "%s/%s", dir, files[i]);
@@ -552,6 +611,9 @@ int harness_run(const char *conv, size_t len, const struct harness_plan *plan,
   if (plan->sessions < 1 || plan->sessions > MAX_CLIENTS)
     return -1;
   log_setup(LOG_FMT_LOGFMT, LOG_ERROR);
+  /* TLS clients write with SSL_write (no MSG_NOSIGNAL): a relay that
+   * closes first must not kill the run. */
+  signal(SIGPIPE, SIG_IGN);
   struct run *r = calloc(1, sizeof *r);
   if (!r)
     return -1;
@@ -599,6 +661,12 @@ int harness_run(const char *conv, size_t len, const struct harness_plan *plan,
     SSL_CTX_set_verify(r->cctx, SSL_VERIFY_NONE, NULL);
     SSL_CTX_set_mode(r->cctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
                                   SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  }
+  if (plan->dkim) {
+    if (make_dkim_key(dir) < 0)
+      goto out_dir;
+    tl += snprintf(text + tl, sizeof text - (size_t)tl,
+                   "dkim_sign = a.example:s1:%s/dkim.pem\n", dir);
   }
   if (config_parse_text(&r->cfg, "harness", text, (size_t)tl, err) < 0) {
     fprintf(stderr, "harness: %s\n", err);
@@ -655,6 +723,7 @@ int harness_run(const char *conv, size_t len, const struct harness_plan *plan,
   }
 
   struct buf rep = {0}, tr = {0};
+  out->shut_down = r->shut_down;
   for (int i = 0; i < r->n_cl; i++) {
     buf_printf(&rep, "C%d:\n", i);
     char *m = mask_ids(r->cl[i].in.p ? r->cl[i].in.p : "", r->cl[i].in.len);

@@ -40,6 +40,14 @@ struct harness_plan {
    * conversation over TLS: the read caps then cut ciphertext, and the
    * handshake is one more held step. */
   int starttls;
+  /* Sign with an Ed25519 key made at run time (dkim_sign for a.example,
+   * the conversation's From: domain): signing is one more held step. */
+  int dkim;
+  /* When set (a wait name: "spool", "dkim", "commit", "auth", "tls"), the
+   * relay shuts down (inbound_free) the first time a step of that kind is
+   * held, before it is released: sessions end with the step in flight.
+   * The run must still end cleanly (no leak, no handle left open). */
+  const char *shutdown_at;
 };
 
 struct harness_result {
@@ -47,6 +55,7 @@ struct harness_result {
   char *trace;   /* per session, "S<i> <event or wait>" lines */
   char *stored;  /* the stored messages, sorted */
   int held;      /* completions held and released (for the report) */
+  int shut_down; /* plan->shutdown_at happened */
   int reads;     /* socket reads the server made */
 };
 
