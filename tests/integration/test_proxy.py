@@ -11,7 +11,9 @@ import socket
 import ssl
 import struct
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -304,11 +306,15 @@ def haproxy(tmp_path):
     if not shutil.which(exe):
         pytest.fail("haproxy is not installed (scripts/deps --test)")
     procs = []
+    dirs = []
 
     def start(backend_port, mode, backend_extra="", server_extra=""):
         port = free_port()
         cfg = tmp_path / f"haproxy-{mode}.cfg"
-        start.stats = tmp_path / f"haproxy-{mode}.sock"
+        # A short path: the stats socket's must fit sockaddr_un, and
+        # pytest-xdist's temp dirs are long.
+        start.stats = Path(tempfile.mkdtemp(prefix="mh-hap-")) / f"{mode}.sock"
+        dirs.append(start.stats.parent)
         cfg.write_text(f"""global
     maxconn 100
     stats socket {start.stats} mode 600 level admin
@@ -324,8 +330,9 @@ backend mailhop
 {backend_extra}
     server m1 127.0.0.1:{backend_port} {mode} {server_extra}
 """)
-        subprocess.run([exe, "-c", "-f", str(cfg)], check=True,
-                       capture_output=True)
+        r = subprocess.run([exe, "-c", "-f", str(cfg)],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
         p = subprocess.Popen([exe, "-db", "-f", str(cfg)],
                              stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE)
@@ -349,6 +356,8 @@ backend mailhop
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+    for d in dirs:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.mark.parametrize("mode", ["send-proxy", "send-proxy-v2"])
