@@ -481,9 +481,16 @@ def test_user_switch_after_binding(mailhop, tmp_path):
 
 def _user_switch(mailhop, qdir):
     m = mailhop(user="65534:65534", queue_path=f"{qdir}/q.db")
-    with open(f"/proc/{m.proc.pid}/status") as f:
-        uid_line = [l for l in f if l.startswith("Uid:")][0]
-    assert uid_line.split()[1:3] == ["65534", "65534"]
+
+    def uids():
+        with open(f"/proc/{m.proc.pid}/status") as f:
+            return [l for l in f if l.startswith("Uid:")][0].split()[1:3]
+    # The switch follows the listeners' "listening" lines (which the
+    # fixture waits for) on the same start-up path: give it a moment.
+    deadline = time.time() + 10
+    while uids() != ["65534", "65534"] and time.time() < deadline:
+        time.sleep(0.02)
+    assert uids() == ["65534", "65534"]
     s = smtplib.SMTP("127.0.0.1", m.port, timeout=10)
     # Big enough to spill the DATA spool to a file in the queue directory.
     s.sendmail("a@a.example", ["b@b.example"],
