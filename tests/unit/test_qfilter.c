@@ -144,9 +144,9 @@ static void test_match(void) {
   CHECK_INT(qfilter_rcpts_match(&f, doms, st_d, 2), 1);
   CHECK_INT(qfilter_rcpts_match(&f, doms, st_q, 2), 0);
   /* every criterion ANDed at message level */
-  CHECK_INT(parse(&f, "sender=@s.example older_than=10 state=held", err,
-                  sizeof err),
-            0);
+  CHECK_INT(
+      parse(&f, "sender=@s.example older_than=10 state=held", err, sizeof err),
+      0);
   CHECK_INT(qfilter_msg_match(&f, "a@s.example", 1, now - 10, now), 1);
   CHECK_INT(qfilter_msg_match(&f, "a@s.example", 0, now - 10, now), 0);
   CHECK_INT(qfilter_msg_match(&f, "a@s.example", 1, now - 9, now), 0);
@@ -167,9 +167,10 @@ static void test_duration(void) {
   CHECK_INT(s, 604800);
   CHECK_INT(qfilter_duration("1w", &s), 0);
   CHECK_INT(s, 604800);
-  static const char *const bad[] = {"", "0", "0h", "h", "1x", "-1h", "1.5h",
-                                    " 1h", "1h ", "99999999999999999999",
-                                    "20000000d"};
+  static const char *const bad[] = {
+      "",         "0",    "0h",  "h",   "1x",
+      "-1h",      "1.5h", " 1h", "1h ", "99999999999999999999",
+      "20000000d"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
     CHECK_INT(qfilter_duration(bad[i], &s), -1);
 }
