@@ -310,3 +310,34 @@ def test_suspend_a_relayhost_as_written(mailhop, sink):
     assert e["error"].startswith("usage: suspend"), e
     r = m.cli("suspend", "o.example", "--for", "forever")
     assert r.returncode == 1 and "--for" in r.stderr
+
+
+def test_a_full_disk_changes_nothing(mailhop, sink, tmp_path):
+    """A bulk action or a suspension that the store cannot write is
+    undone in memory too: nothing held, nothing deleted, nothing
+    suspended, and the error says so."""
+    full = tmp_path / "disk-full"
+    sink.mode = "defer"
+    m = mailhop(start=False, relayhost=f"[127.0.0.1]:{sink.port}",
+                relayhost_tls="none", retry_schedule="1h")
+    m.start(env={"MAILHOP_DEBUG_ENOSPC_FILE": str(full)})
+    send(m, "a@shop.example", ("bob@b.example",))
+    send(m, "b@shop.example", ("carol@b.example",))
+    all_deferred(m, 2)
+    full.write_text("")
+    for line in ("hold domain=b.example", "delete all",
+                 "suspend b.example 600"):
+        (e,) = admin(m, line)
+        assert "No space left on device" in e["error"], (line, e)
+    st = status(m)
+    assert st["queue"]["messages"] == 2 and st["queue"]["held"] == 0, st
+    assert st["suspended"] == []
+    # With space again the same commands work, and flush finds the mail
+    # still scheduled.
+    full.unlink()
+    assert admin(m, "hold domain=b.example") == [{"ok": True, "count": 2}]
+    assert admin(m, "flush all") == [{"ok": True, "count": 0}]
+    assert admin(m, "release all") == [{"ok": True, "count": 2}]
+    sink.mode = "accept"
+    assert admin(m, "flush domain=b.example") == [{"ok": True, "count": 2}]
+    wait_until(lambda: status(m)["queue"]["messages"] == 0)
