@@ -279,9 +279,11 @@ static uint64_t sub_sat(uint64_t a, uint64_t b) {
 static void publish_loading(struct serve *sv) {
   /* Until the count is known, status waits for it (NULL). */
   const struct store_counts *u = sv->counted ? &sv->unloaded : NULL;
+  /* Stats first: admin_set_loading() answers the status requests that
+   * waited for the count, from the stats. */
+  stats_set_loading(&sv->stats, sv->loading, u);
   if (sv->admin)
     admin_set_loading(sv->admin, sv->loading, u);
-  stats_set_loading(&sv->stats, sv->loading, u);
 }
 
 static void on_counted(struct store *st, int status,

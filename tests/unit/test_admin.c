@@ -431,8 +431,10 @@ static void on_loading(uv_async_t *h) {
   (void)h;
   struct store_counts pend = {
       .messages = 2, .recipients = 3, .deferred = 1, .held = 1};
-  admin_set_loading(adm, loading_on != 0, loading_on == 2 ? NULL : &pend);
+  /* As serve does: the stats first, since admin_set_loading() answers the
+   * status requests that waited, from the stats. */
   stats_set_loading(&stats, loading_on != 0, loading_on == 2 ? NULL : &pend);
+  admin_set_loading(adm, loading_on != 0, loading_on == 2 ? NULL : &pend);
   sem_post(&loading_sem);
 }
 
