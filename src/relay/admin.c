@@ -318,7 +318,8 @@ static json_t *suspended_json(struct admin *a) {
     return NULL;
   }
   n = n ? sched_suspensions(a->sched, ss, n) : 0;
-  qsort(ss, n, sizeof *ss, susp_cmp);
+  if (n > 1)
+    qsort(ss, n, sizeof *ss, susp_cmp);
   int bad = 0;
   for (size_t i = 0; i < n && !bad; i++) {
     const char *d = dest_display(a, ss[i].dest);
