@@ -341,3 +341,49 @@ def test_a_full_disk_changes_nothing(mailhop, sink, tmp_path):
     sink.mode = "accept"
     assert admin(m, "flush domain=b.example") == [{"ok": True, "count": 2}]
     wait_until(lambda: status(m)["queue"]["messages"] == 0)
+
+
+V1_SCHEMA = """
+CREATE TABLE messages(id TEXT PRIMARY KEY, sender TEXT NOT NULL,
+ size INTEGER NOT NULL, received_at INTEGER NOT NULL,
+ held INTEGER NOT NULL DEFAULT 0, ret INTEGER NOT NULL DEFAULT 0,
+ envid TEXT, flags INTEGER NOT NULL DEFAULT 0, headers TEXT,
+ body BLOB NOT NULL);
+CREATE TABLE recipients(message_id TEXT NOT NULL, idx INTEGER NOT NULL,
+ address TEXT NOT NULL, orcpt TEXT, notify INTEGER NOT NULL DEFAULT 0,
+ domain TEXT NOT NULL, state INTEGER NOT NULL DEFAULT 0,
+ attempts INTEGER NOT NULL DEFAULT 0,
+ next_attempt_at INTEGER NOT NULL DEFAULT 0, last_error TEXT,
+ PRIMARY KEY(message_id, idx)) WITHOUT ROWID;
+PRAGMA user_version = 1;
+"""
+
+
+def test_a_version_1_queue_is_migrated_and_delivered(mailhop, sink):
+    """A queue written before suspensions existed (schema version 1) opens,
+    gains the table, and its mail is delivered; suspensions then work."""
+    import sqlite3
+    m = mailhop(start=False, relayhost=f"[127.0.0.1]:{sink.port}",
+                relayhost_tls="none", retry_schedule="1h")
+    body = b"Subject: old\r\n\r\nfrom before\r\n"
+    db = sqlite3.connect(m.conf["queue_path"])
+    db.executescript(V1_SCHEMA)
+    with db:
+        db.execute("INSERT INTO messages VALUES(?, ?, ?, ?, 0, 0, NULL, 0,"
+                   " ?, ?)", ("0000000001abcd", "old@v1.example", len(body),
+                              int(time.time()) - 60, "Subject: old\r\n",
+                              body))
+        db.execute("INSERT INTO recipients VALUES(?, 0, ?, NULL, 0, ?, 0, 0,"
+                   " 0, NULL)", ("0000000001abcd", "bob@v1.example",
+                                 "v1.example"))
+    db.close()
+    m.start()
+    wait_until(lambda: len(sink.messages) == 1)
+    assert sink.messages[0].mail_from == "old@v1.example"
+    wait_until(lambda: status(m)["queue"]["messages"] == 0)
+    with m.db() as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert admin(m, "suspend v1.example 60") == [{"ok": True}]
+    with m.db() as db:
+        assert db.execute("SELECT dest FROM suspensions").fetchall() == \
+            [("v1.example",)]
