@@ -14,6 +14,16 @@ int cli_parse(struct cli *c, int argc, char **argv, char *err, size_t errlen) {
       slot = &c->socket;
     else if (strcmp(a, "--explain") == 0)
       slot = &c->explain;
+    else if (strcmp(a, "--domain") == 0)
+      slot = &c->f_domain;
+    else if (strcmp(a, "--sender") == 0)
+      slot = &c->f_sender;
+    else if (strcmp(a, "--state") == 0)
+      slot = &c->f_state;
+    else if (strcmp(a, "--older-than") == 0)
+      slot = &c->f_older_than;
+    else if (strcmp(a, "--for") == 0)
+      slot = &c->for_duration;
     if (slot) {
       if (i + 1 >= argc) {
         snprintf(err, errlen, "%s needs an argument", a);
@@ -36,6 +46,8 @@ int cli_parse(struct cli *c, int argc, char **argv, char *err, size_t errlen) {
     }
     if (strcmp(a, "--json") == 0) {
       c->json = 1;
+    } else if (strcmp(a, "--all") == 0) {
+      c->f_all = 1;
     } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
       c->help = 1;
     } else if (strcmp(a, "--version") == 0 || strcmp(a, "-V") == 0) {

@@ -18,9 +18,16 @@ struct cli {
   const char *explain;                      /* check --explain KEY */
   const char *overrides[CLI_MAX_OVERRIDES]; /* -o KEY=VALUE */
   int n_overrides;
-  int json;    /* --json */
-  int help;    /* --help / -h */
-  int version; /* --version / -V */
+  /* queue FILTERs (CONTRACT §1), as given; NULL: not given */
+  const char *f_domain;     /* --domain D */
+  const char *f_sender;     /* --sender ADDR|@DOMAIN */
+  const char *f_state;      /* --state queued|deferred|held */
+  const char *f_older_than; /* --older-than DURATION */
+  int f_all;                /* --all */
+  const char *for_duration; /* suspend --for DURATION */
+  int json;                 /* --json */
+  int help;                 /* --help / -h */
+  int version;              /* --version / -V */
 };
 
 /* Returns 0, or -1 with a one-line message in err. */

@@ -36,6 +36,13 @@ static const char usage[] =
     "  queue delete ID                     remove a message, no bounce\n"
     "  queue hold ID | release ID          stop / resume delivery of a "
     "message\n"
+    "  queue [list] [FILTER]...            list the matching messages\n"
+    "  queue delete|hold|release|flush FILTER...  act on every matching "
+    "message\n"
+    "  suspend DESTINATION [--for DURATION]  stop delivery to a destination "
+    "(1h)\n"
+    "  unsuspend DESTINATION               resume delivery to a "
+    "destination\n"
     "  pause | resume                      stop / restart outbound delivery\n"
     "  resolve DOMAIN                      print delivery candidates for a "
     "domain\n"
@@ -50,6 +57,9 @@ static const char usage[] =
     "  -s SOCKET      admin socket (default: admin_socket from the "
     "configuration)\n"
     "  --json         machine-readable output\n"
+    "  FILTER         --domain D, --sender ADDR|@DOMAIN, --state "
+    "queued|deferred|held,\n"
+    "                 --older-than DURATION (ANDed), or --all\n"
     "  --explain KEY  (check) a key's description, default and current value\n"
     "  --version      print the version\n"
     "  --help         this text; after a command, that command's help\n"
@@ -88,16 +98,39 @@ static const struct {
      "usage: mailhop status [-s SOCKET] [--json]\n\n"
      "The daemon's status through the admin socket.\n\noptions:\n" ADMIN_OPTIONS
      "  --json         the admin socket's JSON\n"},
-    {"queue", "usage: mailhop queue [-s SOCKET] [--json]\n"
-              "       mailhop queue show ID\n"
-              "       mailhop queue flush [ID]\n"
-              "       mailhop queue delete ID\n"
-              "       mailhop queue hold ID | release ID\n\n"
-              "Lists the queue (a table; JSON with --json), shows one "
-              "message, retries\ndeferred mail now, removes a message "
-              "without a bounce, or stops and\nresumes delivery attempts "
-              "for one message.\n\noptions:\n" ADMIN_OPTIONS
-              "  --json         the admin socket's JSON\n"},
+    {"queue",
+     "usage: mailhop queue [-s SOCKET] [--json]\n"
+     "       mailhop queue show ID\n"
+     "       mailhop queue flush [ID]\n"
+     "       mailhop queue delete ID\n"
+     "       mailhop queue hold ID | release ID\n"
+     "       mailhop queue [list] [FILTER]...\n"
+     "       mailhop queue delete|hold|release|flush FILTER...\n\n"
+     "Lists the queue (a table; JSON with --json), shows one "
+     "message, retries\ndeferred mail now, removes a message "
+     "without a bounce, or stops and\nresumes delivery attempts "
+     "for one message.  With FILTERs (all ANDed) it\nlists, or acts "
+     "on, every matching message and prints how many; a bulk\naction "
+     "needs at least one filter or --all.\n\noptions:\n" ADMIN_OPTIONS
+     "  --json         the admin socket's JSON\n"
+     "  --domain D     a recipient's domain is D\n"
+     "  --sender ADDR  the sender is ADDR (or @DOMAIN: its domain)\n"
+     "  --state S      queued, deferred or held\n"
+     "  --older-than DURATION  received at least DURATION ago (30m, 2h, "
+     "7d)\n"
+     "  --all          every message (a bulk action without a filter)\n"},
+    {"suspend",
+     "usage: mailhop suspend DESTINATION [--for DURATION] [-s SOCKET]\n\n"
+     "Stops delivery to one destination (a recipient domain, or a "
+     "relayhost as\nwritten in the configuration) for DURATION (default "
+     "1h) or until unsuspend.\nIts mail waits: it is not deferred, "
+     "attempts are not counted, flush does\nnot override it; the "
+     "suspension survives a restart and shows in status.\n\noptions:\n"
+     "  --for DURATION how long (90s, 30m, 2h, 1d; default "
+     "1h)\n" ADMIN_OPTIONS},
+    {"unsuspend", "usage: mailhop unsuspend DESTINATION [-s SOCKET]\n\n"
+                  "Resumes delivery to a suspended destination.\n\n"
+                  "options:\n" ADMIN_OPTIONS},
     {"pause", "usage: mailhop pause [-s SOCKET]\n\n"
               "Stops all outbound delivery; accepting mail goes on (mailhop "
               "resume\nrestarts it).\n\noptions:\n" ADMIN_OPTIONS},
@@ -218,7 +251,8 @@ int main(int argc, char **argv) {
 
   int known = strcmp(cmd, "serve") == 0 || strcmp(cmd, "resolve") == 0 ||
               strcmp(cmd, "status") == 0 || strcmp(cmd, "queue") == 0 ||
-              strcmp(cmd, "pause") == 0 || strcmp(cmd, "resume") == 0;
+              strcmp(cmd, "pause") == 0 || strcmp(cmd, "resume") == 0 ||
+              strcmp(cmd, "suspend") == 0 || strcmp(cmd, "unsuspend") == 0;
   if (!known || (strcmp(cmd, "serve") == 0 && cli.n_words != 1) ||
       (strcmp(cmd, "resolve") == 0 && cli.n_words != 2)) {
     fprintf(stderr, "mailhop: unknown command '%s' (see mailhop --help)\n",

@@ -18,6 +18,7 @@
 
 #include "cli.h"
 #include "config.h"
+#include "proto/qfilter.h"
 
 #define EXIT_USAGE 1
 #define EXIT_RUNTIME 2
@@ -181,7 +182,7 @@ static int print_show(FILE *out, const json_t *reply, long long now) {
   return 0;
 }
 
-static int print_status(FILE *out, const json_t *reply) {
+static int print_status(FILE *out, const json_t *reply, long long now) {
   const json_t *q = json_object_get(reply, "queue");
   const json_t *c = json_object_get(reply, "counters");
   if (!json_is_object(q) || !json_is_object(c))
@@ -207,20 +208,48 @@ static int print_status(FILE *out, const json_t *reply) {
           "%lld bounced\n",
           jget_int(c, "received"), jget_int(c, "delivered"),
           jget_int(c, "deferred"), jget_int(c, "bounced"));
+  const json_t *su = json_object_get(reply, "suspended");
+  size_t i;
+  const json_t *e;
+  json_array_foreach(su, i, e) {
+    const char *until = jget_str(e, "until");
+    long long t = parse_time(until);
+    char span[32] = "?";
+    if (t >= 0)
+      fmt_span(span, sizeof span, t - now);
+    fputs(i ? "             " : "suspended:   ", out);
+    put_safe(out, jget_str(e, "destination"), 0);
+    fprintf(out, " until %s (in %s)\n", until ? until : "?", span);
+  }
   return 0;
 }
 
 int admin_cli_print(FILE *out, const char *what, const json_t *reply,
                     long long now) {
   if (!strcmp(what, "status"))
-    return print_status(out, reply);
+    return print_status(out, reply, now);
   if (!strcmp(what, "queue"))
     return print_queue(out, reply, now);
   if (!strcmp(what, "show"))
     return print_show(out, reply, now);
   if (!json_is_true(json_object_get(reply, "ok")))
     return -1;
-  if (!strcmp(what, "flush")) {
+  if (json_is_integer(json_object_get(reply, "count"))) {
+    static const char *const past[][2] = {{"delete", "deleted"},
+                                          {"hold", "held"},
+                                          {"release", "released"},
+                                          {"flush", "flushed"}};
+    const char *verb = what;
+    for (size_t i = 0; i < sizeof past / sizeof past[0]; i++)
+      if (!strcmp(what, past[i][0]))
+        verb = past[i][1];
+    long long n = jget_int(reply, "count");
+    fprintf(out, "%s %lld message%s\n", verb, n, n == 1 ? "" : "s");
+  } else if (!strcmp(what, "suspend")) {
+    fputs("suspended\n", out);
+  } else if (!strcmp(what, "unsuspend")) {
+    fputs("unsuspended\n", out);
+  } else if (!strcmp(what, "flush")) {
     long long n = jget_int(reply, "flushed");
     fprintf(out, "flushed %lld message%s\n", n, n == 1 ? "" : "s");
   } else if (!strcmp(what, "pause")) {
@@ -316,11 +345,73 @@ static char *read_line(int fd, size_t *lenp, const char **why) {
   }
 }
 
-/* Maps the command words to an admin command line; NULL for bad usage. */
+/* 1 when a value may go into the one-line command (no blank, no control
+ * byte: it would split the line or the words). */
+static int word_ok(const char *v) {
+  if (!v || !*v)
+    return 0;
+  for (const unsigned char *p = (const unsigned char *)v; *p; p++)
+    if (*p <= 0x20 || *p == 0x7f)
+      return 0;
+  return 1;
+}
+
+static int any_filter(const struct cli *cli) {
+  return cli->f_domain || cli->f_sender || cli->f_state || cli->f_older_than ||
+         cli->f_all;
+}
+
+/* Appends the FILTER words of the options (CONTRACT §5 spelling) to out;
+ * -1 with a message on stderr for a bad value. */
+static int filter_words(const struct cli *cli, char *out, size_t n) {
+  size_t len = strlen(out);
+  const struct {
+    const char *word, *v;
+  } f[] = {{"domain", cli->f_domain},
+           {"sender", cli->f_sender},
+           {"state", cli->f_state}};
+  for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+    if (!f[i].v)
+      continue;
+    if (!word_ok(f[i].v)) {
+      fprintf(stderr, "mailhop: bad --%s value\n", f[i].word);
+      return -1;
+    }
+    len += (size_t)snprintf(out + len, len < n ? n - len : 0, " %s=%s",
+                            f[i].word, f[i].v);
+  }
+  if (cli->f_older_than) {
+    int64_t secs;
+    if (qfilter_duration(cli->f_older_than, &secs) < 0) {
+      fprintf(stderr,
+              "mailhop: bad --older-than duration '%s' (e.g. 30m, 2h, 7d)\n",
+              cli->f_older_than);
+      return -1;
+    }
+    len += (size_t)snprintf(out + len, len < n ? n - len : 0,
+                            " older_than=%lld", (long long)secs);
+  }
+  if (cli->f_all)
+    len += (size_t)snprintf(out + len, len < n ? n - len : 0, " all");
+  if (len + 2 >= n) {
+    fprintf(stderr, "mailhop: filter too long\n");
+    return -1;
+  }
+  out[len++] = '\n';
+  out[len] = '\0';
+  return 0;
+}
+
+/* Maps the command words to an admin command line; -1 for bad usage (a
+ * message on stderr when it says more than the usage line). */
 static int build_command(const struct cli *cli, char *out, size_t n,
                          const char **what) {
   const char *w0 = cli->words[0];
   int nw = cli->n_words;
+  int is_queue = !strcmp(w0, "queue");
+  if ((any_filter(cli) && !is_queue) ||
+      (cli->for_duration && strcmp(w0, "suspend") != 0))
+    return -1;
   if (!strcmp(w0, "status") || !strcmp(w0, "pause") || !strcmp(w0, "resume")) {
     if (nw != 1)
       return -1;
@@ -328,15 +419,55 @@ static int build_command(const struct cli *cli, char *out, size_t n,
     snprintf(out, n, "%s\n", w0);
     return 0;
   }
-  if (strcmp(w0, "queue") != 0)
-    return -1;
-  if (nw == 1) {
-    *what = "queue";
-    snprintf(out, n, "queue\n");
+  if (!strcmp(w0, "suspend") || !strcmp(w0, "unsuspend")) {
+    if (nw != 2 || !word_ok(cli->words[1]))
+      return -1;
+    *what = w0;
+    if (w0[0] == 'u') {
+      snprintf(out, n, "unsuspend %s\n", cli->words[1]);
+      return 0;
+    }
+    int64_t secs = 3600;
+    if (cli->for_duration && qfilter_duration(cli->for_duration, &secs) < 0) {
+      fprintf(stderr, "mailhop: bad --for duration '%s' (e.g. 30m, 2h, 1d)\n",
+              cli->for_duration);
+      return -1;
+    }
+    snprintf(out, n, "suspend %s %lld\n", cli->words[1], (long long)secs);
     return 0;
   }
+  if (!is_queue)
+    return -1;
+  const char *sub = nw > 1 ? cli->words[1] : "list";
+  if (!strcmp(sub, "list")) {
+    if (nw > 2)
+      return -1;
+    *what = "queue";
+    snprintf(out, n, "queue");
+    return any_filter(cli) ? filter_words(cli, out, n)
+                           : (snprintf(out, n, "queue\n"), 0);
+  }
+  static const char *const bulk[] = {"delete", "hold", "release", "flush"};
+  int is_bulk = 0;
+  for (size_t i = 0; i < sizeof bulk / sizeof bulk[0]; i++)
+    is_bulk |= !strcmp(sub, bulk[i]);
+  if (is_bulk && any_filter(cli)) {
+    if (nw != 2)
+      return -1; /* an ID and filters: one or the other */
+    *what = sub; /* the reply's "count" says it is the bulk form */
+    snprintf(out, n, "%s", sub);
+    return filter_words(cli, out, n);
+  }
+  if (any_filter(cli))
+    return -1;
+  if (is_bulk && strcmp(sub, "flush") != 0 && nw == 2) {
+    fprintf(stderr,
+            "mailhop: queue %s needs an ID, or at least one filter "
+            "or --all\n",
+            sub);
+    return -1;
+  }
   static const char *const with_id[] = {"show", "delete", "hold", "release"};
-  const char *sub = cli->words[1];
   if (!strcmp(sub, "flush") && nw <= 3) {
     *what = "flush";
     snprintf(out, n, nw == 3 ? "flush %s\n" : "flush\n", cli->words[2]);
@@ -350,9 +481,10 @@ static int build_command(const struct cli *cli, char *out, size_t n,
     *what = with_id[i];
     snprintf(out, n, "%s %s\n", sub, cli->words[2]);
   }
-  /* An id never holds spaces or newlines; refuse before they split the
-   * line into two commands. */
-  if (nw == 3 && strpbrk(cli->words[2], " \t\r\n"))
+  /* An id never holds spaces or newlines, nor is it a filter word; refuse
+   * before they split the line or turn it into a bulk action. */
+  if (nw == 3 && (!word_ok(cli->words[2]) || strchr(cli->words[2], '=') ||
+                  !strcmp(cli->words[2], "all")))
     return -1;
   return 0;
 }
@@ -364,7 +496,11 @@ int admin_cli_main(const struct config *cfg, const struct cli *cli) {
       strlen(line) >= sizeof line - 1) {
     fprintf(stderr,
             "mailhop: usage: mailhop status | queue [show|flush|delete|hold|"
-            "release ID] | pause | resume  [-s SOCKET] [--json]\n");
+            "release ID] | queue [list|delete|hold|release|flush] FILTER... | "
+            "suspend DESTINATION [--for DURATION] | unsuspend DESTINATION | "
+            "pause | resume  [-s SOCKET] [--json]\n"
+            "FILTER: --domain D, --sender ADDR|@DOMAIN, --state "
+            "queued|deferred|held, --older-than DURATION, --all\n");
     return EXIT_USAGE;
   }
   const char *path = cli->socket ? cli->socket : cfg->admin_socket;

@@ -87,8 +87,17 @@ struct sdest {
   uint32_t fails;
   uint32_t gidx;
   int64_t blocked_until;
+  int64_t suspended_until; /* sched_suspend(): copied from s->susp */
   int64_t gkey;
   uint64_t gseq;
+  char key[];
+};
+
+/* A destination suspension (sched_suspend), kept whether or not the
+ * destination has mail. */
+struct ssusp {
+  struct hnode h;
+  int64_t until;
   char key[];
 };
 
@@ -108,6 +117,7 @@ struct sched {
   int64_t clock_offset;
   struct htab msgs;
   struct htab dests;
+  struct htab susp; /* key -> struct ssusp; lazily made (b NULL until then) */
   struct sdest **gheap;
   uint32_t gn, gcap;
   struct sjob *jobs;
@@ -351,6 +361,8 @@ static void dest_update(struct sched *s, struct sdest *d) {
   }
   struct sentry *top = d->heap[0];
   d->gkey = top->due > d->blocked_until ? top->due : d->blocked_until;
+  if (d->suspended_until > d->gkey)
+    d->gkey = d->suspended_until;
   d->gseq = top->seq;
   if (d->gidx == NONE) {
     if (s->gn >= s->gcap)
@@ -382,6 +394,8 @@ static struct sdest *dest_get(struct sched *s, const char *key) {
   memcpy(d->key, key, len + 1);
   d->h.key = d->key;
   d->gidx = NONE;
+  struct ssusp *su = s->susp.b ? (struct ssusp *)htab_get(&s->susp, key) : NULL;
+  d->suspended_until = su ? su->until : 0;
   htab_put(&s->dests, &d->h);
   s->st.destinations++;
   return d;
@@ -612,10 +626,13 @@ void sched_stop(struct sched *s) {
   resched(s);
 }
 
+static void susp_free_all(struct sched *s);
+
 static void on_close(uv_handle_t *h) {
   struct sched *s = h->data;
   sched_close_cb cb = s->close_cb;
   void *data = s->close_data;
+  susp_free_all(s);
   for (struct sjob *j = s->jobs, *next; j; j = next) {
     next = j->next;
     if (j->msg->removed && --j->msg->jobs == 0)
@@ -1028,4 +1045,100 @@ void sched_scan_stats(const struct sched *s, struct sched_scan *out) {
     for (const struct hnode *n = s->dests.b[i]; n; n = n->next)
       if (((const struct sdest *)n)->fails > 0)
         out->backed_off++;
+}
+
+/* ---- destination suspension ------------------------------------------- */
+
+static void susp_free_all(struct sched *s) {
+  for (size_t i = 0; s->susp.b && i < s->susp.nb; i++)
+    for (struct hnode *n = s->susp.b[i], *next; n; n = next) {
+      next = n->next;
+      free(n);
+    }
+  free(s->susp.b);
+  s->susp.b = NULL;
+}
+
+/* Forgets suspensions whose time is over (admin calls only: O(n)). */
+static void susp_prune(struct sched *s, int64_t now) {
+  for (size_t i = 0; s->susp.b && i < s->susp.nb; i++)
+    for (struct hnode *n = s->susp.b[i], *next; n; n = next) {
+      next = n->next;
+      if (((struct ssusp *)n)->until <= now) {
+        htab_del(&s->susp, n);
+        free(n);
+      }
+    }
+}
+
+/* Applies a changed suspension to the destination, if it is known. */
+static void susp_apply(struct sched *s, const char *dest, int64_t until) {
+  struct sdest *d = (struct sdest *)htab_get(&s->dests, dest);
+  if (!d)
+    return;
+  d->suspended_until = until;
+  dest_update(s, d);
+  sched_kick(s);
+}
+
+int sched_suspend(struct sched *s, const char *dest, int64_t until) {
+  int64_t now = now_ms(s);
+  if (!dest || !*dest || strlen(dest) > SCHED_DEST_MAX || until <= now)
+    return -EINVAL;
+  if (!s->susp.b && htab_init(&s->susp, 16) < 0)
+    return -ENOMEM;
+  susp_prune(s, now);
+  struct ssusp *su = (struct ssusp *)htab_get(&s->susp, dest);
+  if (!su) {
+    if (s->susp.n >= SCHED_SUSPEND_MAX)
+      return -ENOSPC;
+    size_t len = strlen(dest);
+    su = calloc(1, sizeof *su + len + 1);
+    if (!su)
+      return -ENOMEM;
+    memcpy(su->key, dest, len + 1);
+    su->h.key = su->key;
+    htab_put(&s->susp, &su->h);
+  }
+  su->until = until;
+  susp_apply(s, dest, until);
+  return 0;
+}
+
+int sched_unsuspend(struct sched *s, const char *dest) {
+  int64_t now = now_ms(s);
+  if (!dest || !s->susp.b)
+    return -ENOENT;
+  struct ssusp *su = (struct ssusp *)htab_get(&s->susp, dest);
+  int active = su && su->until > now;
+  if (su) {
+    htab_del(&s->susp, &su->h);
+    free(su);
+  }
+  susp_apply(s, dest, 0);
+  return active ? 0 : -ENOENT;
+}
+
+int64_t sched_suspended_until(const struct sched *s, const char *dest) {
+  if (!dest || !s->susp.b)
+    return 0;
+  const struct ssusp *su = (const struct ssusp *)htab_get(&s->susp, dest);
+  return su && su->until > now_ms(s) ? su->until : 0;
+}
+
+size_t sched_suspensions(struct sched *s, struct sched_suspension *out,
+                         size_t max) {
+  int64_t now = now_ms(s);
+  susp_prune(s, now);
+  size_t k = 0;
+  for (size_t i = 0; s->susp.b && i < s->susp.nb; i++)
+    for (const struct hnode *n = s->susp.b[i]; n; n = n->next) {
+      const struct ssusp *su = (const struct ssusp *)n;
+      if (k < max) {
+        out[k].dest = su->key;
+        out[k].until = su->until;
+      }
+      k++;
+    }
+  return k;
 }

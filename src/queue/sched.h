@@ -225,6 +225,41 @@ int sched_held(const struct sched *s, const char *id);
  * state "delivering"), else 0. */
 int sched_rcpt_delivering(const struct sched *s, const char *id, int idx);
 
+/* ---- destination suspension (CONTRACT §1 suspend, §5) ----------------- */
+
+/*
+ * A suspended destination gets no new job until the suspension ends or is
+ * lifted: its entries wait with their attempts unchanged (nothing is
+ * deferred or counted), sched_flush() does not override it, jobs already
+ * in flight finish.  The suspension is kept by key whether or not the
+ * destination has mail (mail that arrives later waits too); at most
+ * SCHED_SUSPEND_MAX at a time.  The timer wakes the destination's mail
+ * when the time is over.  Persisting it is the owner's business.
+ */
+#define SCHED_SUSPEND_MAX 10000
+
+/* Suspends dest (a destination key, as sched_add gets them) until `until`
+ * (unix ms of the scheduler's clock, after now); suspending again replaces
+ * the time.  0, -EINVAL (bad key, until not in the future), -ENOSPC (too
+ * many suspensions), -ENOMEM. */
+int sched_suspend(struct sched *s, const char *dest, int64_t until);
+
+/* Lifts the suspension: dest's mail is due again at its own times.
+ * 0, or -ENOENT when dest was not suspended (or its time was over). */
+int sched_unsuspend(struct sched *s, const char *dest);
+
+/* The end of dest's suspension (unix ms), or 0 when it is not suspended. */
+int64_t sched_suspended_until(const struct sched *s, const char *dest);
+
+struct sched_suspension {
+  const char *dest; /* valid until the next sched_* call */
+  int64_t until;    /* unix ms */
+};
+/* Fills out[0..max) with the suspensions in force (any order, those over
+ * forgotten) and returns how many there are (may exceed max). */
+size_t sched_suspensions(struct sched *s, struct sched_suspension *out,
+                         size_t max);
+
 struct sched_stats {
   size_t messages;     /* scheduled messages */
   size_t recipients;   /* their non-final recipients (in flight included) */

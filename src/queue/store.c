@@ -43,6 +43,8 @@ struct store_job {
     store_show_cb show;
     store_read_cb read;
     store_count_cb count;
+    store_select_cb select;
+    store_bulk_cb bulk;
   } cb;
   struct store_req req;
 };
@@ -63,6 +65,9 @@ struct store {
   /* The smallest id this process may make: every message present at open
    * sorts below it, every one made later at or above it (store_load). */
   char first_new[STORE_ID_SIZE];
+  /* store_suspensions_at_open(): read at open, sorted by dest */
+  struct store_suspension *susp;
+  size_t nsusp;
   int closing;
   uv_work_t close_req;
   store_close_cb close_cb;
@@ -246,7 +251,7 @@ static void job_free(struct store_job *job) {
 }
 
 static int op_writes(enum store_op op) {
-  return op <= STORE_OP_HELD;
+  return op <= STORE_OP_SUSPEND;
 }
 
 static struct lane *job_lane(struct store *st, struct store_job *job) {
@@ -269,7 +274,19 @@ static void job_finish(struct store_job *job, int status) {
   case STORE_OP_UPDATE:
   case STORE_OP_DELETE:
   case STORE_OP_HELD:
+  case STORE_OP_SUSPEND:
     job->cb.done(st, status, job->data);
+    break;
+  case STORE_OP_BULK:
+    job->cb.bulk(st, status, status == 0 ? job->req.changed : NULL,
+                 status == 0 ? job->req.nids : 0, job->data);
+    break;
+  case STORE_OP_SELECT:
+    if (status == 0)
+      job->cb.select(st, 0, job->req.batch, job->req.nbatch, job->req.last_id,
+                     job->req.done, job->data);
+    else
+      job->cb.select(st, status, NULL, 0, job->req.last_id, 1, job->data);
     break;
   case STORE_OP_LOAD:
   case STORE_OP_LIST:
@@ -578,6 +595,77 @@ int store_body_read(struct store *st, const char *id, int64_t offset, void *buf,
   return 0;
 }
 
+int store_select(struct store *st, const struct qfilter *f, int64_t now,
+                 const char *after, store_select_cb cb, void *data) {
+  int r = check_open(st);
+  if (r < 0)
+    return r;
+  if (!f || !after || (after[0] && !id_valid(after)))
+    return -EINVAL;
+  struct store_job *job = job_new(st, STORE_OP_SELECT, data);
+  if (!job)
+    return -ENOMEM;
+  job->req.filter = *f;
+  job->req.now = now;
+  snprintf(job->req.last_id, sizeof job->req.last_id, "%s", after);
+  job->cb.select = cb;
+  job_push(st, job);
+  return 0;
+}
+
+int store_bulk(struct store *st, enum store_bulk_action action,
+               const char *const *ids, size_t n, store_bulk_cb cb, void *data) {
+  int r = check_open(st);
+  if (r < 0)
+    return r;
+  if (n == 0 || n > STORE_BULK_MAX ||
+      (action != STORE_BULK_DELETE && action != STORE_BULK_HOLD &&
+       action != STORE_BULK_RELEASE))
+    return -EINVAL;
+  for (size_t i = 0; i < n; i++)
+    if (!id_valid(ids[i]))
+      return -EINVAL;
+  struct store_job *job = job_new(st, STORE_OP_BULK, data);
+  if (!job)
+    return -ENOMEM;
+  job->req.ids = calloc(n, sizeof *job->req.ids);
+  job->req.changed = calloc(n, sizeof *job->req.changed);
+  if (!job->req.ids || !job->req.changed) {
+    job_free(job);
+    return -ENOMEM;
+  }
+  for (size_t i = 0; i < n; i++)
+    snprintf(job->req.ids[i], STORE_ID_SIZE, "%s", ids[i]);
+  job->req.nids = n;
+  job->req.action = action;
+  job->cb.bulk = cb;
+  job_push(st, job);
+  return 0;
+}
+
+int store_suspend(struct store *st, const char *dest, int64_t until,
+                  store_done_cb cb, void *data) {
+  int r = check_open(st);
+  if (r < 0)
+    return r;
+  if (!dest || !*dest || strlen(dest) >= sizeof st->susp->dest || until < 0)
+    return -EINVAL;
+  struct store_job *job = job_new(st, STORE_OP_SUSPEND, data);
+  if (!job)
+    return -ENOMEM;
+  snprintf(job->req.dest, sizeof job->req.dest, "%s", dest);
+  job->req.until = until;
+  job->cb.done = cb;
+  job_push(st, job);
+  return 0;
+}
+
+size_t store_suspensions_at_open(const struct store *st,
+                                 const struct store_suspension **out) {
+  *out = st->susp;
+  return st->nsusp;
+}
+
 /* ---- spool ------------------------------------------------------------ */
 
 struct store_spool *store_spool_new(struct store *st) {
@@ -670,6 +758,7 @@ static void store_free(struct store *st) {
   free(st->path);
   free(st->dir);
   free(st->enospc_file);
+  free(st->susp);
   free(st);
 }
 
@@ -706,6 +795,10 @@ int store_open(uv_loop_t *loop, const char *path, struct store **out, char *err,
   }
   if (r == 0)
     id_floor(st, max_id);
+  if (r == 0 && store_db_suspensions(st->db, &st->susp, &st->nsusp) < 0) {
+    snprintf(err, errlen, "queue %s: cannot read the suspensions", path);
+    r = -EIO;
+  }
   if (r < 0) {
     store_free(st);
     return r;

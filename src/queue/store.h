@@ -48,6 +48,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "proto/qfilter.h"
 #include "queue/spool.h"
 
 #define STORE_MUSTCHECK __attribute__((warn_unused_result))
@@ -282,6 +283,71 @@ int store_show(struct store *st, const char *id, store_show_cb cb,
 int store_body_read(struct store *st, const char *id, int64_t offset, void *buf,
                     size_t len, store_read_cb cb, void *data,
                     struct store_job **jobp) STORE_MUSTCHECK;
+
+/* ---- queue control (CONTRACT §1 FILTER, bulk actions, suspend) --------- */
+
+/* store_select(): messages examined per call at most (one bounded pool
+ * job); matches per call at most STORE_BATCH. */
+#define STORE_SCAN 1024
+/* store_bulk(): ids per request at most. */
+#define STORE_BULK_MAX STORE_BATCH
+
+/* One page of a selection: up to STORE_BATCH matching messages with all
+ * their recipients (msgs valid only during the call), in id order.  next
+ * is the id of the last message examined: call store_select() again with
+ * after = next for the following page, unless done (the whole queue after
+ * `after` was examined).  status < 0: nothing (msgs NULL, done 1). */
+typedef void (*store_select_cb)(struct store *st, int status,
+                                const struct store_msg *msgs, size_t n,
+                                const char *next, int done, void *data);
+
+/* Reads one page of the messages that match f (proto/qfilter: sender,
+ * held, age at `now` unix seconds, recipient domain and state over the
+ * non-final recipients), starting after the id `after` ("" = from the
+ * start).  Each call is one reader-lane job that examines at most
+ * STORE_SCAN messages, so a selection over a large queue never holds the
+ * lane (or a read transaction) for long: the caller pages.  -EINVAL (bad
+ * `after`, callback not run). */
+int store_select(struct store *st, const struct qfilter *f, int64_t now,
+                 const char *after, store_select_cb cb,
+                 void *data) STORE_MUSTCHECK;
+
+enum store_bulk_action {
+  STORE_BULK_DELETE = 0, /* remove, no bounce */
+  STORE_BULK_HOLD = 1,
+  STORE_BULK_RELEASE = 2,
+};
+
+/* changed[i] is 1 when ids[i] was changed, 0 when it was not in the queue
+ * (valid only during the call; NULL when status < 0). */
+typedef void (*store_bulk_cb)(struct store *st, int status, const int *changed,
+                              size_t n, void *data);
+
+/* Applies one action to n ids (1..STORE_BULK_MAX, copied) as ONE writer
+ * request: all of it or, on -ENOSPC/-EIO, nothing.  An id that is gone is
+ * skipped (changed 0).  -EINVAL (bad id, n, or action; callback not
+ * run). */
+int store_bulk(struct store *st, enum store_bulk_action action,
+               const char *const *ids, size_t n, store_bulk_cb cb,
+               void *data) STORE_MUSTCHECK;
+
+/* Keeps (until > 0, unix seconds; replacing an earlier time) or removes
+ * (until 0; removing nothing is fine) the suspension of a destination
+ * (1..255 bytes, copied) in the queue database, so it survives a restart.
+ * cb: 0, -ENOSPC, -EIO.  -EINVAL (bad dest or until < 0). */
+int store_suspend(struct store *st, const char *dest, int64_t until,
+                  store_done_cb cb, void *data) STORE_MUSTCHECK;
+
+struct store_suspension {
+  char dest[256];
+  int64_t until; /* unix seconds */
+};
+
+/* The suspensions that were in the database when store_open() returned
+ * (read there, sorted by dest; the store does not drop those over: the
+ * caller does).  *out valid until store_close(); returns their number. */
+size_t store_suspensions_at_open(const struct store *st,
+                                 const struct store_suspension **out);
 
 /* ---- cancel ----------------------------------------------------------- */
 

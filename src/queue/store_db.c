@@ -15,7 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 #define HEADERS_MAX (64 * 1024)
 #define COPY_CHUNK (64 * 1024)
 
@@ -28,6 +28,8 @@ enum stmt_id {
   W_DEL_RCPTS,
   W_DEL_MSG,
   W_SET_HELD,
+  W_SUSPEND_SET,
+  W_SUSPEND_DEL,
   /* reader */
   R_MSGS_AFTER,
   R_MSGS_BETWEEN,
@@ -36,6 +38,7 @@ enum stmt_id {
   R_RCPTS_ALL,
   R_RCPTS_PENDING,
   R_BODY_INFO,
+  R_SELECT_SCAN,
   STMT_COUNT
 };
 
@@ -77,6 +80,12 @@ static const char *const stmt_sql[STMT_COUNT] = {
                         " recipients WHERE message_id = ?1 AND state < 2"
                         " ORDER BY idx",
     [R_BODY_INFO] = "SELECT rowid, size FROM messages WHERE id = ?1",
+    [W_SUSPEND_SET] = "INSERT OR REPLACE INTO suspensions(dest, until)"
+                      " VALUES(?1, ?2)",
+    [W_SUSPEND_DEL] = "DELETE FROM suspensions WHERE dest = ?1",
+    [R_SELECT_SCAN] = "SELECT id, sender, size, received_at, held, ret, envid,"
+                      " flags FROM messages WHERE id > ?1 ORDER BY id"
+                      " LIMIT ?2",
 };
 
 static const char schema_v1[] =
@@ -105,6 +114,12 @@ static const char schema_v1[] =
     " last_error TEXT,"
     " PRIMARY KEY(message_id, idx)) WITHOUT ROWID;";
 
+/* Version 2: destination suspensions (CONTRACT §1 suspend).  A version 1
+ * queue gains the table and keeps everything else as it is. */
+static const char schema_v2[] = "CREATE TABLE suspensions("
+                                " dest TEXT PRIMARY KEY,"
+                                " until INTEGER NOT NULL) WITHOUT ROWID;";
+
 struct store_db {
   const char *path; /* for error messages during open only */
   /* Test hooks, set on the loop while the writer lane is idle. */
@@ -115,9 +130,9 @@ struct store_db {
 };
 
 const char *store_op_name(enum store_op op) {
-  static const char *const names[] = {"commit", "update", "delete",
-                                      "held",   "load",   "list",
-                                      "show",   "read",   "count"};
+  static const char *const names[] = {"commit", "update",  "delete", "held",
+                                      "bulk",   "suspend", "load",   "list",
+                                      "show",   "read",    "count",  "select"};
   return names[op];
 }
 
@@ -155,6 +170,11 @@ void store_req_clear(struct store_req *req) {
   free(req->batch);
   req->batch = NULL;
   req->nbatch = 0;
+  free(req->ids);
+  req->ids = NULL;
+  free(req->changed);
+  req->changed = NULL;
+  req->nids = 0;
 }
 
 /* Maps an SQLite failure to the store's errno values (pool thread). */
@@ -334,6 +354,38 @@ static int run_held(struct store_db *st, struct store_req *job) {
   return r;
 }
 
+/* One bulk request: every id in this savepoint (all or nothing). */
+static int run_bulk(struct store_db *st, struct store_req *job) {
+  int r = 0;
+  for (size_t i = 0; i < job->nids && r == 0; i++) {
+    sqlite3_stmt *s;
+    if (job->action == STORE_BULK_DELETE) {
+      s = st->stmt[W_DEL_MSG];
+      sqlite3_bind_text(s, 1, job->ids[i], -1, SQLITE_STATIC);
+    } else {
+      s = st->stmt[W_SET_HELD];
+      sqlite3_bind_text(s, 1, job->ids[i], -1, SQLITE_STATIC);
+      sqlite3_bind_int(s, 2, job->action == STORE_BULK_HOLD);
+    }
+    r = step_done(job, s);
+    job->changed[i] = r == 0 && sqlite3_changes(st->w) > 0;
+    if (r == 0 && job->changed[i] && job->action == STORE_BULK_DELETE) {
+      s = st->stmt[W_DEL_RCPTS];
+      sqlite3_bind_text(s, 1, job->ids[i], -1, SQLITE_STATIC);
+      r = step_done(job, s);
+    }
+  }
+  return r;
+}
+
+static int run_suspend(struct store_db *st, struct store_req *job) {
+  sqlite3_stmt *s = st->stmt[job->until > 0 ? W_SUSPEND_SET : W_SUSPEND_DEL];
+  sqlite3_bind_text(s, 1, job->dest, -1, SQLITE_STATIC);
+  if (job->until > 0)
+    sqlite3_bind_int64(s, 2, job->until);
+  return step_done(job, s);
+}
+
 static int run_writer_job(struct store_db *st, struct store_req *job) {
   switch (job->op) {
   case STORE_OP_COMMIT:
@@ -344,6 +396,10 @@ static int run_writer_job(struct store_db *st, struct store_req *job) {
     return run_delete(st, job);
   case STORE_OP_HELD:
     return run_held(st, job);
+  case STORE_OP_BULK:
+    return run_bulk(st, job);
+  case STORE_OP_SUSPEND:
+    return run_suspend(st, job);
   default:
     abort();
   }
@@ -582,6 +638,78 @@ static int run_count(struct store_db *st, struct store_req *job) {
   return r;
 }
 
+/* One page of a selection: examines up to STORE_SCAN messages after
+ * last_id in one read transaction, keeps up to STORE_BATCH matches with
+ * all their recipients.  last_id ends as the last id examined. */
+static int run_select(struct store_db *st, struct store_req *job) {
+  sqlite3_stmt *s = st->stmt[R_SELECT_SCAN];
+  sqlite3_stmt *rs = st->stmt[R_RCPTS_ALL];
+  job->batch = calloc(STORE_BATCH, sizeof *job->batch);
+  if (!job->batch)
+    return -ENOMEM;
+  int r = exec(job, st->r, "BEGIN");
+  if (r < 0)
+    return r;
+  sqlite3_bind_text(s, 1, job->last_id, -1, SQLITE_STATIC);
+  sqlite3_bind_int(s, 2, STORE_SCAN);
+  int rc = SQLITE_DONE, rows = 0, full = 0;
+  const struct qfilter *f = &job->filter;
+  int need_rcpts = qfilter_needs_rcpts(f);
+  while (!full && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+    rows++;
+    struct store_msg *m = &job->batch[job->nbatch];
+    r = read_envelope(s, m);
+    if (r < 0)
+      break;
+    snprintf(job->last_id, sizeof job->last_id, "%s", m->id);
+    if (!qfilter_msg_match(f, m->sender, m->held, m->received_at, job->now)) {
+      store_msg_clear(m);
+      continue;
+    }
+    r = read_rcpts(job, rs, m);
+    if (r < 0) {
+      store_msg_clear(m);
+      break;
+    }
+    if (need_rcpts) {
+      /* Over the non-final recipients. */
+      const char **doms = malloc((m->nrcpts + 1) * sizeof *doms);
+      int *states = malloc((m->nrcpts + 1) * sizeof *states);
+      size_t k = 0;
+      int match = 0;
+      if (!doms || !states) {
+        r = -ENOMEM;
+      } else {
+        for (size_t i = 0; i < m->nrcpts; i++) {
+          if (m->rcpts[i].state > STORE_RCPT_DEFERRED)
+            continue;
+          doms[k] = m->rcpts[i].domain;
+          states[k++] = m->rcpts[i].state == STORE_RCPT_DEFERRED;
+        }
+        match = qfilter_rcpts_match(f, doms, states, k);
+      }
+      free(doms);
+      free(states);
+      if (!match || r < 0) {
+        store_msg_clear(m);
+        if (r < 0)
+          break;
+        continue;
+      }
+    }
+    job->nbatch++;
+    full = job->nbatch == STORE_BATCH;
+  }
+  if (r == 0 && !full && rc != SQLITE_DONE)
+    r = map_err(job, st->r, rc);
+  sqlite3_reset(s);
+  sqlite3_clear_bindings(s);
+  struct store_req tmp;
+  exec(&tmp, st->r, "COMMIT");
+  job->done = !full && rows < STORE_SCAN;
+  return r;
+}
+
 void store_db_read(struct store_db *st, struct store_req *job) {
   switch (job->op) {
   case STORE_OP_COUNT:
@@ -596,6 +724,9 @@ void store_db_read(struct store_db *st, struct store_req *job) {
     break;
   case STORE_OP_READ:
     job->status = run_read(st, job);
+    break;
+  case STORE_OP_SELECT:
+    job->status = run_select(st, job);
     break;
   default:
     abort();
@@ -674,7 +805,12 @@ static int migrate(struct store_db *st, char *err, size_t errlen) {
     if (r == 0)
       r = db_exec(st->w, "PRAGMA user_version = 1", st->path, err, errlen);
   }
-  /* Later versions: `if (v < 2) { ALTER ...; user_version = 2 }`. */
+  if (r == 0 && v < 2) {
+    r = db_exec(st->w, schema_v2, st->path, err, errlen);
+    if (r == 0)
+      r = db_exec(st->w, "PRAGMA user_version = 2", st->path, err, errlen);
+  }
+  /* Later versions: `if (v < 3) { ...; user_version = 3 }`. */
   if (r == 0)
     return db_exec(st->w, "COMMIT", st->path, err, errlen);
   sqlite3_exec(st->w, "ROLLBACK", NULL, NULL, NULL);
@@ -763,6 +899,53 @@ int store_db_max_id(struct store_db *st, char out[STORE_ID_SIZE]) {
     snprintf(out, STORE_ID_SIZE, "%s", (const char *)sqlite3_column_text(s, 0));
   sqlite3_finalize(s);
   return rc == SQLITE_ROW ? 0 : -EIO;
+}
+
+static int susp_cmp(const void *a, const void *b) {
+  return strcmp(((const struct store_suspension *)a)->dest,
+                ((const struct store_suspension *)b)->dest);
+}
+
+int store_db_suspensions(struct store_db *st, struct store_suspension **out,
+                         size_t *n) {
+  *out = NULL;
+  *n = 0;
+  sqlite3_stmt *s;
+  if (sqlite3_prepare_v2(st->w, "SELECT dest, until FROM suspensions", -1, &s,
+                         NULL) != SQLITE_OK)
+    return -EIO;
+  int rc, r = 0;
+  size_t cap = 0;
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    const unsigned char *d = sqlite3_column_text(s, 0);
+    if (!d)
+      continue;
+    if (*n == cap) {
+      size_t ncap = cap ? cap * 2 : 8;
+      struct store_suspension *a = realloc(*out, ncap * sizeof *a);
+      if (!a) {
+        r = -ENOMEM;
+        break;
+      }
+      *out = a;
+      cap = ncap;
+    }
+    snprintf((*out)[*n].dest, sizeof(*out)[*n].dest, "%s", (const char *)d);
+    (*out)[*n].until = sqlite3_column_int64(s, 1);
+    (*n)++;
+  }
+  if (r == 0 && rc != SQLITE_DONE)
+    r = -EIO;
+  sqlite3_finalize(s);
+  if (r < 0) {
+    free(*out);
+    *out = NULL;
+    *n = 0;
+    return r;
+  }
+  if (*n > 1)
+    qsort(*out, *n, sizeof **out, susp_cmp);
+  return 0;
 }
 
 void store_db_fail_commits(struct store_db *st, int n) {

@@ -28,12 +28,15 @@ enum store_op {
   STORE_OP_UPDATE,
   STORE_OP_DELETE,
   STORE_OP_HELD,
+  STORE_OP_BULK,
+  STORE_OP_SUSPEND, /* the last writer op */
   /* reader */
   STORE_OP_LOAD,
   STORE_OP_LIST,
   STORE_OP_SHOW,
   STORE_OP_READ,
   STORE_OP_COUNT,
+  STORE_OP_SELECT,
 };
 const char *store_op_name(enum store_op op);
 
@@ -69,6 +72,17 @@ struct store_req {
   int64_t total;
   /* count */
   struct store_counts counts;
+  /* select (last_id: resume after it; out: the last id examined) */
+  struct qfilter filter;
+  int64_t now;
+  /* bulk */
+  enum store_bulk_action action;
+  char (*ids)[STORE_ID_SIZE];
+  int *changed;
+  size_t nids;
+  /* suspend */
+  char dest[256];
+  int64_t until;
 };
 
 struct store_db;
@@ -100,6 +114,12 @@ void store_msg_clear(struct store_msg *m);
 /* The largest message id in the queue ("" when it is empty).  Blocking
  * (start-up).  0 or -EIO. */
 int store_db_max_id(struct store_db *db, char out[STORE_ID_SIZE]);
+
+/* The suspensions table, read at open (blocking, start-up): *out is a
+ * malloc'd array sorted by dest (NULL when empty), *n its length.
+ * 0 or -EIO / -ENOMEM. */
+int store_db_suspensions(struct store_db *db, struct store_suspension **out,
+                         size_t *n);
 
 /* Test hooks (store.h documents them). */
 int store_db_max_pages(struct store_db *db, long pages);

@@ -17,6 +17,8 @@
 
 #include "log.h"
 #include "loop/admin_socket.h"
+#include "config.h"
+#include "proto/qfilter.h"
 #include "proto/text.h"
 #include "queue/sched.h"
 #include "queue/store.h"
@@ -28,7 +30,17 @@
 
 /* Ids on the admin socket: [A-Za-z0-9]{1,ADMIN_ID_MAX}. */
 #define ADMIN_ID_MAX SCHED_ID_MAX
-#define ADMIN_ARGS_MAX 3
+/* The verb's words at most: five filter words and room to say "too many". */
+#define ADMIN_ARGS_MAX 8
+/* Spellings of destination keys (admin_add_dest_alias). */
+#define ADMIN_ALIAS_MAX 32
+/* The default of `suspend DESTINATION` without SECONDS (CONTRACT §1). */
+#define ADMIN_SUSPEND_DEFAULT_S 3600
+
+struct admin_alias {
+  char written[512]; /* lower case */
+  char key[SCHED_DEST_MAX + 1];
+};
 
 struct admin {
   uv_loop_t *loop;
@@ -42,6 +54,32 @@ struct admin {
   int counted;                 /* pending is known */
   struct store_counts pending; /* what it has still to hand over */
   struct admin_req *reqs;      /* requests waiting on the store */
+  struct admin_alias alias[ADMIN_ALIAS_MAX];
+  size_t nalias;
+};
+
+/* What a filtered command does with each page of matches. */
+enum bulk_kind {
+  BULK_LIST,
+  BULK_DELETE,
+  BULK_HOLD,
+  BULK_RELEASE,
+  BULK_FLUSH,
+};
+
+/* A filtered command: pages through store_select(), acting on each page
+ * (at most STORE_BATCH messages: bounded work per loop turn) before it
+ * asks for the next. */
+struct admin_bulk {
+  enum bulk_kind kind;
+  struct qfilter f;
+  int64_t now; /* unix seconds, fixed at the command */
+  char after[STORE_ID_SIZE];
+  int last_page;
+  long long count;
+  size_t nids;
+  char ids[STORE_BULK_MAX][STORE_ID_SIZE];
+  unsigned char was_held[STORE_BULK_MAX];
 };
 
 /* One command waiting on the store.  Owns nothing but its id copy; the
@@ -57,6 +95,10 @@ struct admin_req {
   int held;        /* hold / release */
   int wait_status; /* a status waiting for the queue count */
   char id[ADMIN_ID_MAX + 1];
+  struct admin_bulk *bulk; /* a filtered command, owned */
+  /* suspend / unsuspend */
+  char dest[SCHED_DEST_MAX + 1];
+  int64_t prev_until; /* the suspension before the command (ms), 0: none */
 };
 
 void admin_time_rfc3339(long long t, char out[21]) {
@@ -215,6 +257,7 @@ static void req_end(struct admin_req *r) {
   if (r->next)
     r->next->prev = r->prev;
   admin_socket_end(r->c);
+  free(r->bulk);
   free(r);
 }
 
@@ -238,12 +281,59 @@ static void store_error(struct admin_client *c, const char *what, int status,
 
 /* ---- commands ---------------------------------------------------------- */
 
+static int is_single_id(char **argv, int argc);
+
 struct admin_cmd {
   const char *verb;
   int min_args, max_args;
   int needs_id; /* every argument is a queue id */
   void (*run)(struct admin *a, struct admin_client *c, char **argv, int argc);
+  const char *usage; /* the arguments, for "usage: VERB ..." */
 };
+
+/* How a destination key is shown: the spelling the operator knows (the
+ * relayhost as written), else the key itself. */
+static const char *dest_display(const struct admin *a, const char *key) {
+  for (size_t i = 0; i < a->nalias; i++)
+    if (!strcmp(a->alias[i].key, key))
+      return a->alias[i].written;
+  return key;
+}
+
+/* `"suspended": [{"destination", "until"}]` of status (CONTRACT §5), in
+ * destination order; NULL on ENOMEM. */
+static int susp_cmp(const void *x, const void *y) {
+  return strcmp(((const struct sched_suspension *)x)->dest,
+                ((const struct sched_suspension *)y)->dest);
+}
+
+static json_t *suspended_json(struct admin *a) {
+  json_t *arr = json_array();
+  if (!arr || a->stopped)
+    return arr;
+  size_t n = sched_suspensions(a->sched, NULL, 0);
+  struct sched_suspension *ss = n ? calloc(n, sizeof *ss) : NULL;
+  if (n && !ss) {
+    json_decref(arr);
+    return NULL;
+  }
+  n = n ? sched_suspensions(a->sched, ss, n) : 0;
+  if (n > 1)
+    qsort(ss, n, sizeof *ss, susp_cmp);
+  int bad = 0;
+  for (size_t i = 0; i < n && !bad; i++) {
+    const char *d = dest_display(a, ss[i].dest);
+    json_t *o = json_pack("{s:o, s:o}", "destination", jstr_safe(d, strlen(d)),
+                          "until", jtime((ss[i].until + 999) / 1000));
+    bad = !o || json_array_append_new(arr, o) < 0;
+  }
+  free(ss);
+  if (bad) {
+    json_decref(arr);
+    return NULL;
+  }
+  return arr;
+}
 
 /* Writes the status line (does not end the reply): the same snapshot as
  * GET /metrics (relay/stats.h), so they agree; while the queue loads it
@@ -266,6 +356,10 @@ static void reply_status(struct admin *a, struct admin_client *c) {
   /* Only while it is true: the key set of CONTRACT §5 stays as it is. */
   if (j && a->loading)
     json_object_set_new(j, "loading", json_true());
+  if (j && json_object_set_new(j, "suspended", suspended_json(a)) < 0) {
+    json_decref(j);
+    j = NULL;
+  }
   reply_json(c, j);
 }
 
@@ -350,10 +444,15 @@ static void on_list(struct store *st, int status, const struct store_msg *msgs,
   req_finish(r);
 }
 
+static void bulk_start(struct admin *a, struct admin_client *c,
+                       enum bulk_kind kind, char **argv, int argc);
+
 static void cmd_queue(struct admin *a, struct admin_client *c, char **argv,
                       int argc) {
-  (void)argv;
-  (void)argc;
+  if (argc > 0) {
+    bulk_start(a, c, BULK_LIST, argv, argc);
+    return;
+  }
   struct admin_req *r = req_new(a, c, NULL);
   if (!r) {
     reply_error(c, "out of memory", NULL);
@@ -452,9 +551,17 @@ static int refuse_while_loading(struct admin *a, struct admin_client *c,
   return 1;
 }
 
+/* The single-id form: refuses an id that cannot be one (1 when it did). */
+static int bad_id(struct admin_client *c, const char *id);
+
 static void cmd_delete(struct admin *a, struct admin_client *c, char **argv,
                        int argc) {
-  (void)argc;
+  if (!is_single_id(argv, argc)) {
+    bulk_start(a, c, BULK_DELETE, argv, argc);
+    return;
+  }
+  if (bad_id(c, argv[0]))
+    return;
   if (refuse_while_loading(a, c, argv[0]))
     return;
   struct admin_req *r = start_req(a, c, argv[0]);
@@ -513,18 +620,28 @@ static void set_held(struct admin *a, struct admin_client *c, const char *id,
 
 static void cmd_hold(struct admin *a, struct admin_client *c, char **argv,
                      int argc) {
-  (void)argc;
-  set_held(a, c, argv[0], 1);
+  if (!is_single_id(argv, argc))
+    bulk_start(a, c, BULK_HOLD, argv, argc);
+  else if (!bad_id(c, argv[0]))
+    set_held(a, c, argv[0], 1);
 }
 
 static void cmd_release(struct admin *a, struct admin_client *c, char **argv,
                         int argc) {
-  (void)argc;
-  set_held(a, c, argv[0], 0);
+  if (!is_single_id(argv, argc))
+    bulk_start(a, c, BULK_RELEASE, argv, argc);
+  else if (!bad_id(c, argv[0]))
+    set_held(a, c, argv[0], 0);
 }
 
 static void cmd_flush(struct admin *a, struct admin_client *c, char **argv,
                       int argc) {
+  if (argc > 0 && !is_single_id(argv, argc)) {
+    bulk_start(a, c, BULK_FLUSH, argv, argc);
+    return;
+  }
+  if (argc > 0 && bad_id(c, argv[0]))
+    return;
   if (refuse_while_loading(a, c, argc ? argv[0] : NULL))
     return;
   int n = sched_flush(a->sched, argc ? argv[0] : NULL);
@@ -557,13 +674,409 @@ static void cmd_resume(struct admin *a, struct admin_client *c, char **argv,
   admin_socket_end(c);
 }
 
+/* ---- filtered commands (CONTRACT §1 FILTER, §5) ------------------------- */
+
+/* 1 when the arguments are one message id (not a filter word). */
+static int is_single_id(char **argv, int argc) {
+  return argc == 1 && !strchr(argv[0], '=') && strcmp(argv[0], "all") != 0;
+}
+
+static void bulk_next(struct admin_req *r);
+
+static const char *bulk_verb(enum bulk_kind k) {
+  static const char *const v[] = {"queue", "delete", "hold", "release",
+                                  "flush"};
+  return v[k];
+}
+
+/* Ends a filtered action with its count. */
+static void bulk_reply(struct admin_req *r) {
+  json_t *j =
+      json_pack("{s:b, s:I}", "ok", 1, "count", (json_int_t)r->bulk->count);
+  reply_json(r->c, j);
+  struct log_line l;
+  log_begin(&l, LOG_INFO, "admin_bulk");
+  log_str(&l, "command", bulk_verb(r->bulk->kind));
+  log_int(&l, "count", r->bulk->count);
+  log_end(&l);
+  req_finish(r);
+}
+
+/* The store said no to a page: undo what the scheduler did for it, say how
+ * far it got. */
+static void bulk_fail(struct admin_req *r, int status) {
+  struct admin_bulk *b = r->bulk;
+  if (!r->a->stopped && (b->kind == BULK_DELETE || b->kind == BULK_HOLD))
+    for (size_t i = 0; i < b->nids; i++)
+      if (!b->was_held[i])
+        sched_hold(r->a->sched, b->ids[i], 0);
+  char msg[160];
+  snprintf(msg, sizeof msg, "%s failed (%s) after %lld message%s",
+           bulk_verb(b->kind), strerror(-status), b->count,
+           b->count == 1 ? "" : "s");
+  reply_error(r->c, msg, NULL);
+  req_finish(r);
+}
+
+static void on_bulk_done(struct store *st, int status, const int *changed,
+                         size_t n, void *data) {
+  struct admin_req *r = data;
+  struct admin_bulk *b = r->bulk;
+  struct admin *a = r->a;
+  (void)st;
+  if (status < 0) {
+    bulk_fail(r, status);
+    return;
+  }
+  for (size_t i = 0; i < n && i < b->nids; i++) {
+    b->count += changed[i] != 0;
+    if (a->stopped)
+      continue;
+    if (b->kind == BULK_DELETE && changed[i])
+      sched_remove(a->sched, b->ids[i]); /* the store confirmed */
+    else if (b->kind == BULK_RELEASE && changed[i])
+      sched_hold(a->sched, b->ids[i], 0);
+    else if (!changed[i] && !b->was_held[i] &&
+             (b->kind == BULK_DELETE || b->kind == BULK_HOLD))
+      sched_hold(a->sched, b->ids[i], 0); /* gone meanwhile: undo */
+  }
+  b->nids = 0;
+  if (b->last_page || a->stopped)
+    bulk_reply(r);
+  else
+    bulk_next(r);
+}
+
+/* Writes one page of a filtered listing; 0, or -1 when the client left or
+ * memory ran out (the listing stops). */
+static int bulk_write_page(struct admin_req *r, const struct store_msg *msgs,
+                           size_t n) {
+  if (!admin_socket_alive(r->c))
+    return -1;
+  for (size_t i = 0; i < n; i++) {
+    json_t *o = message_json(r->a, &msgs[i]);
+    char *js = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (!js) {
+      r->err = -ENOMEM;
+      return -1;
+    }
+    int w = 0;
+    if (r->bulk->count++ > 0)
+      w = admin_socket_write(r->c, ",", 1);
+    if (w == 0)
+      w = admin_socket_write(r->c, js, strlen(js));
+    free(js);
+    if (w < 0)
+      return -1;
+  }
+  admin_socket_flush(r->c);
+  return 0;
+}
+
+static void bulk_list_end(struct admin_req *r, int status) {
+  if (r->err)
+    status = r->err;
+  if (status < 0) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "queue listing failed (%s)", strerror(-status));
+    json_t *e = json_string(msg);
+    char *js = e ? json_dumps(e, JSON_ENCODE_ANY) : NULL;
+    json_decref(e);
+    admin_socket_write(r->c, "],\"error\":", 10);
+    admin_socket_write(r->c, js ? js : "\"\"", js ? strlen(js) : 2);
+    free(js);
+    admin_socket_write(r->c, "}\n", 2);
+  } else {
+    admin_socket_write(r->c, "]}\n", 3);
+  }
+  req_finish(r);
+}
+
+static void on_select(struct store *st, int status,
+                      const struct store_msg *msgs, size_t n, const char *next,
+                      int done, void *data) {
+  struct admin_req *r = data;
+  struct admin_bulk *b = r->bulk;
+  struct admin *a = r->a;
+  (void)st;
+  if (b->kind == BULK_LIST) {
+    if (status < 0 || a->stopped) {
+      bulk_list_end(r, status < 0 ? status : -ECANCELED);
+      return;
+    }
+    if (bulk_write_page(r, msgs, n) < 0) {
+      bulk_list_end(r, r->err ? r->err : 0);
+      return;
+    }
+    if (done) {
+      bulk_list_end(r, 0);
+      return;
+    }
+    snprintf(b->after, sizeof b->after, "%s", next);
+    bulk_next(r);
+    return;
+  }
+  if (status < 0) {
+    bulk_fail(r, status);
+    return;
+  }
+  if (a->stopped) {
+    bulk_reply(r);
+    return;
+  }
+  snprintf(b->after, sizeof b->after, "%s", next);
+  b->last_page = done;
+  b->nids = 0;
+  for (size_t i = 0; i < n && i < STORE_BULK_MAX; i++) {
+    memcpy(b->ids[b->nids], msgs[i].id, STORE_ID_SIZE);
+    b->was_held[b->nids] = sched_held(a->sched, msgs[i].id) == 1;
+    b->nids++;
+  }
+  if (b->kind == BULK_FLUSH) {
+    /* Memory only: a held or suspended message is not made due. */
+    for (size_t i = 0; i < b->nids; i++)
+      b->count += sched_flush(a->sched, b->ids[i]) > 0;
+    b->nids = 0;
+    if (done)
+      bulk_reply(r);
+    else
+      bulk_next(r);
+    return;
+  }
+  if (b->nids == 0) {
+    if (done)
+      bulk_reply(r);
+    else
+      bulk_next(r);
+    return;
+  }
+  /* No attempt starts for a message being deleted or held from now on;
+   * release waits for the store. */
+  if (b->kind == BULK_DELETE || b->kind == BULK_HOLD)
+    for (size_t i = 0; i < b->nids; i++)
+      if (!b->was_held[i])
+        sched_hold(a->sched, b->ids[i], 1);
+  const char *ids[STORE_BULK_MAX];
+  for (size_t i = 0; i < b->nids; i++)
+    ids[i] = b->ids[i];
+  enum store_bulk_action act = b->kind == BULK_DELETE ? STORE_BULK_DELETE
+                               : b->kind == BULK_HOLD ? STORE_BULK_HOLD
+                                                      : STORE_BULK_RELEASE;
+  int rc = store_bulk(a->st, act, ids, b->nids, on_bulk_done, r);
+  if (rc < 0)
+    bulk_fail(r, rc);
+}
+
+/* Asks the store for the next page (reader lane: between two pages every
+ * other request gets its turn). */
+static void bulk_next(struct admin_req *r) {
+  struct admin_bulk *b = r->bulk;
+  int rc = store_select(r->a->st, &b->f, b->now, b->after, on_select, r);
+  if (rc < 0) {
+    if (b->kind == BULK_LIST)
+      bulk_list_end(r, rc);
+    else
+      bulk_fail(r, rc);
+  }
+}
+
+/* Starts a filtered command: parses the words (all ANDed), refuses a bulk
+ * action without a filter or `all`. */
+static void bulk_start(struct admin *a, struct admin_client *c,
+                       enum bulk_kind kind, char **argv, int argc) {
+  struct qfilter f;
+  char err[160];
+  if (qfilter_parse(&f, (const char *const *)argv, (size_t)argc, err,
+                    sizeof err) < 0) {
+    reply_error(c, err, NULL);
+    admin_socket_end(c);
+    return;
+  }
+  if (kind != BULK_LIST && !qfilter_has_criteria(&f) && !f.all) {
+    reply_error(c, "a bulk action needs a filter or all", NULL);
+    admin_socket_end(c);
+    return;
+  }
+  if (kind != BULK_LIST && a->loading) {
+    reply_error(c, "the queue is still loading, try again", NULL);
+    admin_socket_end(c);
+    return;
+  }
+  struct admin_req *r = start_req(a, c, NULL);
+  if (!r)
+    return;
+  r->bulk = calloc(1, sizeof *r->bulk);
+  if (!r->bulk) {
+    reply_error(c, "out of memory", NULL);
+    req_finish(r);
+    return;
+  }
+  r->bulk->kind = kind;
+  r->bulk->f = f;
+  r->bulk->now = (int64_t)time(NULL);
+  if (kind == BULK_LIST) {
+    static const char head[] = "{\"messages\":[";
+    admin_socket_write(c, head, sizeof head - 1);
+  }
+  bulk_next(r);
+}
+
+/* ---- suspend / unsuspend (CONTRACT §1, §5) ------------------------------ */
+
+/* The scheduler's key for a destination as the operator wrote it: a
+ * relayhost's spelling (admin_add_dest_alias), else the recipient domain
+ * in lower case.  -1 when it cannot be one. */
+static int dest_key(const struct admin *a, const char *dest, char *key,
+                    size_t n) {
+  size_t len = strlen(dest);
+  if (len == 0 || len > SCHED_DEST_MAX || len >= n)
+    return -1;
+  for (size_t i = 0; i <= len; i++) {
+    unsigned char ch = (unsigned char)dest[i];
+    if (ch && (ch < 0x21 || ch == 0x7f))
+      return -1;
+    key[i] = (char)(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
+  }
+  for (size_t i = 0; i < a->nalias; i++)
+    if (!strcmp(a->alias[i].written, key)) {
+      snprintf(key, n, "%s", a->alias[i].key);
+      break;
+    }
+  return 0;
+}
+
+static void on_suspend_stored(struct store *st, int status, void *data) {
+  struct admin_req *r = data;
+  struct admin *a = r->a;
+  (void)st;
+  if (status < 0) {
+    /* Not durable: put the scheduler back as it was. */
+    if (!a->stopped) {
+      if (r->prev_until > sched_now(a->sched))
+        sched_suspend(a->sched, r->dest, r->prev_until);
+      else
+        sched_unsuspend(a->sched, r->dest);
+    }
+    char msg[96];
+    snprintf(msg, sizeof msg, "suspend failed (%s)", strerror(-status));
+    reply_error(r->c, msg, dest_display(a, r->dest));
+  } else {
+    reply_ok(r->c);
+  }
+  req_finish(r);
+}
+
+static void cmd_suspend(struct admin *a, struct admin_client *c, char **argv,
+                        int argc) {
+  char key[SCHED_DEST_MAX + 1];
+  int64_t secs = ADMIN_SUSPEND_DEFAULT_S;
+  if (dest_key(a, argv[0], key, sizeof key) < 0) {
+    reply_error(c, "bad destination", argv[0]);
+    admin_socket_end(c);
+    return;
+  }
+  if (argc > 1 && qfilter_duration(argv[1], &secs) < 0) {
+    reply_error(c, "bad duration (seconds)", argv[1]);
+    admin_socket_end(c);
+    return;
+  }
+  struct admin_req *r = start_req(a, c, NULL);
+  if (!r)
+    return;
+  snprintf(r->dest, sizeof r->dest, "%s", key);
+  r->prev_until = sched_suspended_until(a->sched, key);
+  int64_t until = sched_now(a->sched) + secs * 1000;
+  /* In memory at once (no new attempt from now on), then durable. */
+  int rc = sched_suspend(a->sched, key, until);
+  if (rc == 0)
+    rc = store_suspend(a->st, key, (until + 999) / 1000, on_suspend_stored, r);
+  if (rc < 0) {
+    if (rc != -EINVAL && rc != -ENOSPC && rc != -ENOMEM) {
+      if (r->prev_until > 0)
+        sched_suspend(a->sched, key, r->prev_until);
+      else
+        sched_unsuspend(a->sched, key);
+    }
+    reply_error(
+        c, rc == -ENOSPC ? "too many suspended destinations" : "suspend failed",
+        argv[0]);
+    req_finish(r);
+    return;
+  }
+  struct log_line l;
+  log_begin(&l, LOG_INFO, "admin_suspend");
+  log_str(&l, "destination", argv[0]);
+  log_int(&l, "seconds", secs);
+  log_end(&l);
+}
+
+static void on_unsuspend_stored(struct store *st, int status, void *data) {
+  struct admin_req *r = data;
+  struct admin *a = r->a;
+  (void)st;
+  if (status < 0) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "unsuspend failed (%s)", strerror(-status));
+    reply_error(r->c, msg, dest_display(a, r->dest));
+  } else {
+    if (!a->stopped)
+      sched_unsuspend(a->sched, r->dest);
+    reply_ok(r->c);
+  }
+  req_finish(r);
+}
+
+static void cmd_unsuspend(struct admin *a, struct admin_client *c, char **argv,
+                          int argc) {
+  (void)argc;
+  char key[SCHED_DEST_MAX + 1];
+  if (dest_key(a, argv[0], key, sizeof key) < 0 ||
+      sched_suspended_until(a->sched, key) == 0) {
+    reply_error(c, "not suspended", argv[0]);
+    admin_socket_end(c);
+    return;
+  }
+  struct admin_req *r = start_req(a, c, NULL);
+  if (!r)
+    return;
+  snprintf(r->dest, sizeof r->dest, "%s", key);
+  int rc = store_suspend(a->st, key, 0, on_unsuspend_stored, r);
+  if (rc < 0) {
+    reply_error(c, "unsuspend failed", argv[0]);
+    req_finish(r);
+    return;
+  }
+  struct log_line l;
+  log_begin(&l, LOG_INFO, "admin_unsuspend");
+  log_str(&l, "destination", argv[0]);
+  log_end(&l);
+}
+
+#define NF (ADMIN_ARGS_MAX - 1) /* filter words at most (5 make sense) */
 static const struct admin_cmd commands[] = {
-    {"status", 0, 0, 0, cmd_status},   {"queue", 0, 0, 0, cmd_queue},
-    {"show", 1, 1, 1, cmd_show},       {"flush", 0, 1, 1, cmd_flush},
-    {"delete", 1, 1, 1, cmd_delete},   {"hold", 1, 1, 1, cmd_hold},
-    {"release", 1, 1, 1, cmd_release}, {"pause", 0, 0, 0, cmd_pause},
-    {"resume", 0, 0, 0, cmd_resume},
+    {"status", 0, 0, 0, cmd_status, ""},
+    {"queue", 0, NF, 0, cmd_queue, " [FILTER...]"},
+    {"show", 1, 1, 1, cmd_show, " ID"},
+    {"flush", 0, NF, 0, cmd_flush, " [ID | FILTER...]"},
+    {"delete", 1, NF, 0, cmd_delete, " ID | FILTER..."},
+    {"hold", 1, NF, 0, cmd_hold, " ID | FILTER..."},
+    {"release", 1, NF, 0, cmd_release, " ID | FILTER..."},
+    {"pause", 0, 0, 0, cmd_pause, ""},
+    {"resume", 0, 0, 0, cmd_resume, ""},
+    {"suspend", 1, 2, 0, cmd_suspend, " DESTINATION [SECONDS]"},
+    {"unsuspend", 1, 1, 0, cmd_unsuspend, " DESTINATION"},
 };
+
+static int id_valid(const char *s);
+
+static int bad_id(struct admin_client *c, const char *id) {
+  if (id_valid(id))
+    return 0;
+  reply_error(c, "invalid message id", id);
+  admin_socket_end(c);
+  return 1;
+}
 
 static int id_valid(const char *s) {
   size_t n = strlen(s);
@@ -616,10 +1129,7 @@ static void on_line(struct admin_client *c, const char *line, size_t len,
   int nargs = argc - 1;
   if (nargs < cmd->min_args || nargs > cmd->max_args) {
     char msg[64];
-    snprintf(msg, sizeof msg, "usage: %s%s", cmd->verb,
-             cmd->max_args == 0   ? ""
-             : cmd->min_args == 0 ? " [ID]"
-                                  : " ID");
+    snprintf(msg, sizeof msg, "usage: %s%s", cmd->verb, cmd->usage);
     reply_error(c, msg, NULL);
     admin_socket_end(c);
     return;
@@ -633,12 +1143,76 @@ static void on_line(struct admin_client *c, const char *line, size_t len,
   log_begin(&l, LOG_DEBUG, "admin_command");
   log_str(&l, "command", cmd->verb);
   if (nargs > 0)
-    log_str(&l, "id", argv[1]);
+    log_str(&l, cmd->needs_id ? "id" : "arg", argv[1]);
   log_end(&l);
   cmd->run(a, c, argv + 1, nargs);
 }
 
 /* ---- life cycle -------------------------------------------------------- */
+
+static void on_susp_tidied(struct store *st, int status, void *data) {
+  (void)st;
+  (void)status;
+  (void)data;
+}
+
+/* Suspensions kept in the queue database (CONTRACT §1: they survive a
+ * restart) go back into the scheduler before the queue loads; those whose
+ * time is over are dropped from the database. */
+static void restore_suspensions(struct admin *a) {
+  const struct store_suspension *ss;
+  size_t n = store_suspensions_at_open(a->st, &ss);
+  int64_t now = sched_now(a->sched);
+  for (size_t i = 0; i < n; i++) {
+    int64_t until = ss[i].until * 1000;
+    int rc = until > now ? sched_suspend(a->sched, ss[i].dest, until) : -1;
+    if (rc == 0) {
+      struct log_line l;
+      log_begin(&l, LOG_INFO, "suspended");
+      log_str(&l, "destination", dest_display(a, ss[i].dest));
+      log_int(&l, "remaining_s", (until - now) / 1000);
+      log_end(&l);
+    } else if (store_suspend(a->st, ss[i].dest, 0, on_susp_tidied, NULL) < 0) {
+      log_msg(LOG_WARN, "admin", "cannot drop an old suspension");
+    }
+  }
+}
+
+void admin_add_dest_alias(struct admin *a, const char *written,
+                          const char *key) {
+  if (a->nalias >= ADMIN_ALIAS_MAX || !written || !key || !*written ||
+      strlen(written) >= sizeof a->alias[0].written ||
+      strlen(key) >= sizeof a->alias[0].key)
+    return;
+  struct admin_alias *al = &a->alias[a->nalias++];
+  for (size_t i = 0; written[i]; i++) {
+    char ch = written[i];
+    al->written[i] = (char)(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
+    al->written[i + 1] = '\0';
+  }
+  snprintf(al->key, sizeof al->key, "%s", key);
+}
+
+void admin_alias_relayhosts(struct admin *a, const struct config *cfg) {
+  char list[512] = "";
+  size_t len = 0;
+  for (int i = 0; i < cfg->n_relayhost; i++) {
+    const struct config_relayhost *h = &cfg->relayhost[i];
+    char one[300], bare[300];
+    snprintf(one, sizeof one, h->mx_lookup ? "%s:%u" : "[%s]:%u", h->host,
+             (unsigned)h->port);
+    snprintf(bare, sizeof bare, h->mx_lookup ? "%s" : "[%s]", h->host);
+    admin_add_dest_alias(a, one, "relayhost");
+    admin_add_dest_alias(a, bare, "relayhost");
+    len +=
+        (size_t)snprintf(list + len, len < sizeof list ? sizeof list - len : 0,
+                         "%s%s", i ? "," : "", one);
+  }
+  if (cfg->n_relayhost > 1 && len < sizeof list)
+    admin_add_dest_alias(a, list, "relayhost");
+  if (cfg->n_relayhost > 0)
+    admin_add_dest_alias(a, "relayhost", "relayhost");
+}
 
 struct admin *admin_start(uv_loop_t *loop, const char *path, struct store *st,
                           struct sched *sched, const struct stats *stats,
@@ -666,6 +1240,7 @@ struct admin *admin_start(uv_loop_t *loop, const char *path, struct store *st,
     free(a);
     return NULL;
   }
+  restore_suspensions(a);
   struct log_line l;
   log_begin(&l, LOG_INFO, "admin_listening");
   log_str(&l, "path", path);

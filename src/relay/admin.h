@@ -4,7 +4,22 @@
  *
  * Commands, one per line, each answered with one line of JSON built with
  * jansson: status, queue, show ID, flush [ID], delete ID, hold ID,
- * release ID, pause, resume; anything else gets {"error": "..."}.
+ * release ID, pause, resume, the filtered forms `queue FILTER...` and
+ * `delete|hold|release|flush FILTER...`, `suspend DESTINATION [SECONDS]`
+ * and `unsuspend DESTINATION`; anything else gets {"error": "..."}.
+ *
+ *   - Filtered commands (FILTER words of proto/qfilter, ANDed; a bulk
+ *     action needs one or `all`) page through store_select(): one page of
+ *     at most STORE_BATCH matches per reader-lane job, each page acted on
+ *     (scheduler at once, store_bulk() as one writer request) before the
+ *     next is asked for, so a bulk delete of 100,000 messages is many small
+ *     steps between which SMTP sessions and deliveries go on.  Bulk replies
+ *     {"ok": true, "count": N}; a failure stops it with an error saying how
+ *     many were done.  Bulk actions are refused while the queue loads.
+ *   - `suspend` takes effect in the scheduler at once and is kept in the
+ *     queue database (store_suspend); if that fails it is undone.
+ *     Suspensions kept there are restored at admin_start().  `status`
+ *     gains "suspended": [{"destination", "until"}].
  *
  *   - `queue` streams: `{"messages":[` is written at once, then every
  *     message as store_list() batches arrive (the reads run on the thread
@@ -71,6 +86,22 @@ void admin_stop(struct admin *a);
  */
 void admin_set_loading(struct admin *a, int loading,
                        const struct store_counts *pending);
+
+/*
+ * Destinations (CONTRACT §1 suspend): `suspend DESTINATION` takes a
+ * recipient domain (the scheduler's key, lower case) or a spelling the
+ * owner registers here for a destination key ("[relay.example]:587" for
+ * the key "relayhost").  Both strings are copied (written compared without
+ * case); at most 32; `status` shows a key by its first spelling.
+ */
+void admin_add_dest_alias(struct admin *a, const char *written,
+                          const char *key);
+
+/* Registers the configuration's relayhost as written (each entry as
+ * "[host]:port" or "host:port", with and without the port, the whole list,
+ * and the word "relayhost") for the key "relayhost". */
+struct config;
+void admin_alias_relayhosts(struct admin *a, const struct config *cfg);
 
 /* Formats unix seconds as RFC 3339 UTC ("2026-11-28T17:00:00Z"); out must
  * hold 21 bytes.  Exposed for the CLI and tests. */

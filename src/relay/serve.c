@@ -396,6 +396,7 @@ int serve_main(const struct config *cfg) {
     log_msg(LOG_ERROR, "startup", "%s", err);
     return 2;
   }
+  admin_alias_relayhosts(sv.admin, cfg);
   /* Before the SMTP listeners: /readyz says 503 until they are open. */
   rc = metrics_start(sv.loop, cfg, &sv.stats, sv.sched, &sv.metrics, err,
                      sizeof err);

@@ -20,7 +20,7 @@ from conftest import free_port, run
 
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 STATUS_KEYS = {"version", "uptime_s", "sessions", "outbound", "paused",
-               "accepting", "queue", "counters"}
+               "accepting", "queue", "counters", "suspended"}
 MESSAGE_KEYS = {"id", "sender", "size", "received_at", "held", "recipients"}
 RCPT_KEYS = {"address", "state", "attempts", "next_attempt_at", "last_error"}
 

@@ -454,6 +454,69 @@ static void test_delete(int fd) {
   check_error(cmd(fd, line), want);
 }
 
+/* Issue 19: FILTER words, bulk actions and suspensions over the socket
+ * (the integration tests cover them end to end). */
+static void test_filters_and_suspend(int fd) {
+  json_t *j = cmd(fd, "queue domain=nowhere.example");
+  CHECK(json_is_array(json_object_get(j, "messages")));
+  CHECK_INT(json_array_size(json_object_get(j, "messages")), 0);
+  json_decref(j);
+  j = cmd(fd, "queue all");
+  size_t all = json_array_size(json_object_get(j, "messages"));
+  CHECK(all > 0);
+  json_decref(j);
+  /* The scheduler knows fewer (the test put N_BULK into the store only). */
+  j = cmd(fd, "status");
+  long long scheduled = jint(j, "queue", "messages");
+  CHECK(scheduled > 0 && scheduled <= (long long)all);
+  CHECK_INT(json_array_size(json_object_get(j, "suspended")), 0);
+  json_decref(j);
+  check_error(cmd(fd, "delete"), "usage: delete ID | FILTER...");
+  check_error(cmd(fd, "hold domain="), "bad domain: domain=");
+  check_error(cmd(fd, "release state=x"),
+              "bad state (queued, deferred or held): state=x");
+  check_error(cmd(fd, "flush older_than=1 older_than=2"),
+              "filter given twice: older_than=2");
+  /* Nothing is that old: a bulk action that touches nothing. */
+  j = cmd(fd, "hold older_than=999999999");
+  CHECK(json_is_true(json_object_get(j, "ok")));
+  CHECK_INT(jint(j, "count", NULL), 0);
+  json_decref(j);
+  j = cmd(fd, "status");
+  CHECK_INT(jint(j, "queue", "held"), 0);
+  json_decref(j);
+  /* hold all, release all: counted, and the scheduler follows. */
+  j = cmd(fd, "hold all");
+  CHECK_INT(jint(j, "count", NULL), (long long)all);
+  json_decref(j);
+  j = cmd(fd, "status");
+  CHECK_INT(jint(j, "queue", "held"), scheduled);
+  json_decref(j);
+  j = cmd(fd, "release state=held");
+  CHECK_INT(jint(j, "count", NULL), (long long)all);
+  json_decref(j);
+  j = cmd(fd, "status");
+  CHECK_INT(jint(j, "queue", "held"), 0);
+  json_decref(j);
+
+  check_ok(cmd(fd, "suspend B.example 60"));
+  j = cmd(fd, "status");
+  json_t *su = json_object_get(j, "suspended");
+  CHECK_INT(json_array_size(su), 1);
+  CHECK_STR(
+      json_string_value(json_object_get(json_array_get(su, 0), "destination")),
+      "b.example");
+  json_decref(j);
+  check_error(cmd(fd, "suspend b.example soon"),
+              "bad duration (seconds): soon");
+  check_error(cmd(fd, "suspend"), "usage: suspend DESTINATION [SECONDS]");
+  check_ok(cmd(fd, "unsuspend b.example"));
+  check_error(cmd(fd, "unsuspend b.example"), "not suspended: b.example");
+  j = cmd(fd, "status");
+  CHECK_INT(json_array_size(json_object_get(j, "suspended")), 0);
+  json_decref(j);
+}
+
 static void test_bad_input(int fd) {
   check_error(cmd(fd, "frobnicate now"), "unknown command: frobnicate");
   check_error(cmd(fd, ""), "empty command");
@@ -528,6 +591,25 @@ static void test_cli_print(void) {
   CHECK_STR(out, "Mail queue is empty\n");
   free(out);
   json_decref(j);
+  /* Bulk replies print the count; status lists suspensions. */
+  j = json_loads("{\"ok\":true,\"count\":3}", 0, &e);
+  f = open_memstream(&out, &len);
+  CHECK_INT(admin_cli_print(f, "hold", j, 0), 0);
+  fclose(f);
+  CHECK_STR(out, "held 3 messages\n");
+  free(out);
+  json_decref(j);
+  j = json_loads("{\"version\":\"x\",\"uptime_s\":1,\"queue\":{},"
+                 "\"counters\":{},\"suspended\":[{\"destination\":"
+                 "\"b.example\",\"until\":\"2023-11-14T23:13:20Z\"}]}",
+                 0, &e);
+  f = open_memstream(&out, &len);
+  CHECK_INT(admin_cli_print(f, "status", j, 1700000000), 0);
+  fclose(f);
+  CHECK_CONTAINS(
+      out, "suspended:   b.example until 2023-11-14T23:13:20Z (in 1h00m)");
+  free(out);
+  json_decref(j);
 }
 
 static void *client_main(void *arg) {
@@ -543,6 +625,7 @@ static void *client_main(void *arg) {
   test_hold_flush_pause(fd);
   test_delete_disk_full(fd);
   test_delete(fd);
+  test_filters_and_suspend(fd);
   close(fd);
   test_cli();
   test_cli_print();
