@@ -37,6 +37,7 @@ enum key_type {
   K_SCHEDULE,
   K_LOG_FORMAT,
   K_DKIM,
+  K_RATE,
 };
 
 struct key {
@@ -99,6 +100,8 @@ static const struct key keys[] = {
     {"log_format", K_LOG_FORMAT, 0, 0, "logfmt"},
     {"metrics_listen", K_ADDRS, F(metrics_listen), F(n_metrics_listen), ""},
     {"dkim_sign", K_DKIM, F(dkim_sign), F(n_dkim_sign), ""},
+    {"destination_rate", K_RATE, F(destination_rate), 0, ""},
+    {"outbound_rate", K_RATE, F(outbound_rate), 0, ""},
 };
 #define N_KEYS (sizeof keys / sizeof keys[0])
 
@@ -254,6 +257,34 @@ static int parse_duration(const char *s, uint64_t *ms) {
   if (parse_u64(num, &v) < 0 || v > UINT64_MAX / mult / 4)
     return -1;
   *ms = v * mult;
+  return 0;
+}
+
+int config_parse_rate(const char *s, struct config_rate *out,
+                      char err[CONFIG_ERR_MAX]) {
+  const char *slash = strchr(s, '/');
+  if (!slash)
+    return ERR("'%s' is not N/DURATION (e.g. 30/1m)", s);
+  char num[32], dur[32];
+  const char *a = s, *b = slash + 1;
+  size_t an = (size_t)(slash - s), bn = strlen(b);
+  trim(&a, &an);
+  trim(&b, &bn);
+  if (an == 0 || an >= sizeof num || bn == 0 || bn >= sizeof dur)
+    return ERR("'%s' is not N/DURATION (e.g. 30/1m)", s);
+  memcpy(num, a, an);
+  num[an] = '\0';
+  memcpy(dur, b, bn);
+  dur[bn] = '\0';
+  uint64_t n, ms;
+  if (parse_u64(num, &n) < 0 || n == 0 || n > CONFIG_RATE_MAX)
+    return ERR("'%s': N must be a number from 1 to %d", s, CONFIG_RATE_MAX);
+  if (parse_duration(dur, &ms) < 0)
+    return ERR("'%s': '%s' is not a duration (e.g. 1m)", s, dur);
+  if (ms == 0 || ms > 7ULL * 86400000)
+    return ERR("'%s': the window must be greater than 0 and at most 7d", s);
+  out->n = (unsigned)n;
+  out->window_ms = ms;
   return 0;
 }
 
@@ -677,6 +708,13 @@ static int set_key(struct config *cfg, const struct key *k, const char *value,
       return ERR("%s: 'dane' is not supported yet", k->name);
     return ERR("%s: '%s' is not one of opportunistic, required, none", k->name,
                val);
+  }
+  case K_RATE: {
+    struct config_rate r = {0, 0};
+    if (vn && config_parse_rate(val, &r, msg) < 0)
+      return ERR("%s: %s", k->name, msg);
+    *(struct config_rate *)field = r;
+    return 0;
   }
   case K_LOG_FORMAT:
     if (strcmp(val, "logfmt") == 0)
@@ -1112,6 +1150,14 @@ static void print_value(const struct config *cfg, const struct key *k,
   case K_LOG_FORMAT:
     sb_add(b, "%s", cfg->log_format == CONFIG_LOG_JSON ? "json" : "logfmt");
     break;
+  case K_RATE: {
+    const struct config_rate *r = (const struct config_rate *)field;
+    if (r->n) {
+      fmt_duration(tmp, sizeof tmp, r->window_ms);
+      sb_add(b, "%u/%s", r->n, tmp);
+    }
+    break;
+  }
   case K_DKIM:
     for (int i = 0; i < cfg->n_dkim_sign; i++)
       sb_add(b, "%s%s:%s:%s", i ? ", " : "", cfg->dkim_sign[i].domain,
