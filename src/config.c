@@ -38,6 +38,7 @@ enum key_type {
   K_LOG_FORMAT,
   K_DKIM,
   K_RATE,
+  K_DURATION_OPT, /* a duration, or empty for 0 (off) */
 };
 
 struct key {
@@ -102,6 +103,7 @@ static const struct key keys[] = {
     {"dkim_sign", K_DKIM, F(dkim_sign), F(n_dkim_sign), ""},
     {"destination_rate", K_RATE, F(destination_rate), 0, ""},
     {"outbound_rate", K_RATE, F(outbound_rate), 0, ""},
+    {"delay_warning_time", K_DURATION_OPT, F(delay_warning_time_ms), 0, ""},
 };
 #define N_KEYS (sizeof keys / sizeof keys[0])
 
@@ -652,6 +654,12 @@ static int set_key(struct config *cfg, const struct key *k, const char *value,
       return ERR("%s: must be greater than 0", k->name);
     *(int *)field = (int)u;
     return 0;
+  case K_DURATION_OPT:
+    if (vn == 0) {
+      *(uint64_t *)field = 0;
+      return 0;
+    }
+    /* fall through */
   case K_DURATION:
     if (parse_duration(val, &u) < 0)
       return ERR("%s: '%s' is not a duration (e.g. 90s, 5m, 1h, 2d)", k->name,
@@ -1125,6 +1133,12 @@ static void print_value(const struct config *cfg, const struct key *k,
   case K_DURATION:
     fmt_duration(tmp, sizeof tmp, *(const uint64_t *)field);
     sb_add(b, "%s", tmp);
+    break;
+  case K_DURATION_OPT:
+    if (*(const uint64_t *)field) {
+      fmt_duration(tmp, sizeof tmp, *(const uint64_t *)field);
+      sb_add(b, "%s", tmp);
+    }
     break;
   case K_PORT:
     sb_add(b, "%u", *(const uint16_t *)field);

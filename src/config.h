@@ -130,6 +130,7 @@ struct config {
   int n_dkim_sign;
   struct config_rate destination_rate; /* per destination (sched) */
   struct config_rate outbound_rate;    /* all outbound together */
+  uint64_t delay_warning_time_ms;      /* 0: no delay warnings */
 
   /* private: set when relay_networks was given by any source */
   int relay_networks_set;

@@ -98,6 +98,7 @@ struct smsg {
   uint32_t jobs; /* jobs in flight */
   uint8_t held;
   uint8_t removed;
+  uint8_t notices; /* sched_add_notices */
 };
 
 struct sdest {
@@ -1200,6 +1201,19 @@ int sched_has_message(const struct sched *s, const char *id) {
 int sched_held(const struct sched *s, const char *id) {
   struct smsg *m = id ? msg_get(s, id) : NULL;
   return m ? m->held : -ENOENT;
+}
+
+unsigned sched_notices(const struct sched *s, const char *id) {
+  struct smsg *m = id ? msg_get(s, id) : NULL;
+  return m ? m->notices : 0;
+}
+
+int sched_add_notices(struct sched *s, const char *id, unsigned bits) {
+  struct smsg *m = id ? msg_get(s, id) : NULL;
+  if (!m)
+    return -ENOENT;
+  m->notices |= (uint8_t)bits;
+  return 0;
 }
 
 int sched_rcpt_delivering(const struct sched *s, const char *id, int idx) {

@@ -256,6 +256,14 @@ int sched_has_message(const struct sched *s, const char *id);
 /* 1 if the message is held, 0 if not, -ENOENT if unknown. */
 int sched_held(const struct sched *s, const char *id);
 
+/* Per-message notice bits the owner keeps in memory (the scheduler does
+ * not interpret them; outbound uses them for "delay warning sent", so two
+ * jobs of one message in flight at once send one).  sched_notices returns
+ * the bits (0 for an unknown id); sched_add_notices ORs bits in (0 or
+ * -ENOENT). */
+unsigned sched_notices(const struct sched *s, const char *id);
+int sched_add_notices(struct sched *s, const char *id, unsigned bits);
+
 /* 1 while a job holding recipient idx of message id is in flight (admin
  * state "delivering"), else 0. */
 int sched_rcpt_delivering(const struct sched *s, const char *id, int idx);

@@ -359,7 +359,7 @@ static void test_print(void) {
   int lines = 0;
   for (char *p = out; *p; p++)
     lines += *p == '\n';
-  CHECK_INT(lines, 41);
+  CHECK_INT(lines, 42);
   CHECK_CONTAINS(out, "destination_rate = \n");
 
   CHECK_INT(parse("destination_rate = 30/60s\noutbound_rate = 2/1500ms\n"), 0);

@@ -395,11 +395,15 @@ void record_finish(struct delivery *d) {
       .sender = d->sender,
       .received_at = d->received_at,
       .removed = d->job->removed,
+      /* Sent before this process (store) or by another job of the message
+       * in flight at the same time (scheduler). */
+      .notices = d->notices | (ob->sched ? sched_notices(ob->sched, d->id) : 0),
   };
   struct outcome_policy pol = {
       .retry_schedule_ms = cfg->retry_schedule_ms,
       .n_retry_schedule = cfg->n_retry_schedule,
       .queue_lifetime_ms = cfg->queue_lifetime_ms,
+      .delay_warning_ms = cfg->delay_warning_time_ms,
   };
   rec->out = (struct outcome_out){.store = rec->oc,
                                   .sched = rec->res,
@@ -408,10 +412,23 @@ void record_finish(struct delivery *d) {
   rec->now_ms = dispatch_sched_ms(ob);
   outcome_decide(&m, rec->in, d->n, &pol, rec->now_ms, &rec->out);
   report(rec);
+  size_t nfailed = 0;
+  for (size_t i = 0; i < rec->out.ndsn; i++)
+    nfailed += !rec->dsn[i].delayed;
+  if (rec->out.delay_warned) {
+    /* Once per message: no other job of it warns from now on. */
+    if (ob->sched)
+      (void)sched_add_notices(ob->sched, d->id, STORE_NOTICE_DELAY);
+    struct log_line l;
+    log_begin(&l, LOG_INFO, "delay_warning");
+    log_str(&l, "id", d->id);
+    log_int(&l, "recipients", (long long)(rec->out.ndsn - nfailed));
+    log_end(&l);
+  }
   /* RET=FULL quotes the message only when it fits in DSN_QUOTE_MAX (else
    * the header, RFC 3461 §4.3): one bounded buffer, read by its stored
    * length. */
-  if (rec->out.ndsn && d->ret == DSN_RET_FULL && d->size > 0 &&
+  if (nfailed && d->ret == DSN_RET_FULL && d->size > 0 &&
       d->size <= DSN_QUOTE_MAX) {
     rec->full = malloc((size_t)d->size);
     if (rec->full &&
