@@ -10,6 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "proto/smtp_parse.h"
+
 /*
  * One table drives parsing, printing and the environment mapping: each key
  * has a type and a setter/printer pair.  Setters get the value text and
@@ -39,6 +41,7 @@ enum key_type {
   K_DKIM,
   K_RATE,
   K_DURATION_OPT, /* a duration, or empty for 0 (off) */
+  K_MAILBOX,      /* local@domain (an SMTP forward-path), or empty */
 };
 
 struct key {
@@ -104,6 +107,8 @@ static const struct key keys[] = {
     {"destination_rate", K_RATE, F(destination_rate), 0, ""},
     {"outbound_rate", K_RATE, F(outbound_rate), 0, ""},
     {"delay_warning_time", K_DURATION_OPT, F(delay_warning_time_ms), 0, ""},
+    {"bounce_notice_recipient", K_MAILBOX, F(bounce_notice_recipient),
+     S(bounce_notice_recipient), ""},
 };
 #define N_KEYS (sizeof keys / sizeof keys[0])
 
@@ -635,6 +640,26 @@ static int set_key(struct config *cfg, const struct key *k, const char *value,
         return ERR("%s: control character in value", k->name);
     memcpy(field, val, vn + 1);
     return 0;
+  case K_MAILBOX: {
+    if (vn == 0) {
+      *field = '\0';
+      return 0;
+    }
+    /* As a RCPT TO path would be: a local part and a domain, no <>. */
+    char path[SMTP_ADDR_MAX + 3];
+    struct smtp_path sp;
+    size_t end = 0;
+    int n = snprintf(path, sizeof path, "<%s>", val);
+    if (n < 0 || (size_t)n >= sizeof path || vn >= k->off2)
+      return ERR("%s: address too long (at most %d bytes)", k->name,
+                 SMTP_ADDR_MAX);
+    if (smtp_parse_path(path, (size_t)n, SMTP_PATH_NEED_DOMAIN, &sp, &end) <
+            0 ||
+        end != (size_t)n || sp.len >= k->off2)
+      return ERR("%s: '%s' is not an address (local@domain)", k->name, val);
+    memcpy(field, sp.addr, sp.len + 1);
+    return 0;
+  }
   case K_BOOL:
     if (parse_bool(val, (int *)field) < 0)
       return ERR("%s: '%s' is not yes or no", k->name, val);
@@ -1115,6 +1140,7 @@ static void print_value(const struct config *cfg, const struct key *k,
     break;
   case K_STRING:
   case K_PATH:
+  case K_MAILBOX:
     sb_add(b, "%s", field);
     break;
   case K_SECRET:

@@ -131,6 +131,9 @@ struct config {
   struct config_rate destination_rate; /* per destination (sched) */
   struct config_rate outbound_rate;    /* all outbound together */
   uint64_t delay_warning_time_ms;      /* 0: no delay warnings */
+  /* local@domain that gets a copy of every bounce ("": none); 64 + 1 +
+   * 255 bytes at most, as SMTP_ADDR_MAX */
+  char bounce_notice_recipient[321];
 
   /* private: set when relay_networks was given by any source */
   int relay_networks_set;

@@ -183,9 +183,11 @@ char *dsn_build(const struct dsn_report *r, size_t *len) {
   /* Top-level header. */
   dsn_date(r->now, date);
   buf_fmt(&b, "From: Mail Delivery System <MAILER-DAEMON@%s>\r\n", host);
-  buf_fmt(&b, "To: <%s>\r\n", clean(f2, sizeof(f2), r->sender, 320));
-  buf_str(&b, warning ? "Subject: Delayed Mail (still being retried)\r\n"
-                      : "Subject: Undelivered Mail Returned to Sender\r\n");
+  buf_fmt(&b, "To: <%s>\r\n",
+          clean(f2, sizeof(f2), r->copy_to ? r->copy_to : r->sender, 320));
+  buf_fmt(&b, "Subject: %s%s\r\n", r->copy_to ? "Postmaster Copy: " : "",
+          warning ? "Delayed Mail (still being retried)"
+                  : "Undelivered Mail Returned to Sender");
   buf_fmt(&b, "Date: %s\r\n", date);
   buf_fmt(&b, "Message-ID: <%s.dsn@%s>\r\n", id, host);
   buf_str(&b, "Auto-Submitted: auto-replied\r\n");
@@ -205,6 +207,11 @@ char *dsn_build(const struct dsn_report *r, size_t *len) {
   buf_str(&b, "Content-Type: text/plain; charset=us-ascii\r\n"
               "Content-Description: Notification\r\n\r\n");
   buf_fmt(&b, "This is the mail system at host %s.\r\n\r\n", host);
+  if (r->copy_to)
+    buf_fmt(&b,
+            "This is the postmaster's copy of a notice sent to <%s>, with "
+            "the\r\nheader of the message only.\r\n\r\n",
+            clean(f2, sizeof(f2), r->sender, 320));
   if (!warning)
     buf_str(&b, "Your message could not be delivered to one or more "
                 "recipients.\r\n");
@@ -278,7 +285,8 @@ char *dsn_build(const struct dsn_report *r, size_t *len) {
   /* Part 3: the original header, or all of it with RET=FULL when it fits
    * in DSN_QUOTE_MAX (RFC 3461 §4.3: headers only when the whole message
    * cannot be returned). */
-  int full = !warning && r->ret == DSN_RET_FULL && r->msg_len <= DSN_QUOTE_MAX;
+  int full = !warning && !r->copy_to && r->ret == DSN_RET_FULL &&
+             r->msg_len <= DSN_QUOTE_MAX;
   size_t qlen = full ? r->msg_len : header_len(r->msg, r->msg_len);
   if (qlen > DSN_QUOTE_MAX) {
     /* A header section over the cap: cut after its last whole line. */

@@ -69,6 +69,12 @@ struct dsn_report {
   size_t msg_len;
   const struct dsn_rcpt *rcpts;
   size_t nrcpt;
+  /* The operator's copy (bounce_notice_recipient, CONTRACT §2): when not
+   * NULL, the report goes To: this address instead of the sender, its
+   * Subject starts "Postmaster Copy: ", its human part names the sender
+   * it was sent to, and it quotes the original's header only whatever
+   * ret says (an operator never gets a message body). */
+  const char *copy_to;
 };
 
 /*
@@ -76,7 +82,8 @@ struct dsn_report {
  * delayed (Subject "Delayed Mail (still being retried)", the original's
  * header quoted whatever RET says: RFC 3461 §4.3 returns content for
  * failures).  A report may mix failed and delayed recipients (RFC 3464
- * §2: one per-recipient block each, with its own Action).
+ * §2: one per-recipient block each, with its own Action).  With
+ * r->copy_to set, the operator's copy of that report (see copy_to).
  * Returns a malloc'd buffer the caller frees, its
  * length in *len; NULL when out of memory.  r->msg is taken by its length
  * (it may hold NUL bytes); at most DSN_QUOTE_MAX bytes of it are quoted:

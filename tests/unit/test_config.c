@@ -359,8 +359,32 @@ static void test_print(void) {
   int lines = 0;
   for (char *p = out; *p; p++)
     lines += *p == '\n';
-  CHECK_INT(lines, 42);
+  CHECK_INT(lines, 43);
   CHECK_CONTAINS(out, "destination_rate = \n");
+  CHECK_CONTAINS(out, "delay_warning_time = \n");
+  CHECK_CONTAINS(out, "bounce_notice_recipient = \n");
+  CHECK(cfg.delay_warning_time_ms == 0);
+
+  /* delay_warning_time: a duration or empty (off). */
+  CHECK_INT(parse("delay_warning_time = 4h\n"), 0);
+  CHECK(cfg.delay_warning_time_ms == 4ull * 3600 * 1000);
+  config_print(&cfg, out, sizeof out);
+  CHECK_CONTAINS(out, "delay_warning_time = 4h\n");
+  CHECK_INT(parse("delay_warning_time =\n"), 0);
+  CHECK(cfg.delay_warning_time_ms == 0);
+  CHECK(parse("delay_warning_time = soon\n") < 0);
+
+  /* bounce_notice_recipient: local@domain or empty. */
+  CHECK_INT(parse("bounce_notice_recipient = postmaster@ops.example\n"), 0);
+  CHECK_STR(cfg.bounce_notice_recipient, "postmaster@ops.example");
+  config_print(&cfg, out, sizeof out);
+  CHECK_CONTAINS(out, "bounce_notice_recipient = postmaster@ops.example\n");
+  CHECK_INT(parse("bounce_notice_recipient =\n"), 0);
+  CHECK_STR(cfg.bounce_notice_recipient, "");
+  CHECK(parse("bounce_notice_recipient = postmaster\n") < 0);
+  CHECK(parse("bounce_notice_recipient = <pm@ops.example>\n") < 0);
+  CHECK(parse("bounce_notice_recipient = a@b.example, c@d.example\n") < 0);
+  CHECK(parse("bounce_notice_recipient = a b@ops.example\n") < 0);
 
   CHECK_INT(parse("destination_rate = 30/60s\noutbound_rate = 2/1500ms\n"), 0);
   config_print(&cfg, out, sizeof out);

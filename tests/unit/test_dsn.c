@@ -372,11 +372,51 @@ static void test_delayed(void) {
   free(m);
 }
 
+/* The operator's copy: To: the operator, a marked Subject, the sender
+ * named, the same report, and never the body even with RET=FULL. */
+static void test_copy(void) {
+  struct dsn_rcpt rc[1] = {
+      {"bob@example.net", NULL, "5.1.1", "mx.example.net",
+       "550 5.1.1 no such user", 1751371200, 0, 0},
+  };
+  struct dsn_report r = {
+      .hostname = "relay.example.com",
+      .sender = "alice@example.org",
+      .ret = DSN_RET_FULL,
+      .arrival = 1751360000,
+      .now = 1751371300,
+      .id = "abc125",
+      .msg = orig,
+      .msg_len = sizeof(orig) - 1,
+      .rcpts = rc,
+      .nrcpt = 1,
+      .copy_to = "postmaster@ops.example",
+  };
+  size_t len;
+  char *m = dsn_build(&r, &len), v[512];
+  CHECK(m != NULL);
+  if (!m)
+    return;
+  size_t hl = (size_t)(strstr(m, "\r\n\r\n") - m) + 2;
+  CHECK_STR(field(m, hl, "To", v, sizeof(v)), "<postmaster@ops.example>");
+  CHECK_STR(field(m, hl, "Subject", v, sizeof(v)),
+            "Postmaster Copy: Undelivered Mail Returned to Sender");
+  CHECK_STR(field(m, hl, "From", v, sizeof(v)),
+            "Mail Delivery System <MAILER-DAEMON@relay.example.com>");
+  CHECK_CONTAINS(m, "copy of a notice sent to <alice@example.org>");
+  CHECK_CONTAINS(m, "Action: failed\r\nStatus: 5.1.1\r\n");
+  CHECK_CONTAINS(m, "Content-Type: text/rfc822-headers\r\n");
+  CHECK_CONTAINS(m, "Subject: hi\r\n");
+  CHECK(strstr(m, "secret body") == NULL);
+  free(m);
+}
+
 int main(void) {
   test_quote_bounds();
   test_should_bounce();
   test_should_delay();
   test_delayed();
+  test_copy();
   test_date();
   test_build(DSN_RET_UNSET);
   test_build(DSN_RET_FULL);
