@@ -476,6 +476,26 @@ static void test_hold(void) {
   teardown(&t);
 }
 
+/* Notice bits (delay warning sent): kept per message, ORed in, 0 and
+ * -ENOENT for an unknown id, gone with the message. */
+static void test_notices(void) {
+  struct t t;
+  setup(&t, 10, 10);
+  current = &t;
+  CHECK_INT(add1(&t, "N1", "n.example", now(&t) + 100000), 0);
+  CHECK_INT(sched_notices(t.s, "N1"), 0);
+  CHECK_INT(sched_add_notices(t.s, "N1", 0x1), 0);
+  CHECK_INT(sched_add_notices(t.s, "N1", 0x2), 0);
+  CHECK_INT(sched_add_notices(t.s, "N1", 0x1), 0);
+  CHECK_INT(sched_notices(t.s, "N1"), 0x3);
+  CHECK_INT(sched_notices(t.s, "nope"), 0);
+  CHECK_INT(sched_notices(t.s, NULL), 0);
+  CHECK_INT(sched_add_notices(t.s, "nope", 0x1), -ENOENT);
+  CHECK_INT(sched_remove(t.s, "N1"), 0);
+  CHECK_INT(sched_notices(t.s, "N1"), 0);
+  teardown(&t);
+}
+
 static void test_remove(void) {
   struct t t;
   setup(&t, 10, 10);
@@ -833,6 +853,7 @@ int main(void) {
   test_flush_lifts_backoff();
   test_hold();
   test_remove();
+  test_notices();
   test_pause_stop();
   test_no_storm();
   test_clock();
