@@ -40,7 +40,7 @@ enum key_type {
   K_LOG_FORMAT,
   K_DKIM,
   K_RATE,
-  K_DURATION_OPT, /* a duration, or empty for 0 (off) */
+  K_DURATION_OPT, /* a duration; empty or 0 is 0 (off) */
   K_MAILBOX,      /* local@domain (an SMTP forward-path), or empty */
 };
 
@@ -689,7 +689,7 @@ static int set_key(struct config *cfg, const struct key *k, const char *value,
     if (parse_duration(val, &u) < 0)
       return ERR("%s: '%s' is not a duration (e.g. 90s, 5m, 1h, 2d)", k->name,
                  val);
-    if (u == 0)
+    if (u == 0 && k->type != K_DURATION_OPT) /* optional: 0 is off */
       return ERR("%s: must be greater than 0", k->name);
     *(uint64_t *)field = u;
     return 0;

@@ -372,6 +372,10 @@ static void test_print(void) {
   CHECK_CONTAINS(out, "delay_warning_time = 4h\n");
   CHECK_INT(parse("delay_warning_time =\n"), 0);
   CHECK(cfg.delay_warning_time_ms == 0);
+  CHECK_INT(parse("delay_warning_time = 0\n"), 0); /* 0 is off too */
+  CHECK(cfg.delay_warning_time_ms == 0);
+  config_print(&cfg, out, sizeof out);
+  CHECK_CONTAINS(out, "delay_warning_time = \n");
   CHECK(parse("delay_warning_time = soon\n") < 0);
 
   /* bounce_notice_recipient: local@domain or empty. */
