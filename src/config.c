@@ -10,6 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "proto/smtp_parse.h"
+
 /*
  * One table drives parsing, printing and the environment mapping: each key
  * has a type and a setter/printer pair.  Setters get the value text and
@@ -38,6 +40,9 @@ enum key_type {
   K_LOG_FORMAT,
   K_DKIM,
   K_RECEIVED_HEADER,
+  K_RATE,
+  K_DURATION_OPT, /* a duration; empty or 0 is 0 (off) */
+  K_MAILBOX,      /* local@domain (an SMTP forward-path), or empty */
 };
 
 struct key {
@@ -103,6 +108,11 @@ static const struct key keys[] = {
     {"dkim_sign", K_DKIM, F(dkim_sign), F(n_dkim_sign), ""},
     {"proxy_networks", K_CIDRS, F(proxy_networks), F(n_proxy_networks), ""},
     {"received_header", K_RECEIVED_HEADER, 0, 0, "full"},
+    {"destination_rate", K_RATE, F(destination_rate), 0, ""},
+    {"outbound_rate", K_RATE, F(outbound_rate), 0, ""},
+    {"delay_warning_time", K_DURATION_OPT, F(delay_warning_time_ms), 0, ""},
+    {"bounce_notice_recipient", K_MAILBOX, F(bounce_notice_recipient),
+     S(bounce_notice_recipient), ""},
 };
 #define N_KEYS (sizeof keys / sizeof keys[0])
 
@@ -258,6 +268,34 @@ static int parse_duration(const char *s, uint64_t *ms) {
   if (parse_u64(num, &v) < 0 || v > UINT64_MAX / mult / 4)
     return -1;
   *ms = v * mult;
+  return 0;
+}
+
+int config_parse_rate(const char *s, struct config_rate *out,
+                      char err[CONFIG_ERR_MAX]) {
+  const char *slash = strchr(s, '/');
+  if (!slash)
+    return ERR("'%s' is not N/DURATION (e.g. 30/1m)", s);
+  char num[32], dur[32];
+  const char *a = s, *b = slash + 1;
+  size_t an = (size_t)(slash - s), bn = strlen(b);
+  trim(&a, &an);
+  trim(&b, &bn);
+  if (an == 0 || an >= sizeof num || bn == 0 || bn >= sizeof dur)
+    return ERR("'%s' is not N/DURATION (e.g. 30/1m)", s);
+  memcpy(num, a, an);
+  num[an] = '\0';
+  memcpy(dur, b, bn);
+  dur[bn] = '\0';
+  uint64_t n, ms;
+  if (parse_u64(num, &n) < 0 || n == 0 || n > CONFIG_RATE_MAX)
+    return ERR("'%s': N must be a number from 1 to %d", s, CONFIG_RATE_MAX);
+  if (parse_duration(dur, &ms) < 0)
+    return ERR("'%s': '%s' is not a duration (e.g. 1m)", s, dur);
+  if (ms == 0 || ms > 7ULL * 86400000)
+    return ERR("'%s': the window must be greater than 0 and at most 7d", s);
+  out->n = (unsigned)n;
+  out->window_ms = ms;
   return 0;
 }
 
@@ -605,6 +643,26 @@ static int set_key(struct config *cfg, const struct key *k, const char *value,
         return ERR("%s: control character in value", k->name);
     memcpy(field, val, vn + 1);
     return 0;
+  case K_MAILBOX: {
+    if (vn == 0) {
+      *field = '\0';
+      return 0;
+    }
+    /* As a RCPT TO path would be: a local part and a domain, no <>. */
+    char path[SMTP_ADDR_MAX + 3];
+    struct smtp_path sp;
+    size_t end = 0;
+    int n = snprintf(path, sizeof path, "<%s>", val);
+    if (n < 0 || (size_t)n >= sizeof path || vn >= k->off2)
+      return ERR("%s: address too long (at most %d bytes)", k->name,
+                 SMTP_ADDR_MAX);
+    if (smtp_parse_path(path, (size_t)n, SMTP_PATH_NEED_DOMAIN, &sp, &end) <
+            0 ||
+        end != (size_t)n || sp.len >= k->off2)
+      return ERR("%s: '%s' is not an address (local@domain)", k->name, val);
+    memcpy(field, sp.addr, sp.len + 1);
+    return 0;
+  }
   case K_BOOL:
     if (parse_bool(val, (int *)field) < 0)
       return ERR("%s: '%s' is not yes or no", k->name, val);
@@ -625,11 +683,17 @@ static int set_key(struct config *cfg, const struct key *k, const char *value,
       return ERR("%s: must be greater than 0", k->name);
     *(int *)field = (int)u;
     return 0;
+  case K_DURATION_OPT:
+    if (vn == 0) {
+      *(uint64_t *)field = 0;
+      return 0;
+    }
+    /* fall through */
   case K_DURATION:
     if (parse_duration(val, &u) < 0)
       return ERR("%s: '%s' is not a duration (e.g. 90s, 5m, 1h, 2d)", k->name,
                  val);
-    if (u == 0)
+    if (u == 0 && k->type != K_DURATION_OPT) /* optional: 0 is off */
       return ERR("%s: must be greater than 0", k->name);
     *(uint64_t *)field = u;
     return 0;
@@ -681,6 +745,13 @@ static int set_key(struct config *cfg, const struct key *k, const char *value,
       return ERR("%s: 'dane' is not supported yet", k->name);
     return ERR("%s: '%s' is not one of opportunistic, required, none", k->name,
                val);
+  }
+  case K_RATE: {
+    struct config_rate r = {0, 0};
+    if (vn && config_parse_rate(val, &r, msg) < 0)
+      return ERR("%s: %s", k->name, msg);
+    *(struct config_rate *)field = r;
+    return 0;
   }
   case K_LOG_FORMAT:
     if (strcmp(val, "logfmt") == 0)
@@ -1079,6 +1150,7 @@ static void print_value(const struct config *cfg, const struct key *k,
     break;
   case K_STRING:
   case K_PATH:
+  case K_MAILBOX:
     sb_add(b, "%s", field);
     break;
   case K_SECRET:
@@ -1097,6 +1169,12 @@ static void print_value(const struct config *cfg, const struct key *k,
   case K_DURATION:
     fmt_duration(tmp, sizeof tmp, *(const uint64_t *)field);
     sb_add(b, "%s", tmp);
+    break;
+  case K_DURATION_OPT:
+    if (*(const uint64_t *)field) {
+      fmt_duration(tmp, sizeof tmp, *(const uint64_t *)field);
+      sb_add(b, "%s", tmp);
+    }
     break;
   case K_PORT:
     sb_add(b, "%u", *(const uint16_t *)field);
@@ -1122,6 +1200,14 @@ static void print_value(const struct config *cfg, const struct key *k,
   case K_LOG_FORMAT:
     sb_add(b, "%s", cfg->log_format == CONFIG_LOG_JSON ? "json" : "logfmt");
     break;
+  case K_RATE: {
+    const struct config_rate *r = (const struct config_rate *)field;
+    if (r->n) {
+      fmt_duration(tmp, sizeof tmp, r->window_ms);
+      sb_add(b, "%u/%s", r->n, tmp);
+    }
+    break;
+  }
   case K_DKIM:
     for (int i = 0; i < cfg->n_dkim_sign; i++)
       sb_add(b, "%s%s:%s:%s", i ? ", " : "", cfg->dkim_sign[i].domain,

@@ -47,6 +47,14 @@ struct config_dkim {
   char keyfile[1024];
 };
 
+/* A rate limit, N/DURATION (CONTRACT §2 destination_rate): at most n
+ * starts in any window of window_ms; n = 0: no limit. */
+#define CONFIG_RATE_MAX 100000
+struct config_rate {
+  unsigned n; /* 0..CONFIG_RATE_MAX */
+  uint64_t window_ms;
+};
+
 enum config_relayhost_tls {
   CONFIG_RELAYHOST_TLS_STARTTLS,
   CONFIG_RELAYHOST_TLS_IMPLICIT,
@@ -124,7 +132,13 @@ struct config {
   /* PROXY protocol senders (CONTRACT 2); 0: no PROXY header expected */
   struct config_cidr proxy_networks[CONFIG_MAX_LIST];
   int n_proxy_networks;
-  int received_header_redacted; /* received_header = redacted */
+  int received_header_redacted;        /* received_header = redacted */
+  struct config_rate destination_rate; /* per destination (sched) */
+  struct config_rate outbound_rate;    /* all outbound together */
+  uint64_t delay_warning_time_ms;      /* 0: no delay warnings */
+  /* local@domain that gets a copy of every bounce ("": none); 64 + 1 +
+   * 255 bytes at most, as SMTP_ADDR_MAX */
+  char bounce_notice_recipient[321];
 
   /* private: set when relay_networks was given by any source */
   int relay_networks_set;
@@ -179,6 +193,17 @@ const char *config_near_key(const char *name);
  * Returns 0, or -1 when name is no key.
  */
 int config_key_default(const char *name, const char **dflt);
+
+/*
+ * Parses a rate "N/DURATION" ("30/1m", "3/10s", "5/300ms"): N from 1 to
+ * CONFIG_RATE_MAX, DURATION as the durations of the file (greater than 0,
+ * at most 7 days).  Surrounding spaces are allowed around N and DURATION.
+ * Pure.  Returns 0, or -1 with a message (no key name) in err.  The
+ * routes file's `rate` uses it too.
+ */
+int config_parse_rate(const char *s, struct config_rate *out,
+                      char err[CONFIG_ERR_MAX])
+    __attribute__((warn_unused_result));
 
 /* 1 if the address (AF_INET/AF_INET6 sockaddr) is in the CIDR list (e.g.
  * relay_networks, proxy_networks). */

@@ -122,6 +122,24 @@ int dsn_should_bounce(const char *sender, unsigned notify) {
   return 1;
 }
 
+int dsn_should_delay(const char *sender, unsigned notify) {
+  if (!sender || !*sender)
+    return 0;
+  if (notify & DSN_NOTIFY_NEVER)
+    return 0;
+  if (notify != 0 && !(notify & DSN_NOTIFY_DELAY))
+    return 0;
+  return 1;
+}
+
+/* The Status of a delayed recipient: its code when in class 4, else
+ * 4.0.0 (a delay is transient by definition, RFC 3464 §2.3.4). */
+static const char *delay_status(const char *st) {
+  if (st && st[0] == '4' && st[1] == '.')
+    return st;
+  return "4.0.0";
+}
+
 /* Length of the header section of msg including its empty line. */
 static size_t header_len(const char *msg, size_t n) {
   for (size_t i = 0; i < n; i++) {
@@ -148,6 +166,10 @@ char *dsn_build(const struct dsn_report *r, size_t *len) {
   char boundary[128], date[40], f1[DSN_FIELD_MAX], f2[DSN_FIELD_MAX];
   const char *host = clean(f1, sizeof(f1), r->hostname, 255);
   int expired = 0;
+  size_t ndelayed = 0;
+  for (size_t i = 0; i < r->nrcpt; i++)
+    ndelayed += r->rcpts[i].delayed != 0;
+  int warning = r->nrcpt > 0 && ndelayed == r->nrcpt;
 
   /* The boundary must not occur in what we quote (RFC 2046 §5.1.1). */
   char id[64];
@@ -161,8 +183,11 @@ char *dsn_build(const struct dsn_report *r, size_t *len) {
   /* Top-level header. */
   dsn_date(r->now, date);
   buf_fmt(&b, "From: Mail Delivery System <MAILER-DAEMON@%s>\r\n", host);
-  buf_fmt(&b, "To: <%s>\r\n", clean(f2, sizeof(f2), r->sender, 320));
-  buf_str(&b, "Subject: Undelivered Mail Returned to Sender\r\n");
+  buf_fmt(&b, "To: <%s>\r\n",
+          clean(f2, sizeof(f2), r->copy_to ? r->copy_to : r->sender, 320));
+  buf_fmt(&b, "Subject: %s%s\r\n", r->copy_to ? "Postmaster Copy: " : "",
+          warning ? "Delayed Mail (still being retried)"
+                  : "Undelivered Mail Returned to Sender");
   buf_fmt(&b, "Date: %s\r\n", date);
   buf_fmt(&b, "Message-ID: <%s.dsn@%s>\r\n", id, host);
   buf_str(&b, "Auto-Submitted: auto-replied\r\n");
@@ -175,21 +200,34 @@ char *dsn_build(const struct dsn_report *r, size_t *len) {
 
   /* Part 1: for humans. */
   for (size_t i = 0; i < r->nrcpt; i++)
-    if (r->rcpts[i].status && strcmp(r->rcpts[i].status, "4.4.7") == 0)
+    if (!r->rcpts[i].delayed && r->rcpts[i].status &&
+        strcmp(r->rcpts[i].status, "4.4.7") == 0)
       expired = 1;
   buf_fmt(&b, "--%s\r\n", boundary);
   buf_str(&b, "Content-Type: text/plain; charset=us-ascii\r\n"
               "Content-Description: Notification\r\n\r\n");
   buf_fmt(&b, "This is the mail system at host %s.\r\n\r\n", host);
-  buf_str(&b, "Your message could not be delivered to one or more "
-              "recipients.\r\n");
+  if (r->copy_to)
+    buf_fmt(&b,
+            "This is the postmaster's copy of a notice sent to <%s>, with "
+            "the\r\nheader of the message only.\r\n\r\n",
+            clean(f2, sizeof(f2), r->sender, 320));
+  if (!warning)
+    buf_str(&b, "Your message could not be delivered to one or more "
+                "recipients.\r\n");
   if (expired)
     buf_str(&b, "Some of them could not be reached before the message "
                 "expired in the queue.\r\n");
+  if (ndelayed)
+    buf_str(&b, "Delivery to some recipients has been delayed; the mail "
+                "system is still\r\ntrying, and you do not need to send "
+                "the message again.\r\n");
   buf_str(&b, "The details are below and in the attached report.\r\n\r\n");
   for (size_t i = 0; i < r->nrcpt; i++) {
     const struct dsn_rcpt *d = &r->rcpts[i];
     buf_fmt(&b, "<%s>: ", clean(f2, sizeof(f2), d->addr, 320));
+    if (d->delayed)
+      buf_str(&b, "(delayed) ");
     if (d->diag)
       buf_fmt(&b, "host %s said: %s\r\n",
               d->remote_mta ? clean(f1, sizeof(f1), d->remote_mta, 255)
@@ -220,9 +258,13 @@ char *dsn_build(const struct dsn_report *r, size_t *len) {
     if (d->orcpt && *d->orcpt)
       buf_fmt(&b, "Original-Recipient: %s\r\n",
               xtext_clean(f2, sizeof(f2), d->orcpt));
-    buf_str(&b, "Action: failed\r\n");
+    buf_str(&b, d->delayed ? "Action: delayed\r\n" : "Action: failed\r\n");
     buf_fmt(&b, "Status: %s\r\n",
-            clean(f2, sizeof(f2), d->status ? d->status : "5.0.0", 16));
+            clean(f2, sizeof(f2),
+                  d->delayed  ? delay_status(d->status)
+                  : d->status ? d->status
+                              : "5.0.0",
+                  16));
     if (d->remote_mta && *d->remote_mta)
       buf_fmt(&b, "Remote-MTA: dns; %s\r\n",
               clean(f2, sizeof(f2), d->remote_mta, 255));
@@ -233,13 +275,18 @@ char *dsn_build(const struct dsn_report *r, size_t *len) {
       dsn_date(d->last_attempt, date);
       buf_fmt(&b, "Last-Attempt-Date: %s\r\n", date);
     }
+    if (d->delayed && d->will_retry_until) {
+      dsn_date(d->will_retry_until, date);
+      buf_fmt(&b, "Will-Retry-Until: %s\r\n", date);
+    }
   }
   buf_str(&b, "\r\n");
 
   /* Part 3: the original header, or all of it with RET=FULL when it fits
    * in DSN_QUOTE_MAX (RFC 3461 §4.3: headers only when the whole message
    * cannot be returned). */
-  int full = r->ret == DSN_RET_FULL && r->msg_len <= DSN_QUOTE_MAX;
+  int full = !warning && !r->copy_to && r->ret == DSN_RET_FULL &&
+             r->msg_len <= DSN_QUOTE_MAX;
   size_t qlen = full ? r->msg_len : header_len(r->msg, r->msg_len);
   if (qlen > DSN_QUOTE_MAX) {
     /* A header section over the cap: cut after its last whole line. */
@@ -253,7 +300,8 @@ char *dsn_build(const struct dsn_report *r, size_t *len) {
           full ? "message/rfc822" : "text/rfc822-headers");
   if (encode_has_8bit(r->msg, qlen))
     buf_str(&b, "Content-Transfer-Encoding: 8bit\r\n");
-  buf_str(&b, "Content-Description: Undelivered message\r\n\r\n");
+  buf_str(&b, warning ? "Content-Description: Delayed message\r\n\r\n"
+                      : "Content-Description: Undelivered message\r\n\r\n");
   buf_put(&b, r->msg, qlen);
   if (qlen > 0 && r->msg[qlen - 1] != '\n')
     buf_str(&b, "\r\n");

@@ -39,14 +39,21 @@ enum dsn_ret {
  * it.  So a bounce is bounded whatever the size of the message. */
 #define DSN_QUOTE_MAX 50000
 
-/* One failed recipient.  Strings are borrowed for the call. */
+/* One failed (or, with delayed set, delayed) recipient.  Strings are
+ * borrowed for the call. */
 struct dsn_rcpt {
   const char *addr;       /* Final-Recipient, the address we tried */
   const char *orcpt;      /* ORCPT= value as received (xtext), or NULL */
-  const char *status;     /* "5.1.1"; "4.4.7" for expiry */
+  const char *status;     /* "5.1.1"; "4.4.7" for expiry; delayed: 4.x.x */
   const char *remote_mta; /* host that answered, or NULL */
   const char *diag;       /* that host's reply ("550 5.1.1 ..."), or NULL */
   int64_t last_attempt;   /* seconds since the epoch, 0 when none */
+  /* 1: "Action: delayed" (RFC 3464 §2.3.3), the recipient is still being
+   * tried; its Status is forced into class 4 ("4.0.0" when status is not
+   * a 4.x.x code). */
+  int delayed;
+  int64_t will_retry_until; /* delayed: seconds since the epoch, 0: none
+                               (Will-Retry-Until, RFC 3464 §2.3.9) */
 };
 
 /* The bounce to build.  Strings are borrowed for the call. */
@@ -62,10 +69,22 @@ struct dsn_report {
   size_t msg_len;
   const struct dsn_rcpt *rcpts;
   size_t nrcpt;
+  /* The operator's copy (bounce_notice_recipient, CONTRACT §2): when not
+   * NULL, the report goes To: this address instead of the sender, its
+   * Subject starts "Postmaster Copy: ", its human part names the sender
+   * it was sent to, and it quotes the original's header only whatever
+   * ret says (an operator never gets a message body). */
+  const char *copy_to;
 };
 
 /*
- * Builds the bounce.  Returns a malloc'd buffer the caller frees, its
+ * Builds the bounce, or the delay warning when every recipient is
+ * delayed (Subject "Delayed Mail (still being retried)", the original's
+ * header quoted whatever RET says: RFC 3461 §4.3 returns content for
+ * failures).  A report may mix failed and delayed recipients (RFC 3464
+ * §2: one per-recipient block each, with its own Action).  With
+ * r->copy_to set, the operator's copy of that report (see copy_to).
+ * Returns a malloc'd buffer the caller frees, its
  * length in *len; NULL when out of memory.  r->msg is taken by its length
  * (it may hold NUL bytes); at most DSN_QUOTE_MAX bytes of it are quoted:
  * with RET=FULL the whole message when it fits, else its header.  Control
@@ -84,6 +103,15 @@ __attribute__((warn_unused_result)) char *dsn_build(const struct dsn_report *r,
  * without FAILURE.
  */
 int dsn_should_bounce(const char *sender, unsigned notify);
+
+/*
+ * 1 when a recipient with these NOTIFY flags, of a message with this
+ * envelope sender, gets a delay warning (RFC 3461 §4.1): never for the
+ * null sender (NULL or ""), never with NOTIFY=NEVER, never when NOTIFY
+ * was given without DELAY; without NOTIFY the relay may send one (we do,
+ * when delay_warning_time is set).
+ */
+int dsn_should_delay(const char *sender, unsigned notify);
 
 /*
  * Formats t (seconds since the epoch) as an RFC 5322 date in UTC,

@@ -11,7 +11,11 @@
  *   - an entry is in its destination's heap iff its message is not held;
  *   - a destination is in the global heap iff it has heaped entries and
  *     fewer jobs in flight than its limit; its key is then
- *     max(earliest entry due, blocked_until);
+ *     max(earliest entry due, blocked_until, time its rate window allows
+ *     the next start);
+ *   - a destination without entries or jobs in flight that is kept (its
+ *     backoff or its rate window still running) is on the linger list,
+ *     which the timer and sched_job_done() sweep a few at a time;
  *   - a destination's heap capacity is at least its entry count (parked
  *     entries included), so pushing never allocates; the global heap's
  *     capacity is at least the number of destinations.
@@ -53,6 +57,24 @@ struct srcpt {
 struct sdest;
 struct smsg;
 
+/* A sliding-window rate: the start times of the last `count` jobs, oldest
+ * at ring[head].  cap grows (up to n) only while the oldest kept start is
+ * still inside the window, so it never exceeds the starts of one window. */
+struct srate {
+  uint32_t n; /* 0: no limit */
+  int64_t win;
+  int64_t *ring;
+  uint32_t cap, head, count;
+};
+
+/* A rate set for one destination key (sched_set_dest_rate). */
+struct srate_over {
+  struct hnode h;
+  uint32_t n;
+  int64_t win;
+  char key[];
+};
+
 struct sentry {
   int64_t due;
   uint64_t seq; /* FIFO among equal due times */
@@ -76,6 +98,7 @@ struct smsg {
   uint32_t jobs; /* jobs in flight */
   uint8_t held;
   uint8_t removed;
+  uint8_t notices; /* sched_add_notices */
 };
 
 struct sdest {
@@ -90,6 +113,9 @@ struct sdest {
   int64_t suspended_until; /* sched_suspend(): copied from s->susp */
   int64_t gkey;
   uint64_t gseq;
+  struct srate rate;
+  struct sdest *lprev, *lnext; /* linger list */
+  uint8_t lingering;
   char key[];
 };
 
@@ -118,6 +144,10 @@ struct sched {
   struct htab msgs;
   struct htab dests;
   struct htab susp; /* key -> struct ssusp; lazily made (b NULL until then) */
+  struct htab rate_over; /* key -> struct srate_over */
+  struct srate grate;    /* outbound_rate */
+  struct sdest *linger;  /* idle destinations kept for backoff or rate */
+  struct sdest *lcursor; /* where linger_sweep goes on, NULL: the head */
   struct sdest **gheap;
   uint32_t gn, gcap;
   struct sjob *jobs;
@@ -223,6 +253,67 @@ static int64_t default_backoff(unsigned fails) {
   for (unsigned i = 1; i < fails && d < 3600000; i++)
     d *= 2;
   return d < 3600000 ? d : 3600000;
+}
+
+/* ---- rate windows ----------------------------------------------------- */
+
+/* The earliest time a new start is allowed, INT64_MIN when now. */
+static int64_t rate_next(const struct srate *r) {
+  if (r->n == 0 || r->count < r->n)
+    return INT64_MIN;
+  return r->ring[r->head] + r->win;
+}
+
+/* 1 when no recorded start is inside the window any more at now. */
+static int rate_idle(const struct srate *r, int64_t now) {
+  if (r->count == 0)
+    return 1;
+  return r->ring[(r->head + r->count - 1) % r->cap] + r->win <= now;
+}
+
+/* Rebuilds the ring with room for cap starts, keeping the newest ones. */
+static void rate_resize(struct srate *r, uint32_t cap) {
+  uint32_t keep = r->count < cap ? r->count : cap;
+  int64_t *ring = NULL;
+  if (cap) {
+    ring = malloc(cap * sizeof *ring);
+    if (!ring)
+      oom();
+  }
+  for (uint32_t i = 0; i < keep; i++)
+    ring[i] = r->ring[(r->head + r->count - keep + i) % r->cap];
+  free(r->ring);
+  r->ring = ring;
+  r->cap = cap;
+  r->head = 0;
+  r->count = keep;
+}
+
+static void rate_record(struct srate *r, int64_t t) {
+  if (r->n == 0)
+    return;
+  if (r->count == r->cap) {
+    if (r->count > 0 && (r->cap >= r->n || r->ring[r->head] + r->win <= t)) {
+      /* The oldest start no longer matters: reuse its slot. */
+      r->ring[r->head] = t;
+      r->head = (r->head + 1) % r->cap;
+      return;
+    }
+    uint32_t cap = r->cap ? r->cap * 2 : 4;
+    rate_resize(r, cap < r->n ? cap : r->n);
+  }
+  r->ring[(r->head + r->count) % r->cap] = t;
+  r->count++;
+}
+
+/* Sets a new limit; starts recorded so far count against it. */
+static void rate_set(struct srate *r, uint32_t n, int64_t win) {
+  r->n = n;
+  r->win = win;
+  if (n == 0)
+    rate_resize(r, 0);
+  else if (r->cap > n)
+    rate_resize(r, n);
 }
 
 /* ---- destination heap of entries -------------------------------------- */
@@ -363,6 +454,9 @@ static void dest_update(struct sched *s, struct sdest *d) {
   d->gkey = top->due > d->blocked_until ? top->due : d->blocked_until;
   if (d->suspended_until > d->gkey)
     d->gkey = d->suspended_until;
+  int64_t rn = rate_next(&d->rate);
+  if (rn > d->gkey)
+    d->gkey = rn;
   d->gseq = top->seq;
   if (d->gidx == NONE) {
     if (s->gn >= s->gcap)
@@ -375,10 +469,27 @@ static void dest_update(struct sched *s, struct sdest *d) {
   }
 }
 
+static void linger_del(struct sched *s, struct sdest *d) {
+  if (!d->lingering)
+    return;
+  if (s->lcursor == d)
+    s->lcursor = d->lnext;
+  if (d->lprev)
+    d->lprev->lnext = d->lnext;
+  else
+    s->linger = d->lnext;
+  if (d->lnext)
+    d->lnext->lprev = d->lprev;
+  d->lprev = d->lnext = NULL;
+  d->lingering = 0;
+}
+
 static struct sdest *dest_get(struct sched *s, const char *key) {
   struct hnode *n = htab_get(&s->dests, key);
-  if (n)
+  if (n) {
+    linger_del(s, (struct sdest *)n);
     return (struct sdest *)n;
+  }
   if (s->dests.n + 1 > s->gcap) {
     uint32_t cap = s->gcap ? s->gcap * 2 : 64;
     struct sdest **g = realloc(s->gheap, cap * sizeof *g);
@@ -396,19 +507,48 @@ static struct sdest *dest_get(struct sched *s, const char *key) {
   d->gidx = NONE;
   struct ssusp *su = s->susp.b ? (struct ssusp *)htab_get(&s->susp, key) : NULL;
   d->suspended_until = su ? su->until : 0;
+  struct srate_over *ov = (struct srate_over *)htab_get(&s->rate_over, key);
+  d->rate.n = ov ? ov->n : s->o.dest_rate_n;
+  d->rate.win = ov ? ov->win : s->o.dest_rate_ms;
   htab_put(&s->dests, &d->h);
   s->st.destinations++;
   return d;
 }
 
-/* Frees an idle destination; its backoff is kept while it lasts. */
+/* Frees an idle destination; its backoff and its rate window are kept
+ * while they last (on the linger list, swept by linger_sweep). */
 static void dest_maybe_free(struct sched *s, struct sdest *d, int64_t now) {
-  if (d->nentries || d->inflight || (d->fails && d->blocked_until > now))
+  if (d->nentries || d->inflight)
     return;
+  if ((d->fails && d->blocked_until > now) || !rate_idle(&d->rate, now)) {
+    if (!d->lingering) {
+      d->lingering = 1;
+      d->lprev = NULL;
+      d->lnext = s->linger;
+      if (s->linger)
+        s->linger->lprev = d;
+      s->linger = d;
+    }
+    return;
+  }
+  linger_del(s, d);
   htab_del(&s->dests, &d->h);
   s->st.destinations--;
+  free(d->rate.ring);
   free(d->heap);
   free(d);
+}
+
+/* Looks at a few lingering destinations and frees those whose backoff and
+ * rate window are over, going round the list.  Bounded work per call, so
+ * the list shrinks while the scheduler runs. */
+#define LINGER_SWEEP 16
+static void linger_sweep(struct sched *s, int64_t now) {
+  for (int i = 0; i < LINGER_SWEEP && s->linger; i++) {
+    struct sdest *d = s->lcursor ? s->lcursor : s->linger;
+    s->lcursor = d->lnext;
+    dest_maybe_free(s, d, now);
+  }
 }
 
 /* Moves every waiting entry of d that is due later than now to now. */
@@ -515,6 +655,10 @@ static void resched(struct sched *s) {
     return;
   }
   int64_t key = s->gheap[0]->gkey;
+  /* Over outbound_rate: wake when the window lets the next one start. */
+  int64_t rn = rate_next(&s->grate);
+  if (rn > key)
+    key = rn;
   if (s->armed_at == key && uv_is_active((uv_handle_t *)&s->timer))
     return;
   int64_t now = now_ms(s);
@@ -579,6 +723,8 @@ static void dispatch_top(struct sched *s, struct sdest *d, int64_t now) {
   m->jobs++;
   d->inflight++;
   s->st.outbound++;
+  rate_record(&d->rate, now);
+  rate_record(&s->grate, now);
   dest_update(s, d);
   s->o.dispatch(s, &j->pub, s->o.data);
 }
@@ -589,10 +735,12 @@ static void on_timer(uv_timer_t *t) {
   int64_t now = now_ms(s);
   for (int i = 0; i < SCHED_DISPATCH_BATCH; i++) {
     if (s->stopped || s->paused || s->gn == 0 ||
-        s->st.outbound >= s->o.max_outbound || s->gheap[0]->gkey > now)
+        s->st.outbound >= s->o.max_outbound || s->gheap[0]->gkey > now ||
+        rate_next(&s->grate) > now)
       break;
     dispatch_top(s, s->gheap[0], now);
   }
+  linger_sweep(s, now);
   resched(s);
 }
 
@@ -601,17 +749,25 @@ static void on_timer(uv_timer_t *t) {
 struct sched *sched_new(uv_loop_t *loop, const struct sched_opts *o) {
   if (!o || !o->dispatch || o->max_outbound < 1 || o->max_per_destination < 1)
     return NULL;
+  if (o->dest_rate_n > SCHED_RATE_MAX || o->global_rate_n > SCHED_RATE_MAX ||
+      (o->dest_rate_n && o->dest_rate_ms <= 0) ||
+      (o->global_rate_n && o->global_rate_ms <= 0))
+    return NULL;
   struct sched *s = calloc(1, sizeof *s);
   if (!s)
     return NULL;
   s->loop = loop;
   s->o = *o;
   s->armed_at = -1;
-  if (htab_init(&s->msgs, 1024) < 0 || htab_init(&s->dests, 64) < 0) {
+  if (htab_init(&s->msgs, 1024) < 0 || htab_init(&s->dests, 64) < 0 ||
+      htab_init(&s->rate_over, 16) < 0) {
     free(s->msgs.b);
+    free(s->dests.b);
     free(s);
     return NULL;
   }
+  s->grate.n = o->global_rate_n;
+  s->grate.win = o->global_rate_ms;
   struct timeval tv;
   gettimeofday(&tv, NULL);
   s->clock_offset =
@@ -653,11 +809,19 @@ static void on_close(uv_handle_t *h) {
     for (struct hnode *n = s->dests.b[i], *next; n; n = next) {
       struct sdest *d = (struct sdest *)n;
       next = n->next;
+      free(d->rate.ring);
       free(d->heap);
       free(d);
     }
+  for (size_t i = 0; i < s->rate_over.nb; i++)
+    for (struct hnode *n = s->rate_over.b[i], *next; n; n = next) {
+      next = n->next;
+      free(n);
+    }
+  free(s->grate.ring);
   free(s->msgs.b);
   free(s->dests.b);
+  free(s->rate_over.b);
   free(s->gheap);
   free(s);
   if (cb)
@@ -899,8 +1063,43 @@ int sched_job_done(struct sched *s, struct sched_job *job,
   free(j);
   dest_update(s, d);
   dest_maybe_free(s, d, now);
+  linger_sweep(s, now);
   resched(s);
   return ret;
+}
+
+/* ---- rate limits ------------------------------------------------------ */
+
+int sched_set_dest_rate(struct sched *s, const char *dest, unsigned n,
+                        int64_t window_ms) {
+  if (!dest || !*dest || strlen(dest) > SCHED_DEST_MAX || n > SCHED_RATE_MAX ||
+      (n && window_ms <= 0))
+    return -EINVAL;
+  struct srate_over *ov = (struct srate_over *)htab_get(&s->rate_over, dest);
+  if (n == 0 && ov) {
+    htab_del(&s->rate_over, &ov->h);
+    free(ov);
+  } else if (n) {
+    if (!ov) {
+      size_t len = strlen(dest);
+      ov = calloc(1, sizeof *ov + len + 1);
+      if (!ov)
+        return -ENOMEM;
+      memcpy(ov->key, dest, len + 1);
+      ov->h.key = ov->key;
+      htab_put(&s->rate_over, &ov->h);
+    }
+    ov->n = n;
+    ov->win = window_ms;
+  }
+  struct sdest *d = (struct sdest *)htab_get(&s->dests, dest);
+  if (d) {
+    rate_set(&d->rate, n ? n : s->o.dest_rate_n,
+             n ? window_ms : s->o.dest_rate_ms);
+    dest_update(s, d);
+    resched(s);
+  }
+  return 0;
 }
 
 /* ---- admin ------------------------------------------------------------ */
@@ -1019,6 +1218,19 @@ int sched_has_message(const struct sched *s, const char *id) {
 int sched_held(const struct sched *s, const char *id) {
   struct smsg *m = id ? msg_get(s, id) : NULL;
   return m ? m->held : -ENOENT;
+}
+
+unsigned sched_notices(const struct sched *s, const char *id) {
+  struct smsg *m = id ? msg_get(s, id) : NULL;
+  return m ? m->notices : 0;
+}
+
+int sched_add_notices(struct sched *s, const char *id, unsigned bits) {
+  struct smsg *m = id ? msg_get(s, id) : NULL;
+  if (!m)
+    return -ENOENT;
+  m->notices |= (uint8_t)bits;
+  return 0;
 }
 
 int sched_rcpt_delivering(const struct sched *s, const char *id, int idx) {

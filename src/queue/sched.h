@@ -145,7 +145,19 @@ struct sched_opts {
   sched_now_fn now_ms;          /* NULL: uv_now() + wall offset at start */
   /* NULL: 60 s doubling per failure, at most 1 h. */
   sched_backoff_fn backoff_ms;
+  /* Rate limits (CONTRACT §2 destination_rate, outbound_rate): at most
+   * N jobs started in any window of window_ms (a sliding window), per
+   * destination and over all destinations; n = 0: no limit.  N at most
+   * SCHED_RATE_MAX, window_ms > 0 when n > 0. */
+  unsigned dest_rate_n;
+  int64_t dest_rate_ms;
+  unsigned global_rate_n;
+  int64_t global_rate_ms;
 };
+
+/* The largest N of a rate limit: the scheduler keeps up to N start times
+ * (8 bytes each) per limited destination while they are in the window. */
+#define SCHED_RATE_MAX 100000
 
 /* ---- life cycle ------------------------------------------------------- */
 
@@ -195,6 +207,29 @@ int64_t sched_now(const struct sched *s);
  * jumped, in tests). */
 void sched_kick(struct sched *s);
 
+/* ---- rate limits ------------------------------------------------------ */
+
+/*
+ * Rate limits are sliding windows: a job for a destination starts only if
+ * fewer than N jobs for it started in the last window_ms (and likewise for
+ * all destinations together).  Entries over a limit simply wait, their
+ * attempts unchanged; the timer is armed for the moment the window
+ * allows the next start (no polling).  Start times are kept in a ring per
+ * destination that grows only while its starts fall inside the window
+ * (at most N entries); an idle destination is forgotten once its last
+ * start has left the window.
+ */
+
+/* Sets the rate of one destination key (a route's own `rate`), overriding
+ * dest_rate_n/dest_rate_ms of the options; n = 0 removes the override
+ * (the default applies again).  The setting is kept (bounded by the
+ * number of distinct keys set) whether or not the destination has mail.
+ * Starts already recorded count against the new limit.
+ * 0, -EINVAL (bad key, n > SCHED_RATE_MAX, window_ms <= 0 with n > 0) or
+ * -ENOMEM. */
+int sched_set_dest_rate(struct sched *s, const char *dest, unsigned n,
+                        int64_t window_ms) SCHED_MUSTCHECK;
+
 /* ---- admin ------------------------------------------------------------ */
 
 /* Makes the waiting recipients of message `id` (NULL: of every message)
@@ -220,6 +255,14 @@ int sched_paused(const struct sched *s);
 int sched_has_message(const struct sched *s, const char *id);
 /* 1 if the message is held, 0 if not, -ENOENT if unknown. */
 int sched_held(const struct sched *s, const char *id);
+
+/* Per-message notice bits the owner keeps in memory (the scheduler does
+ * not interpret them; outbound uses them for "delay warning sent", so two
+ * jobs of one message in flight at once send one).  sched_notices returns
+ * the bits (0 for an unknown id); sched_add_notices ORs bits in (0 or
+ * -ENOENT). */
+unsigned sched_notices(const struct sched *s, const char *id);
+int sched_add_notices(struct sched *s, const char *id, unsigned bits);
 
 /* 1 while a job holding recipient idx of message id is in flight (admin
  * state "delivering"), else 0. */

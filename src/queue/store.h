@@ -114,7 +114,13 @@ struct store_msg {
   /* show output only: the header section (up to the blank line, at most
    * 64 KiB), NUL-terminated, or NULL. */
   char *headers;
+  /* show output only: STORE_NOTICE_* bits of notices already sent. */
+  unsigned notices;
 };
+
+/* Notices sent about a message (struct store_msg.notices), remembered so
+ * that a restart does not send them again. */
+#define STORE_NOTICE_DELAY 0x1 /* the RFC 3464 delay warning (issue 19) */
 
 /* What store_load() will hand over (store_count()). */
 struct store_counts {
@@ -227,9 +233,11 @@ struct store_outcome {
   int attempts;
   int64_t next_attempt_at;
   const char *last_error; /* or NULL */
+  unsigned set_notices;   /* STORE_NOTICE_* bits added to the message */
 };
 
-/* Applies n outcomes in one transaction; deletes every touched message
+/* Applies n outcomes in one transaction (an outcome's set_notices bits are
+ * added to its message's notices); deletes every touched message
  * whose recipients are then all final; inserts `bounce` (with its prefix
  * bytes as the whole body; may be NULL) in the same transaction.  All
  * inputs are copied.  cb: 0, -ENOSPC/-EIO (nothing applied), -ECANCELED. */

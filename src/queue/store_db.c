@@ -30,6 +30,7 @@ enum stmt_id {
   W_SET_HELD,
   W_SUSPEND_SET,
   W_SUSPEND_DEL,
+  W_SET_NOTICES,
   /* reader */
   R_MSGS_AFTER,
   R_MSGS_BETWEEN,
@@ -58,6 +59,8 @@ static const char *const stmt_sql[STMT_COUNT] = {
     [W_DEL_RCPTS] = "DELETE FROM recipients WHERE message_id = ?1",
     [W_DEL_MSG] = "DELETE FROM messages WHERE id = ?1",
     [W_SET_HELD] = "UPDATE messages SET held = ?2 WHERE id = ?1",
+    [W_SET_NOTICES] = "UPDATE messages SET notices = notices | ?2"
+                      " WHERE id = ?1",
     [R_MSGS_AFTER] = "SELECT id, sender, size, received_at, held, ret, envid,"
                      " flags FROM messages WHERE id > ?1 ORDER BY id LIMIT ?2",
     [R_MSGS_BETWEEN] = "SELECT id, sender, size, received_at, held, ret,"
@@ -71,7 +74,7 @@ static const char *const stmt_sql[STMT_COUNT] = {
                 " FROM messages m JOIN recipients r ON r.message_id = m.id"
                 " WHERE r.state < 2 AND m.id < ?1",
     [R_MSG_BY_ID] = "SELECT id, sender, size, received_at, held, ret, envid,"
-                    " flags, headers FROM messages WHERE id = ?1",
+                    " flags, headers, notices FROM messages WHERE id = ?1",
     [R_RCPTS_ALL] = "SELECT idx, address, orcpt, notify, domain, state,"
                     " attempts, next_attempt_at, last_error FROM recipients"
                     " WHERE message_id = ?1 ORDER BY idx",
@@ -314,6 +317,14 @@ static int run_update(struct store_db *st, struct store_req *job) {
     if (o->last_error)
       sqlite3_bind_text(s, 6, o->last_error, -1, SQLITE_STATIC);
     /* A message deleted by the admin meanwhile matches no row: fine. */
+    r = step_done(job, s);
+  }
+  for (size_t i = 0; i < job->nouts && r == 0; i++) {
+    if (!job->outs[i].set_notices)
+      continue;
+    sqlite3_stmt *s = st->stmt[W_SET_NOTICES];
+    sqlite3_bind_text(s, 1, job->outs[i].id, -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 2, (int)job->outs[i].set_notices);
     r = step_done(job, s);
   }
   for (size_t i = 0; i < job->nouts && r == 0; i++) {
@@ -572,6 +583,8 @@ static int run_show(struct store_db *st, struct store_req *job) {
       if (!job->msg.headers)
         r = -ENOMEM;
     }
+    if (r == 0)
+      job->msg.notices = (unsigned)sqlite3_column_int(s, 9);
   } else {
     r = rc == SQLITE_DONE ? -ENOENT : map_err(job, st->r, rc);
   }
@@ -811,6 +824,23 @@ static int migrate(struct store_db *st, char *err, size_t errlen) {
       r = db_exec(st->w, "PRAGMA user_version = 2", st->path, err, errlen);
   }
   /* Later versions: `if (v < 3) { ...; user_version = 3 }`. */
+  /* messages.notices (delay warning sent, issue 19): added where missing
+   * whatever the version, so that it does not take a version number from
+   * the other schema changes of the same release. */
+  if (r == 0) {
+    long long has = 0;
+    rc = db_int(st->w,
+                "SELECT count(*) FROM pragma_table_info('messages')"
+                " WHERE name = 'notices'",
+                &has);
+    if (rc != SQLITE_OK)
+      r = db_fail(st->w, rc, "reading the schema", st->path, err, errlen);
+    else if (!has)
+      r = db_exec(st->w,
+                  "ALTER TABLE messages ADD COLUMN notices INTEGER NOT NULL"
+                  " DEFAULT 0",
+                  st->path, err, errlen);
+  }
   if (r == 0)
     return db_exec(st->w, "COMMIT", st->path, err, errlen);
   sqlite3_exec(st->w, "ROLLBACK", NULL, NULL, NULL);

@@ -383,6 +383,11 @@ int serve_main(const struct config *cfg) {
       .dispatch = outbound_dispatch,
       .backoff_ms = outbound_backoff,
       .data = sv.outbound,
+      /* rates: destination_rate, outbound_rate (CONTRACT §2) */
+      .dest_rate_n = cfg->destination_rate.n,
+      .dest_rate_ms = (int64_t)cfg->destination_rate.window_ms,
+      .global_rate_n = cfg->outbound_rate.n,
+      .global_rate_ms = (int64_t)cfg->outbound_rate.window_ms,
   };
   sv.sched = sched_new(sv.loop, &so);
   if (!sv.sched) {

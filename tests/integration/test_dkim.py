@@ -476,6 +476,31 @@ def test_bounce_signed_with_hostname_domain_key(mailhop, keys, tmp_path):
         sink.stop()
 
 
+def test_bounce_copy_signed_too(mailhop, keys, tmp_path):
+    """bounce_notice_recipient (issue 19): the operator's copy is signed
+    like the bounce, one signing after the other."""
+    sink = Sink(rcpt_reply=lambda addr, n: "550 5.1.1 no such user"
+                if addr.startswith("bad@") else "250 2.1.5 Ok")
+    try:
+        m = mailhop(relayhost=f"[127.0.0.1]:{sink.port}", relayhost_tls="none",
+                    hostname="mx1.sign.example",
+                    bounce_notice_recipient="postmaster@ops.example",
+                    dkim_sign=f"{rsa_entry(keys)}, {ed_entry(keys)}")
+        send(m, MSG.replace(b"To: Bob <bob@dest.example>",
+                            b"To: bad@dest.example"),
+             sender="someone@sender.example", rcpts=("bad@dest.example",))
+        got = sink.wait(2, timeout=60)
+        (copy,) = [g for g in got if g.addresses == ["postmaster@ops.example"]]
+        (bounce,) = [g for g in got if g.addresses == ["someone@sender.example"]]
+        for out in (copy.data, bounce.data):
+            both_verify(tmp_path, keys, out,
+                        [("rsa1", "rsa-sha256"), ("ed1", "ed25519-sha256")])
+        assert b"Subject: Postmaster Copy: " in copy.data
+        assert m.stop() == 0 and "Sanitizer" not in m.log()
+    finally:
+        sink.stop()
+
+
 def test_disk_full_with_signing_answers_452(mailhop, keys, tmp_path):
     """With dkim_sign set, a spool that could not take the data still gets
     452 4.3.1 (the signer passes the spool's error on)."""

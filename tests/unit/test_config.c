@@ -139,6 +139,22 @@ static void test_values(void) {
   CHECK_INT(cfg.n_allowed_sender_domains, 2);
   CHECK_INT(parse("relayhost_auth = xoauth2\n"), 0);
   CHECK_INT(cfg.relayhost_auth, CONFIG_RELAYHOST_AUTH_XOAUTH2);
+  /* Rates: N/DURATION, empty = none. */
+  CHECK_INT(cfg.destination_rate.n, 0);
+  CHECK_INT(parse("destination_rate = 30/1m\noutbound_rate = 5 / 300ms\n"), 0);
+  CHECK_INT(cfg.destination_rate.n, 30);
+  CHECK_INT(cfg.destination_rate.window_ms, 60000);
+  CHECK_INT(cfg.outbound_rate.n, 5);
+  CHECK_INT(cfg.outbound_rate.window_ms, 300);
+  CHECK_INT(parse("destination_rate = 100000/7d\n"), 0);
+  CHECK_INT(cfg.destination_rate.n, 100000);
+  CHECK_INT(parse("destination_rate = 3/1h\ndestination_rate =\n"), 0);
+  CHECK_INT(cfg.destination_rate.n, 0);
+  struct config_rate r;
+  CHECK_INT(config_parse_rate("3/10s", &r, err), 0);
+  CHECK_INT(r.n, 3);
+  CHECK_INT(r.window_ms, 10000);
+  CHECK_INT(config_parse_rate("3", &r, err), -1);
   /* A value may contain '#' and '=' (passwords do). */
   CHECK_INT(parse("relayhost_password = a#b=c\n"), 0);
   CHECK_STR(cfg.relayhost_password, "a#b=c");
@@ -188,6 +204,16 @@ static void test_bad_values(void) {
       {"relayhost = [a.example\n", "missing ']'"},
       {"relayhost = a.example:0\n", "bad port"},
       {"hostname = a\x01.example\n", "control character"},
+      {"destination_rate = 30\n", "destination_rate: '30' is not N/DURATION"},
+      {"destination_rate = /1m\n", "is not N/DURATION"},
+      {"destination_rate = 30/\n", "is not N/DURATION"},
+      {"destination_rate = 0/1m\n", "N must be a number from 1 to 100000"},
+      {"destination_rate = -1/1m\n", "N must be a number"},
+      {"destination_rate = 100001/1m\n", "from 1 to 100000"},
+      {"destination_rate = 30/1w\n", "'1w' is not a duration"},
+      {"outbound_rate = 30/0s\n", "outbound_rate: '30/0s': the window"},
+      {"outbound_rate = 30/8d\n", "at most 7d"},
+      {"outbound_rate = 3/1m/2\n", "is not a duration"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     int rc = parse(cases[i].text);
@@ -354,7 +380,41 @@ static void test_print(void) {
   int lines = 0;
   for (char *p = out; *p; p++)
     lines += *p == '\n';
-  CHECK_INT(lines, 42);
+  CHECK_INT(lines, 46);
+  CHECK_CONTAINS(out, "destination_rate = \n");
+  CHECK_CONTAINS(out, "delay_warning_time = \n");
+  CHECK_CONTAINS(out, "bounce_notice_recipient = \n");
+  CHECK(cfg.delay_warning_time_ms == 0);
+
+  /* delay_warning_time: a duration or empty (off). */
+  CHECK_INT(parse("delay_warning_time = 4h\n"), 0);
+  CHECK(cfg.delay_warning_time_ms == 4ull * 3600 * 1000);
+  config_print(&cfg, out, sizeof out);
+  CHECK_CONTAINS(out, "delay_warning_time = 4h\n");
+  CHECK_INT(parse("delay_warning_time =\n"), 0);
+  CHECK(cfg.delay_warning_time_ms == 0);
+  CHECK_INT(parse("delay_warning_time = 0\n"), 0); /* 0 is off too */
+  CHECK(cfg.delay_warning_time_ms == 0);
+  config_print(&cfg, out, sizeof out);
+  CHECK_CONTAINS(out, "delay_warning_time = \n");
+  CHECK(parse("delay_warning_time = soon\n") < 0);
+
+  /* bounce_notice_recipient: local@domain or empty. */
+  CHECK_INT(parse("bounce_notice_recipient = postmaster@ops.example\n"), 0);
+  CHECK_STR(cfg.bounce_notice_recipient, "postmaster@ops.example");
+  config_print(&cfg, out, sizeof out);
+  CHECK_CONTAINS(out, "bounce_notice_recipient = postmaster@ops.example\n");
+  CHECK_INT(parse("bounce_notice_recipient =\n"), 0);
+  CHECK_STR(cfg.bounce_notice_recipient, "");
+  CHECK(parse("bounce_notice_recipient = postmaster\n") < 0);
+  CHECK(parse("bounce_notice_recipient = <pm@ops.example>\n") < 0);
+  CHECK(parse("bounce_notice_recipient = a@b.example, c@d.example\n") < 0);
+  CHECK(parse("bounce_notice_recipient = a b@ops.example\n") < 0);
+
+  CHECK_INT(parse("destination_rate = 30/60s\noutbound_rate = 2/1500ms\n"), 0);
+  config_print(&cfg, out, sizeof out);
+  CHECK_CONTAINS(out, "destination_rate = 30/1m\n");
+  CHECK_CONTAINS(out, "outbound_rate = 2/1500ms\n");
 
   CHECK_INT(parse("metrics_listen = 127.0.0.1:9100, [::1]:9101\n"), 0);
   CHECK_INT(cfg.n_metrics_listen, 2);

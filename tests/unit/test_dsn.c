@@ -24,6 +24,26 @@ static void test_should_bounce(void) {
     CHECK_INT(dsn_should_bounce(t[i].sender, t[i].notify), t[i].want);
 }
 
+static void test_should_delay(void) {
+  static const struct {
+    const char *sender;
+    unsigned notify;
+    int want;
+  } t[] = {
+      {"a@b", 0, 1},
+      {"a@b", DSN_NOTIFY_DELAY, 1},
+      {"a@b", DSN_NOTIFY_FAILURE | DSN_NOTIFY_DELAY, 1},
+      {"a@b", DSN_NOTIFY_FAILURE, 0},
+      {"a@b", DSN_NOTIFY_SUCCESS, 0},
+      {"a@b", DSN_NOTIFY_NEVER, 0},
+      {"", 0, 0},
+      {"", DSN_NOTIFY_DELAY, 0},
+      {NULL, 0, 0},
+  };
+  for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+    CHECK_INT(dsn_should_delay(t[i].sender, t[i].notify), t[i].want);
+}
+
 static void test_date(void) {
   char d[40];
   dsn_date(0, d);
@@ -94,8 +114,8 @@ static const char orig[] = "From: alice@example.org\r\n"
 static void test_build(int ret) {
   struct dsn_rcpt rc[2] = {
       {"bob@example.net", "rfc822;bob+2Bx@example.net", "5.1.1",
-       "mx.example.net", "550 5.1.1 no such user", 1751371200},
-      {"carol@example.net", NULL, "4.4.7", NULL, NULL, 0},
+       "mx.example.net", "550 5.1.1 no such user", 1751371200, 0, 0},
+      {"carol@example.net", NULL, "4.4.7", NULL, NULL, 0, 0, 0},
   };
   struct dsn_report r = {
       .hostname = "relay.example.com",
@@ -199,7 +219,7 @@ static void test_injection_and_boundary(void) {
    * neutralised. */
   static const char msg[] = "Subject: x\r\n\r\n--=_mailhop_id_0_=\r\n";
   struct dsn_rcpt rc = {"a@b\r\nBcc: evil@x",   NULL, "5.0.0", NULL,
-                        "550 bad\r\nX-Evil: 1", 0};
+                        "550 bad\r\nX-Evil: 1", 0,    0,       0};
   struct dsn_report r = {.hostname = "h",
                          .sender = "s@x\r\nBcc: e@x",
                          .id = "id",
@@ -221,7 +241,7 @@ static void test_injection_and_boundary(void) {
 
 /* The quoted original is bounded by DSN_QUOTE_MAX and taken by length. */
 static void test_quote_bounds(void) {
-  struct dsn_rcpt rc = {"a@b.example", NULL, "5.1.1", NULL, "550 no", 0};
+  struct dsn_rcpt rc = {"a@b.example", NULL, "5.1.1", NULL, "550 no", 0, 0, 0};
   struct dsn_report r = {.hostname = "h",
                          .sender = "s@x.example",
                          .id = "id",
@@ -284,9 +304,119 @@ static void test_quote_bounds(void) {
   free(msg);
 }
 
+/* The delay warning: Action: delayed, a class-4 Status, Will-Retry-Until,
+ * the header only even with RET=FULL; mixed with a failure it is a
+ * bounce with one block of each. */
+static void test_delayed(void) {
+  struct dsn_rcpt rc[2] = {
+      {"bob@example.net", NULL, "4.2.0", "mx.example.net",
+       "452 4.2.0 mailbox busy", 1751371200, 1, 1751792000},
+      {"dan@example.net", NULL, "5.1.1", NULL, NULL, 0, 1, 1751792000},
+  };
+  struct dsn_report r = {
+      .hostname = "relay.example.com",
+      .sender = "alice@example.org",
+      .ret = DSN_RET_FULL,
+      .arrival = 1751360000,
+      .now = 1751371300,
+      .id = "abc124",
+      .msg = orig,
+      .msg_len = sizeof(orig) - 1,
+      .rcpts = rc,
+      .nrcpt = 2,
+  };
+  size_t len;
+  char *m = dsn_build(&r, &len), v[512];
+  CHECK(m != NULL);
+  if (!m)
+    return;
+  size_t hl = (size_t)(strstr(m, "\r\n\r\n") - m) + 2;
+  CHECK_STR(field(m, hl, "Subject", v, sizeof(v)),
+            "Delayed Mail (still being retried)");
+  CHECK_CONTAINS(m, "you do not need to send the message again");
+  char boundary[128];
+  sscanf(strstr(m, "boundary=\"") + 10, "%127[^\"]", boundary);
+  struct part p[8];
+  CHECK_INT(split(m, boundary, p), 3);
+  const char *ds = p[1].body;
+  const char *r1 = strstr(ds, "\r\n\r\n") + 4, *b2 = strstr(r1, "\r\n\r\n");
+  size_t l1 = (size_t)(b2 - r1) + 2;
+  CHECK_STR(field(r1, l1, "Action", v, sizeof(v)), "delayed");
+  CHECK_STR(field(r1, l1, "Status", v, sizeof(v)), "4.2.0");
+  CHECK_STR(field(r1, l1, "Will-Retry-Until", v, sizeof(v)),
+            "Sun, 06 Jul 2025 08:53:20 +0000");
+  const char *r2 = b2 + 4;
+  size_t l2 = p[1].blen - (size_t)(r2 - ds);
+  CHECK_STR(field(r2, l2, "Action", v, sizeof(v)), "delayed");
+  CHECK_STR(field(r2, l2, "Status", v, sizeof(v)), "4.0.0"); /* class 4 */
+  /* Headers only, whatever RET says. */
+  CHECK_STR(field(p[2].hdr, p[2].hlen, "Content-Type", v, sizeof(v)),
+            "text/rfc822-headers");
+  CHECK_STR(field(p[2].hdr, p[2].hlen, "Content-Description", v, sizeof(v)),
+            "Delayed message");
+  CHECK(strstr(m, "secret body") == NULL);
+  free(m);
+
+  /* Mixed: a bounce carrying one failed and one delayed block. */
+  rc[1].delayed = 0;
+  m = dsn_build(&r, &len);
+  CHECK(m != NULL);
+  if (!m)
+    return;
+  hl = (size_t)(strstr(m, "\r\n\r\n") - m) + 2;
+  CHECK_STR(field(m, hl, "Subject", v, sizeof(v)),
+            "Undelivered Mail Returned to Sender");
+  CHECK_CONTAINS(m, "Action: delayed\r\n");
+  CHECK_CONTAINS(m, "Action: failed\r\nStatus: 5.1.1\r\n");
+  CHECK_CONTAINS(m, "secret body"); /* RET=FULL for the failure */
+  free(m);
+}
+
+/* The operator's copy: To: the operator, a marked Subject, the sender
+ * named, the same report, and never the body even with RET=FULL. */
+static void test_copy(void) {
+  struct dsn_rcpt rc[1] = {
+      {"bob@example.net", NULL, "5.1.1", "mx.example.net",
+       "550 5.1.1 no such user", 1751371200, 0, 0},
+  };
+  struct dsn_report r = {
+      .hostname = "relay.example.com",
+      .sender = "alice@example.org",
+      .ret = DSN_RET_FULL,
+      .arrival = 1751360000,
+      .now = 1751371300,
+      .id = "abc125",
+      .msg = orig,
+      .msg_len = sizeof(orig) - 1,
+      .rcpts = rc,
+      .nrcpt = 1,
+      .copy_to = "postmaster@ops.example",
+  };
+  size_t len;
+  char *m = dsn_build(&r, &len), v[512];
+  CHECK(m != NULL);
+  if (!m)
+    return;
+  size_t hl = (size_t)(strstr(m, "\r\n\r\n") - m) + 2;
+  CHECK_STR(field(m, hl, "To", v, sizeof(v)), "<postmaster@ops.example>");
+  CHECK_STR(field(m, hl, "Subject", v, sizeof(v)),
+            "Postmaster Copy: Undelivered Mail Returned to Sender");
+  CHECK_STR(field(m, hl, "From", v, sizeof(v)),
+            "Mail Delivery System <MAILER-DAEMON@relay.example.com>");
+  CHECK_CONTAINS(m, "copy of a notice sent to <alice@example.org>");
+  CHECK_CONTAINS(m, "Action: failed\r\nStatus: 5.1.1\r\n");
+  CHECK_CONTAINS(m, "Content-Type: text/rfc822-headers\r\n");
+  CHECK_CONTAINS(m, "Subject: hi\r\n");
+  CHECK(strstr(m, "secret body") == NULL);
+  free(m);
+}
+
 int main(void) {
   test_quote_bounds();
   test_should_bounce();
+  test_should_delay();
+  test_delayed();
+  test_copy();
   test_date();
   test_build(DSN_RET_UNSET);
   test_build(DSN_RET_FULL);

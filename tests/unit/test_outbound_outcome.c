@@ -236,10 +236,151 @@ static void test_relay_refusal(void) {
   }
 }
 
+/* Delay warnings (delay_warning_time 10m, lifetime 1h), one recipient. */
+struct warn_row {
+  const char *name;
+  enum outcome_state state;
+  int attempts;
+  unsigned notify;
+  const char *sender;
+  unsigned notices; /* already sent */
+  int removed;
+  int64_t now_ms;
+  uint64_t warn_ms;
+  /* expected */
+  int warned; /* a delayed DSN recipient and set_notices on the outcome */
+  int ndsn;
+};
+
+static const struct warn_row warn_rows[] = {
+    {"deferred after the warning time: warned", OUTCOME_TEMPFAIL, 1, 0,
+     "s@a.example", 0, 0, T0 + 600000, 600000, 1, 1},
+    {"deferred before the warning time: not yet", OUTCOME_TEMPFAIL, 1, 0,
+     "s@a.example", 0, 0, T0 + 599999, 600000, 0, 0},
+    {"warning time off", OUTCOME_TEMPFAIL, 1, 0, "s@a.example", 0, 0,
+     T0 + 3000000, 0, 0, 0},
+    {"already warned (store or scheduler): never twice", OUTCOME_TEMPFAIL, 1, 0,
+     "s@a.example", STORE_NOTICE_DELAY, 0, T0 + 3000000, 600000, 0, 0},
+    {"null sender: never", OUTCOME_TEMPFAIL, 1, 0, "", 0, 0, T0 + 3000000,
+     600000, 0, 0},
+    {"NOTIFY=FAILURE (no DELAY): never", OUTCOME_TEMPFAIL, 1,
+     DSN_NOTIFY_FAILURE, "s@a.example", 0, 0, T0 + 3000000, 600000, 0, 0},
+    {"NOTIFY=NEVER: never", OUTCOME_TEMPFAIL, 1, DSN_NOTIFY_NEVER,
+     "s@a.example", 0, 0, T0 + 3000000, 600000, 0, 0},
+    {"NOTIFY=DELAY: warned", OUTCOME_TEMPFAIL, 1, DSN_NOTIFY_DELAY,
+     "s@a.example", 0, 0, T0 + 3000000, 600000, 1, 1},
+    {"NOTIFY=FAILURE,DELAY: warned", OUTCOME_TEMPFAIL, 1,
+     DSN_NOTIFY_FAILURE | DSN_NOTIFY_DELAY, "s@a.example", 0, 0, T0 + 3000000,
+     600000, 1, 1},
+    {"expired instead: a bounce, no warning", OUTCOME_TEMPFAIL, 5, 0,
+     "s@a.example", 0, 0, T0 + 3600000, 600000, 0, 1},
+    {"delivered: no warning", OUTCOME_DELIVERED, 1, 0, "s@a.example", 0, 0,
+     T0 + 3000000, 600000, 0, 0},
+    {"not tried (pending): no warning", OUTCOME_PENDING, 1, 0, "s@a.example", 0,
+     0, T0 + 3000000, 600000, 0, 0},
+    {"removed while in flight: no warning", OUTCOME_TEMPFAIL, 1, 0,
+     "s@a.example", 0, 1, T0 + 3000000, 600000, 0, 0},
+};
+
+static void check_warn_row(const struct warn_row *t) {
+  struct outcome_rcpt in = {
+      .idx = 0,
+      .attempts = t->attempts,
+      .addr = "r@b.example",
+      .notify = t->notify,
+      .state = t->state,
+      .err = "452 4.2.2 mailbox full",
+      .status = "4.2.2",
+      .remote = "mx.b.example",
+  };
+  struct outcome_msg m = {.id = "W1",
+                          .sender = t->sender,
+                          .received_at = RECEIVED,
+                          .removed = t->removed,
+                          .notices = t->notices};
+  struct outcome_policy p = pol;
+  p.delay_warning_ms = t->warn_ms;
+  struct store_outcome so[1];
+  struct sched_result sr[1];
+  struct dsn_rcpt dr[1];
+  struct outcome_note notes[1];
+  struct outcome_out out = {
+      .store = so, .sched = sr, .dsn = dr, .notes = notes};
+  outcome_decide(&m, &in, 1, &p, t->now_ms, &out);
+  fprintf(stderr, "- %s\n", t->name);
+  CHECK_INT(out.delay_warned, t->warned);
+  CHECK_INT(out.ndsn, t->ndsn);
+  if (t->warned) {
+    CHECK_INT(dr[0].delayed, 1);
+    CHECK_STR(dr[0].status, "4.2.2");
+    CHECK(dr[0].will_retry_until == RECEIVED + 3600);
+    CHECK_INT(out.nstore, 1);
+    CHECK_INT(so[0].set_notices, STORE_NOTICE_DELAY);
+    CHECK_INT(so[0].state, STORE_RCPT_DEFERRED);
+    CHECK_INT(sr[0].outcome, SCHED_RETRY);
+  } else {
+    for (size_t i = 0; i < out.ndsn; i++)
+      CHECK_INT(dr[i].delayed, 0);
+    for (size_t i = 0; i < out.nstore; i++)
+      CHECK_INT(so[i].set_notices, 0);
+  }
+}
+
+/* Two deferred recipients and one refused: one report, two delayed
+ * blocks and one failed; only the first outcome carries the notice. */
+static void test_warn_mixed(void) {
+  struct outcome_rcpt in[3] = {
+      {.idx = 0,
+       .attempts = 1,
+       .addr = "a@b.example",
+       .state = OUTCOME_TEMPFAIL,
+       .err = "451 later",
+       .status = "4.3.0",
+       .remote = ""},
+      {.idx = 1,
+       .attempts = 1,
+       .addr = "c@b.example",
+       .state = OUTCOME_PERMFAIL,
+       .err = "550 no",
+       .status = "5.1.1",
+       .remote = ""},
+      {.idx = 2,
+       .attempts = 1,
+       .addr = "d@b.example",
+       .state = OUTCOME_TEMPFAIL,
+       .err = "451 later",
+       .status = "",
+       .remote = ""},
+  };
+  struct outcome_msg m = {
+      .id = "W2", .sender = "s@a.example", .received_at = RECEIVED};
+  struct outcome_policy p = pol;
+  p.delay_warning_ms = 60000;
+  struct store_outcome so[3];
+  struct sched_result sr[3];
+  struct dsn_rcpt dr[3];
+  struct outcome_note notes[3];
+  struct outcome_out out = {
+      .store = so, .sched = sr, .dsn = dr, .notes = notes};
+  outcome_decide(&m, in, 3, &p, T0 + 120000, &out);
+  CHECK_INT(out.delay_warned, 1);
+  CHECK_INT(out.ndsn, 3);
+  CHECK_INT(dr[0].delayed, 1);
+  CHECK_INT(dr[1].delayed, 0);
+  CHECK_INT(dr[2].delayed, 1);
+  CHECK_INT(out.nstore, 3);
+  CHECK_INT(so[0].set_notices, STORE_NOTICE_DELAY);
+  CHECK_INT(so[1].set_notices, 0);
+  CHECK_INT(so[2].set_notices, 0);
+}
+
 int main(void) {
   test_relay_refusal();
   for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
     check_row(&rows[i]);
   test_mixed();
+  for (size_t i = 0; i < sizeof warn_rows / sizeof warn_rows[0]; i++)
+    check_warn_row(&warn_rows[i]);
+  test_warn_mixed();
   return check_result("test_outbound_outcome");
 }

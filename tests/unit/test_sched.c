@@ -33,6 +33,9 @@ struct t {
   int64_t auto_retry; /* <0: FINAL; else retry after this many ms */
   size_t max_outbound_seen;
   int closed;
+  int64_t starts[1024]; /* injected time of each dispatch */
+  char start_dest[1024][16];
+  int nstarts;
 };
 
 static int64_t tclock(void *data) {
@@ -53,6 +56,11 @@ static void done_all(struct sched *s, struct sched_job *job, int ok,
 static void on_dispatch(struct sched *s, struct sched_job *job, void *data) {
   struct t *t = data;
   t->dispatched++;
+  if (t->nstarts < 1024) {
+    snprintf(t->start_dest[t->nstarts], sizeof t->start_dest[0], "%s",
+             job->dest);
+    t->starts[t->nstarts++] = t->off;
+  }
   struct sched_stats st;
   sched_get_stats(s, &st);
   if (st.outbound > t->max_outbound_seen)
@@ -92,6 +100,10 @@ static void spin(struct t *t, int64_t ms) {
   settle(t);
 }
 
+/* Rate limits of the next setup() (0: none). */
+static unsigned rate_dn, rate_gn;
+static int64_t rate_dms, rate_gms;
+
 static void setup(struct t *t, unsigned max_out, unsigned max_dest) {
   memset(t, 0, sizeof *t);
   uv_loop_init(&t->loop);
@@ -105,7 +117,13 @@ static void setup(struct t *t, unsigned max_out, unsigned max_dest) {
       .data = t,
       .now_ms = tclock,
       .backoff_ms = tbackoff,
+      .dest_rate_n = rate_dn,
+      .dest_rate_ms = rate_dms,
+      .global_rate_n = rate_gn,
+      .global_rate_ms = rate_gms,
   };
+  rate_dn = rate_gn = 0;
+  rate_dms = rate_gms = 0;
   t->s = sched_new(&t->loop, &o);
   CHECK(t->s != NULL);
 }
@@ -458,6 +476,26 @@ static void test_hold(void) {
   teardown(&t);
 }
 
+/* Notice bits (delay warning sent): kept per message, ORed in, 0 and
+ * -ENOENT for an unknown id, gone with the message. */
+static void test_notices(void) {
+  struct t t;
+  setup(&t, 10, 10);
+  current = &t;
+  CHECK_INT(add1(&t, "N1", "n.example", now(&t) + 100000), 0);
+  CHECK_INT(sched_notices(t.s, "N1"), 0);
+  CHECK_INT(sched_add_notices(t.s, "N1", 0x1), 0);
+  CHECK_INT(sched_add_notices(t.s, "N1", 0x2), 0);
+  CHECK_INT(sched_add_notices(t.s, "N1", 0x1), 0);
+  CHECK_INT(sched_notices(t.s, "N1"), 0x3);
+  CHECK_INT(sched_notices(t.s, "nope"), 0);
+  CHECK_INT(sched_notices(t.s, NULL), 0);
+  CHECK_INT(sched_add_notices(t.s, "nope", 0x1), -ENOENT);
+  CHECK_INT(sched_remove(t.s, "N1"), 0);
+  CHECK_INT(sched_notices(t.s, "N1"), 0);
+  teardown(&t);
+}
+
 static void test_remove(void) {
   struct t t;
   setup(&t, 10, 10);
@@ -589,6 +627,222 @@ static void test_scale(void) {
   teardown(&t);
 }
 
+/* ---- rate limits ------------------------------------------------------ */
+
+/* The most starts (for dest, or for all when dest is NULL) that fall in
+ * any window [x, x + win) of the recorded starts. */
+static int max_in_window(const struct t *t, const char *dest, int64_t win) {
+  int best = 0;
+  for (int i = 0; i < t->nstarts; i++) {
+    if (dest && strcmp(t->start_dest[i], dest) != 0)
+      continue;
+    int n = 0;
+    for (int k = 0; k < t->nstarts; k++)
+      if ((!dest || strcmp(t->start_dest[k], dest) == 0) &&
+          t->starts[k] >= t->starts[i] && t->starts[k] < t->starts[i] + win)
+        n++;
+    if (n > best)
+      best = n;
+  }
+  return best;
+}
+
+/* destination_rate 3/1000ms: 3 start at once, the rest wait with their
+ * attempts unchanged until the window allows, per destination. */
+static void test_dest_rate(void) {
+  struct t t;
+  rate_dn = 3;
+  rate_dms = 1000;
+  setup(&t, 100, 10);
+  current = &t;
+  t.auto_done = 1;
+  t.auto_ok = 1;
+  char id[16];
+  for (int i = 0; i < 10; i++) {
+    snprintf(id, sizeof id, "A%d", i);
+    CHECK_INT(add1(&t, id, "a.example", 0), 0);
+  }
+  for (int i = 0; i < 2; i++) {
+    snprintf(id, sizeof id, "B%d", i);
+    CHECK_INT(add1(&t, id, "b.example", 0), 0);
+  }
+  spin(&t, 0);
+  CHECK_INT(t.dispatched, 5); /* 3 to a, 2 to b: b has its own window */
+  CHECK_INT(stats(&t).messages, 7);
+  CHECK_INT(stats(&t).deferred, 0); /* waiting is not an attempt */
+  spin(&t, 999);
+  CHECK_INT(t.dispatched, 5);
+  spin(&t, 1);
+  CHECK_INT(t.dispatched, 8);
+  spin(&t, 1000);
+  CHECK_INT(t.dispatched, 11);
+  spin(&t, 1000);
+  CHECK_INT(t.dispatched, 12);
+  CHECK_INT(stats(&t).messages, 0);
+  CHECK_INT(max_in_window(&t, "a.example", 1000), 3);
+  /* The destinations are kept while their windows run, then forgotten. */
+  CHECK(stats(&t).destinations >= 1);
+  spin(&t, 1000);
+  CHECK_INT(add1(&t, "C0", "c.example", 0), 0);
+  spin(&t, 0);
+  CHECK_INT(stats(&t).destinations, 1); /* c.example's window runs */
+  teardown(&t);
+}
+
+/* A sliding window, not a bucket: starts at t0 and t0+500 leave room at
+ * t0+1000 only for what left the window. */
+static void test_rate_sliding(void) {
+  struct t t;
+  rate_dn = 3;
+  rate_dms = 1000;
+  setup(&t, 100, 10);
+  current = &t;
+  t.auto_done = 1;
+  t.auto_ok = 1;
+  CHECK_INT(add1(&t, "A0", "a", 0), 0);
+  spin(&t, 0);
+  CHECK_INT(t.dispatched, 1);
+  spin(&t, 500);
+  char id[16];
+  for (int i = 1; i < 8; i++) {
+    snprintf(id, sizeof id, "A%d", i);
+    CHECK_INT(add1(&t, id, "a", 0), 0);
+  }
+  spin(&t, 0);
+  CHECK_INT(t.dispatched, 3); /* A1, A2: 3 in [t0, t0+1000) */
+  spin(&t, 499);
+  CHECK_INT(t.dispatched, 3);
+  spin(&t, 1); /* t0+1000: A0 left the window, only one may start */
+  CHECK_INT(t.dispatched, 4);
+  spin(&t, 499);
+  CHECK_INT(t.dispatched, 4);
+  spin(&t, 1); /* t0+1500: A1 and A2 left it */
+  CHECK_INT(t.dispatched, 6);
+  spin(&t, 10000);
+  CHECK_INT(t.dispatched, 8);
+  CHECK_INT(max_in_window(&t, "a", 1000), 3);
+  teardown(&t);
+}
+
+/* outbound_rate 2/100ms over all destinations; retries count as starts
+ * too, and a flush does not override the limit. */
+static void test_global_rate(void) {
+  struct t t;
+  rate_gn = 2;
+  rate_gms = 100;
+  setup(&t, 100, 10);
+  current = &t;
+  t.auto_done = 1;
+  t.auto_ok = 1;
+  char id[16], dest[16];
+  for (int i = 0; i < 9; i++) {
+    snprintf(id, sizeof id, "G%d", i);
+    snprintf(dest, sizeof dest, "d%d", i);
+    CHECK_INT(add1(&t, id, dest, 0), 0);
+  }
+  spin(&t, 0);
+  CHECK_INT(t.dispatched, 2);
+  CHECK_INT(sched_flush(t.s, NULL), 7);
+  settle(&t);
+  CHECK_INT(t.dispatched, 2);
+  spin(&t, 50);
+  CHECK_INT(t.dispatched, 2);
+  spin(&t, 50);
+  CHECK_INT(t.dispatched, 4);
+  for (int i = 0; i < 3; i++)
+    spin(&t, 100);
+  CHECK_INT(t.dispatched, 9);
+  CHECK_INT(max_in_window(&t, NULL, 100), 2);
+  teardown(&t);
+}
+
+/* A route's own rate (sched_set_dest_rate) overrides the default for its
+ * key only, also for a destination that already has mail waiting. */
+static void test_dest_rate_override(void) {
+  struct t t;
+  setup(&t, 100, 10);
+  current = &t;
+  t.auto_done = 1;
+  t.auto_ok = 1;
+  CHECK_INT(sched_set_dest_rate(t.s, "", 1, 10), -EINVAL);
+  CHECK_INT(sched_set_dest_rate(t.s, "x", SCHED_RATE_MAX + 1, 10), -EINVAL);
+  CHECK_INT(sched_set_dest_rate(t.s, "x", 1, 0), -EINVAL);
+  CHECK_INT(sched_set_dest_rate(t.s, "slow", 1, 1000), 0);
+  char id[16];
+  for (int i = 0; i < 4; i++) {
+    snprintf(id, sizeof id, "S%d", i);
+    CHECK_INT(add1(&t, id, "slow", 0), 0);
+    snprintf(id, sizeof id, "F%d", i);
+    CHECK_INT(add1(&t, id, "fast", 0), 0);
+  }
+  spin(&t, 0);
+  CHECK_INT(t.dispatched, 5); /* 4 fast, 1 slow */
+  /* Tightened while mail waits: the start already made counts. */
+  t.auto_done = 0;
+  CHECK_INT(add1(&t, "H0", "held.example", 0), 0);
+  CHECK_INT(add1(&t, "H1", "held.example", 0), 0);
+  CHECK_INT(sched_set_dest_rate(t.s, "held.example", 1, 1000), 0);
+  spin(&t, 0);
+  CHECK_INT(t.dispatched, 6);
+  CHECK_INT(finish(&t, 0, 1, -1), 0);
+  t.auto_done = 1;
+  spin(&t, 999);
+  CHECK_INT(t.dispatched, 6);
+  spin(&t, 1);
+  CHECK_INT(t.dispatched, 8); /* slow's next and held.example's second */
+  /* Removing the override: the default (none) applies again. */
+  CHECK_INT(sched_set_dest_rate(t.s, "slow", 0, 0), 0);
+  settle(&t);
+  CHECK_INT(t.dispatched, 10);
+  CHECK_INT(stats(&t).messages, 0);
+  teardown(&t);
+}
+
+static void test_rate_validation(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  struct sched_opts o = {.max_outbound = 1,
+                         .max_per_destination = 1,
+                         .dispatch = on_dispatch,
+                         .dest_rate_n = SCHED_RATE_MAX + 1,
+                         .dest_rate_ms = 1000};
+  CHECK(sched_new(&loop, &o) == NULL);
+  o.dest_rate_n = 1;
+  o.dest_rate_ms = 0;
+  CHECK(sched_new(&loop, &o) == NULL);
+  o.dest_rate_n = 0;
+  o.global_rate_n = 5;
+  CHECK(sched_new(&loop, &o) == NULL);
+  CHECK_INT(uv_loop_close(&loop), 0);
+}
+
+/* A large N keeps only the starts of one window: 20,000 starts under a
+ * 100000/1h limit, then none held back by a 5/1s limit per destination
+ * over 2,000 destinations. */
+static void test_rate_scale(void) {
+  struct t t;
+  rate_dn = 5;
+  rate_dms = 1000;
+  rate_gn = SCHED_RATE_MAX;
+  rate_gms = 3600000;
+  setup(&t, 100, 10);
+  current = &t;
+  t.auto_done = 1;
+  t.auto_ok = 1;
+  char id[16], dest[16];
+  for (int i = 0; i < 20000; i++) {
+    snprintf(id, sizeof id, "R%d", i);
+    snprintf(dest, sizeof dest, "d%d", i % 2000);
+    CHECK_INT(add1(&t, id, dest, 0), 0);
+  }
+  spin(&t, 0);
+  CHECK_INT(t.dispatched, 10000); /* 5 per destination */
+  spin(&t, 1000);
+  CHECK_INT(t.dispatched, 20000);
+  CHECK_INT(stats(&t).messages, 0);
+  teardown(&t);
+}
+
 int main(void) {
   test_add_validation();
   test_order_by_due();
@@ -599,9 +853,16 @@ int main(void) {
   test_flush_lifts_backoff();
   test_hold();
   test_remove();
+  test_notices();
   test_pause_stop();
   test_no_storm();
   test_clock();
   test_scale();
+  test_dest_rate();
+  test_rate_sliding();
+  test_global_rate();
+  test_dest_rate_override();
+  test_rate_validation();
+  test_rate_scale();
   return check_result("test_sched");
 }

@@ -7,6 +7,7 @@
 #include "queue/store.h"
 
 #include <dirent.h>
+#include <sqlite3.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,6 +95,7 @@ static struct {
   int calls, status, held, nrcpts;
   char sender[64], headers[256], id[STORE_ID_SIZE];
   int64_t size;
+  unsigned notices;
   enum store_rcpt_state states[4];
   int attempts[4];
   int64_t next[4];
@@ -112,6 +114,7 @@ static void on_show(struct store *st, int status, const struct store_msg *m,
   shown.held = m->held;
   shown.nrcpts = (int)m->nrcpts;
   shown.size = m->size;
+  shown.notices = m->notices;
   snprintf(shown.id, sizeof shown.id, "%s", m->id);
   snprintf(shown.sender, sizeof shown.sender, "%s", m->sender);
   snprintf(shown.headers, sizeof shown.headers, "%s",
@@ -537,6 +540,93 @@ static void test_load_update_bounce(void) {
   memcpy(dbpath, saved, sizeof saved);
 }
 
+/* ---- notices: kept, and added to a queue file made before them -------- */
+
+/* Notice bits set by store_update are ORed in, survive a reopen, and a
+ * queue file whose messages table lacks the column (made by a mailhop
+ * before issue 19) gets it at open with 0 for every message, its messages
+ * intact. */
+static void test_notices(void) {
+  char p3[400];
+  snprintf(p3, sizeof p3, "%s/q3.db", dir);
+  char saved[300];
+  memcpy(saved, dbpath, sizeof saved);
+  snprintf(dbpath, sizeof dbpath, "%s", p3);
+
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  struct store *st = open_store(&loop);
+  char a[STORE_ID_SIZE], b[STORE_ID_SIZE];
+  done_count = 0;
+  commit_small(st, 2, a, "Subject: a\r\n\r\nA\r\n");
+  commit_small(st, 1, b, "Subject: b\r\n\r\nB\r\n");
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(done_count, 2);
+  show(&loop, st, a);
+  CHECK_INT(shown.notices, 0);
+  struct store_outcome o[2] = {
+      {.id = a,
+       .idx = 0,
+       .state = STORE_RCPT_DEFERRED,
+       .attempts = 1,
+       .next_attempt_at = 1700000300,
+       .set_notices = STORE_NOTICE_DELAY},
+      {.id = a,
+       .idx = 1,
+       .state = STORE_RCPT_DEFERRED,
+       .attempts = 1,
+       .next_attempt_at = 1700000300},
+  };
+  done_count = 0;
+  CHECK_INT(store_update(st, o, 2, NULL, on_done, NULL, NULL), 0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(done_status[0], 0);
+  /* A later outcome without the bit keeps it. */
+  o[0].set_notices = 0;
+  o[0].attempts = 2;
+  done_count = 0;
+  CHECK_INT(store_update(st, o, 1, NULL, on_done, NULL, NULL), 0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(done_status[0], 0);
+  close_store(&loop, st);
+
+  st = open_store(&loop);
+  show(&loop, st, a);
+  CHECK_INT(shown.status, 0);
+  CHECK_INT(shown.notices, STORE_NOTICE_DELAY);
+  CHECK_INT(shown.attempts[0], 2);
+  show(&loop, st, b);
+  CHECK_INT(shown.notices, 0);
+  close_store(&loop, st);
+
+  /* The file as an older mailhop left it: no notices column. */
+  sqlite3 *db = NULL;
+  CHECK_INT(sqlite3_open(p3, &db), SQLITE_OK);
+  CHECK_INT(sqlite3_exec(db, "ALTER TABLE messages DROP COLUMN notices", NULL,
+                         NULL, NULL),
+            SQLITE_OK);
+  sqlite3_close(db);
+  st = open_store(&loop);
+  show(&loop, st, a);
+  CHECK_INT(shown.status, 0);
+  CHECK_INT(shown.notices, 0);
+  CHECK_INT(shown.nrcpts, 2);
+  CHECK_INT(shown.attempts[0], 2);
+  memset(&ld, 0, sizeof ld);
+  CHECK_INT(store_load(st, on_msgs, NULL, NULL), 0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(ld.status, 0);
+  CHECK_INT(ld.msgs, 2);
+  close_store(&loop, st);
+  /* Opened again: the column is there once, nothing to add. */
+  st = open_store(&loop);
+  CHECK(st != NULL);
+  close_store(&loop, st);
+
+  CHECK_INT(uv_loop_close(&loop), 0);
+  memcpy(dbpath, saved, sizeof saved);
+}
+
 /* ---- the load sees only what was there at open ------------------------- */
 
 static struct store_counts counted;
@@ -895,6 +985,7 @@ int main(void) {
   test_commit_one_and_group();
   test_big_body(0);
   test_load_update_bounce();
+  test_notices();
   test_cancel();
   test_list_10k();
   test_full();

@@ -197,6 +197,7 @@ static void on_show(struct store *st, int status, const struct store_msg *m,
   d->received_at = m->received_at;
   d->size = m->size;
   d->headers = xstrdup(m->headers);
+  d->notices = m->notices; /* rates: delay warning sent (issue 19) */
   for (size_t j = 0; j < d->n; j++) {
     for (size_t i = 0; i < m->nrcpts; i++) {
       const struct store_rcpt *sr = &m->rcpts[i];

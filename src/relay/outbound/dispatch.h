@@ -71,6 +71,7 @@ struct delivery {
   int64_t received_at; /* unix s */
   int64_t size;        /* bytes, as stored */
   char *headers;
+  unsigned notices; /* STORE_NOTICE_* already sent (delay warning) */
   struct drcpt *r;
   size_t n;
   int64_t started_ms;

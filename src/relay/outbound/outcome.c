@@ -52,6 +52,11 @@ void outcome_decide(const struct outcome_msg *m, const struct outcome_rcpt *r,
                     struct outcome_out *out) {
   int64_t now = now_ms / 1000;
   out->nstore = out->nsched = out->ndsn = 0;
+  out->delay_warned = 0;
+  /* RFC 3464 delay warning: due once the message is this old, once. */
+  int warn = p->delay_warning_ms && !(m->notices & STORE_NOTICE_DELAY) &&
+             m->sender && !m->removed &&
+             now_ms - m->received_at * 1000 >= (int64_t)p->delay_warning_ms;
   for (size_t i = 0; i < n; i++) {
     const struct outcome_rcpt *rc = &r[i];
     struct outcome_note *note = &out->notes[i];
@@ -105,6 +110,22 @@ void outcome_decide(const struct outcome_msg *m, const struct outcome_rcpt *r,
         sr->retry_at = next_at;
         note->event = OUTCOME_EV_DEFERRED;
         note->next_at_s = next_at / 1000;
+        if (warn && dsn_should_delay(m->sender, rc->notify)) {
+          if (!out->delay_warned)
+            o.set_notices = STORE_NOTICE_DELAY;
+          out->delay_warned = 1;
+          out->dsn[out->ndsn++] = (struct dsn_rcpt){
+              .addr = rc->addr,
+              .orcpt = rc->orcpt,
+              .status = note->status,
+              .remote_mta = nz(rc->remote),
+              .diag = nz(note->err),
+              .last_attempt = now,
+              .delayed = 1,
+              .will_retry_until =
+                  m->received_at + (int64_t)(p->queue_lifetime_ms / 1000),
+          };
+        }
         out->store[out->nstore++] = o;
         continue;
       }

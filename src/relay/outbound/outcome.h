@@ -62,6 +62,7 @@ struct outcome_msg {
   const char *sender;  /* "" null sender; NULL when the envelope is unknown */
   int64_t received_at; /* unix s */
   int removed;         /* deleted from the queue while in flight */
+  unsigned notices;    /* STORE_NOTICE_* already sent (store, scheduler) */
 };
 
 /* The retry policy (from the configuration). */
@@ -69,6 +70,7 @@ struct outcome_policy {
   const uint64_t *retry_schedule_ms;
   int n_retry_schedule; /* > 0 */
   uint64_t queue_lifetime_ms;
+  uint64_t delay_warning_ms; /* delay_warning_time; 0: no delay warnings */
 };
 
 /* Per recipient: what to log and count. */
@@ -92,6 +94,10 @@ struct outcome_out {
   struct dsn_rcpt *dsn;
   size_t ndsn;
   struct outcome_note *notes; /* notes[i] is r[i]'s */
+  /* Set when dsn[] holds delayed recipients: the message's one delay
+   * warning goes out now (the first deferred store outcome carries
+   * STORE_NOTICE_DELAY in set_notices, so it is remembered). */
+  int delay_warned;
 };
 
 /*
@@ -106,6 +112,13 @@ struct outcome_out {
  * no bounce whatever its recipients' states; only DELIVERED is reported.
  * A bounced recipient joins dsn[] when dsn_should_bounce() (RFC 3461 §4.1)
  * says so for m->sender.
+ * Delay warnings (delay_warning_time, RFC 3464 "Action: delayed"): when
+ * p->delay_warning_ms is set, the message has not had its warning yet
+ * (no STORE_NOTICE_DELAY in m->notices) and it arrived at least that long
+ * before now, every recipient deferred by this attempt for which
+ * dsn_should_delay() holds joins dsn[] as delayed, with Will-Retry-Until
+ * at arrival + queue_lifetime.  Once per message: the caller then records
+ * the notice (set_notices) and tells the scheduler.
  */
 void outcome_decide(const struct outcome_msg *m, const struct outcome_rcpt *r,
                     size_t n, const struct outcome_policy *p, int64_t now_ms,

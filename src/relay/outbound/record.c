@@ -38,6 +38,14 @@ struct record {
   struct store_rcpt bounce_rcpt;
   char *bounce_body;
   char bounce_domain[256];
+  /* The operator's copy of the bounce (bounce_notice_recipient): stored
+   * once the outcomes are, then scheduled with the bounce. */
+  struct store_msg copy;
+  struct store_rcpt copy_rcpt;
+  char *copy_body;
+  char copy_domain[256];
+  int copy_stored; /* committed: record_done schedules it */
+  int sign_step;   /* record_sign: 1 bounce, 2 copy signed or skipped */
   /* A failed store write is tried again (issue 12 item 5): the delivery
    * is known, so the message must not be sent again. */
   uv_timer_t timer; /* initialised on the first failure */
@@ -53,12 +61,22 @@ struct record {
 #define RECORD_RETRY_MAX_MS 30000
 
 static void record_store(struct record *rec);
+static void record_sign(struct record *rec);
+static void on_copy_stored(struct store *st, int status, void *data);
 static void on_bounce_signed(struct dkim_req *req, int status,
                              const struct dkim_signed *res, void *data);
 
 static const char *domain_of(const char *addr) {
   const char *at = strrchr(addr, '@');
   return at ? at + 1 : "";
+}
+
+/* The lower-case domain of addr into out (a destination key). */
+static void domain_key(char *out, size_t n, const char *addr) {
+  snprintf(out, n, "%s", domain_of(addr));
+  for (char *p = out; *p; p++)
+    if (*p >= 'A' && *p <= 'Z')
+      *p = (char)(*p + 32);
 }
 
 static void on_timer_closed(uv_handle_t *h);
@@ -79,6 +97,7 @@ static void record_free(struct record *rec) {
   free(rec->dsn);
   free(rec->full);
   free(rec->bounce_body);
+  free(rec->copy_body);
   free(rec);
 }
 
@@ -181,6 +200,18 @@ static void record_done(struct record *rec, int status) {
     if (sched_add(ob->sched, &sm) < 0)
       log_msg(LOG_WARN, "queue", "bounce %s waits for the next restart",
               rec->bounce.id);
+    if (rec->copy_stored) {
+      struct sched_rcpt cr = {.idx = 0,
+                              .dest = outbound_dest(ob, rec->copy_domain)};
+      struct sched_msg cm = {.id = rec->copy.id,
+                             .received_at = rec->copy.received_at * 1000,
+                             .size = rec->copy.size,
+                             .rcpts = &cr,
+                             .nrcpts = 1};
+      if (sched_add(ob->sched, &cm) < 0)
+        log_msg(LOG_WARN, "queue", "bounce copy %s waits for the next restart",
+                rec->copy.id);
+    }
   }
   if (ob->sched)
     sched_job_done(ob->sched, d->job, rec->res, rec->out.nsched, d->dest_ok);
@@ -224,7 +255,28 @@ static void on_updated(struct store *st, int status, void *data) {
   if (status == 0 && rec->tries)
     log_msg(LOG_INFO, "queue", "outcomes of %s recorded after %d failed tries",
             d->id, rec->tries);
+  if (status == 0 && rec->copy_body && !ob->freeing) {
+    /* The bounce is durable; its operator's copy follows (a crash in
+     * between loses the copy, never the bounce). */
+    int rc =
+        store_commit(ob->store, &rec->copy, NULL, on_copy_stored, rec, NULL);
+    if (rc == 0)
+      return;
+    log_msg(LOG_WARN, "queue", "bounce copy for %s not queued: %s", d->id,
+            strerror(-rc));
+  }
   record_done(rec, status);
+}
+
+static void on_copy_stored(struct store *st, int status, void *data) {
+  (void)st;
+  struct record *rec = data;
+  if (status == 0)
+    rec->copy_stored = 1;
+  else if (status != -ECANCELED)
+    log_msg(LOG_WARN, "queue", "bounce copy for %s not queued: %s", rec->d->id,
+            strerror(-status));
+  record_done(rec, 0); /* the outcomes and the bounce are recorded */
 }
 
 void record_abort(struct delivery *d) {
@@ -269,11 +321,7 @@ static void record_write(struct record *rec) {
     size_t blen = 0;
     rec->bounce_body = dsn_build(&rep, &blen);
     if (rec->bounce_body) {
-      snprintf(rec->bounce_domain, sizeof rec->bounce_domain, "%s",
-               domain_of(d->sender));
-      for (char *p = rec->bounce_domain; *p; p++)
-        if (*p >= 'A' && *p <= 'Z')
-          *p = (char)(*p + 32);
+      domain_key(rec->bounce_domain, sizeof rec->bounce_domain, d->sender);
       rec->bounce_rcpt = (struct store_rcpt){.address = d->sender,
                                              .domain = rec->bounce_domain};
       rec->bounce = (struct store_msg){
@@ -286,13 +334,62 @@ static void record_write(struct record *rec) {
       };
       memcpy(rec->bounce.id, bid, sizeof bid);
     }
+    /* CONTRACT §2 bounce_notice_recipient: the operator gets a copy of
+     * every bounce (a report with a failed recipient; a delay warning
+     * alone is no bounce), the original's header only.  A bounce of a
+     * bounce never exists (<> is never bounced), so neither does its
+     * copy. */
+    size_t nfailed = 0;
+    for (size_t i = 0; i < rec->out.ndsn; i++)
+      nfailed += !rec->dsn[i].delayed;
+    if (rec->bounce_body && nfailed && cfg->bounce_notice_recipient[0]) {
+      char cid[STORE_ID_SIZE];
+      store_new_id(ob->store, cid);
+      rep.copy_to = cfg->bounce_notice_recipient;
+      rep.id = cid;
+      rep.ret = DSN_RET_HDRS;
+      rep.msg = d->headers ? d->headers : "";
+      rep.msg_len = strlen(rep.msg);
+      size_t clen = 0;
+      rec->copy_body = dsn_build(&rep, &clen);
+      if (rec->copy_body) {
+        domain_key(rec->copy_domain, sizeof rec->copy_domain,
+                   cfg->bounce_notice_recipient);
+        rec->copy_rcpt =
+            (struct store_rcpt){.address = (char *)cfg->bounce_notice_recipient,
+                                .domain = rec->copy_domain};
+        rec->copy = (struct store_msg){
+            .sender = "",
+            .received_at = now,
+            .rcpts = &rec->copy_rcpt,
+            .nrcpts = 1,
+            .prefix = rec->copy_body,
+            .prefix_len = clen,
+        };
+        memcpy(rec->copy.id, cid, sizeof cid);
+      } else {
+        log_msg(LOG_WARN, "queue", "bounce copy for %s not built: %s", d->id,
+                strerror(ENOMEM));
+      }
+    }
   }
-  /* CONTRACT §3a: a bounce is signed (on the thread pool) before it is
-   * stored, when a key signs for hostname's domain. */
-  if (rec->bounce_body && ob->dkim &&
-      dkim_sign(ob->dkim, rec->bounce_body, rec->bounce.prefix_len, NULL,
-                DKIM_SIGN_PARENT, on_bounce_signed, rec, NULL) == 0)
-    return;
+  record_sign(rec);
+}
+
+/* CONTRACT §3a: a bounce (and its operator's copy) is signed on the
+ * thread pool before it is stored, when a key signs for hostname's
+ * domain; one after the other, then record_store. */
+static void record_sign(struct record *rec) {
+  struct outbound *ob = rec->d->ob;
+  while (rec->sign_step < 2) {
+    int copy = rec->sign_step++;
+    const char *body = copy ? rec->copy_body : rec->bounce_body;
+    size_t len = copy ? rec->copy.prefix_len : rec->bounce.prefix_len;
+    if (body && ob->dkim &&
+        dkim_sign(ob->dkim, body, len, NULL, DKIM_SIGN_PARENT, on_bounce_signed,
+                  rec, NULL) == 0)
+      return;
+  }
   record_store(rec);
 }
 
@@ -310,27 +407,31 @@ static void record_store(struct record *rec) {
     record_done(rec, rc);
 }
 
-/* The bounce with its DKIM-Signature field(s) on top, or as it was when
- * no key applies or signing failed (an unsigned bounce beats none). */
+/* The bounce (or its copy: sign_step 2) with its DKIM-Signature
+ * field(s) on top, or as it was when no key applies or signing failed (an
+ * unsigned bounce beats none). */
 static void on_bounce_signed(struct dkim_req *req, int status,
                              const struct dkim_signed *res, void *data) {
   (void)req;
   struct record *rec = data;
+  int copy = rec->sign_step == 2;
+  char **bodyp = copy ? &rec->copy_body : &rec->bounce_body;
+  struct store_msg *m = copy ? &rec->copy : &rec->bounce;
   if (status == 0 && res->domains[0]) {
     char *body = malloc(res->prefix_len + 1);
     if (body) {
       memcpy(body, res->prefix, res->prefix_len);
       body[res->prefix_len] = '\0';
-      free(rec->bounce_body);
-      rec->bounce_body = body;
-      rec->bounce.prefix = body;
-      rec->bounce.prefix_len = res->prefix_len;
+      free(*bodyp);
+      *bodyp = body;
+      m->prefix = body;
+      m->prefix_len = res->prefix_len;
     }
   } else if (status < 0) {
-    log_msg(LOG_WARN, "dkim", "bounce %s not signed: %s", rec->bounce.id,
+    log_msg(LOG_WARN, "dkim", "bounce %s not signed: %s", m->id,
             strerror(-status));
   }
-  record_store(rec);
+  record_sign(rec);
 }
 
 /* RET=FULL bounces quote the whole message: read it first. */
@@ -395,11 +496,15 @@ void record_finish(struct delivery *d) {
       .sender = d->sender,
       .received_at = d->received_at,
       .removed = d->job->removed,
+      /* Sent before this process (store) or by another job of the message
+       * in flight at the same time (scheduler). */
+      .notices = d->notices | (ob->sched ? sched_notices(ob->sched, d->id) : 0),
   };
   struct outcome_policy pol = {
       .retry_schedule_ms = cfg->retry_schedule_ms,
       .n_retry_schedule = cfg->n_retry_schedule,
       .queue_lifetime_ms = cfg->queue_lifetime_ms,
+      .delay_warning_ms = cfg->delay_warning_time_ms,
   };
   rec->out = (struct outcome_out){.store = rec->oc,
                                   .sched = rec->res,
@@ -408,10 +513,23 @@ void record_finish(struct delivery *d) {
   rec->now_ms = dispatch_sched_ms(ob);
   outcome_decide(&m, rec->in, d->n, &pol, rec->now_ms, &rec->out);
   report(rec);
+  size_t nfailed = 0;
+  for (size_t i = 0; i < rec->out.ndsn; i++)
+    nfailed += !rec->dsn[i].delayed;
+  if (rec->out.delay_warned) {
+    /* Once per message: no other job of it warns from now on. */
+    if (ob->sched)
+      (void)sched_add_notices(ob->sched, d->id, STORE_NOTICE_DELAY);
+    struct log_line l;
+    log_begin(&l, LOG_INFO, "delay_warning");
+    log_str(&l, "id", d->id);
+    log_int(&l, "recipients", (long long)(rec->out.ndsn - nfailed));
+    log_end(&l);
+  }
   /* RET=FULL quotes the message only when it fits in DSN_QUOTE_MAX (else
    * the header, RFC 3461 §4.3): one bounded buffer, read by its stored
    * length. */
-  if (rec->out.ndsn && d->ret == DSN_RET_FULL && d->size > 0 &&
+  if (nfailed && d->ret == DSN_RET_FULL && d->size > 0 &&
       d->size <= DSN_QUOTE_MAX) {
     rec->full = malloc((size_t)d->size);
     if (rec->full &&
