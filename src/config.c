@@ -99,6 +99,7 @@ static const struct key keys[] = {
     {"log_format", K_LOG_FORMAT, 0, 0, "logfmt"},
     {"metrics_listen", K_ADDRS, F(metrics_listen), F(n_metrics_listen), ""},
     {"dkim_sign", K_DKIM, F(dkim_sign), F(n_dkim_sign), ""},
+    {"routes_file", K_PATH, F(routes_file), S(routes_file), ""},
 };
 #define N_KEYS (sizeof keys / sizeof keys[0])
 

@@ -120,6 +120,7 @@ struct config {
   int n_metrics_listen;
   struct config_dkim dkim_sign[CONFIG_MAX_LIST];
   int n_dkim_sign;
+  char routes_file[4096]; /* empty: no routes (CONTRACT §4a) */
 
   /* private: set when relay_networks was given by any source */
   int relay_networks_set;

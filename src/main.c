@@ -16,6 +16,7 @@
 #include "config.h"
 #include "log.h"
 #include "relay/dkim.h"
+#include "relay/routes.h"
 #include "relay/serve.h"
 
 extern char **environ;
@@ -174,15 +175,27 @@ static int cmd_check(const struct cli *cli) {
     }
     dkim_free(d);
   }
+  /* So is the routes file (CONTRACT §4a): printed after the keys. */
+  struct relay_routes *routes;
+  char rerr[1024];
+  if (relay_routes_load(cfg->routes_file, &routes, rerr, sizeof rerr) < 0) {
+    fprintf(stderr, "%s\n", rerr);
+    free(cfg);
+    return 1;
+  }
   size_t need = config_print(cfg, NULL, 0) + 1;
-  char *out = malloc(need);
+  size_t rneed = relay_routes_print(routes, NULL, 0) + 1;
+  char *out = malloc(need + rneed);
   if (!out) {
+    relay_routes_unref(routes);
     free(cfg);
     return 2;
   }
   config_print(cfg, out, need);
+  relay_routes_print(routes, out + strlen(out), rneed);
   fputs(out, stdout);
   free(out);
+  relay_routes_unref(routes);
   free(cfg);
   return 0;
 }

@@ -24,6 +24,7 @@
 #include "log.h"
 #include "relay/metrics.h"
 #include "relay/outbound.h"
+#include "relay/routes.h"
 #include "queue/sched.h"
 #include "queue/store.h"
 #include "relay/stats.h"
@@ -246,7 +247,8 @@ static void schedule(struct serve *sv, const struct store_msg *m) {
       continue;
     r[n++] = (struct sched_rcpt){
         .idx = sr->idx,
-        .dest = outbound_dest(sv->outbound, sr->domain ? sr->domain : ""),
+        .dest = outbound_dest_for(sv->outbound, m->sender ? m->sender : "",
+                                  sr->domain ? sr->domain : ""),
         .attempts = sr->attempts,
         .next_attempt_at = sr->next_attempt_at * 1000,
     };
@@ -357,9 +359,19 @@ int serve_main(const struct config *cfg) {
   setenv("UV_THREADPOOL_SIZE", "8", 0);
 
   char err[512];
+  /* The routes are configuration: a bad file is exit 1 (CONTRACT §4a). */
+  struct relay_routes *routes;
+  if (relay_routes_load(cfg->routes_file, &routes, err, sizeof err) < 0) {
+    log_msg(LOG_ERROR, "startup", "%s", err);
+    return 1;
+  }
+  if (routes->rs.n)
+    log_msg(LOG_INFO, "startup", "%zu routes from %s", routes->rs.n,
+            cfg->routes_file);
   int rc = store_open(sv.loop, cfg->queue_path, &sv.store, err, sizeof err);
   if (rc < 0) {
     log_msg(LOG_ERROR, "startup", "%s", err);
+    relay_routes_unref(routes);
     return 2;
   }
   /* Tests only: a full disk without root (store.h). */
@@ -371,10 +383,12 @@ int serve_main(const struct config *cfg) {
       outbound_new(sv.loop, cfg, sv.store, &sv.stats, err, sizeof err);
   if (!sv.outbound) {
     log_msg(LOG_ERROR, "startup", "%s", err);
+    relay_routes_unref(routes);
     store_close(sv.store, NULL, NULL);
     uv_run(sv.loop, UV_RUN_DEFAULT);
     return 2;
   }
+  outbound_set_routes(sv.outbound, routes);
   struct sched_opts so = {
       .max_outbound = (unsigned)cfg->max_outbound,
       .max_per_destination = (unsigned)cfg->max_per_destination,
