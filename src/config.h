@@ -121,6 +121,15 @@ struct config {
   struct config_dkim dkim_sign[CONFIG_MAX_LIST];
   int n_dkim_sign;
   char routes_file[4096]; /* empty: no routes (CONTRACT §4a) */
+  /* the OAuth2 client for XOAUTH2 (CONTRACT §4a); the _file keys are read
+   * into the secrets at load */
+  char relayhost_oauth2_token_url[2048]; /* empty: the token is the password */
+  char relayhost_oauth2_client_id[512];
+  char relayhost_oauth2_client_secret[1024];
+  char relayhost_oauth2_client_secret_file[4096];
+  char relayhost_oauth2_refresh_token[4096];
+  char relayhost_oauth2_refresh_token_file[4096];
+  char relayhost_oauth2_scope[1024];
 
   /* private: set when relay_networks was given by any source */
   int relay_networks_set;

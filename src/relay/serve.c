@@ -23,6 +23,7 @@
 #include "relay/inbound.h"
 #include "log.h"
 #include "relay/metrics.h"
+#include "relay/oauth2.h"
 #include "relay/outbound.h"
 #include "relay/routes.h"
 #include "queue/sched.h"
@@ -368,6 +369,15 @@ int serve_main(const struct config *cfg) {
   if (routes->rs.n)
     log_msg(LOG_INFO, "startup", "%zu routes from %s", routes->rs.n,
             cfg->routes_file);
+  if (cfg->relayhost_oauth2_token_url[0] && !oauth2_supported()) {
+    log_msg(LOG_ERROR, "startup",
+            "relayhost_oauth2_token_url: this mailhop was built without "
+            "libcurl (meson -Doauth2=disabled, as the static image is); use "
+            "the slim image, or a token file kept fresh by another program "
+            "(relayhost_password_file)");
+    relay_routes_unref(routes);
+    return 1;
+  }
   int rc = store_open(sv.loop, cfg->queue_path, &sv.store, err, sizeof err);
   if (rc < 0) {
     log_msg(LOG_ERROR, "startup", "%s", err);

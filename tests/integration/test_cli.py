@@ -37,7 +37,7 @@ def test_check_prints_every_key_with_defaults():
     assert out["retry_schedule"] == "1m,5m,15m,30m,1h,2h,4h"
     assert out["relayhost_auth"] == "auto"
     assert out["metrics_listen"] == ""
-    assert len(out) == 40
+    assert len(out) == 47
 
 
 def test_precedence_file_env_file_secret_override(tmp_path):

@@ -333,7 +333,7 @@ static void test_print(void) {
   int lines = 0;
   for (char *p = out; *p; p++)
     lines += *p == '\n';
-  CHECK_INT(lines, 40);
+  CHECK_INT(lines, 47);
 
   CHECK_INT(parse("metrics_listen = 127.0.0.1:9100, [::1]:9101\n"), 0);
   CHECK_INT(cfg.n_metrics_listen, 2);

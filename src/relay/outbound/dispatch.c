@@ -297,10 +297,34 @@ static void secret_done(uv_work_t *w, int status) {
   dispatch_resolve(d);
 }
 
+/* The OAuth2 access token for the global relayhost (CONTRACT §4a). */
+static void on_token(void *arg, int rc, const char *token, const char *why) {
+  struct delivery *d = arg;
+  struct outbound *ob = d->ob;
+  if (rc == -2 || ob->stopping || ob->freeing) {
+    record_finish(d); /* shutdown: the recipients stay as they are */
+    return;
+  }
+  if (rc < 0) {
+    /* A relayhost problem: defer, never bounce (CONTRACT §4). */
+    snprintf(d->last_err, sizeof d->last_err, "%s", why);
+    dispatch_decide_pending(d, OUTCOME_TEMPFAIL, d->last_err, "4.7.0");
+    record_finish(d);
+    return;
+  }
+  snprintf(d->password, sizeof d->password, "%s", token);
+  d->oauth2_token = 1;
+  dispatch_resolve(d);
+}
+
 void dispatch_credentials(struct delivery *d) {
   const struct route *rt = d->rt;
   if (!d->relayhost || !rt->user[0]) {
     dispatch_resolve(d);
+    return;
+  }
+  if (rt == &d->ob->global && d->ob->oauth2) {
+    oauth2_get(d->ob->oauth2, &d->token_wait, on_token, d);
     return;
   }
   if (!rt->password_file[0]) {
@@ -404,6 +428,7 @@ void dispatch_free(struct delivery *d) {
   free(d->sender);
   free(d->envid_x);
   free(d->headers);
+  oauth2_cancel(d->ob->oauth2, &d->token_wait);
   explicit_bzero(d->password, sizeof d->password);
   relay_routes_unref(d->routes);
   free(d);
@@ -476,6 +501,18 @@ struct outbound *outbound_new(uv_loop_t *loop, const struct config *cfg,
     free(ob);
     return NULL;
   }
+  /* mailhop as its own OAuth2 client (serve checked that the build has
+   * it). */
+  if (cfg->relayhost_oauth2_token_url[0]) {
+    ob->oauth2 = oauth2_new(loop, cfg, err, errlen);
+    if (!ob->oauth2) {
+      SSL_CTX_free(ob->ctx_verify);
+      SSL_CTX_free(ob->ctx_any);
+      resolver_free(ob->res);
+      free(ob);
+      return NULL;
+    }
+  }
   /* Bounce signing: the keys again, quietly.  A bad key is inbound's
    * start-up error to report (a configuration error, exit 1). */
   if (cfg->n_dkim_sign > 0) {
@@ -541,6 +578,7 @@ void outbound_abort_all(struct outbound *ob) {
   outbound_close_idle(ob);
   ob->freeing = 1;
   session_abort_waiting(ob);
+  oauth2_abort_waiters(ob->oauth2);
   struct delivery *next;
   /* outbound_close_idle ended the lookups; end the connections. */
   for (struct delivery *d = ob->list; d; d = next) {
@@ -553,6 +591,7 @@ void outbound_abort_all(struct outbound *ob) {
 }
 
 void outbound_free(struct outbound *ob) {
+  oauth2_free(ob->oauth2);
   relay_routes_unref(ob->routes);
   resolver_free(ob->res);
   SSL_CTX_free(ob->ctx_verify);

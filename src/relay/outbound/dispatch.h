@@ -25,6 +25,7 @@
 #include "proto/encode.h"
 #include "proto/routes.h"
 #include "queue/store.h"
+#include "relay/oauth2.h"
 #include "relay/outbound/outcome.h"
 
 #define OB_BODY_CHUNK (64 * 1024)
@@ -84,6 +85,8 @@ struct delivery {
   uv_work_t secret_work; /* reading the password file off the loop */
   int secret_rc;         /* its outcome: 0, or -1 with secret_why */
   char secret_why[512];
+  struct oauth2_wait token_wait; /* waiting for an OAuth2 access token */
+  int oauth2_token; /* password is a token from ob->oauth2 */
   /* resolution */
   struct resolver_query *q;
   int relayhost; /* rt->n_hosts > 0 */
@@ -134,6 +137,7 @@ struct outbound {
   struct relay_routes *routes; /* routes_file, never NULL once started */
   struct route global;         /* the global relayhost settings as a route */
   struct route mx;             /* delivery by MX with no route */
+  struct oauth2 *oauth2; /* relayhost_oauth2_token_url; NULL without */
   struct delivery *list;
   int active;
   int conns; /* open connections: deliveries' and idle ones */

@@ -415,6 +415,10 @@ static int handle_event(struct delivery *d, const struct smtp_cli_event *ev,
     if (!ev->local && ev->reply->code >= 400)
       outcome_defer_status(ev->reply->esc, "", d->last_status,
                            sizeof d->last_status);
+    /* The relayhost refused a fetched OAuth2 token: fetch a new one for
+     * the next connection (CONTRACT §4a). */
+    if (ev->fail == SMTP_CLI_FAIL_TOKEN && d->oauth2_token)
+      oauth2_refused(d->ob->oauth2, d->password);
     if (ev->fail == SMTP_CLI_FAIL_GREETING)
       d->conversed = 0;
     else
