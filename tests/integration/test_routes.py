@@ -185,3 +185,265 @@ def test_sighup_reloads_routes_and_keeps_them_when_bad(net, tmp_path):
         m.stop()
     finally:
         sinks.stop()
+
+
+# ---- XOAUTH2 with mailhop as its own OAuth2 client (CONTRACT §4a) --------
+# A real HTTPS token endpoint on loopback (python http.server, a test CA
+# given as tls_ca_file) that checks the grant's form fields and counts the
+# fetches, and the aiosmtpd smarthost of test_xoauth2 that accepts only
+# the good token.
+
+import json  # noqa: E402
+import ssl  # noqa: E402
+import threading  # noqa: E402
+import urllib.parse  # noqa: E402
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa
+
+from test_tls import (dns, finish, pki, queue_json, relay_conf,  # noqa: F401
+                      submit, wait_deferred, wait_until)
+from test_xoauth2 import BAD, GOOD, xoauth2_host  # noqa: E402
+
+CLIENT_ID = "client-id-4f1d"
+CLIENT_SECRET = "client-secret-9d2e77"
+REFRESH = "1//refresh-token-0c8b51"
+SCOPE = "https://outlook.office365.com/.default"
+
+
+class TokenEndpoint:
+    """answers: a list of (status, JSON object); the last one repeats."""
+
+    def __init__(self, pki, answers, cert="server"):
+        self.answers = list(answers)
+        self.forms = []
+        self.lock = threading.Lock()
+        ep = self
+
+        class H(BaseHTTPRequestHandler):
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(n).decode()
+                with ep.lock:
+                    ep.forms.append({
+                        "path": self.path,
+                        "ctype": self.headers.get("Content-Type"),
+                        "form": {k: v[0] for k, v in
+                                 urllib.parse.parse_qs(body).items()}})
+                    st, obj = (ep.answers.pop(0) if len(ep.answers) > 1
+                               else ep.answers[0])
+                out = json.dumps(obj).encode()
+                self.send_response(st)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            def log_message(self, *a):
+                pass
+
+        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        ctx = pki.server_ctx(cert)
+        self.srv.socket = ctx.wrap_socket(self.srv.socket, server_side=True)
+        self.port = self.srv.server_address[1]
+        self.url = f"https://127.0.0.1:{self.port}/oauth2/v2.0/token"
+        self.thread = threading.Thread(target=self.srv.serve_forever,
+                                       daemon=True)
+        self.thread.start()
+
+    @property
+    def fetches(self):
+        with self.lock:
+            return len(self.forms)
+
+    def stop(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+def token(tok, expires_in=3600):
+    return (200, {"token_type": "Bearer", "expires_in": expires_in,
+                  "access_token": tok})
+
+
+def oauth_conf(pki, dns, sh, url, **kw):
+    conf = relay_conf(pki, dns, sh.port, relayhost_auth="xoauth2",
+                      relayhost_password="",
+                      relayhost_oauth2_token_url=url,
+                      relayhost_oauth2_client_id=CLIENT_ID,
+                      relayhost_oauth2_client_secret=CLIENT_SECRET)
+    conf.update(kw)
+    return conf
+
+
+def drop_kept_connections(m):
+    """SIGHUP reloads the (empty) routes file, which closes the kept
+    connections: the next message opens a new one and authenticates."""
+    n = m.log().count("routes reloaded")
+    m.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: m.log().count("routes reloaded") > n)
+
+
+def secrets_absent(m, *extra):
+    text = m.log() + json.dumps(queue_json(m))
+    r = run("check", "-c", str(m.dir / "mailhop.conf"))
+    text += r.stdout + r.stderr
+    for s in (CLIENT_SECRET, REFRESH, GOOD, BAD) + extra:
+        assert s not in text, s
+
+
+def test_oauth2_refresh_token_grant_cached(mailhop, pki, dns, tmp_path):
+    sh = xoauth2_host(pki)
+    ep = TokenEndpoint(pki, [token(GOOD)])
+    try:
+        (tmp_path / "refresh").write_text(REFRESH + "\n")
+        (tmp_path / "routes").write_text("")
+        m = mailhop(**oauth_conf(
+            pki, dns, sh, ep.url, routes_file=tmp_path / "routes",
+            relayhost_oauth2_refresh_token_file=tmp_path / "refresh"))
+        submit(m)
+        wait_until(lambda: len(sh.messages) == 1)
+        wait_until(lambda: queue_json(m) == [])
+        drop_kept_connections(m)
+        submit(m, rcpt="carol@b.example")
+        wait_until(lambda: len(sh.messages) == 2)
+        wait_until(lambda: queue_json(m) == [])
+        # One fetch for both: the token is kept until shortly before it
+        # expires.
+        assert ep.fetches == 1
+        f = ep.forms[0]
+        assert f["path"] == "/oauth2/v2.0/token"
+        assert f["ctype"] == "application/x-www-form-urlencoded"
+        assert f["form"] == {"grant_type": "refresh_token",
+                             "refresh_token": REFRESH,
+                             "client_id": CLIENT_ID,
+                             "client_secret": CLIENT_SECRET}
+        want = ("user=relayuser\x01auth=Bearer " + GOOD + "\x01\x01").encode()
+        assert sh.initial == [want, want]
+        r = run("check", "-c", str(m.dir / "mailhop.conf"))
+        assert "relayhost_oauth2_refresh_token = <set>" in r.stdout
+        assert "relayhost_oauth2_client_secret = <set>" in r.stdout
+        secrets_absent(m)
+        finish(m)
+    finally:
+        ep.stop()
+        sh.controller.stop()
+
+
+def test_oauth2_client_credentials_expiry_refetch(mailhop, pki, dns,
+                                                  tmp_path):
+    sh = xoauth2_host(pki)
+    # expires_in 0: each token serves the connection it was fetched for.
+    ep = TokenEndpoint(pki, [token(GOOD, expires_in=0)])
+    try:
+        (tmp_path / "routes").write_text("")
+        m = mailhop(**oauth_conf(pki, dns, sh, ep.url,
+                                 routes_file=tmp_path / "routes",
+                                 relayhost_oauth2_scope=SCOPE))
+        submit(m)
+        wait_until(lambda: len(sh.messages) == 1)
+        wait_until(lambda: queue_json(m) == [])
+        drop_kept_connections(m)
+        submit(m, rcpt="carol@b.example")
+        wait_until(lambda: len(sh.messages) == 2)
+        assert len(sh.initial) == 2
+        assert ep.fetches == 2
+        for f in ep.forms:
+            assert f["form"] == {"grant_type": "client_credentials",
+                                 "client_id": CLIENT_ID,
+                                 "client_secret": CLIENT_SECRET,
+                                 "scope": SCOPE}
+        secrets_absent(m)
+        finish(m)
+    finally:
+        ep.stop()
+        sh.controller.stop()
+
+
+def test_oauth2_refused_token_is_refetched(mailhop, pki, dns):
+    sh = xoauth2_host(pki)
+    ep = TokenEndpoint(pki, [token(BAD), token(GOOD)])
+    try:
+        m = mailhop(**oauth_conf(pki, dns, sh, ep.url))
+        submit(m)
+        rcpt = wait_deferred(m)
+        assert "535" in rcpt["last_error"], rcpt
+        assert sh.after_err == [b""]
+        assert ep.fetches == 1
+        r = m.cli("queue", "flush")
+        assert r.returncode == 0, r.stderr
+        wait_until(lambda: sh.messages)
+        wait_until(lambda: queue_json(m) == [])
+        assert ep.fetches == 2
+        assert "event=bounced" not in m.log()
+        secrets_absent(m)
+        finish(m)
+    finally:
+        ep.stop()
+        sh.controller.stop()
+
+
+def test_oauth2_endpoint_failures_defer(mailhop, pki, dns):
+    sh = xoauth2_host(pki)
+    ep = TokenEndpoint(pki, [(400, {"error": "invalid_grant",
+                                    "error_description": "revoked"})])
+    try:
+        m = mailhop(**oauth_conf(pki, dns, sh, ep.url,
+                                 relayhost_oauth2_refresh_token=REFRESH))
+        submit(m)
+        rcpt = wait_deferred(m)
+        assert "relayhost_oauth2_token_url" in rcpt["last_error"], rcpt
+        assert "invalid_grant" in rcpt["last_error"], rcpt
+        m.wait_log("token fetch failed")
+        assert sh.initial == [] and sh.messages == []
+        assert "event=bounced" not in m.log()
+        secrets_absent(m)
+        finish(m)
+        # The endpoint down: deferred too.
+        ep.stop()
+        m = mailhop(**oauth_conf(pki, dns, sh, ep.url))
+        submit(m)
+        rcpt = wait_deferred(m)
+        assert "relayhost_oauth2_token_url" in rcpt["last_error"], rcpt
+        assert "event=bounced" not in m.log()
+        finish(m)
+    finally:
+        ep.stop()
+        sh.controller.stop()
+
+
+def test_oauth2_endpoint_not_trusted_defers(mailhop, pki, dns):
+    """The endpoint's certificate is verified against tls_ca_file."""
+    sh = xoauth2_host(pki)
+    ep = TokenEndpoint(pki, [token(GOOD)], cert="untrusted")
+    try:
+        m = mailhop(**oauth_conf(pki, dns, sh, ep.url))
+        submit(m)
+        rcpt = wait_deferred(m)
+        assert "relayhost_oauth2_token_url" in rcpt["last_error"], rcpt
+        assert sh.initial == []
+        finish(m)
+    finally:
+        ep.stop()
+        sh.controller.stop()
+
+
+def test_xoauth2_token_file_is_read_again(mailhop, pki, dns, tmp_path):
+    sh = xoauth2_host(pki)
+    try:
+        tf = tmp_path / "token"
+        tf.write_text(BAD + "\n")
+        m = mailhop(**relay_conf(pki, dns, sh.port, relayhost_auth="xoauth2",
+                                 relayhost_password="",
+                                 relayhost_password_file=tf))
+        submit(m)
+        rcpt = wait_deferred(m)
+        assert "535" in rcpt["last_error"], rcpt
+        tf.write_text(GOOD + "\n")  # an outside refresher replaced it
+        assert m.cli("queue", "flush").returncode == 0
+        wait_until(lambda: sh.messages)
+        wait_until(lambda: queue_json(m) == [])
+        assert sh.initial[-1] == ("user=relayuser\x01auth=Bearer " + GOOD +
+                                  "\x01\x01").encode()
+        secrets_absent(m)
+        finish(m)
+    finally:
+        sh.controller.stop()
