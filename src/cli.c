@@ -14,6 +14,8 @@ int cli_parse(struct cli *c, int argc, char **argv, char *err, size_t errlen) {
       slot = &c->socket;
     else if (strcmp(a, "--explain") == 0)
       slot = &c->explain;
+    else if (strcmp(a, "--sender") == 0)
+      slot = &c->sender;
     if (slot) {
       if (i + 1 >= argc) {
         snprintf(err, errlen, "%s needs an argument", a);

@@ -16,6 +16,7 @@ struct cli {
   const char *config_file;                  /* -c */
   const char *socket;                       /* -s */
   const char *explain;                      /* check --explain KEY */
+  const char *sender;                       /* resolve --sender ADDR */
   const char *overrides[CLI_MAX_OVERRIDES]; /* -o KEY=VALUE */
   int n_overrides;
   int json;    /* --json */

@@ -38,8 +38,8 @@ static const char usage[] =
     "  queue hold ID | release ID          stop / resume delivery of a "
     "message\n"
     "  pause | resume                      stop / restart outbound delivery\n"
-    "  resolve DOMAIN                      print delivery candidates for a "
-    "domain\n"
+    "  resolve DOMAIN [--sender ADDR]      print the route and delivery "
+    "candidates\n"
     "  dkim keygen DOMAIN SELECTOR [--type rsa|ed25519] [--bits N] [--out "
     "FILE]\n"
     "                                      write a DKIM signing key, print "
@@ -107,10 +107,14 @@ static const struct {
     {"resume", "usage: mailhop resume [-s SOCKET]\n\n"
                "Restarts outbound delivery after mailhop pause.\n\n"
                "options:\n" ADMIN_OPTIONS},
-    {"resolve", "usage: mailhop resolve DOMAIN [-c FILE] [-o KEY=VALUE]...\n\n"
-                "Prints the delivery candidates for DOMAIN in the order they "
-                "would be\ntried (MX, dns_servers, smtp_port from the "
-                "configuration).\n\noptions:\n" CONFIG_OPTIONS},
+    {"resolve",
+     "usage: mailhop resolve DOMAIN [--sender ADDR] [-c FILE] [-o "
+     "KEY=VALUE]...\n\n"
+     "Prints the delivery candidates for DOMAIN in the order they would "
+     "be\ntried (MX, dns_servers, smtp_port from the configuration). With "
+     "a\nroutes_file or --sender, first the route a message from ADDR to "
+     "DOMAIN\nwould take and its target.\n\noptions:\n" CONFIG_OPTIONS
+     "  --sender ADDR  the envelope sender, for sender routes\n"},
 };
 
 /* Prints the help of the command cli names, or the usage. */
@@ -252,7 +256,7 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "serve") == 0)
     rc = serve_main(cfg);
   else if (strcmp(cmd, "resolve") == 0)
-    rc = resolve_cmd_main(cfg, cli.words[1]);
+    rc = resolve_cmd_main(cfg, cli.words[1], cli.sender);
   else
     rc = admin_cli_main(cfg, &cli);
   free(cfg);

@@ -447,3 +447,30 @@ def test_xoauth2_token_file_is_read_again(mailhop, pki, dns, tmp_path):
         finish(m)
     finally:
         sh.controller.stop()
+
+
+def test_resolve_shows_the_route(tmp_path):
+    routes = tmp_path / "routes"
+    routes.write_text("# r\nsender:@billing.test relayhost=[127.0.0.1]:2600"
+                      " relayhost_tls=none\n"
+                      "recipient:@partner.test relayhost=mx\n")
+    base = ["-o", "hostname=relay.test", "-o", "dns_servers=127.0.0.1:9",
+            "-o", "dns_timeout=1s", "-o", f"routes_file={routes}",
+            "-o", "relayhost=[127.0.0.2]:2700", "-o", "relayhost_tls=none"]
+    r = run("resolve", "other.test", "--sender", "a@Billing.test", *base)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.splitlines()
+    assert out[0] == f"route = sender:@billing.test ({routes}:2)"
+    assert out[1] == "target = [127.0.0.1]:2600"
+    assert "127.0.0.1" in out[2] and ":2600" in out[2]
+    # Unmatched: the global settings.
+    r = run("resolve", "other.test", "--sender", "a@else.test", *base)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[:2] == ["route = none",
+                                         "target = [127.0.0.2]:2700"]
+    # A recipient route wins over the sender's; mx resolves the domain
+    # (no DNS server here: the lookup fails, exit 2, after the route).
+    r = run("resolve", "partner.test", "--sender", "a@billing.test", *base)
+    assert r.returncode == 2
+    assert r.stdout.splitlines() == [f"route = recipient:@partner.test "
+                                     f"({routes}:3)", "target = mx"]
