@@ -125,6 +125,9 @@ def test_route_targets_are_destinations_of_their_own(net, tmp_path):
              what="deferral of the bad route")
         send(m, "x@good.test", ["r2@other.test"])
         wait(lambda: rcpts_of(a) == ["r2@other.test"], what="good route")
+        # (the sink has it before the queue has recorded it)
+        wait(lambda: [r[0] for r in recipients(m)] == ["r1@other.test"],
+             what="r2 recorded as delivered")
         st = recipients(m)
         assert [r[0] for r in st] == ["r1@other.test"] and st[0][1] == 1
         assert "535" in st[0][3]
