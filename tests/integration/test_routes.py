@@ -477,3 +477,36 @@ def test_resolve_shows_the_route(tmp_path):
     assert r.returncode == 2
     assert r.stdout.splitlines() == [f"route = recipient:@partner.test "
                                      f"({routes}:3)", "target = mx"]
+
+
+def test_oauth2_shutdown_during_a_fetch(mailhop, pki, dns):
+    """An endpoint that never answers: SIGTERM still ends mailhop cleanly
+    (exit 0, nothing leaked), the mail stays queued."""
+    import socket
+    sh = xoauth2_host(pki)
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(4)
+    accepted = []
+
+    def accept():
+        try:
+            while True:
+                accepted.append(lsock.accept()[0])
+        except OSError:
+            pass
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    try:
+        url = f"https://127.0.0.1:{lsock.getsockname()[1]}/token"
+        m = mailhop(**oauth_conf(pki, dns, sh, url, shutdown_timeout="1s"))
+        submit(m)
+        wait_until(lambda: accepted)
+        finish(m)
+        assert sh.initial == []
+    finally:
+        lsock.close()
+        for c in accepted:
+            c.close()
+        sh.controller.stop()
