@@ -96,8 +96,8 @@ int oauth2_parse_token(int http_status, const char *body, size_t len,
     safe_copy(e, sizeof e, err);
     safe_copy(desc, sizeof desc,
               json_string_value(json_object_get(root, "error_description")));
-    snprintf(why, whylen, "HTTP %d%s%s%s%s", http_status, e[0] ? ": " : "",
-             e, desc[0] ? ": " : "", desc);
+    snprintf(why, whylen, "HTTP %d%s%s%s%s", http_status, e[0] ? ": " : "", e,
+             desc[0] ? ": " : "", desc);
     json_decref(root);
     return -1;
   }
@@ -118,8 +118,9 @@ int oauth2_parse_token(int http_status, const char *body, size_t len,
   }
   for (size_t i = 0; i < tl; i++)
     if (tok[i] <= 0x20 || tok[i] >= 0x7f) {
-      snprintf(why, whylen, "access_token has a byte that is not printable "
-                            "ASCII");
+      snprintf(why, whylen,
+               "access_token has a byte that is not printable "
+               "ASCII");
       goto out;
     }
   if (tt && (!json_is_string(tt) ||

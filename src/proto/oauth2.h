@@ -14,9 +14,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define OAUTH2_TOKEN_MAX 8192     /* bytes of an access token, NUL excluded */
-#define OAUTH2_ANSWER_MAX 65536   /* bytes of a token endpoint's answer */
-#define OAUTH2_DEFAULT_EXPIRES 3600 /* s, when the answer gives no expires_in */
+#define OAUTH2_TOKEN_MAX 8192       /* bytes of an access token, NUL excluded */
+#define OAUTH2_ANSWER_MAX 65536     /* bytes of a token endpoint's answer */
+#define OAUTH2_DEFAULT_EXPIRES 3600 /* s, when the answer gives no expires_in  \
+                                     */
 
 /* What a grant sends; NULL or "" leaves a field out. */
 struct oauth2_grant {

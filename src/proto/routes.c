@@ -195,8 +195,8 @@ static int parse_match(struct perr *p, const char *tok, struct route *r) {
   }
   if (!*rest || strlen(rest) >= sizeof r->match)
     return fail(p, "'%s': missing or overlong domain or address", tok);
-  const char *dom = r->kind == ROUTE_SENDER_ADDRESS ? strrchr(rest, '@') + 1
-                                                    : rest;
+  const char *dom =
+      r->kind == ROUTE_SENDER_ADDRESS ? strrchr(rest, '@') + 1 : rest;
   if (!valid_host(dom) || strchr(dom, ':') || strchr(dom, '['))
     return fail(p, "'%s': '%s' is not a domain", tok, dom);
   for (const char *c = rest; *c; c++)
@@ -219,13 +219,10 @@ static int copy_val(struct perr *p, const char *key, const char *val, char *dst,
 
 static int parse_setting(struct perr *p, char *tok, struct route *r,
                          unsigned *seen) {
-  static const char *const keys[] = {"relayhost",
-                                     "relayhost_user",
-                                     "relayhost_password_file",
-                                     "relayhost_tls",
-                                     "relayhost_auth",
-                                     "relayhost_auth_plaintext",
-                                     "rate"};
+  static const char *const keys[] = {
+      "relayhost",     "relayhost_user", "relayhost_password_file",
+      "relayhost_tls", "relayhost_auth", "relayhost_auth_plaintext",
+      "rate"};
   char *eq = strchr(tok, '=');
   if (!eq)
     return fail(p, "'%s': expected key=value", tok);

@@ -18,9 +18,9 @@
 #include <stdint.h>
 
 #define ROUTES_MAX 4096       /* routes per file */
-#define ROUTES_MAX_HOSTS 32 /* relayhost failover list (CONFIG_MAX_LIST) */
+#define ROUTES_MAX_HOSTS 32   /* relayhost failover list (CONFIG_MAX_LIST) */
 #define ROUTES_LINE_MAX 16384 /* bytes of one line */
-#define ROUTES_KEY_MAX 256 /* bytes of a destination key, NUL included */
+#define ROUTES_KEY_MAX 256    /* bytes of a destination key, NUL included */
 
 enum route_kind {
   ROUTE_RECIPIENT_DOMAIN, /* recipient:@DOMAIN */

@@ -45,7 +45,7 @@ struct oauth2 {
   char token[OAUTH2_TOKEN_MAX + 1];
   uint64_t valid_until;
   struct fetch *inflight;
-  struct oauth2_wait *waiters;   /* for the fetch in flight */
+  struct oauth2_wait *waiters;    /* for the fetch in flight */
   struct oauth2_wait *delivering; /* being called back now */
   int freeing;
 };
@@ -92,8 +92,7 @@ static void fetch_work(uv_work_t *w) {
     curl_easy_setopt(h, CURLOPT_CAINFO, f->ca);
   curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, f->connect_ms);
   curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)OAUTH2_FETCH_TIMEOUT_MS);
-  curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE,
-                   (curl_off_t)OAUTH2_ANSWER_MAX);
+  curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)OAUTH2_ANSWER_MAX);
   curl_easy_setopt(h, CURLOPT_USERAGENT, "mailhop/" MAILHOP_VERSION);
   curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
   curl_easy_setopt(h, CURLOPT_POSTFIELDS, f->form);
@@ -170,13 +169,14 @@ static void fetch_done(uv_work_t *w, int status) {
     uint64_t margin = life / 2 < 60000 ? life / 2 : 60000;
     memcpy(o->token, f->tok.access_token, sizeof o->token);
     o->valid_until = now + life - margin;
-    log_msg(LOG_INFO, "oauth2", "access token fetched from %s, expires in %llus",
-            o->url_shown, (unsigned long long)f->tok.expires_in);
+    log_msg(LOG_INFO, "oauth2",
+            "access token fetched from %s, expires in %llus", o->url_shown,
+            (unsigned long long)f->tok.expires_in);
     call_waiters(o, 0, f->tok.access_token, NULL);
   } else {
     char why[640];
-    snprintf(why, sizeof why, "relayhost_oauth2_token_url %s: %s",
-             o->url_shown, f->why);
+    snprintf(why, sizeof why, "relayhost_oauth2_token_url %s: %s", o->url_shown,
+             f->why);
     log_msg(LOG_WARN, "oauth2",
             "token fetch failed (%s); mail to the relayhost is deferred", why);
     call_waiters(o, -1, NULL, why);
@@ -223,10 +223,12 @@ static void start_fetch(struct oauth2 *o) {
   call_waiters(o, -1, NULL, msg);
 }
 
-int oauth2_supported(void) { return 1; }
+int oauth2_supported(void) {
+  return 1;
+}
 
-struct oauth2 *oauth2_new(uv_loop_t *loop, const struct config *cfg,
-                          char *err, size_t errlen) {
+struct oauth2 *oauth2_new(uv_loop_t *loop, const struct config *cfg, char *err,
+                          size_t errlen) {
   if (errlen)
     err[0] = '\0';
   if (!cfg->relayhost_oauth2_token_url[0])
@@ -234,8 +236,9 @@ struct oauth2 *oauth2_new(uv_loop_t *loop, const struct config *cfg,
   static int inited;
   if (!inited) {
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-      snprintf(err, errlen, "relayhost_oauth2_token_url: cannot start "
-                            "libcurl");
+      snprintf(err, errlen,
+               "relayhost_oauth2_token_url: cannot start "
+               "libcurl");
       return NULL;
     }
     inited = 1;
@@ -328,10 +331,12 @@ struct oauth2 {
   int unused;
 };
 
-int oauth2_supported(void) { return 0; }
+int oauth2_supported(void) {
+  return 0;
+}
 
-struct oauth2 *oauth2_new(uv_loop_t *loop, const struct config *cfg,
-                          char *err, size_t errlen) {
+struct oauth2 *oauth2_new(uv_loop_t *loop, const struct config *cfg, char *err,
+                          size_t errlen) {
   (void)loop;
   if (errlen)
     err[0] = '\0';
@@ -357,8 +362,12 @@ void oauth2_refused(struct oauth2 *o, const char *token) {
   (void)o, (void)token;
 }
 
-void oauth2_abort_waiters(struct oauth2 *o) { (void)o; }
+void oauth2_abort_waiters(struct oauth2 *o) {
+  (void)o;
+}
 
-void oauth2_free(struct oauth2 *o) { free(o); }
+void oauth2_free(struct oauth2 *o) {
+  free(o);
+}
 
 #endif

@@ -52,8 +52,8 @@ struct oauth2_wait {
  * mailhop was built without libcurl.  Call at start-up, before other
  * threads run (curl_global_init).
  */
-struct oauth2 *oauth2_new(uv_loop_t *loop, const struct config *cfg,
-                          char *err, size_t errlen);
+struct oauth2 *oauth2_new(uv_loop_t *loop, const struct config *cfg, char *err,
+                          size_t errlen);
 
 /*
  * Gets a token for w: at once (w->cb called before this returns) when a

@@ -143,8 +143,7 @@ struct sb {
 };
 
 __attribute__((format(printf, 2, 3))) static void sb_add(struct sb *b,
-                                                         const char *fmt,
-                                                         ...) {
+                                                         const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   int w = vsnprintf(b->len < b->cap ? b->out + b->len : NULL,

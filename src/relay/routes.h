@@ -41,8 +41,7 @@ void relay_routes_unref(struct relay_routes *rt);
  * check`; the password files' paths are printed, never their content).
  * Returns the length it needs (bytes, without the NUL), as snprintf.
  */
-size_t relay_routes_print(const struct relay_routes *rt, char *out,
-                          size_t cap);
+size_t relay_routes_print(const struct relay_routes *rt, char *out, size_t cap);
 
 /*
  * Reads the first line of a password (or token) file into out (trailing

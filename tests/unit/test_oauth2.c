@@ -62,8 +62,7 @@ static void test_answer(void) {
   CHECK_INT(parse(200, "{\"access_token\":\"t\",\"expires_in\":0}", &t, why),
             0);
   CHECK_INT(t.expires_in, 0);
-  CHECK_INT(parse(200, "{\"access_token\":\"t\",\"expires_in\":59.5}", &t,
-                  why),
+  CHECK_INT(parse(200, "{\"access_token\":\"t\",\"expires_in\":59.5}", &t, why),
             0);
   CHECK_INT(t.expires_in, 59);
 
@@ -99,18 +98,18 @@ static void test_answer(void) {
   CHECK_INT(parse(200, "{\"access_token\":\"a b\"}", &t, why), -1);
   CHECK_CONTAINS(why, "not printable");
   CHECK_INT(parse(200, "{\"access_token\":\"a\\u0001\"}", &t, why), -1);
-  CHECK_INT(parse(200, "{\"access_token\":\"t\",\"token_type\":\"mac\"}", &t,
-                  why),
-            -1);
+  CHECK_INT(
+      parse(200, "{\"access_token\":\"t\",\"token_type\":\"mac\"}", &t, why),
+      -1);
   CHECK_STR(why, "token_type 'mac' is not Bearer");
   CHECK_INT(parse(200, "{\"access_token\":\"t\",\"expires_in\":-1}", &t, why),
             -1);
-  CHECK_INT(parse(200, "{\"access_token\":\"t\",\"expires_in\":\"1h\"}", &t,
-                  why),
-            -1);
-  CHECK_INT(parse(200, "{\"access_token\":\"t\",\"access_token\":\"u\"}", &t,
-                  why),
-            -1);
+  CHECK_INT(
+      parse(200, "{\"access_token\":\"t\",\"expires_in\":\"1h\"}", &t, why),
+      -1);
+  CHECK_INT(
+      parse(200, "{\"access_token\":\"t\",\"access_token\":\"u\"}", &t, why),
+      -1);
   /* Sizes: the longest token fits, one more byte does not. */
   size_t cap = OAUTH2_TOKEN_MAX + 64;
   char *big = malloc(cap);
@@ -123,9 +122,9 @@ static void test_answer(void) {
   free(big);
   char *huge = calloc(1, OAUTH2_ANSWER_MAX + 2);
   memset(huge, ' ', OAUTH2_ANSWER_MAX + 1);
-  CHECK_INT(oauth2_parse_token(200, huge, OAUTH2_ANSWER_MAX + 1, &t, why,
-                               sizeof why),
-            -1);
+  CHECK_INT(
+      oauth2_parse_token(200, huge, OAUTH2_ANSWER_MAX + 1, &t, why, sizeof why),
+      -1);
   CHECK_CONTAINS(why, "larger than");
   free(huge);
   /* Not NUL-terminated input: only len bytes are read. */

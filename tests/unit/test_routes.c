@@ -54,8 +54,7 @@ static void test_contract_example(void) {
   CHECK(routes_match(&rs, "ALERTS@Ops.Example", "y.example") == &rs.r[1]);
   CHECK(routes_match(&rs, "other@ops.example", "y.example") == NULL);
   CHECK(routes_match(&rs, "a@billing.example", "y.example") == &rs.r[2]);
-  CHECK(routes_match(&rs, "a@BILLING.example", "PARTNER.example") ==
-        &rs.r[0]);
+  CHECK(routes_match(&rs, "a@BILLING.example", "PARTNER.example") == &rs.r[0]);
   CHECK(routes_match(&rs, "", "y.example") == NULL);
   CHECK(routes_match(&rs, "a@sub.billing.example", "y.example") == NULL);
   routes_free(&rs);

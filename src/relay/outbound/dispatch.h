@@ -86,7 +86,7 @@ struct delivery {
   int secret_rc;         /* its outcome: 0, or -1 with secret_why */
   char secret_why[512];
   struct oauth2_wait token_wait; /* waiting for an OAuth2 access token */
-  int oauth2_token; /* password is a token from ob->oauth2 */
+  int oauth2_token;              /* password is a token from ob->oauth2 */
   /* resolution */
   struct resolver_query *q;
   int relayhost; /* rt->n_hosts > 0 */
@@ -137,7 +137,7 @@ struct outbound {
   struct relay_routes *routes; /* routes_file, never NULL once started */
   struct route global;         /* the global relayhost settings as a route */
   struct route mx;             /* delivery by MX with no route */
-  struct oauth2 *oauth2; /* relayhost_oauth2_token_url; NULL without */
+  struct oauth2 *oauth2;       /* relayhost_oauth2_token_url; NULL without */
   struct delivery *list;
   int active;
   int conns; /* open connections: deliveries' and idle ones */
