@@ -134,9 +134,15 @@ static void fetch_free(struct fetch *f) {
 static void call_waiters(struct oauth2 *o, int rc, const char *token,
                          const char *why) {
   /* Waiters that come during the callbacks wait for a new fetch: the
-   * list being called back is apart from o->waiters. */
-  o->delivering = o->waiters;
+   * list being called back is apart from o->waiters.  (A call nested in a
+   * callback, when a new fetch cannot start, takes the rest of the outer
+   * list along.) */
+  struct oauth2_wait *list = o->waiters, **pp = &list;
   o->waiters = NULL;
+  while (*pp)
+    pp = &(*pp)->next;
+  *pp = o->delivering;
+  o->delivering = list;
   struct oauth2_wait *w;
   while ((w = o->delivering)) {
     o->delivering = w->next;
