@@ -362,20 +362,43 @@ def test_oauth2_client_credentials_expiry_refetch(mailhop, pki, dns,
 
 
 def test_oauth2_refused_token_is_refetched(mailhop, pki, dns):
+    """A refused token (the error challenge, then 535) is dropped and a new
+    one fetched for the same host at once, once per delivery."""
     sh = xoauth2_host(pki)
     ep = TokenEndpoint(pki, [token(BAD), token(GOOD)])
     try:
         m = mailhop(**oauth_conf(pki, dns, sh, ep.url))
         submit(m)
-        rcpt = wait_deferred(m)
-        assert "535" in rcpt["last_error"], rcpt
-        assert sh.after_err == [b""]
-        assert ep.fetches == 1
-        r = m.cli("queue", "flush")
-        assert r.returncode == 0, r.stderr
         wait_until(lambda: sh.messages)
         wait_until(lambda: queue_json(m) == [])
         assert ep.fetches == 2
+        ir = "user=relayuser\x01auth=Bearer {}\x01\x01"
+        assert sh.initial == [ir.format(BAD).encode(),
+                              ir.format(GOOD).encode()]
+        assert sh.after_err == [b""]
+        m.wait_log("refused the access token")
+        assert "event=bounced" not in m.log()
+        secrets_absent(m)
+        finish(m)
+    finally:
+        ep.stop()
+        sh.controller.stop()
+
+
+def test_oauth2_token_refused_again_defers(mailhop, pki, dns):
+    sh = xoauth2_host(pki)
+    ep = TokenEndpoint(pki, [token(BAD)])
+    try:
+        m = mailhop(**oauth_conf(pki, dns, sh, ep.url))
+        submit(m)
+        rcpt = wait_deferred(m)
+        assert "535" in rcpt["last_error"], rcpt
+        # one new token for the same delivery, not more
+        assert ep.fetches == 2 and len(sh.initial) == 2
+        assert sh.messages == []
+        # the next attempt fetches again
+        assert m.cli("queue", "flush").returncode == 0
+        wait_until(lambda: ep.fetches == 4)
         assert "event=bounced" not in m.log()
         secrets_absent(m)
         finish(m)

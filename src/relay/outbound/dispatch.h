@@ -87,6 +87,8 @@ struct delivery {
   char secret_why[512];
   struct oauth2_wait token_wait; /* waiting for an OAuth2 access token */
   int oauth2_token;              /* password is a token from ob->oauth2 */
+  int token_retry;   /* the relayhost refused it: fetch anew, same host */
+  int token_retried; /* that was done once for this delivery */
   /* resolution */
   struct resolver_query *q;
   int relayhost; /* rt->n_hosts > 0 */

@@ -417,8 +417,12 @@ static int handle_event(struct delivery *d, const struct smtp_cli_event *ev,
                            sizeof d->last_status);
     /* The relayhost refused a fetched OAuth2 token: fetch a new one for
      * the next connection (CONTRACT §4a). */
-    if (ev->fail == SMTP_CLI_FAIL_TOKEN && d->oauth2_token)
+    if (ev->fail == SMTP_CLI_FAIL_TOKEN && d->oauth2_token) {
       oauth2_refused(d->ob->oauth2, d->password);
+      /* Once per delivery, the same host again with a new token (a
+       * revoked cached token should not cost a retry interval). */
+      d->token_retry = !d->token_retried;
+    }
     if (ev->fail == SMTP_CLI_FAIL_GREETING)
       d->conversed = 0;
     else
@@ -526,6 +530,28 @@ static const struct conn_cbs delivery_cbs = {
 
 static void session_connect(struct delivery *d);
 
+/* A new OAuth2 token after the relayhost refused one: the same candidate
+ * again, or the deferral (CONTRACT §4a). */
+static void on_retry_token(void *arg, int rc, const char *token,
+                           const char *why) {
+  struct delivery *d = arg;
+  struct outbound *ob = d->ob;
+  if (rc == -2 || ob->stopping || ob->freeing) {
+    record_finish(d); /* shutdown: the recipients stay as they are */
+    return;
+  }
+  if (rc < 0) {
+    snprintf(d->last_err, sizeof d->last_err, "%s", why);
+    dispatch_decide_pending(d, OUTCOME_TEMPFAIL, d->last_err, "4.7.0");
+    record_finish(d);
+    return;
+  }
+  snprintf(d->password, sizeof d->password, "%s", token);
+  d->cand--; /* NEXT_HOST steps back onto it */
+  d->next = NEXT_HOST;
+  session_next(d);
+}
+
 /* Picks the next way to try, or ends with the outcome. */
 void session_next(struct delivery *d) {
   struct outbound *ob = d->ob;
@@ -534,6 +560,12 @@ void session_next(struct delivery *d) {
       dispatch_decide_pending(d, OUTCOME_TEMPFAIL, d->last_err,
                               d->last_status[0] ? d->last_status : "4.4.1");
     record_finish(d);
+    return;
+  }
+  if (d->token_retry && d->cand >= 0) {
+    d->token_retry = 0;
+    d->token_retried = 1;
+    oauth2_get(ob->oauth2, &d->token_wait, on_retry_token, d);
     return;
   }
   if (d->reused) {
