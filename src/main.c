@@ -77,8 +77,8 @@ static const struct {
     {"serve", "usage: mailhop serve [-c FILE] [-o KEY=VALUE]...\n\n"
               "Runs the relay in the foreground, logging to stderr. SIGTERM "
               "or SIGINT:\nfinish what is in flight (shutdown_timeout), exit "
-              "0. SIGHUP: reload\ncertificates, the AUTH users file and "
-              "tls_ca_file.\n\noptions:\n" CONFIG_OPTIONS},
+              "0. SIGHUP: reload\ncertificates, the AUTH users file, "
+              "tls_ca_file and routes_file.\n\noptions:\n" CONFIG_OPTIONS},
     {"check", "usage: mailhop check [-c FILE] [-o KEY=VALUE]...\n"
               "       mailhop check --explain KEY [-c FILE] [-o "
               "KEY=VALUE]...\n\n"
