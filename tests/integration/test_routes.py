@@ -219,12 +219,18 @@ class TokenEndpoint:
         self.answers = list(answers)
         self.forms = []
         self.lock = threading.Lock()
+        self.gate = threading.Event()  # cleared: requests wait for it
+        self.gate.set()
+        self.waiting = 0
         ep = self
 
         class H(BaseHTTPRequestHandler):
             def do_POST(self):
+                with ep.lock:
+                    ep.waiting += 1
                 n = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(n).decode()
+                ep.gate.wait(60)
                 with ep.lock:
                     ep.forms.append({
                         "path": self.path,
@@ -357,6 +363,37 @@ def test_oauth2_client_credentials_expiry_refetch(mailhop, pki, dns,
         secrets_absent(m)
         finish(m)
     finally:
+        ep.stop()
+        sh.controller.stop()
+
+
+def test_oauth2_one_fetch_for_all_waiting(mailhop, pki, dns):
+    """Deliveries that need a token while one is being fetched wait for
+    that fetch; none starts another."""
+    sh = xoauth2_host(pki)
+    ep = TokenEndpoint(pki, [token(GOOD)])
+    ep.gate.clear()
+    try:
+        m = mailhop(**oauth_conf(pki, dns, sh, ep.url))
+        submit(m)
+        wait_until(lambda: ep.waiting == 1)  # the fetch hangs
+        submit(m, rcpt="carol@b.example")
+        submit(m, rcpt="dave@b.example")
+
+        def all_delivering():
+            msgs = queue_json(m)
+            return len(msgs) == 3 and all(
+                r["state"] == "delivering"
+                for msg in msgs for r in msg["recipients"])
+        wait_until(all_delivering)
+        ep.gate.set()
+        wait_until(lambda: len(sh.messages) == 3)
+        wait_until(lambda: queue_json(m) == [])
+        assert ep.fetches == 1
+        secrets_absent(m)
+        finish(m)
+    finally:
+        ep.gate.set()
         ep.stop()
         sh.controller.stop()
 
