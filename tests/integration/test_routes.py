@@ -570,3 +570,31 @@ def test_oauth2_shutdown_during_a_fetch(mailhop, pki, dns):
         for c in accepted:
             c.close()
         sh.controller.stop()
+
+
+def test_route_with_its_own_tls_and_xoauth2(mailhop, pki, dns, tmp_path):
+    """A sender route to a smarthost over verified STARTTLS with XOAUTH2
+    and a token file of its own (the route's defaults: starttls, verified
+    against tls_ca_file); the global settings have no relayhost."""
+    sh = xoauth2_host(pki)
+    try:
+        tf = tmp_path / "token"
+        tf.write_text(GOOD + "\n")
+        routes = tmp_path / "routes"
+        routes.write_text(
+            f"sender:@a.example relayhost=[relay.test]:{sh.port} "
+            f"relayhost_auth=xoauth2 relayhost_user=relayuser "
+            f"relayhost_password_file={tf}\n")
+        m = mailhop(routes_file=routes, tls_ca_file=pki.ca,
+                    dns_servers=dns.address, retry_schedule="1h")
+        submit(m)  # from alice@a.example
+        wait_until(lambda: sh.messages)
+        env, was_tls, authed = sh.messages[0]
+        assert was_tls and authed
+        assert sh.initial == [("user=relayuser\x01auth=Bearer " + GOOD +
+                               "\x01\x01").encode()]
+        wait_until(lambda: queue_json(m) == [])
+        secrets_absent(m)
+        finish(m)
+    finally:
+        sh.controller.stop()
