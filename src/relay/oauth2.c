@@ -1,41 +1,17 @@
 /*
- * relay/oauth2: token cache and fetch (see oauth2.h).
- *
- * Why libcurl on a pool thread: it is the well-kept HTTP/TLS client Debian
- * ships, its easy interface in one thread is the simplest correct use, and
- * at most one fetch is in flight, so it holds at most one pool thread for
- * at most OAUTH2_FETCH_TIMEOUT_MS (docs/DESIGN.md).
+ * relay/oauth2: token cache and fetch (see oauth2.h).  The HTTPS request
+ * is loop/https_client's (libcurl on the pool); the grant and the answer
+ * are proto/oauth2's; this file is the cache and the waiters.
  */
 #include "relay/oauth2.h"
 
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
+#include "loop/https_client.h"
 #include "proto/oauth2.h"
-
-#ifdef MAILHOP_HAVE_CURL
-#include <curl/curl.h>
-
-struct fetch {
-  uv_work_t w;
-  struct oauth2 *o;
-  /* in: copies, so the thread touches nothing of the loop's */
-  char *url;
-  char *form; /* secrets: wiped */
-  char ca[4096];
-  long connect_ms;
-  atomic_int stop;
-  /* out */
-  char *body; /* OAUTH2_ANSWER_MAX + 1 bytes */
-  size_t blen;
-  int too_big;
-  int rc;
-  char why[512];
-  struct oauth2_token tok;
-};
 
 struct oauth2 {
   uv_loop_t *loop;
@@ -44,91 +20,14 @@ struct oauth2 {
   /* the cached token, fresh while uv_now < valid_until */
   char token[OAUTH2_TOKEN_MAX + 1];
   uint64_t valid_until;
-  struct fetch *inflight;
+  struct https_fetch *inflight;
   struct oauth2_wait *waiters;    /* for the fetch in flight */
   struct oauth2_wait *delivering; /* being called back now */
   int freeing;
 };
 
-static size_t on_body(char *p, size_t size, size_t n, void *ud) {
-  struct fetch *f = ud;
-  size_t k = size * n;
-  if (k > OAUTH2_ANSWER_MAX - f->blen) {
-    f->too_big = 1;
-    return 0; /* ends the transfer */
-  }
-  memcpy(f->body + f->blen, p, k);
-  f->blen += k;
-  return k;
-}
-
-static int on_progress(void *ud, curl_off_t a, curl_off_t b, curl_off_t c,
-                       curl_off_t d) {
-  (void)a, (void)b, (void)c, (void)d;
-  struct fetch *f = ud;
-  return atomic_load(&f->stop) ? 1 : 0;
-}
-
-/* Pool thread: one POST, then the answer parsed (pure). */
-static void fetch_work(uv_work_t *w) {
-  struct fetch *f = w->data;
-  f->rc = -1;
-  CURL *h = curl_easy_init();
-  if (!h) {
-    snprintf(f->why, sizeof f->why, "cannot start an HTTP client");
-    return;
-  }
-  char cerr[CURL_ERROR_SIZE] = "";
-  struct curl_slist *hdr = curl_slist_append(NULL, "Accept: application/json");
-  curl_easy_setopt(h, CURLOPT_URL, f->url);
-  curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https");
-  curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
-  curl_easy_setopt(h, CURLOPT_PROXY, ""); /* never the environment's */
-  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
-  curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
-  curl_easy_setopt(h, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
-  if (f->ca[0])
-    curl_easy_setopt(h, CURLOPT_CAINFO, f->ca);
-  curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, f->connect_ms);
-  curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)OAUTH2_FETCH_TIMEOUT_MS);
-  curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)OAUTH2_ANSWER_MAX);
-  curl_easy_setopt(h, CURLOPT_USERAGENT, "mailhop/" MAILHOP_VERSION);
-  curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
-  curl_easy_setopt(h, CURLOPT_POSTFIELDS, f->form);
-  curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)strlen(f->form));
-  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-  curl_easy_setopt(h, CURLOPT_WRITEDATA, f);
-  curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
-  curl_easy_setopt(h, CURLOPT_XFERINFODATA, f);
-  curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
-  curl_easy_setopt(h, CURLOPT_ERRORBUFFER, cerr);
-  CURLcode cc = curl_easy_perform(h);
-  long status = 0;
-  curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-  curl_easy_cleanup(h);
-  curl_slist_free_all(hdr);
-  if (f->too_big || cc == CURLE_FILESIZE_EXCEEDED) {
-    snprintf(f->why, sizeof f->why, "HTTP %ld: answer larger than %d bytes",
-             status, OAUTH2_ANSWER_MAX);
-  } else if (cc != CURLE_OK) {
-    snprintf(f->why, sizeof f->why, "%s",
-             cerr[0] ? cerr : curl_easy_strerror(cc));
-  } else {
-    f->rc = oauth2_parse_token((int)status, f->body, f->blen, &f->tok, f->why,
-                               sizeof f->why);
-  }
-  explicit_bzero(f->body, f->blen);
-}
-
-static void fetch_free(struct fetch *f) {
-  if (f->form)
-    explicit_bzero(f->form, strlen(f->form));
-  free(f->form);
-  free(f->url);
-  free(f->body);
-  explicit_bzero(&f->tok, sizeof f->tok);
-  free(f);
+int oauth2_supported(void) {
+  return https_client_supported();
 }
 
 static void call_waiters(struct oauth2 *o, int rc, const char *token,
@@ -154,40 +53,52 @@ static void call_waiters(struct oauth2 *o, int rc, const char *token,
 
 static void start_fetch(struct oauth2 *o);
 
-static void fetch_done(uv_work_t *w, int status) {
-  struct fetch *f = w->data;
-  struct oauth2 *o = f->o;
+static void fetch_done(void *arg, const struct https_result *res) {
+  struct oauth2 *o = arg;
   o->inflight = NULL;
   if (o->freeing) {
-    fetch_free(f);
     free(o);
     return;
   }
-  if (status == UV_ECANCELED) {
-    f->rc = -1;
-    snprintf(f->why, sizeof f->why, "canceled");
-  }
-  if (f->rc == 0) {
+  static struct oauth2_token tok; /* the loop thread's; wiped after use */
+  char why[512] = "";
+  int rc = -1;
+  if (res->rc == 0)
+    rc = oauth2_parse_token((int)res->status, res->body, res->len, &tok, why,
+                            sizeof why);
+  else
+    snprintf(why, sizeof why, "%s", res->why);
+  if (rc == 0) {
     uint64_t now = uv_now(o->loop);
-    uint64_t life = f->tok.expires_in * 1000;
+    uint64_t life = tok.expires_in * 1000;
     /* Kept until shortly before it expires: a minute, or half the life of
      * a short-lived token. */
     uint64_t margin = life / 2 < 60000 ? life / 2 : 60000;
-    memcpy(o->token, f->tok.access_token, sizeof o->token);
+    memcpy(o->token, tok.access_token, sizeof o->token);
     o->valid_until = now + life - margin;
+    explicit_bzero(&tok, sizeof tok);
     log_msg(LOG_INFO, "oauth2",
             "access token fetched from %s, expires in %llus", o->url_shown,
-            (unsigned long long)f->tok.expires_in);
-    call_waiters(o, 0, f->tok.access_token, NULL);
+            (unsigned long long)(life / 1000));
+    /* The callbacks get the cache's copy: a waiter that refuses it
+     * (oauth2_refused) empties the cache, so each gets its own copy
+     * first. */
+    char *copy = strdup(o->token);
+    if (!copy) {
+      call_waiters(o, -1, NULL, "out of memory");
+    } else {
+      call_waiters(o, 0, copy, NULL);
+      explicit_bzero(copy, strlen(copy));
+      free(copy);
+    }
   } else {
-    char why[640];
-    snprintf(why, sizeof why, "relayhost_oauth2_token_url %s: %s", o->url_shown,
-             f->why);
+    char msg[640];
+    snprintf(msg, sizeof msg, "relayhost_oauth2_token_url %s: %s", o->url_shown,
+             why);
     log_msg(LOG_WARN, "oauth2",
-            "token fetch failed (%s); mail to the relayhost is deferred", why);
-    call_waiters(o, -1, NULL, why);
+            "token fetch failed (%s); mail to the relayhost is deferred", msg);
+    call_waiters(o, -1, NULL, msg);
   }
-  fetch_free(f);
   /* Waiters that came during the callbacks with no fresh token. */
   if (o->waiters && !o->inflight)
     start_fetch(o);
@@ -195,42 +106,38 @@ static void fetch_done(uv_work_t *w, int status) {
 
 static void start_fetch(struct oauth2 *o) {
   const struct config *cfg = o->cfg;
-  struct fetch *f = calloc(1, sizeof *f);
-  char why[512] = "out of memory";
-  if (f) {
-    f->o = o;
-    f->w.data = f;
-    f->url = strdup(cfg->relayhost_oauth2_token_url);
-    f->body = malloc(OAUTH2_ANSWER_MAX + 1);
-    snprintf(f->ca, sizeof f->ca, "%s", cfg->tls_ca_file);
-    f->connect_ms = (long)cfg->connect_timeout_ms;
-    struct oauth2_grant g = {
-        .client_id = cfg->relayhost_oauth2_client_id,
-        .client_secret = cfg->relayhost_oauth2_client_secret,
-        .refresh_token = cfg->relayhost_oauth2_refresh_token,
-        .scope = cfg->relayhost_oauth2_scope,
+  struct oauth2_grant g = {
+      .client_id = cfg->relayhost_oauth2_client_id,
+      .client_secret = cfg->relayhost_oauth2_client_secret,
+      .refresh_token = cfg->relayhost_oauth2_refresh_token,
+      .scope = cfg->relayhost_oauth2_scope,
+  };
+  size_t need = oauth2_form(&g, NULL, 0) + 1;
+  char *form = malloc(need);
+  if (form) {
+    oauth2_form(&g, form, need);
+    struct https_req req = {
+        .url = cfg->relayhost_oauth2_token_url,
+        .post_body = form,
+        .content_type = "application/x-www-form-urlencoded",
+        .accept = "application/json",
+        .ca_file = cfg->tls_ca_file,
+        .connect_timeout_ms = (unsigned)cfg->connect_timeout_ms,
+        .timeout_ms = OAUTH2_FETCH_TIMEOUT_MS,
+        .max_body = OAUTH2_ANSWER_MAX,
     };
-    size_t need = oauth2_form(&g, NULL, 0) + 1;
-    f->form = malloc(need);
-    if (f->form)
-      oauth2_form(&g, f->form, need);
-    if (f->url && f->body && f->form &&
-        uv_queue_work(o->loop, &f->w, fetch_work, fetch_done) == 0) {
-      o->inflight = f;
+    o->inflight = https_fetch_start(o->loop, &req, fetch_done, o);
+    explicit_bzero(form, need);
+    free(form);
+    if (o->inflight)
       return;
-    }
-    snprintf(why, sizeof why, "cannot start a token fetch");
-    fetch_free(f);
   }
   char msg[640];
-  snprintf(msg, sizeof msg, "relayhost_oauth2_token_url %s: %s", o->url_shown,
-           why);
+  snprintf(msg, sizeof msg,
+           "relayhost_oauth2_token_url %s: cannot start a token fetch",
+           o->url_shown);
   log_msg(LOG_WARN, "oauth2", "token fetch failed (%s)", msg);
   call_waiters(o, -1, NULL, msg);
-}
-
-int oauth2_supported(void) {
-  return 1;
 }
 
 struct oauth2 *oauth2_new(uv_loop_t *loop, const struct config *cfg, char *err,
@@ -239,15 +146,11 @@ struct oauth2 *oauth2_new(uv_loop_t *loop, const struct config *cfg, char *err,
     err[0] = '\0';
   if (!cfg->relayhost_oauth2_token_url[0])
     return NULL;
-  static int inited;
-  if (!inited) {
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-      snprintf(err, errlen,
-               "relayhost_oauth2_token_url: cannot start "
-               "libcurl");
-      return NULL;
-    }
-    inited = 1;
+  if (https_client_init() < 0) {
+    snprintf(err, errlen, "relayhost_oauth2_token_url: no HTTPS client (%s)",
+             https_client_supported() ? "libcurl did not start"
+                                      : "built without libcurl");
+    return NULL;
   }
   struct oauth2 *o = calloc(1, sizeof *o);
   if (!o) {
@@ -306,15 +209,14 @@ void oauth2_refused(struct oauth2 *o, const char *token) {
   explicit_bzero(o->token, sizeof o->token);
   o->valid_until = 0;
   log_msg(LOG_INFO, "oauth2",
-          "the relayhost refused the access token; a new one is fetched "
-          "for the next connection");
+          "the relayhost refused the access token; a new one is fetched");
 }
 
 void oauth2_abort_waiters(struct oauth2 *o) {
   if (!o)
     return;
   if (o->inflight)
-    atomic_store(&o->inflight->stop, 1);
+    https_fetch_abort(o->inflight);
   call_waiters(o, -2, NULL, "shutting down");
 }
 
@@ -323,57 +225,10 @@ void oauth2_free(struct oauth2 *o) {
     return;
   explicit_bzero(o->token, sizeof o->token);
   if (o->inflight) {
-    /* The thread still runs: fetch_done frees both. */
-    atomic_store(&o->inflight->stop, 1);
+    /* The request still runs: fetch_done frees o. */
+    https_fetch_abort(o->inflight);
     o->freeing = 1;
     return;
   }
   free(o);
 }
-
-#else /* !MAILHOP_HAVE_CURL */
-
-struct oauth2 {
-  int unused;
-};
-
-int oauth2_supported(void) {
-  return 0;
-}
-
-struct oauth2 *oauth2_new(uv_loop_t *loop, const struct config *cfg, char *err,
-                          size_t errlen) {
-  (void)loop;
-  if (errlen)
-    err[0] = '\0';
-  if (cfg->relayhost_oauth2_token_url[0])
-    snprintf(err, errlen,
-             "relayhost_oauth2_token_url: this mailhop was built without "
-             "libcurl (the static image); use the slim image, or a token "
-             "file kept fresh by another program (relayhost_password_file)");
-  return NULL;
-}
-
-void oauth2_get(struct oauth2 *o, struct oauth2_wait *w, oauth2_cb cb,
-                void *arg) {
-  (void)o, (void)w;
-  cb(arg, -1, NULL, "built without OAuth2 token fetching");
-}
-
-void oauth2_cancel(struct oauth2 *o, struct oauth2_wait *w) {
-  (void)o, (void)w;
-}
-
-void oauth2_refused(struct oauth2 *o, const char *token) {
-  (void)o, (void)token;
-}
-
-void oauth2_abort_waiters(struct oauth2 *o) {
-  (void)o;
-}
-
-void oauth2_free(struct oauth2 *o) {
-  free(o);
-}
-
-#endif

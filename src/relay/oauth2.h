@@ -5,15 +5,15 @@
  * refresh-token grant when a refresh token is set; each is kept until
  * shortly before its expires_in and dropped after the relayhost refused it.
  *
- * The HTTPS POST is libcurl's easy interface on a thread of the libuv pool
- * (one fetch in flight at a time, however many deliveries wait; bounded
- * time and answer size; certificate and host name verified against
+ * The HTTPS POST is loop/https_client's (libcurl on a thread of the libuv
+ * pool; one fetch in flight at a time, however many deliveries wait;
+ * bounded time and answer size; certificate and host name verified against
  * tls_ca_file or the system store; no redirects, no proxy).  Everything
- * else runs on the loop thread.  Tokens and secrets never reach a log line.
+ * here runs on the loop thread.  Tokens and secrets never reach a log line.
  *
  * Built only with libcurl (meson -Doauth2, MAILHOP_HAVE_CURL); without it
- * oauth2_new fails and a set relayhost_oauth2_token_url is refused at
- * start-up.
+ * oauth2_supported() is 0 and serve refuses a set
+ * relayhost_oauth2_token_url at start-up.
  */
 #ifndef MAILHOP_RELAY_OAUTH2_H
 #define MAILHOP_RELAY_OAUTH2_H
