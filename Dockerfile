@@ -23,6 +23,14 @@
 # and Debian 12 ships p11-kit only as a shared library.  Setting
 # metrics_listen there is refused at start-up (exit 1).
 #
+# So is mailhop's own OAuth2 client (relayhost_oauth2_token_url, for
+# Microsoft 365 and Gmail XOAUTH2): Debian's libcurl.a needs static archives
+# of Kerberos (GSSAPI) and OpenLDAP, which Debian does not ship, so the
+# static binary is built with -Doauth2=disabled and refuses the key at
+# start-up (exit 1).  In the scratch image XOAUTH2 works with a token file
+# (relayhost_password_file, read again before every connection) kept fresh
+# by another program.
+#
 # BASE picks the Debian 12 image for the build and slim stages;
 # scripts/container-test passes a locally built one on machines without a
 # registry.
@@ -35,7 +43,7 @@ RUN apt-get update \
       meson ninja-build pkg-config gcc libc6-dev \
       libuv1-dev libssl-dev libldns-dev libsqlite3-dev libjansson-dev \
       libidn2-dev libcrypt-dev libunistring-dev zlib1g-dev ca-certificates \
-      libmicrohttpd-dev \
+      libmicrohttpd-dev libcurl4-openssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # meson.build reads tests/meson.build, which names the unit test sources.
@@ -47,7 +55,8 @@ COPY tests/unit/ tests/unit/
 COPY docs/ docs/
 COPY scripts/gen-keydocs scripts/
 # Dynamic binary for the slim stage.
-RUN meson setup /build --buildtype=release -Dmetrics=enabled >/dev/null \
+RUN meson setup /build --buildtype=release -Dmetrics=enabled -Doauth2=enabled \
+      >/dev/null \
  && ninja -C /build mailhop \
  && strip /build/mailhop
 # Static binary for scratch: Debian ships libuv's archive as libuv_a.a, so a
@@ -57,7 +66,8 @@ RUN meson setup /build --buildtype=release -Dmetrics=enabled >/dev/null \
 RUN mkdir -p /static-lib \
  && ln -s "/usr/lib/$(gcc -print-multiarch)/libuv_a.a" /static-lib/libuv.a \
  && meson setup /build-static --buildtype=release --prefer-static \
-      -Dc_link_args="['-static','-L/static-lib']" -Dmetrics=disabled >/dev/null \
+      -Dc_link_args="['-static','-L/static-lib']" -Dmetrics=disabled \
+      -Doauth2=disabled >/dev/null \
  && { ninja -C /build-static mailhop >/tmp/static.log 2>&1 \
       || { cat /tmp/static.log; exit 1; }; } \
  && strip /build-static/mailhop \
@@ -77,7 +87,7 @@ FROM ${BASE} AS slim
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       libuv1 libssl3 libldns3 libsqlite3-0 libjansson4 libidn2-0 libcrypt1 \
-      libmicrohttpd12 ca-certificates \
+      libmicrohttpd12 libcurl4 ca-certificates \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt/* /var/log/dpkg.log \
  && groupadd --system --gid 2525 mailhop \
  && useradd --system --uid 2525 --gid 2525 --home-dir /var/lib/mailhop \

@@ -113,6 +113,23 @@ static const struct key keys[] = {
     {"delay_warning_time", K_DURATION_OPT, F(delay_warning_time_ms), 0, ""},
     {"bounce_notice_recipient", K_MAILBOX, F(bounce_notice_recipient),
      S(bounce_notice_recipient), ""},
+    {"routes_file", K_PATH, F(routes_file), S(routes_file), ""},
+    {"relayhost_oauth2_token_url", K_STRING, F(relayhost_oauth2_token_url),
+     S(relayhost_oauth2_token_url), ""},
+    {"relayhost_oauth2_client_id", K_STRING, F(relayhost_oauth2_client_id),
+     S(relayhost_oauth2_client_id), ""},
+    {"relayhost_oauth2_client_secret", K_SECRET,
+     F(relayhost_oauth2_client_secret), S(relayhost_oauth2_client_secret), ""},
+    {"relayhost_oauth2_client_secret_file", K_PATH,
+     F(relayhost_oauth2_client_secret_file),
+     S(relayhost_oauth2_client_secret_file), ""},
+    {"relayhost_oauth2_refresh_token", K_SECRET,
+     F(relayhost_oauth2_refresh_token), S(relayhost_oauth2_refresh_token), ""},
+    {"relayhost_oauth2_refresh_token_file", K_PATH,
+     F(relayhost_oauth2_refresh_token_file),
+     S(relayhost_oauth2_refresh_token_file), ""},
+    {"relayhost_oauth2_scope", K_STRING, F(relayhost_oauth2_scope),
+     S(relayhost_oauth2_scope), ""},
 };
 #define N_KEYS (sizeof keys / sizeof keys[0])
 
@@ -971,8 +988,46 @@ static int validate(struct config *cfg, struct config_warnings *warn,
                         sizeof cfg->relayhost_password, msg, sizeof msg) < 0)
       return ERR("relayhost_password_file: %s", msg);
   }
+  /* The OAuth2 client's secrets from their files (CONTRACT §4a). */
+  static const struct {
+    const char *name;
+    size_t file, val, cap;
+  } oauth2_files[] = {
+      {"relayhost_oauth2_client_secret", F(relayhost_oauth2_client_secret_file),
+       F(relayhost_oauth2_client_secret), S(relayhost_oauth2_client_secret)},
+      {"relayhost_oauth2_refresh_token", F(relayhost_oauth2_refresh_token_file),
+       F(relayhost_oauth2_refresh_token), S(relayhost_oauth2_refresh_token)},
+  };
+  for (size_t i = 0; i < sizeof oauth2_files / sizeof oauth2_files[0]; i++) {
+    const char *file = (const char *)cfg + oauth2_files[i].file;
+    char *val = (char *)cfg + oauth2_files[i].val;
+    char msg[CONFIG_ERR_MAX];
+    if (!file[0])
+      continue;
+    if (val[0])
+      return ERR("%s_file: %s is set too; use one", oauth2_files[i].name,
+                 oauth2_files[i].name);
+    if (read_first_line(file, val, oauth2_files[i].cap, msg, sizeof msg) < 0)
+      return ERR("%s_file: %s", oauth2_files[i].name, msg);
+  }
+  int oauth2 = cfg->relayhost_oauth2_token_url[0] != '\0';
+  if (oauth2) {
+    if (strncasecmp(cfg->relayhost_oauth2_token_url, "https://", 8) != 0)
+      return ERR("relayhost_oauth2_token_url: must be an https:// URL");
+    if (cfg->relayhost_auth != CONFIG_RELAYHOST_AUTH_XOAUTH2)
+      return ERR("relayhost_oauth2_token_url: needs relayhost_auth = xoauth2");
+    if (!cfg->relayhost_oauth2_client_id[0])
+      return ERR("relayhost_oauth2_client_id: required with "
+                 "relayhost_oauth2_token_url");
+    if (!cfg->relayhost_user[0])
+      return ERR("relayhost_user: required with relayhost_oauth2_token_url "
+                 "(the XOAUTH2 user)");
+    if (cfg->relayhost_password[0])
+      return ERR("relayhost_password: not used with "
+                 "relayhost_oauth2_token_url (tokens are fetched); unset it");
+  }
   int have_user = cfg->relayhost_user[0] != '\0';
-  int have_pass = cfg->relayhost_password[0] != '\0';
+  int have_pass = cfg->relayhost_password[0] != '\0' || oauth2;
   if (have_user && !have_pass)
     return ERR("relayhost_password: required when relayhost_user is set");
   if (have_pass && !have_user)

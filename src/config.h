@@ -139,6 +139,16 @@ struct config {
   /* local@domain that gets a copy of every bounce ("": none); 64 + 1 +
    * 255 bytes at most, as SMTP_ADDR_MAX */
   char bounce_notice_recipient[321];
+  char routes_file[4096]; /* empty: no routes (CONTRACT §4a) */
+  /* the OAuth2 client for XOAUTH2 (CONTRACT §4a); the _file keys are read
+   * into the secrets at load */
+  char relayhost_oauth2_token_url[2048]; /* empty: the token is the password */
+  char relayhost_oauth2_client_id[512];
+  char relayhost_oauth2_client_secret[1024];
+  char relayhost_oauth2_client_secret_file[4096];
+  char relayhost_oauth2_refresh_token[4096];
+  char relayhost_oauth2_refresh_token_file[4096];
+  char relayhost_oauth2_scope[1024];
 
   /* private: set when relay_networks was given by any source */
   int relay_networks_set;

@@ -16,6 +16,7 @@
 #include "config.h"
 #include "log.h"
 #include "relay/dkim.h"
+#include "relay/routes.h"
 #include "relay/serve.h"
 
 extern char **environ;
@@ -44,8 +45,8 @@ static const char usage[] =
     "  unsuspend DESTINATION               resume delivery to a "
     "destination\n"
     "  pause | resume                      stop / restart outbound delivery\n"
-    "  resolve DOMAIN                      print delivery candidates for a "
-    "domain\n"
+    "  resolve DOMAIN [--sender ADDR]      print the route and delivery "
+    "candidates\n"
     "  dkim keygen DOMAIN SELECTOR [...]   write a DKIM key, print its DNS "
     "record\n"
     "\n"
@@ -84,8 +85,8 @@ static const struct {
     {"serve", "usage: mailhop serve [-c FILE] [-o KEY=VALUE]...\n\n"
               "Runs the relay in the foreground, logging to stderr. SIGTERM "
               "or SIGINT:\nfinish what is in flight (shutdown_timeout), exit "
-              "0. SIGHUP: reload\ncertificates, the AUTH users file and "
-              "tls_ca_file.\n\noptions:\n" CONFIG_OPTIONS},
+              "0. SIGHUP: reload\ncertificates, the AUTH users file, "
+              "tls_ca_file and routes_file.\n\noptions:\n" CONFIG_OPTIONS},
     {"check", "usage: mailhop check [-c FILE] [-o KEY=VALUE]...\n"
               "       mailhop check --explain KEY [-c FILE] [-o "
               "KEY=VALUE]...\n\n"
@@ -137,10 +138,14 @@ static const struct {
     {"resume", "usage: mailhop resume [-s SOCKET]\n\n"
                "Restarts outbound delivery after mailhop pause.\n\n"
                "options:\n" ADMIN_OPTIONS},
-    {"resolve", "usage: mailhop resolve DOMAIN [-c FILE] [-o KEY=VALUE]...\n\n"
-                "Prints the delivery candidates for DOMAIN in the order they "
-                "would be\ntried (MX, dns_servers, smtp_port from the "
-                "configuration).\n\noptions:\n" CONFIG_OPTIONS},
+    {"resolve",
+     "usage: mailhop resolve DOMAIN [--sender ADDR] [-c FILE] [-o "
+     "KEY=VALUE]...\n\n"
+     "Prints the delivery candidates for DOMAIN in the order they would "
+     "be\ntried (MX, dns_servers, smtp_port from the configuration). With "
+     "a\nroutes_file or --sender, first the route a message from ADDR to "
+     "DOMAIN\nwould take and its target.\n\noptions:\n" CONFIG_OPTIONS
+     "  --sender ADDR  the envelope sender, for sender routes\n"},
 };
 
 /* Prints the help of the command cli names, or the usage. */
@@ -205,15 +210,27 @@ static int cmd_check(const struct cli *cli) {
     }
     dkim_free(d);
   }
+  /* So is the routes file (CONTRACT §4a): printed after the keys. */
+  struct relay_routes *routes;
+  char rerr[1024];
+  if (relay_routes_load(cfg->routes_file, &routes, rerr, sizeof rerr) < 0) {
+    fprintf(stderr, "%s\n", rerr);
+    free(cfg);
+    return 1;
+  }
   size_t need = config_print(cfg, NULL, 0) + 1;
-  char *out = malloc(need);
+  size_t rneed = relay_routes_print(routes, NULL, 0) + 1;
+  char *out = malloc(need + rneed);
   if (!out) {
+    relay_routes_unref(routes);
     free(cfg);
     return 2;
   }
   config_print(cfg, out, need);
+  relay_routes_print(routes, out + strlen(out), rneed);
   fputs(out, stdout);
   free(out);
+  relay_routes_unref(routes);
   free(cfg);
   return 0;
 }
@@ -271,7 +288,7 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "serve") == 0)
     rc = serve_main(cfg);
   else if (strcmp(cmd, "resolve") == 0)
-    rc = resolve_cmd_main(cfg, cli.words[1]);
+    rc = resolve_cmd_main(cfg, cli.words[1], cli.f_sender);
   else
     rc = admin_cli_main(cfg, &cli);
   free(cfg);

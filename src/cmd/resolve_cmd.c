@@ -15,6 +15,7 @@
 
 #include "dns/resolver.h"
 #include "relay/resolver_setup.h"
+#include "relay/routes.h"
 
 struct resolve_ctx {
   int done;
@@ -69,13 +70,9 @@ static int split_port(const char *in, char *host, size_t cap, uint16_t *port) {
   return 0;
 }
 
-int resolve_cmd_main(const struct config *cfg, const char *domain) {
-  char host[300];
-  uint16_t port = cfg->smtp_port;
-  if (split_port(domain, host, sizeof host, &port) != 0) {
-    fprintf(stderr, "mailhop: resolve: bad port in %s\n", domain);
-    return 2;
-  }
+/* One lookup on its own loop; prints the candidates.  Returns 0 or 2. */
+static int lookup(const struct config *cfg, const char *host, uint16_t port,
+                  int mx) {
   uv_loop_t loop;
   if (uv_loop_init(&loop) != 0) {
     fprintf(stderr, "mailhop: resolve: cannot create the event loop\n");
@@ -91,10 +88,9 @@ int resolve_cmd_main(const struct config *cfg, const char *domain) {
     return 2;
   }
   struct resolve_ctx ctx = {0, 2};
-  /* A "[host]" names the host itself (no MX), as in relayhost. */
   struct resolver_query *q =
-      host[0] == '[' ? resolver_lookup_host(r, host, port, on_resolved, &ctx)
-                     : resolver_lookup_mx(r, host, port, on_resolved, &ctx);
+      mx ? resolver_lookup_mx(r, host, port, on_resolved, &ctx)
+         : resolver_lookup_host(r, host, port, on_resolved, &ctx);
   if (!q) {
     fprintf(stderr, "mailhop: resolve: out of memory\n");
     ctx.rc = 2;
@@ -107,4 +103,69 @@ int resolve_cmd_main(const struct config *cfg, const char *domain) {
   if (uv_loop_close(&loop) != 0)
     fprintf(stderr, "mailhop: resolve: handles left open\n");
   return ctx.rc;
+}
+
+/* The route of a message from sender to domain, printed, then its
+ * target's candidates (CONTRACT §4a). */
+static int resolve_route(const struct config *cfg, const char *domain,
+                         const char *sender) {
+  struct relay_routes *rt;
+  char err[1024];
+  if (relay_routes_load(cfg->routes_file, &rt, err, sizeof err) < 0) {
+    fprintf(stderr, "%s\n", err);
+    return 1;
+  }
+  const struct route *m = routes_match(&rt->rs, sender ? sender : "", domain);
+  struct route global = {0};
+  if (m) {
+    char match[400];
+    routes_format_match(m, match, sizeof match);
+    printf("route = %s (%s:%d)\n", match, cfg->routes_file, m->line);
+  } else {
+    printf("route = none\n");
+    for (int i = 0; i < cfg->n_relayhost && i < ROUTES_MAX_HOSTS; i++) {
+      snprintf(global.hosts[i].host, sizeof global.hosts[i].host, "%s",
+               cfg->relayhost[i].host);
+      global.hosts[i].port = cfg->relayhost[i].port;
+      global.hosts[i].mx_lookup = cfg->relayhost[i].mx_lookup;
+      global.n_hosts = i + 1;
+    }
+    m = &global;
+  }
+  if (m->n_hosts == 0) {
+    printf("target = mx\n");
+    fflush(stdout);
+    relay_routes_unref(rt);
+    return lookup(cfg, domain, cfg->smtp_port, 1);
+  }
+  printf("target = ");
+  for (int i = 0; i < m->n_hosts; i++) {
+    const struct route_host *h = &m->hosts[i];
+    printf(h->mx_lookup ? "%s%s:%u" : "%s[%s]:%u", i ? "," : "", h->host,
+           (unsigned)h->port);
+  }
+  printf("\n");
+  fflush(stdout);
+  /* Each host of a failover list in order; found when any is. */
+  int rc = 2;
+  for (int i = 0; i < m->n_hosts; i++)
+    if (lookup(cfg, m->hosts[i].host, m->hosts[i].port,
+               m->hosts[i].mx_lookup) == 0)
+      rc = 0;
+  relay_routes_unref(rt);
+  return rc;
+}
+
+int resolve_cmd_main(const struct config *cfg, const char *domain,
+                     const char *sender) {
+  if (cfg->routes_file[0] || sender)
+    return resolve_route(cfg, domain, sender);
+  char host[300];
+  uint16_t port = cfg->smtp_port;
+  if (split_port(domain, host, sizeof host, &port) != 0) {
+    fprintf(stderr, "mailhop: resolve: bad port in %s\n", domain);
+    return 2;
+  }
+  /* A "[host]" names the host itself (no MX), as in relayhost. */
+  return lookup(cfg, host, port, host[0] != '[');
 }

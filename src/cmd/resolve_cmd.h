@@ -18,7 +18,20 @@
  * `[host]` relayhost), "host:port", or an IP literal in brackets.  On
  * failure prints "mailhop: resolve DOMAIN: permanent|temporary failure
  * DSN: reason" on stderr.  Returns the exit code: 0 found, 2 failed.
+ *
+ * With a routes_file, or a sender (the envelope sender, "" for <>; NULL
+ * when not given), domain is a recipient domain and the route a message
+ * from sender to it would take comes first (CONTRACT §4a):
+ *
+ *     route = sender:@billing.test (/etc/mailhop/routes:4)
+ *     target = [smtp.provider.test]:587
+ *
+ * ("route = none" when no line matches: the global settings; "target =
+ * mx" for delivery by MX), then the candidates of that target: each host
+ * of a relayhost list in order, or the domain's MX.  A routes file that
+ * does not load is "FILE:LINE: message" on stderr and exit 1.
  */
-int resolve_cmd_main(const struct config *cfg, const char *domain);
+int resolve_cmd_main(const struct config *cfg, const char *domain,
+                     const char *sender);
 
 #endif

@@ -43,11 +43,27 @@ void outbound_dispatch(struct sched *s, struct sched_job *job, void *data);
  * retry_schedule, the last one repeating (data is the outbound). */
 int64_t outbound_backoff(const char *dest, unsigned fails, void *data);
 
-/* The destination key of a recipient domain: the domain, or "relayhost". */
+/* The destination key of a recipient (CONTRACT §4, §4a): the route's
+ * target when a line of the routes file matches (its relayhost list as
+ * written, or the domain for relayhost=mx), else "relayhost" with a global
+ * relayhost, else the recipient domain.  sender is the envelope sender
+ * ("" for <>).  The string is valid until the next outbound_set_routes;
+ * the scheduler copies it. */
+const char *outbound_dest_for(const struct outbound *ob, const char *sender,
+                              const char *domain);
+
+/* outbound_dest_for with the null sender (bounces). */
 const char *outbound_dest(const struct outbound *ob, const char *domain);
 
-/* SIGHUP: reloads the trust anchors (tls_ca_file or the system store) for
- * new connections; connections in flight keep theirs.  Logs the outcome. */
+/* Installs the routes (relay/routes.h; the outbound takes over the
+ * reference).  Later calls replace the table: deliveries in flight keep
+ * the old one, kept connections are closed. */
+struct relay_routes;
+void outbound_set_routes(struct outbound *ob, struct relay_routes *rt);
+
+/* SIGHUP: reloads the routes file (a bad file is logged and the old routes
+ * stay) and the trust anchors (tls_ca_file or the system store) for new
+ * connections; connections in flight keep theirs.  Logs the outcome. */
 void outbound_reload(struct outbound *ob);
 
 /* Closes the connections kept for reuse and keeps no new ones (shutdown). */

@@ -23,7 +23,9 @@
 #include "relay/inbound.h"
 #include "log.h"
 #include "relay/metrics.h"
+#include "relay/oauth2.h"
 #include "relay/outbound.h"
+#include "relay/routes.h"
 #include "queue/sched.h"
 #include "queue/store.h"
 #include "relay/stats.h"
@@ -246,7 +248,8 @@ static void schedule(struct serve *sv, const struct store_msg *m) {
       continue;
     r[n++] = (struct sched_rcpt){
         .idx = sr->idx,
-        .dest = outbound_dest(sv->outbound, sr->domain ? sr->domain : ""),
+        .dest = outbound_dest_for(sv->outbound, m->sender ? m->sender : "",
+                                  sr->domain ? sr->domain : ""),
         .attempts = sr->attempts,
         .next_attempt_at = sr->next_attempt_at * 1000,
     };
@@ -359,9 +362,28 @@ int serve_main(const struct config *cfg) {
   setenv("UV_THREADPOOL_SIZE", "8", 0);
 
   char err[512];
+  /* The routes are configuration: a bad file is exit 1 (CONTRACT §4a). */
+  struct relay_routes *routes;
+  if (relay_routes_load(cfg->routes_file, &routes, err, sizeof err) < 0) {
+    log_msg(LOG_ERROR, "startup", "%s", err);
+    return 1;
+  }
+  if (routes->rs.n)
+    log_msg(LOG_INFO, "startup", "%zu routes from %s", routes->rs.n,
+            cfg->routes_file);
+  if (cfg->relayhost_oauth2_token_url[0] && !oauth2_supported()) {
+    log_msg(LOG_ERROR, "startup",
+            "relayhost_oauth2_token_url: this mailhop was built without "
+            "libcurl (meson -Doauth2=disabled, as the static image is); use "
+            "the slim image, or a token file kept fresh by another program "
+            "(relayhost_password_file)");
+    relay_routes_unref(routes);
+    return 1;
+  }
   int rc = store_open(sv.loop, cfg->queue_path, &sv.store, err, sizeof err);
   if (rc < 0) {
     log_msg(LOG_ERROR, "startup", "%s", err);
+    relay_routes_unref(routes);
     return 2;
   }
   /* Tests only: a full disk without root (store.h). */
@@ -373,6 +395,7 @@ int serve_main(const struct config *cfg) {
       outbound_new(sv.loop, cfg, sv.store, &sv.stats, err, sizeof err);
   if (!sv.outbound) {
     log_msg(LOG_ERROR, "startup", "%s", err);
+    relay_routes_unref(routes);
     store_close(sv.store, NULL, NULL);
     uv_run(sv.loop, UV_RUN_DEFAULT);
     return 2;
@@ -395,6 +418,7 @@ int serve_main(const struct config *cfg) {
     return 2;
   }
   outbound_set_sched(sv.outbound, sv.sched);
+  outbound_set_routes(sv.outbound, routes); /* after: routes' rates */
   sv.admin = admin_start(sv.loop, cfg->admin_socket, sv.store, sv.sched,
                          &sv.stats, err, sizeof err);
   if (!sv.admin) {

@@ -27,6 +27,7 @@
 #include "relay/outbound/record.h"
 #include "relay/outbound/session.h"
 #include "relay/resolver_setup.h"
+#include "relay/routes.h"
 #include "relay/stats.h"
 
 static char *xstrdup(const char *s) {
@@ -43,8 +44,25 @@ int64_t dispatch_sched_ms(const struct outbound *ob) {
   return ob->sched ? sched_now(ob->sched) : dispatch_wall_ms();
 }
 
+/* The route of a recipient: a line of the routes file, or the global
+ * settings (the relayhost, or MX delivery). */
+static const struct route *route_of(const struct outbound *ob,
+                                    const char *sender, const char *domain) {
+  const struct route *rt =
+      routes_match(ob->routes ? &ob->routes->rs : NULL, sender, domain);
+  if (rt)
+    return rt;
+  return ob->global.n_hosts > 0 ? &ob->global : &ob->mx;
+}
+
+const char *outbound_dest_for(const struct outbound *ob, const char *sender,
+                              const char *domain) {
+  const struct route *rt = route_of(ob, sender, domain);
+  return rt->n_hosts > 0 ? rt->key : domain;
+}
+
 const char *outbound_dest(const struct outbound *ob, const char *domain) {
-  return ob->cfg->n_relayhost > 0 ? "relayhost" : domain;
+  return outbound_dest_for(ob, "", domain);
 }
 
 int64_t outbound_backoff(const char *dest, unsigned fails, void *data) {
@@ -105,7 +123,7 @@ static void on_resolved(struct resolver_query *q, const struct mx_result *res,
   } else if (d->relayhost) {
     /* A broken relayhost never bounces the queue: defer. */
     snprintf(d->last_err, sizeof d->last_err, "relayhost %s: %s",
-             d->ob->cfg->relayhost[d->relay_idx].host, res->reason);
+             d->rt->hosts[d->relay_idx].host, res->reason);
   } else {
     snprintf(d->last_err, sizeof d->last_err, "%s", res->reason);
     if (res->status == DNS_PERMFAIL) {
@@ -118,7 +136,7 @@ static void on_resolved(struct resolver_query *q, const struct mx_result *res,
     record_finish(d);
     return;
   }
-  if (d->relayhost && ++d->relay_idx < d->ob->cfg->n_relayhost) {
+  if (d->relayhost && ++d->relay_idx < d->rt->n_hosts) {
     dispatch_resolve(d);
     return;
   }
@@ -135,7 +153,7 @@ static void on_resolved(struct resolver_query *q, const struct mx_result *res,
 void dispatch_resolve(struct delivery *d) {
   struct outbound *ob = d->ob;
   if (d->relayhost) {
-    const struct config_relayhost *rh = &ob->cfg->relayhost[d->relay_idx];
+    const struct route_host *rh = &d->rt->hosts[d->relay_idx];
     d->q =
         rh->mx_lookup
             ? resolver_lookup_mx(ob->res, rh->host, rh->port, on_resolved, d)
@@ -225,6 +243,21 @@ static void on_show(struct store *st, int status, const struct store_msg *m,
     record_finish(d);
     return;
   }
+  /* The route, chosen afresh from the current routes: the recipients of
+   * one job share their destination key, so the first open one speaks
+   * for all (after a reload that moved them, they go together by the
+   * route of the first until they are scheduled again). */
+  const char *domain = "";
+  for (size_t j = 0; j < d->n; j++) {
+    const char *at = d->r[j].addr ? strrchr(d->r[j].addr, '@') : NULL;
+    if (at) {
+      domain = at + 1;
+      break;
+    }
+  }
+  d->routes = relay_routes_ref(d->ob->routes);
+  d->rt = route_of(d->ob, d->sender, domain);
+  d->relayhost = d->rt->n_hosts > 0;
   struct conn *conn;
   struct smtp_client *cli;
   char remote[OB_REMOTE_MAX];
@@ -232,7 +265,85 @@ static void on_show(struct store *st, int status, const struct store_msg *m,
     session_reuse(d, conn, cli, remote);
     return;
   }
+  dispatch_credentials(d);
+}
+
+/* ---- credentials -------------------------------------------------------- */
+
+/* Pool thread: the password (or token) file, read again for every
+ * delivery so that an outside refresher may replace it (CONTRACT §4a). */
+static void secret_work(uv_work_t *w) {
+  struct delivery *d = w->data;
+  d->secret_rc =
+      relay_read_secret(d->rt->password_file, d->password, sizeof d->password,
+                        d->secret_why, sizeof d->secret_why);
+}
+
+static void secret_done(uv_work_t *w, int status) {
+  struct delivery *d = w->data;
+  struct outbound *ob = d->ob;
+  d->secret_work.data = NULL;
+  if (status == UV_ECANCELED || ob->stopping || ob->freeing) {
+    record_finish(d); /* shutdown: the recipients stay as they are */
+    return;
+  }
+  if (d->secret_rc < 0) {
+    /* A relayhost problem: defer, never bounce (CONTRACT §4). */
+    snprintf(d->last_err, sizeof d->last_err, "relayhost_password_file: %s",
+             d->secret_why);
+    dispatch_decide_pending(d, OUTCOME_TEMPFAIL, d->last_err, "4.7.0");
+    record_finish(d);
+    return;
+  }
   dispatch_resolve(d);
+}
+
+/* The OAuth2 access token for the global relayhost (CONTRACT §4a). */
+static void on_token(void *arg, int rc, const char *token, const char *why) {
+  struct delivery *d = arg;
+  struct outbound *ob = d->ob;
+  if (rc == -2 || ob->stopping || ob->freeing) {
+    record_finish(d); /* shutdown: the recipients stay as they are */
+    return;
+  }
+  if (rc < 0) {
+    /* A relayhost problem: defer, never bounce (CONTRACT §4). */
+    snprintf(d->last_err, sizeof d->last_err, "%s", why);
+    dispatch_decide_pending(d, OUTCOME_TEMPFAIL, d->last_err, "4.7.0");
+    record_finish(d);
+    return;
+  }
+  snprintf(d->password, sizeof d->password, "%s", token);
+  d->oauth2_token = 1;
+  dispatch_resolve(d);
+}
+
+void dispatch_credentials(struct delivery *d) {
+  const struct route *rt = d->rt;
+  if (!d->relayhost || !rt->user[0]) {
+    dispatch_resolve(d);
+    return;
+  }
+  if (rt == &d->ob->global && d->ob->oauth2) {
+    oauth2_get(d->ob->oauth2, &d->token_wait, on_token, d);
+    return;
+  }
+  if (!rt->password_file[0]) {
+    /* The global relayhost_password (set inline, or from a MAILHOP_*_FILE
+     * variable at start-up). */
+    snprintf(d->password, sizeof d->password, "%s",
+             d->ob->cfg->relayhost_password);
+    dispatch_resolve(d);
+    return;
+  }
+  d->secret_work.data = d;
+  if (uv_queue_work(d->ob->loop, &d->secret_work, secret_work, secret_done) <
+      0) {
+    d->secret_work.data = NULL;
+    dispatch_decide_pending(d, OUTCOME_TEMPFAIL, "cannot read the password",
+                            "4.3.0");
+    record_finish(d);
+  }
 }
 
 void outbound_dispatch(struct sched *s, struct sched_job *job, void *data) {
@@ -318,6 +429,9 @@ void dispatch_free(struct delivery *d) {
   free(d->sender);
   free(d->envid_x);
   free(d->headers);
+  oauth2_cancel(d->ob->oauth2, &d->token_wait);
+  explicit_bzero(d->password, sizeof d->password);
+  relay_routes_unref(d->routes);
   free(d);
 }
 
@@ -335,6 +449,32 @@ struct outbound *outbound_new(uv_loop_t *loop, const struct config *cfg,
   ob->cfg = cfg;
   ob->store = st;
   ob->stats = stats;
+  /* The global settings as a route (unmatched mail, CONTRACT §4a). */
+  _Static_assert(ROUTES_MAX_HOSTS >= CONFIG_MAX_LIST, "relayhost list");
+  _Static_assert(
+      (int)CONFIG_RELAYHOST_TLS_NONE == (int)ROUTE_TLS_NONE &&
+          (int)CONFIG_RELAYHOST_TLS_IMPLICIT == (int)ROUTE_TLS_IMPLICIT &&
+          (int)CONFIG_RELAYHOST_TLS_OPPORTUNISTIC ==
+              (int)ROUTE_TLS_OPPORTUNISTIC &&
+          (int)CONFIG_RELAYHOST_AUTH_XOAUTH2 == (int)ROUTE_AUTH_XOAUTH2 &&
+          (int)CONFIG_RELAYHOST_AUTH_LOGIN == (int)ROUTE_AUTH_LOGIN,
+      "route and config enums");
+  struct route *g = &ob->global;
+  for (int i = 0; i < cfg->n_relayhost; i++) {
+    snprintf(g->hosts[i].host, sizeof g->hosts[i].host, "%s",
+             cfg->relayhost[i].host);
+    g->hosts[i].port = cfg->relayhost[i].port;
+    g->hosts[i].mx_lookup = cfg->relayhost[i].mx_lookup;
+  }
+  g->n_hosts = cfg->n_relayhost;
+  snprintf(g->user, sizeof g->user, "%s", cfg->relayhost_user);
+  snprintf(g->password_file, sizeof g->password_file, "%s",
+           cfg->relayhost_password_file);
+  g->tls = (enum route_tls)cfg->relayhost_tls;
+  g->auth = (enum route_auth)cfg->relayhost_auth;
+  g->auth_plaintext = cfg->relayhost_auth_plaintext;
+  snprintf(g->key, sizeof g->key, "relayhost");
+  ob->mx.n_hosts = 0;
   int rerr = 0;
   ob->res = resolver_from_config(loop, cfg, &rerr);
   if (!ob->res) {
@@ -362,6 +502,18 @@ struct outbound *outbound_new(uv_loop_t *loop, const struct config *cfg,
     free(ob);
     return NULL;
   }
+  /* mailhop as its own OAuth2 client (serve checked that the build has
+   * it). */
+  if (cfg->relayhost_oauth2_token_url[0]) {
+    ob->oauth2 = oauth2_new(loop, cfg, err, errlen);
+    if (!ob->oauth2) {
+      SSL_CTX_free(ob->ctx_verify);
+      SSL_CTX_free(ob->ctx_any);
+      resolver_free(ob->res);
+      free(ob);
+      return NULL;
+    }
+  }
   /* Bounce signing: the keys again, quietly.  A bad key is inbound's
    * start-up error to report (a configuration error, exit 1). */
   if (cfg->n_dkim_sign > 0) {
@@ -371,9 +523,72 @@ struct outbound *outbound_new(uv_loop_t *loop, const struct config *cfg,
   return ob;
 }
 
+/* The destination key a route's own `rate` limits: its relayhost list's
+ * key, or for an MX route for a recipient domain that domain.  A sender
+ * route by MX has no one destination (its mail goes to every recipient
+ * domain), so its rate cannot apply: NULL. */
+static const char *route_rate_key(const struct route *r) {
+  if (r->n_hosts > 0)
+    return r->key;
+  return r->kind == ROUTE_RECIPIENT_DOMAIN ? r->match : NULL;
+}
+
+/* Hands the routes' own rates to the scheduler (CONTRACT §4a `rate`):
+ * the old table's overrides are lifted first, so a route whose rate was
+ * removed on reload falls back to destination_rate. */
+static void apply_route_rates(struct outbound *ob, struct relay_routes *old,
+                              struct relay_routes *rt) {
+  for (size_t i = 0; old && i < old->rs.n; i++) {
+    const char *key = route_rate_key(&old->rs.r[i]);
+    if (key && old->rs.r[i].rate_n > 0 &&
+        sched_set_dest_rate(ob->sched, key, 0, 0) < 0)
+      log_msg(LOG_WARN, "routes", "cannot lift the rate of %s", key);
+  }
+  for (size_t i = 0; rt && i < rt->rs.n; i++) {
+    const struct route *r = &rt->rs.r[i];
+    if (r->rate_n == 0)
+      continue;
+    const char *key = route_rate_key(r);
+    if (!key) {
+      log_msg(LOG_WARN, "routes",
+              "line %d: a sender route by MX has no one destination; its "
+              "rate is not applied (use destination_rate)",
+              r->line);
+      continue;
+    }
+    if (sched_set_dest_rate(ob->sched, key, (unsigned)r->rate_n,
+                            (int64_t)r->rate_window_ms) < 0)
+      log_msg(LOG_WARN, "routes", "line %d: cannot set the rate of %s",
+              r->line, key);
+  }
+}
+
+void outbound_set_routes(struct outbound *ob, struct relay_routes *rt) {
+  struct relay_routes *old = ob->routes;
+  ob->routes = rt;
+  apply_route_rates(ob, old, rt);
+  if (old) {
+    /* Kept connections were opened (and authenticated) under the old
+     * routes: close them; deliveries in flight keep their reference. */
+    int stopping = ob->stopping;
+    cache_close_all(ob);
+    ob->stopping = stopping;
+  }
+  relay_routes_unref(old);
+}
+
 void outbound_reload(struct outbound *ob) {
   char err[512];
   const struct config *cfg = ob->cfg;
+  if (cfg->routes_file[0]) {
+    struct relay_routes *rt;
+    if (relay_routes_load(cfg->routes_file, &rt, err, sizeof err) < 0) {
+      log_msg(LOG_WARN, "reload", "keeping the old routes: %s", err);
+    } else {
+      log_msg(LOG_INFO, "reload", "routes reloaded: %zu routes", rt->rs.n);
+      outbound_set_routes(ob, rt);
+    }
+  }
   if (ob->dkim && dkim_reload(ob->dkim, err, sizeof err) < 0)
     log_msg(LOG_WARN, "reload", "bounces keep the old DKIM keys: %s", err);
   SSL_CTX *fresh =
@@ -401,6 +616,7 @@ void outbound_abort_all(struct outbound *ob) {
   outbound_close_idle(ob);
   ob->freeing = 1;
   session_abort_waiting(ob);
+  oauth2_abort_waiters(ob->oauth2);
   struct delivery *next;
   /* outbound_close_idle ended the lookups; end the connections. */
   for (struct delivery *d = ob->list; d; d = next) {
@@ -413,6 +629,8 @@ void outbound_abort_all(struct outbound *ob) {
 }
 
 void outbound_free(struct outbound *ob) {
+  oauth2_free(ob->oauth2);
+  relay_routes_unref(ob->routes);
   resolver_free(ob->res);
   SSL_CTX_free(ob->ctx_verify);
   SSL_CTX_free(ob->ctx_any);

@@ -23,7 +23,9 @@
 
 #include "dns/mx.h"
 #include "proto/encode.h"
+#include "proto/routes.h"
 #include "queue/store.h"
+#include "relay/oauth2.h"
 #include "relay/outbound/outcome.h"
 
 #define OB_BODY_CHUNK (64 * 1024)
@@ -75,9 +77,22 @@ struct delivery {
   struct drcpt *r;
   size_t n;
   int64_t started_ms;
+  /* the route: a line of the routes file, or the global settings */
+  struct relay_routes *routes; /* a reference held while rt points in it */
+  const struct route *rt;
+  /* the password, or the XOAUTH2 access token, for this delivery only;
+   * wiped by dispatch_free */
+  char password[8193];
+  uv_work_t secret_work; /* reading the password file off the loop */
+  int secret_rc;         /* its outcome: 0, or -1 with secret_why */
+  char secret_why[512];
+  struct oauth2_wait token_wait; /* waiting for an OAuth2 access token */
+  int oauth2_token;              /* password is a token from ob->oauth2 */
+  int token_retry;   /* the relayhost refused it: fetch anew, same host */
+  int token_retried; /* that was done once for this delivery */
   /* resolution */
   struct resolver_query *q;
-  int relayhost;
+  int relayhost; /* rt->n_hosts > 0 */
   int relay_idx;
   struct mx_candidate cands[OB_MAX_CANDS];
   int cand_relay[OB_MAX_CANDS];
@@ -121,7 +136,11 @@ struct outbound {
   struct stats *stats;
   struct resolver *res;
   SSL_CTX *ctx_verify, *ctx_any;
-  struct dkim *dkim; /* signs bounces; NULL without dkim_sign */
+  struct dkim *dkim;           /* signs bounces; NULL without dkim_sign */
+  struct relay_routes *routes; /* routes_file, never NULL once started */
+  struct route global;         /* the global relayhost settings as a route */
+  struct route mx;             /* delivery by MX with no route */
+  struct oauth2 *oauth2;       /* relayhost_oauth2_token_url; NULL without */
   struct delivery *list;
   int active;
   int conns; /* open connections: deliveries' and idle ones */
@@ -147,6 +166,11 @@ size_t dispatch_count_pending(const struct delivery *d);
  * the MX of the domain) and goes on with the session ladder; on failure
  * the recipients are decided and the delivery finishes. */
 void dispatch_resolve(struct delivery *d);
+
+/* Gets the route's credentials for this delivery (the password file read
+ * again off the loop, when the route has one), then dispatch_resolve; a
+ * failure defers the recipients (a relayhost problem, CONTRACT §4). */
+void dispatch_credentials(struct delivery *d);
 
 /* Unlinks and frees the delivery (after its job was handed back). */
 void dispatch_free(struct delivery *d);

@@ -42,24 +42,21 @@ static void reply_text(const struct reply *rp, char *out, size_t cap) {
 }
 
 static int cand_is_relay_tls(const struct delivery *d) {
-  const struct config *cfg = d->ob->cfg;
-  return d->relayhost && !d->plaintext &&
-         cfg->relayhost_tls == CONFIG_RELAYHOST_TLS_IMPLICIT;
+  return d->relayhost && !d->plaintext && d->rt->tls == ROUTE_TLS_IMPLICIT;
 }
 
-/* The name to verify: the relayhost as configured, or the MX host. */
+/* The name to verify: the relayhost as configured (by its route), or the
+ * MX host. */
 static const char *verify_name(const struct delivery *d) {
-  const struct config *cfg = d->ob->cfg;
   if (d->relayhost)
-    return cfg->relayhost[d->cand_relay[d->cand]].host;
+    return d->rt->hosts[d->cand_relay[d->cand]].host;
   return d->cands[d->cand].host;
 }
 
 static int tls_verified_policy(const struct delivery *d) {
   const struct config *cfg = d->ob->cfg;
   if (d->relayhost)
-    return cfg->relayhost_tls == CONFIG_RELAYHOST_TLS_STARTTLS ||
-           cfg->relayhost_tls == CONFIG_RELAYHOST_TLS_IMPLICIT;
+    return d->rt->tls == ROUTE_TLS_STARTTLS || d->rt->tls == ROUTE_TLS_IMPLICIT;
   return cfg->outbound_tls == CONFIG_OUTBOUND_TLS_REQUIRED;
 }
 
@@ -92,33 +89,34 @@ static void start_session(struct delivery *d) {
       .self_name = cfg->hostname, /* a greeting naming us is a loop (§4) */
   };
   if (d->relayhost) {
-    switch (cfg->relayhost_tls) {
-    case CONFIG_RELAYHOST_TLS_STARTTLS:
+    /* Every setting from the delivery's route: a line of the routes file
+     * (its own keys or their built-in defaults) or the global ones. */
+    const struct route *rt = d->rt;
+    switch (rt->tls) {
+    case ROUTE_TLS_STARTTLS:
       p.tls = SMTP_CLI_TLS_REQUIRED;
       break;
-    case CONFIG_RELAYHOST_TLS_IMPLICIT:
+    case ROUTE_TLS_IMPLICIT:
       p.tls = SMTP_CLI_TLS_NONE;
       p.in_tls = 1;
       break;
-    case CONFIG_RELAYHOST_TLS_OPPORTUNISTIC:
+    case ROUTE_TLS_OPPORTUNISTIC:
       p.tls = SMTP_CLI_TLS_OPPORTUNISTIC;
       break;
-    case CONFIG_RELAYHOST_TLS_NONE:
+    case ROUTE_TLS_NONE:
       p.tls = SMTP_CLI_TLS_NONE;
       break;
     }
-    if (cfg->relayhost_user[0]) {
-      p.auth_user = cfg->relayhost_user;
-      p.auth_pass = cfg->relayhost_password;
-      _Static_assert(
-          (int)CONFIG_RELAYHOST_AUTH_PLAIN == SMTP_CLI_AUTH_PLAIN &&
-              (int)CONFIG_RELAYHOST_AUTH_LOGIN == SMTP_CLI_AUTH_LOGIN &&
-              (int)CONFIG_RELAYHOST_AUTH_XOAUTH2 == SMTP_CLI_AUTH_XOAUTH2,
-          "relayhost_auth values");
-      p.auth_mech = (enum smtp_cli_auth)cfg->relayhost_auth;
+    if (rt->user[0]) {
+      p.auth_user = rt->user;
+      p.auth_pass = d->password;
+      _Static_assert((int)ROUTE_AUTH_PLAIN == SMTP_CLI_AUTH_PLAIN &&
+                         (int)ROUTE_AUTH_LOGIN == SMTP_CLI_AUTH_LOGIN &&
+                         (int)ROUTE_AUTH_XOAUTH2 == SMTP_CLI_AUTH_XOAUTH2,
+                     "relayhost_auth values");
+      p.auth_mech = (enum smtp_cli_auth)rt->auth;
       const struct conn_tls_info *ti = conn_tls(d->conn);
-      p.auth_allowed =
-          cfg->relayhost_auth_plaintext || (ti && ti->ok && ti->verified);
+      p.auth_allowed = rt->auth_plaintext || (ti && ti->ok && ti->verified);
     }
   } else {
     p.tls = cfg->outbound_tls == CONFIG_OUTBOUND_TLS_REQUIRED
@@ -301,8 +299,7 @@ static void on_tls_done(struct conn *c, const struct conn_tls_info *info) {
     conn_close(c, CONN_END_TLS);
     return;
   }
-  const struct config *cfg = d->ob->cfg;
-  int auth_ok = cfg->relayhost_auth_plaintext || info->verified;
+  int auth_ok = (d->relayhost && d->rt->auth_plaintext) || info->verified;
   if (!d->cli) {
     start_session(d); /* implicit TLS: now the greeting */
     return;
@@ -418,6 +415,14 @@ static int handle_event(struct delivery *d, const struct smtp_cli_event *ev,
     if (!ev->local && ev->reply->code >= 400)
       outcome_defer_status(ev->reply->esc, "", d->last_status,
                            sizeof d->last_status);
+    /* The relayhost refused a fetched OAuth2 token: fetch a new one for
+     * the next connection (CONTRACT §4a). */
+    if (ev->fail == SMTP_CLI_FAIL_TOKEN && d->oauth2_token) {
+      oauth2_refused(d->ob->oauth2, d->password);
+      /* Once per delivery, the same host again with a new token (a
+       * revoked cached token should not cost a retry interval). */
+      d->token_retry = !d->token_retried;
+    }
     if (ev->fail == SMTP_CLI_FAIL_GREETING)
       d->conversed = 0;
     else
@@ -525,6 +530,28 @@ static const struct conn_cbs delivery_cbs = {
 
 static void session_connect(struct delivery *d);
 
+/* A new OAuth2 token after the relayhost refused one: the same candidate
+ * again, or the deferral (CONTRACT §4a). */
+static void on_retry_token(void *arg, int rc, const char *token,
+                           const char *why) {
+  struct delivery *d = arg;
+  struct outbound *ob = d->ob;
+  if (rc == -2 || ob->stopping || ob->freeing) {
+    record_finish(d); /* shutdown: the recipients stay as they are */
+    return;
+  }
+  if (rc < 0) {
+    snprintf(d->last_err, sizeof d->last_err, "%s", why);
+    dispatch_decide_pending(d, OUTCOME_TEMPFAIL, d->last_err, "4.7.0");
+    record_finish(d);
+    return;
+  }
+  snprintf(d->password, sizeof d->password, "%s", token);
+  d->cand--; /* NEXT_HOST steps back onto it */
+  d->next = NEXT_HOST;
+  session_next(d);
+}
+
 /* Picks the next way to try, or ends with the outcome. */
 void session_next(struct delivery *d) {
   struct outbound *ob = d->ob;
@@ -533,6 +560,12 @@ void session_next(struct delivery *d) {
       dispatch_decide_pending(d, OUTCOME_TEMPFAIL, d->last_err,
                               d->last_status[0] ? d->last_status : "4.4.1");
     record_finish(d);
+    return;
+  }
+  if (d->token_retry && d->cand >= 0) {
+    d->token_retry = 0;
+    d->token_retried = 1;
+    oauth2_get(ob->oauth2, &d->token_wait, on_retry_token, d);
     return;
   }
   if (d->reused) {

@@ -1,0 +1,103 @@
+/*
+ * proto/routes: the routes_file parser and matcher (CONTRACT §4a).  Pure:
+ * no I/O; the caller reads the file and checks the password files.
+ *
+ * One route per line, "#" comments and blank lines ignored:
+ *
+ *     recipient:@DOMAIN | sender:ADDRESS | sender:@DOMAIN   key=value ...
+ *
+ * with the keys relayhost (a relayhost list as for the configuration key,
+ * or "mx"), relayhost_user, relayhost_password_file, relayhost_tls,
+ * relayhost_auth, relayhost_auth_plaintext and rate (N/DURATION).  Keys a
+ * route leaves out take their built-in defaults, never the global values.
+ */
+#ifndef MAILHOP_PROTO_ROUTES_H
+#define MAILHOP_PROTO_ROUTES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define ROUTES_MAX 4096       /* routes per file */
+#define ROUTES_MAX_HOSTS 32   /* relayhost failover list (CONFIG_MAX_LIST) */
+#define ROUTES_LINE_MAX 16384 /* bytes of one line */
+#define ROUTES_KEY_MAX 256    /* bytes of a destination key, NUL included */
+
+enum route_kind {
+  ROUTE_RECIPIENT_DOMAIN, /* recipient:@DOMAIN */
+  ROUTE_SENDER_ADDRESS,   /* sender:ADDRESS */
+  ROUTE_SENDER_DOMAIN,    /* sender:@DOMAIN */
+};
+
+/* Values as config.h's enum config_relayhost_tls / _auth. */
+enum route_tls {
+  ROUTE_TLS_STARTTLS,
+  ROUTE_TLS_IMPLICIT,
+  ROUTE_TLS_OPPORTUNISTIC,
+  ROUTE_TLS_NONE
+};
+enum route_auth {
+  ROUTE_AUTH_AUTO,
+  ROUTE_AUTH_PLAIN,
+  ROUTE_AUTH_LOGIN,
+  ROUTE_AUTH_XOAUTH2
+};
+
+struct route_host {
+  char host[256];
+  uint16_t port;
+  int mx_lookup; /* 1 for host:port, 0 for [host]:port */
+};
+
+struct route {
+  enum route_kind kind;
+  char match[320]; /* lower-cased domain (no '@') or address */
+  int line;        /* 1-based line in the file */
+  struct route_host hosts[ROUTES_MAX_HOSTS];
+  int n_hosts; /* 0: MX delivery (relayhost=mx, or no relayhost) */
+  char user[256];
+  char password_file[4096];
+  enum route_tls tls;
+  enum route_auth auth;
+  int auth_plaintext;
+  uint64_t rate_n;         /* 0: no rate of its own */
+  uint64_t rate_window_ms; /* the rate's window, ms */
+  /* The destination key of this route's target (relayhost routes): the
+   * relayhost list as "[h]:p,h:p", with "#LINE" added when an earlier route
+   * names the same list with other settings.  Empty for MX routes (their
+   * destination is the recipient domain). */
+  char key[ROUTES_KEY_MAX];
+};
+
+struct routes {
+  struct route *r; /* owned; in file order */
+  size_t n;
+};
+
+/*
+ * Parses a routes file's text.  name is the file name used in errors.
+ * Returns 0 with *out filled (free with routes_free), or -1 with
+ * "NAME:LINE: message" in err (and *out empty).  Checks the rules of
+ * CONTRACT §2 per route: a user needs a password file and the other way
+ * round; credentials need a relayhost; credentials over relayhost_tls none
+ * or opportunistic need relayhost_auth_plaintext=yes.
+ */
+int routes_parse(const char *name, const char *text, size_t len,
+                 struct routes *out, char *err, size_t errlen);
+
+void routes_free(struct routes *rs);
+
+/*
+ * The route of a recipient: sender is the envelope sender ("" for <>),
+ * rcpt_domain the recipient's domain.  A recipient route wins over a
+ * sender route, an exact sender address over a sender domain, the first
+ * line among equals; case-insensitive.  Returns a route of rs, or NULL
+ * (the global settings apply).
+ */
+const struct route *routes_match(const struct routes *rs, const char *sender,
+                                 const char *rcpt_domain);
+
+/* "recipient:@d", "sender:a@d" or "sender:@d" into out (for check and
+ * logs). */
+void routes_format_match(const struct route *r, char *out, size_t cap);
+
+#endif

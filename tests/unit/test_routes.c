@@ -1,0 +1,194 @@
+/* test_routes: the routes_file parser and matcher (proto/routes.h,
+ * CONTRACT §4a): the contract's example, precedence, defaults per route,
+ * the §2 rules per route, and FILE:LINE errors. */
+#include "proto/routes.h"
+
+#include "check.h"
+
+static int parse(const char *text, struct routes *rs, char *err) {
+  return routes_parse("r.txt", text, strlen(text), rs, err, 512);
+}
+
+static void test_contract_example(void) {
+  const char *t =
+      "# routes\n"
+      "\n"
+      "recipient:@partner.example   relayhost=[192.0.2.10]:25 "
+      "relayhost_tls=none\n"
+      "sender:alerts@ops.example    relayhost=mx\n"
+      "sender:@billing.example      relayhost=[smtp.provider.example]:587 "
+      "relayhost_user=billing@billing.example "
+      "relayhost_password_file=/run/secrets/billing\n";
+  struct routes rs;
+  char err[512] = "";
+  CHECK_INT(parse(t, &rs, err), 0);
+  CHECK_STR(err, "");
+  CHECK_INT(rs.n, 3);
+  CHECK_INT(rs.r[0].kind, ROUTE_RECIPIENT_DOMAIN);
+  CHECK_STR(rs.r[0].match, "partner.example");
+  CHECK_INT(rs.r[0].line, 3);
+  CHECK_INT(rs.r[0].n_hosts, 1);
+  CHECK_STR(rs.r[0].hosts[0].host, "192.0.2.10");
+  CHECK_INT(rs.r[0].hosts[0].port, 25);
+  CHECK_INT(rs.r[0].hosts[0].mx_lookup, 0);
+  CHECK_INT(rs.r[0].tls, ROUTE_TLS_NONE);
+  CHECK_STR(rs.r[0].key, "[192.0.2.10]:25");
+  CHECK_INT(rs.r[1].kind, ROUTE_SENDER_ADDRESS);
+  CHECK_INT(rs.r[1].n_hosts, 0);
+  CHECK_STR(rs.r[1].key, "");
+  CHECK_INT(rs.r[2].kind, ROUTE_SENDER_DOMAIN);
+  CHECK_STR(rs.r[2].user, "billing@billing.example");
+  CHECK_STR(rs.r[2].password_file, "/run/secrets/billing");
+  /* left out: built-in defaults */
+  CHECK_INT(rs.r[2].tls, ROUTE_TLS_STARTTLS);
+  CHECK_INT(rs.r[2].auth, ROUTE_AUTH_AUTO);
+  CHECK_INT(rs.r[2].auth_plaintext, 0);
+  CHECK_INT(rs.r[2].rate_n, 0);
+  CHECK_STR(rs.r[2].key, "[smtp.provider.example]:587");
+
+  /* matching */
+  CHECK(routes_match(&rs, "a@x.example", "partner.example") == &rs.r[0]);
+  CHECK(routes_match(&rs, "alerts@ops.example", "partner.example") ==
+        &rs.r[0]); /* recipient route wins */
+  CHECK(routes_match(&rs, "alerts@ops.example", "y.example") == &rs.r[1]);
+  CHECK(routes_match(&rs, "ALERTS@Ops.Example", "y.example") == &rs.r[1]);
+  CHECK(routes_match(&rs, "other@ops.example", "y.example") == NULL);
+  CHECK(routes_match(&rs, "a@billing.example", "y.example") == &rs.r[2]);
+  CHECK(routes_match(&rs, "a@BILLING.example", "PARTNER.example") == &rs.r[0]);
+  CHECK(routes_match(&rs, "", "y.example") == NULL);
+  CHECK(routes_match(&rs, "a@sub.billing.example", "y.example") == NULL);
+  routes_free(&rs);
+}
+
+static void test_precedence(void) {
+  const char *t = "sender:@d.example relayhost=[one.example]:25\n"
+                  "sender:a@d.example relayhost=[two.example]:25\n"
+                  "sender:a@d.example relayhost=[three.example]:25\n"
+                  "sender:@d.example relayhost=[four.example]:25\n"
+                  "recipient:@r.example relayhost=[five.example]:25\n"
+                  "recipient:@R.example relayhost=[six.example]:25\n";
+  struct routes rs;
+  char err[512];
+  CHECK_INT(parse(t, &rs, err), 0);
+  /* exact address over domain, though the domain line comes first */
+  CHECK(routes_match(&rs, "a@d.example", "x.example") == &rs.r[1]);
+  /* first line among equals */
+  CHECK(routes_match(&rs, "b@d.example", "x.example") == &rs.r[0]);
+  CHECK(routes_match(&rs, "a@d.example", "r.example") == &rs.r[4]);
+  CHECK(routes_match(&rs, "a@d.example", "R.EXAMPLE") == &rs.r[4]);
+  routes_free(&rs);
+}
+
+static void test_settings(void) {
+  const char *t =
+      "recipient:@a.example relayhost=a.example:2525,[b.example] "
+      "relayhost_auth=xoauth2 relayhost_tls=implicit rate=30/1m "
+      "relayhost_user=u relayhost_password_file=/p # comment\n"
+      "recipient:@b.example relayhost=a.example:2525,[b.example]:25 "
+      "relayhost_auth=xoauth2 relayhost_tls=implicit rate=30/60s "
+      "relayhost_user=u relayhost_password_file=/p\n"
+      "recipient:@c.example relayhost=a.example:2525,[b.example]:25 "
+      "relayhost_tls=opportunistic relayhost_auth_plaintext=yes "
+      "relayhost_user=v relayhost_password_file=/q\n"
+      "\trecipient:@d.example\trelayhost=MX\trate=5/2h\n"
+      "recipient:@e.example\n";
+  struct routes rs;
+  char err[512] = "";
+  CHECK_INT(parse(t, &rs, err), 0);
+  CHECK_STR(err, "");
+  CHECK_INT(rs.n, 5);
+  CHECK_INT(rs.r[0].n_hosts, 2);
+  CHECK_INT(rs.r[0].hosts[0].mx_lookup, 1);
+  CHECK_INT(rs.r[0].hosts[0].port, 2525);
+  CHECK_INT(rs.r[0].hosts[1].port, 25);
+  CHECK_INT(rs.r[0].auth, ROUTE_AUTH_XOAUTH2);
+  CHECK_INT(rs.r[0].tls, ROUTE_TLS_IMPLICIT);
+  CHECK_INT(rs.r[0].rate_n, 30);
+  CHECK_INT(rs.r[0].rate_window_ms, 60000);
+  CHECK_STR(rs.r[0].key, "a.example:2525,[b.example]:25");
+  /* the same target with the same settings: one destination */
+  CHECK_STR(rs.r[1].key, "a.example:2525,[b.example]:25");
+  /* the same target with other credentials: a destination of its own */
+  CHECK_STR(rs.r[2].key, "a.example:2525,[b.example]:25#3");
+  CHECK_INT(rs.r[2].auth_plaintext, 1);
+  CHECK_INT(rs.r[3].n_hosts, 0);
+  CHECK_INT(rs.r[3].rate_window_ms, 7200000);
+  CHECK_INT(rs.r[4].n_hosts, 0); /* no relayhost: the default, MX */
+  routes_free(&rs);
+}
+
+static void test_errors(void) {
+  static const struct {
+    const char *text, *msg;
+  } bad[] = {
+      {"recipient:partner.example relayhost=mx\n",
+       "r.txt:1: 'recipient:partner.example': a recipient route is "
+       "recipient:@DOMAIN"},
+      {"# c\nfrom:@x.example relayhost=mx\n", "r.txt:2: "},
+      {"sender:@x.example relayhost=mx\nsender:@y.example bogus=1\n",
+       "r.txt:2: 'bogus': not a route setting"},
+      {"sender:@x.example relayhost\n", "r.txt:1: 'relayhost': expected"},
+      {"sender:@x.example relayhost=mx relayhost=mx\n",
+       "r.txt:1: relayhost: given twice"},
+      {"sender:@x.example relayhost=[h.example]:25 relayhost_password=s\n",
+       "r.txt:1: relayhost_password: not allowed"},
+      {"sender:@x.example relayhost=[h.example]:25 relayhost_user=u\n",
+       "r.txt:1: relayhost_password_file: required"},
+      {"sender:@x.example relayhost=[h.example]:25 "
+       "relayhost_password_file=/p\n",
+       "r.txt:1: relayhost_user: required"},
+      {"sender:@x.example relayhost=mx relayhost_user=u "
+       "relayhost_password_file=/p\n",
+       "r.txt:1: relayhost_user: credentials need a relayhost"},
+      {"sender:@x.example relayhost=[h.example]:25 relayhost_tls=none "
+       "relayhost_user=u relayhost_password_file=/p\n",
+       "r.txt:1: relayhost_tls: credentials would be sent without verified"},
+      {"sender:@x.example relayhost=[h.example]:25 "
+       "relayhost_tls=opportunistic relayhost_user=u "
+       "relayhost_password_file=/p\n",
+       "r.txt:1: relayhost_tls: credentials would be sent"},
+      {"sender:@x.example relayhost=[h.example]:0\n", "r.txt:1: relayhost:"},
+      {"sender:@x.example relayhost=[h.example\n", "missing ']'"},
+      {"sender:@x.example relayhost_tls=bogus\n", "r.txt:1: relayhost_tls:"},
+      {"sender:@x.example relayhost=[h.example]:25 relayhost_auth=cram\n",
+       "r.txt:1: relayhost_auth:"},
+      {"sender:@x.example rate=30\n", "r.txt:1: rate:"},
+      {"sender:@x.example rate=0/1m\n", "r.txt:1: rate:"},
+      {"sender:@x.example rate=5/1w\n", "r.txt:1: rate:"},
+      {"sender:@x.example relayhost_tls=none\n",
+       "r.txt:1: relayhost_tls, relayhost_auth"},
+      {"sender:x.example relayhost=mx\n", "r.txt:1: 'sender:x.example'"},
+      {"sender:@ relayhost=mx\n", "r.txt:1:"},
+      {"recipient:@a b\n", "r.txt:1: 'b': expected key=value"},
+      {"sender:@x.example relayhost_auth_plaintext=maybe\n", "r.txt:1:"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    struct routes rs;
+    char err[512] = "";
+    int rc = parse(bad[i].text, &rs, err);
+    CHECK_INT(rc, -1);
+    CHECK_CONTAINS(err, bad[i].msg);
+    CHECK(rs.n == 0 && rs.r == NULL);
+  }
+  /* A NUL byte and an overlong line. */
+  struct routes rs;
+  char err[512];
+  CHECK_INT(routes_parse("r.txt", "sender:@x\0y relayhost=mx\n", 25, &rs, err,
+                         sizeof err),
+            -1);
+  CHECK_CONTAINS(err, "r.txt:1: NUL");
+  char *big = malloc(ROUTES_LINE_MAX + 10);
+  memset(big, 'a', ROUTES_LINE_MAX + 9);
+  big[ROUTES_LINE_MAX + 9] = '\0';
+  CHECK_INT(routes_parse("r.txt", big, strlen(big), &rs, err, sizeof err), -1);
+  CHECK_CONTAINS(err, "r.txt:1: line longer");
+  free(big);
+}
+
+int main(void) {
+  test_contract_example();
+  test_precedence();
+  test_settings();
+  test_errors();
+  return check_result("test_routes");
+}
