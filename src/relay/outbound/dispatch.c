@@ -558,8 +558,8 @@ static void apply_route_rates(struct outbound *ob, struct relay_routes *old,
     }
     if (sched_set_dest_rate(ob->sched, key, (unsigned)r->rate_n,
                             (int64_t)r->rate_window_ms) < 0)
-      log_msg(LOG_WARN, "routes", "line %d: cannot set the rate of %s",
-              r->line, key);
+      log_msg(LOG_WARN, "routes", "line %d: cannot set the rate of %s", r->line,
+              key);
   }
 }
 
