@@ -185,6 +185,25 @@ static void take_rr(struct dns_rrset *out, const ldns_rr *rr, uint16_t type) {
     d->pref = ldns_rdf2native_int16(pref);
     if (dname_to_str(ex, d->name, sizeof d->name) != 0)
       return;
+  } else if (type == DNS_TYPE_TXT) {
+    /* RFC 1035 §3.3.14: one or more <character-string>s, each a length
+     * octet and that many bytes; joined without separators (RFC 7208
+     * §3.3, RFC 8461 §3.1). */
+    size_t o = 0;
+    for (size_t k = 0; k < ldns_rr_rd_count(rr); k++) {
+      const ldns_rdf *f = ldns_rr_rdf(rr, k);
+      if (!f || ldns_rdf_size(f) < 1)
+        return;
+      const uint8_t *b = ldns_rdf_data(f);
+      size_t sl = b[0];
+      if (sl + 1 > ldns_rdf_size(f) || o + sl > DNS_TXT_MAX)
+        return;
+      if (memchr(b + 1, 0, sl))
+        return;
+      memcpy(d->txt + o, b + 1, sl);
+      o += sl;
+    }
+    d->txt[o] = '\0';
   } else {
     return;
   }

@@ -52,7 +52,7 @@ struct sub {
 };
 
 enum q_state { Q_STARTING, Q_ACTIVE, Q_DONE };
-enum q_kind { Q_MX, Q_HOST };
+enum q_kind { Q_MX, Q_HOST, Q_TXT };
 
 struct resolver_query {
   struct resolver *r;
@@ -70,6 +70,8 @@ struct resolver_query {
   int n_hosts;
   struct mx_host hosts[MX_MAX_HOSTS];
   struct mx_result res;
+  resolver_txt_cb tcb;      /* Q_TXT: the callback (cb unused) */
+  struct resolver_txt *txt; /* Q_TXT: the outcome, owned */
 };
 
 struct qlist {
@@ -894,6 +896,33 @@ static void q_on_addr(struct resolver_query *q, struct sub *s,
     q_build(q);
 }
 
+/* The TXT answer (resolver_lookup_txt). */
+static void q_on_txt(struct resolver_query *q, const struct dns_rrset *rs) {
+  struct resolver_txt *t = q->txt;
+  switch (rs->status) {
+  case DNS_R_OK:
+    t->status = DNS_OK;
+    for (int i = 0; i < rs->n && t->n < RESOLVER_TXT_MAX; i++)
+      if (rs->rr[i].type == DNS_TYPE_TXT)
+        memcpy(t->txt[t->n++], rs->rr[i].txt, sizeof t->txt[0]);
+    break;
+  case DNS_R_NXDOMAIN:
+    t->nxdomain = 1;
+    /* fall through */
+  case DNS_R_NODATA:
+    t->status = DNS_OK;
+    break;
+  case DNS_R_CNAME:
+  case DNS_R_TEMPFAIL:
+    t->status = DNS_TEMPFAIL;
+    snprintf(t->reason, sizeof t->reason,
+             "Name service error for name=%s type=TXT: %s", q->ascii,
+             rs->reason[0] ? rs->reason : "temporary failure");
+    break;
+  }
+  q_complete(q);
+}
+
 static void sub_on_rrset(struct sub *s, const struct dns_rrset *rs) {
   struct resolver_query *q = s->q;
   if (q->state != Q_ACTIVE)
@@ -914,7 +943,10 @@ static void sub_on_rrset(struct sub *s, const struct dns_rrset *rs) {
     sub_start(s);
     return;
   }
-  if (s->host < 0) {
+  if (s->host == -2) {
+    q->pending--;
+    q_on_txt(q, rs);
+  } else if (s->host < 0) {
     q->pending--;
     q_on_mx(q, rs);
   } else {
@@ -929,6 +961,17 @@ static void q_begin(struct resolver_query *q) {
   q->state = Q_ACTIVE;
   q_list_push(&r->active, q);
 
+  if (q->kind == Q_TXT) {
+    if (resolver_domain_to_ascii(q->domain, q->ascii, sizeof q->ascii) != 0) {
+      q->txt->status = DNS_OK; /* no such name: no records */
+      q->txt->nxdomain = 1;
+      q_complete(q);
+      return;
+    }
+    q_add_sub(q, -2, q->ascii, DNS_TYPE_TXT);
+    sub_start(&q->subs[0]);
+    return;
+  }
   /* An IP literal is its own address: no query at all. */
   struct mx_addr ip;
   size_t dl = strlen(q->domain);
@@ -979,8 +1022,12 @@ static void on_idle(uv_idle_t *h) {
     struct resolver_query *q = r->done.head;
     q_list_remove(&r->done, q);
     r->in_cb++;
-    q->cb(q, &q->res, q->data);
+    if (q->kind == Q_TXT)
+      q->tcb(q, q->txt, q->data);
+    else
+      q->cb(q, &q->res, q->data);
     r->in_cb--;
+    free(q->txt);
     free(q);
   }
   if (r->free_requested) {
@@ -1032,6 +1079,22 @@ struct resolver_query *resolver_lookup_host(struct resolver *r,
   return q_new(r, Q_HOST, host, port, cb, data);
 }
 
+struct resolver_query *resolver_lookup_txt(struct resolver *r,
+                                           const char *name, resolver_txt_cb cb,
+                                           void *data) {
+  struct resolver_txt *t = calloc(1, sizeof *t);
+  if (!t)
+    return NULL;
+  struct resolver_query *q = q_new(r, Q_TXT, name, 0, NULL, data);
+  if (!q) {
+    free(t);
+    return NULL;
+  }
+  q->tcb = cb;
+  q->txt = t;
+  return q;
+}
+
 /* Drops every question q waits on and takes it off its list. */
 static void q_detach(struct resolver_query *q) {
   for (int i = 0; i < q->n_subs; i++)
@@ -1046,8 +1109,16 @@ void resolver_cancel(struct resolver_query *q) {
   memset(&res, 0, sizeof res);
   mx_result_fail(&res, DNS_CANCELED, "4.3.0", "lookup canceled");
   r->in_cb++;
-  q->cb(q, &res, q->data);
+  if (q->kind == Q_TXT) {
+    memset(q->txt, 0, sizeof *q->txt);
+    q->txt->status = DNS_CANCELED;
+    snprintf(q->txt->reason, sizeof q->txt->reason, "lookup canceled");
+    q->tcb(q, q->txt, q->data);
+  } else {
+    q->cb(q, &res, q->data);
+  }
   r->in_cb--;
+  free(q->txt);
   free(q);
 }
 

@@ -115,6 +115,36 @@ struct resolver_query *resolver_lookup_host(struct resolver *r,
                                             const char *host, uint16_t port,
                                             resolver_cb cb, void *data);
 
+#define RESOLVER_TXT_MAX 8 /* TXT records handed back per lookup */
+
+/* The outcome of a TXT lookup.  status: DNS_OK (n records, n may be 0:
+ * the name has no TXT records, or does not exist: nxdomain set),
+ * DNS_TEMPFAIL (SERVFAIL, timeout, ...: reason), DNS_CANCELED. */
+struct resolver_txt {
+  enum dns_status status;
+  int nxdomain;
+  char reason[256];
+  int n;
+  char txt[RESOLVER_TXT_MAX][DNS_TXT_MAX + 1]; /* each record's strings
+                                                  joined (dns_answer.h) */
+};
+
+typedef void (*resolver_txt_cb)(struct resolver_query *q,
+                                const struct resolver_txt *res, void *data);
+
+/*
+ * The TXT records of name (ASCII or UTF-8, converted to A-labels), for
+ * MTA-STS (RFC 8461 §3.1) and TLS-RPT (RFC 8460 §3): cached and bounded
+ * like every query, CNAMEs followed.  res is valid during the callback
+ * only; records over DNS_TXT_MAX or holding a NUL byte are left out, and
+ * at most RESOLVER_TXT_MAX are given.  The callback runs exactly once (as
+ * for the other lookups; resolver_cancel() works the same).  Returns NULL
+ * only when out of memory or the resolver is closing (no callback).
+ */
+struct resolver_query *resolver_lookup_txt(struct resolver *r,
+                                           const char *name, resolver_txt_cb cb,
+                                           void *data);
+
 /*
  * Cancels a lookup whose callback has not run yet: the callback runs now,
  * before this returns, with DNS_CANCELED; afterwards q is gone.
