@@ -130,6 +130,10 @@ static const struct key keys[] = {
      S(relayhost_oauth2_refresh_token_file), ""},
     {"relayhost_oauth2_scope", K_STRING, F(relayhost_oauth2_scope),
      S(relayhost_oauth2_scope), ""},
+    {"mta_sts", K_BOOL, F(mta_sts), 0, "yes"},
+    {"tls_rpt", K_BOOL, F(tls_rpt), 0, "no"},
+    {"tls_rpt_interval", K_DURATION, F(tls_rpt_interval_ms), 0, "1d"},
+    {"https_port", K_PORT, F(https_port), 0, "443"},
 };
 #define N_KEYS (sizeof keys / sizeof keys[0])
 

@@ -149,6 +149,11 @@ struct config {
   char relayhost_oauth2_refresh_token[4096];
   char relayhost_oauth2_refresh_token_file[4096];
   char relayhost_oauth2_scope[1024];
+  /* outbound trust (CONTRACT §4b) */
+  int mta_sts;                  /* honour MTA-STS policies on MX delivery */
+  int tls_rpt;                  /* send TLS-RPT reports */
+  uint64_t tls_rpt_interval_ms; /* the report period */
+  uint16_t https_port;          /* MTA-STS policy fetches */
 
   /* private: set when relay_networks was given by any source */
   int relay_networks_set;

@@ -380,7 +380,7 @@ static void test_print(void) {
   int lines = 0;
   for (char *p = out; *p; p++)
     lines += *p == '\n';
-  CHECK_INT(lines, 54);
+  CHECK_INT(lines, 58);
   CHECK_CONTAINS(out, "destination_rate = \n");
   CHECK_CONTAINS(out, "delay_warning_time = \n");
   CHECK_CONTAINS(out, "bounce_notice_recipient = \n");
