@@ -56,6 +56,8 @@ struct admin {
   struct admin_req *reqs;      /* requests waiting on the store */
   struct admin_alias alias[ADMIN_ALIAS_MAX];
   size_t nalias;
+  char *(*tlsrpt)(void *arg); /* `tlsrpt` (CONTRACT §5); NULL: not set */
+  void *tlsrpt_arg;
 };
 
 /* What a filtered command does with each page of matches. */
@@ -674,6 +676,28 @@ static void cmd_resume(struct admin *a, struct admin_client *c, char **argv,
   admin_socket_end(c);
 }
 
+/* `tlsrpt` (CONTRACT §5): the running TLS-RPT counts. */
+static void cmd_tlsrpt(struct admin *a, struct admin_client *c, char **argv,
+                       int argc) {
+  (void)argv;
+  (void)argc;
+  char *s = a->tlsrpt ? a->tlsrpt(a->tlsrpt_arg) : NULL;
+  if (!s) {
+    reply_error(c, a->tlsrpt ? "out of memory" : "TLS-RPT is not running",
+                NULL);
+  } else {
+    admin_socket_write(c, s, strlen(s));
+    admin_socket_write(c, "\n", 1);
+    free(s);
+  }
+  admin_socket_end(c);
+}
+
+void admin_set_tlsrpt(struct admin *a, char *(*json)(void *arg), void *arg) {
+  a->tlsrpt = json;
+  a->tlsrpt_arg = arg;
+}
+
 /* ---- filtered commands (CONTRACT §1 FILTER, §5) ------------------------- */
 
 /* 1 when the arguments are one message id (not a filter word). */
@@ -1066,6 +1090,7 @@ static const struct admin_cmd commands[] = {
     {"resume", 0, 0, 0, cmd_resume, ""},
     {"suspend", 1, 2, 0, cmd_suspend, " DESTINATION [SECONDS]"},
     {"unsuspend", 1, 1, 0, cmd_unsuspend, " DESTINATION"},
+    {"tlsrpt", 0, 0, 0, cmd_tlsrpt, ""},
 };
 
 static int id_valid(const char *s);

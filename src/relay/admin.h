@@ -103,6 +103,11 @@ void admin_add_dest_alias(struct admin *a, const char *written,
 struct config;
 void admin_alias_relayhosts(struct admin *a, const struct config *cfg);
 
+/* What `tlsrpt` answers (CONTRACT §5): json(arg) gives one line of JSON,
+ * malloc'd (relay/tlsrpt.h tlsrpt_json), NULL when out of memory; arg is
+ * borrowed until admin_stop().  Without it `tlsrpt` is an error reply. */
+void admin_set_tlsrpt(struct admin *a, char *(*json)(void *arg), void *arg);
+
 /* Formats unix seconds as RFC 3339 UTC ("2026-11-28T17:00:00Z"); out must
  * hold 21 bytes.  Exposed for the CLI and tests. */
 void admin_time_rfc3339(long long t, char out[21]);

@@ -15,6 +15,7 @@
 #include "dns/resolver.h"
 #include "log.h"
 #include "loop/conn.h"
+#include "loop/https_client.h"
 #include "loop/tls.h"
 #include "proto/smtp_client.h"
 #include "proto/smtp_parse.h"
@@ -26,6 +27,9 @@
 #include "relay/outbound/cache.h"
 #include "relay/outbound/record.h"
 #include "relay/outbound/session.h"
+#include "relay/outbound/sts.h"
+#include "relay/outbound/trust.h"
+#include "relay/tlsrpt.h"
 #include "relay/resolver_setup.h"
 #include "relay/routes.h"
 #include "relay/stats.h"
@@ -87,6 +91,10 @@ void dispatch_decide(struct delivery *d, size_t i, enum outcome_state st,
   snprintf(r->err, sizeof r->err, "%s", err ? err : "");
   snprintf(r->status, sizeof r->status, "%s", status ? status : "");
   snprintf(r->remote, sizeof r->remote, "%s", d->remote);
+  r->tls_policy = trust_policy_name(d);
+  const struct conn_tls_info *ti = d->conn ? conn_tls(d->conn) : NULL;
+  snprintf(r->tls, sizeof r->tls, "%s",
+           ti && ti->ok && ti->version ? ti->version : "");
 }
 
 void dispatch_decide_pending(struct delivery *d, enum outcome_state st,
@@ -145,9 +153,8 @@ static void on_resolved(struct resolver_query *q, const struct mx_result *res,
     record_finish(d);
     return;
   }
-  d->cand = -1;
-  d->next = NEXT_HOST;
-  session_next(d);
+  /* MTA-STS (and, on the DANE side, DANE) before the first connection. */
+  trust_after_resolve(d);
 }
 
 void dispatch_resolve(struct delivery *d) {
@@ -402,6 +409,8 @@ void outbound_close_idle(struct outbound *ob) {
       struct resolver_query *q = d->q;
       d->q = NULL;
       resolver_cancel(q);
+    } else {
+      trust_abort(d); /* waiting for its MTA-STS verdict */
     }
   }
   cache_close_all(ob);
@@ -514,6 +523,18 @@ struct outbound *outbound_new(uv_loop_t *loop, const struct config *cfg,
       return NULL;
     }
   }
+  /* MTA-STS (CONTRACT §4b): policies fetched over libcurl; a build
+   * without it cannot honour them (said once, at start-up). */
+  if (cfg->mta_sts) {
+    if (https_client_supported() && https_client_init() == 0)
+      ob->sts = sts_new(loop, cfg, st, ob->res);
+    else
+      log_msg(LOG_WARN, "startup",
+              "mta_sts: this mailhop was built without libcurl; MTA-STS "
+              "policies are not honoured");
+  }
+  ob->tlsrpt =
+      tlsrpt_new(loop, cfg, st, ob->res, trust_submit_report, ob);
   /* Bounce signing: the keys again, quietly.  A bad key is inbound's
    * start-up error to report (a configuration error, exit 1). */
   if (cfg->n_dkim_sign > 0) {
@@ -628,8 +649,14 @@ void outbound_abort_all(struct outbound *ob) {
   }
 }
 
+struct tlsrpt *outbound_tlsrpt(struct outbound *ob) {
+  return ob->tlsrpt;
+}
+
 void outbound_free(struct outbound *ob) {
   oauth2_free(ob->oauth2);
+  sts_free(ob->sts);
+  tlsrpt_free(ob->tlsrpt);
   relay_routes_unref(ob->routes);
   resolver_free(ob->res);
   SSL_CTX_free(ob->ctx_verify);

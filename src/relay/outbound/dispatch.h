@@ -27,6 +27,7 @@
 #include "queue/store.h"
 #include "relay/oauth2.h"
 #include "relay/outbound/outcome.h"
+#include "relay/outbound/sts.h"
 
 #define OB_BODY_CHUNK (64 * 1024)
 #define OB_MAX_CANDS 16
@@ -57,6 +58,9 @@ struct drcpt {
   char err[OB_ERR_MAX];
   char status[16];
   char remote[OB_REMOTE_MAX];
+  const char *tls_policy; /* at decide time (outbound/trust.h): "sts",
+                             "none" (static strings), or NULL */
+  char tls[16];           /* the connection's TLS version, or "" */
 };
 
 enum next_action { NEXT_HOST, NEXT_PLAINTEXT, NEXT_DONE };
@@ -122,6 +126,14 @@ struct delivery {
   struct store_job *read_job;
   int waiting_drain;
   int folds_logged; /* the "folded" line was written for this message */
+  /* outbound trust (outbound/trust.h, CONTRACT §4b) */
+  struct sts_wait sts_wait;     /* waiting for the MTA-STS verdict */
+  int sts_waiting;
+  enum sts_mode sts_mode;       /* of the policy that applies, or NONE */
+  int sts_enforce;              /* enforce: matching MX, verified TLS, 4.7.5 */
+  unsigned char sts_match[OB_MAX_CANDS]; /* candidate's host matches */
+  int is_report;                /* a TLS-RPT report: never counted */
+  int tls_counted;              /* this connection's TLS outcome counted */
   /* outcome */
   struct record *rec;
   int finishing;
@@ -141,6 +153,8 @@ struct outbound {
   struct route global;         /* the global relayhost settings as a route */
   struct route mx;             /* delivery by MX with no route */
   struct oauth2 *oauth2;       /* relayhost_oauth2_token_url; NULL without */
+  struct sts *sts;             /* MTA-STS policies; NULL with mta_sts = no */
+  struct tlsrpt *tlsrpt;       /* TLS-RPT counts and reports */
   struct delivery *list;
   int active;
   int conns; /* open connections: deliveries' and idle ones */

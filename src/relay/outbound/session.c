@@ -21,6 +21,7 @@
 #include "relay/outbound/dispatch.h"
 #include "relay/outbound/outcome.h"
 #include "relay/outbound/record.h"
+#include "relay/outbound/trust.h"
 #include "relay/stats.h"
 
 static const struct conn_cbs delivery_cbs;
@@ -41,6 +42,12 @@ static void reply_text(const struct reply *rp, char *out, size_t cap) {
   out[o < cap ? o : cap - 1] = '\0';
 }
 
+/* Whether TLS is running on the connection. */
+static int tls_up(struct conn *c) {
+  const struct conn_tls_info *ti = conn_tls(c);
+  return ti && ti->ok;
+}
+
 static int cand_is_relay_tls(const struct delivery *d) {
   return d->relayhost && !d->plaintext && d->rt->tls == ROUTE_TLS_IMPLICIT;
 }
@@ -57,7 +64,8 @@ static int tls_verified_policy(const struct delivery *d) {
   const struct config *cfg = d->ob->cfg;
   if (d->relayhost)
     return d->rt->tls == ROUTE_TLS_STARTTLS || d->rt->tls == ROUTE_TLS_IMPLICIT;
-  return cfg->outbound_tls == CONFIG_OUTBOUND_TLS_REQUIRED;
+  return cfg->outbound_tls == CONFIG_OUTBOUND_TLS_REQUIRED ||
+         trust_tls_required(d);
 }
 
 static int flush_out(struct delivery *d) {
@@ -124,6 +132,8 @@ static void start_session(struct delivery *d) {
             : cfg->outbound_tls == CONFIG_OUTBOUND_TLS_NONE
                 ? SMTP_CLI_TLS_NONE
                 : SMTP_CLI_TLS_OPPORTUNISTIC;
+    if (trust_tls_required(d)) /* MTA-STS enforce (CONTRACT §4b) */
+      p.tls = SMTP_CLI_TLS_REQUIRED;
   }
   if (d->plaintext)
     p.tls = SMTP_CLI_TLS_NONE;
@@ -282,6 +292,7 @@ static void on_tls_done(struct conn *c, const struct conn_tls_info *info) {
     log_str(&l, "error", info->error);
   }
   log_end(&l);
+  trust_tls_outcome(d, info, 0);
   if (!info->ok) {
     snprintf(d->last_err, sizeof d->last_err,
              "TLS handshake with %s failed: %s", d->remote,
@@ -317,6 +328,7 @@ void session_reuse(struct delivery *d, struct conn *conn,
   d->conn = conn;
   d->cli = cli;
   d->reused = 1;
+  d->tls_counted = 1; /* its TLS session was counted when it was made */
   d->next = NEXT_HOST;
   d->conn_decided = 0;
   snprintf(d->remote, sizeof d->remote, "%s", remote);
@@ -337,6 +349,9 @@ static int handle_event(struct delivery *d, const struct smtp_cli_event *ev,
   switch (ev->type) {
   case SMTP_CLI_EV_READY:
     d->conversed = 1;
+    if (!d->reused && !d->plaintext && !tls_up(d->conn) &&
+        d->ob->cfg->outbound_tls != CONFIG_OUTBOUND_TLS_NONE)
+      trust_tls_outcome(d, NULL, 1); /* no STARTTLS offered (TLS-RPT) */
     if (dispatch_count_pending(d) == 0 && cache_park(d)) {
       record_finish(d);
       return 1;
@@ -423,6 +438,8 @@ static int handle_event(struct delivery *d, const struct smtp_cli_event *ev,
        * revoked cached token should not cost a retry interval). */
       d->token_retry = !d->token_retried;
     }
+    if (ev->fail == SMTP_CLI_FAIL_TLS && !tls_up(d->conn))
+      trust_tls_outcome(d, NULL, 1); /* STARTTLS required, not there */
     if (ev->fail == SMTP_CLI_FAIL_GREETING)
       d->conversed = 0;
     else
@@ -603,6 +620,7 @@ void session_next(struct delivery *d) {
   }
   d->next = NEXT_HOST;
   d->conn_decided = 0;
+  d->tls_counted = 0;
   d->last_status[0] = '\0'; /* the code of this connection's failure */
   mx_candidate_format(&d->cands[d->cand], d->remote, sizeof d->remote);
   session_connect(d);

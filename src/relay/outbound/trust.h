@@ -1,0 +1,56 @@
+/*
+ * outbound/trust: where the delivery meets MTA-STS (outbound/sts.h) and
+ * TLS-RPT (relay/tlsrpt.h), CONTRACT §4b — kept out of dispatch.c and
+ * session.c, which call these few hooks:
+ *
+ *   on_resolved (MX delivery) -> trust_after_resolve: the domain's MTA-STS
+ *   verdict; enforce keeps only candidates whose host matches an mx:
+ *   pattern (none: defer 4.7.5) -> session_next.
+ *   start_session -> trust_tls_required: STARTTLS required, verified
+ *   against tls_ca_file and the MX host name (no plaintext fallback).
+ *   TLS outcome of each new connection -> trust_count (TLS-RPT).
+ *
+ * DANE (RFC 7672) wins when both apply: the DANE side decides per MX
+ * host before trust_after_resolve hands over, and a candidate under DANE
+ * is left alone here (see the DANE hook in trust.c).
+ */
+#ifndef MAILHOP_RELAY_OUTBOUND_TRUST_H
+#define MAILHOP_RELAY_OUTBOUND_TRUST_H
+
+struct delivery;
+struct conn_tls_info;
+
+/* After MX resolution of a delivery by MX (candidates set, d->cand = -1):
+ * asks the MTA-STS verdict when mta_sts = yes and goes on with
+ * session_next (possibly later, from the loop), or decides the
+ * recipients (4.7.5) and finishes. */
+void trust_after_resolve(struct delivery *d);
+
+/* Shutdown: a delivery waiting for its verdict finishes at once, its
+ * recipients as they are.  Returns 1 when it did (d is gone). */
+int trust_abort(struct delivery *d);
+
+/* Whether the current candidate needs verified TLS (MTA-STS enforce). */
+int trust_tls_required(const struct delivery *d);
+
+/* "sts" when an enforced MTA-STS policy governs the connection, else
+ * "none" (the log's tls_policy=, CONTRACT §4b). */
+const char *trust_policy_name(const struct delivery *d);
+
+/* The TLS outcome of the current (new, not reused) connection, once:
+ * info NULL with starttls_missing set when the server offered no
+ * STARTTLS; info with ok 0 for a failed handshake; info ok for a
+ * session (verified or not).  Counted for TLS-RPT under the policy that
+ * applies (testing and enforce: sts, with the mx match), and for enforce
+ * the deferral's code becomes 4.7.5. */
+void trust_tls_outcome(struct delivery *d, const struct conn_tls_info *info,
+                       int starttls_missing);
+
+/* Queues a TLS-RPT report (relay/tlsrpt.h tlsrpt_submit_fn; arg is the
+ * outbound): commits msg (its prefix is the whole message, at most 4
+ * recipients) and hands it to the scheduler once durable.  0, or -1 when
+ * it could not be queued. */
+struct store_msg;
+int trust_submit_report(void *arg, struct store_msg *msg);
+
+#endif
