@@ -265,10 +265,17 @@ static void on_show(struct store *st, int status, const struct store_msg *m,
   d->routes = relay_routes_ref(d->ob->routes);
   d->rt = route_of(d->ob, d->sender, domain);
   d->relayhost = d->rt->n_hosts > 0;
+  /* MTA-STS first (outbound/trust.h): it decides which kept connection
+   * may be reused; it goes on with dispatch_connect. */
+  trust_begin(d);
+}
+
+void dispatch_connect(struct delivery *d) {
   struct conn *conn;
   struct smtp_client *cli;
   char remote[OB_REMOTE_MAX];
-  if (cache_take(d->ob, d->job->dest, &conn, &cli, remote, sizeof remote)) {
+  if (cache_take(d->ob, d->job->dest, trust_stamp(d), &conn, &cli, remote,
+                 sizeof remote)) {
     session_reuse(d, conn, cli, remote);
     return;
   }
@@ -438,6 +445,7 @@ void dispatch_free(struct delivery *d) {
   free(d->sender);
   free(d->envid_x);
   free(d->headers);
+  free(d->sts_pol);
   oauth2_cancel(d->ob->oauth2, &d->token_wait);
   explicit_bzero(d->password, sizeof d->password);
   relay_routes_unref(d->routes);

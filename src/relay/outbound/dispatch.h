@@ -132,6 +132,8 @@ struct delivery {
   enum sts_mode sts_mode;       /* of the policy that applies, or NONE */
   int sts_enforce;              /* enforce: matching MX, verified TLS, 4.7.5 */
   unsigned char sts_match[OB_MAX_CANDS]; /* candidate's host matches */
+  struct sts_policy *sts_pol;   /* mode != NONE: a copy, owned */
+  char sts_stamp[STS_ID_MAX + 8]; /* "sts:ID" under enforce, else "" */
   int is_report;                /* a TLS-RPT report: never counted */
   int tls_counted;              /* this connection's TLS outcome counted */
   /* outcome */
@@ -185,6 +187,11 @@ void dispatch_resolve(struct delivery *d);
  * again off the loop, when the route has one), then dispatch_resolve; a
  * failure defers the recipients (a relayhost problem, CONTRACT §4). */
 void dispatch_credentials(struct delivery *d);
+
+/* Takes a kept connection for the delivery's destination (one made
+ * under the same trust stamp, outbound/trust.h) or goes on with
+ * dispatch_credentials: called once the MTA-STS verdict is in. */
+void dispatch_connect(struct delivery *d);
 
 /* Unlinks and frees the delivery (after its job was handed back). */
 void dispatch_free(struct delivery *d);

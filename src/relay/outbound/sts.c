@@ -160,6 +160,7 @@ static void dom_finish(struct sts_dom *d) {
     v.mode = d->pol->mode;
     v.pol = d->pol;
     v.policy_text = d->text;
+    v.id = d->id;
   }
   v.failure = d->failure;
   snprintf(v.why, sizeof v.why, "%s", d->why);

@@ -43,6 +43,7 @@ struct sts_verdict {
   enum sts_mode mode;            /* STS_MODE_NONE: no policy applies */
   const struct sts_policy *pol;  /* mode != NONE: the policy */
   const char *policy_text;       /* mode != NONE: the file as fetched */
+  const char *id;                /* mode != NONE: the policy's TXT id */
   const char *failure;           /* an RFC 8460 result type when discovery
                                     failed (sts-policy-fetch-error,
                                     sts-policy-invalid, sts-webpki-invalid),

@@ -55,26 +55,59 @@ static void on_verdict(void *arg, const struct sts_verdict *v) {
     record_finish(d); /* shutdown: the recipients stay as they are */
     return;
   }
-  d->sts_mode = v->mode;
-  if (v->failure) {
+  if (v->failure && !d->is_report && d->ob->tlsrpt)
     /* Discovery failed: counted once per delivery, under sts (RFC 8460
      * §4.3.2.2); a cached policy may still apply. */
-    if (!d->is_report && d->ob->tlsrpt)
-      tlsrpt_count(d->ob->tlsrpt, dest_domain(d), TLSRPT_POLICY_STS,
-                   v->failure, NULL);
+    tlsrpt_count(d->ob->tlsrpt, dest_domain(d), TLSRPT_POLICY_STS,
+                 v->failure, NULL);
+  if (v->mode != STS_MODE_NONE) {
+    d->sts_pol = malloc(sizeof *d->sts_pol);
+    if (d->sts_pol) {
+      *d->sts_pol = *v->pol;
+      d->sts_mode = v->mode;
+      d->sts_enforce = v->mode == STS_MODE_ENFORCE;
+      if (d->sts_enforce)
+        snprintf(d->sts_stamp, sizeof d->sts_stamp, "sts:%s", v->id);
+    } else if (v->mode == STS_MODE_ENFORCE) {
+      dispatch_decide_pending(d, OUTCOME_TEMPFAIL, "out of memory", "4.3.0");
+      record_finish(d);
+      return;
+    }
   }
-  if (v->mode == STS_MODE_NONE) {
+  dispatch_connect(d);
+}
+
+void trust_begin(struct delivery *d) {
+  struct outbound *ob = d->ob;
+  d->sts_mode = STS_MODE_NONE;
+  d->sts_enforce = 0;
+  d->sts_stamp[0] = '\0';
+  d->is_report = tlsrpt_is_report(d->sender, d->headers);
+  /* MTA-STS is for delivery by MX to a domain (not an address literal).
+   * DANE hook: when DANE applies to the destination it wins (CONTRACT
+   * §4b); the DANE side decides per MX host after resolution, and its
+   * hosts keep the DANE rules (trust_after_resolve leaves them alone). */
+  if (!ob->sts || d->relayhost || d->job->dest[0] == '[') {
+    dispatch_connect(d);
+    return;
+  }
+  d->sts_waiting = 1;
+  if (sts_get(ob->sts, dest_domain(d), &d->sts_wait, on_verdict, d) < 0) {
+    d->sts_waiting = 0;
+    dispatch_connect(d);
+  }
+}
+
+void trust_after_resolve(struct delivery *d) {
+  if (!d->sts_pol || d->relayhost) {
     go(d);
     return;
   }
-  /* DANE hook: DANE wins where it applies (CONTRACT §4b).  When the DANE
-   * side marks candidates as DANE-protected, they keep their DANE rules
-   * and are not filtered or forced here. */
-  int kept = 0;
   for (int i = 0; i < d->ncands; i++)
-    d->sts_match[i] = (unsigned char)sts_mx_match(v->pol, d->cands[i].host);
-  if (v->mode == STS_MODE_ENFORCE) {
-    d->sts_enforce = 1;
+    d->sts_match[i] =
+        (unsigned char)sts_mx_match(d->sts_pol, d->cands[i].host);
+  if (d->sts_enforce) {
+    int kept = 0;
     for (int i = 0; i < d->ncands; i++) {
       if (!d->sts_match[i])
         continue;
@@ -89,6 +122,7 @@ static void on_verdict(void *arg, const struct sts_verdict *v) {
                "no MX host of %s matches its MTA-STS policy (first: %s)",
                dest_domain(d), d->ncands ? d->cands[0].host : "none");
       log_msg(LOG_WARN, "mta-sts", "%s", why);
+      d->cand = -1;
       count(d, "validation-failure");
       d->remote[0] = '\0';
       dispatch_decide_pending(d, OUTCOME_TEMPFAIL, why, "4.7.5");
@@ -100,21 +134,8 @@ static void on_verdict(void *arg, const struct sts_verdict *v) {
   go(d);
 }
 
-void trust_after_resolve(struct delivery *d) {
-  struct outbound *ob = d->ob;
-  d->sts_mode = STS_MODE_NONE;
-  d->sts_enforce = 0;
-  d->is_report = tlsrpt_is_report(d->sender, d->headers);
-  /* MTA-STS is for delivery by MX to a domain (not an address literal). */
-  if (!ob->sts || d->relayhost || d->job->dest[0] == '[') {
-    go(d);
-    return;
-  }
-  d->sts_waiting = 1;
-  if (sts_get(ob->sts, dest_domain(d), &d->sts_wait, on_verdict, d) < 0) {
-    d->sts_waiting = 0;
-    go(d);
-  }
+const char *trust_stamp(const struct delivery *d) {
+  return d->sts_stamp;
 }
 
 int trust_abort(struct delivery *d) {

@@ -3,9 +3,12 @@
  * TLS-RPT (relay/tlsrpt.h), CONTRACT §4b — kept out of dispatch.c and
  * session.c, which call these few hooks:
  *
- *   on_resolved (MX delivery) -> trust_after_resolve: the domain's MTA-STS
- *   verdict; enforce keeps only candidates whose host matches an mx:
- *   pattern (none: defer 4.7.5) -> session_next.
+ *   on_show -> trust_begin: the domain's MTA-STS verdict (for every
+ *   delivery by MX: RFC 8461 §5 checks the TXT id each time) ->
+ *   dispatch_connect: a kept connection made under the same policy
+ *   (trust_stamp), or the resolution;
+ *   on_resolved -> trust_after_resolve: enforce keeps only candidates
+ *   whose host matches an mx: pattern (none: defer 4.7.5) -> session_next.
  *   start_session -> trust_tls_required: STARTTLS required, verified
  *   against tls_ca_file and the MX host name (no plaintext fallback).
  *   TLS outcome of each new connection -> trust_count (TLS-RPT).
@@ -20,11 +23,20 @@
 struct delivery;
 struct conn_tls_info;
 
-/* After MX resolution of a delivery by MX (candidates set, d->cand = -1):
- * asks the MTA-STS verdict when mta_sts = yes and goes on with
- * session_next (possibly later, from the loop), or decides the
- * recipients (4.7.5) and finishes. */
+/* Before the first connection of a delivery (route chosen): asks the
+ * MTA-STS verdict when mta_sts = yes and the delivery is by MX, keeps it
+ * in the delivery, then dispatch_connect (later, from the loop, or at
+ * once when no policy is asked for). */
+void trust_begin(struct delivery *d);
+
+/* After resolution (candidates set): under an enforced policy only the
+ * candidates whose host matches stay (none: the recipients defer 4.7.5
+ * and the delivery finishes); then session_next. */
 void trust_after_resolve(struct delivery *d);
+
+/* The stamp a kept connection carries (outbound/cache.h): "sts:ID" when
+ * made under an enforced MTA-STS policy, else "".  Valid while d lives. */
+const char *trust_stamp(const struct delivery *d);
 
 /* Shutdown: a delivery waiting for its verdict finishes at once, its
  * recipients as they are.  Returns 1 when it did (d is gone). */
