@@ -457,7 +457,70 @@ static void test_idn(void) {
   CHECK(resolver_domain_to_ascii("\xff\xfe.test", out, sizeof out) < 0);
 }
 
+/* TXT lookups (MTA-STS, TLS-RPT): strings joined, several records, an
+ * underscore name, NODATA and NXDOMAIN as "no records", cancel. */
+struct txt_outcome {
+  int calls;
+  struct resolver_txt res;
+};
+
+static void on_txt(struct resolver_query *q, const struct resolver_txt *res,
+                   void *data) {
+  (void)q;
+  struct txt_outcome *o = data;
+  o->calls++;
+  o->res = *res;
+}
+
+static const struct zone_rr TXT_ZONE[] = {
+    {"_mta-sts.a.test", LDNS_RR_TYPE_TXT,
+     "_mta-sts.a.test. 60 IN TXT \"v=STSv1; \" \"id=20240101;\""},
+    {"_mta-sts.a.test", LDNS_RR_TYPE_TXT,
+     "_mta-sts.a.test. 60 IN TXT \"v=spf1 -all\""},
+    {"a.test", LDNS_RR_TYPE_MX, "a.test. 60 IN MX 10 mx1.a.test."},
+    {NULL, 0, NULL},
+};
+
+static void test_txt(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  fake_start(&loop, TXT_ZONE);
+  struct resolver *r = new_resolver(&loop, 0, 2000);
+  struct txt_outcome o1 = {0}, o2 = {0}, o3 = {0}, o4 = {0};
+  CHECK(resolver_lookup_txt(r, "_mta-sts.a.test", on_txt, &o1) != NULL);
+  CHECK_INT(o1.calls, 0);
+  run_until(&loop, &o1.calls, 1);
+  CHECK_INT(o1.res.status, DNS_OK);
+  CHECK_INT(o1.res.n, 2);
+  int sts = 0, spf = 0;
+  for (int i = 0; i < o1.res.n; i++) {
+    sts += strcmp(o1.res.txt[i], "v=STSv1; id=20240101;") == 0;
+    spf += strcmp(o1.res.txt[i], "v=spf1 -all") == 0;
+  }
+  CHECK_INT(sts, 1);
+  CHECK_INT(spf, 1);
+  /* The name exists without TXT (NODATA), or not at all: no records. */
+  CHECK(resolver_lookup_txt(r, "a.test", on_txt, &o2) != NULL);
+  CHECK(resolver_lookup_txt(r, "_smtp._tls.nx.test", on_txt, &o3) != NULL);
+  run_until(&loop, &o3.calls, 1);
+  run_until(&loop, &o2.calls, 1);
+  CHECK_INT(o2.res.status, DNS_OK);
+  CHECK_INT(o2.res.n, 0);
+  CHECK_INT(o2.res.nxdomain, 0);
+  CHECK_INT(o3.res.status, DNS_OK);
+  CHECK_INT(o3.res.n, 0);
+  CHECK_INT(o3.res.nxdomain, 1);
+  /* Cancel: the callback at once, with DNS_CANCELED. */
+  struct resolver_query *q = resolver_lookup_txt(r, "b.test", on_txt, &o4);
+  CHECK(q != NULL);
+  resolver_cancel(q);
+  CHECK_INT(o4.calls, 1);
+  CHECK_INT(o4.res.status, DNS_CANCELED);
+  finish(&loop, r);
+}
+
 int main(void) {
+  test_txt();
   test_lookup_cache_and_ttl_expiry();
   test_negative_cache();
   test_cancel_and_free();

@@ -34,8 +34,8 @@ static enum tlsrpt_policy rpt_policy(const struct delivery *d) {
 }
 
 static void count(struct delivery *d, const char *result) {
-  if (d->is_report || !d->ob->tlsrpt)
-    return;
+  if (d->is_report || !d->ob->tlsrpt || dest_domain(d)[0] == '[')
+    return; /* no reports about reports, nor for address literals */
   const char *host = d->cand >= 0 && d->cand < d->ncands
                          ? d->cands[d->cand].host
                          : NULL;
