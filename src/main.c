@@ -45,7 +45,8 @@ static const char usage[] =
     "  unsuspend DESTINATION               resume delivery to a "
     "destination\n"
     "  pause | resume                      stop / restart outbound delivery\n"
-    "  tlsrpt [-s SOCKET] [--json]         TLS-RPT counts of this report period\n"
+    "  tlsrpt [-s SOCKET] [--json]         TLS-RPT counts of this report "
+    "period\n"
     "  resolve DOMAIN [--sender ADDR]      print the route and delivery "
     "candidates\n"
     "  dkim keygen DOMAIN SELECTOR [...]   write a DKIM key, print its DNS "
@@ -275,8 +276,8 @@ int main(int argc, char **argv) {
   int known = strcmp(cmd, "serve") == 0 || strcmp(cmd, "resolve") == 0 ||
               strcmp(cmd, "status") == 0 || strcmp(cmd, "queue") == 0 ||
               strcmp(cmd, "pause") == 0 || strcmp(cmd, "resume") == 0 ||
-              strcmp(cmd, "tlsrpt") == 0 ||
-              strcmp(cmd, "suspend") == 0 || strcmp(cmd, "unsuspend") == 0;
+              strcmp(cmd, "tlsrpt") == 0 || strcmp(cmd, "suspend") == 0 ||
+              strcmp(cmd, "unsuspend") == 0;
   if (!known || (strcmp(cmd, "serve") == 0 && cli.n_words != 1) ||
       (strcmp(cmd, "resolve") == 0 && cli.n_words != 2)) {
     fprintf(stderr, "mailhop: unknown command '%s' (see mailhop --help)\n",

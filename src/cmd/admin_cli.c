@@ -246,9 +246,8 @@ static int print_tlsrpt(FILE *out, const json_t *reply) {
     for (char *p = dom; *p; p++)
       if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
         *p = '?';
-    fprintf(out, "%-32s %-16s %10lld %8lld ", dom,
-            jget_str(e, "policy") ?: "?", jget_int(e, "successful"),
-            jget_int(e, "failed"));
+    fprintf(out, "%-32s %-16s %10lld %8lld ", dom, jget_str(e, "policy") ?: "?",
+            jget_int(e, "successful"), jget_int(e, "failed"));
     const json_t *f = json_object_get(e, "failures");
     const char *k;
     const json_t *v;
@@ -454,8 +453,8 @@ static int build_command(const struct cli *cli, char *out, size_t n,
   if ((any_filter(cli) && !is_queue) ||
       (cli->for_duration && strcmp(w0, "suspend") != 0))
     return -1;
-  if (!strcmp(w0, "status") || !strcmp(w0, "pause") ||
-      !strcmp(w0, "resume") || !strcmp(w0, "tlsrpt")) {
+  if (!strcmp(w0, "status") || !strcmp(w0, "pause") || !strcmp(w0, "resume") ||
+      !strcmp(w0, "tlsrpt")) {
     if (nw != 1)
       return -1;
     *what = w0;

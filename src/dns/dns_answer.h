@@ -24,8 +24,9 @@
 #define DNS_TTL_MAX 86400     /* positive answers cached at most one day */
 #define DNS_NEG_TTL_MAX 10800 /* negative answers at most 3 h (RFC 2308 §5) */
 #define DNS_QUERY_MAX 512     /* a query always fits in this */
-#define DNS_TXT_MAX 511 /* a TXT record's strings joined; longer ones are
-                           dropped (MTA-STS, TLS-RPT records are short) */
+#define DNS_TXT_MAX                                                            \
+  511 /* a TXT record's strings joined; longer ones are                        \
+         dropped (MTA-STS, TLS-RPT records are short) */
 
 #define DNS_TYPE_A 1
 #define DNS_TYPE_CNAME 5
@@ -51,9 +52,9 @@ struct dns_rr {
   uint8_t addr[16];            /* A: 4 bytes, AAAA: 16 bytes */
   char name[DNS_NAME_MAX + 2]; /* MX exchange, lower case, no final dot;
                                   "." for the null MX (RFC 7505) */
-  char txt[DNS_TXT_MAX + 1]; /* TXT: the character-strings joined, NUL-
-                                terminated (records holding a NUL byte are
-                                dropped) */
+  char txt[DNS_TXT_MAX + 1];   /* TXT: the character-strings joined, NUL-
+                                  terminated (records holding a NUL byte are
+                                  dropped) */
 };
 
 struct dns_rrset {

@@ -1079,9 +1079,8 @@ struct resolver_query *resolver_lookup_host(struct resolver *r,
   return q_new(r, Q_HOST, host, port, cb, data);
 }
 
-struct resolver_query *resolver_lookup_txt(struct resolver *r,
-                                           const char *name, resolver_txt_cb cb,
-                                           void *data) {
+struct resolver_query *resolver_lookup_txt(struct resolver *r, const char *name,
+                                           resolver_txt_cb cb, void *data) {
   struct resolver_txt *t = calloc(1, sizeof *t);
   if (!t)
     return NULL;

@@ -141,9 +141,8 @@ typedef void (*resolver_txt_cb)(struct resolver_query *q,
  * for the other lookups; resolver_cancel() works the same).  Returns NULL
  * only when out of memory or the resolver is closing (no callback).
  */
-struct resolver_query *resolver_lookup_txt(struct resolver *r,
-                                           const char *name, resolver_txt_cb cb,
-                                           void *data);
+struct resolver_query *resolver_lookup_txt(struct resolver *r, const char *name,
+                                           resolver_txt_cb cb, void *data);
 
 /*
  * Cancels a lookup whose callback has not run yet: the callback runs now,

@@ -242,9 +242,10 @@ int sts_policy_parse(const char *body, size_t len, struct sts_policy *out,
     /* other keys: ignored (RFC 8461 §3.2 extensions) */
   }
   if (!have_version || !have_mode || !have_age) {
-    why_set(why, cap, !have_version ? "no version"
-                      : !have_mode  ? "no mode"
-                                    : "no max_age");
+    why_set(why, cap,
+            !have_version ? "no version"
+            : !have_mode  ? "no mode"
+                          : "no max_age");
     goto fail;
   }
   if (out->mode != STS_MODE_NONE && out->n_mx == 0) {
@@ -309,8 +310,8 @@ static int rua_mailto(const char *u, size_t ul, char *out) {
       i += 2;
     }
     if ((unsigned char)c <= 0x20 || (unsigned char)c >= 0x7f || c == '<' ||
-        c == '>' || c == '(' || c == ')' || c == ',' || c == ';' ||
-        c == '"' || c == '\\')
+        c == '>' || c == '(' || c == ')' || c == ',' || c == ';' || c == '"' ||
+        c == '\\')
       return -1;
     if (c == '@')
       at++;

@@ -696,9 +696,8 @@ int store_sts_put(struct store *st, const char *domain, const char *id,
   if (!domain || (policy && (!id || strlen(id) >= STORE_STS_ID_SIZE ||
                              strlen(policy) > 65536)))
     return -EINVAL;
-  struct store_job *job =
-      trust_job(st, policy ? STORE_TRUST_STS_PUT : STORE_TRUST_STS_DEL,
-                domain, cb, data);
+  struct store_job *job = trust_job(
+      st, policy ? STORE_TRUST_STS_PUT : STORE_TRUST_STS_DEL, domain, cb, data);
   if (!job)
     return check_open(st) < 0 ? check_open(st) : -EINVAL;
   if (policy) {
@@ -731,8 +730,8 @@ int store_tlsrpt_add(struct store *st, const char *domain, const char *policy,
   return 0;
 }
 
-int store_tlsrpt_reset(struct store *st, int64_t period_start,
-                       store_done_cb cb, void *data) {
+int store_tlsrpt_reset(struct store *st, int64_t period_start, store_done_cb cb,
+                       void *data) {
   struct store_job *job = trust_job(st, STORE_TRUST_RPT_RESET, NULL, cb, data);
   if (!job)
     return check_open(st) < 0 ? check_open(st) : -EINVAL;
@@ -889,8 +888,8 @@ int store_open(uv_loop_t *loop, const char *path, struct store **out, char *err,
     snprintf(err, errlen, "queue %s: cannot read the suspensions", path);
     r = -EIO;
   }
-  if (r == 0 && store_db_trust(st->db, &st->sts, &st->nsts, &st->rpt,
-                               &st->nrpt, &st->rpt_start) < 0) {
+  if (r == 0 && store_db_trust(st->db, &st->sts, &st->nsts, &st->rpt, &st->nrpt,
+                               &st->rpt_start) < 0) {
     snprintf(err, errlen, "queue %s: cannot read the MTA-STS/TLS-RPT tables",
              path);
     r = -EIO;

@@ -400,8 +400,8 @@ int store_tlsrpt_add(struct store *st, const char *domain, const char *policy,
                      void *data) STORE_MUSTCHECK;
 
 /* Drops every TLS-RPT count and keeps period_start (unix s). */
-int store_tlsrpt_reset(struct store *st, int64_t period_start,
-                       store_done_cb cb, void *data) STORE_MUSTCHECK;
+int store_tlsrpt_reset(struct store *st, int64_t period_start, store_done_cb cb,
+                       void *data) STORE_MUSTCHECK;
 
 /* What store_open() read of the trust tables: valid until store_close()
  * (the policies' text included).  period_start 0: none kept yet. */

@@ -167,9 +167,9 @@ struct store_db {
 };
 
 const char *store_op_name(enum store_op op) {
-  static const char *const names[] = {"commit", "update",  "delete", "held",
-                                      "bulk",   "suspend", "trust",  "load",   "list",
-                                      "show",   "read",    "count",  "select"};
+  static const char *const names[] = {
+      "commit", "update", "delete", "held", "bulk",  "suspend", "trust",
+      "load",   "list",   "show",   "read", "count", "select"};
   return names[op];
 }
 
@@ -1064,8 +1064,8 @@ int store_db_trust(struct store_db *st, struct store_sts_row **sts,
   *nsts = *nrpt = 0;
   *period_start = 0;
   long long v = 0;
-  if (db_int(st->w, "SELECT coalesce(max(start), 0) FROM tlsrpt_period",
-             &v) != SQLITE_OK)
+  if (db_int(st->w, "SELECT coalesce(max(start), 0) FROM tlsrpt_period", &v) !=
+      SQLITE_OK)
     return -EIO;
   *period_start = v;
   sqlite3_stmt *s;

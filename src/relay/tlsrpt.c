@@ -58,8 +58,8 @@ struct rjob {
   int working;
   char rua[TLSRPT_MAX_RUA][TLSRPT_RUA_LEN];
   int nrua;
-  char *json;         /* in: the report */
-  unsigned char *gz;  /* out: gzip'd */
+  char *json;        /* in: the report */
+  unsigned char *gz; /* out: gzip'd */
   size_t gzlen;
 };
 
@@ -167,8 +167,7 @@ void tlsrpt_count(struct tlsrpt *t, const char *domain, enum tlsrpt_policy p,
   }
   if (store_tlsrpt_add(t->st, domain, tlsrpt_policy_name(p),
                        result ? result : "", 1, on_written, NULL) < 0)
-    log_msg(LOG_WARN, "tlsrpt", "cannot keep the TLS-RPT count of %s",
-            domain);
+    log_msg(LOG_WARN, "tlsrpt", "cannot keep the TLS-RPT count of %s", domain);
 }
 
 int tlsrpt_is_report(const char *sender, const char *headers) {
@@ -217,8 +216,8 @@ char *tlsrpt_json(const struct tlsrpt *t) {
         json_object_set_new(f, p->t[j].type, json_integer(p->t[j].n));
       }
       json_object_set_new(e, "domain", json_string(d->domain));
-      json_object_set_new(e, "policy",
-                          json_string(tlsrpt_policy_name((enum tlsrpt_policy)k)));
+      json_object_set_new(
+          e, "policy", json_string(tlsrpt_policy_name((enum tlsrpt_policy)k)));
       json_object_set_new(e, "successful", json_integer(p->ok));
       json_object_set_new(e, "failed", json_integer(failed));
       json_object_set_new(e, "failures", f);
@@ -343,8 +342,7 @@ static void queue_report(struct tlsrpt *t, struct rjob *j) {
   if (!b64 || !m || dkim_base64(j->gz, j->gzlen, b64, b64cap) < 0) {
     free(b64);
     free(m);
-    log_msg(LOG_WARN, "tlsrpt", "report for %s: out of memory",
-            j->dom.domain);
+    log_msg(LOG_WARN, "tlsrpt", "report for %s: out of memory", j->dom.domain);
     return;
   }
   const char *host = t->cfg->hostname;
@@ -463,10 +461,8 @@ static void on_rua(struct resolver_query *q, const struct resolver_txt *res,
   }
   j->json = report_json(t, j);
   j->work.data = j;
-  if (!j->json ||
-      uv_queue_work(t->loop, &j->work, gzip_work, gzip_done) != 0) {
-    log_msg(LOG_WARN, "tlsrpt", "report for %s: out of memory",
-            j->dom.domain);
+  if (!j->json || uv_queue_work(t->loop, &j->work, gzip_work, gzip_done) != 0) {
+    log_msg(LOG_WARN, "tlsrpt", "report for %s: out of memory", j->dom.domain);
     job_free(j);
     maybe_free(t);
     return;

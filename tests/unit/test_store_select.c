@@ -321,12 +321,10 @@ static void test_trust(void) {
   CHECK_INT(store_sts_put(st, "a.example", "id1", 100, 200,
                           "version: STSv1\nmode: enforce\n", on_done, NULL),
             0);
-  CHECK_INT(store_sts_put(st, "a.example", "id2", 150, 250, "v2", on_done,
-                          NULL),
-            0);
+  CHECK_INT(
+      store_sts_put(st, "a.example", "id2", 150, 250, "v2", on_done, NULL), 0);
   CHECK_INT(store_sts_put(st, "b.example", "x", 1, 2, "b", on_done, NULL), 0);
-  CHECK_INT(store_sts_put(st, "b.example", NULL, 0, 0, NULL, on_done, NULL),
-            0);
+  CHECK_INT(store_sts_put(st, "b.example", NULL, 0, 0, NULL, on_done, NULL), 0);
   CHECK_INT(store_sts_put(st, "", "x", 1, 2, "b", on_done, NULL), -EINVAL);
   CHECK_INT(store_tlsrpt_reset(st, 1000, on_done, NULL), 0);
   CHECK_INT(store_tlsrpt_add(st, "a.example", "sts", "", 2, on_done, NULL), 0);

@@ -66,26 +66,24 @@ static void test_policy(void) {
   /* failures */
   CHECK_INT(parse("mode: enforce\nmx: a.b\nmax_age: 1\n", &p, why), -1);
   CHECK_STR(why, "no version");
-  CHECK_INT(parse("version: STSv2\nmode: enforce\nmx: a.b\nmax_age: 1\n", &p,
-                  why),
-            -1);
+  CHECK_INT(
+      parse("version: STSv2\nmode: enforce\nmx: a.b\nmax_age: 1\n", &p, why),
+      -1);
   CHECK_INT(parse("version: STSv1\nmode: enforce\nmax_age: 1\n", &p, why), -1);
   CHECK_STR(why, "no mx");
-  CHECK_INT(parse("version: STSv1\nmode: strict\nmx: a\nmax_age: 1\n", &p,
-                  why),
+  CHECK_INT(parse("version: STSv1\nmode: strict\nmx: a\nmax_age: 1\n", &p, why),
             -1);
-  CHECK_INT(parse("version: STSv1\nmode: enforce\nmx: a\nmax_age: -1\n", &p,
-                  why),
-            -1);
-  CHECK_INT(parse("version: STSv1\nmode: enforce\nmx: a b\nmax_age: 1\n", &p,
-                  why),
-            -1);
+  CHECK_INT(
+      parse("version: STSv1\nmode: enforce\nmx: a\nmax_age: -1\n", &p, why),
+      -1);
+  CHECK_INT(
+      parse("version: STSv1\nmode: enforce\nmx: a b\nmax_age: 1\n", &p, why),
+      -1);
   CHECK_INT(parse("<html>redirect</html>", &p, why), -1);
   CHECK_INT(p.n_mx, 0);
   char *big = malloc(STS_POLICY_MAX + 1);
   memset(big, '\n', STS_POLICY_MAX + 1);
-  CHECK_INT(sts_policy_parse(big, STS_POLICY_MAX + 1, &p, why, sizeof why),
-            -1);
+  CHECK_INT(sts_policy_parse(big, STS_POLICY_MAX + 1, &p, why, sizeof why), -1);
   CHECK_CONTAINS(why, "64 KiB");
   free(big);
   /* only len bytes are read */
@@ -95,12 +93,14 @@ static void test_policy(void) {
 
 static void test_rua(void) {
   char rua[TLSRPT_MAX_RUA][TLSRPT_RUA_LEN];
-  const char *a[] = {"v=TLSRPTv1; rua=mailto:tls@example.com,"
-                     "https://r.example/x, mailto:o%2Bps@example.net?subject=x"};
+  const char *a[] = {
+      "v=TLSRPTv1; rua=mailto:tls@example.com,"
+      "https://r.example/x, mailto:o%2Bps@example.net?subject=x"};
   CHECK_INT(tlsrpt_txt_rua(a, 1, rua), 2);
   CHECK_STR(rua[0], "tls@example.com");
   CHECK_STR(rua[1], "o+ps@example.net");
-  const char *two[] = {"v=TLSRPTv1; rua=mailto:a@b", "v=TLSRPTv1;rua=mailto:c@d"};
+  const char *two[] = {"v=TLSRPTv1; rua=mailto:a@b",
+                       "v=TLSRPTv1;rua=mailto:c@d"};
   CHECK_INT(tlsrpt_txt_rua(two, 2, rua), 0);
   const char *bad[] = {"v=TLSRPTv1; rua=mailto:a b@c,mailto:@x,mailto:x@"};
   CHECK_INT(tlsrpt_txt_rua(bad, 1, rua), 0);

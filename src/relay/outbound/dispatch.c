@@ -541,8 +541,7 @@ struct outbound *outbound_new(uv_loop_t *loop, const struct config *cfg,
               "mta_sts: this mailhop was built without libcurl; MTA-STS "
               "policies are not honoured");
   }
-  ob->tlsrpt =
-      tlsrpt_new(loop, cfg, st, ob->res, trust_submit_report, ob);
+  ob->tlsrpt = tlsrpt_new(loop, cfg, st, ob->res, trust_submit_report, ob);
   /* Bounce signing: the keys again, quietly.  A bad key is inbound's
    * start-up error to report (a configuration error, exit 1). */
   if (cfg->n_dkim_sign > 0) {

@@ -127,15 +127,15 @@ struct delivery {
   int waiting_drain;
   int folds_logged; /* the "folded" line was written for this message */
   /* outbound trust (outbound/trust.h, CONTRACT §4b) */
-  struct sts_wait sts_wait;     /* waiting for the MTA-STS verdict */
+  struct sts_wait sts_wait; /* waiting for the MTA-STS verdict */
   int sts_waiting;
-  enum sts_mode sts_mode;       /* of the policy that applies, or NONE */
-  int sts_enforce;              /* enforce: matching MX, verified TLS, 4.7.5 */
+  enum sts_mode sts_mode; /* of the policy that applies, or NONE */
+  int sts_enforce;        /* enforce: matching MX, verified TLS, 4.7.5 */
   unsigned char sts_match[OB_MAX_CANDS]; /* candidate's host matches */
-  struct sts_policy *sts_pol;   /* mode != NONE: a copy, owned */
-  char sts_stamp[STS_ID_MAX + 8]; /* "sts:ID" under enforce, else "" */
-  int is_report;                /* a TLS-RPT report: never counted */
-  int tls_counted;              /* this connection's TLS outcome counted */
+  struct sts_policy *sts_pol;            /* mode != NONE: a copy, owned */
+  char sts_stamp[STS_ID_MAX + 8];        /* "sts:ID" under enforce, else "" */
+  int is_report;                         /* a TLS-RPT report: never counted */
+  int tls_counted; /* this connection's TLS outcome counted */
   /* outcome */
   struct record *rec;
   int finishing;

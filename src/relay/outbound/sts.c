@@ -104,8 +104,7 @@ static int dom_busy(const struct sts_dom *d) {
   return d->q || d->fetch || d->queued_fetch || d->waiters || d->ready;
 }
 
-static struct sts_dom *dom_find(struct sts *s, const char *domain,
-                                int create) {
+static struct sts_dom *dom_find(struct sts *s, const char *domain, int create) {
   for (struct sts_dom *d = s->head; d; d = d->next)
     if (strcmp(d->domain, domain) == 0) {
       dom_unlink(s, d);
@@ -217,9 +216,9 @@ static void on_fetched(void *arg, const struct https_result *r) {
   char why[300];
   if (r->rc < 0) {
     /* A certificate that does not verify is its own result type. */
-    int webpki = r->why && (strstr(r->why, "certificate") ||
-                            strstr(r->why, "SSL peer") ||
-                            strstr(r->why, "SSL certificate"));
+    int webpki = r->why &&
+                 (strstr(r->why, "certificate") || strstr(r->why, "SSL peer") ||
+                  strstr(r->why, "SSL certificate"));
     dom_fail(d, webpki ? "sts-webpki-invalid" : "sts-policy-fetch-error",
              "policy fetch for %s failed: %s", r->why ? r->why : "?");
   } else if (r->status != 200) {
@@ -253,8 +252,7 @@ static void on_fetched(void *arg, const struct https_result *r) {
               (unsigned)pol->max_age);
       if (store_sts_put(s->st, d->domain, d->id, d->fetched_at, d->expires_at,
                         d->text, on_stored, NULL) < 0)
-        log_msg(LOG_WARN, "mta-sts", "cannot keep the policy of %s",
-                d->domain);
+        log_msg(LOG_WARN, "mta-sts", "cannot keep the policy of %s", d->domain);
     }
   }
   dom_finish(d);
@@ -277,8 +275,9 @@ static void fetch_with_addr(struct sts_dom *d, const struct mx_result *res) {
   else
     inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, ip,
               sizeof ip);
-  snprintf(pin, sizeof pin, ss->ss_family == AF_INET6 ? "%s:%u:[%s]" : "%s:%u:%s",
-           host, (unsigned)s->cfg->https_port, ip);
+  snprintf(pin, sizeof pin,
+           ss->ss_family == AF_INET6 ? "%s:%u:[%s]" : "%s:%u:%s", host,
+           (unsigned)s->cfg->https_port, ip);
   struct https_req req = {
       .url = url,
       .ca_file = s->cfg->tls_ca_file,
@@ -309,8 +308,7 @@ static void on_host(struct resolver_query *q, const struct mx_result *res,
   }
   if (res->status != DNS_OK || res->n == 0) {
     d->s->fetching--;
-    dom_fail(d, "sts-policy-fetch-error", "policy host of %s: %s",
-             res->reason);
+    dom_fail(d, "sts-policy-fetch-error", "policy host of %s: %s", res->reason);
     dom_finish(d);
     fetch_pump(d->s);
     return;
@@ -419,8 +417,8 @@ void sts_cancel(struct sts *s, struct sts_wait *w) {
   w->next = NULL;
 }
 
-struct sts *sts_new(uv_loop_t *loop, const struct config *cfg,
-                    struct store *st, struct resolver *res) {
+struct sts *sts_new(uv_loop_t *loop, const struct config *cfg, struct store *st,
+                    struct resolver *res) {
   struct sts *s = calloc(1, sizeof *s);
   if (!s)
     return NULL;
@@ -450,8 +448,8 @@ struct sts *sts_new(uv_loop_t *loop, const struct config *cfg,
     if (!d || !text) {
       free(pol);
       free(text);
-      if (store_sts_put(st, rows[i].domain, NULL, 0, 0, NULL, on_stored,
-                        NULL) < 0)
+      if (store_sts_put(st, rows[i].domain, NULL, 0, 0, NULL, on_stored, NULL) <
+          0)
         break;
       continue;
     }

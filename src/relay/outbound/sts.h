@@ -39,17 +39,17 @@ struct sts_dom;
 
 /* What applies to a domain now.  Valid during the callback only. */
 struct sts_verdict {
-  int canceled;                  /* sts_free: nothing else is set */
-  enum sts_mode mode;            /* STS_MODE_NONE: no policy applies */
-  const struct sts_policy *pol;  /* mode != NONE: the policy */
-  const char *policy_text;       /* mode != NONE: the file as fetched */
-  const char *id;                /* mode != NONE: the policy's TXT id */
-  const char *failure;           /* an RFC 8460 result type when discovery
-                                    failed (sts-policy-fetch-error,
-                                    sts-policy-invalid, sts-webpki-invalid),
-                                    else NULL; a cached policy may still
-                                    apply */
-  char why[256];                 /* with failure: one line for the log */
+  int canceled;                 /* sts_free: nothing else is set */
+  enum sts_mode mode;           /* STS_MODE_NONE: no policy applies */
+  const struct sts_policy *pol; /* mode != NONE: the policy */
+  const char *policy_text;      /* mode != NONE: the file as fetched */
+  const char *id;               /* mode != NONE: the policy's TXT id */
+  const char *failure;          /* an RFC 8460 result type when discovery
+                                   failed (sts-policy-fetch-error,
+                                   sts-policy-invalid, sts-webpki-invalid),
+                                   else NULL; a cached policy may still
+                                   apply */
+  char why[256];                /* with failure: one line for the log */
 };
 
 typedef void (*sts_cb)(void *arg, const struct sts_verdict *v);
@@ -65,8 +65,8 @@ struct sts_wait {
 /* Creates the policy cache, loaded from what the store read at open
  * (expired policies are dropped from it).  res and st are borrowed and
  * must outlive it.  Returns NULL when out of memory. */
-struct sts *sts_new(uv_loop_t *loop, const struct config *cfg,
-                    struct store *st, struct resolver *res);
+struct sts *sts_new(uv_loop_t *loop, const struct config *cfg, struct store *st,
+                    struct resolver *res);
 
 /* Ends it: every waiter is called back with canceled (before this
  * returns), lookups are cancelled and fetches aborted; the memory goes
@@ -79,7 +79,7 @@ void sts_free(struct sts *s);
  * Returns -1 (no callback) when closing or when every entry is busy
  * (STS_DOMAINS_MAX discoveries in flight): go on without a policy. */
 int sts_get(struct sts *s, const char *domain, struct sts_wait *w, sts_cb cb,
-             void *arg);
+            void *arg);
 
 /* Stops waiting (no callback); harmless when w is not waiting. */
 void sts_cancel(struct sts *s, struct sts_wait *w);

@@ -36,9 +36,8 @@ static enum tlsrpt_policy rpt_policy(const struct delivery *d) {
 static void count(struct delivery *d, const char *result) {
   if (d->is_report || !d->ob->tlsrpt || dest_domain(d)[0] == '[')
     return; /* no reports about reports, nor for address literals */
-  const char *host = d->cand >= 0 && d->cand < d->ncands
-                         ? d->cands[d->cand].host
-                         : NULL;
+  const char *host =
+      d->cand >= 0 && d->cand < d->ncands ? d->cands[d->cand].host : NULL;
   tlsrpt_count(d->ob->tlsrpt, dest_domain(d), rpt_policy(d), result, host);
 }
 
@@ -58,8 +57,8 @@ static void on_verdict(void *arg, const struct sts_verdict *v) {
   if (v->failure && !d->is_report && d->ob->tlsrpt)
     /* Discovery failed: counted once per delivery, under sts (RFC 8460
      * §4.3.2.2); a cached policy may still apply. */
-    tlsrpt_count(d->ob->tlsrpt, dest_domain(d), TLSRPT_POLICY_STS,
-                 v->failure, NULL);
+    tlsrpt_count(d->ob->tlsrpt, dest_domain(d), TLSRPT_POLICY_STS, v->failure,
+                 NULL);
   if (v->mode != STS_MODE_NONE) {
     d->sts_pol = malloc(sizeof *d->sts_pol);
     if (d->sts_pol) {
@@ -104,8 +103,7 @@ void trust_after_resolve(struct delivery *d) {
     return;
   }
   for (int i = 0; i < d->ncands; i++)
-    d->sts_match[i] =
-        (unsigned char)sts_mx_match(d->sts_pol, d->cands[i].host);
+    d->sts_match[i] = (unsigned char)sts_mx_match(d->sts_pol, d->cands[i].host);
   if (d->sts_enforce) {
     int kept = 0;
     for (int i = 0; i < d->ncands; i++) {
