@@ -693,7 +693,15 @@ def run_idle(server, conns, timeout):
                 errors += 1
         time.sleep(0.5)
         rss2, pss2 = mem()
+        # Issue 12 item 6: memory taken by the flood is given back once the
+        # connections close (the server's RSS over its own baseline).
+        for s in socks:
+            s.close()
+        socks = []
+        time.sleep(1.5)
+        rss3, _ = mem()
         return {f"idle{conns}_ok": got, f"idle{conns}_ehlo_ok": ehlo,
+                f"idle{conns}_after_close_rss_mib": (rss3 - rss0) / 1024,
                 f"idle{conns}_errors": errors,
                 f"idle{conns}_rss_kib_per_conn": (rss1 - rss0) / conns,
                 f"idle{conns}_pss_kib_per_conn": (pss1 - pss0) / conns,
@@ -1111,7 +1119,9 @@ def main():
             (f"idle{n}_ehlo_rss_kib_per_conn",
              f"idle RSS KiB/conn after EHLO ({n})", 1, False),
             (f"idle{n}_ehlo_pss_kib_per_conn",
-             f"idle PSS KiB/conn after EHLO ({n})", 1, True)]
+             f"idle PSS KiB/conn after EHLO ({n})", 1, True),
+            (f"idle{n}_after_close_rss_mib",
+             f"RSS MiB over baseline after they close ({n})", 1, False)]
     rows += [
         ("bl_accept_rate", f"backlog: accept msg/s, sink down ({backlog})",
          0, False),
