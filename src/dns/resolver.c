@@ -134,7 +134,7 @@ struct cache_entry {
   int secure;
   char cname[DNS_NAME_MAX + 2];
   int n;
-  struct dns_rr *rr;
+  unsigned char *rr; /* n records of rr_size(type) octets each */
 };
 
 struct resolver {
@@ -255,6 +255,13 @@ static uint32_t rnd32(void *ctx) {
 
 /* ---- cache ------------------------------------------------------------ */
 
+/* Octets of a struct dns_rr the cache keeps: the raw RDATA only for TLSA
+ * (the rest never uses it; this keeps an entry small). */
+static size_t rr_size(uint16_t type) {
+  return type == DNS_TYPE_TLSA ? sizeof(struct dns_rr)
+                               : offsetof(struct dns_rr, rdata);
+}
+
 static unsigned cache_hash(const char *name, uint16_t type) {
   unsigned h = 2166136261u;
   for (const char *p = name; *p; p++)
@@ -328,12 +335,14 @@ static void cache_put(struct resolver *r, const char *name, uint16_t type,
   if (!e)
     return;
   if (rs->n > 0) {
-    e->rr = malloc(sizeof(struct dns_rr) * (size_t)rs->n);
+    size_t sz = rr_size(type);
+    e->rr = malloc(sz * (size_t)rs->n);
     if (!e->rr) {
       free(e);
       return;
     }
-    memcpy(e->rr, rs->rr, sizeof(struct dns_rr) * (size_t)rs->n);
+    for (int i = 0; i < rs->n; i++)
+      memcpy(e->rr + sz * (size_t)i, &rs->rr[i], sz);
   }
   e->n = rs->n;
   snprintf(e->name, sizeof e->name, "%s", name);
@@ -740,7 +749,9 @@ static void sub_start(struct sub *s) {
     snprintf(rs->cname, sizeof rs->cname, "%s", e->cname);
     rs->n = e->n;
     if (e->n > 0)
-      memcpy(rs->rr, e->rr, sizeof(struct dns_rr) * (size_t)e->n);
+      for (int i = 0; i < e->n; i++)
+        memcpy(&rs->rr[i], e->rr + rr_size(e->type) * (size_t)i,
+               rr_size(e->type));
     sub_on_rrset(s, rs);
     free(rs);
     return;
