@@ -30,8 +30,9 @@
 #define DNS_TYPE_MX 15
 #define DNS_TYPE_AAAA 28
 #define DNS_TYPE_TLSA 52
-#define DNS_RDATA_MAX 1024 /* TLSA rdata kept; a longer record is kept with
-                              rdlen 0 (unusable, RFC 7671 §4) */
+#define DNS_RDATA_MAX                                                          \
+  1024 /* TLSA rdata kept; a longer record is kept with                        \
+          rdlen 0 (unusable, RFC 7671 §4) */
 
 /* The outcome of one (name, type) lookup. */
 enum dns_rcode {
@@ -48,11 +49,11 @@ struct dns_rr {
   uint16_t type;
   uint16_t pref; /* MX preference */
   uint32_t ttl;
-  uint8_t addr[16];            /* A: 4 bytes, AAAA: 16 bytes */
-  char name[DNS_NAME_MAX + 2]; /* MX exchange, lower case, no final dot;
-                                  "." for the null MX (RFC 7505) */
-  uint16_t rdlen;                /* TLSA: octets in rdata (0: too long) */
-  uint8_t rdata[DNS_RDATA_MAX];  /* TLSA: the raw RDATA (RFC 6698 §2.1) */
+  uint8_t addr[16];             /* A: 4 bytes, AAAA: 16 bytes */
+  char name[DNS_NAME_MAX + 2];  /* MX exchange, lower case, no final dot;
+                                   "." for the null MX (RFC 7505) */
+  uint16_t rdlen;               /* TLSA: octets in rdata (0: too long) */
+  uint8_t rdata[DNS_RDATA_MAX]; /* TLSA: the raw RDATA (RFC 6698 §2.1) */
 };
 
 struct dns_rrset {

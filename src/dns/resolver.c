@@ -66,7 +66,7 @@ struct resolver_query {
   char ascii[DNS_NAME_MAX + 2];  /* A-label form */
   uint16_t port;
   resolver_cb cb;
-  resolver_tlsa_cb tcb; /* Q_TLSA */
+  resolver_tlsa_cb tcb;   /* Q_TLSA */
   struct dns_rrset *tlsa; /* Q_TLSA: the answer, owned */
   int mx_secure;
   void *data;

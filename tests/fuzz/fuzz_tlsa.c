@@ -50,8 +50,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   struct dns_rrset *rs = malloc(sizeof *rs);
   if (rs) {
     uint16_t id = size >= 2 ? (uint16_t)(buf[0] << 8 | buf[1]) : 0;
-    if (dns_answer_parse(buf, size, id, "_25._tcp.mx.example",
-                         DNS_TYPE_TLSA, rs) == DNS_CHECK_OK &&
+    if (dns_answer_parse(buf, size, id, "_25._tcp.mx.example", DNS_TYPE_TLSA,
+                         rs) == DNS_CHECK_OK &&
         rs->status == DNS_R_OK) {
       for (int i = 0; i < rs->n; i++) {
         CHECK(rs->rr[i].rdlen <= DNS_RDATA_MAX);

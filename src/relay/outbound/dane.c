@@ -35,7 +35,7 @@ int dane_init(struct outbound *ob, char *err, size_t errlen) {
             "of them is not on loopback: run a validating resolver on this "
             "host (CONTRACT §4b)",
             ob->cfg->outbound_tls == CONFIG_OUTBOUND_TLS_DANE ? "dane"
-                                                               : "dane-only");
+                                                              : "dane-only");
   char why[160];
   SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
   if (!ctx) {
@@ -215,16 +215,15 @@ int dane_setup_ssl(struct delivery *d, SSL *ssl, char *err, size_t errlen) {
     if (tlsa_parse(d->tlsa->rr[i].rdata, d->tlsa->rr[i].rdlen, &r) !=
         TLSA_USABLE)
       continue;
-    int rc = SSL_dane_tlsa_add(ssl, r.usage, r.selector, r.mtype, r.data,
-                               r.len);
+    int rc =
+        SSL_dane_tlsa_add(ssl, r.usage, r.selector, r.mtype, r.data, r.len);
     if (rc > 0)
       added++;
     /* 0: unusable to OpenSSL; < 0: malformed data: both unusable. */
   }
   ERR_clear_error();
   if (added == 0) {
-    snprintf(err, errlen, "DANE: no TLSA record of %s usable by OpenSSL",
-             host);
+    snprintf(err, errlen, "DANE: no TLSA record of %s usable by OpenSSL", host);
     return -1;
   }
   return added;

@@ -106,9 +106,9 @@ struct delivery {
   struct conn *conn;
   struct smtp_client *cli;
   char remote[OB_REMOTE_MAX];
-  int plaintext;     /* retrying without TLS after a failed handshake */
-  int dane;          /* this connection must be DANE-authenticated */
-  struct dns_rrset *tlsa;             /* TLSA answer for tlsa_host, owned */
+  int plaintext;          /* retrying without TLS after a failed handshake */
+  int dane;               /* this connection must be DANE-authenticated */
+  struct dns_rrset *tlsa; /* TLSA answer for tlsa_host, owned */
   char tlsa_host[DNS_NAME_MAX + 2];
   int reused;        /* the connection came from the idle cache */
   int conversed;     /* some server answered SMTP (destination is alive) */
@@ -142,7 +142,7 @@ struct outbound {
   struct stats *stats;
   struct resolver *res;
   SSL_CTX *ctx_verify, *ctx_any;
-  SSL_CTX *ctx_dane; /* outbound_tls = dane/dane-only, else NULL */
+  SSL_CTX *ctx_dane;           /* outbound_tls = dane/dane-only, else NULL */
   struct dkim *dkim;           /* signs bounces; NULL without dkim_sign */
   struct relay_routes *routes; /* routes_file, never NULL once started */
   struct route global;         /* the global relayhost settings as a route */

@@ -369,8 +369,7 @@ static int handle_event(struct delivery *d, const struct smtp_cli_event *ev,
                    : tls_verified_policy(d) ? d->ob->ctx_verify
                                             : d->ob->ctx_any;
     /* DANE names the peer itself (SSL_dane_enable: SNI, DANE-TA). */
-    if (conn_start_tls(d->conn, ctx, 0, d->dane ? NULL : verify_name(d)) <
-        0) {
+    if (conn_start_tls(d->conn, ctx, 0, d->dane ? NULL : verify_name(d)) < 0) {
       snprintf(d->last_err, sizeof d->last_err, "%s: cannot start TLS",
                d->remote);
       conn_close(d->conn, CONN_END_TLS);
@@ -554,7 +553,6 @@ static const struct conn_cbs delivery_cbs = {
     .on_timeout = on_timeout,
     .on_close = on_close,
 };
-
 
 /* A new OAuth2 token after the relayhost refused one: the same candidate
  * again, or the deferral (CONTRACT §4a). */
