@@ -30,9 +30,9 @@
 #define DNS_TYPE_MX 15
 #define DNS_TYPE_AAAA 28
 #define DNS_TYPE_TLSA 52
-#define DNS_RDATA_MAX                                                          \
-  1024 /* TLSA rdata kept; a longer record is kept with                        \
-          rdlen 0 (unusable, RFC 7671 §4) */
+/* TLSA rdata kept; a longer record is kept with rdlen 0 (unusable, RFC 7671
+ * §4). */
+#define DNS_RDATA_MAX 1024
 
 /* The outcome of one (name, type) lookup. */
 enum dns_rcode {
