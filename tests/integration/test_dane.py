@@ -33,6 +33,8 @@ from test_tls import (_make_ca, _make_leaf, _openssl, finish, queue_json,
                       submit, wait_until)
 
 HOSTS = ["mx-ee", "mx-ta", "mx-bad", "mx-unusable", "mx-none"]
+# Not among the certificate's names: DANE-TA must refuse it.
+OTHER_HOSTS = ["mx-taname"]
 
 
 def _need(*tools):
@@ -126,12 +128,15 @@ class DnsSetup:
         self.procs = []
         # dane.test: one subdomain per case.
         z = _zone_head("dane.test")
-        for h in HOSTS:
+        for h in HOSTS + OTHER_HOSTS:
             case = h[3:]
             z += f"{case} IN MX 10 {h}.dane.test.\n{h} IN A 127.0.0.1\n"
         tl = f"_{port}._tcp"
         z += f"{tl}.mx-ee IN TLSA 3 1 1 {ee_hash}\n"
         z += f"{tl}.mx-ta IN TLSA 2 0 1 {ta_hash}\n"
+        z += f"{tl}.mx-taname IN TLSA 2 0 1 {ta_hash}\n"
+        # Two MX hosts: the first one's TLSA lookup fails (bogus.test).
+        z += "multi IN MX 10 mx.bogus.test.\nmulti IN MX 20 mx-ee.dane.test.\n"
         z += f"{tl}.mx-bad IN TLSA 3 1 1 {'00' * 32}\n"
         z += f"{tl}.mx-unusable IN TLSA 1 1 1 {ee_hash}\n"
         z += f"{tl}.mx-unusable IN TLSA 0 0 1 {ta_hash}\n"
@@ -301,6 +306,7 @@ def delivered(world, mailhop, rcpt, policy="dane"):
     line = wait_line(m, "delivered", rcpt)
     assert sink.got(rcpt) == [True], "not delivered over TLS"
     finish(m)
+    print(line)  # shown with -s
     return line
 
 
@@ -313,6 +319,7 @@ def deferred(world, mailhop, rcpt, policy="dane"):
     msgs = queue_json(m)
     assert msgs[0]["recipients"][0]["state"] == "deferred"
     finish(m)
+    print(line)  # shown with -s
     return line
 
 
@@ -325,6 +332,18 @@ def test_dane_ee_delivers_with_tls_policy_dane(world, mailhop):
 def test_dane_ta_chain_and_mx_name(world, mailhop):
     line = delivered(world, mailhop, "bob@ta.dane.test")
     assert "tls_policy=dane" in line, line
+
+
+def test_dane_ta_checks_the_mx_host_name(world, mailhop):
+    # The chain ends at the TLSA's CA, but the certificate does not name
+    # mx-taname.dane.test: a mismatch (RFC 7672 §3.2.3).
+    line = deferred(world, mailhop, "bob@taname.dane.test")
+    assert "dsn=4.7.5" in line and "DANE" in line, line
+
+
+def test_failed_tlsa_lookup_skips_to_the_next_mx(world, mailhop):
+    line = delivered(world, mailhop, "bob@multi.dane.test")
+    assert "tls_policy=dane" in line and "mx-ee.dane.test" in line, line
 
 
 def test_tlsa_mismatch_defers_4_7_5(world, mailhop):

@@ -172,10 +172,16 @@ int dane_before_connect(struct delivery *d) {
    * records of the host; otherwise as opportunistic. */
   if (!d->mx_secure || !c->secure) {
     if (ob->cfg->outbound_tls == CONFIG_OUTBOUND_TLS_DANE_ONLY) {
-      snprintf(d->last_err, sizeof d->last_err,
-               "DANE: the %s of %s is not DNSSEC-secure "
-               "(outbound_tls = dane-only)",
-               !d->mx_secure ? "MX lookup" : "address lookup", c->host);
+      if (!d->mx_secure)
+        snprintf(d->last_err, sizeof d->last_err,
+                 "DANE: the MX lookup for %s is not DNSSEC-secure "
+                 "(outbound_tls = dane-only)",
+                 d->job->dest);
+      else
+        snprintf(d->last_err, sizeof d->last_err,
+                 "DANE: the address lookup of %s is not DNSSEC-secure "
+                 "(outbound_tls = dane-only)",
+                 c->host);
       skip_host(d, "4.7.5");
       return 1;
     }
