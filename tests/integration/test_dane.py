@@ -64,12 +64,15 @@ def free_port_both(host="127.0.0.1"):
 class Sink:
     """aiosmtpd with STARTTLS; collects (rcpts, over_tls)."""
 
-    def __init__(self, chain, key):
+    def __init__(self, chain=None, key=None):
         self.messages = []
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(chain, key)
+        kw = {}
+        if chain:  # else no STARTTLS at all
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(chain, key)
+            kw["tls_context"] = ctx
         self.controller = Controller(self, hostname="127.0.0.1",
-                                     port=free_port(), tls_context=ctx)
+                                     port=free_port(), **kw)
         self.controller.start()
         self.port = self.controller.port
 
@@ -123,7 +126,7 @@ def _zone_head(zone):
 class DnsSetup:
     """nsd (authoritative) and unbound (validating) on loopback."""
 
-    def __init__(self, d, port, ee_hash, ta_hash):
+    def __init__(self, d, port, ee_hash, ta_hash, plain_port):
         self.d = d
         self.procs = []
         # dane.test: one subdomain per case.
@@ -138,6 +141,8 @@ class DnsSetup:
         # Two MX hosts: the first one's TLSA lookup fails (bogus.test).
         z += "multi IN MX 10 mx.bogus.test.\nmulti IN MX 20 mx-ee.dane.test.\n"
         z += f"{tl}.mx-bad IN TLSA 3 1 1 {'00' * 32}\n"
+        # The same host on the port of a sink without STARTTLS.
+        z += f"_{plain_port}._tcp.mx-ee IN TLSA 3 1 1 {ee_hash}\n"
         z += f"{tl}.mx-unusable IN TLSA 1 1 1 {ee_hash}\n"
         z += f"{tl}.mx-unusable IN TLSA 0 0 1 {ta_hash}\n"
         dane_signed, dane_ds = _sign(d, "dane.test", z)
@@ -270,16 +275,19 @@ def world(tmp_path_factory):
     (d / "chain.pem").write_text((d / "server.crt").read_text() +
                                  (d / "ca.crt").read_text())
     sink = Sink(str(d / "chain.pem"), str(d / "server.key"))
+    plain = Sink()
     ee_hash = _spki_sha256(d, "server.crt")
     ta_hash = hashlib.sha256(_der_cert(d / "ca.crt")).hexdigest()
     dns = None
     try:
-        dns = DnsSetup(d, sink.port, ee_hash, ta_hash)
+        dns = DnsSetup(d, sink.port, ee_hash, ta_hash, plain.port)
+        dns.plain_sink = plain
         yield sink, dns
     finally:
         if dns:
             dns.stop()
         sink.controller.stop()
+        plain.controller.stop()
 
 
 def conf(world, policy="dane"):
@@ -350,6 +358,19 @@ def test_tlsa_mismatch_defers_4_7_5(world, mailhop):
     line = deferred(world, mailhop, "bob@bad.dane.test")
     assert "dsn=4.7.5" in line, line
     assert "DANE" in line and "mx-bad.dane.test" in line, line
+
+
+def test_starttls_stripped_defers(world, mailhop):
+    # A DANE host whose EHLO offers no STARTTLS (as after a downgrade
+    # attack): never plaintext.
+    _, dns = world
+    plain = dns.plain_sink
+    m = mailhop(**dict(conf(world), smtp_port=plain.port))
+    submit(m, "frank@ee.dane.test")
+    line = wait_line(m, "deferred", "frank@ee.dane.test")
+    assert plain.got("frank@ee.dane.test") == []
+    assert "dsn=4.7.5" in line and "DANE" in line, line
+    finish(m)
 
 
 def test_unusable_tlsa_is_opportunistic(world, mailhop):
