@@ -137,6 +137,10 @@ static void on_tlsa(struct resolver_query *q, const struct dns_rrset *rs,
     record_finish(d); /* shutdown: the recipients stay as they are */
     return;
   }
+  if (d->ob->freeing || d->job->removed) {
+    session_next(d); /* ends the delivery, as after any step */
+    return;
+  }
   const char *host = d->cands[d->cand].host;
   if (rs->status == DNS_R_TEMPFAIL) {
     /* RFC 7672 §2.2: a secure host whose TLSA lookup fails is not used
