@@ -74,6 +74,8 @@ enum config_outbound_tls {
   CONFIG_OUTBOUND_TLS_OPPORTUNISTIC,
   CONFIG_OUTBOUND_TLS_REQUIRED,
   CONFIG_OUTBOUND_TLS_NONE,
+  CONFIG_OUTBOUND_TLS_DANE,      /* RFC 7672 where secure, else opportunistic */
+  CONFIG_OUTBOUND_TLS_DANE_ONLY, /* RFC 7672 or defer (CONTRACT §4b) */
 };
 
 enum config_log_format { CONFIG_LOG_LOGFMT, CONFIG_LOG_JSON };

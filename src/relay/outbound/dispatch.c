@@ -25,6 +25,7 @@
 #include "relay/outbound.h"
 #include "relay/dkim.h"
 #include "relay/outbound/cache.h"
+#include "relay/outbound/dane.h"
 #include "relay/outbound/record.h"
 #include "relay/outbound/session.h"
 #include "relay/outbound/sts.h"
@@ -91,10 +92,14 @@ void dispatch_decide(struct delivery *d, size_t i, enum outcome_state st,
   snprintf(r->err, sizeof r->err, "%s", err ? err : "");
   snprintf(r->status, sizeof r->status, "%s", status ? status : "");
   snprintf(r->remote, sizeof r->remote, "%s", d->remote);
-  r->tls_policy = trust_policy_name(d);
   const struct conn_tls_info *ti = d->conn ? conn_tls(d->conn) : NULL;
   snprintf(r->tls, sizeof r->tls, "%s",
            ti && ti->ok && ti->version ? ti->version : "");
+  /* DANE wins where it authenticated the peer; else MTA-STS's (§4b). */
+  const char *pol = dane_conn_policy(d->conn);
+  if (strcmp(pol, "dane") != 0)
+    pol = trust_policy_name(d);
+  snprintf(r->tls_policy, sizeof r->tls_policy, "%s", pol);
 }
 
 void dispatch_decide_pending(struct delivery *d, enum outcome_state st,
@@ -124,6 +129,7 @@ static void on_resolved(struct resolver_query *q, const struct mx_result *res,
     return;
   }
   if (res->status == DNS_OK) {
+    d->mx_secure = res->mx_secure;
     for (int i = 0; i < res->n && d->ncands < OB_MAX_CANDS; i++) {
       d->cand_relay[d->ncands] = d->relay_idx;
       d->cands[d->ncands++] = res->c[i];
@@ -446,6 +452,7 @@ void dispatch_free(struct delivery *d) {
   free(d->envid_x);
   free(d->headers);
   free(d->sts_pol);
+  free(d->tlsa);
   oauth2_cancel(d->ob->oauth2, &d->token_wait);
   explicit_bzero(d->password, sizeof d->password);
   relay_routes_unref(d->routes);
@@ -512,6 +519,10 @@ struct outbound *outbound_new(uv_loop_t *loop, const struct config *cfg,
           ? tls_client_ctx_new(cfg->tls_ca_file[0] ? cfg->tls_ca_file : NULL,
                                TLS_VERIFY_NONE, err, errlen)
           : NULL;
+  if (ob->ctx_verify && ob->ctx_any && dane_init(ob, err, errlen) < 0) {
+    SSL_CTX_free(ob->ctx_any);
+    ob->ctx_any = NULL;
+  }
   if (!ob->ctx_verify || !ob->ctx_any) {
     if (ob->ctx_verify)
       SSL_CTX_free(ob->ctx_verify);
@@ -526,6 +537,7 @@ struct outbound *outbound_new(uv_loop_t *loop, const struct config *cfg,
     if (!ob->oauth2) {
       SSL_CTX_free(ob->ctx_verify);
       SSL_CTX_free(ob->ctx_any);
+      dane_free(ob);
       resolver_free(ob->res);
       free(ob);
       return NULL;
@@ -668,6 +680,7 @@ void outbound_free(struct outbound *ob) {
   resolver_free(ob->res);
   SSL_CTX_free(ob->ctx_verify);
   SSL_CTX_free(ob->ctx_any);
+  dane_free(ob);
   dkim_free(ob->dkim);
   free(ob);
 }

@@ -58,9 +58,8 @@ struct drcpt {
   char err[OB_ERR_MAX];
   char status[16];
   char remote[OB_REMOTE_MAX];
-  const char *tls_policy; /* at decide time (outbound/trust.h): "sts",
-                             "none" (static strings), or NULL */
-  char tls[16];           /* the connection's TLS version, or "" */
+  char tls[16];       /* TLS version of the connection that decided it */
+  char tls_policy[8]; /* "dane", "sts" or "none" (CONTRACT §4b) */
 };
 
 enum next_action { NEXT_HOST, NEXT_PLAINTEXT, NEXT_DONE };
@@ -98,6 +97,7 @@ struct delivery {
   struct resolver_query *q;
   int relayhost; /* rt->n_hosts > 0 */
   int relay_idx;
+  int mx_secure; /* the MX answer was DNSSEC-secure (AD) */
   struct mx_candidate cands[OB_MAX_CANDS];
   int cand_relay[OB_MAX_CANDS];
   int ncands, cand;
@@ -107,7 +107,10 @@ struct delivery {
   struct conn *conn;
   struct smtp_client *cli;
   char remote[OB_REMOTE_MAX];
-  int plaintext;     /* retrying without TLS after a failed handshake */
+  int plaintext;          /* retrying without TLS after a failed handshake */
+  int dane;               /* this connection must be DANE-authenticated */
+  struct dns_rrset *tlsa; /* TLSA answer for tlsa_host, owned */
+  char tlsa_host[DNS_NAME_MAX + 2];
   int reused;        /* the connection came from the idle cache */
   int conversed;     /* some server answered SMTP (destination is alive) */
   int conn_decided;  /* recipients decided on this connection */
@@ -150,6 +153,7 @@ struct outbound {
   struct stats *stats;
   struct resolver *res;
   SSL_CTX *ctx_verify, *ctx_any;
+  SSL_CTX *ctx_dane;           /* outbound_tls = dane/dane-only, else NULL */
   struct dkim *dkim;           /* signs bounces; NULL without dkim_sign */
   struct relay_routes *routes; /* routes_file, never NULL once started */
   struct route global;         /* the global relayhost settings as a route */

@@ -113,12 +113,6 @@ static void log_outcome(struct delivery *d, const struct drcpt *r,
   if (r->remote[0])
     log_str(&l, "relay", r->remote);
   log_str(&l, "dsn", note->status);
-  if (note->event == OUTCOME_EV_DELIVERED) {
-    /* CONTRACT §4b: tls=VERSION tls_policy=dane|sts|none */
-    if (r->tls[0])
-      log_str(&l, "tls", r->tls);
-    log_str(&l, "tls_policy", r->tls_policy ? r->tls_policy : "none");
-  }
   log_int(&l, "attempts", note->attempts);
   log_double(&l, "delay",
              (double)dispatch_wall_ms() / 1000.0 - (double)d->received_at);
@@ -129,6 +123,13 @@ static void log_outcome(struct delivery *d, const struct drcpt *r,
     gmtime_r(&t, &tm);
     strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
     log_str(&l, "next_attempt", ts);
+  }
+  if (note->event == OUTCOME_EV_DELIVERED) {
+    /* CONTRACT §4b: the TLS version and the policy that authenticated
+     * the server. */
+    if (r->tls[0])
+      log_str(&l, "tls", r->tls);
+    log_str(&l, "tls_policy", r->tls_policy[0] ? r->tls_policy : "none");
   }
   if (note->event != OUTCOME_EV_DELIVERED)
     log_str(&l, "reason", note->err);

@@ -18,6 +18,7 @@
 #include "queue/sched.h"
 #include "queue/store.h"
 #include "relay/outbound/cache.h"
+#include "relay/outbound/dane.h"
 #include "relay/outbound/dispatch.h"
 #include "relay/outbound/outcome.h"
 #include "relay/outbound/record.h"
@@ -64,7 +65,7 @@ static int tls_verified_policy(const struct delivery *d) {
   const struct config *cfg = d->ob->cfg;
   if (d->relayhost)
     return d->rt->tls == ROUTE_TLS_STARTTLS || d->rt->tls == ROUTE_TLS_IMPLICIT;
-  return cfg->outbound_tls == CONFIG_OUTBOUND_TLS_REQUIRED ||
+  return cfg->outbound_tls == CONFIG_OUTBOUND_TLS_REQUIRED || d->dane ||
          trust_tls_required(d);
 }
 
@@ -135,7 +136,9 @@ static void start_session(struct delivery *d) {
     if (trust_tls_required(d)) /* MTA-STS enforce (CONTRACT §4b) */
       p.tls = SMTP_CLI_TLS_REQUIRED;
   }
-  if (d->plaintext)
+  if (d->dane) /* RFC 7672 §2.2: TLS required, never plaintext */
+    p.tls = SMTP_CLI_TLS_REQUIRED;
+  else if (d->plaintext)
     p.tls = SMTP_CLI_TLS_NONE;
   d->cli = smtp_client_new(&p);
   if (!d->cli) {
@@ -295,15 +298,26 @@ static void on_tls_done(struct conn *c, const struct conn_tls_info *info) {
   trust_tls_outcome(d, info, 0);
   if (!info->ok) {
     snprintf(d->last_err, sizeof d->last_err,
-             "TLS handshake with %s failed: %s", d->remote,
-             info->error ? info->error : "?");
+             "%sTLS handshake with %s failed: %s", d->dane ? "DANE: " : "",
+             d->remote, info->error ? info->error : "?");
+    if (d->dane) /* a mismatch or a failed handshake: 4.7.5 (§4b) */
+      snprintf(d->last_status, sizeof d->last_status, "4.7.5");
     /* RFC 7435: opportunistic TLS falls back to plaintext on a new
      * connection rather than giving up. */
     if (!tls_verified_policy(d) && !d->plaintext)
       d->next = NEXT_PLAINTEXT;
     return;
   }
-  if (tls_verified_policy(d) && !info->verified) {
+  if (d->dane && strcmp(dane_conn_policy(c), "dane") != 0) {
+    snprintf(d->last_err, sizeof d->last_err,
+             "DANE: certificate of %s matches no TLSA record (X509 error "
+             "%ld)",
+             d->remote, info->verify_result);
+    snprintf(d->last_status, sizeof d->last_status, "4.7.5");
+    conn_close(c, CONN_END_TLS);
+    return;
+  }
+  if (!d->dane && tls_verified_policy(d) && !info->verified) {
     snprintf(d->last_err, sizeof d->last_err,
              "TLS certificate of %s not verified for %s (X509 error %ld)",
              d->remote, verify_name(d), info->verify_result);
@@ -366,10 +380,17 @@ static int handle_event(struct delivery *d, const struct smtp_cli_event *ev,
       conn_close(d->conn, CONN_END_LOCAL);
       return 0;
     }
-    SSL_CTX *ctx = tls_verified_policy(d) ? d->ob->ctx_verify : d->ob->ctx_any;
-    if (conn_start_tls(d->conn, ctx, 0, verify_name(d)) < 0) {
+    SSL_CTX *ctx = d->dane                  ? d->ob->ctx_dane
+                   : tls_verified_policy(d) ? d->ob->ctx_verify
+                                            : d->ob->ctx_any;
+    /* DANE names the peer itself (SSL_dane_enable: SNI, DANE-TA). */
+    if (conn_start_tls(d->conn, ctx, 0, d->dane ? NULL : verify_name(d)) < 0) {
       snprintf(d->last_err, sizeof d->last_err, "%s: cannot start TLS",
                d->remote);
+      conn_close(d->conn, CONN_END_TLS);
+    } else if (d->dane && dane_setup_ssl(d, conn_ssl(d->conn), d->last_err,
+                                         sizeof d->last_err) < 0) {
+      snprintf(d->last_status, sizeof d->last_status, "4.7.5");
       conn_close(d->conn, CONN_END_TLS);
     }
     break;
@@ -430,6 +451,11 @@ static int handle_event(struct delivery *d, const struct smtp_cli_event *ev,
     if (!ev->local && ev->reply->code >= 400)
       outcome_defer_status(ev->reply->esc, "", d->last_status,
                            sizeof d->last_status);
+    if (ev->local && d->dane) { /* e.g. no STARTTLS offered (§4b) */
+      snprintf(d->last_err, sizeof d->last_err, "DANE: local policy for %s: %s",
+               d->remote, text);
+      snprintf(d->last_status, sizeof d->last_status, "4.7.5");
+    }
     /* The relayhost refused a fetched OAuth2 token: fetch a new one for
      * the next connection (CONTRACT §4a). */
     if (ev->fail == SMTP_CLI_FAIL_TOKEN && d->oauth2_token) {
@@ -545,8 +571,6 @@ static const struct conn_cbs delivery_cbs = {
     .on_close = on_close,
 };
 
-static void session_connect(struct delivery *d);
-
 /* A new OAuth2 token after the relayhost refused one: the same candidate
  * again, or the deferral (CONTRACT §4a). */
 static void on_retry_token(void *arg, int rc, const char *token,
@@ -623,14 +647,22 @@ void session_next(struct delivery *d) {
   d->tls_counted = 0;
   d->last_status[0] = '\0'; /* the code of this connection's failure */
   mx_candidate_format(&d->cands[d->cand], d->remote, sizeof d->remote);
+  if (dane_before_connect(d)) /* the TLSA lookup, or the host skipped */
+    return;
   session_connect(d);
 }
 
 /* Connects to the current candidate when the connection budget has room;
  * otherwise waits (cache_make_room closes a cached connection, and its
  * close wakes us). */
-static void session_connect(struct delivery *d) {
+void session_connect(struct delivery *d) {
   struct outbound *ob = d->ob;
+  /* MTA-STS enforce: a host outside the policy is skipped, unless DANE
+   * (decided just before) authenticates it: DANE wins (§4b). */
+  if (!d->waiting_slot && trust_skip_host(d)) {
+    session_next(d);
+    return;
+  }
   if (!cache_make_room(ob, d->job->dest)) {
     d->waiting_slot = 1;
     return;

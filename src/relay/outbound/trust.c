@@ -26,11 +26,20 @@ static const char *dest_domain(const struct delivery *d) {
   return d->job->dest;
 }
 
-/* The TLS-RPT policy type the delivery's sessions count under. */
+/* The TLS-RPT policy type the delivery's sessions count under: a
+ * connection to a host with usable TLSA records (outbound/dane.h sets
+ * d->dane) counts as tlsa — DANE wins. */
 static enum tlsrpt_policy rpt_policy(const struct delivery *d) {
-  /* DANE hook: a candidate with usable TLSA records counts under
-   * TLSRPT_POLICY_TLSA (the DANE side sets it). */
+  if (d->dane)
+    return TLSRPT_POLICY_TLSA;
   return d->sts_mode != STS_MODE_NONE ? TLSRPT_POLICY_STS : TLSRPT_POLICY_NONE;
+}
+
+/* DANE may apply to the destination's hosts: outbound_tls is dane or
+ * dane-only and the MX answer was DNSSEC-secure; which host has usable
+ * TLSA is only known just before it is connected. */
+static int dane_possible(const struct delivery *d) {
+  return d->ob->ctx_dane && d->mx_secure;
 }
 
 static void count(struct delivery *d, const char *result) {
@@ -104,7 +113,7 @@ void trust_after_resolve(struct delivery *d) {
   }
   for (int i = 0; i < d->ncands; i++)
     d->sts_match[i] = (unsigned char)sts_mx_match(d->sts_pol, d->cands[i].host);
-  if (d->sts_enforce) {
+  if (d->sts_enforce && !dane_possible(d)) {
     int kept = 0;
     for (int i = 0; i < d->ncands; i++) {
       if (!d->sts_match[i])
@@ -145,13 +154,28 @@ int trust_abort(struct delivery *d) {
   return 1;
 }
 
+int trust_skip_host(struct delivery *d) {
+  if (d->relayhost || !d->sts_enforce || d->dane || d->cand < 0 ||
+      d->cand >= d->ncands || d->sts_match[d->cand])
+    return 0;
+  snprintf(d->last_err, sizeof d->last_err,
+           "MX host %s of %s does not match its MTA-STS policy",
+           d->cands[d->cand].host, dest_domain(d));
+  snprintf(d->last_status, sizeof d->last_status, "4.7.5");
+  log_msg(LOG_WARN, "mta-sts", "%s", d->last_err);
+  count(d, "validation-failure");
+  return 1;
+}
+
 int trust_tls_required(const struct delivery *d) {
-  return !d->relayhost && d->sts_enforce;
+  return !d->relayhost && d->sts_enforce && !d->dane;
 }
 
 const char *trust_policy_name(const struct delivery *d) {
   if (d->relayhost)
     return "none";
+  if (d->dane)
+    return "dane";
   return d->sts_enforce ? "sts" : "none";
 }
 

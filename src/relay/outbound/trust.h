@@ -13,9 +13,12 @@
  *   against tls_ca_file and the MX host name (no plaintext fallback).
  *   TLS outcome of each new connection -> trust_count (TLS-RPT).
  *
- * DANE (RFC 7672) wins when both apply: the DANE side decides per MX
- * host before trust_after_resolve hands over, and a candidate under DANE
- * is left alone here (see the DANE hook in trust.c).
+ * DANE (RFC 7672) wins when both apply: with outbound_tls = dane and a
+ * secure MX answer the candidates are not filtered after resolution;
+ * the DANE side decides each host just before it is connected
+ * (d->dane), and trust_skip_host skips only hosts outside the policy
+ * that DANE does not authenticate; a DANE host keeps DANE's TLS rules
+ * and counts as tlsa for TLS-RPT.
  */
 #ifndef MAILHOP_RELAY_OUTBOUND_TRUST_H
 #define MAILHOP_RELAY_OUTBOUND_TRUST_H
@@ -42,7 +45,15 @@ const char *trust_stamp(const struct delivery *d);
  * recipients as they are.  Returns 1 when it did (d is gone). */
 int trust_abort(struct delivery *d);
 
-/* Whether the current candidate needs verified TLS (MTA-STS enforce). */
+/* Just before the current candidate is connected (after the DANE side
+ * decided d->dane): under an enforced MTA-STS policy a host outside it
+ * is skipped (last_err set, 4.7.5, counted) unless DANE authenticates it
+ * (DANE wins).  Returns 1 when skipped: the caller goes on with
+ * session_next. */
+int trust_skip_host(struct delivery *d);
+
+/* Whether the current candidate needs verified TLS (MTA-STS enforce, and
+ * the host is not under DANE, whose own rules hold). */
 int trust_tls_required(const struct delivery *d);
 
 /* "sts" when an enforced MTA-STS policy governs the connection, else
