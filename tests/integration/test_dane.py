@@ -144,6 +144,12 @@ class DnsSetup:
         # The same host on the port of a sink without STARTTLS.
         z += f"_{plain_port}._tcp.mx-ee IN TLSA 3 1 1 {ee_hash}\n"
         z += f"{tl}.mx-unusable IN TLSA 1 1 1 {ee_hash}\n"
+        # MTA-STS beside DANE (test_dane_wins_over_mta_sts): policies
+        # whose mx: lists neither host.
+        for sub, host in (("sts-ee", "mx-ee"), ("sts-none", "mx-none")):
+            z += (f"{sub} IN MX 10 {host}.dane.test.\n"
+                  f"_mta-sts.{sub} IN TXT \"v=STSv1; id=d1\"\n"
+                  f"mta-sts.{sub} IN A 127.0.0.1\n")
         z += f"{tl}.mx-unusable IN TLSA 0 0 1 {ta_hash}\n"
         dane_signed, dane_ds = _sign(d, "dane.test", z)
         # bogus.test: the TLSA record no longer matches its signature.
@@ -418,3 +424,40 @@ def test_warning_for_resolver_off_loopback(mailhop, tmp_path):
     m.start()
     m.wait_log("not on loopback")
     finish(m)
+
+
+def test_dane_wins_over_mta_sts(world, mailhop):
+    """Both apply (CONTRACT §4b): an enforced MTA-STS policy that lists
+    none of the MX hosts.  The host with usable TLSA records is DANE's:
+    delivered, tls_policy=dane.  The secure host without TLSA is
+    MTA-STS's: outside the policy, deferred 4.7.5."""
+    from stsfix import PolicyServer, policy
+    sink, dns = world
+    d = dns.d
+    _make_leaf(d, "web", "ca", "DNS:mta-sts.sts-ee.dane.test,"
+               "DNS:mta-sts.sts-none.dane.test")
+
+    class WebPKI:
+        def server_ctx(self, name):
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(str(d / f"{name}.crt"), str(d / f"{name}.key"))
+            return ctx
+
+    web = PolicyServer(WebPKI())
+    try:
+        for dom in ("sts-ee.dane.test", "sts-none.dane.test"):
+            web.policies[dom] = policy("enforce", "mx.elsewhere.test")
+        m = mailhop(**conf(world), https_port=web.port,
+                    tls_ca_file=str(d / "ca.crt"))
+        submit(m, "bob@sts-ee.dane.test")
+        line = wait_line(m, "delivered", "bob@sts-ee.dane.test")
+        assert "tls_policy=dane" in line, line
+        submit(m, "bob@sts-none.dane.test")
+        line = wait_line(m, "deferred", "bob@sts-none.dane.test")
+        assert "dsn=4.7.5" in line and "MTA-STS" in line, line
+        assert sink.got("bob@sts-none.dane.test") == []
+        assert web.hit("sts-ee.dane.test") == 1
+        assert web.hit("sts-none.dane.test") == 1
+        finish(m)
+    finally:
+        web.stop()
