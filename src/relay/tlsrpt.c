@@ -44,6 +44,8 @@ struct rpol {
 struct rdom {
   char domain[256];
   struct rpol p[TLSRPT_POLICY_N];
+  char *sts_text; /* the MTA-STS policy in force, for policy-string;
+                     malloc'd, or NULL (not kept across restarts) */
 };
 
 /* One report in the making: the counts of a domain taken at the period's
@@ -170,6 +172,18 @@ void tlsrpt_count(struct tlsrpt *t, const char *domain, enum tlsrpt_policy p,
     log_msg(LOG_WARN, "tlsrpt", "cannot keep the TLS-RPT count of %s", domain);
 }
 
+void tlsrpt_policy_text(struct tlsrpt *t, const char *domain,
+                        const char *text) {
+  if (!t || !t->cfg->tls_rpt || t->freeing || !domain || !*domain ||
+      strlen(domain) >= 256 || !text || strlen(text) > TLSRPT_POLICY_TEXT_MAX)
+    return;
+  struct rdom *d = dom_get(t, domain, 1);
+  if (!d || (d->sts_text && strcmp(d->sts_text, text) == 0))
+    return;
+  free(d->sts_text);
+  d->sts_text = strdup(text);
+}
+
 int tlsrpt_is_report(const char *sender, const char *headers) {
   if (!headers || (sender && sender[0]))
     return 0;
@@ -263,6 +277,21 @@ static char *report_json(const struct tlsrpt *t, const struct rjob *j) {
     json_object_set_new(pol, "policy-type",
                         json_string(tlsrpt_policy_name((enum tlsrpt_policy)k)));
     json_object_set_new(pol, "policy-domain", json_string(j->dom.domain));
+    if (k == TLSRPT_POLICY_STS && j->dom.sts_text) {
+      /* RFC 8460 §4.4: the policy, one string per line */
+      json_t *ps = json_array();
+      const char *p = j->dom.sts_text;
+      while (*p) {
+        size_t n = strcspn(p, "\n");
+        size_t m = n;
+        if (m > 0 && p[m - 1] == '\r')
+          m--;
+        if (m > 0)
+          json_array_append_new(ps, json_stringn(p, m));
+        p += n + (p[n] == '\n');
+      }
+      json_object_set_new(pol, "policy-string", ps);
+    }
     json_object_set_new(pe, "policy", pol);
     int64_t failed = 0;
     json_t *fd = json_array();
@@ -327,6 +356,7 @@ static void job_free(struct rjob *j) {
     }
   free(j->json);
   free(j->gz);
+  free(j->dom.sts_text);
   free(j);
 }
 
@@ -489,9 +519,14 @@ static void on_period(uv_timer_t *tm) {
   if (store_tlsrpt_reset(t->st, now, on_written, NULL) < 0)
     log_msg(LOG_WARN, "tlsrpt", "cannot start the new period in the queue");
   for (size_t i = 0; i < n; i++) {
-    struct rjob *j = calloc(1, sizeof *j);
-    if (!j)
-      break;
+    int any = 0;
+    for (int k = 0; k < TLSRPT_POLICY_N; k++)
+      any |= doms[i].p[k].ok > 0 || doms[i].p[k].ntypes > 0;
+    struct rjob *j = any ? calloc(1, sizeof *j) : NULL;
+    if (!j) { /* nothing counted (only its policy text), or no memory */
+      free(doms[i].sts_text);
+      continue;
+    }
     j->t = t;
     j->dom = doms[i];
     j->start = start;
@@ -560,6 +595,8 @@ static void maybe_free(struct tlsrpt *t) {
       return;
   while (t->jobs)
     job_free(t->jobs);
+  for (size_t i = 0; i < t->ndoms; i++)
+    free(t->doms[i].sts_text);
   free(t->doms);
   free(t);
 }

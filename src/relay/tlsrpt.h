@@ -23,6 +23,7 @@
 
 #define TLSRPT_DOMAINS_MAX 1000
 #define TLSRPT_TYPES_MAX 12
+#define TLSRPT_POLICY_TEXT_MAX 4096 /* policy-string kept up to this */
 
 enum tlsrpt_policy {
   TLSRPT_POLICY_STS = 0,
@@ -58,6 +59,11 @@ struct tlsrpt *tlsrpt_new(uv_loop_t *loop, const struct config *cfg,
  * receiving MX host for a failure's details, or NULL. */
 void tlsrpt_count(struct tlsrpt *t, const char *domain, enum tlsrpt_policy p,
                   const char *result, const char *mx_host);
+
+/* The MTA-STS policy in force for domain (the file as fetched; copied,
+ * up to TLSRPT_POLICY_TEXT_MAX bytes, else left out), for the report's
+ * policy-string (RFC 8460 §4.4). */
+void tlsrpt_policy_text(struct tlsrpt *t, const char *domain, const char *text);
 
 /* Whether a message is a TLS-RPT report this relay made (its header
  * section holds TLS-Report-Domain and the sender is <>): its deliveries

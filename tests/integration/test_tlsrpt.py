@@ -96,6 +96,11 @@ def test_reports_arrive_and_match_the_sessions(mailhop, spki, dns, web,
         assert rep["organization-name"] == "mailhop.test"
         assert rep["date-range"]["start-datetime"] <= \
             rep["date-range"]["end-datetime"]
+        for p in rep["policies"]:
+            if p["policy"]["policy-type"] == "sts":
+                # the policy in force, line by line (RFC 8460 §4.4)
+                assert p["policy"]["policy-string"][:2] == \
+                    ["version: STSv1", "mode: enforce"], p
     # The report mail went out through the relay: delivered and gone.
     wait_until(lambda: not [
         msg for msg in json.loads(m.cli("queue", "--json").stdout)

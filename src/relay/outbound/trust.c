@@ -69,6 +69,8 @@ static void on_verdict(void *arg, const struct sts_verdict *v) {
     tlsrpt_count(d->ob->tlsrpt, dest_domain(d), TLSRPT_POLICY_STS, v->failure,
                  NULL);
   if (v->mode != STS_MODE_NONE) {
+    if (!d->is_report && d->ob->tlsrpt)
+      tlsrpt_policy_text(d->ob->tlsrpt, dest_domain(d), v->policy_text);
     d->sts_pol = malloc(sizeof *d->sts_pol);
     if (d->sts_pol) {
       *d->sts_pol = *v->pol;
