@@ -8,6 +8,7 @@ int cli_parse(struct cli *c, int argc, char **argv, char *err, size_t errlen) {
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     const char **slot = NULL;
+    int once = 0; /* a filter: given twice would silently drop one */
     if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0)
       slot = &c->config_file;
     else if (strcmp(a, "-s") == 0 || strcmp(a, "--socket") == 0)
@@ -15,18 +16,24 @@ int cli_parse(struct cli *c, int argc, char **argv, char *err, size_t errlen) {
     else if (strcmp(a, "--explain") == 0)
       slot = &c->explain;
     else if (strcmp(a, "--domain") == 0)
-      slot = &c->f_domain;
+      slot = &c->f_domain, once = 1;
     else if (strcmp(a, "--sender") == 0)
-      slot = &c->f_sender;
+      slot = &c->f_sender, once = 1;
     else if (strcmp(a, "--state") == 0)
-      slot = &c->f_state;
+      slot = &c->f_state, once = 1;
     else if (strcmp(a, "--older-than") == 0)
-      slot = &c->f_older_than;
+      slot = &c->f_older_than, once = 1;
     else if (strcmp(a, "--for") == 0)
       slot = &c->for_duration;
     if (slot) {
       if (i + 1 >= argc) {
         snprintf(err, errlen, "%s needs an argument", a);
+        return -1;
+      }
+      if (once && *slot) {
+        snprintf(err, errlen,
+                 "%s given twice (filters are ANDed: give each at most once)",
+                 a);
         return -1;
       }
       *slot = argv[++i];

@@ -387,3 +387,25 @@ def test_a_version_1_queue_is_migrated_and_delivered(mailhop, sink):
     with m.db() as db:
         assert db.execute("SELECT dest FROM suspensions").fetchall() == \
             [("v1.example",)]
+
+
+def test_a_filter_given_twice_is_refused(mailhop, sink):
+    """`--domain a --domain b` used to keep only b: a bulk delete then
+    removed the wrong set.  Each filter option is refused when repeated,
+    before anything reaches the daemon."""
+    sink.mode = "defer"
+    m = mailhop(relayhost=f"[127.0.0.1]:{sink.port}", relayhost_tls="none",
+                retry_schedule="1h")
+    send(m, "a@src.example", ("x@a.test",))
+    send(m, "a@src.example", ("y@b.test",))
+    all_deferred(m, 2)
+    for opt, v1, v2 in (("--domain", "a.test", "b.test"),
+                        ("--sender", "a@src.example", "@src.example"),
+                        ("--state", "deferred", "held"),
+                        ("--older-than", "1s", "2h")):
+        for verb in (("queue",), ("queue", "delete")):
+            r = m.cli(*verb, opt, v1, opt, v2)
+            assert r.returncode == 1, (opt, r)
+            assert f"{opt} given twice" in r.stderr, r.stderr
+            assert r.stdout == "", r.stdout
+    assert status(m)["queue"]["messages"] == 2
