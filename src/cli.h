@@ -20,7 +20,7 @@ struct cli {
   int n_overrides;
   /* queue FILTERs (CONTRACT §1), as given; NULL: not given */
   const char *f_domain;     /* --domain D */
-  const char *f_sender;     /* --sender ADDR|@DOMAIN */
+  const char *f_sender;     /* --sender ADDR|@DOMAIN|<> */
   const char *f_state;      /* --state queued|deferred|held */
   const char *f_older_than; /* --older-than DURATION */
   int f_all;                /* --all */

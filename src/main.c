@@ -60,7 +60,7 @@ static const char usage[] =
     "  -s SOCKET      admin socket (default: admin_socket from the "
     "configuration)\n"
     "  --json         machine-readable output\n"
-    "  FILTER         --domain D, --sender ADDR|@DOMAIN, --state "
+    "  FILTER         --domain D, --sender ADDR|@DOMAIN|<>, --state "
     "queued|deferred|held,\n"
     "                 --older-than DURATION (ANDed), or --all\n"
     "  --explain KEY  (check) a key's description, default and current value\n"

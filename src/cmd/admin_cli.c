@@ -541,7 +541,7 @@ int admin_cli_main(const struct config *cfg, const struct cli *cli) {
             "release ID] | queue [list|delete|hold|release|flush] FILTER... | "
             "suspend DESTINATION [--for DURATION] | unsuspend DESTINATION | "
             "pause | resume  [-s SOCKET] [--json]\n"
-            "FILTER: --domain D, --sender ADDR|@DOMAIN, --state "
+            "FILTER: --domain D, --sender ADDR|@DOMAIN|<>, --state "
             "queued|deferred|held, --older-than DURATION, --all\n");
     return EXIT_USAGE;
   }

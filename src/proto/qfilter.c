@@ -124,12 +124,16 @@ int qfilter_parse(struct qfilter *f, const char *const *words, size_t n,
         seterr(err, errlen, "filter given twice", w);
         return -1;
       }
+      if (!strcmp(v, "<>")) { /* the null sender (bounces) */
+        memcpy(f->sender, "<>", 3);
+        continue;
+      }
       /* ADDR (local@domain) or @DOMAIN: exactly one '@', not last */
       const char *at = strchr(v, '@');
       if (lower_copy(f->sender, sizeof f->sender, v) < 0 || !at ||
           strchr(at + 1, '@') || !at[1]) {
         f->sender[0] = '\0';
-        seterr(err, errlen, "bad sender (ADDR or @DOMAIN)", w);
+        seterr(err, errlen, "bad sender (ADDR, @DOMAIN or <>)", w);
         return -1;
       }
     } else if (klen == 5 && !memcmp(w, "state", 5)) {
@@ -195,7 +199,10 @@ int qfilter_msg_match(const struct qfilter *f, const char *sender, int held,
                       int64_t received_at, int64_t now) {
   if (!sender)
     sender = "";
-  if (f->sender[0] == '@') {
+  if (!strcmp(f->sender, "<>")) {
+    if (sender[0])
+      return 0;
+  } else if (f->sender[0] == '@') {
     const char *at = strrchr(sender, '@');
     if (!at || !ieq(at, f->sender))
       return 0;

@@ -7,6 +7,7 @@
  *   domain=D             a non-final recipient's domain is D (case-insensitive)
  *   sender=ADDR          the envelope sender is ADDR (case-insensitive)
  *   sender=@DOMAIN       the envelope sender's domain is DOMAIN
+ *   sender=<>            the null sender (bounces, DSNs)
  *   state=queued         not held, a recipient never tried yet (state queued)
  *   state=deferred       not held, a recipient tried and deferred
  *   state=held           held
@@ -35,7 +36,7 @@ enum qfilter_state {
 struct qfilter {
   char domain[QFILTER_DOMAIN_MAX + 1]; /* lower case; "" = any */
   char sender[QFILTER_ADDR_MAX + 1];   /* lower case; "@dom" = by domain;
-                                          "" = any */
+                                          "<>" = the null sender; "" = any */
   enum qfilter_state state;
   int64_t older_than; /* seconds; -1 = any */
   int all;            /* the word `all` was given */

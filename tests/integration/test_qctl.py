@@ -409,3 +409,21 @@ def test_a_filter_given_twice_is_refused(mailhop, sink):
             assert f"{opt} given twice" in r.stderr, r.stderr
             assert r.stdout == "", r.stdout
     assert status(m)["queue"]["messages"] == 2
+
+
+def test_the_null_sender_can_be_selected(mailhop, sink):
+    """Bounces (MAIL FROM:<>) are selected with --sender '<>' — and only
+    they: a bulk action on them leaves the other mail alone."""
+    sink.mode = "defer"
+    m = mailhop(relayhost=f"[127.0.0.1]:{sink.port}", relayhost_tls="none",
+                retry_schedule="1h")
+    send(m, "", ("x@a.test",))
+    send(m, "a@src.example", ("y@a.test",))
+    msgs = all_deferred(m, 2)
+    (bounce,) = [x["id"] for x in msgs if x["sender"] == ""]
+    assert ids(cli_json(m, "queue", "--sender", "<>")) == [bounce]
+    assert ids(admin(m, "queue sender=<>")[0]) == [bounce]
+    r = m.cli("queue", "delete", "--sender", "<>", "--domain", "a.test")
+    assert r.returncode == 0, r
+    assert [x["sender"] for x in admin(m, "queue")[0]["messages"]] == \
+        ["a@src.example"]

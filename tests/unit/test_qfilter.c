@@ -66,10 +66,10 @@ static void test_parse_errors(void) {
       {"domain=a@b", "bad domain: domain=a@b"},
       {"domain=a.example domain=b.example",
        "filter given twice: domain=b.example"},
-      {"sender=", "bad sender (ADDR or @DOMAIN): sender="},
-      {"sender=@", "bad sender (ADDR or @DOMAIN): sender=@"},
-      {"sender=alice", "bad sender (ADDR or @DOMAIN): sender=alice"},
-      {"sender=a@b@c", "bad sender (ADDR or @DOMAIN): sender=a@b@c"},
+      {"sender=", "bad sender (ADDR, @DOMAIN or <>): sender="},
+      {"sender=@", "bad sender (ADDR, @DOMAIN or <>): sender=@"},
+      {"sender=alice", "bad sender (ADDR, @DOMAIN or <>): sender=alice"},
+      {"sender=a@b@c", "bad sender (ADDR, @DOMAIN or <>): sender=a@b@c"},
       {"state=bounced", "bad state (queued, deferred or held): state=bounced"},
       {"state=held state=held", "filter given twice: state=held"},
       {"older_than=1h", "bad older_than (seconds): older_than=1h"},
@@ -119,6 +119,16 @@ static void test_match(void) {
   CHECK_INT(qfilter_msg_match(&f, "bob@sub.shop.example", 0, now, now), 0);
   CHECK_INT(qfilter_msg_match(&f, "", 0, now, now), 0);
   CHECK_INT(qfilter_msg_match(&f, NULL, 0, now, now), 0);
+  /* <>: the null sender (bounces) and nothing else */
+  CHECK_INT(parse(&f, "sender=<>", err, sizeof err), 0);
+  CHECK_STR(f.sender, "<>");
+  CHECK_INT(qfilter_has_criteria(&f), 1);
+  CHECK_INT(qfilter_msg_match(&f, "", 0, now, now), 1);
+  CHECK_INT(qfilter_msg_match(&f, NULL, 0, now, now), 1);
+  CHECK_INT(qfilter_msg_match(&f, "bob@shop.example", 0, now, now), 0);
+  CHECK_INT(qfilter_msg_match(&f, "<>", 0, now, now), 0);
+  CHECK_INT(parse(&f, "sender=<> sender=<>", err, sizeof err), -1);
+  CHECK_INT(parse(&f, "sender=<x>", err, sizeof err), -1);
   /* age: at least older_than seconds */
   CHECK_INT(parse(&f, "older_than=60", err, sizeof err), 0);
   CHECK_INT(qfilter_msg_match(&f, "x@y", 0, now - 60, now), 1);
