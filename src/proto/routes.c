@@ -3,6 +3,7 @@
  */
 #include "proto/routes.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -292,6 +293,10 @@ static void host_text(const struct route *r, char *out, size_t cap) {
       break;
     o += (size_t)w;
   }
+  /* Keys are canonical: host names in lower case (suspend compares). */
+  for (size_t i = 0; out[i]; i++)
+    if (out[i] >= 'A' && out[i] <= 'Z')
+      out[i] = (char)(out[i] + 32);
 }
 
 static int same_target_settings(const struct route *a, const struct route *b) {
@@ -405,17 +410,25 @@ int routes_parse(const char *name, const char *text, size_t len,
              ROUTES_KEY_MAX - 16);
         goto bad;
       }
+      /* The same list: the key of an earlier route with the same
+       * settings, else (when another one has other settings) "#LINE". */
+      int seen = 0;
       snprintf(r->key, sizeof r->key, "%s", hk);
+      size_t hl = strlen(hk);
       for (size_t i = 0; i < out->n; i++) {
         const struct route *o = &out->r[i];
-        if (o->n_hosts > 0 && strcmp(o->key, r->key) == 0) {
-          if (!same_target_settings(o, r)) {
-            size_t kl = strlen(r->key);
-            snprintf(r->key + kl, sizeof r->key - kl, "#%d", r->line);
-          }
+        if (o->n_hosts == 0 || strncmp(o->key, hk, hl) != 0 ||
+            (o->key[hl] != '\0' && o->key[hl] != '#'))
+          continue;
+        if (same_target_settings(o, r)) {
+          snprintf(r->key, sizeof r->key, "%s", o->key);
+          seen = 0;
           break;
         }
+        seen = 1;
       }
+      if (seen)
+        snprintf(r->key + hl, sizeof r->key - hl, "#%d", r->line);
     }
     out->n++;
   }
@@ -465,4 +478,102 @@ void routes_format_match(const struct route *r, char *out, size_t cap) {
            : r->kind == ROUTE_SENDER_DOMAIN  ? "sender:@"
                                              : "sender:",
            r->match);
+}
+
+/* ---- destination names (suspend, CONTRACT §1) ---------------------------- */
+
+int routes_dest_canon(const char *in, char *out, size_t cap) {
+  size_t n = strlen(in);
+  if (n == 0 || n >= cap)
+    return -1;
+  for (size_t i = 0; i <= n; i++) {
+    unsigned char ch = (unsigned char)in[i];
+    if (ch && (ch < 0x21 || ch == 0x7f))
+      return -1;
+    out[i] = (char)(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
+  }
+  return 0;
+}
+
+/* One entry as "[h]:p" / "h:p" (port 0: without ":p"), lower case. */
+static void entry_text(const struct route_host *h, unsigned port, char *out,
+                       size_t cap) {
+  if (port)
+    snprintf(out, cap, h->mx_lookup ? "%s:%u" : "[%s]:%u", h->host, port);
+  else
+    snprintf(out, cap, h->mx_lookup ? "%s" : "[%s]", h->host);
+  for (size_t i = 0; out[i]; i++)
+    if (out[i] >= 'A' && out[i] <= 'Z')
+      out[i] = (char)(out[i] + 32);
+}
+
+int routes_dest_covers(const char *name, const struct route_host *hosts,
+                       int n) {
+  if (!name || !*name || n <= 0)
+    return 0;
+  char one[300];
+  for (int i = 0; i < n; i++) {
+    entry_text(&hosts[i], hosts[i].port, one, sizeof one);
+    if (!strcmp(name, one))
+      return 1;
+    entry_text(&hosts[i], 0, one, sizeof one);
+    if (!strcmp(name, one))
+      return 1;
+  }
+  if (n < 2)
+    return 0;
+  /* The whole list, in order; each entry with or without its port. */
+  const char *p = name;
+  for (int i = 0; i < n; i++) {
+    const char *end = strchr(p, ',');
+    size_t len = end ? (size_t)(end - p) : strlen(p);
+    if ((i < n - 1) != (end != NULL))
+      return 0;
+    int ok = 0;
+    for (int withport = 0; withport < 2 && !ok; withport++) {
+      entry_text(&hosts[i], withport ? hosts[i].port : 0, one, sizeof one);
+      ok = strlen(one) == len && !memcmp(one, p, len);
+    }
+    if (!ok)
+      return 0;
+    p = end ? end + 1 : p + len;
+  }
+  return 1;
+}
+
+static int literal_ok(const char *s, size_t n) {
+  char buf[64];
+  if (n == 0 || n >= sizeof buf)
+    return 0;
+  memcpy(buf, s, n);
+  buf[n] = '\0';
+  unsigned char addr[16];
+  if (n > 5 && !memcmp(buf, "ipv6:", 5))
+    return inet_pton(AF_INET6, buf + 5, addr) == 1;
+  return inet_pton(AF_INET, buf, addr) == 1;
+}
+
+int routes_dest_is_domain(const char *name) {
+  size_t n = strlen(name);
+  if (n == 0 || n > 253)
+    return 0;
+  if (name[0] == '[')
+    return name[n - 1] == ']' && literal_ok(name + 1, n - 2);
+  size_t label = 0;
+  for (size_t i = 0; i <= n; i++) {
+    unsigned char ch = (unsigned char)name[i];
+    if (ch == '.' || ch == '\0') {
+      if (label == 0 || label > 63 || name[i - 1] == '-')
+        return 0;
+      label = 0;
+      continue;
+    }
+    if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' ||
+          ch == '_' || ch >= 0x80))
+      return 0;
+    if (label == 0 && ch == '-')
+      return 0;
+    label++;
+  }
+  return 1;
 }

@@ -62,9 +62,10 @@ struct route {
   uint64_t rate_n;         /* 0: no rate of its own */
   uint64_t rate_window_ms; /* the rate's window, ms */
   /* The destination key of this route's target (relayhost routes): the
-   * relayhost list as "[h]:p,h:p", with "#LINE" added when an earlier route
-   * names the same list with other settings.  Empty for MX routes (their
-   * destination is the recipient domain). */
+   * relayhost list as "[h]:p,h:p" (host names in lower case), with "#LINE"
+   * added when an earlier route names the same list with other settings
+   * (a later route with the same settings as that one shares its key).  Empty
+   * for MX routes (their destination is the recipient domain). */
   char key[ROUTES_KEY_MAX];
 };
 
@@ -99,5 +100,32 @@ const struct route *routes_match(const struct routes *rs, const char *sender,
 /* "recipient:@d", "sender:a@d" or "sender:@d" into out (for check and
  * logs). */
 void routes_format_match(const struct route *r, char *out, size_t cap);
+
+/*
+ * Destination names as an operator writes them (`suspend`, CONTRACT §1).
+ * Pure.  A name is compared in its canonical form: ASCII lower case.
+ *
+ * routes_dest_canon: copies in to out (cap bytes) in lower case; 0, or -1
+ * when in is empty, does not fit, or holds a blank or control byte.
+ */
+int routes_dest_canon(const char *in, char *out, size_t cap);
+
+/*
+ * 1 when the canonical name designates the relayhost list hosts[0..n) (a
+ * route's, or the global relayhost): one entry as written ("[h]:p" or
+ * "h:p", the port always given: the default is 25), one entry's host
+ * without the port ("[h]" or "h": that host on whatever port the list
+ * gives it), or the whole list in order, comma-separated (each entry with
+ * or without its port).  Host names compare without case.  Else 0.
+ */
+int routes_dest_covers(const char *name, const struct route_host *hosts, int n);
+
+/*
+ * 1 when the canonical name can be a recipient domain as the scheduler
+ * keys it: dot-separated labels of 1..63 bytes (a-z, 0-9, '-' not first
+ * or last, '_', UTF-8), 253 bytes at most, or an address literal
+ * "[192.0.2.1]" / "[ipv6:2001:db8::1]" (RFC 5321 §4.1.3).  Else 0.
+ */
+int routes_dest_is_domain(const char *name);
 
 #endif

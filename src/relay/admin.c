@@ -19,6 +19,7 @@
 #include "loop/admin_socket.h"
 #include "config.h"
 #include "proto/qfilter.h"
+#include "proto/routes.h"
 #include "proto/text.h"
 #include "queue/sched.h"
 #include "queue/store.h"
@@ -32,14 +33,23 @@
 #define ADMIN_ID_MAX SCHED_ID_MAX
 /* The verb's words at most: five filter words and room to say "too many". */
 #define ADMIN_ARGS_MAX 8
-/* Spellings of destination keys (admin_add_dest_alias). */
-#define ADMIN_ALIAS_MAX 32
+/* Operator suspensions at most (each covers one or more scheduler keys). */
+#define ADMIN_SUSP_MAX SCHED_SUSPEND_MAX
 /* The default of `suspend DESTINATION` without SECONDS (CONTRACT §1). */
 #define ADMIN_SUSPEND_DEFAULT_S 3600
 
-struct admin_alias {
-  char written[512]; /* lower case */
+/* A relayhost target (admin_set_destinations): a destination key and the
+ * relayhost list it delivers to. */
+struct admin_target {
   char key[SCHED_DEST_MAX + 1];
+  struct route_host *hosts; /* owned */
+  int n;
+};
+
+/* A suspension as the operator named it (canonical: routes_dest_canon). */
+struct admin_susp {
+  char name[SCHED_DEST_MAX + 1];
+  int64_t until; /* unix ms of the scheduler's clock; <= now: over */
 };
 
 struct admin {
@@ -54,8 +64,10 @@ struct admin {
   int counted;                 /* pending is known */
   struct store_counts pending; /* what it has still to hand over */
   struct admin_req *reqs;      /* requests waiting on the store */
-  struct admin_alias alias[ADMIN_ALIAS_MAX];
-  size_t nalias;
+  struct admin_target *tgt;    /* owned; the relayhost targets */
+  size_t ntgt;
+  struct admin_susp *susp; /* owned; the operator's suspensions */
+  size_t nsusp, capsusp;
   char *(*tlsrpt)(void *arg); /* `tlsrpt` (CONTRACT §5); NULL: not set */
   void *tlsrpt_arg;
 };
@@ -244,9 +256,18 @@ static struct admin_req *req_new(struct admin *a, struct admin_client *c,
   return r;
 }
 
+static void free_targets(struct admin_target *t, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    free(t[i].hosts);
+  free(t);
+}
+
 static void admin_maybe_free(struct admin *a) {
-  if (a->stopped && !a->reqs)
+  if (a->stopped && !a->reqs) {
+    free_targets(a->tgt, a->ntgt);
+    free(a->susp);
     free(a);
+  }
 }
 
 /* Unlinks and frees the request and ends its reply. */
@@ -293,40 +314,35 @@ struct admin_cmd {
   const char *usage; /* the arguments, for "usage: VERB ..." */
 };
 
-/* How a destination key is shown: the spelling the operator knows (the
- * relayhost as written), else the key itself. */
-static const char *dest_display(const struct admin *a, const char *key) {
-  for (size_t i = 0; i < a->nalias; i++)
-    if (!strcmp(a->alias[i].key, key))
-      return a->alias[i].written;
-  return key;
-}
-
-/* `"suspended": [{"destination", "until"}]` of status (CONTRACT §5), in
- * destination order; NULL on ENOMEM. */
+/* `"suspended": [{"destination", "until"}]` of status (CONTRACT §5): the
+ * names as the operator gave them (canonical), in name order; NULL on
+ * ENOMEM. */
 static int susp_cmp(const void *x, const void *y) {
-  return strcmp(((const struct sched_suspension *)x)->dest,
-                ((const struct sched_suspension *)y)->dest);
+  return strcmp((*(const struct admin_susp *const *)x)->name,
+                (*(const struct admin_susp *const *)y)->name);
 }
 
 static json_t *suspended_json(struct admin *a) {
   json_t *arr = json_array();
-  if (!arr || a->stopped)
+  if (!arr || a->stopped || a->nsusp == 0)
     return arr;
-  size_t n = sched_suspensions(a->sched, NULL, 0);
-  struct sched_suspension *ss = n ? calloc(n, sizeof *ss) : NULL;
-  if (n && !ss) {
+  const struct admin_susp **ss = calloc(a->nsusp, sizeof *ss);
+  if (!ss) {
     json_decref(arr);
     return NULL;
   }
-  n = n ? sched_suspensions(a->sched, ss, n) : 0;
+  int64_t now = sched_now(a->sched);
+  size_t n = 0;
+  for (size_t i = 0; i < a->nsusp; i++)
+    if (a->susp[i].until > now)
+      ss[n++] = &a->susp[i];
   if (n > 1)
     qsort(ss, n, sizeof *ss, susp_cmp);
   int bad = 0;
   for (size_t i = 0; i < n && !bad; i++) {
-    const char *d = dest_display(a, ss[i].dest);
+    const char *d = ss[i]->name;
     json_t *o = json_pack("{s:o, s:o}", "destination", jstr_safe(d, strlen(d)),
-                          "until", jtime((ss[i].until + 999) / 1000));
+                          "until", jtime((ss[i]->until + 999) / 1000));
     bad = !o || json_array_append_new(arr, o) < 0;
   }
   free(ss);
@@ -948,25 +964,142 @@ static void bulk_start(struct admin *a, struct admin_client *c,
 
 /* ---- suspend / unsuspend (CONTRACT §1, §5) ------------------------------ */
 
-/* The scheduler's key for a destination as the operator wrote it: a
- * relayhost's spelling (admin_add_dest_alias), else the recipient domain
- * in lower case.  -1 when it cannot be one. */
-static int dest_key(const struct admin *a, const char *dest, char *key,
-                    size_t n) {
-  size_t len = strlen(dest);
-  if (len == 0 || len > SCHED_DEST_MAX || len >= n)
-    return -1;
-  for (size_t i = 0; i <= len; i++) {
-    unsigned char ch = (unsigned char)dest[i];
-    if (ch && (ch < 0x21 || ch == 0x7f))
-      return -1;
-    key[i] = (char)(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
+/*
+ * What a destination name covers (CONTRACT §1 suspend: a recipient domain,
+ * or a relayhost as written in the configuration).  A name is canonical
+ * (routes_dest_canon: lower case) and covers these scheduler keys:
+ *   - the name itself when it can be a recipient domain;
+ *   - the key of every relayhost target it designates: the global
+ *     relayhost (key "relayhost") and each routes_file route with a
+ *     relayhost (its key, "#LINE" variants included), when the name is
+ *     that key or designates its list (routes_dest_covers: an entry
+ *     "[h]:p"/"h:p", its host without the port "[h]"/"h" meaning every
+ *     port the list gives it, or the whole list).
+ * A name that covers no key is not a destination.
+ */
+static int target_covers(const struct admin_target *t, const char *name) {
+  return !strcmp(t->key, name) || routes_dest_covers(name, t->hosts, t->n);
+}
+
+/* Calls each(a, key, arg) for every key name covers (a key may come more
+ * than once: routes that share it); returns how many calls. */
+static size_t name_keys(struct admin *a, const char *name,
+                        void (*each)(struct admin *, const char *, void *),
+                        void *arg) {
+  size_t n = 0;
+  if (routes_dest_is_domain(name)) {
+    if (each)
+      each(a, name, arg);
+    n++;
   }
-  for (size_t i = 0; i < a->nalias; i++)
-    if (!strcmp(a->alias[i].written, key)) {
-      snprintf(key, n, "%s", a->alias[i].key);
-      break;
+  for (size_t i = 0; i < a->ntgt; i++)
+    if (target_covers(&a->tgt[i], name)) {
+      if (each)
+        each(a, a->tgt[i].key, arg);
+      n++;
     }
+  return n;
+}
+
+/* 1 when name covers key. */
+static int name_covers_key(const struct admin *a, const char *name,
+                           const char *key) {
+  if (!strcmp(name, key) && routes_dest_is_domain(name))
+    return 1;
+  for (size_t i = 0; i < a->ntgt; i++)
+    if (!strcmp(a->tgt[i].key, key) && target_covers(&a->tgt[i], name))
+      return 1;
+  return 0;
+}
+
+static struct admin_susp *susp_find(struct admin *a, const char *name) {
+  int64_t now = sched_now(a->sched);
+  for (size_t i = 0; i < a->nsusp; i++)
+    if (a->susp[i].until > now && !strcmp(a->susp[i].name, name))
+      return &a->susp[i];
+  return NULL;
+}
+
+/* Sets name's suspension to until (0: none), reusing a slot that is over;
+ * 0, -ENOSPC, -ENOMEM. */
+static int susp_set(struct admin *a, const char *name, int64_t until) {
+  int64_t now = sched_now(a->sched);
+  struct admin_susp *free_slot = NULL;
+  for (size_t i = 0; i < a->nsusp; i++) {
+    struct admin_susp *e = &a->susp[i];
+    if (e->until > now && !strcmp(e->name, name)) {
+      e->until = until;
+      return 0;
+    }
+    if (e->until <= now && !free_slot)
+      free_slot = e;
+  }
+  if (until <= now)
+    return 0;
+  if (!free_slot) {
+    if (a->nsusp >= ADMIN_SUSP_MAX)
+      return -ENOSPC;
+    if (a->nsusp == a->capsusp) {
+      size_t cap = a->capsusp ? a->capsusp * 2 : 8;
+      struct admin_susp *ns = realloc(a->susp, cap * sizeof *ns);
+      if (!ns)
+        return -ENOMEM;
+      a->susp = ns;
+      a->capsusp = cap;
+    }
+    free_slot = &a->susp[a->nsusp++];
+  }
+  snprintf(free_slot->name, sizeof free_slot->name, "%s", name);
+  free_slot->until = until;
+  return 0;
+}
+
+/* Gives the scheduler key's suspension the latest end among the names
+ * that cover it (none: lifted).  Records the first error in *arg. */
+static void key_apply(struct admin *a, const char *key, void *arg) {
+  int64_t now = sched_now(a->sched), until = 0;
+  for (size_t i = 0; i < a->nsusp; i++)
+    if (a->susp[i].until > now && a->susp[i].until > until &&
+        name_covers_key(a, a->susp[i].name, key))
+      until = a->susp[i].until;
+  int rc = 0;
+  if (until > 0)
+    rc = sched_suspend(a->sched, key, until);
+  else if (sched_suspended_until(a->sched, key) > 0)
+    sched_unsuspend(a->sched, key);
+  int *err = arg;
+  if (rc < 0 && err && *err == 0)
+    *err = rc;
+}
+
+/* Brings every key name covers in line with the suspensions; 0 or the
+ * first scheduler error. */
+static int name_apply(struct admin *a, const char *name) {
+  int err = 0;
+  name_keys(a, name, key_apply, &err);
+  return err;
+}
+
+/* Puts name back as it was before a command (prev_until 0: none). */
+static void susp_undo(struct admin *a, const char *name, int64_t prev_until) {
+  susp_set(a, name, prev_until > sched_now(a->sched) ? prev_until : 0);
+  name_apply(a, name);
+}
+
+/* The canonical name of a destination argument, with the reason in why
+ * when it is none (-1). */
+static int dest_name(struct admin *a, const char *arg, char *name, size_t n,
+                     const char **why) {
+  if (routes_dest_canon(arg, name, n) < 0) {
+    *why = "bad destination (empty, too long, or a blank or control "
+           "character)";
+    return -1;
+  }
+  if (name_keys(a, name, NULL, NULL) == 0) {
+    *why = "bad destination (not a configured relayhost or route, nor a "
+           "domain name)";
+    return -1;
+  }
   return 0;
 }
 
@@ -976,15 +1109,11 @@ static void on_suspend_stored(struct store *st, int status, void *data) {
   (void)st;
   if (status < 0) {
     /* Not durable: put the scheduler back as it was. */
-    if (!a->stopped) {
-      if (r->prev_until > sched_now(a->sched))
-        sched_suspend(a->sched, r->dest, r->prev_until);
-      else
-        sched_unsuspend(a->sched, r->dest);
-    }
+    if (!a->stopped)
+      susp_undo(a, r->dest, r->prev_until);
     char msg[96];
     snprintf(msg, sizeof msg, "suspend failed (%s)", strerror(-status));
-    reply_error(r->c, msg, dest_display(a, r->dest));
+    reply_error(r->c, msg, r->dest);
   } else {
     reply_ok(r->c);
   }
@@ -993,10 +1122,11 @@ static void on_suspend_stored(struct store *st, int status, void *data) {
 
 static void cmd_suspend(struct admin *a, struct admin_client *c, char **argv,
                         int argc) {
-  char key[SCHED_DEST_MAX + 1];
+  char name[SCHED_DEST_MAX + 1];
+  const char *why;
   int64_t secs = ADMIN_SUSPEND_DEFAULT_S;
-  if (dest_key(a, argv[0], key, sizeof key) < 0) {
-    reply_error(c, "bad destination", argv[0]);
+  if (dest_name(a, argv[0], name, sizeof name, &why) < 0) {
+    reply_error(c, why, argv[0]);
     admin_socket_end(c);
     return;
   }
@@ -1008,20 +1138,18 @@ static void cmd_suspend(struct admin *a, struct admin_client *c, char **argv,
   struct admin_req *r = start_req(a, c, NULL);
   if (!r)
     return;
-  snprintf(r->dest, sizeof r->dest, "%s", key);
-  r->prev_until = sched_suspended_until(a->sched, key);
+  snprintf(r->dest, sizeof r->dest, "%s", name);
+  const struct admin_susp *old = susp_find(a, name);
+  r->prev_until = old ? old->until : 0;
   int64_t until = sched_now(a->sched) + secs * 1000;
   /* In memory at once (no new attempt from now on), then durable. */
-  int rc = sched_suspend(a->sched, key, until);
+  int rc = susp_set(a, name, until);
   if (rc == 0)
-    rc = store_suspend(a->st, key, (until + 999) / 1000, on_suspend_stored, r);
+    rc = name_apply(a, name);
+  if (rc == 0)
+    rc = store_suspend(a->st, name, (until + 999) / 1000, on_suspend_stored, r);
   if (rc < 0) {
-    if (rc != -EINVAL && rc != -ENOSPC && rc != -ENOMEM) {
-      if (r->prev_until > 0)
-        sched_suspend(a->sched, key, r->prev_until);
-      else
-        sched_unsuspend(a->sched, key);
-    }
+    susp_undo(a, name, r->prev_until);
     reply_error(
         c, rc == -ENOSPC ? "too many suspended destinations" : "suspend failed",
         argv[0]);
@@ -1030,7 +1158,7 @@ static void cmd_suspend(struct admin *a, struct admin_client *c, char **argv,
   }
   struct log_line l;
   log_begin(&l, LOG_INFO, "admin_suspend");
-  log_str(&l, "destination", argv[0]);
+  log_str(&l, "destination", name);
   log_int(&l, "seconds", secs);
   log_end(&l);
 }
@@ -1042,10 +1170,10 @@ static void on_unsuspend_stored(struct store *st, int status, void *data) {
   if (status < 0) {
     char msg[96];
     snprintf(msg, sizeof msg, "unsuspend failed (%s)", strerror(-status));
-    reply_error(r->c, msg, dest_display(a, r->dest));
+    reply_error(r->c, msg, r->dest);
   } else {
     if (!a->stopped)
-      sched_unsuspend(a->sched, r->dest);
+      susp_undo(a, r->dest, 0);
     reply_ok(r->c);
   }
   req_finish(r);
@@ -1054,9 +1182,9 @@ static void on_unsuspend_stored(struct store *st, int status, void *data) {
 static void cmd_unsuspend(struct admin *a, struct admin_client *c, char **argv,
                           int argc) {
   (void)argc;
-  char key[SCHED_DEST_MAX + 1];
-  if (dest_key(a, argv[0], key, sizeof key) < 0 ||
-      sched_suspended_until(a->sched, key) == 0) {
+  char name[SCHED_DEST_MAX + 1];
+  if (routes_dest_canon(argv[0], name, sizeof name) < 0 ||
+      !susp_find(a, name)) {
     reply_error(c, "not suspended", argv[0]);
     admin_socket_end(c);
     return;
@@ -1064,8 +1192,8 @@ static void cmd_unsuspend(struct admin *a, struct admin_client *c, char **argv,
   struct admin_req *r = start_req(a, c, NULL);
   if (!r)
     return;
-  snprintf(r->dest, sizeof r->dest, "%s", key);
-  int rc = store_suspend(a->st, key, 0, on_unsuspend_stored, r);
+  snprintf(r->dest, sizeof r->dest, "%s", name);
+  int rc = store_suspend(a->st, name, 0, on_unsuspend_stored, r);
   if (rc < 0) {
     reply_error(c, "unsuspend failed", argv[0]);
     req_finish(r);
@@ -1073,7 +1201,7 @@ static void cmd_unsuspend(struct admin *a, struct admin_client *c, char **argv,
   }
   struct log_line l;
   log_begin(&l, LOG_INFO, "admin_unsuspend");
-  log_str(&l, "destination", argv[0]);
+  log_str(&l, "destination", name);
   log_end(&l);
 }
 
@@ -1183,18 +1311,25 @@ static void on_susp_tidied(struct store *st, int status, void *data) {
 
 /* Suspensions kept in the queue database (CONTRACT §1: they survive a
  * restart) go back into the scheduler before the queue loads; those whose
- * time is over are dropped from the database. */
+ * time is over are dropped from the database.  A name that covers a
+ * relayhost takes effect when admin_set_destinations() says what it is. */
 static void restore_suspensions(struct admin *a) {
   const struct store_suspension *ss;
   size_t n = store_suspensions_at_open(a->st, &ss);
   int64_t now = sched_now(a->sched);
   for (size_t i = 0; i < n; i++) {
     int64_t until = ss[i].until * 1000;
-    int rc = until > now ? sched_suspend(a->sched, ss[i].dest, until) : -1;
+    char name[SCHED_DEST_MAX + 1];
+    int rc =
+        until > now && routes_dest_canon(ss[i].dest, name, sizeof name) == 0
+            ? susp_set(a, name, until)
+            : -1;
+    if (rc == 0)
+      rc = name_apply(a, name);
     if (rc == 0) {
       struct log_line l;
       log_begin(&l, LOG_INFO, "suspended");
-      log_str(&l, "destination", dest_display(a, ss[i].dest));
+      log_str(&l, "destination", name);
       log_int(&l, "remaining_s", (until - now) / 1000);
       log_end(&l);
     } else if (store_suspend(a->st, ss[i].dest, 0, on_susp_tidied, NULL) < 0) {
@@ -1203,40 +1338,76 @@ static void restore_suspensions(struct admin *a) {
   }
 }
 
-void admin_add_dest_alias(struct admin *a, const char *written,
-                          const char *key) {
-  if (a->nalias >= ADMIN_ALIAS_MAX || !written || !key || !*written ||
-      strlen(written) >= sizeof a->alias[0].written ||
-      strlen(key) >= sizeof a->alias[0].key)
-    return;
-  struct admin_alias *al = &a->alias[a->nalias++];
-  for (size_t i = 0; written[i]; i++) {
-    char ch = written[i];
-    al->written[i] = (char)(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
-    al->written[i + 1] = '\0';
+/* Adds a target (hosts copied); 0 or -ENOMEM. */
+static int target_add(struct admin_target **tgt, size_t *n, size_t *cap,
+                      const char *key, const struct route_host *hosts, int nh) {
+  if (*n == *cap) {
+    size_t c = *cap ? *cap * 2 : 8;
+    struct admin_target *nt = realloc(*tgt, c * sizeof *nt);
+    if (!nt)
+      return -ENOMEM;
+    *tgt = nt;
+    *cap = c;
   }
-  snprintf(al->key, sizeof al->key, "%s", key);
+  struct admin_target *t = &(*tgt)[*n];
+  t->hosts = malloc((size_t)nh * sizeof *t->hosts);
+  if (!t->hosts)
+    return -ENOMEM;
+  memcpy(t->hosts, hosts, (size_t)nh * sizeof *t->hosts);
+  t->n = nh;
+  snprintf(t->key, sizeof t->key, "%s", key);
+  (*n)++;
+  return 0;
 }
 
-void admin_alias_relayhosts(struct admin *a, const struct config *cfg) {
-  char list[512] = "";
-  size_t len = 0;
-  for (int i = 0; i < cfg->n_relayhost; i++) {
-    const struct config_relayhost *h = &cfg->relayhost[i];
-    char one[300], bare[300];
-    snprintf(one, sizeof one, h->mx_lookup ? "%s:%u" : "[%s]:%u", h->host,
-             (unsigned)h->port);
-    snprintf(bare, sizeof bare, h->mx_lookup ? "%s" : "[%s]", h->host);
-    admin_add_dest_alias(a, one, "relayhost");
-    admin_add_dest_alias(a, bare, "relayhost");
-    len +=
-        (size_t)snprintf(list + len, len < sizeof list ? sizeof list - len : 0,
-                         "%s%s", i ? "," : "", one);
+static void key_reapply(struct admin *a, const char *key, void *arg) {
+  (void)arg;
+  key_apply(a, key, NULL);
+}
+
+void admin_set_destinations(struct admin *a, const struct config *cfg,
+                            const struct routes *rs) {
+  struct admin_target *tgt = NULL;
+  size_t n = 0, cap = 0;
+  int bad = 0;
+  if (cfg && cfg->n_relayhost > 0) {
+    struct route_host h[CONFIG_MAX_LIST];
+    int nh = 0;
+    for (int i = 0; i < cfg->n_relayhost && nh < CONFIG_MAX_LIST; i++, nh++) {
+      snprintf(h[nh].host, sizeof h[nh].host, "%s", cfg->relayhost[i].host);
+      h[nh].port = cfg->relayhost[i].port;
+      h[nh].mx_lookup = cfg->relayhost[i].mx_lookup;
+    }
+    bad |= target_add(&tgt, &n, &cap, "relayhost", h, nh) < 0;
   }
-  if (cfg->n_relayhost > 1 && len < sizeof list)
-    admin_add_dest_alias(a, list, "relayhost");
-  if (cfg->n_relayhost > 0)
-    admin_add_dest_alias(a, "relayhost", "relayhost");
+  for (size_t i = 0; rs && i < rs->n && !bad; i++)
+    if (rs->r[i].n_hosts > 0)
+      bad |= target_add(&tgt, &n, &cap, rs->r[i].key, rs->r[i].hosts,
+                        rs->r[i].n_hosts) < 0;
+  if (bad) {
+    free_targets(tgt, n);
+    log_msg(LOG_WARN, "admin",
+            "out of memory: suspend keeps the old relayhost names");
+    return;
+  }
+  struct admin_target *old = a->tgt;
+  size_t nold = a->ntgt;
+  a->tgt = tgt;
+  a->ntgt = n;
+  /* Keys the old targets had and the new ones cover: in line with the
+   * suspensions under the new names (never lifted in between). */
+  int64_t now = sched_now(a->sched);
+  int any = 0;
+  for (size_t i = 0; i < a->nsusp; i++)
+    any |= a->susp[i].until > now;
+  if (any) {
+    for (size_t i = 0; i < nold; i++)
+      key_apply(a, old[i].key, NULL);
+    for (size_t i = 0; i < a->nsusp; i++)
+      if (a->susp[i].until > now)
+        name_keys(a, a->susp[i].name, key_reapply, NULL);
+  }
+  free_targets(old, nold);
 }
 
 struct admin *admin_start(uv_loop_t *loop, const char *path, struct store *st,

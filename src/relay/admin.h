@@ -89,19 +89,26 @@ void admin_set_loading(struct admin *a, int loading,
 
 /*
  * Destinations (CONTRACT §1 suspend): `suspend DESTINATION` takes a
- * recipient domain (the scheduler's key, lower case) or a spelling the
- * owner registers here for a destination key ("[relay.example]:587" for
- * the key "relayhost").  Both strings are copied (written compared without
- * case); at most 32; `status` shows a key by its first spelling.
+ * recipient domain or a relayhost as written in the configuration, kept
+ * (and shown by `status`) in its canonical form, ASCII lower case.  A name
+ * covers every scheduler key it designates: the domain itself, and the key
+ * of each relayhost target whose list it names (proto/routes.h
+ * routes_dest_covers: "[h]:p" or "h:p", "[h]" or "h" for that host on any
+ * port, or the whole list) or whose key it is ("relayhost", a route's
+ * "[h]:p#LINE").  So one name holds the global relayhost and every route
+ * to the same relayhost, whatever their settings or the case they are
+ * written in.  A name that covers nothing is refused with the reason.
+ *
+ * admin_set_destinations tells the targets: the global relayhost of cfg
+ * (key "relayhost") and the relayhost routes of rs (NULL: none); both are
+ * copied.  Call it after admin_start, before the queue loads, and again
+ * after the routes are reloaded (SIGHUP): suspensions then cover the new
+ * keys, without lifting a key that stays covered.
  */
-void admin_add_dest_alias(struct admin *a, const char *written,
-                          const char *key);
-
-/* Registers the configuration's relayhost as written (each entry as
- * "[host]:port" or "host:port", with and without the port, the whole list,
- * and the word "relayhost") for the key "relayhost". */
 struct config;
-void admin_alias_relayhosts(struct admin *a, const struct config *cfg);
+struct routes;
+void admin_set_destinations(struct admin *a, const struct config *cfg,
+                            const struct routes *rs);
 
 /* What `tlsrpt` answers (CONTRACT §5): json(arg) gives one line of JSON,
  * malloc'd (relay/tlsrpt.h tlsrpt_json), NULL when out of memory; arg is

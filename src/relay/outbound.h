@@ -61,6 +61,11 @@ const char *outbound_dest(const struct outbound *ob, const char *domain);
 struct relay_routes;
 void outbound_set_routes(struct outbound *ob, struct relay_routes *rt);
 
+/* The routes in force (parsed, proto/routes.h), NULL when none; valid
+ * until the next outbound_set_routes / outbound_reload. */
+struct routes;
+const struct routes *outbound_routes(const struct outbound *ob);
+
 /* SIGHUP: reloads the routes file (a bad file is logged and the old routes
  * stay) and the trust anchors (tls_ca_file or the system store) for new
  * connections; connections in flight keep theirs.  Logs the outcome. */

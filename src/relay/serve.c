@@ -338,6 +338,8 @@ static void on_signal(uv_signal_t *s, int signum) {
   if (signum == SIGHUP) {
     inbound_reload(sv->inbound);
     outbound_reload(sv->outbound);
+    /* Suspensions cover the keys of the routes now in force. */
+    admin_set_destinations(sv->admin, sv->cfg, outbound_routes(sv->outbound));
     return;
   }
   begin_shutdown(sv, signum == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -426,7 +428,8 @@ int serve_main(const struct config *cfg) {
     log_msg(LOG_ERROR, "startup", "%s", err);
     return 2;
   }
-  admin_alias_relayhosts(sv.admin, cfg);
+  /* Before the queue loads: a suspended relayhost covers its routes. */
+  admin_set_destinations(sv.admin, cfg, outbound_routes(sv.outbound));
   admin_set_tlsrpt(sv.admin, tlsrpt_json_arg, outbound_tlsrpt(sv.outbound));
   /* Before the SMTP listeners: /readyz says 503 until they are open. */
   rc = metrics_start(sv.loop, cfg, &sv.stats, sv.sched, &sv.metrics, err,

@@ -427,3 +427,93 @@ def test_the_null_sender_can_be_selected(mailhop, sink):
     assert r.returncode == 0, r
     assert [x["sender"] for x in admin(m, "queue")[0]["messages"]] == \
         ["a@src.example"]
+
+
+# ---- suspend: what a name covers -------------------------------------------
+
+@pytest.fixture
+def ctl():
+    """A second sink: the control route's peer, never suspended."""
+    h = SinkHandler()
+    c = Controller(h, hostname="127.0.0.1", port=free_port())
+    c.start()
+    h.port = c.port
+    yield h
+    c.stop()
+
+
+def waits(m, *addresses):
+    """Every address is queued, never tried (a suspension holds it)."""
+    for a in addresses:
+        r = rcpt(m, a)
+        assert r is not None and r["state"] == "queued" and \
+            r["attempts"] == 0, (a, r)
+
+
+def test_suspend_a_relayhost_holds_every_route_to_it(mailhop, sink, ctl,
+                                                     tmp_path):
+    """CONTRACT §1: a relayhost as written in the configuration.  Its name
+    covers the global relayhost, a routes_file route with the same
+    relayhost, a second route with the same relayhost but other settings
+    (a key of its own, "#LINE"), and a route whose relayhost is written in
+    upper case; `[host]` without a port covers that host on every port it
+    is configured with.  A control route to another sink shows that mail
+    flows meanwhile."""
+    p, q = sink.port, ctl.port
+    routes = tmp_path / "routes"
+    routes.write_text(
+        f"recipient:@r1.test relayhost=[127.0.0.1]:{p} relayhost_tls=none\n"
+        f"recipient:@r2.test relayhost=[127.0.0.1]:{p} "
+        "relayhost_tls=opportunistic\n"
+        f"recipient:@ctl.test relayhost=[127.0.0.1]:{q} relayhost_tls=none\n"
+        f"recipient:@up.test relayhost=[MX.A.TEST]:{p} relayhost_tls=none\n")
+    m = mailhop(relayhost=f"[127.0.0.1]:{p}", relayhost_tls="none",
+                routes_file=routes, retry_schedule="1h")
+    r = m.cli("suspend", f"[127.0.0.1]:{p}")
+    assert r.returncode == 0 and r.stdout == "suspended\n", r
+    r = m.cli("suspend", "[Mx.A.Test]")
+    assert r.returncode == 0, r
+    assert [s["destination"] for s in status(m)["suspended"]] == \
+        [f"[127.0.0.1]:{p}", "[mx.a.test]"]
+
+    send(m, "a@src.example", ("g@g.test", "a@r1.test", "b@r2.test",
+                              "u@up.test", "c1@ctl.test"))
+    wait_until(lambda: "c1@ctl.test" in delivered_to(ctl))
+    assert m.cli("queue", "flush").returncode == 0
+    send(m, "a@src.example", ("c2@ctl.test",))
+    wait_until(lambda: "c2@ctl.test" in delivered_to(ctl))
+    waits(m, "g@g.test", "a@r1.test", "b@r2.test", "u@up.test")
+    assert sink.messages == []
+
+    # A restart keeps them, with the same cover (the routes are known again
+    # before the queue loads).
+    assert m.stop() == 0
+    st = restart(m)
+    assert [s["destination"] for s in st["suspended"]] == \
+        [f"[127.0.0.1]:{p}", "[mx.a.test]"]
+    send(m, "a@src.example", ("c3@ctl.test",))
+    wait_until(lambda: "c3@ctl.test" in delivered_to(ctl))
+    waits(m, "g@g.test", "a@r1.test", "b@r2.test", "u@up.test")
+    assert sink.messages == []
+
+    # Two names may cover one key: "relayhost" (the global one's key) too.
+    assert m.cli("suspend", "relayhost").returncode == 0
+    # unsuspend lifts what it covered and no other name still covers: the
+    # routes go, the global relayhost's mail waits for "relayhost", the
+    # upper-case route (another host) for its own name.
+    r = m.cli("unsuspend", f"[127.0.0.1]:{p}")
+    assert r.returncode == 0 and r.stdout == "unsuspended\n", r
+    wait_until(lambda: sorted(delivered_to(sink)) == ["a@r1.test",
+                                                      "b@r2.test"])
+    send(m, "a@src.example", ("c4@ctl.test",))
+    wait_until(lambda: "c4@ctl.test" in delivered_to(ctl))
+    waits(m, "g@g.test", "u@up.test")
+    assert [s["destination"] for s in status(m)["suspended"]] == \
+        ["[mx.a.test]", "relayhost"]
+    assert m.cli("unsuspend", "relayhost").returncode == 0
+    wait_until(lambda: sorted(delivered_to(sink)) ==
+               ["a@r1.test", "b@r2.test", "g@g.test"])
+    waits(m, "u@up.test")
+    assert m.cli("unsuspend", "[MX.A.TEST]").returncode == 0
+    assert status(m)["suspended"] == []
+

@@ -185,10 +185,80 @@ static void test_errors(void) {
   free(big);
 }
 
+/* What an operator's name covers (suspend, CONTRACT §1): canonical keys
+ * (host names in lower case, "#LINE" for the same list with other
+ * settings), routes_dest_canon/_covers/_is_domain. */
+static void test_dest_names(void) {
+  const char *t = "recipient:@a.test relayhost=[MX.A.TEST]:587\n"
+                  "recipient:@b.test relayhost=[mx.a.test]:587 "
+                  "relayhost_tls=none\n"
+                  "recipient:@c.test relayhost=[Mx.A.Test]:587 "
+                  "relayhost_tls=none\n"
+                  "recipient:@d.test relayhost=Smart.Test:2525,[192.0.2.1]\n";
+  struct routes rs;
+  char err[512] = "";
+  CHECK_INT(parse(t, &rs, err), 0);
+  CHECK_STR(rs.r[0].key, "[mx.a.test]:587");
+  CHECK_STR(rs.r[0].hosts[0].host, "MX.A.TEST"); /* connects as written */
+  CHECK_STR(rs.r[1].key, "[mx.a.test]:587#2");
+  CHECK_STR(rs.r[2].key, "[mx.a.test]:587#2"); /* same as line 2's */
+  CHECK_STR(rs.r[3].key, "smart.test:2525,[192.0.2.1]:25");
+
+  char c[300];
+  CHECK_INT(routes_dest_canon("[MX.a.Test]:587", c, sizeof c), 0);
+  CHECK_STR(c, "[mx.a.test]:587");
+  CHECK_INT(routes_dest_canon("", c, sizeof c), -1);
+  CHECK_INT(routes_dest_canon("a b", c, sizeof c), -1);
+  CHECK_INT(routes_dest_canon("a\tb", c, sizeof c), -1);
+  CHECK_INT(routes_dest_canon("abcdef", c, 4), -1);
+
+  const struct route_host *h0 = rs.r[0].hosts, *h3 = rs.r[3].hosts;
+  CHECK_INT(routes_dest_covers("[mx.a.test]:587", h0, 1), 1);
+  CHECK_INT(routes_dest_covers("[mx.a.test]", h0, 1), 1); /* any port */
+  CHECK_INT(routes_dest_covers("[mx.a.test]:25", h0, 1), 0);
+  CHECK_INT(routes_dest_covers("mx.a.test:587", h0, 1), 0); /* MX lookup */
+  CHECK_INT(routes_dest_covers("mx.a.test", h0, 1), 0);
+  CHECK_INT(routes_dest_covers("[mx.a.test]:587#2", h0, 1), 0);
+  CHECK_INT(routes_dest_covers("smart.test:2525", h3, 2), 1);
+  CHECK_INT(routes_dest_covers("smart.test", h3, 2), 1);
+  CHECK_INT(routes_dest_covers("[smart.test]", h3, 2), 0);
+  CHECK_INT(routes_dest_covers("[192.0.2.1]:25", h3, 2), 1);
+  CHECK_INT(routes_dest_covers("[192.0.2.1]", h3, 2), 1);
+  CHECK_INT(routes_dest_covers("smart.test:2525,[192.0.2.1]:25", h3, 2), 1);
+  CHECK_INT(routes_dest_covers("smart.test:2525,[192.0.2.1]", h3, 2), 1);
+  CHECK_INT(routes_dest_covers("[192.0.2.1]:25,smart.test:2525", h3, 2), 0);
+  CHECK_INT(routes_dest_covers("", h3, 2), 0);
+  CHECK_INT(routes_dest_covers("smart.test:2525", h3, 0), 0);
+
+  CHECK_INT(routes_dest_is_domain("example.com"), 1);
+  CHECK_INT(routes_dest_is_domain("xn--bcher-kva.example"), 1);
+  CHECK_INT(routes_dest_is_domain("b\xc3\xbccher.example"), 1);
+  CHECK_INT(routes_dest_is_domain("localhost"), 1);
+  CHECK_INT(routes_dest_is_domain("[192.0.2.1]"), 1);
+  CHECK_INT(routes_dest_is_domain("[ipv6:2001:db8::1]"), 1);
+  CHECK_INT(routes_dest_is_domain("[192.0.2.1]:25"), 0);
+  CHECK_INT(routes_dest_is_domain("[x.test]"), 0);
+  CHECK_INT(routes_dest_is_domain("-x.test"), 0);
+  CHECK_INT(routes_dest_is_domain("x-.test"), 0);
+  CHECK_INT(routes_dest_is_domain("x..test"), 0);
+  CHECK_INT(routes_dest_is_domain(".x.test"), 0);
+  CHECK_INT(routes_dest_is_domain("x.test."), 0);
+  CHECK_INT(routes_dest_is_domain("x.test:25"), 0);
+  CHECK_INT(routes_dest_is_domain("a@x.test"), 0);
+  CHECK_INT(routes_dest_is_domain("X.test"), 0); /* canonical: lower case */
+  CHECK_INT(routes_dest_is_domain(""), 0);
+  char big[300];
+  memset(big, 'a', sizeof big - 1);
+  big[sizeof big - 1] = '\0';
+  CHECK_INT(routes_dest_is_domain(big), 0);
+  routes_free(&rs);
+}
+
 int main(void) {
   test_contract_example();
   test_precedence();
   test_settings();
   test_errors();
+  test_dest_names();
   return check_result("test_routes");
 }

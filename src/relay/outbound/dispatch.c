@@ -617,6 +617,10 @@ void outbound_set_routes(struct outbound *ob, struct relay_routes *rt) {
   relay_routes_unref(old);
 }
 
+const struct routes *outbound_routes(const struct outbound *ob) {
+  return ob->routes ? &ob->routes->rs : NULL;
+}
+
 void outbound_reload(struct outbound *ob) {
   char err[512];
   const struct config *cfg = ob->cfg;
