@@ -462,8 +462,17 @@ static int build_command(const struct cli *cli, char *out, size_t n,
     return 0;
   }
   if (!strcmp(w0, "suspend") || !strcmp(w0, "unsuspend")) {
-    if (nw != 2 || !word_ok(cli->words[1]))
+    if (nw != 2)
       return -1;
+    if (!word_ok(cli->words[1])) {
+      fputs("mailhop: bad destination '", stderr);
+      put_safe(stderr, cli->words[1], 0);
+      fputs(*cli->words[1] ? "': a relayhost or domain name has no blank "
+                             "or control character\n"
+                           : "': empty\n",
+            stderr);
+      return -1;
+    }
     *what = w0;
     if (w0[0] == 'u') {
       snprintf(out, n, "unsuspend %s\n", cli->words[1]);

@@ -517,3 +517,22 @@ def test_suspend_a_relayhost_holds_every_route_to_it(mailhop, sink, ctl,
     assert m.cli("unsuspend", "[MX.A.TEST]").returncode == 0
     assert status(m)["suspended"] == []
 
+
+
+def test_suspend_names_the_reason_of_a_bad_destination(mailhop, sink):
+    """A name that is neither a configured relayhost or route nor a domain
+    is refused with a reason; a well-formed domain without mail is fine
+    (mail may come later)."""
+    m = mailhop(relayhost=f"[127.0.0.1]:{sink.port}", relayhost_tls="none")
+    r = m.cli("suspend", "a b")
+    assert r.returncode == 1, r
+    assert "bad destination 'a b'" in r.stderr, r.stderr
+    r = m.cli("suspend", "[no.such.test]:25")
+    assert r.returncode == 1, r
+    assert "not a configured relayhost" in r.stderr, r.stderr
+    (e,) = admin(m, "suspend -x.test")
+    assert "not a configured relayhost" in e["error"], e
+    assert status(m)["suspended"] == []
+    assert m.cli("suspend", "later.example").returncode == 0
+    assert [s["destination"] for s in status(m)["suspended"]] == \
+        ["later.example"]
