@@ -9,7 +9,11 @@
  *    and only with a relayhost, and never over unverified TLS unless
  *    relayhost_auth_plaintext is set;
  *  - routes_match of each route's own match finds a route of the same
- *    kind or a stronger one (a recipient route over a sender route).
+ *    kind or a stronger one (a recipient route over a sender route);
+ *  - keys are canonical (no upper case), and the key without its "#LINE"
+ *    names the route's own list (routes_dest_covers), as each entry does;
+ *  - the destination-name functions take the raw bytes (as a name) without
+ *    harm, and a name they canonicalize has no upper case.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -31,7 +35,10 @@
 
 #define NAME "fuzz.routes"
 
+static void dest_names(const uint8_t *data, size_t size);
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  dest_names(data, size);
   struct routes rs;
   char err[1024];
   size_t lines = 1;
@@ -74,6 +81,38 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
           m->kind == ROUTE_SENDER_ADDRESS);
     CHECK(m <= r || m->kind != r->kind || strcasecmp(m->match, r->match));
   }
+  for (size_t i = 0; i < rs.n; i++) {
+    const struct route *r = &rs.r[i];
+    if (r->n_hosts == 0)
+      continue;
+    char base[ROUTES_KEY_MAX];
+    snprintf(base, sizeof base, "%s", r->key);
+    char *hash = strchr(base, '#');
+    if (hash)
+      *hash = '\0';
+    for (const char *c = r->key; *c; c++)
+      CHECK(!(*c >= 'A' && *c <= 'Z'));
+    CHECK(routes_dest_covers(base, r->hosts, r->n_hosts) == 1);
+    CHECK(routes_dest_covers(r->key, r->hosts, r->n_hosts) == !hash);
+  }
   routes_free(&rs);
   return 0;
+}
+
+/* The destination-name functions on the raw bytes (up to a NUL). */
+static void dest_names(const uint8_t *data, size_t size) {
+  char in[300], name[300];
+  size_t n = size < sizeof in - 1 ? size : sizeof in - 1;
+  memcpy(in, data, n);
+  in[n] = '\0';
+  if (routes_dest_canon(in, name, sizeof name) < 0)
+    return;
+  for (const char *c = name; *c; c++)
+    CHECK(!(*c >= 'A' && *c <= 'Z') && (unsigned char)*c > 0x20);
+  int d = routes_dest_is_domain(name);
+  CHECK(d == 0 || d == 1);
+  struct route_host h = {.port = 25, .mx_lookup = 0};
+  snprintf(h.host, sizeof h.host, "%s", name);
+  int c = routes_dest_covers(name, &h, 1);
+  CHECK(c == 0 || c == 1);
 }
