@@ -6,6 +6,7 @@ the admin socket and the `mailhop queue|suspend|unsuspend` CLI.  Every
 check is about order and counts, never about how long something took."""
 import calendar
 import json
+import signal
 import smtplib
 import socket
 import threading
@@ -536,3 +537,29 @@ def test_suspend_names_the_reason_of_a_bad_destination(mailhop, sink):
     assert m.cli("suspend", "later.example").returncode == 0
     assert [s["destination"] for s in status(m)["suspended"]] == \
         ["later.example"]
+
+
+def test_a_suspension_covers_routes_added_by_a_reload(mailhop, sink, ctl,
+                                                      tmp_path):
+    """After SIGHUP reloads the routes, a suspended relayhost name covers
+    the new routes to it as well (their keys are new)."""
+    p, q = sink.port, ctl.port
+    routes = tmp_path / "routes"
+    routes.write_text(
+        f"recipient:@ctl.test relayhost=[127.0.0.1]:{q} relayhost_tls=none\n")
+    m = mailhop(relayhost=f"[127.0.0.1]:{p}", relayhost_tls="none",
+                routes_file=routes, retry_schedule="1h")
+    assert m.cli("suspend", f"[127.0.0.1]:{p}").returncode == 0
+    routes.write_text(
+        f"recipient:@ctl.test relayhost=[127.0.0.1]:{q} relayhost_tls=none\n"
+        f"recipient:@new.test relayhost=[127.0.0.1]:{p} "
+        "relayhost_tls=opportunistic\n")
+    m.proc.send_signal(signal.SIGHUP)
+    m.wait_log("routes reloaded")
+    send(m, "a@src.example", ("n@new.test", "g@g.test", "c1@ctl.test"))
+    wait_until(lambda: "c1@ctl.test" in delivered_to(ctl))
+    waits(m, "n@new.test", "g@g.test")
+    assert sink.messages == []
+    assert m.cli("unsuspend", f"[127.0.0.1]:{p}").returncode == 0
+    wait_until(lambda: sorted(delivered_to(sink)) == ["g@g.test",
+                                                      "n@new.test"])
