@@ -45,6 +45,8 @@ static const char usage[] =
     "  unsuspend DESTINATION               resume delivery to a "
     "destination\n"
     "  pause | resume                      stop / restart outbound delivery\n"
+    "  drain [--to [HOST]:PORT] [--timeout DURATION] | drain --cancel  stop "
+    "accepting, hand the queue on\n"
     "  resolve DOMAIN [--sender ADDR]      print the route and delivery "
     "candidates\n"
     "  dkim keygen DOMAIN SELECTOR [...]   write a DKIM key, print its DNS "
@@ -138,6 +140,22 @@ static const struct {
     {"resume", "usage: mailhop resume [-s SOCKET]\n\n"
                "Restarts outbound delivery after mailhop pause.\n\n"
                "options:\n" ADMIN_OPTIONS},
+    {"drain",
+     "usage: mailhop drain [--to [HOST]:PORT] [--timeout DURATION] [-s "
+     "SOCKET]\n"
+     "       mailhop drain --cancel [-s SOCKET]\n\n"
+     "Stops accepting (listeners closed, /readyz 503, status accepting "
+     "false) and\ndelivers every queued message that is not held: with "
+     "--to, hands each to\nthat SMTP peer (another mailhop that lists this "
+     "one in relay_networks)\ninstead of its own route, envelope and DSN "
+     "parameters kept; the local copy\ngoes after the peer's 250.  Exit 0 "
+     "when nothing deliverable is left, 1 on\ntimeout (default 5m) printing "
+     "how many remain.  The daemon keeps running,\nnot accepting, until "
+     "drain --cancel (listeners reopen) or SIGTERM.\n\noptions:\n"
+     "  --to [HOST]:PORT     the peer (HOST defaults to 127.0.0.1)\n"
+     "  --timeout DURATION   how long to wait (90s, 5m, 1h; default 5m)\n"
+     "  --cancel             accept again, deliver by the own routes\n"
+     "  --json               print {\"drained\", \"remaining\"}\n" ADMIN_OPTIONS},
     {"resolve",
      "usage: mailhop resolve DOMAIN [--sender ADDR] [-c FILE] [-o "
      "KEY=VALUE]...\n\n"
@@ -269,7 +287,8 @@ int main(int argc, char **argv) {
   int known = strcmp(cmd, "serve") == 0 || strcmp(cmd, "resolve") == 0 ||
               strcmp(cmd, "status") == 0 || strcmp(cmd, "queue") == 0 ||
               strcmp(cmd, "pause") == 0 || strcmp(cmd, "resume") == 0 ||
-              strcmp(cmd, "suspend") == 0 || strcmp(cmd, "unsuspend") == 0;
+              strcmp(cmd, "suspend") == 0 || strcmp(cmd, "unsuspend") == 0 ||
+              strcmp(cmd, "drain") == 0;
   if (!known || (strcmp(cmd, "serve") == 0 && cli.n_words != 1) ||
       (strcmp(cmd, "resolve") == 0 && cli.n_words != 2)) {
     fprintf(stderr, "mailhop: unknown command '%s' (see mailhop --help)\n",

@@ -19,6 +19,7 @@
 #include "loop/admin_socket.h"
 #include "config.h"
 #include "proto/qfilter.h"
+#include "proto/routes.h"
 #include "proto/text.h"
 #include "queue/sched.h"
 #include "queue/store.h"
@@ -56,6 +57,8 @@ struct admin {
   struct admin_req *reqs;      /* requests waiting on the store */
   struct admin_alias alias[ADMIN_ALIAS_MAX];
   size_t nalias;
+  admin_drain_cb drain; /* serve's part of `drain`; NULL: refused */
+  void *drain_data;
 };
 
 /* What a filtered command does with each page of matches. */
@@ -674,6 +677,49 @@ static void cmd_resume(struct admin *a, struct admin_client *c, char **argv,
   admin_socket_end(c);
 }
 
+/* ---- drain (CONTRACT §1, §5) -------------------------------------------- */
+
+/* 1 when s is all digits (a TIMEOUT_S word), at most 9 of them. */
+static int all_digits(const char *s) {
+  size_t n = strlen(s);
+  if (n == 0 || n > 9)
+    return 0;
+  for (size_t i = 0; i < n; i++)
+    if (s[i] < '0' || s[i] > '9')
+      return 0;
+  return 1;
+}
+
+static void cmd_drain(struct admin *a, struct admin_client *c, char **argv,
+                      int argc) {
+  int cancel = argc == 1 && strcasecmp(argv[0], "cancel") == 0;
+  struct route_host to;
+  int have_to = 0;
+  int64_t timeout_s = 0;
+  for (int i = 0; i < argc && !cancel; i++) {
+    if (all_digits(argv[i]) && i == argc - 1) {
+      timeout_s = strtoll(argv[i], NULL, 10);
+    } else if (i == 0 && routes_parse_peer(argv[i], &to) == 0) {
+      have_to = 1;
+    } else {
+      reply_error(c, "usage: drain [[HOST]:PORT] [TIMEOUT_S] | drain cancel",
+                  NULL);
+      admin_socket_end(c);
+      return;
+    }
+  }
+  char err[256] = "";
+  if (!a->drain) {
+    reply_error(c, "drain is not available", NULL);
+  } else if (a->drain(a->drain_data, cancel, have_to ? &to : NULL, timeout_s,
+                      err, sizeof err) < 0) {
+    reply_error(c, err[0] ? err : "drain failed", NULL);
+  } else {
+    reply_ok(c);
+  }
+  admin_socket_end(c);
+}
+
 /* ---- filtered commands (CONTRACT §1 FILTER, §5) ------------------------- */
 
 /* 1 when the arguments are one message id (not a filter word). */
@@ -1066,6 +1112,7 @@ static const struct admin_cmd commands[] = {
     {"resume", 0, 0, 0, cmd_resume, ""},
     {"suspend", 1, 2, 0, cmd_suspend, " DESTINATION [SECONDS]"},
     {"unsuspend", 1, 1, 0, cmd_unsuspend, " DESTINATION"},
+    {"drain", 0, 2, 0, cmd_drain, " [[HOST]:PORT] [TIMEOUT_S] | cancel"},
 };
 
 static int id_valid(const char *s);
@@ -1176,6 +1223,11 @@ static void restore_suspensions(struct admin *a) {
       log_msg(LOG_WARN, "admin", "cannot drop an old suspension");
     }
   }
+}
+
+void admin_set_drain(struct admin *a, admin_drain_cb cb, void *data) {
+  a->drain = cb;
+  a->drain_data = data;
 }
 
 void admin_add_dest_alias(struct admin *a, const char *written,

@@ -22,6 +22,7 @@
  */
 #include "relay/inbound.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <malloc.h>
 #include <stdio.h>
@@ -63,6 +64,11 @@ struct inbound {
   void *data;
   struct listener *listeners[MAX_LISTENERS];
   int n_listeners;
+  /* The bound addresses (the real port of a `:0` listener) and their TLS
+   * flag, to open them again after a drain (inbound_resume_accepting). */
+  struct sockaddr_storage bound[MAX_LISTENERS];
+  int bound_tls[MAX_LISTENERS];
+  int n_bound;
   SSL_CTX *tls_ctx;           /* NULL without a certificate */
   struct auth *auth;          /* NULL without auth_users_file */
   struct dkim *dkim;          /* NULL without dkim_sign */
@@ -1228,6 +1234,13 @@ struct inbound *inbound_start(uv_loop_t *loop, const struct config *cfg,
       free(in);
       return NULL;
     }
+    const struct sockaddr *ba = listener_addr(l);
+    if (ba) {
+      memcpy(&in->bound[in->n_bound], ba,
+             ba->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                       : sizeof(struct sockaddr_in));
+      in->bound_tls[in->n_bound++] = tls;
+    }
     in->listeners[in->n_listeners++] = l;
     struct log_line ll;
     log_begin(&ll, LOG_INFO, "listening");
@@ -1242,6 +1255,36 @@ void inbound_stop_accepting(struct inbound *in) {
   for (int j = 0; j < in->n_listeners; j++)
     listener_close(in->listeners[j]);
   in->n_listeners = 0;
+}
+
+int inbound_resume_accepting(struct inbound *in, char *err, size_t errlen) {
+  if (in->n_listeners > 0 || in->freeing)
+    return 0;
+  for (int i = 0; i < in->n_bound; i++) {
+    struct listener *l = NULL;
+    if (listener_open(in->loop, (const struct sockaddr *)&in->bound[i],
+                      in->bound_tls[i], on_accept, in, &l, err, errlen) < 0) {
+      inbound_stop_accepting(in);
+      return -1;
+    }
+    in->listeners[in->n_listeners++] = l;
+    const struct sockaddr *sa = (const struct sockaddr *)&in->bound[i];
+    char ip[INET6_ADDRSTRLEN] = "?", text[INET6_ADDRSTRLEN + 16];
+    uv_ip_name(sa, ip, sizeof ip);
+    int port = ntohs(sa->sa_family == AF_INET6
+                         ? ((const struct sockaddr_in6 *)sa)->sin6_port
+                         : ((const struct sockaddr_in *)sa)->sin_port);
+    snprintf(text, sizeof text, sa->sa_family == AF_INET6 ? "[%s]:%d" : "%s:%d",
+             ip, port);
+    struct log_line ll;
+    log_begin(&ll, LOG_INFO, "listening");
+    log_str(&ll, "addr", text);
+    log_str(&ll, "tls", in->bound_tls[i] ? "implicit"
+                        : in->tls_ctx    ? "starttls"
+                                         : "none");
+    log_end(&ll);
+  }
+  return 0;
 }
 
 int inbound_sessions(const struct inbound *in) {
