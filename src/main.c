@@ -148,14 +148,17 @@ static const struct {
      "false) and\ndelivers every queued message that is not held: with "
      "--to, hands each to\nthat SMTP peer (another mailhop that lists this "
      "one in relay_networks)\ninstead of its own route, envelope and DSN "
-     "parameters kept; the local copy\ngoes after the peer's 250.  Exit 0 "
-     "when nothing deliverable is left, 1 on\ntimeout (default 5m) printing "
-     "how many remain.  The daemon keeps running,\nnot accepting, until "
-     "drain --cancel (listeners reopen) or SIGTERM.\n\noptions:\n"
+     "parameters kept; the local copy\ngoes after the peer's 250.  Open "
+     "sessions get 421 after their transaction.\nExit 0 when nothing "
+     "deliverable is left and no session is open, 1 on\ntimeout (default "
+     "5m) printing how many remain.  The daemon keeps running,\nnot "
+     "accepting, until drain --cancel (listeners reopen) or SIGTERM.\n\n"
+     "options:\n"
      "  --to [HOST]:PORT     the peer (HOST defaults to 127.0.0.1)\n"
      "  --timeout DURATION   how long to wait (90s, 5m, 1h; default 5m)\n"
      "  --cancel             accept again, deliver by the own routes\n"
-     "  --json               print {\"drained\", \"remaining\"}\n" ADMIN_OPTIONS},
+     "  --json               print {\"drained\", \"remaining\", "
+     "\"sessions\"}\n" ADMIN_OPTIONS},
     {"resolve",
      "usage: mailhop resolve DOMAIN [--sender ADDR] [-c FILE] [-o "
      "KEY=VALUE]...\n\n"

@@ -576,22 +576,29 @@ static int drain_wait(const char *path, const char *line, int64_t timeout_s,
       return rc;
     const json_t *q = json_object_get(j, "queue");
     long long left = jget_int(q, "messages") - jget_int(q, "held");
+    /* A session still open may yet commit a message (draining ends each
+     * after its transaction): not done before the last one is gone. */
+    long long sessions = jget_int(j, "sessions");
     json_decref(j);
     if (left < 0)
       left = 0;
     clock_gettime(CLOCK_MONOTONIC, &now);
     int late = now.tv_sec - start.tv_sec >= timeout_s;
-    if (left == 0 || late) {
+    int done = left == 0 && sessions == 0;
+    if (done || late) {
       if (json)
-        printf("{\"drained\": %s, \"remaining\": %lld}\n",
-               left == 0 ? "true" : "false", left);
-      else if (left == 0)
+        printf("{\"drained\": %s, \"remaining\": %lld, \"sessions\": %lld}\n",
+               done ? "true" : "false", left, sessions);
+      else if (done)
         printf("drained\n");
-      else
+      else if (sessions == 0)
         printf("timeout: %lld message%s remain\n", left, left == 1 ? "" : "s");
+      else
+        printf("timeout: %lld message%s remain, %lld session%s open\n", left,
+               left == 1 ? "" : "s", sessions, sessions == 1 ? "" : "s");
       if (fflush(stdout) != 0)
         return EXIT_RUNTIME;
-      return left == 0 ? 0 : 1;
+      return done ? 0 : 1;
     }
     struct timespec pause = {.tv_sec = 0, .tv_nsec = 500 * 1000 * 1000};
     nanosleep(&pause, NULL);

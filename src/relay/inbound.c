@@ -77,6 +77,7 @@ struct inbound {
   int n_sessions;
   uint64_t next_session;
   int freeing;
+  int draining; /* `drain`: sessions end after their transaction */
   void (*freed_cb)(void *data);
   void *freed_data;
   struct inbound_debug dbg; /* test hooks; zero in production */
@@ -772,6 +773,10 @@ static void step_act(struct session *s) {
     else
       smtp_server_commit_done(s->srv, 0, commit_error_reply(s->step_status));
     envelope_clear(s);
+    /* Draining: the client has its reply; it sends the next message
+     * elsewhere (421 after the 250, CONTRACT §1 drain). */
+    if (s->in->draining)
+      smtp_server_close(s->srv, SMTP_SRV_CLOSE_SHUTDOWN);
     break;
   case WAIT_AUTH: {
     enum auth_status st = s->auth_status;
@@ -1257,7 +1262,33 @@ void inbound_stop_accepting(struct inbound *in) {
   in->n_listeners = 0;
 }
 
+void inbound_drain_sessions(struct inbound *in, int on) {
+  in->draining = on;
+  if (!on)
+    return;
+  struct session *next;
+  for (struct session *s = in->sessions; s; s = next) {
+    next = s->next;
+    /* Between transactions and waiting for nothing: 421 now.  The others
+     * get it after their message's reply (step_act, WAIT_COMMIT). */
+    if (s->ended || !s->srv || s->wait != WAIT_NONE || s->sender ||
+        smtp_server_state(s->srv) != SMTP_SRV_ST_CMD)
+      continue;
+    if (session_attach(s) < 0) {
+      session_end(s, 0);
+      continue;
+    }
+    smtp_server_close(s->srv, SMTP_SRV_CLOSE_SHUTDOWN);
+    struct smtp_event ev;
+    while (smtp_server_event(s->srv, &ev))
+      ;
+    if (session_flush(s) == 0)
+      session_detach(s);
+  }
+}
+
 int inbound_resume_accepting(struct inbound *in, char *err, size_t errlen) {
+  in->draining = 0;
   if (in->n_listeners > 0 || in->freeing)
     return 0;
   for (int i = 0; i < in->n_bound; i++) {
@@ -1279,9 +1310,10 @@ int inbound_resume_accepting(struct inbound *in, char *err, size_t errlen) {
     struct log_line ll;
     log_begin(&ll, LOG_INFO, "listening");
     log_str(&ll, "addr", text);
-    log_str(&ll, "tls", in->bound_tls[i] ? "implicit"
-                        : in->tls_ctx    ? "starttls"
-                                         : "none");
+    log_str(&ll, "tls",
+            in->bound_tls[i] ? "implicit"
+            : in->tls_ctx    ? "starttls"
+                             : "none");
     log_end(&ll);
   }
   return 0;

@@ -72,8 +72,7 @@ void outbound_set_routes(struct outbound *ob, struct relay_routes *rt);
  * are closed both ways.  host is copied.  0, or -EINVAL (empty or too
  * long host).
  */
-int outbound_set_drain_to(struct outbound *ob, const char *host,
-                          uint16_t port);
+int outbound_set_drain_to(struct outbound *ob, const char *host, uint16_t port);
 
 /* SIGHUP: reloads the routes file (a bad file is logged and the old routes
  * stay) and the trust anchors (tls_ca_file or the system store) for new

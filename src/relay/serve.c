@@ -50,7 +50,7 @@ struct serve {
   int counted; /* unloaded holds the count made at start */
   uv_signal_t sig_term, sig_int, sig_hup;
   uv_timer_t shutdown_timer;
-  uv_timer_t drain_timer; /* polls the drain while stopping */
+  uv_timer_t drain_timer;   /* polls the drain while stopping */
   uv_timer_t handoff_timer; /* `mailhop drain`'s timeout, for the log */
   int stopping;
   int exit_code;
@@ -392,6 +392,7 @@ static int serve_drain(void *data, int cancel, const struct route_host *to,
     return -1;
   }
   inbound_stop_accepting(sv->inbound);
+  inbound_drain_sessions(sv->inbound, 1);
   sv->stats.draining = 1; /* /readyz 503, status "accepting": false */
   /* Every message not held is due now (held ones and suspended
    * destinations wait, as for flush). */

@@ -21,7 +21,7 @@ import time
 import pytest
 from aiosmtpd.controller import Controller
 
-from conftest import Mailhop, free_port, rows
+from conftest import Mailhop, Raw, free_port, rows
 from smtpsink import Sink
 
 
@@ -240,7 +240,8 @@ def test_drain_times_out_with_the_count(fleet):
     assert queue_count(a) == 3
     r = a.cli("drain", "--timeout", "1s", "--json")
     assert r.returncode == 1
-    assert json.loads(r.stdout) == {"drained": False, "remaining": 3}
+    assert json.loads(r.stdout) == {"drained": False, "remaining": 3,
+                                    "sessions": 0}
     assert a.cli("drain", "--cancel").returncode == 0
     assert status(a)["accepting"] is True
 
@@ -282,3 +283,43 @@ def test_a_peer_that_dies_mid_transfer_loses_nothing(fleet, sink):
             sorted(f"m{i}@dest.test" for i in range(4))
     finally:
         dying.stop()
+
+
+def test_open_sessions_end_after_their_transaction(fleet, sink):
+    """An idle session gets 421 at the drain; one in the middle of a
+    transaction finishes its message (250, queued and handed on) and then
+    gets 421; the CLI waits for it."""
+    b = fleet("b", relayhost=f"[127.0.0.1]:{sink.port}", relayhost_tls="none")
+    a = fleet("a", relayhost=f"[127.0.0.1]:{dead_port()}",
+              relayhost_tls="none")
+    idle = Raw(a.port)
+    assert idle.reply()[0] == 220
+    assert idle.cmd("EHLO idle.test")[0] == 250
+    busy = Raw(a.port)
+    assert busy.reply()[0] == 220
+    assert busy.cmd("EHLO busy.test")[0] == 250
+    assert busy.cmd("MAIL FROM:<s@src.test>")[0] == 250
+    assert busy.cmd("RCPT TO:<late@dest.test>")[0] == 250
+    wait_until(lambda: status(a)["sessions"] == 2, "two sessions")
+    drain = threading.Thread(target=lambda: setattr(
+        drain, "r", a.cli("drain", "--to", f"127.0.0.1:{b.port}",
+                          "--timeout", "60s", timeout=90)))
+    drain.start()
+    # The idle one is told at once.
+    code, text = idle.reply()
+    assert code == 421, text
+    assert idle.closed()
+    wait_until(lambda: status(a)["accepting"] is False, "draining")
+    assert drain.is_alive()  # the busy session is still open
+    assert busy.cmd("DATA")[0] == 354
+    code, text = busy.cmd("Subject: late\r\n\r\nlate\r\n.")
+    assert code == 250, text
+    code, text = busy.reply()
+    assert code == 421, text
+    assert busy.closed()
+    drain.join(90)
+    assert drain.r.returncode == 0, (drain.r.stdout, drain.r.stderr)
+    # The late message went on to the peer with the rest.
+    wait_until(lambda: sink.count() == 1, "the late message at the sink")
+    assert sink.messages[0].rcpt_tos == ["late@dest.test"]
+    assert queue_count(a) == 0

@@ -200,10 +200,10 @@ static void test_peer(void) {
   CHECK_INT(routes_parse_peer("10.0.0.7:25", &h), 0);
   CHECK_STR(h.host, "10.0.0.7");
   static const char *const bad[] = {
-      "",          "peer",         "peer:",      "peer:0",    "peer:65536",
-      "peer:25x",  "::1:25",       "[::1]",      "[::1]25",   "[]:25",
-      "a b:25",    "peer:-1",      "x@y:25",     "[a]b]:25",  ":",
-      "peer:99999999999999999999"};
+      "",           "peer",     "peer:",  "peer:0",
+      "peer:65536", "peer:25x", "::1:25", "[::1]",
+      "[::1]25",    "[]:25",    "a b:25", "peer:-1",
+      "x@y:25",     "[a]b]:25", ":",      "peer:99999999999999999999"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     if (routes_parse_peer(bad[i], &h) != -1)
       fprintf(stderr, "accepted: '%s'\n", bad[i]);

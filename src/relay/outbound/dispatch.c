@@ -258,8 +258,7 @@ static void on_show(struct store *st, int status, const struct store_msg *m,
   d->routes = relay_routes_ref(d->ob->routes);
   /* `drain --to`: the peer instead of the message's own route; the job
    * keeps its destination key (the scheduler's grouping and limits). */
-  d->rt = d->ob->drain_to ? &d->ob->drain
-                          : route_of(d->ob, d->sender, domain);
+  d->rt = d->ob->drain_to ? &d->ob->drain : route_of(d->ob, d->sender, domain);
   d->relayhost = d->rt->n_hosts > 0;
   struct conn *conn;
   struct smtp_client *cli;

@@ -144,7 +144,7 @@ struct outbound {
    * takes this route instead of its own (outbound_set_drain_to). */
   struct route drain;
   int drain_to;
-  struct oauth2 *oauth2;       /* relayhost_oauth2_token_url; NULL without */
+  struct oauth2 *oauth2; /* relayhost_oauth2_token_url; NULL without */
   struct delivery *list;
   int active;
   int conns; /* open connections: deliveries' and idle ones */
