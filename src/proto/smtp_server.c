@@ -385,6 +385,9 @@ static void do_helo_ehlo(struct smtp_server *s, const char *a, size_t n,
     reply(s, "250-ENHANCEDSTATUSCODES");
     reply(s, "250-8BITMIME");
     reply(s, "250-DSN");
+    /* The fleet's hand-off (drain --to): only to clients that may relay. */
+    if (s->relay_allowed)
+      reply(s, "250-XARRIVAL");
     reply(s, "250 SMTPUTF8");
   }
   struct smtp_event *ev = push_event(s, SMTP_SRV_EV_HELO);
@@ -452,6 +455,10 @@ static void cmd_mail(struct smtp_server *s, const char *a, size_t n) {
   if (r != SMTP_PARSE_OK) {
     path_error(s, r, "501 5.1.7 Bad sender address syntax",
                "501 5.5.4 Syntax: MAIL FROM:<address>");
+    return;
+  }
+  if (s->b->mp.has_arrival && !s->relay_allowed) {
+    error_reply(s, "555 5.5.4 Error: XARRIVAL not offered");
     return;
   }
   if (s->max_size && s->b->mp.has_size && s->b->mp.size > s->max_size) {

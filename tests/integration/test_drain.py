@@ -4,8 +4,8 @@ real aiosmtpd sink behind B as its relayhost, and the scripted sink of the
 delivery tests as a peer that hangs up in the middle of the data.
 
 What is checked: `drain --to B` hands every queued message to B with its
-envelope and DSN parameters (RET, ENVID, NOTIFY, ORCPT) as A stored them,
-and only then removes it from A; held mail stays; while draining /readyz is
+envelope, DSN parameters (RET, ENVID, NOTIFY, ORCPT) and arrival time as A
+stored them, and only then removes it from A; held mail stays; while draining /readyz is
 503, `status` says accepting false and SMTP connections are refused;
 `drain --cancel` reopens the same port; `--timeout` ends with exit 1 and
 the count; a peer that dies mid-transfer loses nothing (the message stays
@@ -173,6 +173,11 @@ def test_drain_to_a_peer_moves_everything_and_cancel_reopens(fleet, sink):
     assert a.cli("queue", "hold", held_id).returncode == 0
     before = envelopes(a)
     assert len(before) == 7
+    # Backdate the arrivals (as if queued an hour ago; the scheduler has
+    # them in memory, the store's value is what is sent): B must keep them.
+    with a.db() as db:
+        db.execute("UPDATE messages SET received_at = received_at - 3600")
+    arrived = dict(rows(a, "SELECT envid, received_at FROM messages"))
     assert readyz(a) == 200 and status(a)["accepting"] is True
 
     r = a.cli("drain", "--to", f"127.0.0.1:{b.port}", "--timeout", "60s",
@@ -192,6 +197,9 @@ def test_drain_to_a_peer_moves_everything_and_cancel_reopens(fleet, sink):
         assert env[2][0][2] != 0  # NOTIFY stored
     # B took them from A over SMTP: its Received: line names A's client
     # address; the first hop's line (A's, with its time) is kept below.
+    # The original arrival time (XARRIVAL, offered to relay clients).
+    kept = dict(rows(b, "SELECT envid, received_at FROM messages"))
+    assert kept == {k: v for k, v in arrived.items() if k != "held-env-0"}
     hdrs = rows(b, "SELECT headers FROM messages")[0][0]
     assert "a.fleet.test" in hdrs and "b.fleet.test" in hdrs, hdrs
 
