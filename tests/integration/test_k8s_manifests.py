@@ -15,10 +15,10 @@ What is used and what it catches:
   `kubectl apply` without validation, so the round trip is what finds it.
   Fields newer than the 1.22 models are listed in NEWER_THAN_MODELS with
   the release that added them and are the only ones allowed to vanish.
-- `kubectl kustomize` (any kubectl, e.g. Debian's kubernetes-client; offline,
-  unlike `kubectl apply
-  --dry-run=client`, which needs an API server for its discovery): the
-  kustomization builds, every resource file it names exists.
+- `kubectl kustomize` (any kubectl, e.g. Debian's kubernetes-client;
+  offline, unlike `kubectl apply --dry-run=client`, which needs an API
+  server for its discovery): the kustomization builds, every resource
+  file it names exists.  Skipped when no kubectl is installed.
 - The real binary: `mailhop check` with the container's MAILHOP_*
   environment ($(VAR) substituted as the kubelet does, the Secret's mount
   replaced by a temporary directory) accepts the configuration, so every
