@@ -331,3 +331,42 @@ def test_open_sessions_end_after_their_transaction(fleet, sink):
     wait_until(lambda: sink.count() == 1, "the late message at the sink")
     assert sink.messages[0].rcpt_tos == ["late@dest.test"]
     assert queue_count(a) == 0
+
+
+def admin(m, line):
+    """One admin command straight on the socket (CONTRACT §5)."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(m.conf["admin_socket"])
+        s.sendall(line.encode() + b"\n")
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    return json.loads(buf)
+
+
+def test_admin_drain_command_forms(fleet):
+    """`drain [TO] [TIMEOUT_S]` and `drain cancel` answer at once; bad
+    words are refused and change nothing."""
+    a = fleet("a")
+    for bad in ("drain nohost", "drain 127.0.0.1:0", "drain 5 127.0.0.1:25",
+                "drain [::1]25", "drain cancel now", "drain a:1 2 3"):
+        r = admin(a, bad)
+        assert "error" in r, (bad, r)
+        assert status(a)["accepting"] is True, bad
+    assert admin(a, "drain 30") == {"ok": True}   # own routes, a timeout
+    assert status(a)["accepting"] is False
+    assert refused(a.port)
+    assert admin(a, "drain :2525") == {"ok": True}  # retarget: HOST left out
+    assert "to=127.0.0.1:2525" in a.log()
+    assert admin(a, "drain [::1]:2525 10") == {"ok": True}
+    assert "to=[::1]:2525" in a.log()
+    assert admin(a, "drain cancel") == {"ok": True}
+    assert status(a)["accepting"] is True
+    assert readyz(a) == 200
+    # Cancel when not draining is harmless.
+    assert admin(a, "drain cancel") == {"ok": True}
+    assert status(a)["accepting"] is True
