@@ -328,6 +328,10 @@ static void on_loaded(struct store *st, int status,
   if (done) {
     sv->load_job = NULL;
     sv->loading = 0;
+    /* A drain started while the queue loaded flushed only what was
+     * loaded then: the rest is due now too. */
+    if (sv->stats.draining)
+      sched_flush(sv->sched, NULL);
     memset(&sv->unloaded, 0, sizeof sv->unloaded);
     if (status < 0 && status != -ECANCELED)
       log_msg(LOG_ERROR, "queue", "cannot load the queue: %s",

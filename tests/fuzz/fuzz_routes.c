@@ -9,7 +9,10 @@
  *    and only with a relayhost, and never over unverified TLS unless
  *    relayhost_auth_plaintext is set;
  *  - routes_match of each route's own match finds a route of the same
- *    kind or a stronger one (a recipient route over a sender route).
+ *    kind or a stronger one (a recipient route over a sender route);
+ *  - routes_parse_peer (`drain --to`) of the bytes up to the first NUL or
+ *    newline returns 0 or -1; on 0 the host is non-empty, without blanks
+ *    or brackets, and the port is 1..65535.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -31,7 +34,26 @@
 
 #define NAME "fuzz.routes"
 
+static void fuzz_peer(const uint8_t *data, size_t size) {
+  char s[600];
+  size_t n = 0;
+  while (n < size && n < sizeof s - 1 && data[n] && data[n] != '\n')
+    n++;
+  memcpy(s, data, n);
+  s[n] = '\0';
+  struct route_host h;
+  int rc = routes_parse_peer(s, &h);
+  CHECK(rc == 0 || rc == -1);
+  if (rc == 0) {
+    CHECK(h.host[0] && strlen(h.host) < sizeof h.host);
+    CHECK(!strpbrk(h.host, " \t[]"));
+    CHECK(h.port >= 1);
+    CHECK(h.mx_lookup == 0);
+  }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  fuzz_peer(data, size);
   struct routes rs;
   char err[1024];
   size_t lines = 1;
