@@ -13,6 +13,7 @@ in A, deferred, and a second drain to a live peer delivers it once).
 No timed assertions: every wait is for a state, with a generous bound."""
 import http.client
 import json
+import re
 import smtplib
 import socket
 import threading
@@ -81,6 +82,15 @@ def readyz(m):
     try:
         c.request("GET", "/readyz")
         return c.getresponse().status
+    finally:
+        c.close()
+
+
+def metrics(m):
+    c = http.client.HTTPConnection("127.0.0.1", m.metrics_port, timeout=10)
+    try:
+        c.request("GET", "/metrics")
+        return c.getresponse().read().decode()
     finally:
         c.close()
 
@@ -206,6 +216,7 @@ def test_drain_to_a_peer_moves_everything_and_cancel_reopens(fleet, sink):
     # Draining: not ready, not accepting, connections refused.
     assert readyz(a) == 503
     assert status(a)["accepting"] is False
+    assert re.search(r"^mailhop_accepting 0$", metrics(a), re.M)
     assert refused(a.port)
     assert "event=drain" in a.log() and "state=started" in a.log()
 
@@ -221,6 +232,7 @@ def test_drain_to_a_peer_moves_everything_and_cancel_reopens(fleet, sink):
     assert r.returncode == 0, r.stderr
     assert readyz(a) == 200
     assert status(a)["accepting"] is True
+    assert re.search(r"^mailhop_accepting 1$", metrics(a), re.M)
     with smtplib.SMTP("127.0.0.1", a.port, timeout=30) as s:
         assert s.noop()[0] == 250
     # The peer override is gone: new mail takes A's own (dead) route.
