@@ -592,10 +592,12 @@ static int drain_wait(const char *path, const char *line, int64_t timeout_s,
       else if (done)
         printf("drained\n");
       else if (sessions == 0)
-        printf("timeout: %lld message%s remain\n", left, left == 1 ? "" : "s");
+        printf("timeout: %lld %s\n", left,
+               left == 1 ? "message remains" : "messages remain");
       else
-        printf("timeout: %lld message%s remain, %lld session%s open\n", left,
-               left == 1 ? "" : "s", sessions, sessions == 1 ? "" : "s");
+        printf("timeout: %lld %s, %lld session%s open\n", left,
+               left == 1 ? "message remains" : "messages remain", sessions,
+               sessions == 1 ? "" : "s");
       if (fflush(stdout) != 0)
         return EXIT_RUNTIME;
       return done ? 0 : 1;

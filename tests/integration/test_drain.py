@@ -9,7 +9,10 @@ stored them, and only then removes it from A; held mail stays; while draining /r
 503, `status` says accepting false and SMTP connections are refused;
 `drain --cancel` reopens the same port; `--timeout` ends with exit 1 and
 the count; a peer that dies mid-transfer loses nothing (the message stays
-in A, deferred, and a second drain to a live peer delivers it once).
+in A, deferred, and a second drain to a live peer delivers it once): a
+scripted peer that hangs up in the data, and a real mailhop B killed with
+SIGKILL while the body flows (a relay in front of it kills it after the
+first 4 KB of the body), whose restarted queue holds no half message.
 No timed assertions: every wait is for a state, with a generous bound."""
 import http.client
 import json
@@ -382,3 +385,98 @@ def test_admin_drain_command_forms(fleet):
     # Cancel when not draining is harmless.
     assert admin(a, "drain cancel") == {"ok": True}
     assert status(a)["accepting"] is True
+
+
+class KillingProxy:
+    """A TCP relay in front of the peer B that SIGKILLs B's process once
+    the body of a message is flowing (DATA sent and some octets after it):
+    a real peer dying mid-transfer, at a point fixed by the bytes, not by
+    time."""
+
+    def __init__(self, target_port, victim):
+        self.target = target_port
+        self.victim = victim
+        self.killed = threading.Event()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(c,),
+                             daemon=True).start()
+
+    def _serve(self, c):
+        try:
+            u = socket.create_connection(("127.0.0.1", self.target))
+        except OSError:
+            c.close()
+            return
+
+        def down():
+            try:
+                while (d := u.recv(65536)):
+                    c.sendall(d)
+            except OSError:
+                pass
+            c.close()
+        threading.Thread(target=down, daemon=True).start()
+        seen = b""
+        try:
+            while (d := c.recv(65536)):
+                seen += d
+                i = seen.find(b"\r\nDATA\r\n")
+                if i >= 0 and len(seen) - i > 4096 and \
+                        not self.killed.is_set():
+                    u.sendall(d)
+                    self.victim.kill()  # SIGKILL, mid-body
+                    self.killed.set()
+                    break
+                u.sendall(d)
+        except OSError:
+            pass
+        c.close()
+        u.close()
+
+    def stop(self):
+        self.sock.close()
+
+
+def test_a_peer_killed_mid_transfer_loses_nothing(fleet, sink):
+    b = fleet("b", relayhost=f"[127.0.0.1]:{sink.port}", relayhost_tls="none")
+    a = fleet("a", relayhost=f"[127.0.0.1]:{dead_port()}",
+              relayhost_tls="none")
+    with smtplib.SMTP("127.0.0.1", a.port, timeout=30) as s:
+        big = "x" * 998 + "\r\n"
+        s.sendmail("a@src.test", ["big@dest.test"],
+                   "Subject: big\r\nMessage-ID: <big@src.test>\r\n\r\n" +
+                   big * 2000, mail_options=["RET=HDRS", "ENVID=big"])
+    settled(a, 1)
+    proxy = KillingProxy(b.port, b.proc)
+    try:
+        r = a.cli("drain", "--to", f"127.0.0.1:{proxy.port}", "--timeout",
+                  "5s")
+        assert proxy.killed.is_set()
+        assert r.returncode == 1, (r.stdout, r.stderr)
+        assert r.stdout.strip() == "timeout: 1 message remains"
+    finally:
+        proxy.stop()
+    # Nothing lost: A still has it; B never committed the half message.
+    assert [e for e in envelopes(a)] == ["big"]
+    b.kill()
+    b.start()
+    assert queue_count(b) == 0
+    # Once B is back, the same drain delivers it, once.
+    r = a.cli("drain", "--to", f"127.0.0.1:{b.port}", "--timeout", "60s",
+              timeout=90)
+    assert r.returncode == 0, (r.stdout, r.stderr, a.log())
+    wait_until(lambda: sink.count() == 1, "the big message at the sink")
+    wait_until(lambda: queue_count(b) == 0, "B empty")
+    assert sink.messages[0].rcpt_tos == ["big@dest.test"]
+    assert queue_count(a) == 0
