@@ -131,7 +131,7 @@ def submit(m, n, prefix="m", dsn=True):
         for i in range(n):
             envid = f"{prefix}-env-{i}"
             envids.append(envid)
-            mail_opts = [f"RET=HDRS", f"ENVID={envid}"] if dsn else []
+            mail_opts = ["RET=HDRS", f"ENVID={envid}"] if dsn else []
             rcpt_opts = (["NOTIFY=SUCCESS,DELAY",
                           f"ORCPT=rfc822;orig-{prefix}{i}@dest.test"]
                          if dsn else [])
