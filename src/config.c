@@ -130,6 +130,10 @@ static const struct key keys[] = {
      S(relayhost_oauth2_refresh_token_file), ""},
     {"relayhost_oauth2_scope", K_STRING, F(relayhost_oauth2_scope),
      S(relayhost_oauth2_scope), ""},
+    {"mta_sts", K_BOOL, F(mta_sts), 0, "yes"},
+    {"tls_rpt", K_BOOL, F(tls_rpt), 0, "no"},
+    {"tls_rpt_interval", K_DURATION, F(tls_rpt_interval_ms), 0, "1d"},
+    {"https_port", K_PORT, F(https_port), 0, "443"},
 };
 #define N_KEYS (sizeof keys / sizeof keys[0])
 
@@ -754,14 +758,14 @@ static int set_key(struct config *cfg, const struct key *k, const char *value,
                val);
   }
   case K_OUTBOUND_TLS: {
-    static const char *const names[] = {"opportunistic", "required", "none"};
-    for (int i = 0; i < 3; i++)
+    static const char *const names[] = {"opportunistic", "required", "none",
+                                        "dane", "dane-only"};
+    for (int i = 0; i < 5; i++)
       if (strcmp(val, names[i]) == 0)
         return cfg->outbound_tls = (enum config_outbound_tls)i, 0;
-    if (strcmp(val, "dane") == 0)
-      return ERR("%s: 'dane' is not supported yet", k->name);
-    return ERR("%s: '%s' is not one of opportunistic, required, none", k->name,
-               val);
+    return ERR("%s: '%s' is not one of opportunistic, required, none, dane, "
+               "dane-only",
+               k->name, val);
   }
   case K_RATE: {
     struct config_rate r = {0, 0};
@@ -1248,7 +1252,8 @@ static void print_value(const struct config *cfg, const struct key *k,
     sb_add(b, "%s", relayhost_auth_names[cfg->relayhost_auth]);
     break;
   case K_OUTBOUND_TLS: {
-    static const char *const names[] = {"opportunistic", "required", "none"};
+    static const char *const names[] = {"opportunistic", "required", "none",
+                                        "dane", "dane-only"};
     sb_add(b, "%s", names[cfg->outbound_tls]);
     break;
   }

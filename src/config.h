@@ -74,6 +74,8 @@ enum config_outbound_tls {
   CONFIG_OUTBOUND_TLS_OPPORTUNISTIC,
   CONFIG_OUTBOUND_TLS_REQUIRED,
   CONFIG_OUTBOUND_TLS_NONE,
+  CONFIG_OUTBOUND_TLS_DANE,      /* RFC 7672 where secure, else opportunistic */
+  CONFIG_OUTBOUND_TLS_DANE_ONLY, /* RFC 7672 or defer (CONTRACT §4b) */
 };
 
 enum config_log_format { CONFIG_LOG_LOGFMT, CONFIG_LOG_JSON };
@@ -149,6 +151,11 @@ struct config {
   char relayhost_oauth2_refresh_token[4096];
   char relayhost_oauth2_refresh_token_file[4096];
   char relayhost_oauth2_scope[1024];
+  /* outbound trust (CONTRACT §4b) */
+  int mta_sts;                  /* honour MTA-STS policies on MX delivery */
+  int tls_rpt;                  /* send TLS-RPT reports */
+  uint64_t tls_rpt_interval_ms; /* the report period */
+  uint16_t https_port;          /* MTA-STS policy fetches */
 
   /* private: set when relay_networks was given by any source */
   int relay_networks_set;

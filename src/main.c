@@ -47,6 +47,8 @@ static const char usage[] =
     "  pause | resume                      stop / restart outbound delivery\n"
     "  drain [--to [HOST]:PORT] [--timeout DURATION] | drain --cancel  stop "
     "accepting, hand the queue on\n"
+    "  tlsrpt [-s SOCKET] [--json]         TLS-RPT counts of this report "
+    "period\n"
     "  resolve DOMAIN [--sender ADDR]      print the route and delivery "
     "candidates\n"
     "  dkim keygen DOMAIN SELECTOR [...]   write a DKIM key, print its DNS "
@@ -159,6 +161,11 @@ static const struct {
      "  --cancel             accept again, deliver by the own routes\n"
      "  --json               print {\"drained\", \"remaining\", "
      "\"sessions\"}\n" ADMIN_OPTIONS},
+    {"tlsrpt", "usage: mailhop tlsrpt [-s SOCKET] [--json]\n\n"
+               "Shows the TLS-RPT counts of the current report period, per "
+               "policy\ndomain and policy type: successful and failed TLS "
+               "sessions, and the\nfailures by result type (RFC 8460).\n\n"
+               "options:\n" ADMIN_OPTIONS},
     {"resolve",
      "usage: mailhop resolve DOMAIN [--sender ADDR] [-c FILE] [-o "
      "KEY=VALUE]...\n\n"
@@ -290,8 +297,8 @@ int main(int argc, char **argv) {
   int known = strcmp(cmd, "serve") == 0 || strcmp(cmd, "resolve") == 0 ||
               strcmp(cmd, "status") == 0 || strcmp(cmd, "queue") == 0 ||
               strcmp(cmd, "pause") == 0 || strcmp(cmd, "resume") == 0 ||
-              strcmp(cmd, "suspend") == 0 || strcmp(cmd, "unsuspend") == 0 ||
-              strcmp(cmd, "drain") == 0;
+              strcmp(cmd, "tlsrpt") == 0 || strcmp(cmd, "suspend") == 0 ||
+              strcmp(cmd, "unsuspend") == 0 || strcmp(cmd, "drain") == 0;
   if (!known || (strcmp(cmd, "serve") == 0 && cli.n_words != 1) ||
       (strcmp(cmd, "resolve") == 0 && cli.n_words != 2)) {
     fprintf(stderr, "mailhop: unknown command '%s' (see mailhop --help)\n",

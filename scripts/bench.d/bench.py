@@ -10,6 +10,7 @@ profiles follows a warm-up load on the same fresh server. Results: median
 is not comparable). The table header names the commit and the date.
 """
 import argparse
+import http.client
 import json
 import os
 import re
@@ -120,6 +121,24 @@ class Sampler(threading.Thread):
     def stop(self):
         self.halt.set()
         self.join(5)
+
+
+def task_cpu_ns(pid):
+    """CPU time of every thread of pid so far, in ns (per-thread
+    /proc/PID/task/TID/schedstat: finer than the 10 ms clock ticks of
+    /proc/PID/stat, for short measurements). 0 if the process is gone."""
+    total = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
 
 
 # ---------------------------------------------------------------- sink
@@ -277,6 +296,130 @@ class Pki:
                 "smtp_tls_connection_reuse": "yes",
                 "smtp_tls_session_cache_database":
                     "btree:${data_directory}/smtp_scache"}
+
+
+# ---------------------------------------------------------------- DKIM
+
+DKIM_DOMAIN = "bench.example"  # the From: domain of smtp-source and inject.py
+DKIM_VARIANTS = ("unsigned", "ed25519", "rsa2048")
+
+
+class DkimKeys:
+    """Two signing keys for DKIM_DOMAIN made for this run with the built
+    binary (`mailhop dkim keygen`): Ed25519 (selector "ed") and RSA-2048
+    (selector "rsa"). mailhop's -o options for each variant of the dkim
+    profile."""
+
+    def __init__(self, tmp):
+        self.dir = os.path.join(tmp, "dkim")
+        os.makedirs(self.dir)
+        self.files = {}
+        for variant, sel, args in (("ed25519", "ed", ["--type", "ed25519"]),
+                                   ("rsa2048", "rsa", ["--type", "rsa",
+                                                       "--bits", "2048"])):
+            path = os.path.join(self.dir, f"{sel}.key")
+            r = subprocess.run([MAILHOP, "dkim", "keygen", DKIM_DOMAIN, sel,
+                                *args, "--out", path],
+                               capture_output=True, text=True, timeout=60,
+                               stdin=subprocess.DEVNULL)
+            if r.returncode != 0:
+                raise RuntimeError(f"dkim keygen {variant}: "
+                                   + r.stderr.strip()[-300:])
+            self.files[variant] = (sel, path)
+
+    def opts(self, variant):
+        if variant == "unsigned":
+            return []
+        sel, path = self.files[variant]
+        return [f"dkim_sign={DKIM_DOMAIN}:{sel}:{path}"]
+
+
+def count_signed(logfile):
+    """(accepted, signed): mailhop's `accepted` log lines, and those of
+    them with dkim=DKIM_DOMAIN (the message was signed)."""
+    acc = signed = 0
+    with open(logfile, "rb") as f:
+        for line in f:
+            if b"event=accepted" in line:
+                acc += 1
+                if b" dkim=" + DKIM_DOMAIN.encode() in line:
+                    signed += 1
+    return acc, signed
+
+
+# ---------------------------------------------------------------- /metrics
+
+def scrape_once(conn):
+    """One GET /metrics on an open http.client connection (keep-alive, as
+    Prometheus scrapes). Returns the body's size; raises on any failure or
+    on a body that is not the Prometheus text format."""
+    conn.request("GET", "/metrics")
+    r = conn.getresponse()
+    body = r.read()
+    if r.status != 200 or b"# TYPE " not in body:
+        raise RuntimeError(f"/metrics answered {r.status}")
+    return len(body)
+
+
+class Scraper(threading.Thread):
+    """GET /metrics on 127.0.0.1:port once per interval (the first at
+    once) until stopped, as a Prometheus server would; counts scrapes and
+    failures and keeps the slowest response time."""
+
+    def __init__(self, port, interval=1.0):
+        super().__init__(daemon=True)
+        self.port, self.interval = port, interval
+        self.ok = self.errors = self.bytes = 0
+        self.max_ms = 0.0
+        self.halt = threading.Event()
+
+    def run(self):
+        conn = None
+        due = time.monotonic()
+        while not self.halt.is_set():
+            t0 = time.monotonic()
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", self.port,
+                                                      timeout=5)
+                self.bytes = scrape_once(conn)
+                self.ok += 1
+                self.max_ms = max(self.max_ms,
+                                  (time.monotonic() - t0) * 1000.0)
+            except (OSError, RuntimeError, http.client.HTTPException):
+                self.errors += 1
+                if conn:
+                    conn.close()
+                conn = None
+            due += self.interval
+            self.halt.wait(max(0.0, due - time.monotonic()))
+        if conn:
+            conn.close()
+
+    def stop(self):
+        self.halt.set()
+        self.join(10)
+
+
+def scrape_burst(pid, port, n, deadline):
+    """n scrapes back to back on one keep-alive connection: the server's
+    CPU per scrape in ms (thread CPU of pid in ns), or None if any failed
+    or the deadline (s) passed."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    end = time.monotonic() + deadline
+    try:
+        c0 = task_cpu_ns(pid)
+        for _ in range(n):
+            if time.monotonic() > end:
+                return None
+            scrape_once(conn)
+        c1 = task_cpu_ns(pid)
+    except (OSError, RuntimeError, http.client.HTTPException) as e:
+        log(f"  scrape burst failed: {e!r}")
+        return None
+    finally:
+        conn.close()
+    return (c1 - c0) / 1e6 / n
 
 
 # ---------------------------------------------------------------- servers
@@ -488,21 +631,45 @@ def warm_up(srv, sink, size, timeout):
     return sink.count()
 
 
-def run_throughput(server, count, size, sessions, timeout):
+def server_kw(server, opts):
+    """Constructor keywords for SERVERS[server]: mailhop's extra -o
+    options (the dkim and scrape profiles); none for Postfix."""
+    if not opts:
+        return {}
+    if server != "mailhop":
+        raise ValueError(f"-o options are for mailhop, not {server}")
+    return {"extra": list(opts)}
+
+
+def run_throughput(server, count, size, sessions, timeout, opts=(),
+                   scrape=False, signed=False):
     """Profiles 1-3: accept rate (smtp-source done: every message had its
     250), end-to-end rate (sink has all N), CPU per message, peak memory;
-    after a warm-up."""
+    after a warm-up. mailhop only: opts are extra -o options (the dkim
+    profile's dkim_sign); with scrape, metrics_listen is set and /metrics
+    is scraped once a second during the measured run (then SCRAPE_BURST
+    times back to back for the CPU per scrape); with signed, the log is
+    read after the stop for how many accepted messages were signed."""
     tmp = tempfile.mkdtemp(prefix=f"mhbench-{server}-")
-    sink = srv = sampler = None
+    sink = srv = sampler = scraper = None
     try:
         sink = Sink(tmp)
-        srv = SERVERS[server](tmp, sink.port)
+        opts = list(opts)
+        if scrape:
+            mport = free_port()
+            opts.append(f"metrics_listen=127.0.0.1:{mport}")
+        srv = SERVERS[server](tmp, sink.port, **server_kw(server, opts))
         base = warm_up(srv, sink, size, timeout)
         sampler = Sampler(srv.pid, 0.2)
         sampler.start()
         cpu0 = tree_cpu(srv.pid)
+        if scrape:
+            scraper = Scraper(mport, 1.0)
+            scraper.start()
         t0, t_acc = smtp_source(srv.port, sessions, count, size, timeout)
         t_e2e = sink.wait_count(base + count, timeout)
+        if scraper:
+            scraper.stop()
         cpu1 = tree_cpu(srv.pid)
         sampler.stop()
         if t_e2e is None:
@@ -518,8 +685,21 @@ def run_throughput(server, count, size, sessions, timeout):
         }
         if server == "mailhop":
             res["vmhwm_mib"] = srv.hwm_kib() / 1024.0
+        if scraper:
+            res.update(scrapes=scraper.ok, scrape_errors=scraper.errors,
+                       scrape_max_ms=scraper.max_ms,
+                       scrape_kib=scraper.bytes / 1024.0)
+            per = scrape_burst(srv.pid, mport, SCRAPE_BURST, 60)
+            if per is not None:
+                res["scrape_cpu_ms"] = per
+        if signed:
+            srv.stop()
+            acc, sig = count_signed(os.path.join(tmp, "mailhop.log"))
+            res["signed_share"] = sig / acc if acc else 0.0
         return res
     finally:
+        if scraper and scraper.is_alive():
+            scraper.stop()
         if sampler and sampler.is_alive():
             sampler.stop()
         if srv:
@@ -532,12 +712,17 @@ def run_throughput(server, count, size, sessions, timeout):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def run_latency(server, rate, count, size, sessions, timeout):
+SCRAPE_BURST = 1000  # back-to-back scrapes for the CPU per scrape
+
+
+def run_latency(server, rate, count, size, sessions, timeout, opts=()):
+    """inject.py paced at rate msg/s: p50/p99 from the final CRLF.CRLF to
+    the 250, after a warm-up; opts: mailhop's extra -o options."""
     tmp = tempfile.mkdtemp(prefix=f"mhbench-{server}-")
     sink = srv = None
     try:
         sink = Sink(tmp)
-        srv = SERVERS[server](tmp, sink.port)
+        srv = SERVERS[server](tmp, sink.port, **server_kw(server, opts))
         warm_up(srv, sink, size, timeout)
         r = subprocess.run(
             ["/usr/bin/python3", os.path.join(HERE, "inject.py"),
@@ -693,7 +878,15 @@ def run_idle(server, conns, timeout):
                 errors += 1
         time.sleep(0.5)
         rss2, pss2 = mem()
+        # Issue 12 item 6: memory taken by the flood is given back once the
+        # connections close (the server's RSS over its own baseline).
+        for s in socks:
+            s.close()
+        socks = []
+        time.sleep(1.5)
+        rss3, _ = mem()
         return {f"idle{conns}_ok": got, f"idle{conns}_ehlo_ok": ehlo,
+                f"idle{conns}_after_close_rss_mib": (rss3 - rss0) / 1024,
                 f"idle{conns}_errors": errors,
                 f"idle{conns}_rss_kib_per_conn": (rss1 - rss0) / conns,
                 f"idle{conns}_pss_kib_per_conn": (pss1 - pss0) / conns,
@@ -874,6 +1067,14 @@ def run_crash(kill_after, timeout):
 
 # ---------------------------------------------------------------- report
 
+def turned(seq, i):
+    """seq rotated by i: the order of a profile's variants in round i, so
+    that no variant always runs first (or last) in a round."""
+    seq = tuple(seq)
+    k = i % len(seq)
+    return seq[k:] + seq[:k]
+
+
 def commit():
     """The commit measured: short hash, "+dirty" with uncommitted changes
     to tracked files."""
@@ -907,10 +1108,11 @@ def main():
                     help="small counts: about 1-2 minutes")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--profiles",
-                    default="direct,throughput,large,tls,latency,idle,"
-                            "backlog,tempfail,crash",
+                    default="direct,throughput,large,tls,latency,dkim,"
+                            "scrape,idle,backlog,tempfail,crash",
                     help="comma list of direct,throughput,large,tls,latency,"
-                         "idle,backlog,tempfail,crash (all by default)")
+                         "dkim,scrape,idle,backlog,tempfail,crash (all by "
+                         "default)")
     ap.add_argument("--warmup", type=int,
                     help="warm-up messages per measured run (500; 100 "
                          "with --quick; 0: none)")
@@ -1018,6 +1220,96 @@ def main():
                 r = {"latc_" + k: v for k, v in r.items()}
                 r["latc_target_rate"] = common
                 add(srv, r)
+    if "dkim" in profiles:
+        # mailhop only: unsigned, Ed25519 and RSA-2048 in every round (the
+        # order turns each round), ratios to the unsigned run of the same
+        # round; then p99 latency for the three at one common offered
+        # rate, the slowest variant's half peak.
+        dkim_tmp = tempfile.mkdtemp(prefix="mhbench-dkim-")
+        try:
+            keys = DkimKeys(dkim_tmp)
+            for i in range(a.rounds):
+                rr = {}
+                for v in turned(DKIM_VARIANTS, i):
+                    r = run_throughput("mailhop", count, 2048, 20, timeout,
+                                       opts=keys.opts(v), signed=True)
+                    rr[v] = r
+                    log(f"dkim round {i + 1} {v}: accept "
+                        f"{r['accept_rate']:.0f}/s e2e {r['e2e_rate']:.0f}/s"
+                        f" cpu {r['cpu_ms_per_msg']:.2f} ms/msg, signed "
+                        f"{r['signed_share'] * 100:.0f} %")
+                out = {}
+                for v, r in rr.items():
+                    for k in ("accept_rate", "e2e_rate", "cpu_ms_per_msg",
+                              "signed_share"):
+                        out[f"dk_{v}_{k}"] = r[k]
+                for v in DKIM_VARIANTS[1:]:
+                    out[f"dk_{v}_e2e_ratio"] = \
+                        rr[v]["e2e_rate"] / rr["unsigned"]["e2e_rate"]
+                    out[f"dk_{v}_cpu_ratio"] = \
+                        rr[v]["cpu_ms_per_msg"] / \
+                        rr["unsigned"]["cpu_ms_per_msg"]
+                add("mailhop", out)
+            common = min(statistics.median(
+                results["mailhop"][f"dk_{v}_accept_rate"])
+                for v in DKIM_VARIANTS) / 2
+            for i in range(a.rounds):
+                out = {"dk_lat_target_rate": common}
+                for v in turned(DKIM_VARIANTS, i):
+                    r = run_latency("mailhop", common, lat_count, 2048, 10,
+                                    timeout, opts=keys.opts(v))
+                    log(f"dkim latency round {i + 1} {v} ({common:.0f}/s "
+                        f"offered): {r['lat_rate']:.0f}/s p50 "
+                        f"{r['p50_ms']:.2f} ms p99 {r['p99_ms']:.2f} ms")
+                    out.update({f"dk_{v}_lat_rate": r["lat_rate"],
+                                f"dk_{v}_p50_ms": r["p50_ms"],
+                                f"dk_{v}_p99_ms": r["p99_ms"],
+                                f"dk_{v}_lat_errors": r["lat_errors"]})
+                for v in DKIM_VARIANTS[1:]:
+                    if out["dk_unsigned_p99_ms"]:
+                        out[f"dk_{v}_p99_ratio"] = \
+                            out[f"dk_{v}_p99_ms"] / out["dk_unsigned_p99_ms"]
+                add("mailhop", out)
+        finally:
+            shutil.rmtree(dkim_tmp, ignore_errors=True)
+    if "scrape" in profiles:
+        # mailhop only: the throughput profile without metrics_listen, and
+        # with it and /metrics scraped once a second during the measured
+        # run; the ratio to the run without in the same round.
+        for i in range(a.rounds):
+            rr = {}
+            for v in turned(("off", "on"), i):
+                r = run_throughput("mailhop", count, 2048, 20, timeout,
+                                   scrape=(v == "on"))
+                rr[v] = r
+                extra = ""
+                if v == "on":
+                    extra = (f", {r['scrapes']} scrapes "
+                             f"({r['scrape_errors']} failed, slowest "
+                             f"{r['scrape_max_ms']:.1f} ms), "
+                             f"{r.get('scrape_cpu_ms', float('nan')):.3f} "
+                             "ms CPU/scrape")
+                log(f"scrape round {i + 1} {v}: e2e {r['e2e_rate']:.0f}/s "
+                    f"cpu {r['cpu_ms_per_msg']:.2f} ms/msg{extra}")
+            out = {}
+            for v, r in rr.items():
+                for k in ("accept_rate", "e2e_rate", "cpu_ms_per_msg"):
+                    out[f"sc_{v}_{k}"] = r[k]
+            for k in ("scrapes", "scrape_errors", "scrape_max_ms",
+                      "scrape_kib", "scrape_cpu_ms"):
+                if k in rr["on"]:
+                    out[f"sc_{k}"] = rr["on"][k]
+            out["sc_e2e_ratio"] = rr["on"]["e2e_rate"] / rr["off"]["e2e_rate"]
+            if "scrape_cpu_ms" in rr["on"]:
+                # One scrape a second against the server's CPU per second
+                # at full load without scraping: the cost in CPU, free of
+                # the run-to-run noise of the e2e ratio.
+                busy_ms = rr["off"]["cpu_ms_per_msg"] * rr["off"]["e2e_rate"]
+                out["sc_cost_pct"] = \
+                    rr["on"]["scrape_cpu_ms"] * 100.0 / busy_ms
+            out["sc_cpu_ratio"] = \
+                rr["on"]["cpu_ms_per_msg"] / rr["off"]["cpu_ms_per_msg"]
+            add("mailhop", out)
     if "idle" in profiles:
         for i in range(a.rounds):
             for srv in order:
@@ -1100,6 +1392,55 @@ def main():
         ("latc_p50_ms", "latency p50 ms (common rate)", 2, True),
         ("latc_p99_ms", "latency p99 ms (common rate)", 2, True),
     ]
+    # dkim and scrape: mailhop only; their ratios (to the unsigned or
+    # unscraped run of the same round) are rows of their own.
+    dk_names = {"unsigned": "unsigned", "ed25519": "Ed25519",
+                "rsa2048": "RSA-2048"}
+    for v in DKIM_VARIANTS:
+        rows += [(f"dk_{v}_e2e_rate",
+                  f"dkim {dk_names[v]}: end-to-end msg/s, 2 KiB", 0, False)]
+    rows += [("dk_ed25519_e2e_ratio",
+              "dkim Ed25519/unsigned end-to-end (>=0.85)", 2, False),
+             ("dk_rsa2048_e2e_ratio", "dkim RSA-2048/unsigned end-to-end",
+              2, False)]
+    for v in DKIM_VARIANTS:
+        rows += [(f"dk_{v}_accept_rate",
+                  f"dkim {dk_names[v]}: accept msg/s", 0, False)]
+    for v in DKIM_VARIANTS:
+        rows += [(f"dk_{v}_cpu_ms_per_msg",
+                  f"dkim {dk_names[v]}: CPU ms/msg", 2, False)]
+    rows += [("dk_ed25519_cpu_ratio", "dkim Ed25519/unsigned CPU per msg",
+              2, False),
+             ("dk_rsa2048_cpu_ratio", "dkim RSA-2048/unsigned CPU per msg",
+              2, False),
+             ("dk_ed25519_signed_share", "dkim Ed25519: share of msgs signed",
+              2, False),
+             ("dk_rsa2048_signed_share",
+              "dkim RSA-2048: share of msgs signed", 2, False),
+             ("dk_lat_target_rate", "dkim latency: offered msg/s (common)",
+              0, False)]
+    for v in DKIM_VARIANTS:
+        rows += [(f"dk_{v}_p99_ms", f"dkim {dk_names[v]}: latency p99 ms",
+                  2, False)]
+    rows += [("dk_ed25519_p99_ratio", "dkim Ed25519/unsigned latency p99",
+              2, False),
+             ("dk_rsa2048_p99_ratio", "dkim RSA-2048/unsigned latency p99",
+              2, False),
+             ("sc_off_e2e_rate", "scrape off: end-to-end msg/s, 2 KiB", 0,
+              False),
+             ("sc_on_e2e_rate", "scrape 1/s: end-to-end msg/s", 0, False),
+             ("sc_e2e_ratio", "scrape on/off end-to-end (>=0.98)", 2, False),
+             ("sc_off_cpu_ms_per_msg", "scrape off: CPU ms/msg", 2, False),
+             ("sc_on_cpu_ms_per_msg", "scrape 1/s: CPU ms/msg", 2, False),
+             ("sc_scrapes", "scrape: scrapes during the run", 0, False),
+             ("sc_scrape_errors", "scrape: failed scrapes", 0, False),
+             ("sc_scrape_max_ms", "scrape: slowest response ms", 1, False),
+             ("sc_scrape_kib", "scrape: /metrics KiB", 1, False),
+             ("sc_scrape_cpu_ms",
+              f"scrape: server CPU ms/scrape ({SCRAPE_BURST} b2b)", 3,
+              False),
+             ("sc_cost_pct", "scrape: 1/s, % of server CPU at full load",
+              3, False)]
     for n in (idle_conns, idle_big):
         rows += [
             (f"idle{n}_ok", f"idle conns greeted ({n})", 0, False),
@@ -1111,7 +1452,9 @@ def main():
             (f"idle{n}_ehlo_rss_kib_per_conn",
              f"idle RSS KiB/conn after EHLO ({n})", 1, False),
             (f"idle{n}_ehlo_pss_kib_per_conn",
-             f"idle PSS KiB/conn after EHLO ({n})", 1, True)]
+             f"idle PSS KiB/conn after EHLO ({n})", 1, True),
+            (f"idle{n}_after_close_rss_mib",
+             f"RSS MiB over baseline after they close ({n})", 1, False)]
     rows += [
         ("bl_accept_rate", f"backlog: accept msg/s, sink down ({backlog})",
          0, False),
@@ -1168,6 +1511,11 @@ def main():
             else "-"
         print(f"{label:<{w}} {fmt(m, prec):>24} {fmt(p, prec):>24} "
               f"{ratio:>7}")
+    if any(k.startswith(("dk_", "sc_")) for k in results["mailhop"]):
+        print("dkim, scrape: mailhop only (Postfix has no built-in DKIM "
+              "signer, its users run OpenDKIM as a milter, and no /metrics); "
+              "ratios are per round, to mailhop's unsigned / unscraped run "
+              "of the same round")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -224,8 +224,49 @@ static int print_status(FILE *out, const json_t *reply, long long now) {
   return 0;
 }
 
+/* `tlsrpt` (CONTRACT §1): one line per policy domain and policy type. */
+static int print_tlsrpt(FILE *out, const json_t *reply) {
+  const json_t *ds = json_object_get(reply, "domains");
+  if (!json_is_array(ds))
+    return -1;
+  fputs("period since ", out);
+  put_safe(out, jget_str(reply, "period_start") ?: "?", 0);
+  fputs("\n", out);
+  if (json_array_size(ds) == 0) {
+    fputs("no TLS sessions counted\n", out);
+    return 0;
+  }
+  fprintf(out, "%-32s %-16s %10s %8s  %s\n", "DOMAIN", "POLICY", "SUCCESSFUL",
+          "FAILED", "FAILURES");
+  size_t i;
+  const json_t *e;
+  json_array_foreach(ds, i, e) {
+    char dom[64];
+    snprintf(dom, sizeof dom, "%s", jget_str(e, "domain") ?: "?");
+    for (char *p = dom; *p; p++)
+      if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
+        *p = '?';
+    fprintf(out, "%-32s %-16s %10lld %8lld ", dom, jget_str(e, "policy") ?: "?",
+            jget_int(e, "successful"), jget_int(e, "failed"));
+    const json_t *f = json_object_get(e, "failures");
+    const char *k;
+    const json_t *v;
+    int first = 1;
+    json_object_foreach((json_t *)f, k, v) {
+      fputs(first ? " " : ", ", out);
+      put_safe(out, k, 0);
+      fprintf(out, "=%lld", (long long)json_integer_value(v));
+      first = 0;
+    }
+    fputs(first ? " -\n" : "\n", out);
+  }
+  return 0;
+}
+
 int admin_cli_print(FILE *out, const char *what, const json_t *reply,
                     long long now) {
+  if (!strcmp(what, "tlsrpt"))
+    return print_tlsrpt(out, reply);
   if (!strcmp(what, "status"))
     return print_status(out, reply, now);
   if (!strcmp(what, "queue"))
@@ -437,7 +478,8 @@ static int build_command(const struct cli *cli, char *out, size_t n,
              cli->drain_to ? cli->drain_to : "", (long long)secs);
     return 0;
   }
-  if (!strcmp(w0, "status") || !strcmp(w0, "pause") || !strcmp(w0, "resume")) {
+  if (!strcmp(w0, "status") || !strcmp(w0, "pause") || !strcmp(w0, "resume") ||
+      !strcmp(w0, "tlsrpt")) {
     if (nw != 1)
       return -1;
     *what = w0;

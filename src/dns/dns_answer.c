@@ -73,6 +73,8 @@ int dns_query_build(uint16_t id, const char *name, uint16_t type, uint8_t *buf,
     return -ENOMEM; /* dname is freed by ldns_pkt_query_new on failure */
   ldns_pkt_set_id(p, id);
   ldns_pkt_set_edns_udp_size(p, 1232);
+  ldns_pkt_set_edns_do(p, 1); /* RFC 3225: DNSSEC OK */
+  ldns_pkt_set_ad(p, 1);      /* RFC 6840 §5.7: tell us about AD */
   uint8_t *wire = NULL;
   size_t size = 0;
   ldns_status st = ldns_pkt2wire(&wire, p, &size);
@@ -185,6 +187,40 @@ static void take_rr(struct dns_rrset *out, const ldns_rr *rr, uint16_t type) {
     d->pref = ldns_rdf2native_int16(pref);
     if (dname_to_str(ex, d->name, sizeof d->name) != 0)
       return;
+  } else if (type == DNS_TYPE_TLSA) {
+    /* Kept raw: proto/tlsa.c parses it.  ldns splits the rdata into rdfs
+     * (usage, selector, matching type, data); join them again. */
+    size_t o = 0, total = 0;
+    for (size_t i = 0; i < ldns_rr_rd_count(rr); i++)
+      total += ldns_rdf_size(ldns_rr_rdf(rr, i));
+    if (total <= DNS_RDATA_MAX) {
+      for (size_t i = 0; i < ldns_rr_rd_count(rr); i++) {
+        const ldns_rdf *f = ldns_rr_rdf(rr, i);
+        memcpy(d->rdata + o, ldns_rdf_data(f), ldns_rdf_size(f));
+        o += ldns_rdf_size(f);
+      }
+      d->rdlen = (uint16_t)o;
+    }
+  } else if (type == DNS_TYPE_TXT) {
+    /* RFC 1035 §3.3.14: one or more <character-string>s, each a length
+     * octet and that many bytes; joined without separators (RFC 7208
+     * §3.3, RFC 8461 §3.1). */
+    size_t o = 0;
+    for (size_t k = 0; k < ldns_rr_rd_count(rr); k++) {
+      const ldns_rdf *f = ldns_rr_rdf(rr, k);
+      if (!f || ldns_rdf_size(f) < 1)
+        return;
+      const uint8_t *b = ldns_rdf_data(f);
+      size_t sl = b[0];
+      if (sl + 1 > ldns_rdf_size(f) || o + sl > DNS_TXT_MAX)
+        return;
+      if (memchr(b + 1, 0, sl))
+        return;
+      memcpy(d->rdata + o, b + 1, sl);
+      o += sl;
+    }
+    d->rdata[o] = '\0';
+    d->rdlen = (uint16_t)o;
   } else {
     return;
   }
@@ -224,9 +260,11 @@ enum dns_check dns_answer_parse(const uint8_t *pkt, size_t len, uint16_t id,
     goto done;
   }
   ret = DNS_CHECK_OK;
+  out->secure = ldns_pkt_ad(p) ? 1 : 0;
 
   ldns_pkt_rcode rc = ldns_pkt_get_rcode(p);
   if (rc != LDNS_RCODE_NOERROR && rc != LDNS_RCODE_NXDOMAIN) {
+    out->secure = 0;
     set_reason(out, rc);
     goto done;
   }

@@ -24,11 +24,19 @@
 #define DNS_TTL_MAX 86400     /* positive answers cached at most one day */
 #define DNS_NEG_TTL_MAX 10800 /* negative answers at most 3 h (RFC 2308 §5) */
 #define DNS_QUERY_MAX 512     /* a query always fits in this */
+/* A TXT record's strings joined, at most (in dns_rr.rdata); longer ones are
+ * dropped (MTA-STS, TLS-RPT records are short). */
+#define DNS_TXT_MAX 511
 
 #define DNS_TYPE_A 1
 #define DNS_TYPE_CNAME 5
 #define DNS_TYPE_MX 15
+#define DNS_TYPE_TXT 16
 #define DNS_TYPE_AAAA 28
+#define DNS_TYPE_TLSA 52
+/* TLSA rdata kept; a longer record is kept with rdlen 0 (unusable, RFC 7671
+ * §4). */
+#define DNS_RDATA_MAX 1024
 
 /* The outcome of one (name, type) lookup. */
 enum dns_rcode {
@@ -45,9 +53,15 @@ struct dns_rr {
   uint16_t type;
   uint16_t pref; /* MX preference */
   uint32_t ttl;
-  uint8_t addr[16];            /* A: 4 bytes, AAAA: 16 bytes */
-  char name[DNS_NAME_MAX + 2]; /* MX exchange, lower case, no final dot;
-                                  "." for the null MX (RFC 7505) */
+  uint8_t addr[16];             /* A: 4 bytes, AAAA: 16 bytes */
+  char name[DNS_NAME_MAX + 2];  /* MX exchange, lower case, no final dot;
+                                   "." for the null MX (RFC 7505) */
+  uint16_t rdlen;               /* TLSA: octets in rdata (0: too long);
+                                   TXT: length of the text in rdata */
+  uint8_t rdata[DNS_RDATA_MAX]; /* TLSA: the raw RDATA (RFC 6698 §2.1);
+                                   TXT: the character-strings joined, NUL-
+                                   terminated (records holding a NUL byte
+                                   or over DNS_TXT_MAX are dropped) */
 };
 
 struct dns_rrset {
@@ -55,6 +69,9 @@ struct dns_rrset {
   uint32_t ttl; /* smallest TTL of the records used, or the negative TTL */
   char cname[DNS_NAME_MAX + 2]; /* last name of the CNAME chain, or "" */
   char reason[256];             /* for DNS_R_TEMPFAIL: "SERVFAIL" etc. */
+  int secure; /* the answer had the AD bit (RFC 4035 §3.2.3): DNSSEC-secure
+                 as far as the (trusted, validating) resolver says; only
+                 for DNS_R_OK, NODATA, NXDOMAIN and CNAME */
   int n;
   struct dns_rr rr[DNS_MAX_RR];
 };
@@ -70,7 +87,9 @@ enum dns_check {
 
 /*
  * Builds a recursive (RD) query for name/type, class IN, with the given ID
- * and an EDNS0 OPT record advertising a 1232-byte UDP payload.  name is an
+ * and an EDNS0 OPT record advertising a 1232-byte UDP payload, the DO bit
+ * set (RFC 3225) and the AD bit set (RFC 6840 §5.7), so that a validating
+ * resolver reports the DNSSEC status of its answer in AD.  name is an
  * ASCII (A-label) domain name.  Writes at most cap bytes to buf and sets
  * *len.  Returns 0, or -EINVAL for a name ldns cannot encode, -ENOSPC when
  * cap is too small, -ENOMEM.

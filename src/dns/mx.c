@@ -223,6 +223,7 @@ void mx_build(const char *domain, const struct mx_host *hosts, int n,
         struct mx_candidate *c = &r->c[r->n++];
         snprintf(c->host, sizeof c->host, "%s", hosts[h].name);
         c->pref = hosts[h].pref;
+        c->secure = hosts[h].secure;
         to_sockaddr(&hosts[h].addr[i], port, &c->addr);
       }
     }

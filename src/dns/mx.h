@@ -45,6 +45,8 @@ struct mx_host {
   uint16_t pref;
   enum dns_rcode addr_status; /* DNS_R_OK when n_addr > 0 */
   char err[400];              /* why it has no address */
+  int secure; /* every address answer had AD (DNSSEC, RFC 7672 §2.2.2);
+                 0 for an IP literal */
   int n_addr;
   struct mx_addr addr[MX_HOST_MAX_ADDR];
 };
@@ -54,6 +56,7 @@ struct mx_candidate {
   char host[DNS_NAME_MAX + 2];  /* MX host name (or the domain, implicit MX) */
   struct sockaddr_storage addr; /* AF_INET/AF_INET6, port set */
   uint16_t pref;
+  int secure; /* the host's address records were DNSSEC-secure (AD) */
 };
 
 struct mx_result {
@@ -63,6 +66,9 @@ struct mx_result {
   int loop;         /* PERMFAIL because the best MX is this relay (5.4.6) */
   int implicit;     /* no MX records: the domain's own addresses (RFC 5321
                        §5.1 implicit MX) */
+  int mx_secure;    /* the MX answer (or, implicit MX, its NODATA) was
+                       DNSSEC-secure (AD bit); 0 for a host lookup
+                       (RFC 7672 §2.2.1, CONTRACT §4b) */
   int n;
   struct mx_candidate c[MX_MAX_CANDIDATES];
 };

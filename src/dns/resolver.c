@@ -47,12 +47,16 @@ struct sub {
   char name[DNS_NAME_MAX + 2];
   uint16_t type;
   int hops;      /* CNAME links followed across queries */
+  int insecure;  /* some CNAME link on the way lacked AD */
   struct dq *dq; /* the transport query we wait on, or NULL */
   struct sub *wprev, *wnext;
 };
 
 enum q_state { Q_STARTING, Q_ACTIVE, Q_DONE };
-enum q_kind { Q_MX, Q_HOST };
+enum q_kind { Q_MX, Q_HOST, Q_TLSA, Q_TXT };
+#define SUB_MX (-1)   /* sub->host of the MX question */
+#define SUB_TLSA (-2) /* sub->host of the TLSA question */
+#define SUB_TXT (-3)  /* sub->host of the TXT question */
 
 struct resolver_query {
   struct resolver *r;
@@ -63,6 +67,9 @@ struct resolver_query {
   char ascii[DNS_NAME_MAX + 2];  /* A-label form */
   uint16_t port;
   resolver_cb cb;
+  resolver_tlsa_cb tcb;   /* Q_TLSA */
+  struct dns_rrset *tlsa; /* Q_TLSA: the answer, owned */
+  int mx_secure;
   void *data;
   int pending; /* subs outstanding */
   int n_subs;
@@ -70,6 +77,8 @@ struct resolver_query {
   int n_hosts;
   struct mx_host hosts[MX_MAX_HOSTS];
   struct mx_result res;
+  resolver_txt_cb xcb;      /* Q_TXT: the callback (cb unused) */
+  struct resolver_txt *txt; /* Q_TXT: the outcome, owned */
 };
 
 struct qlist {
@@ -125,9 +134,10 @@ struct cache_entry {
   uint16_t type;
   uint64_t expires; /* loop time, ms */
   enum dns_rcode status;
+  int secure;
   char cname[DNS_NAME_MAX + 2];
   int n;
-  struct dns_rr *rr;
+  unsigned char *rr; /* n records of rr_size(type) octets each */
 };
 
 struct resolver {
@@ -248,6 +258,13 @@ static uint32_t rnd32(void *ctx) {
 
 /* ---- cache ------------------------------------------------------------ */
 
+/* Octets of a struct dns_rr the cache keeps: the raw RDATA only for TLSA
+ * (the rest never uses it; this keeps an entry small). */
+static size_t rr_size(uint16_t type) {
+  return type == DNS_TYPE_TLSA ? sizeof(struct dns_rr)
+                               : offsetof(struct dns_rr, rdata);
+}
+
 static unsigned cache_hash(const char *name, uint16_t type) {
   unsigned h = 2166136261u;
   for (const char *p = name; *p; p++)
@@ -321,18 +338,21 @@ static void cache_put(struct resolver *r, const char *name, uint16_t type,
   if (!e)
     return;
   if (rs->n > 0) {
-    e->rr = malloc(sizeof(struct dns_rr) * (size_t)rs->n);
+    size_t sz = rr_size(type);
+    e->rr = malloc(sz * (size_t)rs->n);
     if (!e->rr) {
       free(e);
       return;
     }
-    memcpy(e->rr, rs->rr, sizeof(struct dns_rr) * (size_t)rs->n);
+    for (int i = 0; i < rs->n; i++)
+      memcpy(e->rr + sz * (size_t)i, &rs->rr[i], sz);
   }
   e->n = rs->n;
   snprintf(e->name, sizeof e->name, "%s", name);
   snprintf(e->cname, sizeof e->cname, "%s", rs->cname);
   e->type = type;
   e->status = rs->status;
+  e->secure = rs->secure;
   e->expires = uv_now(r->loop) + (uint64_t)rs->ttl * 1000;
   e->hash = cache_hash(name, type);
   struct cache_entry **b = &r->buckets[e->hash & (r->nbuckets - 1)];
@@ -727,11 +747,14 @@ static void sub_start(struct sub *s) {
     if (!rs)
       abort();
     rs->status = e->status;
+    rs->secure = e->secure;
     rs->ttl = 1;
     snprintf(rs->cname, sizeof rs->cname, "%s", e->cname);
     rs->n = e->n;
     if (e->n > 0)
-      memcpy(rs->rr, e->rr, sizeof(struct dns_rr) * (size_t)e->n);
+      for (int i = 0; i < e->n; i++)
+        memcpy(&rs->rr[i], e->rr + rr_size(e->type) * (size_t)i,
+               rr_size(e->type));
     sub_on_rrset(s, rs);
     free(rs);
     return;
@@ -778,6 +801,7 @@ static void q_complete(struct resolver_query *q) {
 static void q_build(struct resolver_query *q) {
   mx_build(q->domain, q->hosts, q->n_hosts, q->port, q->r->self, q->r->n_self,
            q->r->max_addrs, &q->res);
+  q->res.mx_secure = q->kind == Q_MX && q->mx_secure;
   q_complete(q);
 }
 
@@ -804,6 +828,7 @@ static void q_resolve_hosts(struct resolver_query *q) {
       continue;
     }
     q->hosts[h].addr_status = DNS_R_NXDOMAIN;
+    q->hosts[h].secure = 1; /* until an answer without AD */
     q_add_sub(q, h, q->hosts[h].name, DNS_TYPE_AAAA);
     q_add_sub(q, h, q->hosts[h].name, DNS_TYPE_A);
   }
@@ -818,7 +843,9 @@ static void q_resolve_hosts(struct resolver_query *q) {
       sub_start(&q->subs[i]);
 }
 
-static void q_on_mx(struct resolver_query *q, const struct dns_rrset *rs) {
+static void q_on_mx(struct resolver_query *q, const struct dns_rrset *rs,
+                    int secure) {
+  q->mx_secure = secure;
   switch (rs->status) {
   case DNS_R_OK:
     q->n_hosts =
@@ -855,8 +882,12 @@ static void q_on_mx(struct resolver_query *q, const struct dns_rrset *rs) {
 }
 
 static void q_on_addr(struct resolver_query *q, struct sub *s,
-                      const struct dns_rrset *rs) {
+                      const struct dns_rrset *rs, int secure) {
   struct mx_host *h = &q->hosts[s->host];
+  /* RFC 7672 §2.2.2: the addresses we use (and the denial of the other
+   * family) must all be secure; a failed family gives no address. */
+  if (rs->status != DNS_R_TEMPFAIL && !secure)
+    h->secure = 0;
   const char *tname = s->type == DNS_TYPE_A ? "A" : "AAAA";
   char tmp[sizeof h->err];
   if (rs->status == DNS_R_OK) {
@@ -894,6 +925,44 @@ static void q_on_addr(struct resolver_query *q, struct sub *s,
     q_build(q);
 }
 
+/* The TXT answer (resolver_lookup_txt). */
+static void q_on_txt(struct resolver_query *q, const struct dns_rrset *rs) {
+  struct resolver_txt *t = q->txt;
+  switch (rs->status) {
+  case DNS_R_OK:
+    t->status = DNS_OK;
+    for (int i = 0; i < rs->n && t->n < RESOLVER_TXT_MAX; i++)
+      if (rs->rr[i].type == DNS_TYPE_TXT)
+        memcpy(t->txt[t->n++], rs->rr[i].rdata, sizeof t->txt[0]);
+    break;
+  case DNS_R_NXDOMAIN:
+    t->nxdomain = 1;
+    /* fall through */
+  case DNS_R_NODATA:
+    t->status = DNS_OK;
+    break;
+  case DNS_R_CNAME:
+  case DNS_R_TEMPFAIL:
+    t->status = DNS_TEMPFAIL;
+    snprintf(t->reason, sizeof t->reason,
+             "Name service error for name=%s type=TXT: %s", q->ascii,
+             rs->reason[0] ? rs->reason : "temporary failure");
+    break;
+  }
+  q_complete(q);
+}
+
+/* The TLSA answer: kept for the callback (RFC 7672 §2.2.3). */
+static void q_on_tlsa(struct resolver_query *q, const struct dns_rrset *rs,
+                      int secure) {
+  q->tlsa = malloc(sizeof *q->tlsa);
+  if (q->tlsa) {
+    memcpy(q->tlsa, rs, sizeof *rs);
+    q->tlsa->secure = secure;
+  }
+  q_complete(q);
+}
+
 static void sub_on_rrset(struct sub *s, const struct dns_rrset *rs) {
   struct resolver_query *q = s->q;
   if (q->state != Q_ACTIVE)
@@ -905,6 +974,8 @@ static void sub_on_rrset(struct sub *s, const struct dns_rrset *rs) {
       sub_on_rrset(s, &fail);
       return;
     }
+    if (!rs->secure)
+      s->insecure = 1;
     if (dns_name_normalize(rs->cname, s->name, sizeof s->name) != 0) {
       struct dns_rrset fail = {.status = DNS_R_TEMPFAIL};
       snprintf(fail.reason, sizeof fail.reason, "bad CNAME target");
@@ -914,11 +985,22 @@ static void sub_on_rrset(struct sub *s, const struct dns_rrset *rs) {
     sub_start(s);
     return;
   }
-  if (s->host < 0) {
+  if (rs->status != DNS_R_TEMPFAIL && !rs->secure)
+    s->insecure = 1;
+  int secure = !s->insecure && rs->status != DNS_R_TEMPFAIL;
+  if (s->host == SUB_TXT) {
     q->pending--;
-    q_on_mx(q, rs);
+    q_on_txt(q, rs);
+    return;
+  }
+  if (s->host == SUB_TLSA) {
+    q->pending--;
+    q_on_tlsa(q, rs, secure);
+  } else if (s->host < 0) {
+    q->pending--;
+    q_on_mx(q, rs, secure);
   } else {
-    q_on_addr(q, s, rs);
+    q_on_addr(q, s, rs, secure);
   }
 }
 
@@ -929,11 +1011,23 @@ static void q_begin(struct resolver_query *q) {
   q->state = Q_ACTIVE;
   q_list_push(&r->active, q);
 
+  if (q->kind == Q_TXT) {
+    if (resolver_domain_to_ascii(q->domain, q->ascii, sizeof q->ascii) != 0) {
+      q->txt->status = DNS_OK; /* no such name: no records */
+      q->txt->nxdomain = 1;
+      q_complete(q);
+      return;
+    }
+    q_add_sub(q, SUB_TXT, q->ascii, DNS_TYPE_TXT);
+    sub_start(&q->subs[0]);
+    return;
+  }
   /* An IP literal is its own address: no query at all. */
   struct mx_addr ip;
   size_t dl = strlen(q->domain);
   int bracketed = dl > 1 && q->domain[0] == '[' && q->domain[dl - 1] == ']';
-  if ((bracketed || q->kind == Q_HOST) && mx_parse_ip(q->domain, &ip)) {
+  if (q->kind != Q_TLSA && (bracketed || q->kind == Q_HOST) &&
+      mx_parse_ip(q->domain, &ip)) {
     q->n_hosts = 1;
     memset(&q->hosts[0], 0, sizeof q->hosts[0]);
     snprintf(q->hosts[0].name, sizeof q->hosts[0].name, "%s", q->domain);
@@ -954,7 +1048,15 @@ static void q_begin(struct resolver_query *q) {
   if (resolver_domain_to_ascii(name, q->ascii, sizeof q->ascii) != 0) {
     mx_result_fail(&q->res, DNS_PERMFAIL, "5.1.2", "Invalid domain name: %s",
                    q->domain);
+    if (q->kind == Q_TLSA && (q->tlsa = calloc(1, sizeof *q->tlsa)))
+      snprintf(q->tlsa->reason, sizeof q->tlsa->reason,
+               "invalid TLSA name %.200s", q->domain);
     q_complete(q);
+    return;
+  }
+  if (q->kind == Q_TLSA) {
+    q_add_sub(q, SUB_TLSA, q->ascii, DNS_TYPE_TLSA);
+    sub_start(&q->subs[0]);
     return;
   }
   if (q->kind == Q_HOST) {
@@ -964,8 +1066,30 @@ static void q_begin(struct resolver_query *q) {
     q_resolve_hosts(q);
     return;
   }
-  q_add_sub(q, -1, q->ascii, DNS_TYPE_MX);
+  q_add_sub(q, SUB_MX, q->ascii, DNS_TYPE_MX);
   sub_start(&q->subs[0]);
+}
+
+/* Calls q's callback with its result (or the cancellation). */
+static void deliver(struct resolver_query *q, int canceled) {
+  if (q->kind == Q_TXT) {
+    if (canceled) {
+      memset(q->txt, 0, sizeof *q->txt);
+      q->txt->status = DNS_CANCELED;
+      snprintf(q->txt->reason, sizeof q->txt->reason, "lookup canceled");
+    }
+    q->xcb(q, q->txt, q->data);
+    return;
+  }
+  if (q->kind != Q_TLSA) {
+    q->cb(q, &q->res, q->data);
+    return;
+  }
+  static const struct dns_rrset oom = {.status = DNS_R_TEMPFAIL,
+                                       .reason = "out of memory"};
+  static const struct dns_rrset cancel = {.status = DNS_R_TEMPFAIL,
+                                          .reason = "lookup canceled"};
+  q->tcb(q, canceled ? &cancel : q->tlsa ? q->tlsa : &oom, canceled, q->data);
 }
 
 /* Runs queued starts and finished callbacks, one at a time, from the loop. */
@@ -979,8 +1103,10 @@ static void on_idle(uv_idle_t *h) {
     struct resolver_query *q = r->done.head;
     q_list_remove(&r->done, q);
     r->in_cb++;
-    q->cb(q, &q->res, q->data);
+    deliver(q, 0);
     r->in_cb--;
+    free(q->tlsa);
+    free(q->txt);
     free(q);
   }
   if (r->free_requested) {
@@ -1032,6 +1158,50 @@ struct resolver_query *resolver_lookup_host(struct resolver *r,
   return q_new(r, Q_HOST, host, port, cb, data);
 }
 
+struct resolver_query *resolver_lookup_txt(struct resolver *r, const char *name,
+                                           resolver_txt_cb cb, void *data) {
+  struct resolver_txt *t = calloc(1, sizeof *t);
+  if (!t)
+    return NULL;
+  struct resolver_query *q = q_new(r, Q_TXT, name, 0, NULL, data);
+  if (!q) {
+    free(t);
+    return NULL;
+  }
+  q->xcb = cb;
+  q->txt = t;
+  return q;
+}
+
+struct resolver_query *resolver_lookup_tlsa(struct resolver *r,
+                                            const char *host, uint16_t port,
+                                            resolver_tlsa_cb cb, void *data) {
+  char name[DNS_NAME_MAX + 2];
+  int n = snprintf(name, sizeof name, "_%u._tcp.%s", (unsigned)port, host);
+  if (n < 0 || (size_t)n >= sizeof name)
+    name[0] = '\0'; /* fails as an invalid name */
+  struct resolver_query *q = q_new(r, Q_TLSA, name, port, NULL, data);
+  if (q)
+    q->tcb = cb;
+  return q;
+}
+
+int resolver_servers_loopback(const struct resolver *r) {
+  for (int i = 0; i < r->n_servers; i++) {
+    const struct sockaddr_storage *ss = &r->servers[i];
+    if (ss->ss_family == AF_INET) {
+      const struct sockaddr_in *s4 = (const void *)ss;
+      if ((ntohl(s4->sin_addr.s_addr) >> 24) != 127)
+        return 0;
+    } else {
+      const struct sockaddr_in6 *s6 = (const void *)ss;
+      if (!IN6_IS_ADDR_LOOPBACK(&s6->sin6_addr))
+        return 0;
+    }
+  }
+  return 1;
+}
+
 /* Drops every question q waits on and takes it off its list. */
 static void q_detach(struct resolver_query *q) {
   for (int i = 0; i < q->n_subs; i++)
@@ -1042,12 +1212,17 @@ static void q_detach(struct resolver_query *q) {
 void resolver_cancel(struct resolver_query *q) {
   struct resolver *r = q->r;
   q_detach(q);
-  struct mx_result res;
-  memset(&res, 0, sizeof res);
-  mx_result_fail(&res, DNS_CANCELED, "4.3.0", "lookup canceled");
   r->in_cb++;
-  q->cb(q, &res, q->data);
+  if (q->kind == Q_TLSA || q->kind == Q_TXT) {
+    deliver(q, 1);
+  } else {
+    struct mx_result res;
+    memset(&res, 0, sizeof res);
+    mx_result_fail(&res, DNS_CANCELED, "4.3.0", "lookup canceled");
+    q->cb(q, &res, q->data);
+  }
   r->in_cb--;
+  free(q->tlsa);
   free(q);
 }
 

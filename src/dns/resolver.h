@@ -29,6 +29,7 @@
 #include <sys/socket.h>
 #include <uv.h>
 
+#include "dns/dns_answer.h"
 #include "dns/mx.h"
 
 struct resolver;
@@ -114,6 +115,65 @@ struct resolver_query *resolver_lookup_mx(struct resolver *r,
 struct resolver_query *resolver_lookup_host(struct resolver *r,
                                             const char *host, uint16_t port,
                                             resolver_cb cb, void *data);
+
+#define RESOLVER_TXT_MAX 8 /* TXT records handed back per lookup */
+
+/* The outcome of a TXT lookup.  status: DNS_OK (n records, n may be 0:
+ * the name has no TXT records, or does not exist: nxdomain set),
+ * DNS_TEMPFAIL (SERVFAIL, timeout, ...: reason), DNS_CANCELED. */
+struct resolver_txt {
+  enum dns_status status;
+  int nxdomain;
+  char reason[256];
+  int n;
+  char txt[RESOLVER_TXT_MAX][DNS_TXT_MAX + 1]; /* each record's strings
+                                                  joined (dns_answer.h) */
+};
+
+typedef void (*resolver_txt_cb)(struct resolver_query *q,
+                                const struct resolver_txt *res, void *data);
+
+/*
+ * The TXT records of name (ASCII or UTF-8, converted to A-labels), for
+ * MTA-STS (RFC 8461 §3.1) and TLS-RPT (RFC 8460 §3): cached and bounded
+ * like every query, CNAMEs followed.  res is valid during the callback
+ * only; records over DNS_TXT_MAX or holding a NUL byte are left out, and
+ * at most RESOLVER_TXT_MAX are given.  The callback runs exactly once (as
+ * for the other lookups; resolver_cancel() works the same).  Returns NULL
+ * only when out of memory or the resolver is closing (no callback).
+ */
+struct resolver_query *resolver_lookup_txt(struct resolver *r, const char *name,
+                                           resolver_txt_cb cb, void *data);
+
+/*
+ * The TLSA result: rs is the answer for _PORT._tcp.HOST (RFC 7672 §2.2.3),
+ * valid only during the call: status DNS_R_OK with rs->n records (type
+ * DNS_TYPE_TLSA, raw rdata; parse with proto/tlsa.h), DNS_R_NODATA or
+ * DNS_R_NXDOMAIN (no records), DNS_R_TEMPFAIL (SERVFAIL -- a bogus
+ * signature at a validating resolver --, timeout, an invalid name) with
+ * rs->reason; rs->secure says whether every answer on the way (CNAMEs
+ * included) carried the AD bit.  canceled: the lookup was cancelled
+ * (rs is a TEMPFAIL then).  q must not be used after the callback.
+ */
+typedef void (*resolver_tlsa_cb)(struct resolver_query *q,
+                                 const struct dns_rrset *rs, int canceled,
+                                 void *data);
+
+/*
+ * Looks up the TLSA records of _port._tcp.host (host in A-label form, no
+ * brackets), through the cache and the query bounds as every lookup.
+ * CNAMEs are followed.  Returns NULL only when out of memory (no
+ * callback); else cb runs exactly once, from the loop or from
+ * resolver_cancel()/resolver_free().  CONTRACT §4b.
+ */
+struct resolver_query *resolver_lookup_tlsa(struct resolver *r,
+                                            const char *host, uint16_t port,
+                                            resolver_tlsa_cb cb, void *data);
+
+/* 1 when every name server in use is on a loopback address (127/8, ::1):
+ * the only place a validating resolver's AD bit can be trusted without
+ * further protection of the path (CONTRACT §4b start-up warning). */
+int resolver_servers_loopback(const struct resolver *r);
 
 /*
  * Cancels a lookup whose callback has not run yet: the callback runs now,

@@ -694,6 +694,10 @@ int conn_tls_active(const struct conn *c) {
   return c->ssl && c->hs_done && !c->tls_failed;
 }
 
+SSL *conn_ssl(const struct conn *c) {
+  return c->ssl;
+}
+
 const struct conn_tls_info *conn_tls(const struct conn *c) {
   return c->ssl && (c->hs_done || c->tls_failed) ? &c->tls : NULL;
 }

@@ -180,6 +180,11 @@ int conn_start_tls(struct conn *c, SSL_CTX *ctx, int server,
 int conn_tls_active(const struct conn *c);
 /* The handshake outcome, or NULL before TLS finished. */
 const struct conn_tls_info *conn_tls(const struct conn *c);
+/* The connection's SSL (borrowed; owned by the conn) once conn_start_tls
+ * succeeded, else NULL.  For settings that must be made before the
+ * handshake, which starts on the next loop turn (DANE: SSL_dane_enable,
+ * SSL_dane_tlsa_add), and for SSL_get0_dane_authority after it. */
+SSL *conn_ssl(const struct conn *c);
 
 /*
  * The one end.  Stops reading, cancels the timer, sends a TLS

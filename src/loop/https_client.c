@@ -22,6 +22,7 @@ struct https_fetch {
   char *ctype;
   char *accept;
   char *ca;
+  char *resolve;
   long connect_ms, total_ms;
   size_t max_body;
   atomic_int stop;
@@ -89,6 +90,11 @@ static void fetch_work(uv_work_t *w) {
     snprintf(line, sizeof line, "Content-Type: %s", f->ctype);
     hdr = curl_slist_append(hdr, line);
   }
+  struct curl_slist *pin = NULL;
+  if (f->resolve) {
+    pin = curl_slist_append(NULL, f->resolve);
+    curl_easy_setopt(h, CURLOPT_RESOLVE, pin);
+  }
   curl_easy_setopt(h, CURLOPT_URL, f->url);
   curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https");
   curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
@@ -119,6 +125,7 @@ static void fetch_work(uv_work_t *w) {
   curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &f->status);
   curl_easy_cleanup(h);
   curl_slist_free_all(hdr);
+  curl_slist_free_all(pin);
   if (atomic_load(&f->stop)) {
     f->rc = -2;
     snprintf(f->why, sizeof f->why, "aborted");
@@ -144,6 +151,7 @@ static void fetch_free(struct https_fetch *f) {
   free(f->ctype);
   free(f->accept);
   free(f->ca);
+  free(f->resolve);
   free(f);
 }
 
@@ -191,6 +199,7 @@ struct https_fetch *https_fetch_start(uv_loop_t *loop,
                   &bad);
   f->accept = dup_or_null(req->accept, &bad);
   f->ca = dup_or_null(req->ca_file, &bad);
+  f->resolve = dup_or_null(req->resolve, &bad);
   f->connect_ms = (long)req->connect_timeout_ms;
   f->total_ms = (long)req->timeout_ms;
   f->max_body = req->max_body;

@@ -27,6 +27,12 @@ struct https_req {
   unsigned connect_timeout_ms;
   unsigned timeout_ms; /* the whole request */
   size_t max_body;     /* bytes; a longer answer is an error */
+  const char *resolve; /* NULL, or "HOST:PORT:ADDR" (libcurl's
+                          CURLOPT_RESOLVE, ADDR an IP literal, IPv6 in
+                          brackets): the URL's host is reached at ADDR,
+                          looked up beforehand by the caller's own
+                          resolver; the certificate is still checked for
+                          HOST.  Copied. */
 };
 
 struct https_result {

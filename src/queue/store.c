@@ -68,6 +68,12 @@ struct store {
   /* store_suspensions_at_open(): read at open, sorted by dest */
   struct store_suspension *susp;
   size_t nsusp;
+  /* store_trust_at_open() */
+  struct store_sts_row *sts;
+  size_t nsts;
+  struct store_rpt_row *rpt;
+  size_t nrpt;
+  int64_t rpt_start;
   int closing;
   uv_work_t close_req;
   store_close_cb close_cb;
@@ -251,7 +257,7 @@ static void job_free(struct store_job *job) {
 }
 
 static int op_writes(enum store_op op) {
-  return op <= STORE_OP_SUSPEND;
+  return op <= STORE_OP_TRUST;
 }
 
 static struct lane *job_lane(struct store *st, struct store_job *job) {
@@ -275,6 +281,7 @@ static void job_finish(struct store_job *job, int status) {
   case STORE_OP_DELETE:
   case STORE_OP_HELD:
   case STORE_OP_SUSPEND:
+  case STORE_OP_TRUST:
     job->cb.done(st, status, job->data);
     break;
   case STORE_OP_BULK:
@@ -666,6 +673,84 @@ size_t store_suspensions_at_open(const struct store *st,
   return st->nsusp;
 }
 
+static struct store_job *trust_job(struct store *st, enum store_trust_kind k,
+                                   const char *domain, store_done_cb cb,
+                                   void *data) {
+  if (check_open(st) < 0 || !cb)
+    return NULL;
+  if (domain && (!*domain || strlen(domain) >= sizeof st->susp->dest))
+    return NULL;
+  struct store_job *job = job_new(st, STORE_OP_TRUST, data);
+  if (!job)
+    return NULL;
+  job->req.trust = k;
+  if (domain)
+    snprintf(job->req.dest, sizeof job->req.dest, "%s", domain);
+  job->cb.done = cb;
+  return job;
+}
+
+int store_sts_put(struct store *st, const char *domain, const char *id,
+                  int64_t fetched_at, int64_t expires_at, const char *policy,
+                  store_done_cb cb, void *data) {
+  if (!domain || (policy && (!id || strlen(id) >= STORE_STS_ID_SIZE ||
+                             strlen(policy) > 65536)))
+    return -EINVAL;
+  struct store_job *job = trust_job(
+      st, policy ? STORE_TRUST_STS_PUT : STORE_TRUST_STS_DEL, domain, cb, data);
+  if (!job)
+    return check_open(st) < 0 ? check_open(st) : -EINVAL;
+  if (policy) {
+    job->req.policy = strdup(policy);
+    if (!job->req.policy) {
+      job_free(job);
+      return -ENOMEM;
+    }
+    snprintf(job->req.sts_id, sizeof job->req.sts_id, "%s", id);
+    job->req.fetched_at = fetched_at;
+    job->req.expires_at = expires_at;
+  }
+  job_push(st, job);
+  return 0;
+}
+
+int store_tlsrpt_add(struct store *st, const char *domain, const char *policy,
+                     const char *result, int64_t delta, store_done_cb cb,
+                     void *data) {
+  if (!domain || !policy || !result || strlen(policy) >= 16 ||
+      strlen(result) >= 48)
+    return -EINVAL;
+  struct store_job *job = trust_job(st, STORE_TRUST_RPT_ADD, domain, cb, data);
+  if (!job)
+    return check_open(st) < 0 ? check_open(st) : -EINVAL;
+  snprintf(job->req.rpt_policy, sizeof job->req.rpt_policy, "%s", policy);
+  snprintf(job->req.rpt_result, sizeof job->req.rpt_result, "%s", result);
+  job->req.delta = delta;
+  job_push(st, job);
+  return 0;
+}
+
+int store_tlsrpt_reset(struct store *st, int64_t period_start, store_done_cb cb,
+                       void *data) {
+  struct store_job *job = trust_job(st, STORE_TRUST_RPT_RESET, NULL, cb, data);
+  if (!job)
+    return check_open(st) < 0 ? check_open(st) : -EINVAL;
+  job->req.period_start = period_start;
+  job_push(st, job);
+  return 0;
+}
+
+void store_trust_at_open(const struct store *st,
+                         const struct store_sts_row **sts, size_t *nsts,
+                         const struct store_rpt_row **rpt, size_t *nrpt,
+                         int64_t *period_start) {
+  *sts = st->sts;
+  *nsts = st->nsts;
+  *rpt = st->rpt;
+  *nrpt = st->nrpt;
+  *period_start = st->rpt_start;
+}
+
 /* ---- spool ------------------------------------------------------------ */
 
 struct store_spool *store_spool_new(struct store *st) {
@@ -759,6 +844,10 @@ static void store_free(struct store *st) {
   free(st->dir);
   free(st->enospc_file);
   free(st->susp);
+  for (size_t i = 0; i < st->nsts; i++)
+    free(st->sts[i].policy);
+  free(st->sts);
+  free(st->rpt);
   free(st);
 }
 
@@ -797,6 +886,12 @@ int store_open(uv_loop_t *loop, const char *path, struct store **out, char *err,
     id_floor(st, max_id);
   if (r == 0 && store_db_suspensions(st->db, &st->susp, &st->nsusp) < 0) {
     snprintf(err, errlen, "queue %s: cannot read the suspensions", path);
+    r = -EIO;
+  }
+  if (r == 0 && store_db_trust(st->db, &st->sts, &st->nsts, &st->rpt, &st->nrpt,
+                               &st->rpt_start) < 0) {
+    snprintf(err, errlen, "queue %s: cannot read the MTA-STS/TLS-RPT tables",
+             path);
     r = -EIO;
   }
   if (r < 0) {

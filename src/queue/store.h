@@ -357,6 +357,59 @@ struct store_suspension {
 size_t store_suspensions_at_open(const struct store *st,
                                  const struct store_suspension **out);
 
+/* ---- outbound trust (CONTRACT §4b): MTA-STS policies, TLS-RPT counts -- */
+
+#define STORE_STS_ID_SIZE 33 /* RFC 8461 §3.1 id: 1..32 characters */
+
+enum store_trust_kind {
+  STORE_TRUST_STS_PUT,   /* keep dest's policy (replacing the old one) */
+  STORE_TRUST_STS_DEL,   /* forget dest's policy */
+  STORE_TRUST_RPT_ADD,   /* count[dest, policy, result] += delta */
+  STORE_TRUST_RPT_RESET, /* drop every count; the period starts anew */
+};
+
+/* A cached MTA-STS policy (the file's text as fetched, reparsed on use). */
+struct store_sts_row {
+  char domain[256];
+  char id[STORE_STS_ID_SIZE];
+  int64_t fetched_at, expires_at; /* unix s */
+  char *policy;                   /* NUL-terminated */
+};
+
+/* A TLS-RPT count: successful sessions have result "". */
+struct store_rpt_row {
+  char domain[256];
+  char policy[16]; /* "sts", "tlsa", "no-policy-found" */
+  char result[48]; /* an RFC 8460 result type, or "" */
+  int64_t count;
+};
+
+/* Keeps (policy non-NULL, copied; at most 64 KiB) or forgets (NULL) the
+ * MTA-STS policy of domain (1..255 bytes) with its TXT id and times (unix
+ * s).  One writer request; cb: 0, -ENOSPC, -EIO.  -EINVAL (bad
+ * arguments; callback not run). */
+int store_sts_put(struct store *st, const char *domain, const char *id,
+                  int64_t fetched_at, int64_t expires_at, const char *policy,
+                  store_done_cb cb, void *data) STORE_MUSTCHECK;
+
+/* Adds delta to a TLS-RPT count (creating it).  One writer request, in
+ * order with the others (a reset queued before it comes first).  -EINVAL
+ * as above. */
+int store_tlsrpt_add(struct store *st, const char *domain, const char *policy,
+                     const char *result, int64_t delta, store_done_cb cb,
+                     void *data) STORE_MUSTCHECK;
+
+/* Drops every TLS-RPT count and keeps period_start (unix s). */
+int store_tlsrpt_reset(struct store *st, int64_t period_start, store_done_cb cb,
+                       void *data) STORE_MUSTCHECK;
+
+/* What store_open() read of the trust tables: valid until store_close()
+ * (the policies' text included).  period_start 0: none kept yet. */
+void store_trust_at_open(const struct store *st,
+                         const struct store_sts_row **sts, size_t *nsts,
+                         const struct store_rpt_row **rpt, size_t *nrpt,
+                         int64_t *period_start);
+
 /* ---- cancel ----------------------------------------------------------- */
 
 /* For an owner's end function.  A request still waiting for its lane is

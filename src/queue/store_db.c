@@ -15,7 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION 3
 #define HEADERS_MAX (64 * 1024)
 #define COPY_CHUNK (64 * 1024)
 
@@ -31,6 +31,11 @@ enum stmt_id {
   W_SUSPEND_SET,
   W_SUSPEND_DEL,
   W_SET_NOTICES,
+  W_STS_PUT,
+  W_STS_DEL,
+  W_RPT_ADD,
+  W_RPT_CLEAR,
+  W_RPT_START,
   /* reader */
   R_MSGS_AFTER,
   R_MSGS_BETWEEN,
@@ -86,6 +91,15 @@ static const char *const stmt_sql[STMT_COUNT] = {
     [W_SUSPEND_SET] = "INSERT OR REPLACE INTO suspensions(dest, until)"
                       " VALUES(?1, ?2)",
     [W_SUSPEND_DEL] = "DELETE FROM suspensions WHERE dest = ?1",
+    [W_STS_PUT] = "INSERT OR REPLACE INTO sts_policies(domain, id,"
+                  " fetched_at, expires_at, policy) VALUES(?1, ?2, ?3, ?4, ?5)",
+    [W_STS_DEL] = "DELETE FROM sts_policies WHERE domain = ?1",
+    [W_RPT_ADD] = "INSERT INTO tlsrpt_counts(domain, policy, result, count)"
+                  " VALUES(?1, ?2, ?3, ?4) ON CONFLICT(domain, policy, result)"
+                  " DO UPDATE SET count = count + ?4",
+    [W_RPT_CLEAR] = "DELETE FROM tlsrpt_counts",
+    [W_RPT_START] = "INSERT OR REPLACE INTO tlsrpt_period(k, start)"
+                    " VALUES(0, ?1)",
     [R_SELECT_SCAN] = "SELECT id, sender, size, received_at, held, ret, envid,"
                       " flags FROM messages WHERE id > ?1 ORDER BY id"
                       " LIMIT ?2",
@@ -123,6 +137,26 @@ static const char schema_v2[] = "CREATE TABLE suspensions("
                                 " dest TEXT PRIMARY KEY,"
                                 " until INTEGER NOT NULL) WITHOUT ROWID;";
 
+/* Version 3: outbound trust (CONTRACT §4b): the MTA-STS policy cache and
+ * the TLS-RPT counts of the running period.  An older queue gains the
+ * tables and keeps everything else. */
+static const char schema_v3[] =
+    "CREATE TABLE sts_policies("
+    " domain TEXT PRIMARY KEY,"
+    " id TEXT NOT NULL,"
+    " fetched_at INTEGER NOT NULL,"
+    " expires_at INTEGER NOT NULL,"
+    " policy BLOB NOT NULL);"
+    "CREATE TABLE tlsrpt_counts("
+    " domain TEXT NOT NULL,"
+    " policy TEXT NOT NULL,"
+    " result TEXT NOT NULL,"
+    " count INTEGER NOT NULL,"
+    " PRIMARY KEY(domain, policy, result)) WITHOUT ROWID;"
+    "CREATE TABLE tlsrpt_period("
+    " k INTEGER PRIMARY KEY CHECK (k = 0),"
+    " start INTEGER NOT NULL);";
+
 struct store_db {
   const char *path; /* for error messages during open only */
   /* Test hooks, set on the loop while the writer lane is idle. */
@@ -133,9 +167,9 @@ struct store_db {
 };
 
 const char *store_op_name(enum store_op op) {
-  static const char *const names[] = {"commit", "update",  "delete", "held",
-                                      "bulk",   "suspend", "load",   "list",
-                                      "show",   "read",    "count",  "select"};
+  static const char *const names[] = {
+      "commit", "update", "delete", "held", "bulk",  "suspend", "trust",
+      "load",   "list",   "show",   "read", "count", "select"};
   return names[op];
 }
 
@@ -159,6 +193,8 @@ void store_req_clear(struct store_req *req) {
   req->has_msg = 0;
   free(req->prefix);
   req->prefix = NULL;
+  free(req->policy);
+  req->policy = NULL;
   spool_free(req->spool);
   req->spool = NULL;
   for (size_t i = 0; i < req->nouts; i++) {
@@ -397,6 +433,41 @@ static int run_suspend(struct store_db *st, struct store_req *job) {
   return step_done(job, s);
 }
 
+static int run_trust(struct store_db *st, struct store_req *job) {
+  sqlite3_stmt *s;
+  int r;
+  switch (job->trust) {
+  case STORE_TRUST_STS_PUT:
+    s = st->stmt[W_STS_PUT];
+    sqlite3_bind_text(s, 1, job->dest, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, job->sts_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 3, job->fetched_at);
+    sqlite3_bind_int64(s, 4, job->expires_at);
+    sqlite3_bind_blob(s, 5, job->policy, (int)strlen(job->policy),
+                      SQLITE_STATIC);
+    return step_done(job, s);
+  case STORE_TRUST_STS_DEL:
+    s = st->stmt[W_STS_DEL];
+    sqlite3_bind_text(s, 1, job->dest, -1, SQLITE_STATIC);
+    return step_done(job, s);
+  case STORE_TRUST_RPT_ADD:
+    s = st->stmt[W_RPT_ADD];
+    sqlite3_bind_text(s, 1, job->dest, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, job->rpt_policy, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 3, job->rpt_result, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 4, job->delta);
+    return step_done(job, s);
+  case STORE_TRUST_RPT_RESET:
+    r = step_done(job, st->stmt[W_RPT_CLEAR]);
+    if (r < 0)
+      return r;
+    s = st->stmt[W_RPT_START];
+    sqlite3_bind_int64(s, 1, job->period_start);
+    return step_done(job, s);
+  }
+  abort();
+}
+
 static int run_writer_job(struct store_db *st, struct store_req *job) {
   switch (job->op) {
   case STORE_OP_COMMIT:
@@ -411,6 +482,8 @@ static int run_writer_job(struct store_db *st, struct store_req *job) {
     return run_bulk(st, job);
   case STORE_OP_SUSPEND:
     return run_suspend(st, job);
+  case STORE_OP_TRUST:
+    return run_trust(st, job);
   default:
     abort();
   }
@@ -823,7 +896,12 @@ static int migrate(struct store_db *st, char *err, size_t errlen) {
     if (r == 0)
       r = db_exec(st->w, "PRAGMA user_version = 2", st->path, err, errlen);
   }
-  /* Later versions: `if (v < 3) { ...; user_version = 3 }`. */
+  if (r == 0 && v < 3) {
+    r = db_exec(st->w, schema_v3, st->path, err, errlen);
+    if (r == 0)
+      r = db_exec(st->w, "PRAGMA user_version = 3", st->path, err, errlen);
+  }
+  /* Later versions: `if (v < 4) { ...; user_version = 4 }`. */
   /* messages.notices (delay warning sent, issue 19): added where missing
    * whatever the version, so that it does not take a version number from
    * the other schema changes of the same release. */
@@ -976,6 +1054,106 @@ int store_db_suspensions(struct store_db *st, struct store_suspension **out,
   if (*n > 1)
     qsort(*out, *n, sizeof **out, susp_cmp);
   return 0;
+}
+
+int store_db_trust(struct store_db *st, struct store_sts_row **sts,
+                   size_t *nsts, struct store_rpt_row **rpt, size_t *nrpt,
+                   int64_t *period_start) {
+  *sts = NULL;
+  *rpt = NULL;
+  *nsts = *nrpt = 0;
+  *period_start = 0;
+  long long v = 0;
+  if (db_int(st->w, "SELECT coalesce(max(start), 0) FROM tlsrpt_period", &v) !=
+      SQLITE_OK)
+    return -EIO;
+  *period_start = v;
+  sqlite3_stmt *s;
+  int rc, r = 0;
+  size_t cap = 0;
+  if (sqlite3_prepare_v2(st->w,
+                         "SELECT domain, id, fetched_at, expires_at, policy"
+                         " FROM sts_policies",
+                         -1, &s, NULL) != SQLITE_OK)
+    return -EIO;
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    const unsigned char *d = sqlite3_column_text(s, 0);
+    const unsigned char *id = sqlite3_column_text(s, 1);
+    const void *pol = sqlite3_column_blob(s, 4);
+    int plen = sqlite3_column_bytes(s, 4);
+    if (!d || !id || !pol || plen < 0)
+      continue;
+    if (*nsts == cap) {
+      size_t ncap = cap ? cap * 2 : 8;
+      struct store_sts_row *a = realloc(*sts, ncap * sizeof *a);
+      if (!a) {
+        r = -ENOMEM;
+        break;
+      }
+      *sts = a;
+      cap = ncap;
+    }
+    struct store_sts_row *row = &(*sts)[*nsts];
+    row->policy = malloc((size_t)plen + 1);
+    if (!row->policy) {
+      r = -ENOMEM;
+      break;
+    }
+    memcpy(row->policy, pol, (size_t)plen);
+    row->policy[plen] = '\0';
+    snprintf(row->domain, sizeof row->domain, "%s", (const char *)d);
+    snprintf(row->id, sizeof row->id, "%s", (const char *)id);
+    row->fetched_at = sqlite3_column_int64(s, 2);
+    row->expires_at = sqlite3_column_int64(s, 3);
+    (*nsts)++;
+  }
+  if (r == 0 && rc != SQLITE_DONE)
+    r = -EIO;
+  sqlite3_finalize(s);
+  cap = 0;
+  if (r == 0 && sqlite3_prepare_v2(st->w,
+                                   "SELECT domain, policy, result, count"
+                                   " FROM tlsrpt_counts",
+                                   -1, &s, NULL) != SQLITE_OK)
+    r = -EIO;
+  else if (r == 0) {
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+      const unsigned char *d = sqlite3_column_text(s, 0);
+      const unsigned char *p = sqlite3_column_text(s, 1);
+      const unsigned char *res = sqlite3_column_text(s, 2);
+      if (!d || !p || !res)
+        continue;
+      if (*nrpt == cap) {
+        size_t ncap = cap ? cap * 2 : 16;
+        struct store_rpt_row *a = realloc(*rpt, ncap * sizeof *a);
+        if (!a) {
+          r = -ENOMEM;
+          break;
+        }
+        *rpt = a;
+        cap = ncap;
+      }
+      struct store_rpt_row *row = &(*rpt)[*nrpt];
+      snprintf(row->domain, sizeof row->domain, "%s", (const char *)d);
+      snprintf(row->policy, sizeof row->policy, "%s", (const char *)p);
+      snprintf(row->result, sizeof row->result, "%s", (const char *)res);
+      row->count = sqlite3_column_int64(s, 3);
+      (*nrpt)++;
+    }
+    if (r == 0 && rc != SQLITE_DONE)
+      r = -EIO;
+    sqlite3_finalize(s);
+  }
+  if (r < 0) {
+    for (size_t i = 0; i < *nsts; i++)
+      free((*sts)[i].policy);
+    free(*sts);
+    free(*rpt);
+    *sts = NULL;
+    *rpt = NULL;
+    *nsts = *nrpt = 0;
+  }
+  return r;
 }
 
 void store_db_fail_commits(struct store_db *st, int n) {

@@ -29,7 +29,8 @@ enum store_op {
   STORE_OP_DELETE,
   STORE_OP_HELD,
   STORE_OP_BULK,
-  STORE_OP_SUSPEND, /* the last writer op */
+  STORE_OP_SUSPEND,
+  STORE_OP_TRUST, /* the last writer op */
   /* reader */
   STORE_OP_LOAD,
   STORE_OP_LIST,
@@ -80,9 +81,16 @@ struct store_req {
   char (*ids)[STORE_ID_SIZE];
   int *changed;
   size_t nids;
-  /* suspend */
+  /* suspend (dest, until); trust: dest is the policy domain */
   char dest[256];
   int64_t until;
+  /* trust (MTA-STS policy cache, TLS-RPT counts) */
+  enum store_trust_kind trust;
+  char sts_id[STORE_STS_ID_SIZE];
+  int64_t fetched_at, expires_at, period_start, delta;
+  char *policy; /* owned; NULL: delete the cached policy */
+  char rpt_policy[16];
+  char rpt_result[48];
 };
 
 struct store_db;
@@ -120,6 +128,13 @@ int store_db_max_id(struct store_db *db, char out[STORE_ID_SIZE]);
  * 0 or -EIO / -ENOMEM. */
 int store_db_suspensions(struct store_db *db, struct store_suspension **out,
                          size_t *n);
+
+/* The MTA-STS policies, TLS-RPT counts and period start, read at open
+ * (blocking, start-up): malloc'd arrays (NULL when empty) the caller
+ * frees (with each sts row's policy).  0 or -EIO / -ENOMEM. */
+int store_db_trust(struct store_db *db, struct store_sts_row **sts,
+                   size_t *nsts, struct store_rpt_row **rpt, size_t *nrpt,
+                   int64_t *period_start);
 
 /* Test hooks (store.h documents them). */
 int store_db_max_pages(struct store_db *db, long pages);

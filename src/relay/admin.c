@@ -59,6 +59,8 @@ struct admin {
   size_t nalias;
   admin_drain_cb drain; /* serve's part of `drain`; NULL: refused */
   void *drain_data;
+  char *(*tlsrpt)(void *arg); /* `tlsrpt` (CONTRACT §5); NULL: not set */
+  void *tlsrpt_arg;
 };
 
 /* What a filtered command does with each page of matches. */
@@ -720,6 +722,28 @@ static void cmd_drain(struct admin *a, struct admin_client *c, char **argv,
   admin_socket_end(c);
 }
 
+/* `tlsrpt` (CONTRACT §5): the running TLS-RPT counts. */
+static void cmd_tlsrpt(struct admin *a, struct admin_client *c, char **argv,
+                       int argc) {
+  (void)argv;
+  (void)argc;
+  char *s = a->tlsrpt ? a->tlsrpt(a->tlsrpt_arg) : NULL;
+  if (!s) {
+    reply_error(c, a->tlsrpt ? "out of memory" : "TLS-RPT is not running",
+                NULL);
+  } else {
+    admin_socket_write(c, s, strlen(s));
+    admin_socket_write(c, "\n", 1);
+    free(s);
+  }
+  admin_socket_end(c);
+}
+
+void admin_set_tlsrpt(struct admin *a, char *(*json)(void *arg), void *arg) {
+  a->tlsrpt = json;
+  a->tlsrpt_arg = arg;
+}
+
 /* ---- filtered commands (CONTRACT §1 FILTER, §5) ------------------------- */
 
 /* 1 when the arguments are one message id (not a filter word). */
@@ -1113,6 +1137,7 @@ static const struct admin_cmd commands[] = {
     {"suspend", 1, 2, 0, cmd_suspend, " DESTINATION [SECONDS]"},
     {"unsuspend", 1, 1, 0, cmd_unsuspend, " DESTINATION"},
     {"drain", 0, 2, 0, cmd_drain, " [[HOST]:PORT] [TIMEOUT_S] | cancel"},
+    {"tlsrpt", 0, 0, 0, cmd_tlsrpt, ""},
 };
 
 static int id_valid(const char *s);

@@ -119,6 +119,10 @@ typedef int (*admin_drain_cb)(void *data, int cancel,
                               const struct route_host *to, int64_t timeout_s,
                               char *err, size_t errlen);
 void admin_set_drain(struct admin *a, admin_drain_cb cb, void *data);
+/* What `tlsrpt` answers (CONTRACT §5): json(arg) gives one line of JSON,
+ * malloc'd (relay/tlsrpt.h tlsrpt_json), NULL when out of memory; arg is
+ * borrowed until admin_stop().  Without it `tlsrpt` is an error reply. */
+void admin_set_tlsrpt(struct admin *a, char *(*json)(void *arg), void *arg);
 
 /* Formats unix seconds as RFC 3339 UTC ("2026-11-28T17:00:00Z"); out must
  * hold 21 bytes.  Exposed for the CLI and tests. */

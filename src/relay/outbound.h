@@ -89,6 +89,11 @@ int outbound_active(const struct outbound *ob);
  * as they are in the store, so they are retried after the restart. */
 void outbound_abort_all(struct outbound *ob);
 
+/* The TLS-RPT counter (relay/tlsrpt.h), owned by the engine; for the
+ * admin socket's `tlsrpt`. */
+struct tlsrpt;
+struct tlsrpt *outbound_tlsrpt(struct outbound *ob);
+
 /* Frees the engine once no delivery is left; closes the resolver. */
 void outbound_free(struct outbound *ob);
 

@@ -30,6 +30,7 @@
 #include "queue/sched.h"
 #include "queue/store.h"
 #include "relay/stats.h"
+#include "relay/tlsrpt.h"
 
 struct serve {
   uv_loop_t *loop;
@@ -504,6 +505,7 @@ int serve_main(const struct config *cfg) {
     return 2;
   }
   admin_alias_relayhosts(sv.admin, cfg);
+  admin_set_tlsrpt(sv.admin, tlsrpt_json_arg, outbound_tlsrpt(sv.outbound));
   /* Before the SMTP listeners: /readyz says 503 until they are open. */
   rc = metrics_start(sv.loop, cfg, &sv.stats, sv.sched, &sv.metrics, err,
                      sizeof err);

@@ -18,13 +18,14 @@ static uint32_t zero_rnd(void *ctx) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   static const char *names[] = {"a.test", "mx1.a.test"};
-  static const uint16_t types[] = {DNS_TYPE_MX, DNS_TYPE_A, DNS_TYPE_AAAA};
+  static const uint16_t types[] = {DNS_TYPE_MX, DNS_TYPE_A, DNS_TYPE_AAAA,
+                                   DNS_TYPE_TXT};
   if (size < 2)
     return 0;
   uint16_t id = (uint16_t)(data[0] << 8 | data[1]);
   static struct dns_rrset rs;
   for (size_t n = 0; n < 2; n++)
-    for (size_t t = 0; t < 3; t++) {
+    for (size_t t = 0; t < 4; t++) {
       enum dns_check c =
           dns_answer_parse(data, size, id, names[n], types[t], &rs);
       assert(c == DNS_CHECK_OK || c == DNS_CHECK_TRUNCATED ||
@@ -39,6 +40,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       for (int i = 0; i < rs.n; i++) {
         assert(rs.rr[i].type == types[t]);
         assert(memchr(rs.rr[i].name, 0, sizeof rs.rr[i].name));
+        /* TXT: the strings joined in rdata, terminated */
+        if (types[t] == DNS_TYPE_TXT)
+          assert(rs.rr[i].rdlen <= DNS_TXT_MAX &&
+                 rs.rr[i].rdata[rs.rr[i].rdlen] == 0);
       }
       /* The MX rules must take whatever the parser lets through. */
       if (types[t] == DNS_TYPE_MX && rs.status == DNS_R_OK) {

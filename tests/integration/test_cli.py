@@ -38,7 +38,7 @@ def test_check_prints_every_key_with_defaults():
     assert out["relayhost_auth"] == "auto"
     assert out["metrics_listen"] == ""
     assert out["queue_minfree"] == "100m"
-    assert len(out) == 54
+    assert len(out) == 58
 
 
 def test_precedence_file_env_file_secret_override(tmp_path):

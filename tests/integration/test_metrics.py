@@ -682,3 +682,25 @@ def test_expired_recipients_counted(net):
     wait(agree, timeout=30, what="metrics and status agree")
     s = scrape(m)
     assert s["mailhop_delivery_duration_seconds_count"] == 0
+
+
+def test_readyz_503_while_the_queue_disk_is_under_the_floor(net):
+    """queue_minfree larger than any disk: the free-space monitor marks the
+    disk low, /readyz answers 503 (and /healthz stays 200: a full disk is
+    no reason to restart the pod), and MAIL FROM gets 452 4.3.1."""
+    m = net.relay(queue_minfree="100000g")
+    deadline = time.time() + 30
+    while get(m.metrics_port, "/readyz")[0] != 503 and \
+            time.time() < deadline:
+        time.sleep(0.1)
+    st, _, body = get(m.metrics_port, "/readyz")
+    assert st == 503, body
+    assert get(m.metrics_port, "/healthz")[0] == 200
+    c = Raw(m.port)
+    assert c.reply()[0] == 220
+    assert c.cmd("EHLO client.example")[0] == 250
+    code, text = c.cmd("MAIL FROM:<a@src.test>")
+    assert code == 452 and "4.3.1" in text
+    c.cmd("QUIT")
+    c.close()
+    assert m.stop() == 0

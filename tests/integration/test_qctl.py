@@ -382,7 +382,7 @@ def test_a_version_1_queue_is_migrated_and_delivered(mailhop, sink):
     assert sink.messages[0].mail_from == "old@v1.example"
     wait_until(lambda: status(m)["queue"]["messages"] == 0)
     with m.db() as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
     assert admin(m, "suspend v1.example 60") == [{"ok": True}]
     with m.db() as db:
         assert db.execute("SELECT dest FROM suspensions").fetchall() == \

@@ -529,7 +529,8 @@ static char *read_store(const char *db) {
   }
   sqlite3_finalize(q);
   sqlite3_close(h);
-  qsort(rows, n, sizeof *rows, cmp_str);
+  if (n > 0)
+    qsort(rows, n, sizeof *rows, cmp_str);
   struct buf out = {0};
   buf_printf(&out, "%zu messages\n", n);
   for (size_t i = 0; i < n; i++) {

@@ -137,6 +137,10 @@ static void test_values(void) {
   CHECK_INT(cfg.relayhost_tls, CONFIG_RELAYHOST_TLS_IMPLICIT);
   CHECK_INT(cfg.outbound_tls, CONFIG_OUTBOUND_TLS_REQUIRED);
   CHECK_INT(cfg.n_allowed_sender_domains, 2);
+  CHECK_INT(parse("outbound_tls = dane\n"), 0);
+  CHECK_INT(cfg.outbound_tls, CONFIG_OUTBOUND_TLS_DANE);
+  CHECK_INT(parse("outbound_tls = dane-only\n"), 0);
+  CHECK_INT(cfg.outbound_tls, CONFIG_OUTBOUND_TLS_DANE_ONLY);
   CHECK_INT(parse("relayhost_auth = xoauth2\n"), 0);
   CHECK_INT(cfg.relayhost_auth, CONFIG_RELAYHOST_AUTH_XOAUTH2);
   /* Rates: N/DURATION, empty = none. */
@@ -192,7 +196,8 @@ static void test_bad_values(void) {
       {"relayhost_tls = sometimes\n", "relayhost_tls: 'sometimes' is not one"},
       {"relayhost_auth = cram-md5\n",
        "relayhost_auth: 'cram-md5' is not one of auto, plain, login, xoauth2"},
-      {"outbound_tls = dane\n", "not supported"},
+      {"outbound_tls = dane-sometimes\n",
+       "not one of opportunistic, required, none, dane, dane-only"},
       {"outbound_tls = bogus\n", "outbound_tls: 'bogus'"},
       {"user = nobody\n", "user: 'nobody' is not numeric uid:gid"},
       {"user = 1:x\n", "not numeric uid:gid"},
@@ -380,7 +385,7 @@ static void test_print(void) {
   int lines = 0;
   for (char *p = out; *p; p++)
     lines += *p == '\n';
-  CHECK_INT(lines, 54);
+  CHECK_INT(lines, 58);
   CHECK_CONTAINS(out, "destination_rate = \n");
   CHECK_CONTAINS(out, "delay_warning_time = \n");
   CHECK_CONTAINS(out, "bounce_notice_recipient = \n");

@@ -361,8 +361,54 @@ static void test_query_build(void) {
   CHECK(n > 12);
   CHECK_INT(b[0], 0x12);
   CHECK_INT(b[1], 0x34);
-  CHECK_INT(b[2] & 0x01, 1); /* RD */
+  CHECK_INT(b[2] & 0x01, 1);    /* RD */
+  CHECK_INT(b[3] & 0x20, 0x20); /* AD: report DNSSEC status (RFC 6840) */
+  /* The OPT record closes the query: its TTL field's DO bit (RFC 3225). */
+  CHECK_INT(b[n - 11], 0); /* root owner */
+  CHECK_INT(b[n - 10], 0); /* type 41 */
+  CHECK_INT(b[n - 9], 41);
+  CHECK_INT(b[n - 4] & 0x80, 0x80); /* DO */
   CHECK(dns_query_build(1, "a.test", DNS_TYPE_A, b, 10, &n) < 0);
+}
+
+/* The AD bit of an answer (DNSSEC status, CONTRACT §4b) and TLSA RDATA. */
+static void test_answer_ad_and_tlsa(void) {
+  uint8_t b[4096];
+  struct dns_rrset rs;
+  const char *ans[] = {"a.test. 300 IN A 127.0.0.1", NULL};
+  size_t n =
+      make_answer(b, sizeof b, 7, "a.test.", LDNS_RR_TYPE_A, 0, 0, ans, NULL);
+  CHECK_INT(dns_answer_parse(b, n, 7, "a.test", DNS_TYPE_A, &rs), DNS_CHECK_OK);
+  CHECK_INT(rs.secure, 0);
+  b[3] |= 0x20; /* AD */
+  CHECK_INT(dns_answer_parse(b, n, 7, "a.test", DNS_TYPE_A, &rs), DNS_CHECK_OK);
+  CHECK_INT(rs.secure, 1);
+  /* SERVFAIL is never secure, whatever the bit says. */
+  n = make_answer(b, sizeof b, 1, "sf.test.", LDNS_RR_TYPE_TLSA,
+                  LDNS_RCODE_SERVFAIL, 0, NULL, NULL);
+  b[3] |= 0x20;
+  CHECK_INT(dns_answer_parse(b, n, 1, "sf.test", DNS_TYPE_TLSA, &rs),
+            DNS_CHECK_OK);
+  CHECK_INT(rs.status, DNS_R_TEMPFAIL);
+  CHECK_INT(rs.secure, 0);
+  const char *tlsa[] = {
+      "_25._tcp.mx.test. 300 IN TLSA 3 1 1 "
+      "0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20",
+      "_25._tcp.mx.test. 300 IN TLSA 2 0 0 3082", NULL};
+  n = make_answer(b, sizeof b, 9, "_25._tcp.mx.test.", LDNS_RR_TYPE_TLSA, 0, 0,
+                  tlsa, NULL);
+  CHECK_INT(dns_answer_parse(b, n, 9, "_25._tcp.mx.test", DNS_TYPE_TLSA, &rs),
+            DNS_CHECK_OK);
+  CHECK_INT(rs.status, DNS_R_OK);
+  CHECK_INT(rs.n, 2);
+  CHECK_INT(rs.rr[0].rdlen, 35);
+  CHECK_INT(rs.rr[0].rdata[0], 3);
+  CHECK_INT(rs.rr[0].rdata[1], 1);
+  CHECK_INT(rs.rr[0].rdata[2], 1);
+  CHECK_INT(rs.rr[0].rdata[3], 1);
+  CHECK_INT(rs.rr[0].rdata[34], 0x20);
+  CHECK_INT(rs.rr[1].rdlen, 5);
+  CHECK_INT(rs.rr[1].rdata[3], 0x30);
 }
 
 int main(void) {
@@ -380,5 +426,6 @@ int main(void) {
   test_answer_rcodes();
   test_answer_cname();
   test_query_build();
+  test_answer_ad_and_tlsa();
   return check_result("test_mx");
 }

@@ -61,6 +61,10 @@ static uint8_t *f_reply(const uint8_t *q, size_t n, int tcp, size_t *len) {
                                      LDNS_RR_CLASS_IN, LDNS_RD);
   ldns_pkt_set_id(out, ldns_pkt_id(in));
   ldns_pkt_set_qr(out, 1);
+  /* A validating resolver's view: names under sec.test are signed (AD). */
+  size_t ql = strlen(qname);
+  if (ql >= 8 && strcmp(qname + ql - 8, "sec.test") == 0)
+    ldns_pkt_set_ad(out, 1);
   if (F.mode == FAKE_TRUNCATE && !tcp) {
     ldns_pkt_set_tc(out, 1);
   } else {
@@ -457,7 +461,153 @@ static void test_idn(void) {
   CHECK(resolver_domain_to_ascii("\xff\xfe.test", out, sizeof out) < 0);
 }
 
+/* TXT lookups (MTA-STS, TLS-RPT): strings joined, several records, an
+ * underscore name, NODATA and NXDOMAIN as "no records", cancel. */
+struct txt_outcome {
+  int calls;
+  struct resolver_txt res;
+};
+
+static void on_txt(struct resolver_query *q, const struct resolver_txt *res,
+                   void *data) {
+  (void)q;
+  struct txt_outcome *o = data;
+  o->calls++;
+  o->res = *res;
+}
+
+static const struct zone_rr TXT_ZONE[] = {
+    {"_mta-sts.a.test", LDNS_RR_TYPE_TXT,
+     "_mta-sts.a.test. 60 IN TXT \"v=STSv1; \" \"id=20240101;\""},
+    {"_mta-sts.a.test", LDNS_RR_TYPE_TXT,
+     "_mta-sts.a.test. 60 IN TXT \"v=spf1 -all\""},
+    {"a.test", LDNS_RR_TYPE_MX, "a.test. 60 IN MX 10 mx1.a.test."},
+    {NULL, 0, NULL},
+};
+
+static void test_txt(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  fake_start(&loop, TXT_ZONE);
+  struct resolver *r = new_resolver(&loop, 0, 2000);
+  struct txt_outcome o1 = {0}, o2 = {0}, o3 = {0}, o4 = {0};
+  CHECK(resolver_lookup_txt(r, "_mta-sts.a.test", on_txt, &o1) != NULL);
+  CHECK_INT(o1.calls, 0);
+  run_until(&loop, &o1.calls, 1);
+  CHECK_INT(o1.res.status, DNS_OK);
+  CHECK_INT(o1.res.n, 2);
+  int sts = 0, spf = 0;
+  for (int i = 0; i < o1.res.n; i++) {
+    sts += strcmp(o1.res.txt[i], "v=STSv1; id=20240101;") == 0;
+    spf += strcmp(o1.res.txt[i], "v=spf1 -all") == 0;
+  }
+  CHECK_INT(sts, 1);
+  CHECK_INT(spf, 1);
+  /* The name exists without TXT (NODATA), or not at all: no records. */
+  CHECK(resolver_lookup_txt(r, "a.test", on_txt, &o2) != NULL);
+  CHECK(resolver_lookup_txt(r, "_smtp._tls.nx.test", on_txt, &o3) != NULL);
+  run_until(&loop, &o3.calls, 1);
+  run_until(&loop, &o2.calls, 1);
+  CHECK_INT(o2.res.status, DNS_OK);
+  CHECK_INT(o2.res.n, 0);
+  CHECK_INT(o2.res.nxdomain, 0);
+  CHECK_INT(o3.res.status, DNS_OK);
+  CHECK_INT(o3.res.n, 0);
+  CHECK_INT(o3.res.nxdomain, 1);
+  /* Cancel: the callback at once, with DNS_CANCELED. */
+  struct resolver_query *q = resolver_lookup_txt(r, "b.test", on_txt, &o4);
+  CHECK(q != NULL);
+  resolver_cancel(q);
+  CHECK_INT(o4.calls, 1);
+  CHECK_INT(o4.res.status, DNS_CANCELED);
+  finish(&loop, r);
+}
+
+static const struct zone_rr SECZONE[] = {
+    {"d.sec.test", LDNS_RR_TYPE_MX, "d.sec.test. 60 IN MX 10 mx.sec.test."},
+    {"mx.sec.test", LDNS_RR_TYPE_A, "mx.sec.test. 60 IN A 127.0.0.2"},
+    {"m.sec.test", LDNS_RR_TYPE_MX, "m.sec.test. 60 IN MX 10 mx.plain.test."},
+    {"mx.plain.test", LDNS_RR_TYPE_A, "mx.plain.test. 60 IN A 127.0.0.3"},
+    {"_25._tcp.mx.sec.test", LDNS_RR_TYPE_TLSA,
+     "_25._tcp.mx.sec.test. 60 IN TLSA 3 1 1 "
+     "0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20"},
+    {NULL, 0, NULL},
+};
+
+struct tlsa_outcome {
+  int calls, canceled, status, secure, n, rdlen;
+  char reason[64];
+};
+
+static void on_tlsa(struct resolver_query *q, const struct dns_rrset *rs,
+                    int canceled, void *data) {
+  (void)q;
+  struct tlsa_outcome *o = data;
+  o->calls++;
+  o->canceled = canceled;
+  o->status = rs->status;
+  o->secure = rs->secure;
+  o->n = rs->n;
+  o->rdlen = rs->n ? rs->rr[0].rdlen : 0;
+  snprintf(o->reason, sizeof o->reason, "%s", rs->reason);
+}
+
+/* DNSSEC status (the AD bit) through MX, address and TLSA lookups and the
+ * cache (CONTRACT §4b). */
+static void test_secure_and_tlsa(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  fake_start(&loop, SECZONE);
+  struct resolver *r = new_resolver(&loop, 0, 2000);
+  struct outcome o1 = {0}, o2 = {0}, o5 = {0};
+  resolver_lookup_mx(r, "d.sec.test", 25, on_result, &o1);
+  run_until(&loop, &o1.calls, 1);
+  CHECK_INT(o1.res.status, DNS_OK);
+  CHECK_INT(o1.res.mx_secure, 1);
+  CHECK_INT(o1.res.c[0].secure, 1);
+  /* A secure MX pointing at a host in an unsigned zone. */
+  resolver_lookup_mx(r, "m.sec.test", 25, on_result, &o2);
+  run_until(&loop, &o2.calls, 1);
+  CHECK_INT(o2.res.mx_secure, 1);
+  CHECK_INT(o2.res.c[0].secure, 0);
+  /* The second time from the cache: still secure. */
+  resolver_lookup_mx(r, "d.sec.test", 25, on_result, &o5);
+  run_until(&loop, &o5.calls, 1);
+  CHECK_INT(o5.res.mx_secure, 1);
+  CHECK_INT(o5.res.c[0].secure, 1);
+
+  struct tlsa_outcome t1 = {0}, t2 = {0}, t3 = {0}, t4 = {0};
+  CHECK(resolver_lookup_tlsa(r, "mx.sec.test", 25, on_tlsa, &t1) != NULL);
+  CHECK_INT(t1.calls, 0);
+  run_until(&loop, &t1.calls, 1);
+  CHECK_STR(F.last_name, "_25._tcp.mx.sec.test");
+  CHECK_INT(t1.status, DNS_R_OK);
+  CHECK_INT(t1.secure, 1);
+  CHECK_INT(t1.n, 1);
+  CHECK_INT(t1.rdlen, 35);
+  int sent = F.udp_queries;
+  resolver_lookup_tlsa(r, "mx.sec.test", 25, on_tlsa, &t2);
+  run_until(&loop, &t2.calls, 1);
+  CHECK_INT(F.udp_queries, sent); /* cached */
+  CHECK_INT(t2.secure, 1);
+  CHECK_INT(t2.rdlen, 35);
+  /* No TLSA, insecure: NXDOMAIN without AD. */
+  resolver_lookup_tlsa(r, "mx.plain.test", 25, on_tlsa, &t3);
+  run_until(&loop, &t3.calls, 1);
+  CHECK_INT(t3.status, DNS_R_NXDOMAIN);
+  CHECK_INT(t3.secure, 0);
+  /* Cancelled: the callback says so, at once. */
+  struct resolver_query *q =
+      resolver_lookup_tlsa(r, "mx2.sec.test", 25, on_tlsa, &t4);
+  resolver_cancel(q);
+  CHECK_INT(t4.calls, 1);
+  CHECK_INT(t4.canceled, 1);
+  CHECK_INT(t4.status, DNS_R_TEMPFAIL);
+  finish(&loop, r);
+}
+
 int main(void) {
+  test_txt();
   test_lookup_cache_and_ttl_expiry();
   test_negative_cache();
   test_cancel_and_free();
@@ -466,5 +616,6 @@ int main(void) {
   test_truncated_goes_tcp();
   test_resolv_conf();
   test_idn();
+  test_secure_and_tlsa();
   return check_result("test_resolver");
 }

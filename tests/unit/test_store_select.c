@@ -314,6 +314,62 @@ static void test_suspensions(void) {
   close_store(st);
 }
 
+/* The MTA-STS policy cache and TLS-RPT counts (CONTRACT §4b) survive a
+ * close and open; a reset drops the counts and keeps the period start. */
+static void test_trust(void) {
+  struct store *st = open_store();
+  CHECK_INT(store_sts_put(st, "a.example", "id1", 100, 200,
+                          "version: STSv1\nmode: enforce\n", on_done, NULL),
+            0);
+  CHECK_INT(
+      store_sts_put(st, "a.example", "id2", 150, 250, "v2", on_done, NULL), 0);
+  CHECK_INT(store_sts_put(st, "b.example", "x", 1, 2, "b", on_done, NULL), 0);
+  CHECK_INT(store_sts_put(st, "b.example", NULL, 0, 0, NULL, on_done, NULL), 0);
+  CHECK_INT(store_sts_put(st, "", "x", 1, 2, "b", on_done, NULL), -EINVAL);
+  CHECK_INT(store_tlsrpt_reset(st, 1000, on_done, NULL), 0);
+  CHECK_INT(store_tlsrpt_add(st, "a.example", "sts", "", 2, on_done, NULL), 0);
+  CHECK_INT(store_tlsrpt_add(st, "a.example", "sts", "", 3, on_done, NULL), 0);
+  CHECK_INT(store_tlsrpt_add(st, "a.example", "sts", "validation-failure", 1,
+                             on_done, NULL),
+            0);
+  pending += 7;
+  drain();
+  close_store(st);
+  st = open_store();
+  const struct store_sts_row *sts;
+  const struct store_rpt_row *rpt;
+  size_t nsts, nrpt;
+  int64_t start;
+  store_trust_at_open(st, &sts, &nsts, &rpt, &nrpt, &start);
+  CHECK_INT(nsts, 1);
+  if (nsts == 1) {
+    CHECK_STR(sts[0].domain, "a.example");
+    CHECK_STR(sts[0].id, "id2");
+    CHECK_INT(sts[0].expires_at, 250);
+    CHECK_STR(sts[0].policy, "v2");
+  }
+  CHECK_INT(start, 1000);
+  CHECK_INT(nrpt, 2);
+  int64_t ok = 0, bad = 0;
+  for (size_t i = 0; i < nrpt; i++) {
+    if (!rpt[i].result[0])
+      ok += rpt[i].count;
+    else
+      bad += rpt[i].count;
+  }
+  CHECK_INT(ok, 5);
+  CHECK_INT(bad, 1);
+  CHECK_INT(store_tlsrpt_reset(st, 2000, on_done, NULL), 0);
+  pending++;
+  drain();
+  close_store(st);
+  st = open_store();
+  store_trust_at_open(st, &sts, &nsts, &rpt, &nrpt, &start);
+  CHECK_INT(nrpt, 0);
+  CHECK_INT(start, 2000);
+  close_store(st);
+}
+
 /* A queue made by the version that had no suspensions table opens,
  * migrates and keeps its mail. */
 static void test_migrate_v1(void) {
@@ -354,7 +410,7 @@ static void test_migrate_v1(void) {
   CHECK_INT(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, NULL),
             SQLITE_OK);
   CHECK_INT(sqlite3_step(s), SQLITE_ROW);
-  CHECK_INT(sqlite3_column_int(s, 0), 2);
+  CHECK_INT(sqlite3_column_int(s, 0), 3);
   sqlite3_finalize(s);
   sqlite3_close(db);
   memcpy(dbpath, saved, sizeof saved);
@@ -377,6 +433,7 @@ int main(void) {
   test_bulk(st);
   close_store(st);
   test_suspensions();
+  test_trust();
   test_migrate_v1();
   CHECK_INT(uv_loop_close(&loop), 0);
   char cmd[400];

@@ -12,6 +12,7 @@
 #include "proto/smtp_client.h"
 #include "queue/sched.h"
 #include "relay/outbound/dispatch.h"
+#include "relay/outbound/trust.h"
 #include "relay/outbound/session.h"
 
 /* A connection kept open after its delivery.  Owned by the outbound; ends
@@ -23,6 +24,7 @@ struct idle {
   struct conn *conn;
   struct smtp_client *cli;
   char remote[OB_REMOTE_MAX];
+  char stamp[STS_ID_MAX + 8]; /* trust_stamp() of the delivery parking it */
 };
 
 static size_t on_idle_read(struct conn *c, const char *data, size_t len) {
@@ -87,6 +89,7 @@ int cache_park(struct delivery *d) {
   ic->ob = ob;
   snprintf(ic->dest, sizeof ic->dest, "%s", d->job->dest);
   snprintf(ic->remote, sizeof ic->remote, "%s", d->remote);
+  snprintf(ic->stamp, sizeof ic->stamp, "%s", trust_stamp(d));
   ic->conn = d->conn;
   ic->cli = d->cli;
   ic->next = ob->idle;
@@ -101,10 +104,13 @@ int cache_park(struct delivery *d) {
   return 1;
 }
 
-int cache_take(struct outbound *ob, const char *dest, struct conn **conn,
-               struct smtp_client **cli, char *remote, size_t remote_cap) {
+int cache_take(struct outbound *ob, const char *dest, const char *stamp,
+               struct conn **conn, struct smtp_client **cli, char *remote,
+               size_t remote_cap) {
   for (struct idle *ic = ob->idle; ic; ic = ic->next) {
     if (strcmp(ic->dest, dest) != 0 || conn_closing(ic->conn))
+      continue;
+    if (stamp && stamp[0] && strcmp(stamp, ic->stamp) != 0)
       continue;
     unlink_idle(ob, ic);
     *conn = ic->conn;

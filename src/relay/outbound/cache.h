@@ -30,9 +30,13 @@ int cache_park(struct delivery *d);
 /* Takes a connection to dest from the cache: returns 1 and hands over the
  * connection, its client machine and its "host[addr]:port" (copied into
  * remote, remote_cap bytes); the caller must set the connection's owner at
- * once.  Returns 0 when none is cached. */
-int cache_take(struct outbound *ob, const char *dest, struct conn **conn,
-               struct smtp_client **cli, char *remote, size_t remote_cap);
+ * once.  Returns 0 when none is cached.  stamp (outbound/trust.h
+ * trust_stamp: "" or "sts:ID") must equal the stamp the connection was
+ * parked with when it is not "": a connection made before an MTA-STS
+ * policy (or under another one) is not reused for enforced mail. */
+int cache_take(struct outbound *ob, const char *dest, const char *stamp,
+               struct conn **conn, struct smtp_client **cli, char *remote,
+               size_t remote_cap);
 
 /* One budget for open connections, cached ones included (CONTRACT §2:
  * max_outbound connections in total, max_per_destination per

@@ -15,6 +15,7 @@
 #include "dns/resolver.h"
 #include "log.h"
 #include "loop/conn.h"
+#include "loop/https_client.h"
 #include "loop/tls.h"
 #include "proto/smtp_client.h"
 #include "proto/smtp_parse.h"
@@ -24,8 +25,12 @@
 #include "relay/outbound.h"
 #include "relay/dkim.h"
 #include "relay/outbound/cache.h"
+#include "relay/outbound/dane.h"
 #include "relay/outbound/record.h"
 #include "relay/outbound/session.h"
+#include "relay/outbound/sts.h"
+#include "relay/outbound/trust.h"
+#include "relay/tlsrpt.h"
 #include "relay/resolver_setup.h"
 #include "relay/routes.h"
 #include "relay/stats.h"
@@ -87,6 +92,14 @@ void dispatch_decide(struct delivery *d, size_t i, enum outcome_state st,
   snprintf(r->err, sizeof r->err, "%s", err ? err : "");
   snprintf(r->status, sizeof r->status, "%s", status ? status : "");
   snprintf(r->remote, sizeof r->remote, "%s", d->remote);
+  const struct conn_tls_info *ti = d->conn ? conn_tls(d->conn) : NULL;
+  snprintf(r->tls, sizeof r->tls, "%s",
+           ti && ti->ok && ti->version ? ti->version : "");
+  /* DANE wins where it authenticated the peer; else MTA-STS's (§4b). */
+  const char *pol = dane_conn_policy(d->conn);
+  if (strcmp(pol, "dane") != 0)
+    pol = trust_policy_name(d);
+  snprintf(r->tls_policy, sizeof r->tls_policy, "%s", pol);
 }
 
 void dispatch_decide_pending(struct delivery *d, enum outcome_state st,
@@ -116,6 +129,7 @@ static void on_resolved(struct resolver_query *q, const struct mx_result *res,
     return;
   }
   if (res->status == DNS_OK) {
+    d->mx_secure = res->mx_secure;
     for (int i = 0; i < res->n && d->ncands < OB_MAX_CANDS; i++) {
       d->cand_relay[d->ncands] = d->relay_idx;
       d->cands[d->ncands++] = res->c[i];
@@ -145,9 +159,8 @@ static void on_resolved(struct resolver_query *q, const struct mx_result *res,
     record_finish(d);
     return;
   }
-  d->cand = -1;
-  d->next = NEXT_HOST;
-  session_next(d);
+  /* MTA-STS (and, on the DANE side, DANE) before the first connection. */
+  trust_after_resolve(d);
 }
 
 void dispatch_resolve(struct delivery *d) {
@@ -260,10 +273,17 @@ static void on_show(struct store *st, int status, const struct store_msg *m,
    * keeps its destination key (the scheduler's grouping and limits). */
   d->rt = d->ob->drain_to ? &d->ob->drain : route_of(d->ob, d->sender, domain);
   d->relayhost = d->rt->n_hosts > 0;
+  /* MTA-STS first (outbound/trust.h): it decides which kept connection
+   * may be reused; it goes on with dispatch_connect. */
+  trust_begin(d);
+}
+
+void dispatch_connect(struct delivery *d) {
   struct conn *conn;
   struct smtp_client *cli;
   char remote[OB_REMOTE_MAX];
-  if (cache_take(d->ob, d->job->dest, &conn, &cli, remote, sizeof remote)) {
+  if (cache_take(d->ob, d->job->dest, trust_stamp(d), &conn, &cli, remote,
+                 sizeof remote)) {
     session_reuse(d, conn, cli, remote);
     return;
   }
@@ -404,6 +424,8 @@ void outbound_close_idle(struct outbound *ob) {
       struct resolver_query *q = d->q;
       d->q = NULL;
       resolver_cancel(q);
+    } else {
+      trust_abort(d); /* waiting for its MTA-STS verdict */
     }
   }
   cache_close_all(ob);
@@ -431,6 +453,8 @@ void dispatch_free(struct delivery *d) {
   free(d->sender);
   free(d->envid_x);
   free(d->headers);
+  free(d->sts_pol);
+  free(d->tlsa);
   oauth2_cancel(d->ob->oauth2, &d->token_wait);
   explicit_bzero(d->password, sizeof d->password);
   relay_routes_unref(d->routes);
@@ -497,6 +521,10 @@ struct outbound *outbound_new(uv_loop_t *loop, const struct config *cfg,
           ? tls_client_ctx_new(cfg->tls_ca_file[0] ? cfg->tls_ca_file : NULL,
                                TLS_VERIFY_NONE, err, errlen)
           : NULL;
+  if (ob->ctx_verify && ob->ctx_any && dane_init(ob, err, errlen) < 0) {
+    SSL_CTX_free(ob->ctx_any);
+    ob->ctx_any = NULL;
+  }
   if (!ob->ctx_verify || !ob->ctx_any) {
     if (ob->ctx_verify)
       SSL_CTX_free(ob->ctx_verify);
@@ -511,11 +539,23 @@ struct outbound *outbound_new(uv_loop_t *loop, const struct config *cfg,
     if (!ob->oauth2) {
       SSL_CTX_free(ob->ctx_verify);
       SSL_CTX_free(ob->ctx_any);
+      dane_free(ob);
       resolver_free(ob->res);
       free(ob);
       return NULL;
     }
   }
+  /* MTA-STS (CONTRACT §4b): policies fetched over libcurl; a build
+   * without it cannot honour them (said once, at start-up). */
+  if (cfg->mta_sts) {
+    if (https_client_supported() && https_client_init() == 0)
+      ob->sts = sts_new(loop, cfg, st, ob->res);
+    else
+      log_msg(LOG_WARN, "startup",
+              "mta_sts: this mailhop was built without libcurl; MTA-STS "
+              "policies are not honoured");
+  }
+  ob->tlsrpt = tlsrpt_new(loop, cfg, st, ob->res, trust_submit_report, ob);
   /* Bounce signing: the keys again, quietly.  A bad key is inbound's
    * start-up error to report (a configuration error, exit 1). */
   if (cfg->n_dkim_sign > 0) {
@@ -653,12 +693,19 @@ void outbound_abort_all(struct outbound *ob) {
   }
 }
 
+struct tlsrpt *outbound_tlsrpt(struct outbound *ob) {
+  return ob->tlsrpt;
+}
+
 void outbound_free(struct outbound *ob) {
   oauth2_free(ob->oauth2);
+  sts_free(ob->sts);
+  tlsrpt_free(ob->tlsrpt);
   relay_routes_unref(ob->routes);
   resolver_free(ob->res);
   SSL_CTX_free(ob->ctx_verify);
   SSL_CTX_free(ob->ctx_any);
+  dane_free(ob);
   dkim_free(ob->dkim);
   free(ob);
 }

@@ -27,6 +27,7 @@
 #include "queue/store.h"
 #include "relay/oauth2.h"
 #include "relay/outbound/outcome.h"
+#include "relay/outbound/sts.h"
 
 #define OB_BODY_CHUNK (64 * 1024)
 #define OB_MAX_CANDS 16
@@ -57,6 +58,8 @@ struct drcpt {
   char err[OB_ERR_MAX];
   char status[16];
   char remote[OB_REMOTE_MAX];
+  char tls[16];       /* TLS version of the connection that decided it */
+  char tls_policy[8]; /* "dane", "sts" or "none" (CONTRACT §4b) */
 };
 
 enum next_action { NEXT_HOST, NEXT_PLAINTEXT, NEXT_DONE };
@@ -94,6 +97,7 @@ struct delivery {
   struct resolver_query *q;
   int relayhost; /* rt->n_hosts > 0 */
   int relay_idx;
+  int mx_secure; /* the MX answer was DNSSEC-secure (AD) */
   struct mx_candidate cands[OB_MAX_CANDS];
   int cand_relay[OB_MAX_CANDS];
   int ncands, cand;
@@ -103,7 +107,10 @@ struct delivery {
   struct conn *conn;
   struct smtp_client *cli;
   char remote[OB_REMOTE_MAX];
-  int plaintext;     /* retrying without TLS after a failed handshake */
+  int plaintext;          /* retrying without TLS after a failed handshake */
+  int dane;               /* this connection must be DANE-authenticated */
+  struct dns_rrset *tlsa; /* TLSA answer for tlsa_host, owned */
+  char tlsa_host[DNS_NAME_MAX + 2];
   int reused;        /* the connection came from the idle cache */
   int conversed;     /* some server answered SMTP (destination is alive) */
   int conn_decided;  /* recipients decided on this connection */
@@ -122,6 +129,16 @@ struct delivery {
   struct store_job *read_job;
   int waiting_drain;
   int folds_logged; /* the "folded" line was written for this message */
+  /* outbound trust (outbound/trust.h, CONTRACT §4b) */
+  struct sts_wait sts_wait; /* waiting for the MTA-STS verdict */
+  int sts_waiting;
+  enum sts_mode sts_mode; /* of the policy that applies, or NONE */
+  int sts_enforce;        /* enforce: matching MX, verified TLS, 4.7.5 */
+  unsigned char sts_match[OB_MAX_CANDS]; /* candidate's host matches */
+  struct sts_policy *sts_pol;            /* mode != NONE: a copy, owned */
+  char sts_stamp[STS_ID_MAX + 8];        /* "sts:ID" under enforce, else "" */
+  int is_report;                         /* a TLS-RPT report: never counted */
+  int tls_counted; /* this connection's TLS outcome counted */
   /* outcome */
   struct record *rec;
   int finishing;
@@ -136,6 +153,7 @@ struct outbound {
   struct stats *stats;
   struct resolver *res;
   SSL_CTX *ctx_verify, *ctx_any;
+  SSL_CTX *ctx_dane;           /* outbound_tls = dane/dane-only, else NULL */
   struct dkim *dkim;           /* signs bounces; NULL without dkim_sign */
   struct relay_routes *routes; /* routes_file, never NULL once started */
   struct route global;         /* the global relayhost settings as a route */
@@ -145,6 +163,8 @@ struct outbound {
   struct route drain;
   int drain_to;
   struct oauth2 *oauth2; /* relayhost_oauth2_token_url; NULL without */
+  struct sts *sts;       /* MTA-STS policies; NULL with mta_sts = no */
+  struct tlsrpt *tlsrpt; /* TLS-RPT counts and reports */
   struct delivery *list;
   int active;
   int conns; /* open connections: deliveries' and idle ones */
@@ -175,6 +195,11 @@ void dispatch_resolve(struct delivery *d);
  * again off the loop, when the route has one), then dispatch_resolve; a
  * failure defers the recipients (a relayhost problem, CONTRACT §4). */
 void dispatch_credentials(struct delivery *d);
+
+/* Takes a kept connection for the delivery's destination (one made
+ * under the same trust stamp, outbound/trust.h) or goes on with
+ * dispatch_credentials: called once the MTA-STS verdict is in. */
+void dispatch_connect(struct delivery *d);
 
 /* Unlinks and frees the delivery (after its job was handed back). */
 void dispatch_free(struct delivery *d);

@@ -124,6 +124,13 @@ static void log_outcome(struct delivery *d, const struct drcpt *r,
     strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
     log_str(&l, "next_attempt", ts);
   }
+  if (note->event == OUTCOME_EV_DELIVERED) {
+    /* CONTRACT §4b: the TLS version and the policy that authenticated
+     * the server. */
+    if (r->tls[0])
+      log_str(&l, "tls", r->tls);
+    log_str(&l, "tls_policy", r->tls_policy[0] ? r->tls_policy : "none");
+  }
   if (note->event != OUTCOME_EV_DELIVERED)
     log_str(&l, "reason", note->err);
   log_end(&l);

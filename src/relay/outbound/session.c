@@ -18,9 +18,11 @@
 #include "queue/sched.h"
 #include "queue/store.h"
 #include "relay/outbound/cache.h"
+#include "relay/outbound/dane.h"
 #include "relay/outbound/dispatch.h"
 #include "relay/outbound/outcome.h"
 #include "relay/outbound/record.h"
+#include "relay/outbound/trust.h"
 #include "relay/stats.h"
 
 static const struct conn_cbs delivery_cbs;
@@ -41,6 +43,12 @@ static void reply_text(const struct reply *rp, char *out, size_t cap) {
   out[o < cap ? o : cap - 1] = '\0';
 }
 
+/* Whether TLS is running on the connection. */
+static int tls_up(struct conn *c) {
+  const struct conn_tls_info *ti = conn_tls(c);
+  return ti && ti->ok;
+}
+
 static int cand_is_relay_tls(const struct delivery *d) {
   return d->relayhost && !d->plaintext && d->rt->tls == ROUTE_TLS_IMPLICIT;
 }
@@ -57,7 +65,8 @@ static int tls_verified_policy(const struct delivery *d) {
   const struct config *cfg = d->ob->cfg;
   if (d->relayhost)
     return d->rt->tls == ROUTE_TLS_STARTTLS || d->rt->tls == ROUTE_TLS_IMPLICIT;
-  return cfg->outbound_tls == CONFIG_OUTBOUND_TLS_REQUIRED;
+  return cfg->outbound_tls == CONFIG_OUTBOUND_TLS_REQUIRED || d->dane ||
+         trust_tls_required(d);
 }
 
 static int flush_out(struct delivery *d) {
@@ -124,8 +133,12 @@ static void start_session(struct delivery *d) {
             : cfg->outbound_tls == CONFIG_OUTBOUND_TLS_NONE
                 ? SMTP_CLI_TLS_NONE
                 : SMTP_CLI_TLS_OPPORTUNISTIC;
+    if (trust_tls_required(d)) /* MTA-STS enforce (CONTRACT §4b) */
+      p.tls = SMTP_CLI_TLS_REQUIRED;
   }
-  if (d->plaintext)
+  if (d->dane) /* RFC 7672 §2.2: TLS required, never plaintext */
+    p.tls = SMTP_CLI_TLS_REQUIRED;
+  else if (d->plaintext)
     p.tls = SMTP_CLI_TLS_NONE;
   d->cli = smtp_client_new(&p);
   if (!d->cli) {
@@ -284,17 +297,29 @@ static void on_tls_done(struct conn *c, const struct conn_tls_info *info) {
     log_str(&l, "error", info->error);
   }
   log_end(&l);
+  trust_tls_outcome(d, info, 0);
   if (!info->ok) {
     snprintf(d->last_err, sizeof d->last_err,
-             "TLS handshake with %s failed: %s", d->remote,
-             info->error ? info->error : "?");
+             "%sTLS handshake with %s failed: %s", d->dane ? "DANE: " : "",
+             d->remote, info->error ? info->error : "?");
+    if (d->dane) /* a mismatch or a failed handshake: 4.7.5 (§4b) */
+      snprintf(d->last_status, sizeof d->last_status, "4.7.5");
     /* RFC 7435: opportunistic TLS falls back to plaintext on a new
      * connection rather than giving up. */
     if (!tls_verified_policy(d) && !d->plaintext)
       d->next = NEXT_PLAINTEXT;
     return;
   }
-  if (tls_verified_policy(d) && !info->verified) {
+  if (d->dane && strcmp(dane_conn_policy(c), "dane") != 0) {
+    snprintf(d->last_err, sizeof d->last_err,
+             "DANE: certificate of %s matches no TLSA record (X509 error "
+             "%ld)",
+             d->remote, info->verify_result);
+    snprintf(d->last_status, sizeof d->last_status, "4.7.5");
+    conn_close(c, CONN_END_TLS);
+    return;
+  }
+  if (!d->dane && tls_verified_policy(d) && !info->verified) {
     snprintf(d->last_err, sizeof d->last_err,
              "TLS certificate of %s not verified for %s (X509 error %ld)",
              d->remote, verify_name(d), info->verify_result);
@@ -319,6 +344,7 @@ void session_reuse(struct delivery *d, struct conn *conn,
   d->conn = conn;
   d->cli = cli;
   d->reused = 1;
+  d->tls_counted = 1; /* its TLS session was counted when it was made */
   d->next = NEXT_HOST;
   d->conn_decided = 0;
   snprintf(d->remote, sizeof d->remote, "%s", remote);
@@ -339,6 +365,9 @@ static int handle_event(struct delivery *d, const struct smtp_cli_event *ev,
   switch (ev->type) {
   case SMTP_CLI_EV_READY:
     d->conversed = 1;
+    if (!d->reused && !d->plaintext && !tls_up(d->conn) &&
+        d->ob->cfg->outbound_tls != CONFIG_OUTBOUND_TLS_NONE)
+      trust_tls_outcome(d, NULL, 1); /* no STARTTLS offered (TLS-RPT) */
     if (dispatch_count_pending(d) == 0 && cache_park(d)) {
       record_finish(d);
       return 1;
@@ -353,10 +382,17 @@ static int handle_event(struct delivery *d, const struct smtp_cli_event *ev,
       conn_close(d->conn, CONN_END_LOCAL);
       return 0;
     }
-    SSL_CTX *ctx = tls_verified_policy(d) ? d->ob->ctx_verify : d->ob->ctx_any;
-    if (conn_start_tls(d->conn, ctx, 0, verify_name(d)) < 0) {
+    SSL_CTX *ctx = d->dane                  ? d->ob->ctx_dane
+                   : tls_verified_policy(d) ? d->ob->ctx_verify
+                                            : d->ob->ctx_any;
+    /* DANE names the peer itself (SSL_dane_enable: SNI, DANE-TA). */
+    if (conn_start_tls(d->conn, ctx, 0, d->dane ? NULL : verify_name(d)) < 0) {
       snprintf(d->last_err, sizeof d->last_err, "%s: cannot start TLS",
                d->remote);
+      conn_close(d->conn, CONN_END_TLS);
+    } else if (d->dane && dane_setup_ssl(d, conn_ssl(d->conn), d->last_err,
+                                         sizeof d->last_err) < 0) {
+      snprintf(d->last_status, sizeof d->last_status, "4.7.5");
       conn_close(d->conn, CONN_END_TLS);
     }
     break;
@@ -417,6 +453,11 @@ static int handle_event(struct delivery *d, const struct smtp_cli_event *ev,
     if (!ev->local && ev->reply->code >= 400)
       outcome_defer_status(ev->reply->esc, "", d->last_status,
                            sizeof d->last_status);
+    if (ev->local && d->dane) { /* e.g. no STARTTLS offered (§4b) */
+      snprintf(d->last_err, sizeof d->last_err, "DANE: local policy for %s: %s",
+               d->remote, text);
+      snprintf(d->last_status, sizeof d->last_status, "4.7.5");
+    }
     /* The relayhost refused a fetched OAuth2 token: fetch a new one for
      * the next connection (CONTRACT §4a). */
     if (ev->fail == SMTP_CLI_FAIL_TOKEN && d->oauth2_token) {
@@ -425,6 +466,8 @@ static int handle_event(struct delivery *d, const struct smtp_cli_event *ev,
        * revoked cached token should not cost a retry interval). */
       d->token_retry = !d->token_retried;
     }
+    if (ev->fail == SMTP_CLI_FAIL_TLS && !tls_up(d->conn))
+      trust_tls_outcome(d, NULL, 1); /* STARTTLS required, not there */
     if (ev->fail == SMTP_CLI_FAIL_GREETING)
       d->conversed = 0;
     else
@@ -530,8 +573,6 @@ static const struct conn_cbs delivery_cbs = {
     .on_close = on_close,
 };
 
-static void session_connect(struct delivery *d);
-
 /* A new OAuth2 token after the relayhost refused one: the same candidate
  * again, or the deferral (CONTRACT §4a). */
 static void on_retry_token(void *arg, int rc, const char *token,
@@ -605,16 +646,25 @@ void session_next(struct delivery *d) {
   }
   d->next = NEXT_HOST;
   d->conn_decided = 0;
+  d->tls_counted = 0;
   d->last_status[0] = '\0'; /* the code of this connection's failure */
   mx_candidate_format(&d->cands[d->cand], d->remote, sizeof d->remote);
+  if (dane_before_connect(d)) /* the TLSA lookup, or the host skipped */
+    return;
   session_connect(d);
 }
 
 /* Connects to the current candidate when the connection budget has room;
  * otherwise waits (cache_make_room closes a cached connection, and its
  * close wakes us). */
-static void session_connect(struct delivery *d) {
+void session_connect(struct delivery *d) {
   struct outbound *ob = d->ob;
+  /* MTA-STS enforce: a host outside the policy is skipped, unless DANE
+   * (decided just before) authenticates it: DANE wins (§4b). */
+  if (!d->waiting_slot && trust_skip_host(d)) {
+    session_next(d);
+    return;
+  }
   if (!cache_make_room(ob, d->job->dest)) {
     d->waiting_slot = 1;
     return;

@@ -37,6 +37,10 @@ void session_next(struct delivery *d);
 void session_reuse(struct delivery *d, struct conn *conn,
                    struct smtp_client *cli, const char *remote);
 
+/* Connects to the current candidate d->cand (or waits for room in the
+ * connection budget); for dane.c after its TLSA lookup. */
+void session_connect(struct delivery *d);
+
 /* A connection closed: deliveries waiting for a slot of the connection
  * budget (cache_make_room) try again. */
 void session_wake(struct outbound *ob);

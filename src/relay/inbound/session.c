@@ -8,12 +8,16 @@
  * step it depends on is in flight: a spool write to disk, the commit, the
  * AUTH hash check, the TLS handshake, or replies the connection cannot take
  * yet (write queue above its high-water mark).  Each step is a named wait
- * (enum session_wait, one setter); while it lasts, input stays in the conn's
- * bounded buffer (reading paused) and events the machine has already parsed
- * stay queued in the machine.  The step's completion clears the wait and
+ * (enum session_wait, one setter: inb_wait); while it lasts, input stays in the
+ * conn's bounded buffer (reading paused) and events the machine has already
+ * parsed stay queued in the machine.  The step's completion clears the wait and
  * session_resume() takes up the queued events, then the buffered input.
  * Events are taken one at a time, so an end of data parsed in the same read
  * as the chunk that sent the spool to disk waits for that write (issue 12).
+ *
+ * The message itself (its envelope for the store, the added header fields,
+ * DKIM signing and the commit) is inbound/commit.c; both share the
+ * structures of inbound/internal.h.
  *
  * A session ends through session_end() only.  Its memory goes once four
  * things are over: the conn (on_close), a commit in flight (its callback),
@@ -21,6 +25,7 @@
  * hook (its release).
  */
 #include "relay/inbound.h"
+#include "relay/inbound/internal.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -44,110 +49,10 @@
 #include "queue/store.h"
 #include "relay/stats.h"
 
-#define MAX_LISTENERS (2 * CONFIG_MAX_LIST)
-/* How often the DATA rate is checked. */
-#define DATA_CHECK_MS 1000
-/* Idle working-buffer blocks kept for reuse (about 47 KB each). */
-#define BUFS_POOL_MAX 16
-/* After a flood: once the sessions fall to a quarter of a peak of at least
- * this many, free heap pages go back to the OS (malloc_trim). */
-#define TRIM_PEAK_MIN 256
-
-struct session;
-
-struct inbound {
-  uv_loop_t *loop;
-  const struct config *cfg;
-  struct store *store;
-  struct stats *stats;
-  inbound_queued_cb on_queued;
-  void *data;
-  struct listener *listeners[MAX_LISTENERS];
-  int n_listeners;
-  /* The bound addresses (the real port of a `:0` listener) and their TLS
-   * flag, to open them again after a drain (inbound_resume_accepting). */
-  struct sockaddr_storage bound[MAX_LISTENERS];
-  int bound_tls[MAX_LISTENERS];
-  int n_bound;
-  SSL_CTX *tls_ctx;           /* NULL without a certificate */
-  struct auth *auth;          /* NULL without auth_users_file */
-  struct dkim *dkim;          /* NULL without dkim_sign */
-  struct proxy_accept *proxy; /* NULL without proxy_networks */
-  struct session *sessions;   /* doubly linked, for shutdown */
-  int n_sessions;
-  uint64_t next_session;
-  int freeing;
-  int draining; /* `drain`: sessions end after their transaction */
-  void (*freed_cb)(void *data);
-  void *freed_data;
-  struct inbound_debug dbg; /* test hooks; zero in production */
-  /* Working buffers of sessions that idle, for the next one that reads. */
-  struct smtp_server_bufs *pool[BUFS_POOL_MAX];
-  int n_pool;
-  int peak;               /* most sessions open since the last trim */
-  struct diskspace *disk; /* free space of the queue's file system */
-};
-
-struct rcpt {
-  char *addr;
-  char *domain; /* lower case: the destination key */
-  char *orcpt;
-  unsigned notify;
-};
-
-/* What a session waits for; while it waits it acts on no input. */
-enum session_wait {
-  WAIT_NONE = 0,
-  WAIT_SPOOL,  /* the spool is writing its memory part to disk */
-  WAIT_DKIM,   /* the message is being signed on the pool (CONTRACT §3a) */
-  WAIT_COMMIT, /* the message is being committed */
-  WAIT_AUTH,   /* the password hash is being checked on the pool */
-  WAIT_TLS,    /* the TLS handshake after STARTTLS */
-  WAIT_OUTPUT, /* the conn's write queue is above its high-water mark */
-};
-
 static const char *const wait_names[] = {
     [WAIT_NONE] = "none",     [WAIT_SPOOL] = "spool", [WAIT_COMMIT] = "commit",
     [WAIT_DKIM] = "dkim",     [WAIT_AUTH] = "auth",   [WAIT_TLS] = "tls",
     [WAIT_OUTPUT] = "output",
-};
-
-struct session {
-  struct inbound *in;
-  struct session *prev, *next;
-  struct conn *conn; /* NULL once closed */
-  struct smtp_server *srv;
-  char id[20]; /* session id for logs */
-  char peer[64];
-  int implicit_tls;
-  /* envelope of the transaction in progress */
-  char *sender;
-  struct smtp_mail_params mail;
-  struct rcpt *rcpts;
-  int n_rcpts, cap_rcpts;
-  /* DATA */
-  struct store_spool *spool;
-  int spool_writing;         /* a spool write callback is pending */
-  struct store_job *commit;  /* commit in flight */
-  struct auth_req *auth_req; /* password check in flight */
-  struct dkim_req *dkim_req; /* signing in flight (holds the spool) */
-  char *signed_prefix;       /* the signer's new prefix, until committed */
-  size_t signed_prefix_len;
-  char dkim_domains[256]; /* signing domains, for the accepted line */
-  int body_8bit;          /* of the message being committed */
-  uint64_t body_size;     /* its DATA octets */
-  uint64_t data_start_ms;
-  uint64_t data_bytes;
-  uint64_t data_rx; /* bytes read during DATA, for min_data_rate */
-  char queue_id[STORE_ID_SIZE];
-  int64_t received_at;
-  int ended;
-  /* the async step in flight and, once it completed, its outcome */
-  enum session_wait wait;
-  int held; /* the completion is held by the test hook */
-  int step_status;
-  enum auth_status auth_status;
-  char *auth_user; /* copy of the user name from the AUTH answer */
 };
 
 static const struct conn_cbs session_cbs;
@@ -156,8 +61,8 @@ static uint64_t now_ms(struct inbound *in) {
   return uv_now(in->loop);
 }
 
-static void log_session(struct session *s, enum log_level lvl,
-                        const char *event, const char *key, const char *val) {
+void inb_log(struct session *s, enum log_level lvl, const char *event,
+             const char *key, const char *val) {
   struct log_line l;
   log_begin(&l, lvl, event);
   log_str(&l, "session", s->id);
@@ -167,7 +72,7 @@ static void log_session(struct session *s, enum log_level lvl,
   log_end(&l);
 }
 
-static void envelope_clear(struct session *s) {
+void inb_envelope_clear(struct session *s) {
   free(s->sender);
   s->sender = NULL;
   for (int i = 0; i < s->n_rcpts; i++) {
@@ -181,13 +86,13 @@ static void envelope_clear(struct session *s) {
 static void inbound_maybe_freed(struct inbound *in);
 
 /* Frees the session once nothing refers to it any more. */
-static void session_maybe_free(struct session *s) {
+void inb_maybe_free(struct session *s) {
   if (s->conn || s->commit || s->spool_writing || s->held || s->dkim_req)
     return;
   struct inbound *in = s->in;
   if (s->spool)
     store_spool_free(s->spool);
-  envelope_clear(s);
+  inb_envelope_clear(s);
   free(s->auth_user);
   free(s->signed_prefix);
   free(s->rcpts);
@@ -278,7 +183,7 @@ static void session_detach(struct session *s) {
 /* The one setter of the wait.  Every wait but the TLS handshake pauses
  * reading (the handshake needs the socket; the conn delivers no plaintext
  * before it ends, and on_read refuses input while any wait lasts). */
-static void session_wait(struct session *s, enum session_wait w) {
+void inb_wait(struct session *s, enum session_wait w) {
   if (s->in->dbg.on_trace) {
     char what[48];
     snprintf(what, sizeof what, "wait %s -> %s", wait_names[s->wait],
@@ -306,7 +211,7 @@ static int session_flush(struct session *s) {
     /* A client that pipelines faster than it reads its replies: act on
      * nothing more until the connection has written what it holds. */
     if (rc == CONN_WRITE_FULL && s->wait == WAIT_NONE)
-      session_wait(s, WAIT_OUTPUT);
+      inb_wait(s, WAIT_OUTPUT);
   }
   smtp_server_output_consumed(s->srv, n);
   if (smtp_server_close_wanted(s->srv)) {
@@ -361,7 +266,7 @@ static void session_resume(struct session *s) {
 
 /* A step's outcome is in the session: act on it now, or hand it to the
  * test hook, which releases it when its script says. */
-static void step_arrived(struct session *s) {
+void inb_step_arrived(struct session *s) {
   struct inbound *in = s->in;
   if (in->dbg.on_step) {
     s->held = 1;
@@ -375,14 +280,14 @@ void inbound_debug_release(void *step) {
   struct session *s = step;
   s->held = 0;
   if (s->ended) {
-    session_maybe_free(s);
+    inb_maybe_free(s);
     return;
   }
   step_act(s);
 }
 
-static void log_envelope_error(struct session *s, const char *event,
-                               const char *what, int status) {
+void inb_log_error(struct session *s, const char *event, const char *what,
+                   int status) {
   struct log_line l;
   log_begin(&l, LOG_WARN, event);
   log_str(&l, "session", s->id);
@@ -407,91 +312,11 @@ static void on_spool_written(struct store_spool *sp, int status, void *data) {
       store_spool_free(s->spool);
       s->spool = NULL;
     }
-    session_maybe_free(s);
+    inb_maybe_free(s);
     return;
   }
   s->step_status = status;
-  step_arrived(s);
-}
-
-/* The envelope's recipients as the store and the scheduler take them;
- * the strings stay owned by the session.  NULL when out of memory. */
-static struct store_rcpt *envelope_rcpts(const struct session *s) {
-  struct store_rcpt *rc = calloc((size_t)s->n_rcpts, sizeof *rc);
-  if (!rc)
-    return NULL;
-  for (int i = 0; i < s->n_rcpts; i++) {
-    rc[i].address = s->rcpts[i].addr;
-    rc[i].orcpt = s->rcpts[i].orcpt;
-    rc[i].notify = (int)s->rcpts[i].notify;
-    rc[i].domain = s->rcpts[i].domain;
-    rc[i].idx = i;
-    rc[i].state = STORE_RCPT_QUEUED;
-  }
-  return rc;
-}
-
-/* Hands the durable message's envelope to the owner (the scheduler). */
-static void announce(struct session *s) {
-  struct inbound *in = s->in;
-  if (!in->on_queued || s->n_rcpts == 0)
-    return;
-  struct store_rcpt *rc = envelope_rcpts(s);
-  if (rc) {
-    struct store_msg msg = {
-        .sender = s->sender ? s->sender : "",
-        .size = (int64_t)s->data_bytes,
-        .received_at = s->received_at,
-        .rcpts = rc,
-        .nrcpts = (size_t)s->n_rcpts,
-    };
-    memcpy(msg.id, s->queue_id, sizeof msg.id);
-    in->on_queued(&msg, in->data);
-  } else {
-    log_msg(LOG_ERROR, "scheduler",
-            "out of memory: message %s waits for the next restart",
-            s->queue_id);
-  }
-  free(rc);
-}
-
-/* The reply to a commit that failed, by its cause. */
-static const char *commit_error_reply(int status) {
-  return status == -ENOSPC ? "452 4.3.1 Insufficient system storage"
-                           : "451 4.3.0 Error: queue write failed";
-}
-
-static void on_committed(struct store *st, int status, void *data) {
-  (void)st;
-  struct session *s = data;
-  struct inbound *in = s->in;
-  s->commit = NULL;
-  if (status == 0) {
-    /* The message is durable, whether or not the client is still here. */
-    in->stats->received++;
-    struct log_line l;
-    log_begin(&l, LOG_INFO, "accepted");
-    log_str(&l, "session", s->id);
-    log_str(&l, "id", s->queue_id);
-    log_str(&l, "from", s->sender ? s->sender : "");
-    log_int(&l, "rcpts", s->n_rcpts);
-    log_int(&l, "size", (long long)s->data_bytes);
-    log_str(&l, "client", s->peer);
-    if (s->dkim_domains[0]) {
-      log_str(&l, "dkim", s->dkim_domains);
-      in->stats->dkim_signed++;
-    }
-    log_end(&l);
-    announce(s);
-  } else if (status != -ECANCELED) {
-    log_envelope_error(s, "commit", "commit", status);
-  }
-  if (s->ended) {
-    session_maybe_free(s);
-    return;
-  }
-  s->step_status = status;
-  step_arrived(s);
+  inb_step_arrived(s);
 }
 
 static const char *domain_of(const char *addr) {
@@ -503,169 +328,6 @@ static void lower(char *p) {
   for (; *p; p++)
     if (*p >= 'A' && *p <= 'Z')
       *p = (char)(*p + 32);
-}
-
-static void commit_prefixed(struct session *s, const char *prefix, size_t len);
-static void dkim_then_commit(struct session *s, const char *prefix, size_t len);
-
-/* Builds the prefix (Received, and Date/Message-ID when missing) and hands
- * the message to the store, through the DKIM signer when configured. */
-
-static void commit_message(struct session *s, const struct smtp_event *ev) {
-  struct inbound *in = s->in;
-  store_new_id(in->store, s->queue_id);
-  time_t now = time(NULL);
-  struct tm lt;
-  localtime_r(&now, &lt);
-  int tz = (int)(lt.tm_gmtoff / 60);
-  const struct conn_tls_info *tls = s->conn ? conn_tls(s->conn) : NULL;
-  char tls_desc[160] = "";
-  if (tls && tls->ok)
-    snprintf(tls_desc, sizeof tls_desc, "version=%s cipher=%s",
-             tls->version ? tls->version : "?",
-             tls->cipher ? tls->cipher : "?");
-  struct message_received r = {
-      .helo = smtp_server_helo_name(s->srv),
-      .ip = s->peer,
-      .hostname = in->cfg->hostname,
-      .id = s->queue_id,
-      .rcpt = s->n_rcpts == 1 ? s->rcpts[0].addr : NULL,
-      .esmtp = smtp_server_esmtp(s->srv),
-      .tls = smtp_server_tls(s->srv),
-      .auth = smtp_server_auth_user(s->srv) != NULL,
-      .tls_desc = tls_desc[0] ? tls_desc : NULL,
-      .when = now,
-      .tz_minutes = tz,
-      .redacted = in->cfg->received_header_redacted,
-  };
-  char prefix[4096];
-  int len = message_received_header(prefix, sizeof prefix, &r);
-  if (len < 0)
-    len = 0;
-  if (!ev->end.has_date) {
-    int n =
-        message_date_header(prefix + len, sizeof prefix - (size_t)len, now, tz);
-    if (n > 0)
-      len += n;
-  }
-  if (!ev->end.has_message_id) {
-    int n = message_id_header(prefix + len, sizeof prefix - (size_t)len,
-                              s->queue_id, in->cfg->hostname);
-    if (n > 0)
-      len += n;
-  }
-  /* Every field above goes in front of the data's header section; a
-   * message without one gets the empty line that keeps its first line in
-   * the body (CONTRACT §3). */
-  if (ev->end.needs_separator && (size_t)len + 2 < sizeof prefix) {
-    memcpy(prefix + len, "\r\n", 2);
-    len += 2;
-  }
-
-  s->received_at = (int64_t)now;
-  /* A fleet peer's hand-off (XARRIVAL, offered to relay clients only):
-   * the message keeps its first arrival for expiry, delay notices and
-   * DSNs; this hop's Received: above keeps its own time. */
-  if (s->mail.has_arrival && s->mail.arrival < s->received_at)
-    s->received_at = s->mail.arrival;
-  s->body_8bit = ev->end.eight_bit;
-  s->body_size = ev->end.size;
-  s->dkim_domains[0] = '\0';
-  if (in->dkim)
-    dkim_then_commit(s, prefix, (size_t)len);
-  else
-    commit_prefixed(s, prefix, (size_t)len);
-}
-
-/* Hands the message (prefix + spooled body) to the store; the session
- * then waits for the commit.  On a refusal the client is answered with a
- * temporary error at once. */
-static void commit_prefixed(struct session *s, const char *prefix, size_t len) {
-  struct inbound *in = s->in;
-  struct store_rcpt *rc = envelope_rcpts(s);
-  if (!rc) {
-    smtp_server_commit_done(s->srv, 0, "451 4.3.0 Error: out of memory");
-    envelope_clear(s);
-    return;
-  }
-  struct store_msg msg = {
-      .sender = s->sender ? s->sender : "",
-      .received_at = s->received_at,
-      .ret = (int)s->mail.ret,
-      .envid = s->mail.has_envid ? s->mail.envid : NULL,
-      .flags = (s->mail.smtputf8 ? STORE_F_SMTPUTF8 : 0) |
-               (s->body_8bit ? STORE_F_BODY8BIT : 0),
-      .rcpts = rc,
-      .nrcpts = (size_t)s->n_rcpts,
-      .prefix = prefix,
-      .prefix_len = len,
-  };
-  memcpy(msg.id, s->queue_id, sizeof msg.id);
-  s->data_bytes = s->body_size + (uint64_t)len;
-  struct store_spool *body = s->spool;
-  s->spool = NULL;
-  int rcode = store_commit(in->store, &msg, body, on_committed, s, &s->commit);
-  free(rc);
-  if (rcode < 0) {
-    /* Refused before it started: the spool's own earlier failure (its
-     * cause, e.g. ENOSPC) or the store shutting down. */
-    s->commit = NULL;
-    log_envelope_error(s, "commit", "commit", rcode);
-    smtp_server_commit_done(s->srv, 0, commit_error_reply(rcode));
-    envelope_clear(s);
-    return;
-  }
-  session_wait(s, WAIT_COMMIT);
-  conn_set_timeout(s->conn, 0);
-}
-
-/* ---- DKIM: the step between end of data and commit (CONTRACT §3a) ----
- * The spool goes to the signing job on the thread pool and comes back in
- * on_signed with the new prefix (DKIM-Signature fields first); only then
- * is the message committed, so the stored message carries the signature.
- * The session waits (WAIT_DKIM) meanwhile, as for the commit. */
-
-static void on_signed(struct dkim_req *req, int status,
-                      const struct dkim_signed *res, void *data) {
-  (void)req;
-  struct session *s = data;
-  s->dkim_req = NULL;
-  s->spool = res->body;
-  if (s->ended) {
-    session_maybe_free(s);
-    return;
-  }
-  if (res->note)
-    log_session(s, LOG_WARN, "dkim", "error", res->note);
-  if (status == 0) {
-    /* res is valid only now; the test hook may hold the step longer */
-    s->signed_prefix = malloc(res->prefix_len ? res->prefix_len : 1);
-    if (s->signed_prefix) {
-      memcpy(s->signed_prefix, res->prefix, res->prefix_len);
-      s->signed_prefix_len = res->prefix_len;
-      snprintf(s->dkim_domains, sizeof s->dkim_domains, "%s", res->domains);
-    } else {
-      status = -ENOMEM;
-    }
-  }
-  s->step_status = status;
-  step_arrived(s);
-}
-
-static void dkim_then_commit(struct session *s, const char *prefix,
-                             size_t len) {
-  struct store_spool *body = s->spool;
-  s->spool = NULL;
-  if (dkim_sign(s->in->dkim, prefix, len, body, 0, on_signed, s, &s->dkim_req) <
-      0) {
-    s->dkim_req = NULL;
-    s->spool = body;
-    smtp_server_commit_done(s->srv, 0, "451 4.3.0 Error: out of memory");
-    envelope_clear(s);
-    return;
-  }
-  session_wait(s, WAIT_DKIM);
-  conn_set_timeout(s->conn, 0);
 }
 
 static int add_rcpt(struct session *s, const struct smtp_event *ev) {
@@ -712,7 +374,7 @@ static void on_auth(struct auth_req *req, enum auth_status st, const char *user,
   free(s->auth_user);
   s->auth_user = user ? strdup(user) : NULL;
   s->auth_status = st;
-  step_arrived(s);
+  inb_step_arrived(s);
 }
 
 static void on_tls_done(struct conn *c, const struct conn_tls_info *info) {
@@ -733,20 +395,20 @@ static void on_tls_done(struct conn *c, const struct conn_tls_info *info) {
   log_end(&l);
   if (!info->ok || s->ended)
     return; /* the conn is closing: on_close follows */
-  step_arrived(s);
+  inb_step_arrived(s);
 }
 
 static void on_drain(struct conn *c) {
   struct session *s = conn_data(c);
   if (s->ended || s->wait != WAIT_OUTPUT || s->held)
     return;
-  step_arrived(s);
+  inb_step_arrived(s);
 }
 
 /* Acts on the outcome of the step the session waited for, then resumes. */
 static void step_act(struct session *s) {
   enum session_wait w = s->wait;
-  session_wait(s, WAIT_NONE);
+  inb_wait(s, WAIT_NONE);
   if (session_attach(s) < 0) {
     session_end(s, 0);
     return;
@@ -756,18 +418,18 @@ static void step_act(struct session *s) {
     /* A failed spool (disk full): the machine still reads to the end of
      * data; the commit then refuses with the spool's cause. */
     if (s->step_status < 0)
-      log_envelope_error(s, "spool", "spool write", s->step_status);
+      inb_log_error(s, "spool", "spool write", s->step_status);
     break;
   case WAIT_DKIM:
     if (s->step_status == 0) {
-      commit_prefixed(s, s->signed_prefix, s->signed_prefix_len);
+      inb_commit_prefixed(s, s->signed_prefix, s->signed_prefix_len);
     } else {
-      log_envelope_error(s, "dkim", "signing", s->step_status);
+      inb_log_error(s, "dkim", "signing", s->step_status);
       smtp_server_commit_done(s->srv, 0,
                               s->step_status == -ENOSPC
                                   ? "452 4.3.1 Insufficient system storage"
                                   : "451 4.3.0 Error: signing failed");
-      envelope_clear(s);
+      inb_envelope_clear(s);
     }
     free(s->signed_prefix);
     s->signed_prefix = NULL;
@@ -776,8 +438,9 @@ static void step_act(struct session *s) {
     if (s->step_status == 0)
       smtp_server_commit_done(s->srv, 1, s->queue_id);
     else
-      smtp_server_commit_done(s->srv, 0, commit_error_reply(s->step_status));
-    envelope_clear(s);
+      smtp_server_commit_done(s->srv, 0,
+                              inb_commit_error_reply(s->step_status));
+    inb_envelope_clear(s);
     /* Draining: the client has its reply; it sends the next message
      * elsewhere (421 after the 250, CONTRACT §1 drain). */
     if (s->in->draining)
@@ -826,10 +489,10 @@ static int handle_event(struct session *s, const struct smtp_event *ev) {
   struct inbound *in = s->in;
   switch (ev->type) {
   case SMTP_SRV_EV_HELO:
-    envelope_clear(s);
+    inb_envelope_clear(s);
     return 0;
   case SMTP_SRV_EV_MAIL:
-    envelope_clear(s);
+    inb_envelope_clear(s);
     s->sender = strdup(ev->mail.sender);
     s->mail = *ev->mail.params;
     s->queue_id[0] = '\0';
@@ -864,7 +527,7 @@ static int handle_event(struct session *s, const struct smtp_event *ev) {
                                   on_spool_written, s);
       if (rc == STORE_SPOOL_PAUSE) {
         s->spool_writing = 1;
-        session_wait(s, WAIT_SPOOL);
+        inb_wait(s, WAIT_SPOOL);
         return 1;
       }
       /* rc < 0: the spool failed earlier; the commit reports its cause.
@@ -873,18 +536,18 @@ static int handle_event(struct session *s, const struct smtp_event *ev) {
     }
     return 0;
   case SMTP_SRV_EV_DATA_END:
-    commit_message(s, ev);
+    inb_commit_message(s, ev);
     return 1;
   case SMTP_SRV_EV_DATA_ABORT:
     if (s->spool) {
       store_spool_free(s->spool);
       s->spool = NULL;
     }
-    envelope_clear(s);
+    inb_envelope_clear(s);
     if (ev->abort.code) {
       char code[8];
       snprintf(code, sizeof code, "%d", ev->abort.code);
-      log_session(s, LOG_INFO, "rejected", "code", code);
+      inb_log(s, LOG_INFO, "rejected", "code", code);
     }
     arm_command_timer(s);
     return 0;
@@ -901,7 +564,7 @@ static int handle_event(struct session *s, const struct smtp_event *ev) {
     /* The handshake needs the socket even if a full write queue paused
      * reading just now. */
     s->wait = WAIT_NONE;
-    session_wait(s, WAIT_TLS);
+    inb_wait(s, WAIT_TLS);
     conn_read_resume(s->conn);
     return 1;
   case SMTP_SRV_EV_AUTH:
@@ -911,10 +574,10 @@ static int handle_event(struct session *s, const struct smtp_event *ev) {
       s->auth_req = NULL;
       /* Too many checks waiting: try again later (454), not a failure. */
       smtp_server_auth_done(s->srv, -1, NULL);
-      log_session(s, LOG_INFO, "auth", "result", "unavailable");
+      inb_log(s, LOG_INFO, "auth", "result", "unavailable");
       return 0;
     }
-    session_wait(s, WAIT_AUTH);
+    inb_wait(s, WAIT_AUTH);
     conn_set_timeout(s->conn, 0);
     return 1;
   case SMTP_SRV_EV_REJECT: {
@@ -1025,9 +688,9 @@ static void on_timeout(struct conn *c) {
       conn_set_timeout(c, DATA_CHECK_MS);
       return;
     }
-    log_session(s, LOG_INFO, "rejected", "reason", "data rate too low");
+    inb_log(s, LOG_INFO, "rejected", "reason", "data rate too low");
   } else {
-    log_session(s, LOG_INFO, "rejected", "reason", "timeout");
+    inb_log(s, LOG_INFO, "rejected", "reason", "timeout");
   }
   if (session_attach(s) < 0) {
     session_end(s, 0);
@@ -1054,7 +717,7 @@ static void on_close(struct conn *c, enum conn_end end, int status) {
     store_cancel(s->commit);
   if (s->dkim_req)
     dkim_cancel(s->dkim_req);
-  session_maybe_free(s);
+  inb_maybe_free(s);
 }
 
 static const struct conn_cbs session_cbs = {
@@ -1100,7 +763,7 @@ static void session_start(struct conn *c, int implicit_tls, void *data) {
       session_end(s, 0);
       return;
     }
-    log_session(s, LOG_INFO, "rejected", "reason", "max_sessions");
+    inb_log(s, LOG_INFO, "rejected", "reason", "max_sessions");
     in->stats->rejected[STATS_REJECT_OTHER]++; /* metrics */
     session_end(s, 1);
     return;
@@ -1129,7 +792,7 @@ static void session_start(struct conn *c, int implicit_tls, void *data) {
   }
   if (implicit_tls) {
     s->implicit_tls = 1;
-    session_wait(s, WAIT_TLS);
+    inb_wait(s, WAIT_TLS);
     if (conn_start_tls(c, in->tls_ctx, 1, NULL) < 0)
       session_end(s, 0);
     conn_set_timeout(c, (unsigned)cfg->smtp_timeout_ms);
