@@ -469,6 +469,9 @@ static void cmd_mail(struct smtp_server *s, const char *a, size_t n) {
    * full, so that what is queued can still be delivered and recorded. */
   if (s->room == 0 || (s->b->mp.has_size && s->b->mp.size > s->room)) {
     reply(s, "452 4.3.1 Insufficient system storage");
+    policy_reject(s, 452, s->b->sender.addr,
+                  s->room == 0 ? "queue_minfree"
+                               : "queue_minfree (declared SIZE)");
     return;
   }
   if (s->b->sender.has_utf8 && !s->b->mp.smtputf8) {
@@ -545,6 +548,7 @@ static void cmd_data(struct smtp_server *s, const char *a, size_t n) {
   if (s->room != UINT64_MAX && (s->room == 0 || (need && need > s->room / 2))) {
     txn_reset(s);
     reply(s, "452 4.3.1 Insufficient system storage");
+    policy_reject(s, 452, "", "queue_minfree (no room for the message)");
     return;
   }
   reply(s, "354 End data with <CR><LF>.<CR><LF>");

@@ -703,6 +703,9 @@ def test_readyz_503_while_the_queue_disk_is_under_the_floor(net):
     assert code == 452 and "4.3.1" in text
     c.cmd("QUIT")
     c.close()
+    # Said in the log: once when the floor is crossed, and per refusal.
+    m.wait_log("reason=queue_minfree")
+    assert "under queue_minfree" in m.log()
     assert m.stop() == 0
 
 

@@ -144,8 +144,22 @@ static void session_end(struct session *s, int flush) {
  * queue_minfree (stats->disk_low has this one writer). */
 static void on_disk_update(struct diskspace *ds, void *data) {
   struct inbound *in = data;
-  in->stats->disk_low = in->cfg->queue_minfree > 0 &&
-                        diskspace_room(ds, in->cfg->queue_minfree) == 0;
+  int low = in->cfg->queue_minfree > 0 &&
+            diskspace_room(ds, in->cfg->queue_minfree) == 0;
+  if (low != in->stats->disk_low) {
+    /* Once per change, not per refused client (those are event=rejected
+     * lines with reason=queue_minfree). */
+    if (low)
+      log_msg(LOG_WARN, "diskspace",
+              "the queue's file system has %llu MiB free, under "
+              "queue_minfree (%llu MiB): new mail is refused with 452 4.3.1",
+              (unsigned long long)(diskspace_free(ds) >> 20),
+              (unsigned long long)(in->cfg->queue_minfree >> 20));
+    else
+      log_msg(LOG_INFO, "diskspace",
+              "free space is above queue_minfree again: accepting mail");
+  }
+  in->stats->disk_low = low;
 }
 
 /* Gives the machine its working buffers before it is fed or answered.
