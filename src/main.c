@@ -299,8 +299,17 @@ int main(int argc, char **argv) {
               strcmp(cmd, "pause") == 0 || strcmp(cmd, "resume") == 0 ||
               strcmp(cmd, "tlsrpt") == 0 || strcmp(cmd, "suspend") == 0 ||
               strcmp(cmd, "unsuspend") == 0 || strcmp(cmd, "drain") == 0;
-  if (!known || (strcmp(cmd, "serve") == 0 && cli.n_words != 1) ||
-      (strcmp(cmd, "resolve") == 0 && cli.n_words != 2)) {
+  if (known && strcmp(cmd, "resolve") == 0 && cli.n_words != 2) {
+    fprintf(stderr, "mailhop: resolve takes one DOMAIN (usage: mailhop resolve "
+                    "DOMAIN [--sender ADDR])\n");
+    return 1;
+  }
+  if (known && strcmp(cmd, "serve") == 0 && cli.n_words != 1) {
+    fprintf(stderr, "mailhop: serve takes no arguments (got '%s')\n",
+            cli.words[1]);
+    return 1;
+  }
+  if (!known) {
     fprintf(stderr, "mailhop: unknown command '%s' (see mailhop --help)\n",
             cmd);
     return 1;
