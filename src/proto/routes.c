@@ -367,6 +367,10 @@ static int parse_line(struct perr *p, char *line, struct route *r) {
     return fail(p, "relayhost_tls, relayhost_auth and "
                    "relayhost_auth_plaintext need a relayhost (this route "
                    "delivers by MX)");
+  if (r->rate_n > 0 && r->n_hosts == 0 && r->kind != ROUTE_RECIPIENT_DOMAIN)
+    return fail(p, "rate: a sender route by MX has no one destination to "
+                   "limit (its mail goes to every recipient domain); use "
+                   "destination_rate, or give the route a relayhost");
   if (r->user[0] && !r->auth_plaintext &&
       (r->tls == ROUTE_TLS_NONE || r->tls == ROUTE_TLS_OPPORTUNISTIC))
     return fail(p, "relayhost_tls: credentials would be sent without verified "

@@ -155,6 +155,8 @@ static void test_errors(void) {
       {"sender:@x.example rate=30\n", "r.txt:1: rate:"},
       {"sender:@x.example rate=0/1m\n", "r.txt:1: rate:"},
       {"sender:@x.example rate=5/1w\n", "r.txt:1: rate:"},
+      {"sender:@x.example relayhost=mx rate=10/1m\n",
+       "r.txt:1: rate: a sender route by MX"},
       {"sender:@x.example relayhost_tls=none\n",
        "r.txt:1: relayhost_tls, relayhost_auth"},
       {"sender:x.example relayhost=mx\n", "r.txt:1: 'sender:x.example'"},
