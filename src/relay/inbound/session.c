@@ -1040,7 +1040,7 @@ void inbound_reload(struct inbound *in) {
       log_msg(LOG_INFO, "reload", "DKIM keys reloaded");
   }
   if (!cfg->tls_cert_file[0]) {
-    log_msg(LOG_INFO, "reload", "nothing to reload");
+    log_msg(LOG_INFO, "reload", "no TLS certificate to reload");
     return;
   }
   char err[512];
