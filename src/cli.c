@@ -25,6 +25,10 @@ int cli_parse(struct cli *c, int argc, char **argv, char *err, size_t errlen) {
       slot = &c->f_older_than, once = 1;
     else if (strcmp(a, "--for") == 0)
       slot = &c->for_duration;
+    else if (strcmp(a, "--to") == 0)
+      slot = &c->drain_to;
+    else if (strcmp(a, "--timeout") == 0)
+      slot = &c->timeout;
     if (slot) {
       if (i + 1 >= argc) {
         snprintf(err, errlen, "%s needs an argument", a);
@@ -55,6 +59,8 @@ int cli_parse(struct cli *c, int argc, char **argv, char *err, size_t errlen) {
       c->json = 1;
     } else if (strcmp(a, "--all") == 0) {
       c->f_all = 1;
+    } else if (strcmp(a, "--cancel") == 0) {
+      c->cancel = 1;
     } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
       c->help = 1;
     } else if (strcmp(a, "--version") == 0 || strcmp(a, "-V") == 0) {

@@ -25,6 +25,9 @@ struct cli {
   const char *f_older_than; /* --older-than DURATION */
   int f_all;                /* --all */
   const char *for_duration; /* suspend --for DURATION */
+  const char *drain_to;     /* drain --to [HOST]:PORT */
+  const char *timeout;      /* drain --timeout DURATION */
+  int cancel;               /* drain --cancel */
   int json;                 /* --json */
   int help;                 /* --help / -h */
   int version;              /* --version / -V */

@@ -858,6 +858,28 @@ int config_parse_text(struct config *cfg, const char *name, const char *text,
 }
 
 /* Reads the first line of a file (secrets convention). */
+/* 1 when two listening addresses would collide at bind: the same port
+ * and family, and the same address or either a wildcard. */
+static int addr_overlaps(const struct config_addr *x,
+                         const struct config_addr *y) {
+  if (x->sa.ss_family != y->sa.ss_family)
+    return 0;
+  if (x->sa.ss_family == AF_INET) {
+    const struct sockaddr_in *a = (const void *)&x->sa,
+                             *b = (const void *)&y->sa;
+    return a->sin_port == b->sin_port &&
+           (a->sin_addr.s_addr == b->sin_addr.s_addr ||
+            a->sin_addr.s_addr == htonl(INADDR_ANY) ||
+            b->sin_addr.s_addr == htonl(INADDR_ANY));
+  }
+  const struct sockaddr_in6 *a = (const void *)&x->sa,
+                            *b = (const void *)&y->sa;
+  return a->sin6_port == b->sin6_port &&
+         (memcmp(&a->sin6_addr, &b->sin6_addr, sizeof a->sin6_addr) == 0 ||
+          IN6_IS_ADDR_UNSPECIFIED(&a->sin6_addr) ||
+          IN6_IS_ADDR_UNSPECIFIED(&b->sin6_addr));
+}
+
 static int read_first_line(const char *path, char *out, size_t cap, char *why,
                            size_t whycap) {
   FILE *f = fopen(path, "r");
@@ -1029,7 +1051,17 @@ static int validate(struct config *cfg, struct config_warnings *warn,
     if (cfg->relayhost_password[0])
       return ERR("relayhost_password: not used with "
                  "relayhost_oauth2_token_url (tokens are fetched); unset it");
+    if (!cfg->relayhost_oauth2_client_secret[0] &&
+        !cfg->relayhost_oauth2_refresh_token[0])
+      return ERR("relayhost_oauth2_client_secret: required with "
+                 "relayhost_oauth2_token_url (the client-credentials grant; "
+                 "or set relayhost_oauth2_refresh_token)");
   }
+  if (cfg->relayhost_auth != CONFIG_RELAYHOST_AUTH_AUTO &&
+      !cfg->relayhost_user[0] && cfg->n_relayhost > 0)
+    return ERR("relayhost_auth: a mechanism is chosen but relayhost_user is "
+               "empty, so AUTH would never be sent; set the credentials or "
+               "relayhost_auth = auto");
   int have_user = cfg->relayhost_user[0] != '\0';
   int have_pass = cfg->relayhost_password[0] != '\0' || oauth2;
   if (have_user && !have_pass)
@@ -1044,6 +1076,19 @@ static int validate(struct config *cfg, struct config_warnings *warn,
                "relayhost_auth_plaintext = yes");
   if (have_user && cfg->n_relayhost == 0)
     warn_add(warn, "relayhost_user: set but relayhost is empty; ignored");
+  if (cfg->delay_warning_time_ms > 0 &&
+      cfg->delay_warning_time_ms >= cfg->queue_lifetime_ms)
+    return ERR("delay_warning_time: not under queue_lifetime, so no delay "
+               "notice could ever be sent (the message bounces first)");
+  for (int i = 0; i < cfg->n_metrics_listen; i++)
+    for (int j = 0; j < cfg->n_listen + cfg->n_listen_tls; j++) {
+      const struct config_addr *a = j < cfg->n_listen
+                                        ? &cfg->listen[j]
+                                        : &cfg->listen_tls[j - cfg->n_listen];
+      if (addr_overlaps(&cfg->metrics_listen[i], a))
+        return ERR("metrics_listen: %s is also an SMTP listener (%s)",
+                   cfg->metrics_listen[i].text, a->text);
+    }
   if (strlen(cfg->admin_socket) > 107)
     return ERR("admin_socket: path is %zu bytes; a Unix socket path holds at "
                "most 107",

@@ -45,6 +45,8 @@ static const char usage[] =
     "  unsuspend DESTINATION               resume delivery to a "
     "destination\n"
     "  pause | resume                      stop / restart outbound delivery\n"
+    "  drain [--to [HOST]:PORT] [--timeout DURATION] | drain --cancel  stop "
+    "accepting, hand the queue on\n"
     "  tlsrpt [-s SOCKET] [--json]         TLS-RPT counts of this report "
     "period\n"
     "  resolve DOMAIN [--sender ADDR]      print the route and delivery "
@@ -140,6 +142,25 @@ static const struct {
     {"resume", "usage: mailhop resume [-s SOCKET]\n\n"
                "Restarts outbound delivery after mailhop pause.\n\n"
                "options:\n" ADMIN_OPTIONS},
+    {"drain",
+     "usage: mailhop drain [--to [HOST]:PORT] [--timeout DURATION] [-s "
+     "SOCKET]\n"
+     "       mailhop drain --cancel [-s SOCKET]\n\n"
+     "Stops accepting (listeners closed, /readyz 503, status accepting "
+     "false) and\ndelivers every queued message that is not held: with "
+     "--to, hands each to\nthat SMTP peer (another mailhop that lists this "
+     "one in relay_networks)\ninstead of its own route, envelope and DSN "
+     "parameters kept; the local copy\ngoes after the peer's 250.  Open "
+     "sessions get 421 after their transaction.\nExit 0 when nothing "
+     "deliverable is left and no session is open, 1 on\ntimeout (default "
+     "5m) printing how many remain.  The daemon keeps running,\nnot "
+     "accepting, until drain --cancel (listeners reopen) or SIGTERM.\n\n"
+     "options:\n"
+     "  --to [HOST]:PORT     the peer (HOST defaults to 127.0.0.1)\n"
+     "  --timeout DURATION   how long to wait (90s, 5m, 1h; default 5m)\n"
+     "  --cancel             accept again, deliver by the own routes\n"
+     "  --json               print {\"drained\", \"remaining\", "
+     "\"sessions\"}\n" ADMIN_OPTIONS},
     {"tlsrpt", "usage: mailhop tlsrpt [-s SOCKET] [--json]\n\n"
                "Shows the TLS-RPT counts of the current report period, per "
                "policy\ndomain and policy type: successful and failed TLS "
@@ -277,9 +298,18 @@ int main(int argc, char **argv) {
               strcmp(cmd, "status") == 0 || strcmp(cmd, "queue") == 0 ||
               strcmp(cmd, "pause") == 0 || strcmp(cmd, "resume") == 0 ||
               strcmp(cmd, "tlsrpt") == 0 || strcmp(cmd, "suspend") == 0 ||
-              strcmp(cmd, "unsuspend") == 0;
-  if (!known || (strcmp(cmd, "serve") == 0 && cli.n_words != 1) ||
-      (strcmp(cmd, "resolve") == 0 && cli.n_words != 2)) {
+              strcmp(cmd, "unsuspend") == 0 || strcmp(cmd, "drain") == 0;
+  if (known && strcmp(cmd, "resolve") == 0 && cli.n_words != 2) {
+    fprintf(stderr, "mailhop: resolve takes one DOMAIN (usage: mailhop resolve "
+                    "DOMAIN [--sender ADDR])\n");
+    return 1;
+  }
+  if (known && strcmp(cmd, "serve") == 0 && cli.n_words != 1) {
+    fprintf(stderr, "mailhop: serve takes no arguments (got '%s')\n",
+            cli.words[1]);
+    return 1;
+  }
+  if (!known) {
     fprintf(stderr, "mailhop: unknown command '%s' (see mailhop --help)\n",
             cmd);
     return 1;

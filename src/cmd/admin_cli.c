@@ -297,6 +297,8 @@ int admin_cli_print(FILE *out, const char *what, const json_t *reply,
     fputs("outbound delivery paused\n", out);
   } else if (!strcmp(what, "resume")) {
     fputs("outbound delivery resumed\n", out);
+  } else if (!strcmp(what, "drain")) {
+    fputs("drain cancelled, accepting again\n", out);
   } else {
     fputs("ok\n", out);
   }
@@ -451,8 +453,31 @@ static int build_command(const struct cli *cli, char *out, size_t n,
   int nw = cli->n_words;
   int is_queue = !strcmp(w0, "queue");
   if ((any_filter(cli) && !is_queue) ||
-      (cli->for_duration && strcmp(w0, "suspend") != 0))
+      (cli->for_duration && strcmp(w0, "suspend") != 0) ||
+      ((cli->drain_to || cli->timeout || cli->cancel) && strcmp(w0, "drain")))
     return -1;
+  if (!strcmp(w0, "drain")) {
+    if (nw != 1 || (cli->cancel && (cli->drain_to || cli->timeout)))
+      return -1;
+    *what = w0;
+    if (cli->cancel) {
+      snprintf(out, n, "drain cancel\n");
+      return 0;
+    }
+    if (cli->drain_to && !word_ok(cli->drain_to)) {
+      fprintf(stderr, "mailhop: bad --to value\n");
+      return -1;
+    }
+    int64_t secs = 300; /* CONTRACT §1: 5m */
+    if (cli->timeout && qfilter_duration(cli->timeout, &secs) < 0) {
+      fprintf(stderr, "mailhop: bad --timeout duration '%s' (e.g. 90s, 5m)\n",
+              cli->timeout);
+      return -1;
+    }
+    snprintf(out, n, "drain%s%s %lld\n", cli->drain_to ? " " : "",
+             cli->drain_to ? cli->drain_to : "", (long long)secs);
+    return 0;
+  }
   if (!strcmp(w0, "status") || !strcmp(w0, "pause") || !strcmp(w0, "resume") ||
       !strcmp(w0, "tlsrpt")) {
     if (nw != 1)
@@ -540,6 +565,99 @@ static int build_command(const struct cli *cli, char *out, size_t n,
   return 0;
 }
 
+/* One command, one reply: the parsed JSON object (caller frees), or NULL
+ * with a message on stderr (*rc the exit code). */
+static json_t *ask(const char *path, const char *line, int *rc) {
+  int fd = connect_admin(path);
+  if (fd < 0) {
+    *rc = EXIT_RUNTIME;
+    return NULL;
+  }
+  if (send_all(fd, line, strlen(line)) < 0) {
+    fprintf(stderr, "mailhop: admin socket %s: %s\n", path, strerror(errno));
+    close(fd);
+    *rc = EXIT_RUNTIME;
+    return NULL;
+  }
+  shutdown(fd, SHUT_WR);
+  const char *why = NULL;
+  size_t len = 0;
+  char *reply = read_line(fd, &len, &why);
+  close(fd);
+  if (!reply) {
+    fprintf(stderr, "mailhop: admin socket %s: no reply: %s\n", path, why);
+    *rc = EXIT_RUNTIME;
+    return NULL;
+  }
+  json_error_t jerr;
+  json_t *j = json_loadb(reply, len, 0, &jerr);
+  free(reply);
+  if (!json_is_object(j)) {
+    fprintf(stderr, "mailhop: admin socket %s: bad reply\n", path);
+    json_decref(j);
+    *rc = EXIT_RUNTIME;
+    return NULL;
+  }
+  const char *err = jget_str(j, "error");
+  if (err) {
+    fputs("mailhop: ", stderr);
+    put_safe(stderr, err, 0);
+    fputc('\n', stderr);
+    json_decref(j);
+    *rc = EXIT_USAGE;
+    return NULL;
+  }
+  return j;
+}
+
+/* `mailhop drain` (CONTRACT §1): the command, then `status` once a second
+ * until nothing deliverable is left (messages not held) or the timeout. */
+static int drain_wait(const char *path, const char *line, int64_t timeout_s,
+                      int json) {
+  int rc = 0;
+  json_t *j = ask(path, line, &rc);
+  if (!j)
+    return rc;
+  json_decref(j);
+  struct timespec start, now;
+  clock_gettime(CLOCK_MONOTONIC, &start);
+  for (;;) {
+    j = ask(path, "status\n", &rc);
+    if (!j)
+      return rc;
+    const json_t *q = json_object_get(j, "queue");
+    long long left = jget_int(q, "messages") - jget_int(q, "held");
+    /* A session still open may yet commit a message (draining ends each
+     * after its transaction): not done before the last one is gone. */
+    long long sessions = jget_int(j, "sessions");
+    json_decref(j);
+    if (left < 0)
+      left = 0;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    int late = now.tv_sec - start.tv_sec >= timeout_s;
+    int done = left == 0 && sessions == 0;
+    if (done || late) {
+      if (json)
+        printf("{\"drained\": %s, \"remaining\": %lld, \"sessions\": %lld}\n",
+               done ? "true" : "false", left, sessions);
+      else if (done)
+        printf("drained\n");
+      else if (sessions == 0)
+        printf("timeout: %lld %s\n", left,
+               left == 1 ? "message remains" : "messages remain");
+      else
+        printf("timeout: %lld %s, %lld session%s open\n", left,
+               left == 1 ? "message remains" : "messages remain", sessions,
+               sessions == 1 ? "" : "s");
+      if (fflush(stdout) != 0)
+        return EXIT_RUNTIME;
+      return done ? 0 : 1;
+    }
+    struct timespec pause = {.tv_sec = 0, .tv_nsec = 500 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+  }
+}
+
 int admin_cli_main(const struct config *cfg, const struct cli *cli) {
   char line[512];
   const char *what = NULL;
@@ -549,12 +667,19 @@ int admin_cli_main(const struct config *cfg, const struct cli *cli) {
             "mailhop: usage: mailhop status | queue [show|flush|delete|hold|"
             "release ID] | queue [list|delete|hold|release|flush] FILTER... | "
             "suspend DESTINATION [--for DURATION] | unsuspend DESTINATION | "
-            "pause | resume  [-s SOCKET] [--json]\n"
+            "pause | resume | drain [--to [HOST]:PORT] [--timeout DURATION] | "
+            "drain --cancel  [-s SOCKET] [--json]\n"
             "FILTER: --domain D, --sender ADDR|@DOMAIN|<>, --state "
             "queued|deferred|held, --older-than DURATION, --all\n");
     return EXIT_USAGE;
   }
   const char *path = cli->socket ? cli->socket : cfg->admin_socket;
+  if (!strcmp(what, "drain") && !cli->cancel) {
+    int64_t secs = 300;
+    if (cli->timeout)
+      qfilter_duration(cli->timeout, &secs);
+    return drain_wait(path, line, secs, cli->json);
+  }
   int fd = connect_admin(path);
   if (fd < 0)
     return EXIT_RUNTIME;

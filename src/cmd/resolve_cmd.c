@@ -158,7 +158,9 @@ static int resolve_route(const struct config *cfg, const char *domain,
 
 int resolve_cmd_main(const struct config *cfg, const char *domain,
                      const char *sender) {
-  if (cfg->routes_file[0] || sender)
+  /* With routes, a sender or a relayhost, say which target the mail takes
+   * first: a bare MX lookup would name hosts that are never used. */
+  if (cfg->routes_file[0] || sender || cfg->n_relayhost > 0)
     return resolve_route(cfg, domain, sender);
   char host[300];
   uint16_t port = cfg->smtp_port;

@@ -1223,6 +1223,7 @@ void resolver_cancel(struct resolver_query *q) {
   }
   r->in_cb--;
   free(q->tlsa);
+  free(q->txt);
   free(q);
 }
 

@@ -10,7 +10,11 @@
  * without ever blocking it.
  *
  * Bounds (per listening address): at most HTTP_MAX_CONNECTIONS connections
- * (beyond that MHD leaves new ones in the kernel backlog), a request line
+ * (beyond that MHD leaves new ones in the kernel backlog), of which at most
+ * HTTP_MAX_PER_IP from one client address (more are closed at once: one
+ * client that holds idle or trickling connections cannot take the slots
+ * of the health probes and the scraper, which come from other addresses),
+ * a request line
  * plus headers of at most HTTP_MAX_REQUEST bytes (MHD answers 414/431 and
  * closes), HTTP_IDLE_TIMEOUT_S seconds without progress closes a
  * connection; keep-alive is allowed for GET and HEAD.  Request bodies are
@@ -30,7 +34,8 @@
 
 #define HTTP_MAX_CONNECTIONS 64
 #define HTTP_MAX_REQUEST (16 * 1024) /* bytes: request line + headers */
-#define HTTP_IDLE_TIMEOUT_S 30
+#define HTTP_MAX_PER_IP 8
+#define HTTP_IDLE_TIMEOUT_S 10
 
 /* A response, filled by the handler. */
 struct http_response {

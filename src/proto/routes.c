@@ -100,6 +100,45 @@ static int parse_host(struct perr *p, const char *item, struct route_host *h) {
   return 0;
 }
 
+int routes_parse_peer(const char *s, struct route_host *out) {
+  memset(out, 0, sizeof *out);
+  const char *hs = s, *port_s;
+  size_t hn;
+  if (s[0] == '[') {
+    const char *end = strchr(s, ']');
+    if (!end || end[1] != ':')
+      return -1;
+    hs = s + 1;
+    hn = (size_t)(end - hs);
+    port_s = end + 2;
+    if (hn == 0)
+      return -1;
+  } else {
+    const char *colon = strrchr(s, ':');
+    if (!colon || strchr(s, ':') != colon)
+      return -1;
+    hn = (size_t)(colon - s);
+    port_s = colon + 1;
+  }
+  if (hn == 0) {
+    hs = "127.0.0.1";
+    hn = strlen(hs);
+  }
+  if (hn >= sizeof out->host)
+    return -1;
+  memcpy(out->host, hs, hn);
+  out->host[hn] = '\0';
+  if (!valid_host(out->host) || strchr(out->host, '[') ||
+      strchr(out->host, ']'))
+    return -1;
+  uint64_t v;
+  if (parse_u64(port_s, strlen(port_s), &v) < 0 || v == 0 || v > 65535)
+    return -1;
+  out->port = (uint16_t)v;
+  out->mx_lookup = 0;
+  return 0;
+}
+
 static int parse_relayhost(struct perr *p, char *val, struct route *r) {
   if (strcasecmp(val, "mx") == 0) {
     r->n_hosts = 0;
@@ -333,6 +372,10 @@ static int parse_line(struct perr *p, char *line, struct route *r) {
     return fail(p, "relayhost_tls, relayhost_auth and "
                    "relayhost_auth_plaintext need a relayhost (this route "
                    "delivers by MX)");
+  if (r->rate_n > 0 && r->n_hosts == 0 && r->kind != ROUTE_RECIPIENT_DOMAIN)
+    return fail(p, "rate: a sender route by MX has no one destination to "
+                   "limit (its mail goes to every recipient domain); use "
+                   "destination_rate, or give the route a relayhost");
   if (r->user[0] && !r->auth_plaintext &&
       (r->tls == ROUTE_TLS_NONE || r->tls == ROUTE_TLS_OPPORTUNISTIC))
     return fail(p, "relayhost_tls: credentials would be sent without verified "

@@ -97,6 +97,15 @@ void routes_free(struct routes *rs);
 const struct route *routes_match(const struct routes *rs, const char *sender,
                                  const char *rcpt_domain);
 
+/*
+ * The peer of `drain --to [HOST]:PORT` (CONTRACT §1): "host:port",
+ * "[host]:port" (an IPv6 literal needs the brackets) or ":port" (HOST
+ * left out: 127.0.0.1).  The port is required (1..65535).  Fills out
+ * (mx_lookup 0: the host's own addresses).  0, or -1 for anything else.
+ * Pure.
+ */
+int routes_parse_peer(const char *s, struct route_host *out);
+
 /* "recipient:@d", "sender:a@d" or "sender:@d" into out (for check and
  * logs). */
 void routes_format_match(const struct route *r, char *out, size_t cap);

@@ -307,6 +307,8 @@ static void parse_ehlo(struct smtp_cli_caps *k, const struct reply *r) {
       k->smtputf8 = 1;
     else if (kw(line, n, "DSN"))
       k->dsn = 1;
+    else if (kw(line, n, "XARRIVAL"))
+      k->xarrival = 1;
     else if (kw(line, n, "STARTTLS"))
       k->starttls = 1;
     else if (kw(line, n, "AUTH"))
@@ -476,6 +478,8 @@ static void write_mail(struct smtp_client *c) {
     out_str(c, " RET=HDRS");
   if (c->caps.dsn && t->envid && *t->envid)
     out_fmt(c, " ENVID=%s", t->envid);
+  if (c->caps.xarrival && t->arrival > 0 && t->arrival <= 100000000000LL)
+    out_fmt(c, " XARRIVAL=%lld", (long long)t->arrival);
   out_str(c, "\r\n");
 }
 

@@ -98,6 +98,7 @@ struct smtp_cli_tx {
   uint64_t size;      /* octets of the message as stored */
   int ret;            /* enum dsn_ret */
   const char *envid;  /* ENVID= value as received (xtext), or NULL */
+  int64_t arrival;    /* unix seconds for XARRIVAL= when offered; 0: none */
   int body_8bit;      /* message has 8-bit octets (encode_has_8bit) */
   int smtputf8;       /* the message needs SMTPUTF8 */
   const struct smtp_cli_rcpt *rcpts;
@@ -178,6 +179,7 @@ enum smtp_cli_stage {
 struct smtp_cli_caps {
   int esmtp; /* EHLO (not HELO) was accepted */
   int pipelining, eightbitmime, smtputf8, dsn, starttls;
+  int xarrival;      /* mailhop's XARRIVAL (smtp_parse.h) */
   int size;          /* SIZE was advertised */
   uint64_t size_max; /* its limit; 0 = none given */
   int auth_plain, auth_login, auth_xoauth2;

@@ -390,6 +390,20 @@ int smtp_parse_mail(const char *args, size_t n, struct smtp_path *p,
               0)
         return SMTP_PARSE_EVALUE;
       mp->has_envid = 1;
+    } else if (key_is(&pm, "XARRIVAL")) {
+      if (mp->has_arrival || !pm.has_val || pm.val_len > 11)
+        return SMTP_PARSE_EVALUE;
+      int64_t v = 0;
+      for (size_t j = 0; j < pm.val_len; j++) {
+        unsigned char c = (unsigned char)pm.val[j];
+        if (c < '0' || c > '9')
+          return SMTP_PARSE_EVALUE;
+        v = v * 10 + (c - '0');
+      }
+      if (v <= 0 || v > 100000000000LL)
+        return SMTP_PARSE_EVALUE;
+      mp->has_arrival = 1;
+      mp->arrival = v;
     } else if (key_is(&pm, "AUTH")) {
       char tmp[SMTP_ADDR_MAX + 3];
       if (seen_auth || !pm.has_val ||

@@ -124,6 +124,13 @@ struct smtp_mail_params {
   enum dsn_ret ret; /* RET= (DSN_RET_UNSET when absent) */
   int has_envid;
   char envid[SMTP_ENVID_MAX + 1]; /* xtext-decoded, NUL-terminated */
+  /* XARRIVAL=<unix seconds>: mailhop's private extension (RFC 5321
+   * §4.1.5: keywords starting with X are local) carrying a message's
+   * original arrival time when one instance of a fleet hands it to
+   * another (`drain --to`, CONTRACT §1).  1 .. 10^11; the server decides
+   * whether it is allowed (smtp_server: relay clients only). */
+  int has_arrival;
+  int64_t arrival;
 };
 
 struct smtp_rcpt_params {

@@ -385,6 +385,9 @@ static void do_helo_ehlo(struct smtp_server *s, const char *a, size_t n,
     reply(s, "250-ENHANCEDSTATUSCODES");
     reply(s, "250-8BITMIME");
     reply(s, "250-DSN");
+    /* The fleet's hand-off (drain --to): only to clients that may relay. */
+    if (s->relay_allowed)
+      reply(s, "250-XARRIVAL");
     reply(s, "250 SMTPUTF8");
   }
   struct smtp_event *ev = push_event(s, SMTP_SRV_EV_HELO);
@@ -454,6 +457,10 @@ static void cmd_mail(struct smtp_server *s, const char *a, size_t n) {
                "501 5.5.4 Syntax: MAIL FROM:<address>");
     return;
   }
+  if (s->b->mp.has_arrival && !s->relay_allowed) {
+    error_reply(s, "555 5.5.4 Error: XARRIVAL not offered");
+    return;
+  }
   if (s->max_size && s->b->mp.has_size && s->b->mp.size > s->max_size) {
     error_reply(s, "552 5.3.4 Message size exceeds fixed limit");
     return;
@@ -462,6 +469,9 @@ static void cmd_mail(struct smtp_server *s, const char *a, size_t n) {
    * full, so that what is queued can still be delivered and recorded. */
   if (s->room == 0 || (s->b->mp.has_size && s->b->mp.size > s->room)) {
     reply(s, "452 4.3.1 Insufficient system storage");
+    policy_reject(s, 452, s->b->sender.addr,
+                  s->room == 0 ? "queue_minfree"
+                               : "queue_minfree (declared SIZE)");
     return;
   }
   if (s->b->sender.has_utf8 && !s->b->mp.smtputf8) {
@@ -538,6 +548,7 @@ static void cmd_data(struct smtp_server *s, const char *a, size_t n) {
   if (s->room != UINT64_MAX && (s->room == 0 || (need && need > s->room / 2))) {
     txn_reset(s);
     reply(s, "452 4.3.1 Insufficient system storage");
+    policy_reject(s, 452, "", "queue_minfree (no room for the message)");
     return;
   }
   reply(s, "354 End data with <CR><LF>.<CR><LF>");

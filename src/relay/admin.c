@@ -68,6 +68,8 @@ struct admin {
   size_t ntgt;
   struct admin_susp *susp; /* owned; the operator's suspensions */
   size_t nsusp, capsusp;
+  admin_drain_cb drain; /* serve's part of `drain`; NULL: refused */
+  void *drain_data;
   char *(*tlsrpt)(void *arg); /* `tlsrpt` (CONTRACT §5); NULL: not set */
   void *tlsrpt_arg;
 };
@@ -692,6 +694,49 @@ static void cmd_resume(struct admin *a, struct admin_client *c, char **argv,
   admin_socket_end(c);
 }
 
+/* ---- drain (CONTRACT §1, §5) -------------------------------------------- */
+
+/* 1 when s is all digits (a TIMEOUT_S word), at most 9 of them. */
+static int all_digits(const char *s) {
+  size_t n = strlen(s);
+  if (n == 0 || n > 9)
+    return 0;
+  for (size_t i = 0; i < n; i++)
+    if (s[i] < '0' || s[i] > '9')
+      return 0;
+  return 1;
+}
+
+static void cmd_drain(struct admin *a, struct admin_client *c, char **argv,
+                      int argc) {
+  int cancel = argc == 1 && strcasecmp(argv[0], "cancel") == 0;
+  struct route_host to;
+  int have_to = 0;
+  int64_t timeout_s = 0;
+  for (int i = 0; i < argc && !cancel; i++) {
+    if (all_digits(argv[i]) && i == argc - 1) {
+      timeout_s = strtoll(argv[i], NULL, 10);
+    } else if (i == 0 && routes_parse_peer(argv[i], &to) == 0) {
+      have_to = 1;
+    } else {
+      reply_error(c, "usage: drain [[HOST]:PORT] [TIMEOUT_S] | drain cancel",
+                  NULL);
+      admin_socket_end(c);
+      return;
+    }
+  }
+  char err[256] = "";
+  if (!a->drain) {
+    reply_error(c, "drain is not available", NULL);
+  } else if (a->drain(a->drain_data, cancel, have_to ? &to : NULL, timeout_s,
+                      err, sizeof err) < 0) {
+    reply_error(c, err[0] ? err : "drain failed", NULL);
+  } else {
+    reply_ok(c);
+  }
+  admin_socket_end(c);
+}
+
 /* `tlsrpt` (CONTRACT §5): the running TLS-RPT counts. */
 static void cmd_tlsrpt(struct admin *a, struct admin_client *c, char **argv,
                        int argc) {
@@ -1218,6 +1263,7 @@ static const struct admin_cmd commands[] = {
     {"resume", 0, 0, 0, cmd_resume, ""},
     {"suspend", 1, 2, 0, cmd_suspend, " DESTINATION [SECONDS]"},
     {"unsuspend", 1, 1, 0, cmd_unsuspend, " DESTINATION"},
+    {"drain", 0, 2, 0, cmd_drain, " [[HOST]:PORT] [TIMEOUT_S] | cancel"},
     {"tlsrpt", 0, 0, 0, cmd_tlsrpt, ""},
 };
 
@@ -1336,6 +1382,11 @@ static void restore_suspensions(struct admin *a) {
       log_msg(LOG_WARN, "admin", "cannot drop an old suspension");
     }
   }
+}
+
+void admin_set_drain(struct admin *a, admin_drain_cb cb, void *data) {
+  a->drain = cb;
+  a->drain_data = data;
 }
 
 /* Adds a target (hosts copied); 0 or -ENOMEM. */

@@ -6,7 +6,8 @@
  * jansson: status, queue, show ID, flush [ID], delete ID, hold ID,
  * release ID, pause, resume, the filtered forms `queue FILTER...` and
  * `delete|hold|release|flush FILTER...`, `suspend DESTINATION [SECONDS]`
- * and `unsuspend DESTINATION`; anything else gets {"error": "..."}.
+ * and `unsuspend DESTINATION`, `drain [TO] [TIMEOUT_S]` and `drain cancel`
+ * (admin_set_drain); anything else gets {"error": "..."}.
  *
  *   - Filtered commands (FILTER words of proto/qfilter, ANDed; a bulk
  *     action needs one or `all`) page through store_select(): one page of
@@ -43,6 +44,7 @@
 #define MAILHOP_ADMIN_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 
 struct admin;
@@ -110,6 +112,20 @@ struct routes;
 void admin_set_destinations(struct admin *a, const struct config *cfg,
                             const struct routes *rs);
 
+/*
+ * `drain [[HOST]:PORT] [TIMEOUT_S]` and `drain cancel` (CONTRACT §1, §5):
+ * admin parses the words (proto/routes routes_parse_peer) and hands them
+ * to the owner's callback, which stops accepting and points delivery at
+ * `to` (NULL: each message's own route), or with cancel=1 undoes it.
+ * timeout_s is the CLI's wait (0: none given), for the owner's log.  The
+ * callback returns 0 ({"ok": true} at once), or -1 with a one-line reason
+ * in err (the reply's "error").  Without a callback, drain is refused.
+ */
+struct route_host;
+typedef int (*admin_drain_cb)(void *data, int cancel,
+                              const struct route_host *to, int64_t timeout_s,
+                              char *err, size_t errlen);
+void admin_set_drain(struct admin *a, admin_drain_cb cb, void *data);
 /* What `tlsrpt` answers (CONTRACT §5): json(arg) gives one line of JSON,
  * malloc'd (relay/tlsrpt.h tlsrpt_json), NULL when out of memory; arg is
  * borrowed until admin_stop().  Without it `tlsrpt` is an error reply. */

@@ -34,6 +34,19 @@ struct inbound *inbound_start(uv_loop_t *loop, const struct config *cfg,
 /* Stops accepting new connections (shutdown); sessions go on. */
 void inbound_stop_accepting(struct inbound *in);
 
+/* `drain` (CONTRACT §1): with on=1, sessions between transactions get
+ * "421 4.3.2 Service shutting down" now and the others right after the
+ * reply to their message, so clients take their next message to another
+ * instance instead of adding to a queue being emptied.  on=0 (or
+ * inbound_resume_accepting) ends it. */
+void inbound_drain_sessions(struct inbound *in, int on);
+
+/* Opens the listeners again after inbound_stop_accepting (`drain
+ * --cancel`, CONTRACT §1): the addresses first bound, so a `:0` listener
+ * keeps its port.  0 (also when they are open already), or -1 with a
+ * one-line reason in err (none is left open then). */
+int inbound_resume_accepting(struct inbound *in, char *err, size_t errlen);
+
 /* Sessions open now. */
 int inbound_sessions(const struct inbound *in);
 

@@ -18,6 +18,7 @@
 #define MAILHOP_OUTBOUND_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 
 struct config;
@@ -65,6 +66,18 @@ void outbound_set_routes(struct outbound *ob, struct relay_routes *rt);
  * until the next outbound_set_routes / outbound_reload. */
 struct routes;
 const struct routes *outbound_routes(const struct outbound *ob);
+
+/*
+ * `drain --to [HOST]:PORT` (CONTRACT §1): with host set, every delivery
+ * that starts from now on goes to that SMTP peer instead of its own route
+ * (its addresses, no MX; opportunistic STARTTLS; no AUTH); recipients keep
+ * their destination keys in the scheduler.  The peer's 250 is the delivery
+ * (the local copy goes only then); its refusal of the relay defers, as for
+ * any relayhost.  host NULL ends it (`drain --cancel`).  Kept connections
+ * are closed both ways.  host is copied.  0, or -EINVAL (empty or too
+ * long host).
+ */
+int outbound_set_drain_to(struct outbound *ob, const char *host, uint16_t port);
 
 /* SIGHUP: reloads the routes file (a bad file is logged and the old routes
  * stay) and the trust anchors (tls_ca_file or the system store) for new

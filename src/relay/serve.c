@@ -25,6 +25,7 @@
 #include "relay/metrics.h"
 #include "relay/oauth2.h"
 #include "relay/outbound.h"
+#include "proto/routes.h"
 #include "relay/routes.h"
 #include "queue/sched.h"
 #include "queue/store.h"
@@ -50,7 +51,8 @@ struct serve {
   int counted; /* unloaded holds the count made at start */
   uv_signal_t sig_term, sig_int, sig_hup;
   uv_timer_t shutdown_timer;
-  uv_timer_t drain_timer; /* polls the drain while stopping */
+  uv_timer_t drain_timer;   /* polls the drain while stopping */
+  uv_timer_t handoff_timer; /* `mailhop drain`'s timeout, for the log */
   int stopping;
   int exit_code;
 };
@@ -132,6 +134,7 @@ static void close_handles(struct serve *sv) {
   uv_close((uv_handle_t *)&sv->sig_hup, on_handle_closed);
   uv_close((uv_handle_t *)&sv->shutdown_timer, on_handle_closed);
   uv_close((uv_handle_t *)&sv->drain_timer, on_handle_closed);
+  uv_close((uv_handle_t *)&sv->handoff_timer, on_handle_closed);
 }
 
 static void on_store_closed(void *data) {
@@ -227,6 +230,7 @@ static void begin_shutdown(struct serve *sv, const char *why) {
   log_int(&l, "timeout_ms", (long long)sv->cfg->shutdown_timeout_ms);
   log_end(&l);
   inbound_stop_accepting(sv->inbound);
+  uv_timer_stop(&sv->handoff_timer);
   sv->stats.listening = 0;
   sv->stats.shutting_down = 1; /* /readyz 503 from now on */
   sched_stop(sv->sched);
@@ -325,6 +329,10 @@ static void on_loaded(struct store *st, int status,
   if (done) {
     sv->load_job = NULL;
     sv->loading = 0;
+    /* A drain started while the queue loaded flushed only what was
+     * loaded then: the rest is due now too. */
+    if (sv->stats.draining)
+      sched_flush(sv->sched, NULL);
     memset(&sv->unloaded, 0, sizeof sv->unloaded);
     if (status < 0 && status != -ECANCELED)
       log_msg(LOG_ERROR, "queue", "cannot load the queue: %s",
@@ -343,6 +351,76 @@ static void on_signal(uv_signal_t *s, int signum) {
     return;
   }
   begin_shutdown(sv, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+/* ---- drain (CONTRACT §1 `mailhop drain`) -------------------------------- */
+
+/* The CLI's timeout passed: say what is left (the daemon goes on
+ * draining, not accepting, until `drain --cancel` or SIGTERM). */
+static void on_handoff_timeout(uv_timer_t *t) {
+  struct serve *sv = t->data;
+  struct stats_snapshot sn;
+  stats_snapshot(&sv->stats, sv->sched, sv->stats.started_at,
+                 (int64_t)time(NULL), &sn);
+  struct log_line l;
+  log_begin(&l, LOG_WARN, "drain");
+  log_str(&l, "state", "timeout");
+  log_int(&l, "remaining", (long long)(sn.queue_messages - sn.queue_held));
+  log_end(&l);
+}
+
+/* admin's `drain` (admin_drain_cb): stop accepting and hand the queue on,
+ * or undo it. */
+static int serve_drain(void *data, int cancel, const struct route_host *to,
+                       int64_t timeout_s, char *err, size_t errlen) {
+  struct serve *sv = data;
+  if (sv->stopping) {
+    snprintf(err, errlen, "shutting down");
+    return -1;
+  }
+  struct log_line l;
+  if (cancel) {
+    uv_timer_stop(&sv->handoff_timer);
+    outbound_set_drain_to(sv->outbound, NULL, 0);
+    if (inbound_resume_accepting(sv->inbound, err, errlen) < 0) {
+      /* Not accepting after all: readiness stays false. */
+      log_msg(LOG_ERROR, "drain", "cannot reopen the listeners: %s", err);
+      return -1;
+    }
+    sv->stats.draining = 0;
+    log_begin(&l, LOG_INFO, "drain");
+    log_str(&l, "state", "cancelled");
+    log_end(&l);
+    return 0;
+  }
+  if (outbound_set_drain_to(sv->outbound, to ? to->host : NULL,
+                            to ? to->port : 0) < 0) {
+    snprintf(err, errlen, "bad peer");
+    return -1;
+  }
+  inbound_stop_accepting(sv->inbound);
+  inbound_drain_sessions(sv->inbound, 1);
+  sv->stats.draining = 1; /* /readyz 503, status "accepting": false */
+  /* Every message not held is due now (held ones and suspended
+   * destinations wait, as for flush). */
+  int flushed = sched_flush(sv->sched, NULL);
+  log_begin(&l, LOG_INFO, "drain");
+  log_str(&l, "state", "started");
+  if (to) {
+    char peer[300];
+    snprintf(peer, sizeof peer, strchr(to->host, ':') ? "[%s]:%u" : "%s:%u",
+             to->host, (unsigned)to->port);
+    log_str(&l, "to", peer);
+  }
+  log_int(&l, "flushed", flushed < 0 ? 0 : flushed);
+  if (timeout_s > 0)
+    log_int(&l, "timeout_s", (long long)timeout_s);
+  log_end(&l);
+  uv_timer_stop(&sv->handoff_timer);
+  if (timeout_s > 0)
+    uv_timer_start(&sv->handoff_timer, on_handoff_timeout,
+                   (uint64_t)timeout_s * 1000, 0);
+  return 0;
 }
 
 static void on_queued(const struct store_msg *msg, void *data) {
@@ -471,6 +549,9 @@ int serve_main(const struct config *cfg) {
   uv_signal_init(sv.loop, &sv.sig_hup);
   uv_timer_init(sv.loop, &sv.shutdown_timer);
   uv_timer_init(sv.loop, &sv.drain_timer);
+  uv_timer_init(sv.loop, &sv.handoff_timer);
+  sv.handoff_timer.data = &sv;
+  admin_set_drain(sv.admin, serve_drain, &sv);
   sv.sig_term.data = sv.sig_int.data = sv.sig_hup.data = &sv;
   sv.shutdown_timer.data = sv.drain_timer.data = &sv;
   uv_signal_start(&sv.sig_term, on_signal, SIGTERM);

@@ -13,7 +13,10 @@
  *  - keys are canonical (no upper case), and the key without its "#LINE"
  *    names the route's own list (routes_dest_covers), as each entry does;
  *  - the destination-name functions take the raw bytes (as a name) without
- *    harm, and a name they canonicalize has no upper case.
+ *    harm, and a name they canonicalize has no upper case;
+ *  - routes_parse_peer (`drain --to`) of the bytes up to the first NUL or
+ *    newline returns 0 or -1; on 0 the host is non-empty, without blanks
+ *    or brackets, and the port is 1..65535.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -37,7 +40,26 @@
 
 static void dest_names(const uint8_t *data, size_t size);
 
+static void fuzz_peer(const uint8_t *data, size_t size) {
+  char s[600];
+  size_t n = 0;
+  while (n < size && n < sizeof s - 1 && data[n] && data[n] != '\n')
+    n++;
+  memcpy(s, data, n);
+  s[n] = '\0';
+  struct route_host h;
+  int rc = routes_parse_peer(s, &h);
+  CHECK(rc == 0 || rc == -1);
+  if (rc == 0) {
+    CHECK(h.host[0] && strlen(h.host) < sizeof h.host);
+    CHECK(!strpbrk(h.host, " \t[]"));
+    CHECK(h.port >= 1);
+    CHECK(h.mx_lookup == 0);
+  }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  fuzz_peer(data, size);
   dest_names(data, size);
   struct routes rs;
   char err[1024];

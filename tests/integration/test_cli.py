@@ -229,3 +229,27 @@ def test_example_config_is_valid():
     r = run("check", "-c", str(ROOT / "config" / "mailhop.conf"))
     assert r.returncode == 0, r.stderr
     assert "hostname = relay.example.com" in r.stdout
+
+
+def test_resolve_usage_errors_say_what_is_wrong():
+    for args, want in ((["resolve"], "resolve takes one DOMAIN"),
+                       (["resolve", "a.test", "b.test"],
+                        "resolve takes one DOMAIN"),
+                       (["resolve", "a.test", "--sender"],
+                        "--sender needs an argument"),
+                       (["serve", "x"], "serve takes no arguments")):
+        r = run(*args)
+        assert r.returncode == 1, args
+        assert want in r.stderr and "unknown command" not in r.stderr, \
+            (args, r.stderr)
+
+
+def test_resolve_with_a_relayhost_names_it():
+    """The relayhost is what mail takes: resolve says so rather than
+    listing MX hosts that would never be used."""
+    r = run("resolve", "a.test", "-o", "relayhost=[127.0.0.9]:2525",
+            "-o", "dns_servers=127.0.0.1:9")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[:2] == ["route = none", "target = [127.0.0.9]:2525"]
+    assert lines[2].startswith("127.0.0.9[127.0.0.9]:2525")

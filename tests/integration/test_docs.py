@@ -223,7 +223,8 @@ def docker_env(text):
         if not part.endswith("\\"):
             break
     words = shlex.split(cmd)
-    assert words[:2] == ["docker", "run"] and words[-1] == "mailhop", cmd
+    assert words[:2] == ["docker", "run"] and \
+        words[-1] in ("mailhop", "mailhop:slim"), cmd
     env = {}
     for i, w in enumerate(words):
         if w == "-e":
@@ -270,8 +271,11 @@ def test_examples_with_a_password_keep_it_in_a_file():
         text = path.read_text()
         assert not re.search(r"^relayhost_password\s*=", text, re.M), path
         if re.search(r"^relayhost_user\s*=", text, re.M):
-            assert re.search(r"^relayhost_password_file\s*=\s*/run/secrets/",
-                             text, re.M), path
+            # the password, or (OAuth2) the client secret, from a file
+            assert re.search(r"^relayhost_(password|oauth2_client_secret)"
+                             r"_file\s*=\s*/run/secrets/", text, re.M), path
+        assert not re.search(r"^relayhost_oauth2_(client_secret|"
+                             r"refresh_token)\s*=", text, re.M), path
 
 
 def test_a_missing_secret_fails_check(tmp_path):

@@ -703,4 +703,51 @@ def test_readyz_503_while_the_queue_disk_is_under_the_floor(net):
     assert code == 452 and "4.3.1" in text
     c.cmd("QUIT")
     c.close()
+    # Said in the log: once when the floor is crossed, and per refusal.
+    m.wait_log("reason=queue_minfree")
+    assert "under queue_minfree" in m.log()
+    assert m.stop() == 0
+
+
+def test_one_client_cannot_starve_the_health_probe(net):
+    """A client on one address holds 64 connections that trickle a header
+    line every half second (slowloris, never idle long enough to be timed
+    out): it gets at most 8 slots, and /healthz and /readyz from another
+    address are answered meanwhile (a failed liveness probe would restart
+    the pod).  Without the per-address cap the probes wait for as long as
+    the trickle lasts."""
+    import threading
+    m = net.relay()
+    conns = []
+    stop = threading.Event()
+
+    def trickle():
+        while not stop.wait(0.5):
+            for s in conns:
+                try:
+                    s.send(b"X-Slow: 1\r\n")
+                except OSError:
+                    pass
+    t = threading.Thread(target=trickle)
+    try:
+        for _ in range(64):
+            s = socket.socket()
+            s.bind(("127.0.0.2", 0))
+            s.settimeout(5)
+            try:
+                s.connect(("127.0.0.1", m.metrics_port))
+                s.send(b"GET /metrics HTTP/1.1\r\n")
+            except OSError:
+                pass  # closed at once past the per-address cap: fine
+            conns.append(s)
+        t.start()
+        for _ in range(3):
+            assert get(m.metrics_port, "/healthz", timeout=8)[0] == 200
+            assert get(m.metrics_port, "/readyz", timeout=8)[0] == 200
+    finally:
+        stop.set()
+        if t.is_alive():
+            t.join()
+        for s in conns:
+            s.close()
     assert m.stop() == 0

@@ -444,6 +444,63 @@ static void test_dkim_sign(void) {
             -1);
 }
 
+/* Settings that contradict each other or can never take effect are
+ * errors, never silently unused. */
+static int load_ov(const char *a, const char *b, const char *c, const char *d,
+                   const char *e) {
+  const char *const ov[] = {a, b, c, d, e, NULL};
+  return load(NULL, NULL, ov);
+}
+
+static void test_more_contradictions(void) {
+  const char *rh = "relayhost=[r.example]:587";
+  CHECK_INT(load_ov(rh, "relayhost_auth=xoauth2", NULL, NULL, NULL), -1);
+  CHECK_CONTAINS(err, "relayhost_auth: a mechanism is chosen");
+  CHECK_INT(load_ov(rh, "relayhost_auth=plain", NULL, NULL, NULL), -1);
+  CHECK_INT(load_ov("relayhost_auth=xoauth2", NULL, NULL, NULL, NULL), 0);
+  CHECK_INT(
+      load_ov("delay_warning_time=6d", "queue_lifetime=5d", NULL, NULL, NULL),
+      -1);
+  CHECK_CONTAINS(err, "delay_warning_time: not under queue_lifetime");
+  CHECK_INT(
+      load_ov("delay_warning_time=5d", "queue_lifetime=5d", NULL, NULL, NULL),
+      -1);
+  CHECK_INT(
+      load_ov("delay_warning_time=4h", "queue_lifetime=5d", NULL, NULL, NULL),
+      0);
+  CHECK_INT(load_ov("listen=127.0.0.1:2525", "metrics_listen=127.0.0.1:2525",
+                    NULL, NULL, NULL),
+            -1);
+  CHECK_CONTAINS(err, "metrics_listen: 127.0.0.1:2525 is also");
+  CHECK_INT(load_ov("listen=0.0.0.0:2525", "relay_networks=10.0.0.0/8",
+                    "metrics_listen=127.0.0.1:2525", NULL, NULL),
+            -1);
+  CHECK_INT(load_ov("listen=127.0.0.1:2525", "metrics_listen=127.0.0.1:9100",
+                    NULL, NULL, NULL),
+            0);
+  CHECK_INT(load_ov("listen=127.0.0.1:2525", "metrics_listen=127.0.0.2:2525",
+                    NULL, NULL, NULL),
+            0);
+  const char *const oauth_no_secret[] = {
+      rh,
+      "relayhost_auth=xoauth2",
+      "relayhost_user=u@example.com",
+      "relayhost_oauth2_token_url=https://t.example/token",
+      "relayhost_oauth2_client_id=id",
+      NULL};
+  CHECK_INT(load(NULL, NULL, oauth_no_secret), -1);
+  CHECK_CONTAINS(err, "relayhost_oauth2_client_secret: required");
+  const char *const oauth_ok[] = {
+      rh,
+      "relayhost_auth=xoauth2",
+      "relayhost_user=u@example.com",
+      "relayhost_oauth2_token_url=https://t.example/token",
+      "relayhost_oauth2_client_id=id",
+      "relayhost_oauth2_client_secret=s",
+      NULL};
+  CHECK_INT(load(NULL, NULL, oauth_ok), 0);
+}
+
 static void test_cidr_match(void) {
   CHECK_INT(parse("relay_networks = 10.1.0.0/16, 2001:db8::/32\n"), 0);
   struct sockaddr_in in = {.sin_family = AF_INET};
@@ -480,6 +537,7 @@ int main(void) {
   test_did_you_mean();
   test_print();
   test_dkim_sign();
+  test_more_contradictions();
   test_cidr_match();
   char cmd[300];
   snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);

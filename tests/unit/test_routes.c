@@ -155,6 +155,8 @@ static void test_errors(void) {
       {"sender:@x.example rate=30\n", "r.txt:1: rate:"},
       {"sender:@x.example rate=0/1m\n", "r.txt:1: rate:"},
       {"sender:@x.example rate=5/1w\n", "r.txt:1: rate:"},
+      {"sender:@x.example relayhost=mx rate=10/1m\n",
+       "r.txt:1: rate: a sender route by MX"},
       {"sender:@x.example relayhost_tls=none\n",
        "r.txt:1: relayhost_tls, relayhost_auth"},
       {"sender:x.example relayhost=mx\n", "r.txt:1: 'sender:x.example'"},
@@ -232,7 +234,9 @@ static void test_dest_names(void) {
 
   CHECK_INT(routes_dest_is_domain("example.com"), 1);
   CHECK_INT(routes_dest_is_domain("xn--bcher-kva.example"), 1);
-  CHECK_INT(routes_dest_is_domain("b\xc3\xbccher.example"), 1);
+  CHECK_INT(routes_dest_is_domain("b\xc3\xbc"
+                                  "cher.example"),
+            1);
   CHECK_INT(routes_dest_is_domain("localhost"), 1);
   CHECK_INT(routes_dest_is_domain("[192.0.2.1]"), 1);
   CHECK_INT(routes_dest_is_domain("[ipv6:2001:db8::1]"), 1);
@@ -254,7 +258,34 @@ static void test_dest_names(void) {
   routes_free(&rs);
 }
 
+static void test_peer(void) {
+  struct route_host h;
+  CHECK_INT(routes_parse_peer("peer.example:2525", &h), 0);
+  CHECK_STR(h.host, "peer.example");
+  CHECK_INT(h.port, 2525);
+  CHECK_INT(h.mx_lookup, 0);
+  CHECK_INT(routes_parse_peer(":25", &h), 0);
+  CHECK_STR(h.host, "127.0.0.1");
+  CHECK_INT(h.port, 25);
+  CHECK_INT(routes_parse_peer("[::1]:587", &h), 0);
+  CHECK_STR(h.host, "::1");
+  CHECK_INT(h.port, 587);
+  CHECK_INT(routes_parse_peer("10.0.0.7:25", &h), 0);
+  CHECK_STR(h.host, "10.0.0.7");
+  static const char *const bad[] = {
+      "",           "peer",     "peer:",  "peer:0",
+      "peer:65536", "peer:25x", "::1:25", "[::1]",
+      "[::1]25",    "[]:25",    "a b:25", "peer:-1",
+      "x@y:25",     "[a]b]:25", ":",      "peer:99999999999999999999"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    if (routes_parse_peer(bad[i], &h) != -1)
+      fprintf(stderr, "accepted: '%s'\n", bad[i]);
+    CHECK_INT(routes_parse_peer(bad[i], &h), -1);
+  }
+}
+
 int main(void) {
+  test_peer();
   test_contract_example();
   test_precedence();
   test_settings();

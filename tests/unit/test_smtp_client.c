@@ -436,6 +436,15 @@ static void test_dsn_params(void) {
   CHECK_CONTAINS(out(c), "MAIL FROM:<s@x> SIZE=7 BODY=8BITMIME SMTPUTF8 "
                          "RET=FULL ENVID=QQ+2B1\r\n");
   smtp_client_free(c);
+  /* XARRIVAL (drain --to a fleet peer) only when offered. */
+  tx.body_8bit = tx.smtputf8 = 0;
+  tx.arrival = 1700000000;
+  c = open_session(&plain, "250-mx\r\n250-DSN\r\n250 XARRIVAL\r\n");
+  events();
+  CHECK_INT(smtp_client_start_tx(c, &tx), 0);
+  CHECK_CONTAINS(out(c), "MAIL FROM:<s@x> RET=FULL ENVID=QQ+2B1 "
+                         "XARRIVAL=1700000000\r\n");
+  smtp_client_free(c);
   /* Not offered: none of them. */
   c = open_session(&plain, "250-mx\r\n250 PIPELINING\r\n");
   events();

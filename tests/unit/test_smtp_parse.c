@@ -118,6 +118,16 @@ static const struct mail_case {
     {"FROM:<a@b> AUTH=<>", SMTP_PARSE_OK},
     {"FROM:<a@b> AUTH=bob+40x", SMTP_PARSE_OK},
     {"FROM:<a@b> XFOO", SMTP_PARSE_EPARAM},
+    {"FROM:<a@b> XARRIVAL=1700000000", SMTP_PARSE_OK},
+    {"FROM:<a@b> xarrival=1", SMTP_PARSE_OK},
+    {"FROM:<a@b> XARRIVAL=0", SMTP_PARSE_EVALUE},
+    {"FROM:<a@b> XARRIVAL=", SMTP_PARSE_ESYNTAX},
+    {"FROM:<a@b> XARRIVAL", SMTP_PARSE_EVALUE},
+    {"FROM:<a@b> XARRIVAL=-5", SMTP_PARSE_EVALUE},
+    {"FROM:<a@b> XARRIVAL=12x", SMTP_PARSE_EVALUE},
+    {"FROM:<a@b> XARRIVAL=100000000001", SMTP_PARSE_EVALUE},
+    {"FROM:<a@b> XARRIVAL=999999999999999999999", SMTP_PARSE_EVALUE},
+    {"FROM:<a@b> XARRIVAL=1 XARRIVAL=2", SMTP_PARSE_EVALUE},
     {"FROM:<a@b> =x", SMTP_PARSE_ESYNTAX},
     {"FROM:<a@b> -X=1", SMTP_PARSE_ESYNTAX},
     {"FROM:<a@b> X=a=b", SMTP_PARSE_ESYNTAX},
@@ -145,6 +155,11 @@ static void test_mail(void) {
   CHECK_INT(mp.smtputf8, 1);
   CHECK_INT(mp.ret, DSN_RET_HDRS);
   CHECK_STR(mp.envid, "x+y");
+  CHECK_INT(mp.has_arrival, 0);
+  in = "FROM:<a@b> XARRIVAL=1700000000";
+  CHECK_INT(smtp_parse_mail(in, strlen(in), &p, &mp), SMTP_PARSE_OK);
+  CHECK_INT(mp.has_arrival, 1);
+  CHECK(mp.arrival == 1700000000);
   in = "FROM:<> SIZE=999999999999999999999999";
   CHECK_INT(smtp_parse_mail(in, strlen(in), &p, &mp), SMTP_PARSE_OK);
   CHECK(mp.size == UINT64_MAX);

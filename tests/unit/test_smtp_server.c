@@ -177,15 +177,32 @@ static const char *replies(struct run *r) {
 #define ENV "EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<x@y.example>\r\n"
 #define ENV_REPLIES                                                            \
   "250-mx.example.org\r\n250-PIPELINING\r\n250-SIZE "                          \
-  "1000\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-DSN\r\n250 "         \
-  "SMTPUTF8\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n"
+  "1000\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-DSN\r\n"             \
+  "250-XARRIVAL\r\n250 SMTPUTF8\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n"
+
+/* XARRIVAL (the fleet's hand-off, smtp_parse.h): offered to relay
+ * clients only, refused from the others even when sent unasked. */
+static void test_xarrival(void) {
+  struct smtp_server_opts o = base_opts();
+  const char *in = "EHLO c\r\nMAIL FROM:<a@b.example> XARRIVAL=1700000000\r\n";
+  struct run *r = run_opts(&o, in, strlen(in), 0);
+  CHECK_CONTAINS(r->out, "250-XARRIVAL\r\n");
+  CHECK_CONTAINS(r->out, "250 2.1.0 Ok\r\n");
+  free(r);
+  o.relay_allowed = 0;
+  r = run_opts(&o, in, strlen(in), 0);
+  CHECK(!strstr(r->out, "XARRIVAL\r\n"));
+  CHECK_CONTAINS(r->out, "555 5.5.4 Error: XARRIVAL not offered\r\n");
+  CHECK(!strstr(r->out, "2.1.0"));
+  free(r);
+}
 
 static void test_greeting_and_ehlo(void) {
   struct run *r = run_str(EHLO "QUIT\r\n");
   CHECK_STR(r->out, "220 mx.example.org ESMTP mailhop\r\n"
                     "250-mx.example.org\r\n250-PIPELINING\r\n250-SIZE 1000\r\n"
                     "250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-DSN\r\n"
-                    "250 SMTPUTF8\r\n221 2.0.0 Bye\r\n");
+                    "250-XARRIVAL\r\n250 SMTPUTF8\r\n221 2.0.0 Bye\r\n");
   CHECK(r->closed);
   CHECK_STR(r->log, "HELO client.example\n");
   free(r);
@@ -836,6 +853,7 @@ static void test_output_high_water(void) {
 }
 
 int main(void) {
+  test_xarrival();
   test_greeting_and_ehlo();
   test_reply_table();
   test_relay_and_sender_domains();

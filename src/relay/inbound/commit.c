@@ -155,6 +155,11 @@ void inb_commit_message(struct session *s, const struct smtp_event *ev) {
   }
 
   s->received_at = (int64_t)now;
+  /* A fleet peer's hand-off (XARRIVAL, offered to relay clients only):
+   * the message keeps its first arrival for expiry, delay notices and
+   * DSNs; this hop's Received: above keeps its own time. */
+  if (s->mail.has_arrival && s->mail.arrival < s->received_at)
+    s->received_at = s->mail.arrival;
   s->body_8bit = ev->end.eight_bit;
   s->body_size = ev->end.size;
   s->dkim_domains[0] = '\0';

@@ -48,6 +48,11 @@ struct inbound {
   void *data;
   struct listener *listeners[MAX_LISTENERS];
   int n_listeners;
+  /* The bound addresses (the real port of a `:0` listener) and their TLS
+   * flag, to open them again after a drain (inbound_resume_accepting). */
+  struct sockaddr_storage bound[MAX_LISTENERS];
+  int bound_tls[MAX_LISTENERS];
+  int n_bound;
   SSL_CTX *tls_ctx;           /* NULL without a certificate */
   struct auth *auth;          /* NULL without auth_users_file */
   struct dkim *dkim;          /* NULL without dkim_sign */
@@ -56,6 +61,7 @@ struct inbound {
   int n_sessions;
   uint64_t next_session;
   int freeing;
+  int draining; /* `drain`: sessions end after their transaction */
   void (*freed_cb)(void *data);
   void *freed_data;
   struct inbound_debug dbg; /* test hooks; zero in production */

@@ -27,6 +27,7 @@
 #include "relay/inbound.h"
 #include "relay/inbound/internal.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <malloc.h>
 #include <stdio.h>
@@ -143,8 +144,22 @@ static void session_end(struct session *s, int flush) {
  * queue_minfree (stats->disk_low has this one writer). */
 static void on_disk_update(struct diskspace *ds, void *data) {
   struct inbound *in = data;
-  in->stats->disk_low = in->cfg->queue_minfree > 0 &&
-                        diskspace_room(ds, in->cfg->queue_minfree) == 0;
+  int low = in->cfg->queue_minfree > 0 &&
+            diskspace_room(ds, in->cfg->queue_minfree) == 0;
+  if (low != in->stats->disk_low) {
+    /* Once per change, not per refused client (those are event=rejected
+     * lines with reason=queue_minfree). */
+    if (low)
+      log_msg(LOG_WARN, "diskspace",
+              "the queue's file system has %llu MiB free, under "
+              "queue_minfree (%llu MiB): new mail is refused with 452 4.3.1",
+              (unsigned long long)(diskspace_free(ds) >> 20),
+              (unsigned long long)(in->cfg->queue_minfree >> 20));
+    else
+      log_msg(LOG_INFO, "diskspace",
+              "free space is above queue_minfree again: accepting mail");
+  }
+  in->stats->disk_low = low;
 }
 
 /* Gives the machine its working buffers before it is fed or answered.
@@ -440,6 +455,10 @@ static void step_act(struct session *s) {
       smtp_server_commit_done(s->srv, 0,
                               inb_commit_error_reply(s->step_status));
     inb_envelope_clear(s);
+    /* Draining: the client has its reply; it sends the next message
+     * elsewhere (421 after the 250, CONTRACT §1 drain). */
+    if (s->in->draining)
+      smtp_server_close(s->srv, SMTP_SRV_CLOSE_SHUTDOWN);
     break;
   case WAIT_AUTH: {
     enum auth_status st = s->auth_status;
@@ -902,6 +921,13 @@ struct inbound *inbound_start(uv_loop_t *loop, const struct config *cfg,
       free(in);
       return NULL;
     }
+    const struct sockaddr *ba = listener_addr(l);
+    if (ba) {
+      memcpy(&in->bound[in->n_bound], ba,
+             ba->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                       : sizeof(struct sockaddr_in));
+      in->bound_tls[in->n_bound++] = tls;
+    }
     in->listeners[in->n_listeners++] = l;
     struct log_line ll;
     log_begin(&ll, LOG_INFO, "listening");
@@ -916,6 +942,63 @@ void inbound_stop_accepting(struct inbound *in) {
   for (int j = 0; j < in->n_listeners; j++)
     listener_close(in->listeners[j]);
   in->n_listeners = 0;
+}
+
+void inbound_drain_sessions(struct inbound *in, int on) {
+  in->draining = on;
+  if (!on)
+    return;
+  struct session *next;
+  for (struct session *s = in->sessions; s; s = next) {
+    next = s->next;
+    /* Between transactions and waiting for nothing: 421 now.  The others
+     * get it after their message's reply (step_act, WAIT_COMMIT). */
+    if (s->ended || !s->srv || s->wait != WAIT_NONE || s->sender ||
+        smtp_server_state(s->srv) != SMTP_SRV_ST_CMD)
+      continue;
+    if (session_attach(s) < 0) {
+      session_end(s, 0);
+      continue;
+    }
+    smtp_server_close(s->srv, SMTP_SRV_CLOSE_SHUTDOWN);
+    struct smtp_event ev;
+    while (smtp_server_event(s->srv, &ev))
+      ;
+    if (session_flush(s) == 0)
+      session_detach(s);
+  }
+}
+
+int inbound_resume_accepting(struct inbound *in, char *err, size_t errlen) {
+  in->draining = 0;
+  if (in->n_listeners > 0 || in->freeing)
+    return 0;
+  for (int i = 0; i < in->n_bound; i++) {
+    struct listener *l = NULL;
+    if (listener_open(in->loop, (const struct sockaddr *)&in->bound[i],
+                      in->bound_tls[i], on_accept, in, &l, err, errlen) < 0) {
+      inbound_stop_accepting(in);
+      return -1;
+    }
+    in->listeners[in->n_listeners++] = l;
+    const struct sockaddr *sa = (const struct sockaddr *)&in->bound[i];
+    char ip[INET6_ADDRSTRLEN] = "?", text[INET6_ADDRSTRLEN + 16];
+    uv_ip_name(sa, ip, sizeof ip);
+    int port = ntohs(sa->sa_family == AF_INET6
+                         ? ((const struct sockaddr_in6 *)sa)->sin6_port
+                         : ((const struct sockaddr_in *)sa)->sin_port);
+    snprintf(text, sizeof text, sa->sa_family == AF_INET6 ? "[%s]:%d" : "%s:%d",
+             ip, port);
+    struct log_line ll;
+    log_begin(&ll, LOG_INFO, "listening");
+    log_str(&ll, "addr", text);
+    log_str(&ll, "tls",
+            in->bound_tls[i] ? "implicit"
+            : in->tls_ctx    ? "starttls"
+                             : "none");
+    log_end(&ll);
+  }
+  return 0;
 }
 
 int inbound_sessions(const struct inbound *in) {
@@ -957,7 +1040,7 @@ void inbound_reload(struct inbound *in) {
       log_msg(LOG_INFO, "reload", "DKIM keys reloaded");
   }
   if (!cfg->tls_cert_file[0]) {
-    log_msg(LOG_INFO, "reload", "nothing to reload");
+    log_msg(LOG_INFO, "reload", "no TLS certificate to reload");
     return;
   }
   char err[512];

@@ -269,7 +269,9 @@ static void on_show(struct store *st, int status, const struct store_msg *m,
     }
   }
   d->routes = relay_routes_ref(d->ob->routes);
-  d->rt = route_of(d->ob, d->sender, domain);
+  /* `drain --to`: the peer instead of the message's own route; the job
+   * keeps its destination key (the scheduler's grouping and limits). */
+  d->rt = d->ob->drain_to ? &d->ob->drain : route_of(d->ob, d->sender, domain);
   d->relayhost = d->rt->n_hosts > 0;
   /* MTA-STS first (outbound/trust.h): it decides which kept connection
    * may be reused; it goes on with dispatch_connect. */
@@ -619,6 +621,29 @@ void outbound_set_routes(struct outbound *ob, struct relay_routes *rt) {
 
 const struct routes *outbound_routes(const struct outbound *ob) {
   return ob->routes ? &ob->routes->rs : NULL;
+}
+
+int outbound_set_drain_to(struct outbound *ob, const char *host,
+                          uint16_t port) {
+  if (host && (!*host || strlen(host) >= sizeof ob->drain.hosts[0].host))
+    return -EINVAL;
+  if (host) {
+    struct route *r = &ob->drain;
+    memset(r, 0, sizeof *r);
+    snprintf(r->hosts[0].host, sizeof r->hosts[0].host, "%s", host);
+    r->hosts[0].port = port;
+    r->hosts[0].mx_lookup = 0; /* the peer's own addresses, no MX */
+    r->n_hosts = 1;
+    r->tls = ROUTE_TLS_OPPORTUNISTIC; /* no AUTH: no user */
+    snprintf(r->key, sizeof r->key, "drain");
+  }
+  ob->drain_to = host != NULL;
+  /* Kept connections lead to the old targets (kept by destination key):
+   * close them both ways. */
+  int stopping = ob->stopping;
+  cache_close_all(ob);
+  ob->stopping = stopping;
+  return 0;
 }
 
 void outbound_reload(struct outbound *ob) {

@@ -158,9 +158,13 @@ struct outbound {
   struct relay_routes *routes; /* routes_file, never NULL once started */
   struct route global;         /* the global relayhost settings as a route */
   struct route mx;             /* delivery by MX with no route */
-  struct oauth2 *oauth2;       /* relayhost_oauth2_token_url; NULL without */
-  struct sts *sts;             /* MTA-STS policies; NULL with mta_sts = no */
-  struct tlsrpt *tlsrpt;       /* TLS-RPT counts and reports */
+  /* `drain --to` (CONTRACT §1): while drain_to is set, every delivery
+   * takes this route instead of its own (outbound_set_drain_to). */
+  struct route drain;
+  int drain_to;
+  struct oauth2 *oauth2; /* relayhost_oauth2_token_url; NULL without */
+  struct sts *sts;       /* MTA-STS policies; NULL with mta_sts = no */
+  struct tlsrpt *tlsrpt; /* TLS-RPT counts and reports */
   struct delivery *list;
   int active;
   int conns; /* open connections: deliveries' and idle ones */

@@ -186,6 +186,8 @@ static void start_tx(struct delivery *d) {
       .size = (uint64_t)d->size,
       .ret = d->ret,
       .envid = d->envid_x,
+      /* drain --to: the peer keeps the original arrival time */
+      .arrival = d->rt == &d->ob->drain ? d->received_at : 0,
       .body_8bit = (d->flags & STORE_F_BODY8BIT) != 0,
       .smtputf8 = (d->flags & STORE_F_SMTPUTF8) != 0,
       .rcpts = d->txr,
