@@ -3,13 +3,14 @@
  */
 #include "proto/routes.h"
 
-#include <arpa/inet.h>
 #include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+#include "proto/proxy.h"
 
 struct perr {
   const char *name;
@@ -585,15 +586,10 @@ int routes_dest_covers(const char *name, const struct route_host *hosts,
 }
 
 static int literal_ok(const char *s, size_t n) {
-  char buf[64];
-  if (n == 0 || n >= sizeof buf)
-    return 0;
-  memcpy(buf, s, n);
-  buf[n] = '\0';
-  unsigned char addr[16];
-  if (n > 5 && !memcmp(buf, "ipv6:", 5))
-    return inet_pton(AF_INET6, buf + 5, addr) == 1;
-  return inet_pton(AF_INET, buf, addr) == 1;
+  uint8_t addr[16];
+  if (n > 5 && !memcmp(s, "ipv6:", 5))
+    return proxy_parse_ipv6(s + 5, n - 5, addr) == 0;
+  return n > 0 && proxy_parse_ipv4(s, n, addr) == 0;
 }
 
 int routes_dest_is_domain(const char *name) {
