@@ -87,6 +87,7 @@ struct sentry {
   struct sentry *mprev, *mnext; /* the message's entries */
   uint32_t hidx;                /* in dest->heap, or NONE when parked */
   uint8_t dl;                   /* lent to the message's deadline job */
+  uint8_t urgent;               /* named by sched_flush(id): goes first */
   uint32_t n;
   uint32_t pos[]; /* ascending positions in msg->rcpts */
 };
@@ -333,6 +334,8 @@ static void rate_set(struct srate *r, uint32_t n, int64_t win) {
 /* ---- destination heap of entries -------------------------------------- */
 
 static int entry_before(const struct sentry *a, const struct sentry *b) {
+  if (a->urgent != b->urgent)
+    return a->urgent;
   return a->due < b->due || (a->due == b->due && a->seq < b->seq);
 }
 
@@ -681,6 +684,7 @@ static struct sentry *entry_new(struct sched *s, struct smsg *m,
   e->dest = d;
   e->hidx = NONE;
   e->dl = 0;
+  e->urgent = 0;
   e->n = n;
   e->mprev = NULL;
   e->mnext = m->entries;
@@ -1394,7 +1398,9 @@ int sched_set_dest_rate(struct sched *s, const char *dest, unsigned n,
 
 /* ---- admin ------------------------------------------------------------ */
 
-/* Makes m's waiting entries due now and lifts their destinations'
+/* Makes m's waiting entries due now, ahead of every other entry of their
+ * destinations (the one probe of a failing destination is this message;
+ * several named go in the order named), and lifts their destinations'
  * backoff.  Returns 1 if m had a waiting entry. */
 static int flush_msg(struct sched *s, struct smsg *m, int64_t now) {
   int any = 0;
@@ -1402,10 +1408,11 @@ static int flush_msg(struct sched *s, struct smsg *m, int64_t now) {
     if (e->hidx == NONE)
       continue;
     any = 1;
-    if (e->due > now) {
-      e->due = now;
-      eh_up(e->dest, e->hidx);
-    }
+    e->urgent = 1;
+    e->due = now;
+    e->seq = s->seq++;
+    eh_up(e->dest, e->hidx);
+    eh_down(e->dest, e->hidx);
     e->dest->blocked_until = 0;
     dest_update(s, e->dest);
   }

@@ -269,9 +269,11 @@ int sched_set_dest_rate(struct sched *s, const char *dest, unsigned n,
 
 /* Makes the waiting recipients of message `id` (NULL: of every message)
  * due now and lifts the backoff of their destinations (a failing
- * destination still gets one probe first).  Held messages are skipped.
- * Returns the number of messages made due (waiting, not held), or -ENOENT
- * for an unknown id. */
+ * destination still gets one probe first).  Those of a named message go
+ * before every other entry of their destinations (so its probe is this
+ * message; several named go in the order named) until dispatched.  Held
+ * messages are skipped. Returns the number of messages made due (waiting, not
+ * held), or -ENOENT for an unknown id. */
 int sched_flush(struct sched *s, const char *id);
 
 /* held=1: no dispatch of the message, not even by flush (a job already in

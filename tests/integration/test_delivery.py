@@ -338,6 +338,37 @@ def test_deadlines_come_behind_a_backed_off_destination(net):
     assert m.log().count("event=delay_warning") == 6
 
 
+def test_flush_id_retries_the_named_message_behind_a_backoff(net):
+    """`mailhop queue flush ID` on a message whose destination is backed
+    off: that message is the destination's probe now, not another of its
+    messages that was waiting longer."""
+    net.records({"dead.test": [("MX", "10 mx.dead.test", 60)],
+                 "mx.dead.test": [("A", "127.0.0.19", 60)]})
+    m = net.relay(retry_schedule="1h")
+    send(m, "a@src.test", ["first@dead.test"])
+    wait(lambda: m.log().count("event=deferred") == 1, what="first attempt")
+    # The destination is backed off for an hour: the second message waits,
+    # never tried.
+    send(m, "a@src.test", ["second@dead.test"])
+    wait(lambda: len(rows(m, "select id from messages")) == 2)
+
+    def rcpt(addr):
+        return rows(m, "select message_id, attempts from recipients "
+                    "where address = ?", addr)[0]
+    first_id, n = rcpt("first@dead.test")
+    assert n == 1
+    r = m.cli("queue", "flush", first_id)
+    assert r.returncode == 0, r.stderr
+    assert "flushed 1 message" in r.stdout
+    # The log line comes before the store write: wait for the store.
+    wait(lambda: rcpt("first@dead.test")[1] == 2 or
+         rcpt("second@dead.test")[1] == 1, what="the flush")
+    assert rcpt("first@dead.test")[1] == 2
+    assert rcpt("second@dead.test")[1] == 0
+    last = [x for x in m.log().splitlines() if "event=deferred" in x][-1]
+    assert f"id={first_id}" in last
+
+
 def test_nxdomain_and_null_mx_bounce_at_once(net):
     recs = bounce_dns()
     recs["nullmx.test"] = [("MX", "0 .", 60)]

@@ -447,6 +447,57 @@ static void test_flush_lifts_backoff(void) {
   teardown(&t);
 }
 
+/* `queue flush ID` on a backed-off destination: the named message is the
+ * one retried now (its destination's one probe), not another message of
+ * the destination that was due earlier. */
+static void test_flush_id_first(void) {
+  struct t t;
+  setup(&t, 20, 5);
+  current = &t;
+  t.backoff = 3600000;
+  CHECK_INT(add1(&t, "E1", "dead", 0), 0);
+  CHECK_INT(add1(&t, "E2", "dead", 0), 0);
+  CHECK_INT(add1(&t, "E3", "dead", 0), 0);
+  spin(&t, 5);
+  CHECK_INT(t.njobs, 3);
+  /* E1 and E2 are due again soon, E3 in an hour; the destination is
+   * backed off for an hour. */
+  for (int i = t.njobs - 1; i >= 0; i--) {
+    int e3 = strcmp(t.jobs[i]->id, "E3") == 0;
+    CHECK_INT(finish(&t, i, 0, e3 ? 3600000 : 1000), 0);
+  }
+  t.log[0] = 0;
+  spin(&t, 2000);
+  CHECK_STR(t.log, "");
+  CHECK_INT(sched_flush(t.s, "E3"), 1);
+  spin(&t, 0);
+  CHECK_STR(t.log, "E3@dead:0 ");
+  CHECK_INT(t.jobs[0]->rcpts[0].attempts, 1);
+  /* It fails again: backed off again, nobody else goes meanwhile. */
+  CHECK_INT(finish(&t, 0, 0, 3600000), 0);
+  spin(&t, 10);
+  CHECK_STR(t.log, "E3@dead:0 ");
+  /* Two named: the first named is the probe; its failure backs the
+   * destination off again, the second waits (still first in line). */
+  CHECK_INT(sched_flush(t.s, "E2"), 1);
+  CHECK_INT(sched_flush(t.s, "E3"), 1);
+  spin(&t, 0);
+  CHECK_STR(t.log, "E3@dead:0 E2@dead:0 ");
+  CHECK_INT(finish(&t, 0, 0, 1000), 0);
+  spin(&t, 10);
+  CHECK_STR(t.log, "E3@dead:0 E2@dead:0 ");
+  CHECK_INT(sched_flush(t.s, "E3"), 1);
+  spin(&t, 0);
+  CHECK_STR(t.log, "E3@dead:0 E2@dead:0 E3@dead:0 ");
+  CHECK_INT(finish(&t, 0, 1, -1), 0); /* delivered: the rest follow */
+  spin(&t, 0);
+  CHECK_INT(t.njobs, 2);
+  while (t.njobs)
+    CHECK_INT(finish(&t, 0, 1, -1), 0);
+  CHECK_INT(stats(&t).messages, 0);
+  teardown(&t);
+}
+
 static void test_hold(void) {
   struct t t;
   setup(&t, 10, 10);
@@ -1011,6 +1062,7 @@ int main(void) {
   test_retry();
   test_backoff();
   test_flush_lifts_backoff();
+  test_flush_id_first();
   test_hold();
   test_remove();
   test_notices();
