@@ -1419,6 +1419,15 @@ static int flush_msg(struct sched *s, struct smsg *m, int64_t now) {
   return any;
 }
 
+/* 1 when a flush changes m: one of its waiting entries is due later than
+ * now or waits for its destination's backoff. */
+static int flush_changes(const struct smsg *m, int64_t now) {
+  for (const struct sentry *e = m->entries; e; e = e->mnext)
+    if (e->hidx != NONE && (e->due > now || e->dest->blocked_until > now))
+      return 1;
+  return 0;
+}
+
 int sched_flush(struct sched *s, const char *id) {
   int64_t now = now_ms(s);
   int count = 0;
@@ -1428,21 +1437,43 @@ int sched_flush(struct sched *s, const char *id) {
       return -ENOENT;
     count = m->held ? 0 : flush_msg(s, m, now);
   } else {
+    /* Counted before: what the flush changes (CONTRACT §1). */
+    for (size_t i = 0; i < s->msgs.nb; i++)
+      for (struct hnode *h = s->msgs.b[i]; h; h = h->next) {
+        struct smsg *m = (struct smsg *)h;
+        if (!m->held && flush_changes(m, now))
+          count++;
+      }
     for (size_t i = 0; i < s->dests.nb; i++)
       for (struct hnode *h = s->dests.b[i]; h; h = h->next) {
         struct sdest *d = (struct sdest *)h;
         d->blocked_until = 0;
         dest_bring_forward(s, d, now);
       }
-    for (size_t i = 0; i < s->msgs.nb; i++)
-      for (struct hnode *h = s->msgs.b[i]; h; h = h->next) {
-        struct smsg *m = (struct smsg *)h;
-        if (!m->held && m->entries)
-          count++;
-      }
   }
   sched_kick(s);
   return count;
+}
+
+int sched_flush_match(struct sched *s, const char *id) {
+  int64_t now = now_ms(s);
+  struct smsg *m = id ? msg_get(s, id) : NULL;
+  if (!m)
+    return -ENOENT;
+  if (m->held || !flush_changes(m, now))
+    return 0;
+  for (struct sentry *e = m->entries; e; e = e->mnext) {
+    if (e->hidx == NONE)
+      continue;
+    if (e->due > now) {
+      e->due = now;
+      eh_up(e->dest, e->hidx);
+    }
+    e->dest->blocked_until = 0;
+    dest_update(s, e->dest);
+  }
+  sched_kick(s);
+  return 1;
 }
 
 int sched_hold(struct sched *s, const char *id, int held) {

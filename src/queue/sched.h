@@ -275,6 +275,16 @@ int sched_set_dest_rate(struct sched *s, const char *dest, unsigned n,
  * messages are skipped. Returns the number of messages made due (waiting, not
  * held), or -ENOENT for an unknown id. */
 int sched_flush(struct sched *s, const char *id);
+/* (With id NULL the count is of the messages the flush changed, CONTRACT
+ * §1: with a waiting recipient due later than now or behind its
+ * destination's backoff; never-tried mail held back only by pause or a
+ * limit is made due, and not counted.) */
+
+/* One message of a bulk flush by filter (CONTRACT §1): like
+ * sched_flush(id) but without a place ahead in line, and it returns 1
+ * only when it changed the message (as counted above), else 0 (held,
+ * due anyway); -ENOENT for an unknown id. */
+int sched_flush_match(struct sched *s, const char *id);
 
 /* held=1: no dispatch of the message, not even by flush (a job already in
  * flight finishes); held=0: due again at its stored times.  0 or -ENOENT. */

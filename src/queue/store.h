@@ -327,7 +327,8 @@ enum store_bulk_action {
 };
 
 /* changed[i] is 1 when ids[i] was changed, 0 when it was not in the queue
- * (valid only during the call; NULL when status < 0). */
+ * or was so already (held, released) (valid only during the call; NULL
+ * when status < 0). */
 typedef void (*store_bulk_cb)(struct store *st, int status, const int *changed,
                               size_t n, void *data);
 

@@ -498,6 +498,43 @@ static void test_flush_id_first(void) {
   teardown(&t);
 }
 
+/* Counts of flush (CONTRACT §1: what changed): a message counts when
+ * one of its waiting recipients was due later or waited for its
+ * destination's backoff; never-tried mail held back by pause, a held
+ * message, do not.  sched_flush_match is the one-message form for bulk
+ * pages (no place in line taken). */
+static void test_flush_counts(void) {
+  struct t t;
+  setup(&t, 20, 5);
+  current = &t;
+  t.backoff = 3600000;
+  CHECK_INT(add1(&t, "B1", "dead", 0), 0);
+  spin(&t, 0);
+  CHECK_INT(finish(&t, 0, 0, 0), 0); /* due now, behind a backoff */
+  sched_pause(t.s, 1);
+  CHECK_INT(add1(&t, "N1", "n.example", 0), 0);
+  CHECK_INT(add1(&t, "N2", "n.example", 0), 0);
+  CHECK_INT(add1(&t, "L1", "l.example", now(&t) + 3600000), 0);
+  CHECK_INT(add1(&t, "L2", "l.example", now(&t) + 3600000), 0);
+  const char *d[] = {"l.example"};
+  CHECK_INT(add(&t, "H1", 1, now(&t) + 3600000, 1, d), 0);
+  CHECK_INT(sched_flush_match(t.s, "N1"), 0);
+  CHECK_INT(sched_flush_match(t.s, "L2"), 1);
+  CHECK_INT(sched_flush_match(t.s, "L2"), 0); /* due now already */
+  CHECK_INT(sched_flush_match(t.s, "H1"), 0);
+  CHECK_INT(sched_flush_match(t.s, "nope"), -ENOENT);
+  CHECK_INT(sched_flush(t.s, NULL), 2); /* B1, L1 */
+  CHECK_INT(sched_flush(t.s, NULL), 0);
+  sched_pause(t.s, 0);
+  spin(&t, 0);
+  CHECK_INT(t.njobs, 5);
+  while (t.njobs)
+    CHECK_INT(finish(&t, 0, 1, -1), 0);
+  CHECK_INT(sched_hold(t.s, "H1", 0), 0);
+  CHECK_INT(sched_remove(t.s, "H1"), 0);
+  teardown(&t);
+}
+
 static void test_hold(void) {
   struct t t;
   setup(&t, 10, 10);
@@ -676,8 +713,8 @@ static void test_scale(void) {
   }
   CHECK_INT(stats(&t).recipients, 100000);
   CHECK_INT(stats(&t).destinations, 1000);
-  CHECK_INT(sched_flush(t.s, NULL), 100000);
-  uv_run(&t.loop, UV_RUN_DEFAULT); /* returns when nothing is left */
+  CHECK_INT(sched_flush(t.s, NULL), 0); /* all due already: none changed */
+  uv_run(&t.loop, UV_RUN_DEFAULT);      /* returns when nothing is left */
   CHECK_INT(t.dispatched, 100000);
   CHECK_INT(stats(&t).messages, 0);
   CHECK_INT(stats(&t).destinations, 0);
@@ -800,7 +837,7 @@ static void test_global_rate(void) {
   }
   spin(&t, 0);
   CHECK_INT(t.dispatched, 2);
-  CHECK_INT(sched_flush(t.s, NULL), 7);
+  CHECK_INT(sched_flush(t.s, NULL), 0); /* due, held back by the rate */
   settle(&t);
   CHECK_INT(t.dispatched, 2);
   spin(&t, 50);
@@ -1063,6 +1100,7 @@ int main(void) {
   test_backoff();
   test_flush_lifts_backoff();
   test_flush_id_first();
+  test_flush_counts();
   test_hold();
   test_remove();
   test_notices();
