@@ -114,7 +114,8 @@ struct store_msg {
   /* show output only: the header section (up to the blank line, at most
    * 64 KiB), NUL-terminated, or NULL. */
   char *headers;
-  /* show output only: STORE_NOTICE_* bits of notices already sent. */
+  /* show, load and list output only: STORE_NOTICE_* bits of notices
+   * already sent. */
   unsigned notices;
 };
 

@@ -71,10 +71,11 @@ static const char *const stmt_sql[STMT_COUNT] = {
     [W_SET_NOTICES] = "UPDATE messages SET notices = notices | ?2"
                       " WHERE id = ?1",
     [R_MSGS_AFTER] = "SELECT id, sender, size, received_at, held, ret, envid,"
-                     " flags FROM messages WHERE id > ?1 ORDER BY id LIMIT ?2",
+                     " flags, notices FROM messages WHERE id > ?1"
+                     " ORDER BY id LIMIT ?2",
     [R_MSGS_BETWEEN] = "SELECT id, sender, size, received_at, held, ret,"
-                       " envid, flags FROM messages WHERE id > ?1 AND"
-                       " id < ?3 ORDER BY id LIMIT ?2",
+                       " envid, flags, notices FROM messages WHERE id > ?1"
+                       " AND id < ?3 ORDER BY id LIMIT ?2",
     /* What store_load will hand over: messages below the ceiling with a
      * non-final recipient, and those recipients. */
     [R_COUNT] = "SELECT count(DISTINCT m.id),"
@@ -626,8 +627,10 @@ static int run_stream(struct store_db *st, struct store_req *job) {
     rows++;
     struct store_msg *m = &job->batch[job->nbatch];
     r = read_envelope(s, m);
-    if (r == 0)
+    if (r == 0) {
+      m->notices = (unsigned)sqlite3_column_int(s, 8);
       r = read_rcpts(job, rs, m);
+    }
     snprintf(job->last_id, sizeof job->last_id, "%s", m->id);
     job->nbatch++;
     if (r < 0)

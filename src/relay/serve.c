@@ -259,6 +259,7 @@ static void schedule(struct serve *sv, const struct store_msg *m) {
                          .received_at = m->received_at * 1000,
                          .size = m->size,
                          .held = m->held,
+                         .notices = m->notices, /* delay warning sent */
                          .rcpts = r,
                          .nrcpts = n};
   /* store_load() hands over only what was queued before this process
