@@ -8,7 +8,11 @@
  * uv_timer_t.  Never touches SQLite, DNS, sockets or the log.
  *
  * Invariants:
- *   - an entry is in its destination's heap iff its message is not held;
+ *   - an entry is in its destination's heap iff its message is not held
+ *     and it is not lent to a deadline job (e->dl);
+ *   - a message is in the deadline heap iff it has a deadline, a heaped
+ *     entry and no deadline job in flight; its key is its next deadline
+ *     (no earlier than dl_again);
  *   - a destination is in the global heap iff it has heaped entries and
  *     fewer jobs in flight than its limit; its key is then
  *     max(earliest entry due, blocked_until, time its rate window allows
@@ -82,6 +86,8 @@ struct sentry {
   struct sdest *dest;
   struct sentry *mprev, *mnext; /* the message's entries */
   uint32_t hidx;                /* in dest->heap, or NONE when parked */
+  uint8_t dl;                   /* lent to the message's deadline job */
+  uint8_t urgent;               /* named by sched_flush(id): goes first */
   uint32_t n;
   uint32_t pos[]; /* ascending positions in msg->rcpts */
 };
@@ -98,7 +104,12 @@ struct smsg {
   uint32_t jobs; /* jobs in flight */
   uint8_t held;
   uint8_t removed;
-  uint8_t notices; /* sched_add_notices */
+  uint8_t notices;  /* sched_add_notices */
+  uint8_t warn_out; /* the warning deadline was handed out */
+  uint8_t dljob;    /* a deadline job is in flight */
+  uint32_t didx;    /* in s->dheap, or NONE */
+  int64_t dkey;     /* its key there */
+  int64_t dl_again; /* no deadline job before this (unix ms) */
 };
 
 struct sdest {
@@ -129,6 +140,7 @@ struct ssusp {
 
 struct sjob {
   struct sched_job pub;
+  int deadline;
   struct smsg *msg;
   struct sdest *dest;
   struct sjob *prev, *next;
@@ -150,6 +162,9 @@ struct sched {
   struct sdest *lcursor; /* where linger_sweep goes on, NULL: the head */
   struct sdest **gheap;
   uint32_t gn, gcap;
+  struct smsg **dheap; /* messages by next deadline; cap >= messages */
+  uint32_t dn, dcap;
+  uint32_t dl_inflight; /* deadline jobs in flight */
   struct sjob *jobs;
   uint64_t seq;
   int64_t armed_at; /* due time the timer is armed for, or -1 */
@@ -319,6 +334,8 @@ static void rate_set(struct srate *r, uint32_t n, int64_t win) {
 /* ---- destination heap of entries -------------------------------------- */
 
 static int entry_before(const struct sentry *a, const struct sentry *b) {
+  if (a->urgent != b->urgent)
+    return a->urgent;
   return a->due < b->due || (a->due == b->due && a->seq < b->seq);
 }
 
@@ -562,6 +579,96 @@ static void dest_bring_forward(struct sched *s, struct sdest *d, int64_t now) {
   dest_update(s, d);
 }
 
+/* ---- deadline heap of messages ---------------------------------------- */
+
+static int msg_dbefore(const struct smsg *a, const struct smsg *b) {
+  return a->dkey < b->dkey || (a->dkey == b->dkey && strcmp(a->id, b->id) < 0);
+}
+
+static void dh_set(struct sched *s, uint32_t i, struct smsg *m) {
+  s->dheap[i] = m;
+  m->didx = i;
+}
+
+static void dh_up(struct sched *s, uint32_t i) {
+  struct smsg *m = s->dheap[i];
+  while (i > 0) {
+    uint32_t p = (i - 1) / 2;
+    if (!msg_dbefore(m, s->dheap[p]))
+      break;
+    dh_set(s, i, s->dheap[p]);
+    i = p;
+  }
+  dh_set(s, i, m);
+}
+
+static void dh_down(struct sched *s, uint32_t i) {
+  struct smsg *m = s->dheap[i];
+  for (;;) {
+    uint32_t c = 2 * i + 1;
+    if (c >= s->dn)
+      break;
+    if (c + 1 < s->dn && msg_dbefore(s->dheap[c + 1], s->dheap[c]))
+      c++;
+    if (!msg_dbefore(s->dheap[c], m))
+      break;
+    dh_set(s, i, s->dheap[c]);
+    i = c;
+  }
+  dh_set(s, i, m);
+}
+
+static void dh_remove(struct sched *s, struct smsg *m) {
+  if (m->didx == NONE)
+    return;
+  uint32_t i = m->didx;
+  m->didx = NONE;
+  s->dn--;
+  if (i == s->dn)
+    return;
+  dh_set(s, i, s->dheap[s->dn]);
+  dh_up(s, i);
+  dh_down(s, s->dheap[i]->didx);
+}
+
+/* The warning deadline of m, or INT64_MAX when none is left. */
+static int64_t msg_warn_at(const struct sched *s, const struct smsg *m) {
+  if (s->o.warn_ms <= 0 || m->warn_out || (m->notices & s->o.warned_bit))
+    return INT64_MAX;
+  return m->received_at + s->o.warn_ms;
+}
+
+/* m's next deadline (dl_again aside), or INT64_MAX when none is left. */
+static int64_t msg_deadline(const struct sched *s, const struct smsg *m) {
+  int64_t key = msg_warn_at(s, m);
+  if (s->o.lifetime_ms > 0 && m->received_at + s->o.lifetime_ms < key)
+    key = m->received_at + s->o.lifetime_ms;
+  return key;
+}
+
+/* Puts m into, moves it within or takes it out of the deadline heap after
+ * its entries, hold, notices or deadline job changed. */
+static void msg_dupdate(struct sched *s, struct smsg *m) {
+  int64_t key = msg_deadline(s, m);
+  int waiting = 0;
+  for (const struct sentry *e = m->entries; e && !waiting; e = e->mnext)
+    waiting = e->hidx != NONE;
+  if (key == INT64_MAX || m->held || m->removed || m->dljob || !waiting) {
+    dh_remove(s, m);
+    return;
+  }
+  m->dkey = key > m->dl_again ? key : m->dl_again;
+  if (m->didx == NONE) {
+    if (s->dn >= s->dcap)
+      abort(); /* capacity is reserved when the message is added */
+    s->dheap[s->dn] = m;
+    dh_up(s, s->dn++);
+  } else {
+    dh_up(s, m->didx);
+    dh_down(s, m->didx);
+  }
+}
+
 /* ---- entries ---------------------------------------------------------- */
 
 static struct sentry *entry_new(struct sched *s, struct smsg *m,
@@ -576,6 +683,8 @@ static struct sentry *entry_new(struct sched *s, struct smsg *m,
   e->msg = m;
   e->dest = d;
   e->hidx = NONE;
+  e->dl = 0;
+  e->urgent = 0;
   e->n = n;
   e->mprev = NULL;
   e->mnext = m->entries;
@@ -648,17 +757,24 @@ static void on_timer(uv_timer_t *t);
 static void resched(struct sched *s) {
   if (s->closing)
     return;
-  if (s->stopped || s->paused || s->gn == 0 ||
-      s->st.outbound >= s->o.max_outbound) {
+  int64_t key = INT64_MAX;
+  if (!s->stopped && !s->paused && s->gn > 0 &&
+      s->st.outbound < s->o.max_outbound) {
+    key = s->gheap[0]->gkey;
+    /* Over outbound_rate: wake when the window lets the next one start. */
+    int64_t rn = rate_next(&s->grate);
+    if (rn > key)
+      key = rn;
+  }
+  /* Deadlines come whatever the gates (paused too), not after stop. */
+  if (!s->stopped && s->dn > 0 && s->dl_inflight < SCHED_DEADLINE_INFLIGHT &&
+      s->dheap[0]->dkey < key)
+    key = s->dheap[0]->dkey;
+  if (key == INT64_MAX) {
     uv_timer_stop(&s->timer);
     s->armed_at = -1;
     return;
   }
-  int64_t key = s->gheap[0]->gkey;
-  /* Over outbound_rate: wake when the window lets the next one start. */
-  int64_t rn = rate_next(&s->grate);
-  if (rn > key)
-    key = rn;
   if (s->armed_at == key && uv_is_active((uv_handle_t *)&s->timer))
     return;
   int64_t now = now_ms(s);
@@ -723,9 +839,72 @@ static void dispatch_top(struct sched *s, struct sdest *d, int64_t now) {
   m->jobs++;
   d->inflight++;
   s->st.outbound++;
+  j->deadline = 0;
+  j->pub.deadline = 0;
   rate_record(&d->rate, now);
   rate_record(&s->grate, now);
   dest_update(s, d);
+  msg_dupdate(s, m);
+  s->o.dispatch(s, &j->pub, s->o.data);
+}
+
+/* Lends every waiting recipient of m (all destinations) to one deadline
+ * job and hands it to dispatch: no attempt, no destination limit or rate
+ * counted; the entries stay, parked, until sched_job_done(). */
+static void dispatch_deadline(struct sched *s, struct smsg *m, int64_t now) {
+  uint32_t n = 0;
+  const char *key = NULL;
+  for (struct sentry *e = m->entries; e; e = e->mnext)
+    if (e->hidx != NONE) {
+      n += e->n;
+      key = e->dest->key;
+    }
+  size_t klen = strlen(key) + 1;
+  struct sjob *j =
+      malloc(sizeof *j + n * (sizeof j->rcpts[0] + sizeof j->pos[0]) + klen);
+  if (!j)
+    oom();
+  j->pos = (uint32_t *)(j->rcpts + n);
+  char *kcopy = (char *)(j->pos + n);
+  memcpy(kcopy, key, klen);
+  uint32_t k = 0;
+  for (struct sentry *e = m->entries; e; e = e->mnext) {
+    if (e->hidx == NONE)
+      continue;
+    memcpy(j->pos + k, e->pos, e->n * sizeof e->pos[0]);
+    k += e->n;
+    eh_remove(e->dest, e);
+    e->dl = 1;
+    dest_update(s, e->dest);
+  }
+  qsort(j->pos, n, sizeof j->pos[0], pos_cmp);
+  for (uint32_t i = 0; i < n; i++) {
+    const struct srcpt *r = &m->rcpts[j->pos[i]];
+    j->rcpts[i].idx = r->idx;
+    j->rcpts[i].attempts = r->attempts;
+  }
+  memcpy(j->pub.id, m->id, sizeof m->id);
+  j->pub.dest = kcopy;
+  j->pub.received_at = m->received_at;
+  j->pub.size = m->size;
+  j->pub.rcpts = j->rcpts;
+  j->pub.nrcpts = n;
+  j->pub.removed = 0;
+  j->pub.deadline = 1;
+  j->deadline = 1;
+  j->msg = m;
+  j->dest = NULL;
+  j->prev = NULL;
+  j->next = s->jobs;
+  if (s->jobs)
+    s->jobs->prev = j;
+  s->jobs = j;
+  m->jobs++;
+  m->dljob = 1;
+  if (msg_warn_at(s, m) <= now)
+    m->warn_out = 1; /* this job carries the warning: once */
+  s->dl_inflight++;
+  msg_dupdate(s, m);
   s->o.dispatch(s, &j->pub, s->o.data);
 }
 
@@ -733,6 +912,12 @@ static void on_timer(uv_timer_t *t) {
   struct sched *s = t->data;
   s->armed_at = -1;
   int64_t now = now_ms(s);
+  for (int i = 0; i < SCHED_DISPATCH_BATCH; i++) {
+    if (s->stopped || s->dn == 0 || s->dl_inflight >= SCHED_DEADLINE_INFLIGHT ||
+        s->dheap[0]->dkey > now)
+      break;
+    dispatch_deadline(s, s->dheap[0], now);
+  }
   for (int i = 0; i < SCHED_DISPATCH_BATCH; i++) {
     if (s->stopped || s->paused || s->gn == 0 ||
         s->st.outbound >= s->o.max_outbound || s->gheap[0]->gkey > now ||
@@ -823,6 +1008,7 @@ static void on_close(uv_handle_t *h) {
   free(s->dests.b);
   free(s->rate_over.b);
   free(s->gheap);
+  free(s->dheap);
   free(s);
   if (cb)
     cb(data);
@@ -870,6 +1056,14 @@ int sched_add(struct sched *s, const struct sched_msg *m) {
   }
   if (msg_get(s, m->id))
     return -EEXIST;
+  if (s->st.messages + 1 > s->dcap) {
+    uint32_t cap = s->dcap ? s->dcap * 2 : 1024;
+    struct smsg **dh = realloc(s->dheap, cap * sizeof *dh);
+    if (!dh)
+      return -ENOMEM;
+    s->dheap = dh;
+    s->dcap = cap;
+  }
   uint32_t n = (uint32_t)m->nrcpts;
   struct add_tmp *tmp = malloc(n * sizeof *tmp);
   struct smsg *msg = calloc(1, sizeof *msg);
@@ -905,6 +1099,8 @@ int sched_add(struct sched *s, const struct sched_msg *m) {
   msg->received_at = m->received_at;
   msg->size = m->size;
   msg->held = m->held ? 1 : 0;
+  msg->notices = (uint8_t)m->notices;
+  msg->didx = NONE;
   msg->rcpts = rc;
   msg->nrcpts = n;
   msg->live = n;
@@ -954,6 +1150,7 @@ int sched_add(struct sched *s, const struct sched_msg *m) {
     eh_push(e->dest, e);
     dest_update(s, e->dest);
   }
+  msg_dupdate(s, msg);
   resched(s);
   return 0;
 }
@@ -970,6 +1167,90 @@ static int retry_cmp(const void *a, const void *b) {
   return x->pos < y->pos ? -1 : x->pos > y->pos;
 }
 
+/* Takes recipient position p out of m's entry lent to the deadline job
+ * (it became final); frees the entry when it is empty. */
+static void lent_drop(struct sched *s, struct smsg *m, uint32_t p,
+                      int64_t now) {
+  for (struct sentry *e = m->entries; e; e = e->mnext) {
+    if (!e->dl)
+      continue;
+    for (uint32_t i = 0; i < e->n; i++) {
+      if (e->pos[i] != p)
+        continue;
+      memmove(e->pos + i, e->pos + i + 1, (e->n - i - 1) * sizeof e->pos[0]);
+      if (--e->n == 0) {
+        struct sdest *d = e->dest;
+        entry_free(e);
+        dest_update(s, d);
+        dest_maybe_free(s, d, now);
+      }
+      return;
+    }
+  }
+}
+
+/* sched_job_done for a deadline job: FINAL results drop their recipient,
+ * the others wait again as they were. */
+static int deadline_done(struct sched *s, struct sjob *j,
+                         const struct sched_result *results, size_t n,
+                         int64_t now) {
+  struct smsg *m = j->msg;
+  int ret = 0;
+  m->jobs--;
+  m->dljob = 0;
+  s->dl_inflight--;
+  if (m->removed) {
+    ret = SCHED_JOB_REMOVED;
+    if (m->jobs == 0)
+      msg_free(m);
+  } else {
+    for (size_t q = 0; q < n; q++) {
+      if (results[q].outcome != SCHED_FINAL)
+        continue;
+      struct srcpt *rc = rcpt_find(m, results[q].idx);
+      if (!rc || rc->state != R_WAITING)
+        continue;
+      uint32_t p = (uint32_t)(rc - m->rcpts);
+      int lent = 0;
+      for (uint32_t i = 0; i < j->pub.nrcpts && !lent; i++)
+        lent = j->pos[i] == p;
+      if (!lent)
+        continue;
+      if (rc->attempts > 0)
+        s->st.deferred--;
+      rc->state = R_FINAL;
+      m->live--;
+      s->st.recipients--;
+      lent_drop(s, m, p, now);
+    }
+    for (struct sentry *e = m->entries; e; e = e->mnext) {
+      if (!e->dl)
+        continue;
+      e->dl = 0;
+      if (!m->held)
+        eh_push(e->dest, e);
+      dest_update(s, e->dest);
+    }
+    /* Left past a deadline (the owner could not act): not again at
+     * once. */
+    m->dl_again = msg_deadline(s, m) <= now ? now + SCHED_DEADLINE_AGAIN_MS : 0;
+    if (m->live == 0 && m->jobs == 0) {
+      dh_remove(s, m);
+      htab_del(&s->msgs, &m->h);
+      s->st.messages--;
+      if (m->held)
+        s->st.held--;
+      msg_free(m);
+    } else {
+      msg_dupdate(s, m);
+    }
+  }
+  free(j);
+  linger_sweep(s, now);
+  resched(s);
+  return ret;
+}
+
 int sched_job_done(struct sched *s, struct sched_job *job,
                    const struct sched_result *results, size_t n, int dest_ok) {
   struct sjob *j = (struct sjob *)job;
@@ -977,6 +1258,16 @@ int sched_job_done(struct sched *s, struct sched_job *job,
   struct sdest *d = j->dest;
   int64_t now = now_ms(s);
   int ret = 0;
+
+  if (j->deadline) {
+    if (j->prev)
+      j->prev->next = j->next;
+    else
+      s->jobs = j->next;
+    if (j->next)
+      j->next->prev = j->prev;
+    return deadline_done(s, j, results, n, now);
+  }
 
   if (j->prev)
     j->prev->next = j->next;
@@ -1053,11 +1344,14 @@ int sched_job_done(struct sched *s, struct sched_job *job,
     }
     free(rt);
     if (m->live == 0 && m->jobs == 0) {
+      dh_remove(s, m);
       htab_del(&s->msgs, &m->h);
       s->st.messages--;
       if (m->held)
         s->st.held--;
       msg_free(m);
+    } else {
+      msg_dupdate(s, m);
     }
   }
   free(j);
@@ -1104,7 +1398,9 @@ int sched_set_dest_rate(struct sched *s, const char *dest, unsigned n,
 
 /* ---- admin ------------------------------------------------------------ */
 
-/* Makes m's waiting entries due now and lifts their destinations'
+/* Makes m's waiting entries due now, ahead of every other entry of their
+ * destinations (the one probe of a failing destination is this message;
+ * several named go in the order named), and lifts their destinations'
  * backoff.  Returns 1 if m had a waiting entry. */
 static int flush_msg(struct sched *s, struct smsg *m, int64_t now) {
   int any = 0;
@@ -1112,14 +1408,24 @@ static int flush_msg(struct sched *s, struct smsg *m, int64_t now) {
     if (e->hidx == NONE)
       continue;
     any = 1;
-    if (e->due > now) {
-      e->due = now;
-      eh_up(e->dest, e->hidx);
-    }
+    e->urgent = 1;
+    e->due = now;
+    e->seq = s->seq++;
+    eh_up(e->dest, e->hidx);
+    eh_down(e->dest, e->hidx);
     e->dest->blocked_until = 0;
     dest_update(s, e->dest);
   }
   return any;
+}
+
+/* 1 when a flush changes m: one of its waiting entries is due later than
+ * now or waits for its destination's backoff. */
+static int flush_changes(const struct smsg *m, int64_t now) {
+  for (const struct sentry *e = m->entries; e; e = e->mnext)
+    if (e->hidx != NONE && (e->due > now || e->dest->blocked_until > now))
+      return 1;
+  return 0;
 }
 
 int sched_flush(struct sched *s, const char *id) {
@@ -1131,21 +1437,43 @@ int sched_flush(struct sched *s, const char *id) {
       return -ENOENT;
     count = m->held ? 0 : flush_msg(s, m, now);
   } else {
+    /* Counted before: what the flush changes (CONTRACT §1). */
+    for (size_t i = 0; i < s->msgs.nb; i++)
+      for (struct hnode *h = s->msgs.b[i]; h; h = h->next) {
+        struct smsg *m = (struct smsg *)h;
+        if (!m->held && flush_changes(m, now))
+          count++;
+      }
     for (size_t i = 0; i < s->dests.nb; i++)
       for (struct hnode *h = s->dests.b[i]; h; h = h->next) {
         struct sdest *d = (struct sdest *)h;
         d->blocked_until = 0;
         dest_bring_forward(s, d, now);
       }
-    for (size_t i = 0; i < s->msgs.nb; i++)
-      for (struct hnode *h = s->msgs.b[i]; h; h = h->next) {
-        struct smsg *m = (struct smsg *)h;
-        if (!m->held && m->entries)
-          count++;
-      }
   }
   sched_kick(s);
   return count;
+}
+
+int sched_flush_match(struct sched *s, const char *id) {
+  int64_t now = now_ms(s);
+  struct smsg *m = id ? msg_get(s, id) : NULL;
+  if (!m)
+    return -ENOENT;
+  if (m->held || !flush_changes(m, now))
+    return 0;
+  for (struct sentry *e = m->entries; e; e = e->mnext) {
+    if (e->hidx == NONE)
+      continue;
+    if (e->due > now) {
+      e->due = now;
+      eh_up(e->dest, e->hidx);
+    }
+    e->dest->blocked_until = 0;
+    dest_update(s, e->dest);
+  }
+  sched_kick(s);
+  return 1;
 }
 
 int sched_hold(struct sched *s, const char *id, int held) {
@@ -1163,10 +1491,11 @@ int sched_hold(struct sched *s, const char *id, int held) {
   for (struct sentry *e = m->entries; e; e = e->mnext) {
     if (held && e->hidx != NONE)
       eh_remove(e->dest, e);
-    else if (!held && e->hidx == NONE)
+    else if (!held && e->hidx == NONE && !e->dl)
       eh_push(e->dest, e);
     dest_update(s, e->dest);
   }
+  msg_dupdate(s, m);
   resched(s);
   return 0;
 }
@@ -1176,6 +1505,7 @@ int sched_remove(struct sched *s, const char *id) {
   if (!m)
     return -ENOENT;
   int64_t now = now_ms(s);
+  dh_remove(s, m);
   htab_del(&s->msgs, &m->h);
   s->st.messages--;
   s->st.recipients -= m->live;
@@ -1230,6 +1560,8 @@ int sched_add_notices(struct sched *s, const char *id, unsigned bits) {
   if (!m)
     return -ENOENT;
   m->notices |= (uint8_t)bits;
+  msg_dupdate(s, m);
+  resched(s);
   return 0;
 }
 

@@ -32,6 +32,24 @@
  * (then paced by the limits).  So 20,000 messages to a dead relayhost give
  * one connection per backoff period, not a storm.
  *
+ * Deadlines (CONTRACT §4 queue_lifetime, §2 delay_warning_time): when the
+ * options set lifetime_ms or warn_ms, every message that has waiting
+ * recipients is also keyed on its next deadline (received_at + lifetime_ms;
+ * received_at + warn_ms while its warning is neither sent, see warned_bit,
+ * nor handed out) in a heap of its own, which the same timer serves.  When
+ * a deadline comes, whatever the backoff, suspension or rate limit of the
+ * message's destinations and even while paused, the waiting recipients of
+ * the message are handed to dispatch as ONE deadline job (job->deadline =
+ * 1, all its destinations together): no delivery attempt is made for it;
+ * the owner expires or warns (or leaves them) and ends it with
+ * sched_job_done(), where FINAL drops a recipient and anything else leaves
+ * it waiting with its due time and attempts unchanged (dest_ok is
+ * ignored).  Meanwhile those recipients wait in no destination heap.  At
+ * most SCHED_DEADLINE_INFLIGHT deadline jobs are in flight (they do not
+ * count against max_outbound or any destination's limits or rates); a
+ * message whose deadline job left it past a deadline is looked at again
+ * SCHED_DEADLINE_AGAIN_MS later at the earliest.
+ *
  * Times are unix milliseconds (int64_t) of ONE clock, the scheduler's:
  * the one given in the options (tests inject theirs), by default the
  * loop's uv_now() (monotonic) plus the wall-clock offset taken at
@@ -72,6 +90,11 @@
 /* Jobs dispatched per timer callback at most. */
 #define SCHED_DISPATCH_BATCH 256
 
+/* Deadline jobs in flight at most, and the least wait before a message
+ * that stayed past its deadline gets another (ms). */
+#define SCHED_DEADLINE_INFLIGHT 64
+#define SCHED_DEADLINE_AGAIN_MS 60000
+
 struct sched;
 
 /* ---- input ------------------------------------------------------------ */
@@ -88,6 +111,7 @@ struct sched_msg {
   int64_t received_at;
   int64_t size;
   int held;
+  unsigned notices; /* notice bits already sent (sched_add_notices) */
   const struct sched_rcpt *rcpts; /* non-final recipients only; copied */
   size_t nrcpts;
 };
@@ -111,6 +135,10 @@ struct sched_job {
   /* Set when sched_remove() deleted the message while the job was in
    * flight: the caller may abort the delivery; its results are ignored. */
   int removed;
+  /* 1: a deadline job (see the top of this file): every waiting recipient
+   * of the message, whatever its destination (dest is then the key of one
+   * of them); make no delivery attempt, only expire or warn. */
+  int deadline;
 };
 
 enum sched_outcome {
@@ -153,6 +181,12 @@ struct sched_opts {
   int64_t dest_rate_ms;
   unsigned global_rate_n;
   int64_t global_rate_ms;
+  /* Deadlines (see the top of this file), ms after received_at; 0: none.
+   * warned_bit: the notice bit (sched_add_notices, sched_msg.notices)
+   * that says the warning was sent; required when warn_ms > 0. */
+  int64_t lifetime_ms;
+  int64_t warn_ms;
+  unsigned warned_bit;
 };
 
 /* The largest N of a rate limit: the scheduler keeps up to N start times
@@ -183,7 +217,8 @@ void sched_free(struct sched *s, sched_close_cb cb, void *data);
  * already scheduled; -ENOMEM.  On error nothing is added. */
 int sched_add(struct sched *s, const struct sched_msg *m) SCHED_MUSTCHECK;
 
-/* Ends a job given to dispatch and frees it.  Each result is applied to
+/* Ends a job given to dispatch and frees it (a deadline job: see the top
+ * of this file).  Each result is applied to
  * the job's recipient with that idx: FINAL drops it (the message leaves
  * the scheduler with its last recipient), RETRY re-schedules it at
  * retry_at with `attempts`.  A recipient of the job without a result is
@@ -234,10 +269,22 @@ int sched_set_dest_rate(struct sched *s, const char *dest, unsigned n,
 
 /* Makes the waiting recipients of message `id` (NULL: of every message)
  * due now and lifts the backoff of their destinations (a failing
- * destination still gets one probe first).  Held messages are skipped.
- * Returns the number of messages made due (waiting, not held), or -ENOENT
- * for an unknown id. */
+ * destination still gets one probe first).  Those of a named message go
+ * before every other entry of their destinations (so its probe is this
+ * message; several named go in the order named) until dispatched.  Held
+ * messages are skipped. Returns the number of messages made due (waiting, not
+ * held), or -ENOENT for an unknown id. */
 int sched_flush(struct sched *s, const char *id);
+/* (With id NULL the count is of the messages the flush changed, CONTRACT
+ * §1: with a waiting recipient due later than now or behind its
+ * destination's backoff; never-tried mail held back only by pause or a
+ * limit is made due, and not counted.) */
+
+/* One message of a bulk flush by filter (CONTRACT §1): like
+ * sched_flush(id) but without a place ahead in line, and it returns 1
+ * only when it changed the message (as counted above), else 0 (held,
+ * due anyway); -ENOENT for an unknown id. */
+int sched_flush_match(struct sched *s, const char *id);
 
 /* held=1: no dispatch of the message, not even by flush (a job already in
  * flight finishes); held=0: due again at its stored times.  0 or -ENOENT. */

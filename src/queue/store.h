@@ -114,7 +114,8 @@ struct store_msg {
   /* show output only: the header section (up to the blank line, at most
    * 64 KiB), NUL-terminated, or NULL. */
   char *headers;
-  /* show output only: STORE_NOTICE_* bits of notices already sent. */
+  /* show, load and list output only: STORE_NOTICE_* bits of notices
+   * already sent. */
   unsigned notices;
 };
 
@@ -327,7 +328,8 @@ enum store_bulk_action {
 };
 
 /* changed[i] is 1 when ids[i] was changed, 0 when it was not in the queue
- * (valid only during the call; NULL when status < 0). */
+ * or was so already (held, released) (valid only during the call; NULL
+ * when status < 0). */
 typedef void (*store_bulk_cb)(struct store *st, int status, const int *changed,
                               size_t n, void *data);
 

@@ -28,6 +28,7 @@ enum stmt_id {
   W_DEL_RCPTS,
   W_DEL_MSG,
   W_SET_HELD,
+  W_BULK_HELD,
   W_SUSPEND_SET,
   W_SUSPEND_DEL,
   W_SET_NOTICES,
@@ -64,13 +65,17 @@ static const char *const stmt_sql[STMT_COUNT] = {
     [W_DEL_RCPTS] = "DELETE FROM recipients WHERE message_id = ?1",
     [W_DEL_MSG] = "DELETE FROM messages WHERE id = ?1",
     [W_SET_HELD] = "UPDATE messages SET held = ?2 WHERE id = ?1",
+    /* bulk: a message already so is not changed (CONTRACT §1 counts) */
+    [W_BULK_HELD] = "UPDATE messages SET held = ?2 WHERE id = ?1"
+                    " AND held != ?2",
     [W_SET_NOTICES] = "UPDATE messages SET notices = notices | ?2"
                       " WHERE id = ?1",
     [R_MSGS_AFTER] = "SELECT id, sender, size, received_at, held, ret, envid,"
-                     " flags FROM messages WHERE id > ?1 ORDER BY id LIMIT ?2",
+                     " flags, notices FROM messages WHERE id > ?1"
+                     " ORDER BY id LIMIT ?2",
     [R_MSGS_BETWEEN] = "SELECT id, sender, size, received_at, held, ret,"
-                       " envid, flags FROM messages WHERE id > ?1 AND"
-                       " id < ?3 ORDER BY id LIMIT ?2",
+                       " envid, flags, notices FROM messages WHERE id > ?1"
+                       " AND id < ?3 ORDER BY id LIMIT ?2",
     /* What store_load will hand over: messages below the ceiling with a
      * non-final recipient, and those recipients. */
     [R_COUNT] = "SELECT count(DISTINCT m.id),"
@@ -410,7 +415,7 @@ static int run_bulk(struct store_db *st, struct store_req *job) {
       s = st->stmt[W_DEL_MSG];
       sqlite3_bind_text(s, 1, job->ids[i], -1, SQLITE_STATIC);
     } else {
-      s = st->stmt[W_SET_HELD];
+      s = st->stmt[W_BULK_HELD];
       sqlite3_bind_text(s, 1, job->ids[i], -1, SQLITE_STATIC);
       sqlite3_bind_int(s, 2, job->action == STORE_BULK_HOLD);
     }
@@ -622,8 +627,10 @@ static int run_stream(struct store_db *st, struct store_req *job) {
     rows++;
     struct store_msg *m = &job->batch[job->nbatch];
     r = read_envelope(s, m);
-    if (r == 0)
+    if (r == 0) {
+      m->notices = (unsigned)sqlite3_column_int(s, 8);
       r = read_rcpts(job, rs, m);
+    }
     snprintf(job->last_id, sizeof job->last_id, "%s", m->id);
     job->nbatch++;
     if (r < 0)

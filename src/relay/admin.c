@@ -921,7 +921,7 @@ static void on_select(struct store *st, int status,
   if (b->kind == BULK_FLUSH) {
     /* Memory only: a held or suspended message is not made due. */
     for (size_t i = 0; i < b->nids; i++)
-      b->count += sched_flush(a->sched, b->ids[i]) > 0;
+      b->count += sched_flush_match(a->sched, b->ids[i]) > 0;
     b->nids = 0;
     if (done)
       bulk_reply(r);

@@ -263,6 +263,7 @@ static void schedule(struct serve *sv, const struct store_msg *m) {
                          .received_at = m->received_at * 1000,
                          .size = m->size,
                          .held = m->held,
+                         .notices = m->notices, /* delay warning sent */
                          .rcpts = r,
                          .nrcpts = n};
   /* store_load() hands over only what was queued before this process
@@ -492,6 +493,11 @@ int serve_main(const struct config *cfg) {
       .dest_rate_ms = (int64_t)cfg->destination_rate.window_ms,
       .global_rate_n = cfg->outbound_rate.n,
       .global_rate_ms = (int64_t)cfg->outbound_rate.window_ms,
+      /* deadlines: queue_lifetime, delay_warning_time (CONTRACT §4, §2)
+       * come at their time whatever the destination's gates */
+      .lifetime_ms = (int64_t)cfg->queue_lifetime_ms,
+      .warn_ms = (int64_t)cfg->delay_warning_time_ms,
+      .warned_bit = STORE_NOTICE_DELAY,
   };
   sv.sched = sched_new(sv.loop, &so);
   if (!sv.sched) {

@@ -3,6 +3,7 @@ with MX records, scripted SMTP servers on 127.0.0.x sharing one high port,
 retries on a fast schedule, bounces parsed back."""
 import email
 import json
+import re
 import signal
 import smtplib
 import socket
@@ -291,6 +292,81 @@ def test_expiry_bounce_447(net):
     assert f["status"] == ["4.4.7"]
     assert "event=expired" in m.log()
     wait(lambda: queue_empty(m))
+
+
+def test_deadlines_come_behind_a_backed_off_destination(net):
+    """CONTRACT §4 queue_lifetime, §2 delay_warning_time: every message
+    queued behind a destination that refuses connections (backed off as a
+    whole, one probe per backoff) gets its delay warning and expires at
+    its own time, without waiting for a probe of its own and without an
+    attempt counted for it.  Counts only: one warning per message, and
+    per message the attempts logged with its expiry equal those of its
+    last deferral (an expiry made by an attempt would count one more)."""
+    recs = bounce_dns()
+    recs["dead.test"] = [("MX", "10 mx.dead.test", 60)]
+    recs["mx.dead.test"] = [("A", "127.0.0.19", 60)]  # nothing listens
+    net.records(recs)
+    home = net.sink("127.0.0.8")
+    m = net.relay(retry_schedule="5s", queue_lifetime="15s",
+                  delay_warning_time="6s")
+    for i in range(6):
+        send(m, f"s{i}@src.test", [f"r{i}@dead.test"])
+    wait(lambda: m.log().count("event=expired") == 6 and queue_empty(m),
+         timeout=120, what="six expiries and an empty queue")
+    got = home.messages
+    warned = sorted(x.rcpts[0][0] for x in got
+                    if b"Action: delayed" in x.data)
+    assert warned == [f"s{i}@src.test" for i in range(6)], warned
+    bounced = [x for x in got if b"Action: failed" in x.data]
+    assert len(bounced) == 6
+    for x in bounced:
+        _, _, f = parse_dsn(x.data)
+        assert f["status"] == ["4.4.7"]
+    last = {}
+    expired = {}
+    for line in m.log().splitlines():
+        mo = re.search(r"event=(deferred|expired) id=(\w+) .*attempts=(\d+)",
+                       line)
+        if not mo:
+            continue
+        (last if mo[1] == "deferred" else expired)[mo[2]] = int(mo[3])
+    assert len(expired) == 6
+    # A probe may happen to land on the lifetime itself; the rest expire
+    # without one.
+    unattempted = [i for i, n in expired.items() if n == last.get(i, 0)]
+    assert len(unattempted) >= 5, (expired, last)
+    assert m.log().count("event=delay_warning") == 6
+
+
+def test_flush_id_retries_the_named_message_behind_a_backoff(net):
+    """`mailhop queue flush ID` on a message whose destination is backed
+    off: that message is the destination's probe now, not another of its
+    messages that was waiting longer."""
+    net.records({"dead.test": [("MX", "10 mx.dead.test", 60)],
+                 "mx.dead.test": [("A", "127.0.0.19", 60)]})
+    m = net.relay(retry_schedule="1h")
+    send(m, "a@src.test", ["first@dead.test"])
+    wait(lambda: m.log().count("event=deferred") == 1, what="first attempt")
+    # The destination is backed off for an hour: the second message waits,
+    # never tried.
+    send(m, "a@src.test", ["second@dead.test"])
+    wait(lambda: len(rows(m, "select id from messages")) == 2)
+
+    def rcpt(addr):
+        return rows(m, "select message_id, attempts from recipients "
+                    "where address = ?", addr)[0]
+    first_id, n = rcpt("first@dead.test")
+    assert n == 1
+    r = m.cli("queue", "flush", first_id)
+    assert r.returncode == 0, r.stderr
+    assert "flushed 1 message" in r.stdout
+    # The log line comes before the store write: wait for the store.
+    wait(lambda: rcpt("first@dead.test")[1] == 2 or
+         rcpt("second@dead.test")[1] == 1, what="the flush")
+    assert rcpt("first@dead.test")[1] == 2
+    assert rcpt("second@dead.test")[1] == 0
+    last = [x for x in m.log().splitlines() if "event=deferred" in x][-1]
+    assert f"id={first_id}" in last
 
 
 def test_nxdomain_and_null_mx_bounce_at_once(net):

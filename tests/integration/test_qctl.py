@@ -54,6 +54,41 @@ def all_deferred(m, n):
 
 # ---- filters and bulk actions -------------------------------------------
 
+def test_bulk_counts_only_what_changed(mailhop, sink):
+    """CONTRACT §1: a bulk action prints how many messages it changed —
+    not those already so (held, released), nor, for flush, those that
+    were due anyway (never tried, held back only by pause)."""
+    sink.mode = "defer"
+    m = mailhop(relayhost=f"[127.0.0.1]:{sink.port}", relayhost_tls="none",
+                retry_schedule="1h")
+    assert admin(m, "pause") == [{"ok": True}]
+    for i in range(3):
+        send(m, "alice@shop.example", (f"r{i}@b.example",))
+    wait_until(lambda: status(m)["queue"]["messages"] == 3)
+    # Paused, never tried: already due, a flush changes nothing.
+    assert admin(m, "flush") == [{"ok": True, "flushed": 0}]
+    assert admin(m, "flush all") == [{"ok": True, "count": 0}]
+    r = m.cli("queue", "flush")
+    assert r.returncode == 0 and r.stdout == "flushed 0 messages\n", r
+    # One of three held: release --all releases one.
+    first = ids(admin(m, "queue")[0])[0]
+    assert admin(m, f"hold {first}") == [{"ok": True}]
+    r = m.cli("queue", "release", "--all")
+    assert r.returncode == 0 and r.stdout == "released 1 message\n", r
+    assert status(m)["queue"]["held"] == 0
+    # hold on held mail counts it once.
+    assert admin(m, "hold all") == [{"ok": True, "count": 3}]
+    assert admin(m, "hold all") == [{"ok": True, "count": 0}]
+    assert admin(m, "release all") == [{"ok": True, "count": 3}]
+    assert admin(m, "release all") == [{"ok": True, "count": 0}]
+    # Deferred for an hour: a flush makes them due now, once.
+    assert admin(m, "resume") == [{"ok": True}]
+    all_deferred(m, 3)
+    assert admin(m, "pause") == [{"ok": True}]
+    assert admin(m, "flush") == [{"ok": True, "flushed": 3}]
+    assert admin(m, "flush") == [{"ok": True, "flushed": 0}]
+
+
 def test_filters_and_bulk_actions(mailhop, sink):
     sink.mode = "defer"  # a peer that answers 451 to every RCPT
     m = mailhop(relayhost=f"[127.0.0.1]:{sink.port}", relayhost_tls="none",

@@ -374,6 +374,130 @@ static void test_warn_mixed(void) {
   CHECK_INT(so[2].set_notices, 0);
 }
 
+/* A deadline job (no attempt): recipients left WAITING warn when due,
+ * expire past the lifetime with their attempts unchanged, and are
+ * otherwise not written at all. */
+static void test_waiting(void) {
+  struct outcome_rcpt in[3] = {
+      {.idx = 0,
+       .attempts = 0,
+       .addr = "a@b.example",
+       .state = OUTCOME_WAITING,
+       .err = "",
+       .status = "",
+       .remote = "",
+       .next_at_s = 0},
+      {.idx = 1,
+       .attempts = 2,
+       .addr = "c@b.example",
+       .state = OUTCOME_WAITING,
+       .err = "connection refused",
+       .status = "",
+       .remote = "",
+       .next_at_s = RECEIVED + 900},
+      {.idx = 2,
+       .attempts = 1,
+       .addr = "d@b.example",
+       .notify = DSN_NOTIFY_NEVER,
+       .state = OUTCOME_WAITING,
+       .err = "451 later",
+       .status = "",
+       .remote = "",
+       .next_at_s = RECEIVED + 900},
+  };
+  /* The status of a stored SMTP reply: its enhanced code, class 4. */
+  {
+    struct outcome_rcpt one = in[0];
+    one.err = "550 5.7.1 not now";
+    struct outcome_msg m1 = {
+        .id = "D0", .sender = "s@a.example", .received_at = RECEIVED};
+    struct outcome_policy p1 = pol;
+    p1.delay_warning_ms = 60000;
+    struct store_outcome so1[1];
+    struct sched_result sr1[1];
+    struct dsn_rcpt dr1[1];
+    struct outcome_note n1[1];
+    struct outcome_out o1 = {
+        .store = so1, .sched = sr1, .dsn = dr1, .notes = n1};
+    outcome_decide(&m1, &one, 1, &p1, T0 + 120000, &o1);
+    CHECK_INT(o1.ndsn, 1);
+    CHECK_STR(dr1[0].status, "4.7.1");
+    CHECK_STR(dr1[0].diag, "550 5.7.1 not now");
+    one.err = "451 4.3. broken";
+    outcome_decide(&m1, &one, 1, &p1, T0 + 120000, &o1);
+    CHECK_STR(dr1[0].status, "4.0.0");
+  }
+  struct outcome_msg m = {
+      .id = "D1", .sender = "s@a.example", .received_at = RECEIVED};
+  struct outcome_policy p = pol;
+  p.delay_warning_ms = 60000;
+  struct store_outcome so[3];
+  struct sched_result sr[3];
+  struct dsn_rcpt dr[3];
+  struct outcome_note notes[3];
+  struct outcome_out out = {
+      .store = so, .sched = sr, .dsn = dr, .notes = notes};
+
+  /* Before the warning: nothing at all. */
+  outcome_decide(&m, in, 3, &p, T0 + 30000, &out);
+  CHECK_INT(out.nstore, 0);
+  CHECK_INT(out.ndsn, 0);
+  CHECK_INT(out.delay_warned, 0);
+  CHECK_INT(out.nsched, 3);
+  for (int i = 0; i < 3; i++) {
+    CHECK_INT(sr[i].outcome, SCHED_RETRY);
+    CHECK_INT(sr[i].attempts, in[i].attempts);
+    CHECK_INT(notes[i].event, OUTCOME_EV_NONE);
+  }
+
+  /* The warning is due: one notice, one store row (unchanged) for its
+   * bit, no attempt counted. */
+  outcome_decide(&m, in, 3, &p, T0 + 120000, &out);
+  CHECK_INT(out.delay_warned, 1);
+  CHECK_INT(out.ndsn, 2); /* not NOTIFY=NEVER */
+  CHECK_INT(dr[0].delayed, 1);
+  CHECK_STR(dr[0].addr, "a@b.example");
+  CHECK_STR(dr[1].addr, "c@b.example");
+  CHECK_INT(dr[1].delayed, 1);
+  CHECK_STR(dr[0].status, "4.0.0"); /* no reply stored */
+  CHECK_STR(dr[1].status, "4.0.0"); /* a local reason */
+  CHECK_INT(dr[1].will_retry_until, RECEIVED + 3600);
+  CHECK_INT(out.nstore, 1);
+  CHECK_INT(so[0].set_notices, STORE_NOTICE_DELAY);
+  CHECK_INT(so[0].state, STORE_RCPT_QUEUED);
+  CHECK_INT(so[0].attempts, 0);
+  CHECK_INT(so[0].next_attempt_at, 0);
+  for (int i = 0; i < 3; i++) {
+    CHECK_INT(sr[i].outcome, SCHED_RETRY);
+    CHECK_INT(sr[i].attempts, in[i].attempts);
+  }
+
+  /* Warned already: nothing. */
+  m.notices = STORE_NOTICE_DELAY;
+  outcome_decide(&m, in, 3, &p, T0 + 120000, &out);
+  CHECK_INT(out.nstore, 0);
+  CHECK_INT(out.ndsn, 0);
+
+  /* Past the lifetime: each bounces 4.4.7, attempts unchanged. */
+  outcome_decide(&m, in, 3, &p, T0 + 3600000, &out);
+  CHECK_INT(out.nstore, 3);
+  CHECK_INT(out.ndsn, 2);
+  for (int i = 0; i < 3; i++) {
+    CHECK_INT(so[i].state, STORE_RCPT_BOUNCED);
+    CHECK_INT(so[i].attempts, in[i].attempts);
+    CHECK_INT(sr[i].outcome, SCHED_FINAL);
+    CHECK_INT(notes[i].event, OUTCOME_EV_EXPIRED);
+    CHECK_INT(notes[i].attempts, in[i].attempts);
+    CHECK_STR(notes[i].status, "4.4.7");
+  }
+  CHECK_STR(so[0].last_error, "message expired after 3600s in the queue");
+  CHECK_STR(so[1].last_error, "message expired after 3600s in the queue; "
+                              "last error: connection refused");
+  CHECK_STR(dr[0].status, "4.4.7");
+  CHECK_INT(dr[0].delayed, 0);
+  CHECK_INT(dr[0].last_attempt, 0);
+}
+
 int main(void) {
   test_relay_refusal();
   for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
@@ -382,5 +506,6 @@ int main(void) {
   for (size_t i = 0; i < sizeof warn_rows / sizeof warn_rows[0]; i++)
     check_warn_row(&warn_rows[i]);
   test_warn_mixed();
+  test_waiting();
   return check_result("test_outbound_outcome");
 }

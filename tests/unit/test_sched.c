@@ -70,7 +70,8 @@ static void on_dispatch(struct sched *s, struct sched_job *job, void *data) {
     return;
   }
   size_t l = strlen(t->log);
-  l += snprintf(t->log + l, sizeof t->log - l, "%s@%s:", job->id, job->dest);
+  l += snprintf(t->log + l, sizeof t->log - l,
+                "%s%s@%s:", job->deadline ? "!" : "", job->id, job->dest);
   for (size_t i = 0; i < job->nrcpts; i++)
     l += snprintf(t->log + l, sizeof t->log - l, "%s%d", i ? "," : "",
                   job->rcpts[i].idx);
@@ -103,6 +104,8 @@ static void spin(struct t *t, int64_t ms) {
 /* Rate limits of the next setup() (0: none). */
 static unsigned rate_dn, rate_gn;
 static int64_t rate_dms, rate_gms;
+/* Deadlines of the next setup() (0: none). */
+static int64_t dl_life, dl_warn;
 
 static void setup(struct t *t, unsigned max_out, unsigned max_dest) {
   memset(t, 0, sizeof *t);
@@ -121,7 +124,11 @@ static void setup(struct t *t, unsigned max_out, unsigned max_dest) {
       .dest_rate_ms = rate_dms,
       .global_rate_n = rate_gn,
       .global_rate_ms = rate_gms,
+      .lifetime_ms = dl_life,
+      .warn_ms = dl_warn,
+      .warned_bit = 0x1,
   };
+  dl_life = dl_warn = 0;
   rate_dn = rate_gn = 0;
   rate_dms = rate_gms = 0;
   t->s = sched_new(&t->loop, &o);
@@ -440,6 +447,94 @@ static void test_flush_lifts_backoff(void) {
   teardown(&t);
 }
 
+/* `queue flush ID` on a backed-off destination: the named message is the
+ * one retried now (its destination's one probe), not another message of
+ * the destination that was due earlier. */
+static void test_flush_id_first(void) {
+  struct t t;
+  setup(&t, 20, 5);
+  current = &t;
+  t.backoff = 3600000;
+  CHECK_INT(add1(&t, "E1", "dead", 0), 0);
+  CHECK_INT(add1(&t, "E2", "dead", 0), 0);
+  CHECK_INT(add1(&t, "E3", "dead", 0), 0);
+  spin(&t, 5);
+  CHECK_INT(t.njobs, 3);
+  /* E1 and E2 are due again soon, E3 in an hour; the destination is
+   * backed off for an hour. */
+  for (int i = t.njobs - 1; i >= 0; i--) {
+    int e3 = strcmp(t.jobs[i]->id, "E3") == 0;
+    CHECK_INT(finish(&t, i, 0, e3 ? 3600000 : 1000), 0);
+  }
+  t.log[0] = 0;
+  spin(&t, 2000);
+  CHECK_STR(t.log, "");
+  CHECK_INT(sched_flush(t.s, "E3"), 1);
+  spin(&t, 0);
+  CHECK_STR(t.log, "E3@dead:0 ");
+  CHECK_INT(t.jobs[0]->rcpts[0].attempts, 1);
+  /* It fails again: backed off again, nobody else goes meanwhile. */
+  CHECK_INT(finish(&t, 0, 0, 3600000), 0);
+  spin(&t, 10);
+  CHECK_STR(t.log, "E3@dead:0 ");
+  /* Two named: the first named is the probe; its failure backs the
+   * destination off again, the second waits (still first in line). */
+  CHECK_INT(sched_flush(t.s, "E2"), 1);
+  CHECK_INT(sched_flush(t.s, "E3"), 1);
+  spin(&t, 0);
+  CHECK_STR(t.log, "E3@dead:0 E2@dead:0 ");
+  CHECK_INT(finish(&t, 0, 0, 1000), 0);
+  spin(&t, 10);
+  CHECK_STR(t.log, "E3@dead:0 E2@dead:0 ");
+  CHECK_INT(sched_flush(t.s, "E3"), 1);
+  spin(&t, 0);
+  CHECK_STR(t.log, "E3@dead:0 E2@dead:0 E3@dead:0 ");
+  CHECK_INT(finish(&t, 0, 1, -1), 0); /* delivered: the rest follow */
+  spin(&t, 0);
+  CHECK_INT(t.njobs, 2);
+  while (t.njobs)
+    CHECK_INT(finish(&t, 0, 1, -1), 0);
+  CHECK_INT(stats(&t).messages, 0);
+  teardown(&t);
+}
+
+/* Counts of flush (CONTRACT §1: what changed): a message counts when
+ * one of its waiting recipients was due later or waited for its
+ * destination's backoff; never-tried mail held back by pause, a held
+ * message, do not.  sched_flush_match is the one-message form for bulk
+ * pages (no place in line taken). */
+static void test_flush_counts(void) {
+  struct t t;
+  setup(&t, 20, 5);
+  current = &t;
+  t.backoff = 3600000;
+  CHECK_INT(add1(&t, "B1", "dead", 0), 0);
+  spin(&t, 0);
+  CHECK_INT(finish(&t, 0, 0, 0), 0); /* due now, behind a backoff */
+  sched_pause(t.s, 1);
+  CHECK_INT(add1(&t, "N1", "n.example", 0), 0);
+  CHECK_INT(add1(&t, "N2", "n.example", 0), 0);
+  CHECK_INT(add1(&t, "L1", "l.example", now(&t) + 3600000), 0);
+  CHECK_INT(add1(&t, "L2", "l.example", now(&t) + 3600000), 0);
+  const char *d[] = {"l.example"};
+  CHECK_INT(add(&t, "H1", 1, now(&t) + 3600000, 1, d), 0);
+  CHECK_INT(sched_flush_match(t.s, "N1"), 0);
+  CHECK_INT(sched_flush_match(t.s, "L2"), 1);
+  CHECK_INT(sched_flush_match(t.s, "L2"), 0); /* due now already */
+  CHECK_INT(sched_flush_match(t.s, "H1"), 0);
+  CHECK_INT(sched_flush_match(t.s, "nope"), -ENOENT);
+  CHECK_INT(sched_flush(t.s, NULL), 2); /* B1, L1 */
+  CHECK_INT(sched_flush(t.s, NULL), 0);
+  sched_pause(t.s, 0);
+  spin(&t, 0);
+  CHECK_INT(t.njobs, 5);
+  while (t.njobs)
+    CHECK_INT(finish(&t, 0, 1, -1), 0);
+  CHECK_INT(sched_hold(t.s, "H1", 0), 0);
+  CHECK_INT(sched_remove(t.s, "H1"), 0);
+  teardown(&t);
+}
+
 static void test_hold(void) {
   struct t t;
   setup(&t, 10, 10);
@@ -618,8 +713,8 @@ static void test_scale(void) {
   }
   CHECK_INT(stats(&t).recipients, 100000);
   CHECK_INT(stats(&t).destinations, 1000);
-  CHECK_INT(sched_flush(t.s, NULL), 100000);
-  uv_run(&t.loop, UV_RUN_DEFAULT); /* returns when nothing is left */
+  CHECK_INT(sched_flush(t.s, NULL), 0); /* all due already: none changed */
+  uv_run(&t.loop, UV_RUN_DEFAULT);      /* returns when nothing is left */
   CHECK_INT(t.dispatched, 100000);
   CHECK_INT(stats(&t).messages, 0);
   CHECK_INT(stats(&t).destinations, 0);
@@ -742,7 +837,7 @@ static void test_global_rate(void) {
   }
   spin(&t, 0);
   CHECK_INT(t.dispatched, 2);
-  CHECK_INT(sched_flush(t.s, NULL), 7);
+  CHECK_INT(sched_flush(t.s, NULL), 0); /* due, held back by the rate */
   settle(&t);
   CHECK_INT(t.dispatched, 2);
   spin(&t, 50);
@@ -843,6 +938,159 @@ static void test_rate_scale(void) {
   teardown(&t);
 }
 
+/* Adds a message received at `received` with one recipient per dest. */
+static int add_at(struct t *t, const char *id, int64_t received, int n,
+                  const char *const *dests, int64_t due) {
+  struct sched_rcpt r[16];
+  for (int i = 0; i < n; i++)
+    r[i] = (struct sched_rcpt){
+        .idx = i, .dest = dests[i], .attempts = 0, .next_attempt_at = due};
+  struct sched_msg m = {.id = id,
+                        .received_at = received,
+                        .size = 100,
+                        .rcpts = r,
+                        .nrcpts = (size_t)n};
+  return sched_add(t->s, &m);
+}
+
+/* Ends recorded job i: every recipient FINAL (final) or left (a deadline
+ * job's RETRY with attempts unchanged). */
+static int finish_deadline(struct t *t, int i, int final) {
+  struct sched_job *job = t->jobs[i];
+  CHECK_INT(job->deadline, 1);
+  struct sched_result r[16];
+  for (size_t k = 0; k < job->nrcpts; k++)
+    r[k] = (struct sched_result){.idx = job->rcpts[k].idx,
+                                 .outcome = final ? SCHED_FINAL : SCHED_RETRY,
+                                 .attempts = job->rcpts[k].attempts,
+                                 .retry_at = now(t)};
+  memmove(t->jobs + i, t->jobs + i + 1, (t->njobs - i - 1) * sizeof *t->jobs);
+  t->njobs--;
+  return sched_job_done(t->s, job, r, job->nrcpts, 0);
+}
+
+/* Deadlines (queue_lifetime, delay_warning_time) come at their time for
+ * mail queued behind a backed-off, suspended or rate-limited destination:
+ * one deadline job per message, no attempt counted, no probe used. */
+static void test_deadlines(void) {
+  struct t t;
+  dl_life = 15000;
+  dl_warn = 6000;
+  setup(&t, 20, 5);
+  current = &t;
+  t.backoff = 5000;
+  int64_t t0 = now(&t);
+  char id[16];
+  const char *dead[] = {"dead"};
+  for (int i = 0; i < 6; i++) {
+    snprintf(id, sizeof id, "D%d", i);
+    CHECK_INT(add_at(&t, id, t0, 1, dead, 0), 0);
+  }
+  spin(&t, 0);
+  CHECK_INT(t.njobs, 5); /* max_per_destination */
+  /* All fail: the destination backs off; the sixth waits. */
+  while (t.njobs)
+    CHECK_INT(finish(&t, 0, 0, 5000), 0);
+  t.log[0] = 0;
+  spin(&t, 5000); /* t0+5s: the single probe */
+  CHECK_INT(t.njobs, 1);
+  CHECK_INT(t.jobs[0]->deadline, 0);
+  CHECK_INT(finish(&t, 0, 0, 5000), 0);
+  t.log[0] = 0;
+  spin(&t, 999);
+  CHECK_STR(t.log, "");
+  /* t0+6s: every message gets its warning deadline, none an attempt. */
+  spin(&t, 1);
+  CHECK_INT(t.njobs, 6);
+  for (int i = 0; i < 6; i++) {
+    CHECK_INT(t.jobs[i]->deadline, 1);
+    CHECK_INT(t.jobs[i]->nrcpts, 1);
+  }
+  CHECK_INT(stats(&t).outbound, 0); /* no delivery slot taken */
+  size_t deferred = stats(&t).deferred;
+  while (t.njobs)
+    CHECK_INT(finish_deadline(&t, 0, 0), 0);
+  CHECK_INT(stats(&t).deferred, deferred); /* nothing counted */
+  CHECK_INT(stats(&t).recipients, 6);
+  /* The warning is handed out once: the probes go on, no deadline job
+   * until the lifetime. */
+  for (int k = 0; k < 8; k++) {
+    t.log[0] = 0;
+    spin(&t, 1000);
+    CHECK(strchr(t.log, '!') == NULL);
+    for (int i = t.njobs - 1; i >= 0; i--)
+      CHECK_INT(finish(&t, i, 0, 5000), 0);
+  }
+  /* t0+14s -> t0+15s: all six expire at once, whatever the backoff. */
+  t.log[0] = 0;
+  spin(&t, 1000);
+  int deadlines = 0;
+  for (int i = 0; i < t.njobs; i++)
+    deadlines += t.jobs[i]->deadline;
+  CHECK_INT(deadlines, 6);
+  for (int i = t.njobs - 1; i >= 0; i--)
+    if (t.jobs[i]->deadline)
+      CHECK_INT(finish_deadline(&t, i, 1), 0);
+  while (t.njobs)
+    CHECK_INT(finish(&t, 0, 0, 5000), 0);
+  CHECK_INT(stats(&t).messages, 0);
+  CHECK_INT(stats(&t).recipients, 0);
+  teardown(&t);
+
+  /* A suspended destination, a held message, a sent warning, a message
+   * spread over two destinations, a removal while the job is out. */
+  dl_life = 15000;
+  dl_warn = 6000;
+  setup(&t, 20, 5);
+  current = &t;
+  t0 = now(&t);
+  CHECK_INT(sched_suspend(t.s, "susp", t0 + 3600000), 0);
+  const char *two[] = {"susp", "other"};
+  CHECK_INT(add_at(&t, "S1", t0, 2, two, t0 + 3600000), 0);
+  const char *one[] = {"susp"};
+  CHECK_INT(add_at(&t, "H1", t0, 1, one, 0), 0);
+  CHECK_INT(sched_hold(t.s, "H1", 1), 0);
+  CHECK_INT(add_at(&t, "W1", t0, 1, one, 0), 0);
+  CHECK_INT(sched_add_notices(t.s, "W1", 0x1), 0); /* warned already */
+  CHECK_INT(add_at(&t, "R1", t0, 1, one, 0), 0);
+  t.log[0] = 0;
+  spin(&t, 6000);
+  /* S1: one job with both recipients; R1; not W1 (warned), not H1. */
+  CHECK_INT(t.njobs, 2);
+  CHECK(strstr(t.log, "!S1@") != NULL);
+  CHECK(strstr(t.log, "!R1@susp:0 ") != NULL);
+  int si = strcmp(t.jobs[0]->id, "S1") == 0 ? 0 : 1;
+  CHECK_INT(t.jobs[si]->nrcpts, 2);
+  CHECK_INT(sched_remove(t.s, "R1"), 0);
+  CHECK_INT(finish_deadline(&t, 1 - si, 0), SCHED_JOB_REMOVED);
+  /* Release while S1's job is out changes nothing of its recipients. */
+  CHECK_INT(finish_deadline(&t, 0, 0), 0);
+  CHECK_INT(stats(&t).recipients, 4);
+  t.log[0] = 0;
+  spin(&t, 9000); /* t0+15s: S1 and W1 expire; H1 is held */
+  CHECK_INT(t.njobs, 2);
+  CHECK(strstr(t.log, "!H1") == NULL);
+  while (t.njobs)
+    CHECK_INT(finish_deadline(&t, 0, 1), 0);
+  CHECK_INT(stats(&t).messages, 1);
+  /* Released past its time: its deadline comes at once. */
+  t.log[0] = 0;
+  CHECK_INT(sched_hold(t.s, "H1", 0), 0);
+  spin(&t, 0);
+  CHECK_STR(t.log, "!H1@susp:0 ");
+  /* A deadline job that leaves it waiting: looked at again no sooner than
+   * SCHED_DEADLINE_AGAIN_MS later, never in a loop. */
+  CHECK_INT(finish_deadline(&t, 0, 0), 0);
+  t.log[0] = 0;
+  spin(&t, SCHED_DEADLINE_AGAIN_MS - 1);
+  CHECK_STR(t.log, "");
+  spin(&t, 1);
+  CHECK_STR(t.log, "!H1@susp:0 ");
+  CHECK_INT(finish_deadline(&t, 0, 1), 0);
+  CHECK_INT(stats(&t).messages, 0);
+  teardown(&t);
+}
+
 int main(void) {
   test_add_validation();
   test_order_by_due();
@@ -851,6 +1099,8 @@ int main(void) {
   test_retry();
   test_backoff();
   test_flush_lifts_backoff();
+  test_flush_id_first();
+  test_flush_counts();
   test_hold();
   test_remove();
   test_notices();
@@ -864,5 +1114,6 @@ int main(void) {
   test_dest_rate_override();
   test_rate_validation();
   test_rate_scale();
+  test_deadlines();
   return check_result("test_sched");
 }

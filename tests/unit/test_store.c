@@ -389,6 +389,7 @@ static struct {
   char first_id[STORE_ID_SIZE];
   struct store_job *job;
   int cancel_after;
+  unsigned notices[8]; /* of the first messages, in order */
 } ld;
 
 static void on_msgs(struct store *st, int status, const struct store_msg *m,
@@ -403,6 +404,8 @@ static void on_msgs(struct store *st, int status, const struct store_msg *m,
   for (size_t i = 0; i < n; i++) {
     if (ld.msgs == 0)
       memcpy(ld.first_id, m[i].id, STORE_ID_SIZE);
+    if (ld.msgs < 8)
+      ld.notices[ld.msgs] = m[i].notices;
     ld.msgs++;
     ld.rcpts += (int)m[i].nrcpts;
   }
@@ -597,6 +600,13 @@ static void test_notices(void) {
   CHECK_INT(shown.attempts[0], 2);
   show(&loop, st, b);
   CHECK_INT(shown.notices, 0);
+  /* The load hands them to the scheduler too (deadlines, sched.h). */
+  memset(&ld, 0, sizeof ld);
+  CHECK_INT(store_load(st, on_msgs, NULL, NULL), 0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(ld.msgs, 2);
+  CHECK_INT(ld.notices[0], STORE_NOTICE_DELAY); /* a sorts first */
+  CHECK_INT(ld.notices[1], 0);
   close_store(&loop, st);
 
   /* The file as an older mailhop left it: no notices column. */

@@ -252,8 +252,18 @@ static void test_bulk(struct store *st) {
   CHECK_INT(bulk.changed[1], 0);
   CHECK_INT(bulk.changed[2], 1);
   CHECK_INT(select_all(st, "state=held", 5000), 3);
+  /* held already: not changed (CONTRACT §1 counts what changed) */
+  CHECK_INT(run_bulk(st, STORE_BULK_HOLD, ids, 3), 0);
+  CHECK_INT(bulk.changed[0], 0);
+  CHECK_INT(bulk.changed[1], 0);
+  CHECK_INT(bulk.changed[2], 0);
   CHECK_INT(run_bulk(st, STORE_BULK_RELEASE, ids, 3), 0);
+  CHECK_INT(bulk.changed[0], 1);
+  CHECK_INT(bulk.changed[2], 1);
   CHECK_INT(select_all(st, "state=held", 5000), 1);
+  CHECK_INT(run_bulk(st, STORE_BULK_RELEASE, ids, 3), 0);
+  CHECK_INT(bulk.changed[0], 0);
+  CHECK_INT(bulk.changed[2], 0);
   /* a full disk: the whole request fails, nothing changes */
   char full[400];
   snprintf(full, sizeof full, "%s/full", dir);

@@ -252,6 +252,26 @@ static void on_show(struct store *st, int status, const struct store_msg *m,
     if (!d->r[j].addr) /* already final in the store */
       dispatch_decide(d, j, OUTCOME_FINAL, NULL, NULL);
   }
+  if (d->job->deadline) {
+    /* A deadline (queue_lifetime, delay_warning_time) came while the
+     * recipients wait: no attempt; they expire, warn or stay as stored. */
+    for (size_t j = 0; j < d->n; j++) {
+      if (d->r[j].state != OUTCOME_PENDING)
+        continue;
+      for (size_t i = 0; i < m->nrcpts; i++) {
+        const struct store_rcpt *sr = &m->rcpts[i];
+        if (sr->idx != d->r[j].idx)
+          continue;
+        d->r[j].state = OUTCOME_WAITING;
+        d->r[j].attempts = sr->attempts;
+        d->r[j].next_at_s = sr->next_attempt_at;
+        snprintf(d->r[j].err, sizeof d->r[j].err, "%s",
+                 sr->last_error ? sr->last_error : "");
+      }
+    }
+    record_finish(d);
+    return;
+  }
   if (!d->sender || dispatch_count_pending(d) == 0) {
     record_finish(d);
     return;

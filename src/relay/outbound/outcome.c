@@ -23,6 +23,8 @@ const char *outcome_state_name(enum outcome_state s) {
     return "next_tx";
   case OUTCOME_FINAL:
     return "final";
+  case OUTCOME_WAITING:
+    return "waiting";
   }
   return "?";
 }
@@ -45,6 +47,29 @@ const char *outcome_event_name(enum outcome_event e) {
 
 static const char *nz(const char *s) {
   return s && s[0] ? s : NULL;
+}
+
+/* The enhanced code of a stored reply ("451 4.7.1 try later") in class 4
+ * into out, or 4.0.0 when err is no such reply (RFC 3463 §2). */
+static void waiting_status(const char *err, char *out, size_t cap) {
+  char esc[16] = "";
+  if (err && err[0] >= '2' && err[0] <= '5' && err[1] >= '0' && err[1] <= '9' &&
+      err[2] >= '0' && err[2] <= '9' && (err[3] == ' ' || err[3] == '-')) {
+    const char *p = err + 4;
+    size_t n = 0;
+    int dots = 0;
+    while (n < sizeof esc - 1 &&
+           ((p[n] >= '0' && p[n] <= '9') || (p[n] == '.' && n > 0))) {
+      dots += p[n] == '.';
+      esc[n] = p[n];
+      n++;
+    }
+    esc[n] = '\0';
+    if (dots != 2 || esc[n - 1] == '.' || (esc[0] != '4' && esc[0] != '5') ||
+        esc[1] != '.')
+      esc[0] = '\0';
+  }
+  outcome_defer_status(esc, "4.0.0", out, cap);
 }
 
 void outcome_decide(const struct outcome_msg *m, const struct outcome_rcpt *r,
@@ -98,9 +123,49 @@ void outcome_decide(const struct outcome_msg *m, const struct outcome_rcpt *r,
       out->store[out->nstore++] = o;
       continue;
     }
-    if (st == OUTCOME_TEMPFAIL) {
+    if (st == OUTCOME_WAITING &&
+        !(p->queue_lifetime_ms &&
+          now_ms - m->received_at * 1000 >= (int64_t)p->queue_lifetime_ms)) {
+      /* A deadline before its lifetime: no attempt, nothing changes but
+       * the delay warning, when it is due. */
+      sr->outcome = SCHED_RETRY;
+      sr->attempts = rc->attempts;
+      sr->retry_at = rc->next_at_s * 1000;
+      note->attempts = rc->attempts;
+      if (!note->status[0]) {
+        waiting_status(rc->err, note->status_buf, sizeof note->status_buf);
+        note->status = note->status_buf;
+      }
+      if (warn && dsn_should_delay(m->sender, rc->notify)) {
+        o.state = rc->attempts ? STORE_RCPT_DEFERRED : STORE_RCPT_QUEUED;
+        o.attempts = rc->attempts;
+        o.next_attempt_at = rc->next_at_s;
+        if (!out->delay_warned) {
+          o.set_notices = STORE_NOTICE_DELAY;
+          out->store[out->nstore++] = o;
+        }
+        out->delay_warned = 1;
+        out->dsn[out->ndsn++] = (struct dsn_rcpt){
+            .addr = rc->addr,
+            .orcpt = rc->orcpt,
+            .status = note->status,
+            .diag = nz(note->err),
+            .delayed = 1,
+            .will_retry_until =
+                m->received_at + (int64_t)(p->queue_lifetime_ms / 1000),
+        };
+      }
+      continue;
+    }
+    if (st == OUTCOME_TEMPFAIL || st == OUTCOME_WAITING) {
+      if (st == OUTCOME_WAITING) {
+        /* Past its lifetime with no attempt: expires as it is. */
+        note->attempts = rc->attempts;
+        o.attempts = rc->attempts;
+      }
       int64_t next_at;
-      if (retry_next(p->retry_schedule_ms, p->n_retry_schedule,
+      if (st == OUTCOME_TEMPFAIL &&
+          retry_next(p->retry_schedule_ms, p->n_retry_schedule,
                      rc->attempts + 1, m->received_at * 1000,
                      p->queue_lifetime_ms, now_ms, &next_at) != RETRY_EXPIRED) {
         o.state = STORE_RCPT_DEFERRED;
@@ -130,8 +195,9 @@ void outcome_decide(const struct outcome_msg *m, const struct outcome_rcpt *r,
         continue;
       }
       snprintf(note->expired_err, sizeof note->expired_err,
-               "message expired after %llus in the queue; last error: %s",
-               (unsigned long long)(p->queue_lifetime_ms / 1000), note->err);
+               "message expired after %llus in the queue%s%s",
+               (unsigned long long)(p->queue_lifetime_ms / 1000),
+               note->err[0] ? "; last error: " : "", note->err);
       note->err = note->expired_err;
       note->status = "4.4.7";
       o.last_error = note->expired_err;
@@ -156,7 +222,8 @@ void outcome_decide(const struct outcome_msg *m, const struct outcome_rcpt *r,
           .status = note->status[0] ? note->status : "5.0.0",
           .remote_mta = nz(rc->remote),
           .diag = nz(note->err),
-          .last_attempt = now,
+          /* no attempt now for a deadline job's recipient */
+          .last_attempt = rc->state == OUTCOME_WAITING ? 0 : now,
       };
   }
 }

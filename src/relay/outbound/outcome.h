@@ -30,6 +30,7 @@ enum outcome_state {
   OUTCOME_PERMFAIL,    /* bounce */
   OUTCOME_NEXT_TX,     /* waits for a further transaction (452) */
   OUTCOME_FINAL,       /* already final in the store (not in the envelope) */
+  OUTCOME_WAITING,     /* not tried: a deadline job (sched.h), no attempt */
 };
 const char *outcome_state_name(enum outcome_state s);
 
@@ -54,6 +55,9 @@ struct outcome_rcpt {
   const char *err;    /* the reply or local reason, "" when none */
   const char *status; /* enhanced status code, "" when none */
   const char *remote; /* host that answered, "" when none */
+  /* WAITING: as stored (unix s; its state is queued when attempts is 0,
+   * else deferred), kept when it neither expires nor changes */
+  int64_t next_at_s;
 };
 
 /* The message.  Strings are borrowed. */
@@ -81,6 +85,7 @@ struct outcome_note {
   const char *status; /* the status logged (dsn=) */
   const char *err;    /* the reason logged */
   char expired_err[OUTCOME_ERR_MAX + 96]; /* EXPIRED: err points here */
+  char status_buf[16];                    /* WAITING: status may point here */
 };
 
 /* Caller-provided arrays, each with room for n (the recipients); the
@@ -107,7 +112,14 @@ struct outcome_out {
  *  - TEMPFAIL: deferred along retry_schedule (attempts + 1), or, past
  *    queue_lifetime, bounced with 4.4.7 and the last error;
  *  - PERMFAIL: bounced;
- *  - FINAL: final in the scheduler, nothing written.
+ *  - FINAL: final in the scheduler, nothing written;
+ *  - WAITING (a deadline job: no attempt was made, none is counted): past
+ *    queue_lifetime bounced with 4.4.7 and its stored last error, attempts
+ *    unchanged; else left as it is (the scheduler keeps its due time), its
+ *    store row rewritten unchanged only to carry the delay warning's
+ *    notice bit; its status is the class-4 form of the enhanced code of
+ *    its stored error when that is an SMTP reply ("451 4.7.1 ..."), else
+ *    4.0.0.
  * A message removed while in flight (m->removed) gets no store outcome and
  * no bounce whatever its recipients' states; only DELIVERED is reported.
  * A bounced recipient joins dsn[] when dsn_should_bounce() (RFC 3461 §4.1)
@@ -115,7 +127,8 @@ struct outcome_out {
  * Delay warnings (delay_warning_time, RFC 3464 "Action: delayed"): when
  * p->delay_warning_ms is set, the message has not had its warning yet
  * (no STORE_NOTICE_DELAY in m->notices) and it arrived at least that long
- * before now, every recipient deferred by this attempt for which
+ * before now, every recipient deferred by this attempt (or left WAITING)
+ * for which
  * dsn_should_delay() holds joins dsn[] as delayed, with Will-Retry-Until
  * at arrival + queue_lifetime.  Once per message: the caller then records
  * the notice (set_notices) and tells the scheduler.

@@ -496,6 +496,7 @@ void record_finish(struct delivery *d) {
         .err = r->err,
         .status = r->status,
         .remote = r->remote,
+        .next_at_s = r->next_at_s,
     };
   }
   struct outcome_msg m = {
