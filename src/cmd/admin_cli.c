@@ -107,7 +107,11 @@ static void print_rcpts(FILE *out, const json_t *msg, long long now) {
     print_next(out, r, now);
     fputc('\n', out);
     if (err) {
-      fputs("        last error: ", out);
+      /* a delivered recipient's is its 250, not an error */
+      const char *st = jget_str(r, "state");
+      fputs(st && strcmp(st, "delivered") == 0 ? "        last reply: "
+                                               : "        last error: ",
+            out);
       put_safe(out, err, 0);
       fputc('\n', out);
     }

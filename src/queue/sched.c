@@ -1571,6 +1571,34 @@ int sched_rcpt_delivering(const struct sched *s, const char *id, int idx) {
   return r && r->state == R_INFLIGHT;
 }
 
+int64_t sched_rcpt_next(const struct sched *s, const char *id, int idx) {
+  struct smsg *m = id ? msg_get(s, id) : NULL;
+  struct srcpt *r = m ? rcpt_find(m, idx) : NULL;
+  if (!r || m->held)
+    return -1;
+  uint32_t p = (uint32_t)(r - m->rcpts);
+  for (const struct sentry *e = m->entries; e; e = e->mnext)
+    for (uint32_t i = 0; i < e->n; i++) {
+      if (e->pos[i] != p)
+        continue;
+      /* The entry's own due time, then what holds its destination back:
+       * backoff, a suspension, its rate window (as dest_update keys it). */
+      int64_t t = e->due;
+      const struct sdest *d = e->dest;
+      if (d) {
+        if (d->fails && d->blocked_until > t)
+          t = d->blocked_until;
+        if (d->suspended_until > t)
+          t = d->suspended_until;
+        int64_t rn = rate_next(&d->rate);
+        if (rn > t)
+          t = rn;
+      }
+      return t;
+    }
+  return -1;
+}
+
 void sched_get_stats(const struct sched *s, struct sched_stats *out) {
   *out = s->st;
 }

@@ -315,6 +315,12 @@ int sched_add_notices(struct sched *s, const char *id, unsigned bits);
  * state "delivering"), else 0. */
 int sched_rcpt_delivering(const struct sched *s, const char *id, int idx);
 
+/* When recipient idx of message id is next tried, as the scheduler sees
+ * it now (its clock, ms): its own retry time, or later when its
+ * destination is backed off, suspended or at its rate limit.  -1 when the
+ * scheduler does not hold it (final, in flight, held, not loaded yet). */
+int64_t sched_rcpt_next(const struct sched *s, const char *id, int idx);
+
 /* ---- destination suspension (CONTRACT §1 suspend, §5) ----------------- */
 
 /*

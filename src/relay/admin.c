@@ -224,11 +224,18 @@ static json_t *message_json(const struct admin *a, const struct store_msg *m) {
     bad |=
         json_object_set_new(ro, "state", json_string(rcpt_state(a, m->id, r)));
     bad |= json_object_set_new(ro, "attempts", json_integer(r->attempts));
-    /* 0 means "due now" in the store; final recipients have no next. */
+    /* 0 means "due now" in the store; final recipients have no next.
+     * The scheduler knows better when the destination holds it back
+     * (backoff, suspension, rate limit): "now" would be wrong then. */
+    int64_t next = final ? 0 : r->next_attempt_at;
+    if (!final && a && !a->stopped) {
+      int64_t t = sched_rcpt_next(a->sched, m->id, r->idx);
+      int64_t secs = (t + 999) / 1000; /* never before the real time */
+      if (t > sched_now(a->sched) && secs > next)
+        next = secs;
+    }
     bad |= json_object_set_new(ro, "next_attempt_at",
-                               final || r->next_attempt_at == 0
-                                   ? json_null()
-                                   : jtime(r->next_attempt_at));
+                               next == 0 ? json_null() : jtime(next));
     bad |= json_object_set_new(ro, "last_error", jstr_or_null(r->last_error));
     bad |= json_array_append_new(rs, ro);
   }

@@ -289,6 +289,8 @@ def test_suspend_waits_survives_restart_and_unsuspend(mxnet):
     r1 = rcpt(m, "x@s.example")
     assert r1["state"] == "queued" and r1["attempts"] == 0, r1
     assert status(m)["queue"]["deferred"] == 0
+    # Its next attempt is when the suspension ends, not "now".
+    assert r1["next_attempt_at"] == sus["until"], r1
 
     # A restart keeps the suspension (queue database).
     assert m.stop() == 0
