@@ -4,7 +4,7 @@
  *
  * The descriptions come from docs/keys.txt through a table that
  * scripts/gen-keydocs generates at build time (keydocs.c); the key's
- * existence and default come from the key table in config.c.
+ * existence and default come from the key table in config/keys.c.
  */
 #ifndef MAILHOP_EXPLAIN_H
 #define MAILHOP_EXPLAIN_H
@@ -20,7 +20,7 @@ struct keydoc {
   const char *text;
 };
 
-/* The generated table (keydocs.c); it may hold keys not in config.c. */
+/* The generated table (keydocs.c); it may hold keys not in config/keys.c. */
 extern const struct keydoc keydocs[];
 extern const size_t n_keydocs;
 

@@ -35,7 +35,7 @@ static void lower(char *s) {
     *s = (char)tolower((unsigned char)*s);
 }
 
-/* A host name or IP literal as config.c accepts one. */
+/* A host name or IP literal as config/values.c accepts one. */
 static int valid_host(const char *s) {
   size_t n = strlen(s);
   if (n == 0 || n > 253)

@@ -303,7 +303,7 @@ def test_readme_links_stay_inside_the_repository():
 
 
 def test_configuration_md_defaults_are_the_binary_defaults():
-    # The generator reads the defaults from src/config.c's source; the
+    # The generator reads the defaults from src/config/keys.c's source; the
     # binary's own `check` on an empty file must print the same values.
     text = (ROOT / "docs" / "CONFIGURATION.md").read_text()
     documented = dict(re.findall(r"^\| \[`(\w+)`\]\(#\w+\) \| (.*) \|$", text,

@@ -1,202 +1,28 @@
+/*
+ * config/values.c: the value of each key type.  Parsers turn a key's text
+ * into its field (lists item by item), printers write the field back as
+ * text (secrets as <set>); config_parse_rate and config_cidr_match are the
+ * parts other modules use too.  Pure.
+ */
 #include "config.h"
+#include "config/internal.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
-#include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "proto/smtp_parse.h"
-
-/*
- * One table drives parsing, printing and the environment mapping: each key
- * has a type and a setter/printer pair.  Setters get the value text and
- * write a message (without the location prefix) to err on failure.
- */
-
-enum key_type {
-  K_ADDRS,
-  K_STRING,
-  K_CIDRS,
-  K_DOMAINS,
-  K_PATH,
-  K_BOOL,
-  K_SIZE,
-  K_INT,
-  K_DURATION,
-  K_USER,
-  K_RELAYHOST,
-  K_SECRET,
-  K_RELAYHOST_TLS,
-  K_RELAYHOST_AUTH,
-  K_OUTBOUND_TLS,
-  K_PORT,
-  K_DNS,
-  K_SCHEDULE,
-  K_LOG_FORMAT,
-  K_DKIM,
-  K_RECEIVED_HEADER,
-  K_RATE,
-  K_DURATION_OPT, /* a duration; empty or 0 is 0 (off) */
-  K_MAILBOX,      /* local@domain (an SMTP forward-path), or empty */
-};
-
-struct key {
-  const char *name;
-  enum key_type type;
-  size_t off;  /* offset of the field in struct config */
-  size_t off2; /* count field for lists, or buffer size for strings */
-  const char *dflt;
-};
 
 static const char *const relayhost_auth_names[] = {"auto", "plain", "login",
                                                    "xoauth2"};
 
-#define F(field) offsetof(struct config, field)
-#define S(field) sizeof(((struct config *)0)->field)
-
-static const struct key keys[] = {
-    {"listen", K_ADDRS, F(listen), F(n_listen), "127.0.0.1:2525"},
-    {"listen_tls", K_ADDRS, F(listen_tls), F(n_listen_tls), ""},
-    {"hostname", K_STRING, F(hostname), S(hostname), NULL},
-    {"relay_networks", K_CIDRS, F(relay_networks), F(n_relay_networks),
-     "127.0.0.0/8, ::1/128"},
-    {"allowed_sender_domains", K_DOMAINS, F(allowed_sender_domains),
-     F(n_allowed_sender_domains), ""},
-    {"auth_users_file", K_PATH, F(auth_users_file), S(auth_users_file), ""},
-    {"auth_require_tls", K_BOOL, F(auth_require_tls), 0, "yes"},
-    {"tls_cert_file", K_PATH, F(tls_cert_file), S(tls_cert_file), ""},
-    {"tls_key_file", K_PATH, F(tls_key_file), S(tls_key_file), ""},
-    {"max_message_size", K_SIZE, F(max_message_size), 0, "25m"},
-    {"queue_minfree", K_SIZE, F(queue_minfree), 0, "100m"},
-    {"max_recipients", K_INT, F(max_recipients), 0, "100"},
-    {"max_sessions", K_INT, F(max_sessions), 0, "1000"},
-    {"smtp_timeout", K_DURATION, F(smtp_timeout_ms), 0, "5m"},
-    {"min_data_rate", K_SIZE, F(min_data_rate), 0, "500"},
-    {"shutdown_timeout", K_DURATION, F(shutdown_timeout_ms), 0, "8s"},
-    {"user", K_USER, 0, 0, ""},
-    {"relayhost", K_RELAYHOST, F(relayhost), F(n_relayhost), ""},
-    {"relayhost_user", K_STRING, F(relayhost_user), S(relayhost_user), ""},
-    {"relayhost_password", K_SECRET, F(relayhost_password),
-     S(relayhost_password), ""},
-    {"relayhost_password_file", K_PATH, F(relayhost_password_file),
-     S(relayhost_password_file), ""},
-    {"relayhost_auth_plaintext", K_BOOL, F(relayhost_auth_plaintext), 0, "no"},
-    {"relayhost_tls", K_RELAYHOST_TLS, 0, 0, "starttls"},
-    {"relayhost_auth", K_RELAYHOST_AUTH, 0, 0, "auto"},
-    {"outbound_tls", K_OUTBOUND_TLS, 0, 0, "opportunistic"},
-    {"tls_ca_file", K_PATH, F(tls_ca_file), S(tls_ca_file), ""},
-    {"smtp_port", K_PORT, F(smtp_port), 0, "25"},
-    {"dns_servers", K_DNS, F(dns_servers), F(n_dns_servers), ""},
-    {"dns_timeout", K_DURATION, F(dns_timeout_ms), 0, "5s"},
-    {"connect_timeout", K_DURATION, F(connect_timeout_ms), 0, "30s"},
-    {"max_outbound", K_INT, F(max_outbound), 0, "100"},
-    {"max_per_destination", K_INT, F(max_per_destination), 0, "10"},
-    {"max_rcpt_per_transaction", K_INT, F(max_rcpt_per_transaction), 0, "50"},
-    {"retry_schedule", K_SCHEDULE, F(retry_schedule_ms), F(n_retry_schedule),
-     "1m,5m,15m,30m,1h,2h,4h"},
-    {"queue_lifetime", K_DURATION, F(queue_lifetime_ms), 0, "5d"},
-    {"queue_path", K_PATH, F(queue_path), S(queue_path), "./mailhop-queue.db"},
-    {"admin_socket", K_PATH, F(admin_socket), S(admin_socket),
-     "./mailhop.sock"},
-    {"log_format", K_LOG_FORMAT, 0, 0, "logfmt"},
-    {"metrics_listen", K_ADDRS, F(metrics_listen), F(n_metrics_listen), ""},
-    {"dkim_sign", K_DKIM, F(dkim_sign), F(n_dkim_sign), ""},
-    {"proxy_networks", K_CIDRS, F(proxy_networks), F(n_proxy_networks), ""},
-    {"received_header", K_RECEIVED_HEADER, 0, 0, "full"},
-    {"destination_rate", K_RATE, F(destination_rate), 0, ""},
-    {"outbound_rate", K_RATE, F(outbound_rate), 0, ""},
-    {"delay_warning_time", K_DURATION_OPT, F(delay_warning_time_ms), 0, ""},
-    {"bounce_notice_recipient", K_MAILBOX, F(bounce_notice_recipient),
-     S(bounce_notice_recipient), ""},
-    {"routes_file", K_PATH, F(routes_file), S(routes_file), ""},
-    {"relayhost_oauth2_token_url", K_STRING, F(relayhost_oauth2_token_url),
-     S(relayhost_oauth2_token_url), ""},
-    {"relayhost_oauth2_client_id", K_STRING, F(relayhost_oauth2_client_id),
-     S(relayhost_oauth2_client_id), ""},
-    {"relayhost_oauth2_client_secret", K_SECRET,
-     F(relayhost_oauth2_client_secret), S(relayhost_oauth2_client_secret), ""},
-    {"relayhost_oauth2_client_secret_file", K_PATH,
-     F(relayhost_oauth2_client_secret_file),
-     S(relayhost_oauth2_client_secret_file), ""},
-    {"relayhost_oauth2_refresh_token", K_SECRET,
-     F(relayhost_oauth2_refresh_token), S(relayhost_oauth2_refresh_token), ""},
-    {"relayhost_oauth2_refresh_token_file", K_PATH,
-     F(relayhost_oauth2_refresh_token_file),
-     S(relayhost_oauth2_refresh_token_file), ""},
-    {"relayhost_oauth2_scope", K_STRING, F(relayhost_oauth2_scope),
-     S(relayhost_oauth2_scope), ""},
-    {"mta_sts", K_BOOL, F(mta_sts), 0, "yes"},
-    {"tls_rpt", K_BOOL, F(tls_rpt), 0, "no"},
-    {"tls_rpt_interval", K_DURATION, F(tls_rpt_interval_ms), 0, "1d"},
-    {"https_port", K_PORT, F(https_port), 0, "443"},
-};
-#define N_KEYS (sizeof keys / sizeof keys[0])
-
-static const struct key *find_key(const char *name, size_t len) {
-  for (size_t i = 0; i < N_KEYS; i++)
-    if (strlen(keys[i].name) == len && memcmp(keys[i].name, name, len) == 0)
-      return &keys[i];
-  return NULL;
-}
-
-/* Levenshtein distance of a[0..an) and b[0..bn), capped at 32 octets. */
-static size_t edit_distance(const char *a, size_t an, const char *b,
-                            size_t bn) {
-  if (an > 32 || bn > 32)
-    return 99;
-  size_t row[33];
-  for (size_t j = 0; j <= bn; j++)
-    row[j] = j;
-  for (size_t i = 1; i <= an; i++) {
-    size_t diag = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= bn; j++) {
-      size_t up = row[j];
-      size_t best = diag + (a[i - 1] != b[j - 1]);
-      if (up + 1 < best)
-        best = up + 1;
-      if (row[j - 1] + 1 < best)
-        best = row[j - 1] + 1;
-      row[j] = best;
-      diag = up;
-    }
-  }
-  return row[bn];
-}
-
-/*
- * The key a mistyped name most likely meant, or NULL: within two edits
- * (relayhost_pasword), or one name a prefix of the other sharing at least
- * three quarters of the longer one (relayhost_username, relayhost_pass).
- */
-static const char *near_key(const char *name, size_t len) {
-  const char *best = NULL;
-  size_t best_d = 3;
-  for (size_t i = 0; i < N_KEYS; i++) {
-    const char *k = keys[i].name;
-    size_t kn = strlen(k);
-    size_t d = edit_distance(name, len, k, kn);
-    size_t shorter = kn < len ? kn : len, longer = kn < len ? len : kn;
-    if (d > 2 && strncmp(name, k, shorter) == 0 && shorter * 4 >= longer * 3)
-      d = 2;
-    if (d < best_d) {
-      best_d = d;
-      best = k;
-    }
-  }
-  return best;
-}
-
-#define ERR(...) (snprintf(err, CONFIG_ERR_MAX, __VA_ARGS__), -1)
-
 /* ---- value parsers (pure) ------------------------------------------- */
 
-static void trim(const char **s, size_t *n) {
+void cfg_trim(const char **s, size_t *n) {
   while (*n && isspace((unsigned char)**s))
     (*s)++, (*n)--;
   while (*n && isspace((unsigned char)(*s)[*n - 1]))
@@ -217,14 +43,14 @@ static int each_item(struct config *cfg, const struct key *k, const char *v,
   size_t total = strlen(v);
   const char *t = v;
   size_t tn = total;
-  trim(&t, &tn);
+  cfg_trim(&t, &tn);
   if (tn == 0)
     return 0;
   for (;;) {
     const char *comma = strchr(p, ',');
     size_t n = comma ? (size_t)(comma - p) : strlen(p);
     const char *s = p;
-    trim(&s, &n);
+    cfg_trim(&s, &n);
     if (n == 0)
       return ERR("empty item in list");
     if (idx >= max)
@@ -300,8 +126,8 @@ int config_parse_rate(const char *s, struct config_rate *out,
   char num[32], dur[32];
   const char *a = s, *b = slash + 1;
   size_t an = (size_t)(slash - s), bn = strlen(b);
-  trim(&a, &an);
-  trim(&b, &bn);
+  cfg_trim(&a, &an);
+  cfg_trim(&b, &bn);
   if (an == 0 || an >= sizeof num || bn == 0 || bn >= sizeof dur)
     return ERR("'%s' is not N/DURATION (e.g. 30/1m)", s);
   memcpy(num, a, an);
@@ -498,7 +324,7 @@ static int item_cidr(struct config *cfg, const struct key *k, int idx,
   return 0;
 }
 
-static int valid_domain(const char *s) {
+int cfg_valid_domain(const char *s) {
   size_t n = strlen(s);
   if (n == 0 || n > 253)
     return 0;
@@ -513,7 +339,7 @@ static int valid_domain(const char *s) {
 static int item_domain(struct config *cfg, const struct key *k, int idx,
                        const char *item, char *err) {
   (void)k;
-  if (!valid_domain(item))
+  if (!cfg_valid_domain(item))
     return ERR("'%s': not a domain name", item);
   snprintf(cfg->allowed_sender_domains[idx],
            sizeof cfg->allowed_sender_domains[idx], "%s", item);
@@ -551,7 +377,7 @@ static int item_relayhost(struct config *cfg, const struct key *k, int idx,
     return ERR("'%s': bad host", item);
   memcpy(r->host, h, hn);
   r->host[hn] = '\0';
-  if (!valid_domain(r->host))
+  if (!cfg_valid_domain(r->host))
     return ERR("'%s': bad host name", item);
   r->port = 25;
   if (port_s && parse_port(port_s, &r->port) < 0)
@@ -591,7 +417,7 @@ static int item_dkim(struct config *cfg, const struct key *k, int idx,
   d->selector[sn] = '\0';
   snprintf(d->keyfile, sizeof d->keyfile, "%s", c2 + 1);
   /* d= and s= are DNS names in ASCII (RFC 6376 §3.5: A-labels). */
-  if (!valid_domain(d->domain) || strspn(d->domain, DKIM_NAME_CHARS) != dn)
+  if (!cfg_valid_domain(d->domain) || strspn(d->domain, DKIM_NAME_CHARS) != dn)
     return ERR("'%s': not a domain name (ASCII, A-labels)", d->domain);
   if (strspn(d->selector, DKIM_NAME_CHARS) != sn)
     return ERR("'%s': not a selector", d->selector);
@@ -623,12 +449,12 @@ static item_fn list_item(enum key_type t) {
 }
 
 /* Sets one key from its text.  err gets "key: message" on failure. */
-static int set_key(struct config *cfg, const struct key *k, const char *value,
-                   char *err) {
+int cfg_set_key(struct config *cfg, const struct key *k, const char *value,
+                char *err) {
   char msg[CONFIG_ERR_MAX];
   const char *v = value;
   size_t vn = strlen(value);
-  trim(&v, &vn);
+  cfg_trim(&v, &vn);
   char val[4096];
   if (vn >= sizeof val)
     return ERR("%s: value too long", k->name);
@@ -790,386 +616,6 @@ static int set_key(struct config *cfg, const struct key *k, const char *value,
   return ERR("%s: internal error", k->name);
 }
 
-static int set_named(struct config *cfg, const struct key *k, const char *value,
-                     char *err) {
-  if (set_key(cfg, k, value, err) < 0)
-    return -1;
-  if (k->off == F(relay_networks) && k->type == K_CIDRS)
-    cfg->relay_networks_set = 1;
-  return 0;
-}
-
-void config_defaults(struct config *cfg) {
-  char err[CONFIG_ERR_MAX];
-  memset(cfg, 0, sizeof *cfg);
-  for (size_t i = 0; i < N_KEYS; i++) {
-    if (!keys[i].dflt)
-      continue;
-    if (set_key(cfg, &keys[i], keys[i].dflt, err) < 0)
-      abort(); /* a broken built-in default is our bug */
-  }
-  char host[256] = "";
-  if (gethostname(host, sizeof host - 1) < 0 || !host[0])
-    snprintf(host, sizeof host, "localhost");
-  snprintf(cfg->hostname, sizeof cfg->hostname, "%s", host);
-  cfg->relay_networks_set = 0;
-}
-
-int config_parse_text(struct config *cfg, const char *name, const char *text,
-                      size_t len, char err[CONFIG_ERR_MAX]) {
-  size_t pos = 0;
-  int lineno = 0;
-  char msg[CONFIG_ERR_MAX];
-  while (pos < len) {
-    lineno++;
-    const char *line = text + pos;
-    const char *nl = memchr(line, '\n', len - pos);
-    size_t n = nl ? (size_t)(nl - line) : len - pos;
-    pos += n + (nl ? 1 : 0);
-    const char *s = line;
-    trim(&s, &n);
-    if (n == 0 || s[0] == '#')
-      continue;
-    if (memchr(s, '\0', n))
-      return ERR("%s:%d: NUL byte in line", name, lineno);
-    const char *eq = memchr(s, '=', n);
-    if (!eq)
-      return ERR("%s:%d: expected 'key = value'", name, lineno);
-    const char *kname = s;
-    size_t kn = (size_t)(eq - s);
-    trim(&kname, &kn);
-    const struct key *k = find_key(kname, kn);
-    if (!k) {
-      const char *near = near_key(kname, kn);
-      return ERR("%s:%d: unknown key '%.*s'%s%s%s", name, lineno, (int)kn,
-                 kname, near ? " (did you mean '" : "", near ? near : "",
-                 near ? "'?)" : "");
-    }
-    char value[4096];
-    size_t vn = n - (size_t)(eq + 1 - s);
-    if (vn >= sizeof value)
-      return ERR("%s:%d: %s: value too long", name, lineno, k->name);
-    memcpy(value, eq + 1, vn);
-    value[vn] = '\0';
-    if (set_named(cfg, k, value, msg) < 0)
-      return ERR("%s:%d: %s", name, lineno, msg);
-  }
-  return 0;
-}
-
-/* Reads the first line of a file (secrets convention). */
-/* 1 when two listening addresses would collide at bind: the same port
- * and family, and the same address or either a wildcard. */
-static int addr_overlaps(const struct config_addr *x,
-                         const struct config_addr *y) {
-  if (x->sa.ss_family != y->sa.ss_family)
-    return 0;
-  if (x->sa.ss_family == AF_INET) {
-    const struct sockaddr_in *a = (const void *)&x->sa,
-                             *b = (const void *)&y->sa;
-    return a->sin_port == b->sin_port &&
-           (a->sin_addr.s_addr == b->sin_addr.s_addr ||
-            a->sin_addr.s_addr == htonl(INADDR_ANY) ||
-            b->sin_addr.s_addr == htonl(INADDR_ANY));
-  }
-  const struct sockaddr_in6 *a = (const void *)&x->sa,
-                            *b = (const void *)&y->sa;
-  return a->sin6_port == b->sin6_port &&
-         (memcmp(&a->sin6_addr, &b->sin6_addr, sizeof a->sin6_addr) == 0 ||
-          IN6_IS_ADDR_UNSPECIFIED(&a->sin6_addr) ||
-          IN6_IS_ADDR_UNSPECIFIED(&b->sin6_addr));
-}
-
-static int read_first_line(const char *path, char *out, size_t cap, char *why,
-                           size_t whycap) {
-  FILE *f = fopen(path, "r");
-  if (!f) {
-    snprintf(why, whycap, "cannot read %s: %s", path, strerror(errno));
-    return -1;
-  }
-  if (!fgets(out, (int)cap, f))
-    out[0] = '\0';
-  fclose(f);
-  size_t n = strlen(out);
-  while (n && (out[n - 1] == '\n' || out[n - 1] == '\r'))
-    out[--n] = '\0';
-  return 0;
-}
-
-static void warn_add(struct config_warnings *w, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void warn_add(struct config_warnings *w, const char *fmt, ...) {
-  if (!w || w->n >= CONFIG_MAX_WARNINGS)
-    return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(w->text[w->n++], CONFIG_ERR_MAX, fmt, ap);
-  va_end(ap);
-}
-
-static int is_loopback(const struct sockaddr_storage *sa) {
-  if (sa->ss_family == AF_INET) {
-    const uint8_t *b =
-        (const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr;
-    return b[0] == 127;
-  }
-  const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
-  return IN6_IS_ADDR_LOOPBACK(a);
-}
-
-static int apply_env(struct config *cfg, char *const *env,
-                     struct config_warnings *warn, char *err) {
-  char msg[CONFIG_ERR_MAX];
-  if (!env)
-    return 0;
-  for (char *const *e = env; *e; e++) {
-    if (strncmp(*e, "MAILHOP_", 8) != 0)
-      continue;
-    const char *eq = strchr(*e, '=');
-    if (!eq)
-      continue;
-    char name[128];
-    size_t n = (size_t)(eq - *e) - 8;
-    if (n == 0 || n >= sizeof name) {
-      warn_add(warn, "%.*s: not a mailhop setting, ignored", (int)(n + 8), *e);
-      continue;
-    }
-    for (size_t i = 0; i < n; i++)
-      name[i] = (char)tolower((unsigned char)(*e)[8 + i]);
-    name[n] = '\0';
-    const char *value = eq + 1;
-    const struct key *k = find_key(name, n);
-    char filebuf[4096];
-    int from_file = 0;
-    if (!k && n > 5 && strcmp(name + n - 5, "_file") == 0 &&
-        (k = find_key(name, n - 5)) != NULL) {
-      /* MAILHOP_X_FILE: the key X from a file; both set is an error. */
-      char plain[160];
-      snprintf(plain, sizeof plain, "MAILHOP_%.*s=", (int)(n - 5), *e + 8);
-      for (char *const *o = env; *o; o++)
-        if (strncmp(*o, plain, strlen(plain)) == 0)
-          return ERR("%s: both MAILHOP_%.*s and MAILHOP_%.*s are set; use "
-                     "one",
-                     k->name, (int)(n - 5), *e + 8, (int)n, *e + 8);
-      if (read_first_line(value, filebuf, sizeof filebuf, msg, sizeof msg) < 0)
-        return ERR("%s: %s (from MAILHOP_%.*s)", k->name, msg, (int)n, *e + 8);
-      value = filebuf;
-      from_file = 1;
-    }
-    if (!k) {
-      const char *near = near_key(name, n);
-      char upper[64] = "";
-      for (size_t i = 0; near && near[i] && i + 1 < sizeof upper; i++) {
-        upper[i] = (char)toupper((unsigned char)near[i]);
-        upper[i + 1] = '\0';
-      }
-      if (near)
-        warn_add(warn,
-                 "MAILHOP_%.*s: not a mailhop setting, ignored (did you mean "
-                 "MAILHOP_%s?)",
-                 (int)n, *e + 8, upper);
-      else
-        warn_add(warn, "MAILHOP_%.*s: not a mailhop setting, ignored", (int)n,
-                 *e + 8);
-      continue;
-    }
-    if (set_named(cfg, k, value, msg) < 0)
-      return ERR("%s (from MAILHOP_%.*s)", msg, (int)n, *e + 8);
-    (void)from_file;
-  }
-  return 0;
-}
-
-static int validate(struct config *cfg, struct config_warnings *warn,
-                    char *err) {
-  if (cfg->n_listen == 0 && cfg->n_listen_tls == 0)
-    return ERR("listen: no listener configured");
-  int have_cert = cfg->tls_cert_file[0] != '\0';
-  int have_key = cfg->tls_key_file[0] != '\0';
-  if (have_cert != have_key)
-    return ERR("%s: must be set together with %s",
-               have_cert ? "tls_key_file" : "tls_cert_file",
-               have_cert ? "tls_cert_file" : "tls_key_file");
-  if (cfg->n_listen_tls > 0 && !have_cert)
-    return ERR("listen_tls: implicit TLS needs tls_cert_file and "
-               "tls_key_file");
-  if (!cfg->relay_networks_set && !cfg->auth_users_file[0]) {
-    for (int i = 0; i < cfg->n_listen + cfg->n_listen_tls; i++) {
-      const struct config_addr *a = i < cfg->n_listen
-                                        ? &cfg->listen[i]
-                                        : &cfg->listen_tls[i - cfg->n_listen];
-      if (!is_loopback(&a->sa))
-        return ERR("relay_networks: listener %s is not on loopback; set "
-                   "relay_networks explicitly (or auth_users_file) so "
-                   "mailhop is not an open relay",
-                   a->text);
-    }
-  }
-  if (cfg->relayhost_password_file[0]) {
-    char msg[CONFIG_ERR_MAX];
-    if (cfg->relayhost_password[0])
-      return ERR("relayhost_password_file: relayhost_password is set too; "
-                 "use one");
-    if (read_first_line(cfg->relayhost_password_file, cfg->relayhost_password,
-                        sizeof cfg->relayhost_password, msg, sizeof msg) < 0)
-      return ERR("relayhost_password_file: %s", msg);
-  }
-  /* The OAuth2 client's secrets from their files (CONTRACT §4a). */
-  static const struct {
-    const char *name;
-    size_t file, val, cap;
-  } oauth2_files[] = {
-      {"relayhost_oauth2_client_secret", F(relayhost_oauth2_client_secret_file),
-       F(relayhost_oauth2_client_secret), S(relayhost_oauth2_client_secret)},
-      {"relayhost_oauth2_refresh_token", F(relayhost_oauth2_refresh_token_file),
-       F(relayhost_oauth2_refresh_token), S(relayhost_oauth2_refresh_token)},
-  };
-  for (size_t i = 0; i < sizeof oauth2_files / sizeof oauth2_files[0]; i++) {
-    const char *file = (const char *)cfg + oauth2_files[i].file;
-    char *val = (char *)cfg + oauth2_files[i].val;
-    char msg[CONFIG_ERR_MAX];
-    if (!file[0])
-      continue;
-    if (val[0])
-      return ERR("%s_file: %s is set too; use one", oauth2_files[i].name,
-                 oauth2_files[i].name);
-    if (read_first_line(file, val, oauth2_files[i].cap, msg, sizeof msg) < 0)
-      return ERR("%s_file: %s", oauth2_files[i].name, msg);
-  }
-  int oauth2 = cfg->relayhost_oauth2_token_url[0] != '\0';
-  if (oauth2) {
-    if (strncasecmp(cfg->relayhost_oauth2_token_url, "https://", 8) != 0)
-      return ERR("relayhost_oauth2_token_url: must be an https:// URL");
-    if (cfg->relayhost_auth != CONFIG_RELAYHOST_AUTH_XOAUTH2)
-      return ERR("relayhost_oauth2_token_url: needs relayhost_auth = xoauth2");
-    if (!cfg->relayhost_oauth2_client_id[0])
-      return ERR("relayhost_oauth2_client_id: required with "
-                 "relayhost_oauth2_token_url");
-    if (!cfg->relayhost_user[0])
-      return ERR("relayhost_user: required with relayhost_oauth2_token_url "
-                 "(the XOAUTH2 user)");
-    if (cfg->relayhost_password[0])
-      return ERR("relayhost_password: not used with "
-                 "relayhost_oauth2_token_url (tokens are fetched); unset it");
-    if (!cfg->relayhost_oauth2_client_secret[0] &&
-        !cfg->relayhost_oauth2_refresh_token[0])
-      return ERR("relayhost_oauth2_client_secret: required with "
-                 "relayhost_oauth2_token_url (the client-credentials grant; "
-                 "or set relayhost_oauth2_refresh_token)");
-  }
-  if (cfg->relayhost_auth != CONFIG_RELAYHOST_AUTH_AUTO &&
-      !cfg->relayhost_user[0] && cfg->n_relayhost > 0)
-    return ERR("relayhost_auth: a mechanism is chosen but relayhost_user is "
-               "empty, so AUTH would never be sent; set the credentials or "
-               "relayhost_auth = auto");
-  int have_user = cfg->relayhost_user[0] != '\0';
-  int have_pass = cfg->relayhost_password[0] != '\0' || oauth2;
-  if (have_user && !have_pass)
-    return ERR("relayhost_password: required when relayhost_user is set");
-  if (have_pass && !have_user)
-    return ERR("relayhost_user: required when a relayhost password is set");
-  if (have_user && !cfg->relayhost_auth_plaintext &&
-      (cfg->relayhost_tls == CONFIG_RELAYHOST_TLS_NONE ||
-       cfg->relayhost_tls == CONFIG_RELAYHOST_TLS_OPPORTUNISTIC))
-    return ERR("relayhost_tls: credentials would be sent without verified "
-               "TLS; use starttls or implicit, or set "
-               "relayhost_auth_plaintext = yes");
-  if (have_user && cfg->n_relayhost == 0)
-    warn_add(warn, "relayhost_user: set but relayhost is empty; ignored");
-  if (cfg->delay_warning_time_ms > 0 &&
-      cfg->delay_warning_time_ms >= cfg->queue_lifetime_ms)
-    return ERR("delay_warning_time: not under queue_lifetime, so no delay "
-               "notice could ever be sent (the message bounces first)");
-  for (int i = 0; i < cfg->n_metrics_listen; i++)
-    for (int j = 0; j < cfg->n_listen + cfg->n_listen_tls; j++) {
-      const struct config_addr *a = j < cfg->n_listen
-                                        ? &cfg->listen[j]
-                                        : &cfg->listen_tls[j - cfg->n_listen];
-      if (addr_overlaps(&cfg->metrics_listen[i], a))
-        return ERR("metrics_listen: %s is also an SMTP listener (%s)",
-                   cfg->metrics_listen[i].text, a->text);
-    }
-  if (strlen(cfg->admin_socket) > 107)
-    return ERR("admin_socket: path is %zu bytes; a Unix socket path holds at "
-               "most 107",
-               strlen(cfg->admin_socket));
-  if (!cfg->admin_socket[0])
-    return ERR("admin_socket: must not be empty");
-  if (!cfg->queue_path[0])
-    return ERR("queue_path: must not be empty");
-  if (!cfg->hostname[0])
-    return ERR("hostname: must not be empty");
-  if (!valid_domain(cfg->hostname))
-    return ERR("hostname: '%s' is not a host name", cfg->hostname);
-  if (!strchr(cfg->hostname, '.'))
-    warn_add(warn,
-             "hostname: '%s' has no dot; set a fully qualified name "
-             "(receivers may refuse mail from this HELO)",
-             cfg->hostname);
-  return 0;
-}
-
-int config_load(struct config *cfg, const struct config_source *src,
-                struct config_warnings *warn, char err[CONFIG_ERR_MAX]) {
-  char msg[CONFIG_ERR_MAX];
-  config_defaults(cfg);
-  if (warn)
-    warn->n = 0;
-  const char *file = src->file;
-  if (file) {
-    FILE *f = fopen(file, "r");
-    if (!f) {
-      if (src->file_explicit || errno != ENOENT)
-        return ERR("%s: cannot read: %s", file, strerror(errno));
-    } else {
-      size_t cap = 1 << 16, len = 0;
-      char *buf = malloc(cap);
-      if (!buf) {
-        fclose(f);
-        return ERR("%s: out of memory", file);
-      }
-      size_t r;
-      while ((r = fread(buf + len, 1, cap - len, f)) > 0) {
-        len += r;
-        if (len == cap) {
-          free(buf);
-          fclose(f);
-          return ERR("%s: file too large (over 64 KiB)", file);
-        }
-      }
-      int bad = ferror(f);
-      fclose(f);
-      if (bad) {
-        free(buf);
-        return ERR("%s: read error", file);
-      }
-      int rc = config_parse_text(cfg, file, buf, len, err);
-      free(buf);
-      if (rc < 0)
-        return -1;
-    }
-  }
-  if (apply_env(cfg, src->environ, warn, err) < 0)
-    return -1;
-  for (int i = 0; i < src->n_overrides; i++) {
-    const char *o = src->overrides[i];
-    const char *eq = strchr(o, '=');
-    if (!eq)
-      return ERR("%s: -o needs KEY=VALUE", o);
-    size_t kn = (size_t)(eq - o);
-    const struct key *k = find_key(o, kn);
-    if (!k) {
-      const char *near = near_key(o, kn);
-      return ERR("%.*s: unknown key%s%s%s", (int)kn, o,
-                 near ? " (did you mean '" : "", near ? near : "",
-                 near ? "'?)" : "");
-    }
-    if (set_named(cfg, k, eq + 1, msg) < 0)
-      return ERR("%s", msg);
-  }
-  return validate(cfg, warn, err);
-}
-
 /* ---- printing ---------------------------------------------------------- */
 
 static void fmt_duration(char *out, size_t cap, uint64_t ms) {
@@ -1326,9 +772,9 @@ static void print_value(const struct config *cfg, const struct key *k,
 
 size_t config_print(const struct config *cfg, char *out, size_t cap) {
   struct sbuf b = {out, cap, 0};
-  for (size_t i = 0; i < N_KEYS; i++) {
-    sb_add(&b, "%s = ", keys[i].name);
-    print_value(cfg, &keys[i], &b);
+  for (size_t i = 0; i < cfg_n_keys; i++) {
+    sb_add(&b, "%s = ", cfg_keys[i].name);
+    print_value(cfg, &cfg_keys[i], &b);
     sb_add(&b, "\n");
   }
   if (cap)
@@ -1336,17 +782,7 @@ size_t config_print(const struct config *cfg, char *out, size_t cap) {
   return b.len;
 }
 
-const char *config_near_key(const char *name) {
-  return near_key(name, strlen(name));
-}
-
-int config_key_default(const char *name, const char **dflt) {
-  const struct key *k = find_key(name, strlen(name));
-  if (!k)
-    return -1;
-  *dflt = k->dflt;
-  return 0;
-}
+/* ---- matching ---------------------------------------------------------- */
 
 int config_cidr_match(const struct config_cidr *list, int n,
                       const struct sockaddr *sa) {
