@@ -21,10 +21,10 @@ static int flush_msg(struct sched *s, struct smsg *m, int64_t now) {
     e->urgent = 1;
     e->due = now;
     e->seq = s->seq++;
-    eh_up(e->dest, e->hidx);
-    eh_down(e->dest, e->hidx);
+    sch_eh_up(e->dest, e->hidx);
+    sch_eh_down(e->dest, e->hidx);
     e->dest->blocked_until = 0;
-    dest_update(s, e->dest);
+    sch_dest_update(s, e->dest);
   }
   return any;
 }
@@ -39,10 +39,10 @@ static int flush_changes(const struct smsg *m, int64_t now) {
 }
 
 int sched_flush(struct sched *s, const char *id) {
-  int64_t now = now_ms(s);
+  int64_t now = sch_now_ms(s);
   int count = 0;
   if (id) {
-    struct smsg *m = msg_get(s, id);
+    struct smsg *m = sch_msg_get(s, id);
     if (!m)
       return -ENOENT;
     count = m->held ? 0 : flush_msg(s, m, now);
@@ -58,7 +58,7 @@ int sched_flush(struct sched *s, const char *id) {
       for (struct hnode *h = s->dests.b[i]; h; h = h->next) {
         struct sdest *d = (struct sdest *)h;
         d->blocked_until = 0;
-        dest_bring_forward(s, d, now);
+        sch_dest_bring_forward(s, d, now);
       }
   }
   sched_kick(s);
@@ -66,8 +66,8 @@ int sched_flush(struct sched *s, const char *id) {
 }
 
 int sched_flush_match(struct sched *s, const char *id) {
-  int64_t now = now_ms(s);
-  struct smsg *m = id ? msg_get(s, id) : NULL;
+  int64_t now = sch_now_ms(s);
+  struct smsg *m = id ? sch_msg_get(s, id) : NULL;
   if (!m)
     return -ENOENT;
   if (m->held || !flush_changes(m, now))
@@ -77,17 +77,17 @@ int sched_flush_match(struct sched *s, const char *id) {
       continue;
     if (e->due > now) {
       e->due = now;
-      eh_up(e->dest, e->hidx);
+      sch_eh_up(e->dest, e->hidx);
     }
     e->dest->blocked_until = 0;
-    dest_update(s, e->dest);
+    sch_dest_update(s, e->dest);
   }
   sched_kick(s);
   return 1;
 }
 
 int sched_hold(struct sched *s, const char *id, int held) {
-  struct smsg *m = msg_get(s, id);
+  struct smsg *m = sch_msg_get(s, id);
   if (!m)
     return -ENOENT;
   held = held ? 1 : 0;
@@ -100,23 +100,23 @@ int sched_hold(struct sched *s, const char *id, int held) {
     s->st.held--;
   for (struct sentry *e = m->entries; e; e = e->mnext) {
     if (held && e->hidx != NONE)
-      eh_remove(e->dest, e);
+      sch_eh_remove(e->dest, e);
     else if (!held && e->hidx == NONE && !e->dl)
-      eh_push(e->dest, e);
-    dest_update(s, e->dest);
+      sch_eh_push(e->dest, e);
+    sch_dest_update(s, e->dest);
   }
-  msg_dupdate(s, m);
-  resched(s);
+  sch_msg_dupdate(s, m);
+  sch_resched(s);
   return 0;
 }
 
 int sched_remove(struct sched *s, const char *id) {
-  struct smsg *m = msg_get(s, id);
+  struct smsg *m = sch_msg_get(s, id);
   if (!m)
     return -ENOENT;
-  int64_t now = now_ms(s);
-  dh_remove(s, m);
-  htab_del(&s->msgs, &m->h);
+  int64_t now = sch_now_ms(s);
+  sch_dh_remove(s, m);
+  sch_htab_del(&s->msgs, &m->h);
   s->st.messages--;
   s->st.recipients -= m->live;
   for (uint32_t i = 0; i < m->nrcpts; i++)
@@ -126,9 +126,9 @@ int sched_remove(struct sched *s, const char *id) {
     s->st.held--;
   while (m->entries) {
     struct sdest *d = m->entries->dest;
-    entry_free(m->entries);
-    dest_update(s, d);
-    dest_maybe_free(s, d, now);
+    sch_entry_free(m->entries);
+    sch_dest_update(s, d);
+    sch_dest_maybe_free(s, d, now);
   }
   if (m->jobs) {
     m->removed = 1;
@@ -136,9 +136,9 @@ int sched_remove(struct sched *s, const char *id) {
       if (j->msg == m)
         j->pub.removed = 1;
   } else {
-    msg_free(m);
+    sch_msg_free(m);
   }
-  resched(s);
+  sch_resched(s);
   return 0;
 }
 
@@ -152,38 +152,38 @@ int sched_paused(const struct sched *s) {
 }
 
 int sched_has_message(const struct sched *s, const char *id) {
-  return id && msg_get(s, id) != NULL;
+  return id && sch_msg_get(s, id) != NULL;
 }
 
 int sched_held(const struct sched *s, const char *id) {
-  struct smsg *m = id ? msg_get(s, id) : NULL;
+  struct smsg *m = id ? sch_msg_get(s, id) : NULL;
   return m ? m->held : -ENOENT;
 }
 
 unsigned sched_notices(const struct sched *s, const char *id) {
-  struct smsg *m = id ? msg_get(s, id) : NULL;
+  struct smsg *m = id ? sch_msg_get(s, id) : NULL;
   return m ? m->notices : 0;
 }
 
 int sched_add_notices(struct sched *s, const char *id, unsigned bits) {
-  struct smsg *m = id ? msg_get(s, id) : NULL;
+  struct smsg *m = id ? sch_msg_get(s, id) : NULL;
   if (!m)
     return -ENOENT;
   m->notices |= (uint8_t)bits;
-  msg_dupdate(s, m);
-  resched(s);
+  sch_msg_dupdate(s, m);
+  sch_resched(s);
   return 0;
 }
 
 int sched_rcpt_delivering(const struct sched *s, const char *id, int idx) {
-  struct smsg *m = id ? msg_get(s, id) : NULL;
-  struct srcpt *r = m ? rcpt_find(m, idx) : NULL;
+  struct smsg *m = id ? sch_msg_get(s, id) : NULL;
+  struct srcpt *r = m ? sch_rcpt_find(m, idx) : NULL;
   return r && r->state == R_INFLIGHT;
 }
 
 int64_t sched_rcpt_next(const struct sched *s, const char *id, int idx) {
-  struct smsg *m = id ? msg_get(s, id) : NULL;
-  struct srcpt *r = m ? rcpt_find(m, idx) : NULL;
+  struct smsg *m = id ? sch_msg_get(s, id) : NULL;
+  struct srcpt *r = m ? sch_rcpt_find(m, idx) : NULL;
   if (!r || m->held)
     return -1;
   uint32_t p = (uint32_t)(r - m->rcpts);
@@ -192,7 +192,7 @@ int64_t sched_rcpt_next(const struct sched *s, const char *id, int idx) {
       if (e->pos[i] != p)
         continue;
       /* The entry's own due time, then what holds its destination back:
-       * backoff, a suspension, its rate window (as dest_update keys it). */
+       * backoff, a suspension, its rate window (as sch_dest_update keys it). */
       int64_t t = e->due;
       const struct sdest *d = e->dest;
       if (d) {
@@ -200,7 +200,7 @@ int64_t sched_rcpt_next(const struct sched *s, const char *id, int idx) {
           t = d->blocked_until;
         if (d->suspended_until > t)
           t = d->suspended_until;
-        int64_t rn = rate_next(&d->rate);
+        int64_t rn = sch_rate_next(&d->rate);
         if (rn > t)
           t = rn;
       }

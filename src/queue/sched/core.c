@@ -22,7 +22,7 @@ const char *sched_outcome_name(enum sched_outcome o) {
   return "?";
 }
 
-void oom(void) {
+void sch_oom(void) {
   /* Like OpenSMTPD's xmalloc: a scheduler that silently forgets recipients
    * is worse than a restart, which reloads them from the store. */
   fputs("sched: out of memory\n", stderr);
@@ -31,23 +31,23 @@ void oom(void) {
 
 /* ---- clock ------------------------------------------------------------ */
 
-int64_t now_ms(const struct sched *s) {
+int64_t sch_now_ms(const struct sched *s) {
   if (s->o.now_ms)
     return s->o.now_ms(s->o.data);
   return (int64_t)uv_now(s->loop) + s->clock_offset;
 }
 
 int64_t sched_now(const struct sched *s) {
-  return now_ms(s);
+  return sch_now_ms(s);
 }
 
 /* ---- messages --------------------------------------------------------- */
 
-struct smsg *msg_get(const struct sched *s, const char *id) {
-  return (struct smsg *)htab_get(&s->msgs, id);
+struct smsg *sch_msg_get(const struct sched *s, const char *id) {
+  return (struct smsg *)sch_htab_get(&s->msgs, id);
 }
 
-void msg_free(struct smsg *m) {
+void sch_msg_free(struct smsg *m) {
   free(m->rcpts);
   free(m);
 }
@@ -67,7 +67,7 @@ static int valid_id(const char *id) {
   return n > 0;
 }
 
-struct srcpt *rcpt_find(const struct smsg *m, int idx) {
+struct srcpt *sch_rcpt_find(const struct smsg *m, int idx) {
   uint32_t lo = 0, hi = m->nrcpts;
   while (lo < hi) {
     uint32_t mid = lo + (hi - lo) / 2;
@@ -83,7 +83,7 @@ struct srcpt *rcpt_find(const struct smsg *m, int idx) {
 
 static void on_timer(uv_timer_t *t);
 
-void resched(struct sched *s) {
+void sch_resched(struct sched *s) {
   if (s->closing)
     return;
   int64_t key = INT64_MAX;
@@ -91,7 +91,7 @@ void resched(struct sched *s) {
       s->st.outbound < s->o.max_outbound) {
     key = s->gheap[0]->gkey;
     /* Over outbound_rate: wake when the window lets the next one start. */
-    int64_t rn = rate_next(&s->grate);
+    int64_t rn = sch_rate_next(&s->grate);
     if (rn > key)
       key = rn;
   }
@@ -106,17 +106,17 @@ void resched(struct sched *s) {
   }
   if (s->armed_at == key && uv_is_active((uv_handle_t *)&s->timer))
     return;
-  int64_t now = now_ms(s);
+  int64_t now = sch_now_ms(s);
   uv_timer_start(&s->timer, on_timer, key > now ? (uint64_t)(key - now) : 0, 0);
   s->armed_at = key;
 }
 
 void sched_kick(struct sched *s) {
   s->armed_at = -1;
-  resched(s);
+  sch_resched(s);
 }
 
-int pos_cmp(const void *a, const void *b) {
+int sch_pos_cmp(const void *a, const void *b) {
   uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
   return x < y ? -1 : x > y;
 }
@@ -133,7 +133,7 @@ static void dispatch_top(struct sched *s, struct sdest *d, int64_t now) {
   struct sjob *j =
       malloc(sizeof *j + n * (sizeof j->rcpts[0] + sizeof j->pos[0]));
   if (!j)
-    oom();
+    sch_oom();
   j->pos = (uint32_t *)(j->rcpts + n);
   uint32_t k = 0;
   for (struct sentry *e = m->entries, *next; e; e = next) {
@@ -141,10 +141,10 @@ static void dispatch_top(struct sched *s, struct sdest *d, int64_t now) {
     if (e->dest == d && e->hidx != NONE && (e == top || e->due <= now)) {
       memcpy(j->pos + k, e->pos, e->n * sizeof e->pos[0]);
       k += e->n;
-      entry_free(e);
+      sch_entry_free(e);
     }
   }
-  qsort(j->pos, n, sizeof j->pos[0], pos_cmp);
+  qsort(j->pos, n, sizeof j->pos[0], sch_pos_cmp);
   for (uint32_t i = 0; i < n; i++) {
     struct srcpt *r = &m->rcpts[j->pos[i]];
     r->state = R_INFLIGHT;
@@ -170,32 +170,32 @@ static void dispatch_top(struct sched *s, struct sdest *d, int64_t now) {
   s->st.outbound++;
   j->deadline = 0;
   j->pub.deadline = 0;
-  rate_record(&d->rate, now);
-  rate_record(&s->grate, now);
-  dest_update(s, d);
-  msg_dupdate(s, m);
+  sch_rate_record(&d->rate, now);
+  sch_rate_record(&s->grate, now);
+  sch_dest_update(s, d);
+  sch_msg_dupdate(s, m);
   s->o.dispatch(s, &j->pub, s->o.data);
 }
 
 static void on_timer(uv_timer_t *t) {
   struct sched *s = t->data;
   s->armed_at = -1;
-  int64_t now = now_ms(s);
+  int64_t now = sch_now_ms(s);
   for (int i = 0; i < SCHED_DISPATCH_BATCH; i++) {
     if (s->stopped || s->dn == 0 || s->dl_inflight >= SCHED_DEADLINE_INFLIGHT ||
         s->dheap[0]->dkey > now)
       break;
-    dispatch_deadline(s, s->dheap[0], now);
+    sch_dispatch_deadline(s, s->dheap[0], now);
   }
   for (int i = 0; i < SCHED_DISPATCH_BATCH; i++) {
     if (s->stopped || s->paused || s->gn == 0 ||
         s->st.outbound >= s->o.max_outbound || s->gheap[0]->gkey > now ||
-        rate_next(&s->grate) > now)
+        sch_rate_next(&s->grate) > now)
       break;
     dispatch_top(s, s->gheap[0], now);
   }
-  linger_sweep(s, now);
-  resched(s);
+  sch_linger_sweep(s, now);
+  sch_resched(s);
 }
 
 /* ---- life cycle ------------------------------------------------------- */
@@ -213,8 +213,8 @@ struct sched *sched_new(uv_loop_t *loop, const struct sched_opts *o) {
   s->loop = loop;
   s->o = *o;
   s->armed_at = -1;
-  if (htab_init(&s->msgs, 1024) < 0 || htab_init(&s->dests, 64) < 0 ||
-      htab_init(&s->rate_over, 16) < 0) {
+  if (sch_htab_init(&s->msgs, 1024) < 0 || sch_htab_init(&s->dests, 64) < 0 ||
+      sch_htab_init(&s->rate_over, 16) < 0) {
     free(s->msgs.b);
     free(s->dests.b);
     free(s);
@@ -233,18 +233,18 @@ struct sched *sched_new(uv_loop_t *loop, const struct sched_opts *o) {
 
 void sched_stop(struct sched *s) {
   s->stopped = 1;
-  resched(s);
+  sch_resched(s);
 }
 
 static void on_close(uv_handle_t *h) {
   struct sched *s = h->data;
   sched_close_cb cb = s->close_cb;
   void *data = s->close_data;
-  susp_free_all(s);
+  sch_susp_free_all(s);
   for (struct sjob *j = s->jobs, *next; j; j = next) {
     next = j->next;
     if (j->msg->removed && --j->msg->jobs == 0)
-      msg_free(j->msg);
+      sch_msg_free(j->msg);
     free(j);
   }
   for (size_t i = 0; i < s->msgs.nb; i++)
@@ -255,7 +255,7 @@ static void on_close(uv_handle_t *h) {
         en = e->mnext;
         free(e);
       }
-      msg_free(m);
+      sch_msg_free(m);
     }
   for (size_t i = 0; i < s->dests.nb; i++)
     for (struct hnode *n = s->dests.b[i], *next; n; n = next) {
@@ -321,7 +321,7 @@ int sched_add(struct sched *s, const struct sched_msg *m) {
     if (!d || !*d || strlen(d) > SCHED_DEST_MAX)
       return -EINVAL;
   }
-  if (msg_get(s, m->id))
+  if (sch_msg_get(s, m->id))
     return -EEXIST;
   if (s->st.messages + 1 > s->dcap) {
     uint32_t cap = s->dcap ? s->dcap * 2 : 1024;
@@ -375,26 +375,26 @@ int sched_add(struct sched *s, const struct sched_msg *m) {
   /* One entry per (destination, due time); dispatch merges the entries of
    * a message for one destination that are due together. */
   qsort(tmp, n, sizeof *tmp, tmp_by_group);
-  int64_t now = now_ms(s);
+  int64_t now = sch_now_ms(s);
   for (uint32_t i = 0; i < n;) {
     uint32_t k = i + 1;
     while (k < n && strcmp(tmp[k].dest, tmp[i].dest) == 0 &&
            tmp[k].due == tmp[i].due)
       k++;
-    struct sdest *d = dest_get(s, tmp[i].dest);
-    struct sentry *e = d ? entry_new(s, msg, d, tmp[i].due, k - i) : NULL;
+    struct sdest *d = sch_dest_get(s, tmp[i].dest);
+    struct sentry *e = d ? sch_entry_new(s, msg, d, tmp[i].due, k - i) : NULL;
     if (!e) {
       /* d first: while earlier entries of this message still use it, it
        * stays, and the loop below frees it with its last entry. */
       if (d)
-        dest_maybe_free(s, d, now);
+        sch_dest_maybe_free(s, d, now);
       while (msg->entries) {
         struct sdest *ed = msg->entries->dest;
-        entry_free(msg->entries);
-        dest_maybe_free(s, ed, now);
+        sch_entry_free(msg->entries);
+        sch_dest_maybe_free(s, ed, now);
       }
       free(tmp);
-      msg_free(msg);
+      sch_msg_free(msg);
       return -ENOMEM;
     }
     for (uint32_t j = i; j < k; j++)
@@ -403,7 +403,7 @@ int sched_add(struct sched *s, const struct sched_msg *m) {
   }
   free(tmp);
 
-  htab_put(&s->msgs, &msg->h);
+  sch_htab_put(&s->msgs, &msg->h);
   s->st.messages++;
   s->st.recipients += n;
   for (uint32_t i = 0; i < n; i++)
@@ -414,11 +414,11 @@ int sched_add(struct sched *s, const struct sched_msg *m) {
     return 0;
   }
   for (struct sentry *e = msg->entries; e; e = e->mnext) {
-    eh_push(e->dest, e);
-    dest_update(s, e->dest);
+    sch_eh_push(e->dest, e);
+    sch_dest_update(s, e->dest);
   }
-  msg_dupdate(s, msg);
-  resched(s);
+  sch_msg_dupdate(s, msg);
+  sch_resched(s);
   return 0;
 }
 
@@ -439,7 +439,7 @@ int sched_job_done(struct sched *s, struct sched_job *job,
   struct sjob *j = (struct sjob *)job;
   struct smsg *m = j->msg;
   struct sdest *d = j->dest;
-  int64_t now = now_ms(s);
+  int64_t now = sch_now_ms(s);
   int ret = 0;
 
   if (j->deadline) {
@@ -449,7 +449,7 @@ int sched_job_done(struct sched *s, struct sched_job *job,
       s->jobs = j->next;
     if (j->next)
       j->next->prev = j->prev;
-    return deadline_done(s, j, results, n, now);
+    return sch_deadline_done(s, j, results, n, now);
   }
 
   if (j->prev)
@@ -462,17 +462,17 @@ int sched_job_done(struct sched *s, struct sched_job *job,
   d->inflight--;
   m->jobs--;
 
-  dest_job_done(s, d, dest_ok, now);
+  sch_dest_job_done(s, d, dest_ok, now);
 
   if (m->removed) {
     ret = SCHED_JOB_REMOVED;
     if (m->jobs == 0)
-      msg_free(m);
+      sch_msg_free(m);
   } else {
     uint32_t nr = (uint32_t)j->pub.nrcpts, nretry = 0;
     struct retry_tmp *rt = nr ? malloc(nr * sizeof *rt) : NULL;
     if (nr && !rt)
-      oom();
+      sch_oom();
     for (uint32_t i = 0; i < nr; i++) {
       struct srcpt *rc = &m->rcpts[j->pos[i]];
       const struct sched_result *res = NULL;
@@ -504,31 +504,31 @@ int sched_job_done(struct sched *s, struct sched_job *job,
       uint32_t k = i + 1;
       while (k < nretry && rt[k].due == rt[i].due)
         k++;
-      struct sentry *e = entry_new(s, m, d, rt[i].due, k - i);
+      struct sentry *e = sch_entry_new(s, m, d, rt[i].due, k - i);
       if (!e)
-        oom();
+        sch_oom();
       for (uint32_t q = i; q < k; q++)
         e->pos[q - i] = rt[q].pos;
       if (!m->held)
-        eh_push(d, e);
+        sch_eh_push(d, e);
       i = k;
     }
     free(rt);
     if (m->live == 0 && m->jobs == 0) {
-      dh_remove(s, m);
-      htab_del(&s->msgs, &m->h);
+      sch_dh_remove(s, m);
+      sch_htab_del(&s->msgs, &m->h);
       s->st.messages--;
       if (m->held)
         s->st.held--;
-      msg_free(m);
+      sch_msg_free(m);
     } else {
-      msg_dupdate(s, m);
+      sch_msg_dupdate(s, m);
     }
   }
   free(j);
-  dest_update(s, d);
-  dest_maybe_free(s, d, now);
-  linger_sweep(s, now);
-  resched(s);
+  sch_dest_update(s, d);
+  sch_dest_maybe_free(s, d, now);
+  sch_linger_sweep(s, now);
+  sch_resched(s);
   return ret;
 }

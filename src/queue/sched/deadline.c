@@ -48,7 +48,7 @@ static void dh_down(struct sched *s, uint32_t i) {
   dh_set(s, i, m);
 }
 
-void dh_remove(struct sched *s, struct smsg *m) {
+void sch_dh_remove(struct sched *s, struct smsg *m) {
   if (m->didx == NONE)
     return;
   uint32_t i = m->didx;
@@ -78,13 +78,13 @@ static int64_t msg_deadline(const struct sched *s, const struct smsg *m) {
 
 /* Puts m into, moves it within or takes it out of the deadline heap after
  * its entries, hold, notices or deadline job changed. */
-void msg_dupdate(struct sched *s, struct smsg *m) {
+void sch_msg_dupdate(struct sched *s, struct smsg *m) {
   int64_t key = msg_deadline(s, m);
   int waiting = 0;
   for (const struct sentry *e = m->entries; e && !waiting; e = e->mnext)
     waiting = e->hidx != NONE;
   if (key == INT64_MAX || m->held || m->removed || m->dljob || !waiting) {
-    dh_remove(s, m);
+    sch_dh_remove(s, m);
     return;
   }
   m->dkey = key > m->dl_again ? key : m->dl_again;
@@ -104,7 +104,7 @@ void msg_dupdate(struct sched *s, struct smsg *m) {
 /* Lends every waiting recipient of m (all destinations) to one deadline
  * job and hands it to dispatch: no attempt, no destination limit or rate
  * counted; the entries stay, parked, until sched_job_done(). */
-void dispatch_deadline(struct sched *s, struct smsg *m, int64_t now) {
+void sch_dispatch_deadline(struct sched *s, struct smsg *m, int64_t now) {
   uint32_t n = 0;
   const char *key = NULL;
   for (struct sentry *e = m->entries; e; e = e->mnext)
@@ -116,7 +116,7 @@ void dispatch_deadline(struct sched *s, struct smsg *m, int64_t now) {
   struct sjob *j =
       malloc(sizeof *j + n * (sizeof j->rcpts[0] + sizeof j->pos[0]) + klen);
   if (!j)
-    oom();
+    sch_oom();
   j->pos = (uint32_t *)(j->rcpts + n);
   char *kcopy = (char *)(j->pos + n);
   memcpy(kcopy, key, klen);
@@ -126,11 +126,11 @@ void dispatch_deadline(struct sched *s, struct smsg *m, int64_t now) {
       continue;
     memcpy(j->pos + k, e->pos, e->n * sizeof e->pos[0]);
     k += e->n;
-    eh_remove(e->dest, e);
+    sch_eh_remove(e->dest, e);
     e->dl = 1;
-    dest_update(s, e->dest);
+    sch_dest_update(s, e->dest);
   }
-  qsort(j->pos, n, sizeof j->pos[0], pos_cmp);
+  qsort(j->pos, n, sizeof j->pos[0], sch_pos_cmp);
   for (uint32_t i = 0; i < n; i++) {
     const struct srcpt *r = &m->rcpts[j->pos[i]];
     j->rcpts[i].idx = r->idx;
@@ -157,7 +157,7 @@ void dispatch_deadline(struct sched *s, struct smsg *m, int64_t now) {
   if (msg_warn_at(s, m) <= now)
     m->warn_out = 1; /* this job carries the warning: once */
   s->dl_inflight++;
-  msg_dupdate(s, m);
+  sch_msg_dupdate(s, m);
   s->o.dispatch(s, &j->pub, s->o.data);
 }
 
@@ -174,9 +174,9 @@ static void lent_drop(struct sched *s, struct smsg *m, uint32_t p,
       memmove(e->pos + i, e->pos + i + 1, (e->n - i - 1) * sizeof e->pos[0]);
       if (--e->n == 0) {
         struct sdest *d = e->dest;
-        entry_free(e);
-        dest_update(s, d);
-        dest_maybe_free(s, d, now);
+        sch_entry_free(e);
+        sch_dest_update(s, d);
+        sch_dest_maybe_free(s, d, now);
       }
       return;
     }
@@ -185,8 +185,9 @@ static void lent_drop(struct sched *s, struct smsg *m, uint32_t p,
 
 /* sched_job_done for a deadline job: FINAL results drop their recipient,
  * the others wait again as they were. */
-int deadline_done(struct sched *s, struct sjob *j,
-                  const struct sched_result *results, size_t n, int64_t now) {
+int sch_deadline_done(struct sched *s, struct sjob *j,
+                      const struct sched_result *results, size_t n,
+                      int64_t now) {
   struct smsg *m = j->msg;
   int ret = 0;
   m->jobs--;
@@ -195,12 +196,12 @@ int deadline_done(struct sched *s, struct sjob *j,
   if (m->removed) {
     ret = SCHED_JOB_REMOVED;
     if (m->jobs == 0)
-      msg_free(m);
+      sch_msg_free(m);
   } else {
     for (size_t q = 0; q < n; q++) {
       if (results[q].outcome != SCHED_FINAL)
         continue;
-      struct srcpt *rc = rcpt_find(m, results[q].idx);
+      struct srcpt *rc = sch_rcpt_find(m, results[q].idx);
       if (!rc || rc->state != R_WAITING)
         continue;
       uint32_t p = (uint32_t)(rc - m->rcpts);
@@ -221,25 +222,25 @@ int deadline_done(struct sched *s, struct sjob *j,
         continue;
       e->dl = 0;
       if (!m->held)
-        eh_push(e->dest, e);
-      dest_update(s, e->dest);
+        sch_eh_push(e->dest, e);
+      sch_dest_update(s, e->dest);
     }
     /* Left past a deadline (the owner could not act): not again at
      * once. */
     m->dl_again = msg_deadline(s, m) <= now ? now + SCHED_DEADLINE_AGAIN_MS : 0;
     if (m->live == 0 && m->jobs == 0) {
-      dh_remove(s, m);
-      htab_del(&s->msgs, &m->h);
+      sch_dh_remove(s, m);
+      sch_htab_del(&s->msgs, &m->h);
       s->st.messages--;
       if (m->held)
         s->st.held--;
-      msg_free(m);
+      sch_msg_free(m);
     } else {
-      msg_dupdate(s, m);
+      sch_msg_dupdate(s, m);
     }
   }
   free(j);
-  linger_sweep(s, now);
-  resched(s);
+  sch_linger_sweep(s, now);
+  sch_resched(s);
   return ret;
 }

@@ -24,7 +24,7 @@ static void eh_set(struct sdest *d, uint32_t i, struct sentry *e) {
   e->hidx = i;
 }
 
-void eh_up(struct sdest *d, uint32_t i) {
+void sch_eh_up(struct sdest *d, uint32_t i) {
   struct sentry *e = d->heap[i];
   while (i > 0) {
     uint32_t p = (i - 1) / 2;
@@ -36,7 +36,7 @@ void eh_up(struct sdest *d, uint32_t i) {
   eh_set(d, i, e);
 }
 
-void eh_down(struct sdest *d, uint32_t i) {
+void sch_eh_down(struct sdest *d, uint32_t i) {
   struct sentry *e = d->heap[i];
   for (;;) {
     uint32_t c = 2 * i + 1;
@@ -52,22 +52,22 @@ void eh_down(struct sdest *d, uint32_t i) {
   eh_set(d, i, e);
 }
 
-void eh_push(struct sdest *d, struct sentry *e) {
+void sch_eh_push(struct sdest *d, struct sentry *e) {
   if (d->hn >= d->hcap)
     abort(); /* capacity is reserved when the entry is made */
   d->heap[d->hn] = e;
-  eh_up(d, d->hn++);
+  sch_eh_up(d, d->hn++);
 }
 
-void eh_remove(struct sdest *d, struct sentry *e) {
+void sch_eh_remove(struct sdest *d, struct sentry *e) {
   uint32_t i = e->hidx;
   e->hidx = NONE;
   d->hn--;
   if (i == d->hn)
     return;
   eh_set(d, i, d->heap[d->hn]);
-  eh_up(d, i);
-  eh_down(d, d->heap[i]->hidx);
+  sch_eh_up(d, i);
+  sch_eh_down(d, d->heap[i]->hidx);
 }
 
 static int dest_reserve(struct sdest *d, uint32_t want) {
@@ -141,7 +141,7 @@ static uint32_t dest_limit(const struct sched *s, const struct sdest *d) {
 
 /* Puts d into, moves it within or takes it out of the global heap after
  * its entries, jobs or backoff changed. */
-void dest_update(struct sched *s, struct sdest *d) {
+void sch_dest_update(struct sched *s, struct sdest *d) {
   if (d->hn == 0 || d->inflight >= dest_limit(s, d)) {
     if (d->gidx != NONE)
       gh_remove(s, d);
@@ -151,7 +151,7 @@ void dest_update(struct sched *s, struct sdest *d) {
   d->gkey = top->due > d->blocked_until ? top->due : d->blocked_until;
   if (d->suspended_until > d->gkey)
     d->gkey = d->suspended_until;
-  int64_t rn = rate_next(&d->rate);
+  int64_t rn = sch_rate_next(&d->rate);
   if (rn > d->gkey)
     d->gkey = rn;
   d->gseq = top->seq;
@@ -181,8 +181,8 @@ static void linger_del(struct sched *s, struct sdest *d) {
   d->lingering = 0;
 }
 
-struct sdest *dest_get(struct sched *s, const char *key) {
-  struct hnode *n = htab_get(&s->dests, key);
+struct sdest *sch_dest_get(struct sched *s, const char *key) {
+  struct hnode *n = sch_htab_get(&s->dests, key);
   if (n) {
     linger_del(s, (struct sdest *)n);
     return (struct sdest *)n;
@@ -202,22 +202,23 @@ struct sdest *dest_get(struct sched *s, const char *key) {
   memcpy(d->key, key, len + 1);
   d->h.key = d->key;
   d->gidx = NONE;
-  struct ssusp *su = s->susp.b ? (struct ssusp *)htab_get(&s->susp, key) : NULL;
+  struct ssusp *su =
+      s->susp.b ? (struct ssusp *)sch_htab_get(&s->susp, key) : NULL;
   d->suspended_until = su ? su->until : 0;
-  struct srate_over *ov = (struct srate_over *)htab_get(&s->rate_over, key);
+  struct srate_over *ov = (struct srate_over *)sch_htab_get(&s->rate_over, key);
   d->rate.n = ov ? ov->n : s->o.dest_rate_n;
   d->rate.win = ov ? ov->win : s->o.dest_rate_ms;
-  htab_put(&s->dests, &d->h);
+  sch_htab_put(&s->dests, &d->h);
   s->st.destinations++;
   return d;
 }
 
 /* Frees an idle destination; its backoff and its rate window are kept
- * while they last (on the linger list, swept by linger_sweep). */
-void dest_maybe_free(struct sched *s, struct sdest *d, int64_t now) {
+ * while they last (on the linger list, swept by sch_linger_sweep). */
+void sch_dest_maybe_free(struct sched *s, struct sdest *d, int64_t now) {
   if (d->nentries || d->inflight)
     return;
-  if ((d->fails && d->blocked_until > now) || !rate_idle(&d->rate, now)) {
+  if ((d->fails && d->blocked_until > now) || !sch_rate_idle(&d->rate, now)) {
     if (!d->lingering) {
       d->lingering = 1;
       d->lprev = NULL;
@@ -229,7 +230,7 @@ void dest_maybe_free(struct sched *s, struct sdest *d, int64_t now) {
     return;
   }
   linger_del(s, d);
-  htab_del(&s->dests, &d->h);
+  sch_htab_del(&s->dests, &d->h);
   s->st.destinations--;
   free(d->rate.ring);
   free(d->heap);
@@ -240,23 +241,23 @@ void dest_maybe_free(struct sched *s, struct sdest *d, int64_t now) {
  * rate window are over, going round the list.  Bounded work per call, so
  * the list shrinks while the scheduler runs. */
 #define LINGER_SWEEP 16
-void linger_sweep(struct sched *s, int64_t now) {
+void sch_linger_sweep(struct sched *s, int64_t now) {
   for (int i = 0; i < LINGER_SWEEP && s->linger; i++) {
     struct sdest *d = s->lcursor ? s->lcursor : s->linger;
     s->lcursor = d->lnext;
-    dest_maybe_free(s, d, now);
+    sch_dest_maybe_free(s, d, now);
   }
 }
 
 /* Moves every waiting entry of d that is due later than now to now. */
-void dest_bring_forward(struct sched *s, struct sdest *d, int64_t now) {
+void sch_dest_bring_forward(struct sched *s, struct sdest *d, int64_t now) {
   for (uint32_t i = 0; i < d->hn; i++)
     if (d->heap[i]->due > now)
       d->heap[i]->due = now;
   /* Clamping can tie due times out of seq order: rebuild the heap. */
   for (uint32_t i = d->hn / 2; i-- > 0;)
-    eh_down(d, i);
-  dest_update(s, d);
+    sch_eh_down(d, i);
+  sch_dest_update(s, d);
 }
 
 /* ---- backoff ---------------------------------------------------------- */
@@ -272,13 +273,14 @@ static int64_t default_backoff(unsigned fails) {
  * §4 backoff): success clears the failures and, if d was failing, brings
  * its waiting entries forward; a failure blocks d for the next backoff
  * step. */
-void dest_job_done(struct sched *s, struct sdest *d, int dest_ok, int64_t now) {
+void sch_dest_job_done(struct sched *s, struct sdest *d, int dest_ok,
+                       int64_t now) {
   if (dest_ok) {
     int was_failing = d->fails > 0;
     d->fails = 0;
     d->blocked_until = 0;
     if (was_failing)
-      dest_bring_forward(s, d, now);
+      sch_dest_bring_forward(s, d, now);
   } else {
     d->fails++;
     int64_t delay = s->o.backoff_ms
@@ -290,8 +292,8 @@ void dest_job_done(struct sched *s, struct sdest *d, int dest_ok, int64_t now) {
 
 /* ---- entries ---------------------------------------------------------- */
 
-struct sentry *entry_new(struct sched *s, struct smsg *m, struct sdest *d,
-                         int64_t due, uint32_t n) {
+struct sentry *sch_entry_new(struct sched *s, struct smsg *m, struct sdest *d,
+                             int64_t due, uint32_t n) {
   if (dest_reserve(d, d->nentries + 1) < 0)
     return NULL;
   struct sentry *e = malloc(sizeof *e + n * sizeof e->pos[0]);
@@ -316,11 +318,11 @@ struct sentry *entry_new(struct sched *s, struct smsg *m, struct sdest *d,
 
 /* Unlinks and frees e (taking it out of its heap); the caller updates and
  * may free the destination. */
-void entry_free(struct sentry *e) {
+void sch_entry_free(struct sentry *e) {
   struct sdest *d = e->dest;
   struct smsg *m = e->msg;
   if (e->hidx != NONE)
-    eh_remove(d, e);
+    sch_eh_remove(d, e);
   if (e->mprev)
     e->mprev->mnext = e->mnext;
   else

@@ -171,7 +171,7 @@ struct sched {
   struct htab rate_over; /* key -> struct srate_over */
   struct srate grate;    /* outbound_rate */
   struct sdest *linger;  /* idle destinations kept for backoff or rate */
-  struct sdest *lcursor; /* where linger_sweep goes on, NULL: the head */
+  struct sdest *lcursor; /* where sch_linger_sweep goes on, NULL: the head */
   struct sdest **gheap;
   uint32_t gn, gcap;
   struct smsg **dheap; /* messages by next deadline; cap >= messages */
@@ -189,82 +189,84 @@ struct sched {
 /* ---- core.c ----------------------------------------------------------- */
 
 /* Aborts: the scheduler does not go on with lost recipients. */
-void oom(void);
+void sch_oom(void);
 /* The scheduler's clock (sched_now), unix ms. */
-int64_t now_ms(const struct sched *s);
+int64_t sch_now_ms(const struct sched *s);
 /* The message with this id, or NULL. */
-struct smsg *msg_get(const struct sched *s, const char *id);
+struct smsg *sch_msg_get(const struct sched *s, const char *id);
 /* Frees m and its recipients (not its entries). */
-void msg_free(struct smsg *m);
+void sch_msg_free(struct smsg *m);
 /* m's recipient with index idx, or NULL. */
-struct srcpt *rcpt_find(const struct smsg *m, int idx);
+struct srcpt *sch_rcpt_find(const struct smsg *m, int idx);
 /* Arms the timer for the earliest of what may be dispatched next. */
-void resched(struct sched *s);
+void sch_resched(struct sched *s);
 /* qsort order of uint32_t recipient positions. */
-int pos_cmp(const void *a, const void *b);
+int sch_pos_cmp(const void *a, const void *b);
 
 /* ---- htab.c ----------------------------------------------------------- */
 
 /* nb buckets (a power of two); 0 or -ENOMEM. */
-int htab_init(struct htab *t, size_t nb);
+int sch_htab_init(struct htab *t, size_t nb);
 /* The node with this key, or NULL. */
-struct hnode *htab_get(const struct htab *t, const char *key);
+struct hnode *sch_htab_get(const struct htab *t, const char *key);
 /* Adds n (n->key set by the caller; not already in t). */
-void htab_put(struct htab *t, struct hnode *n);
+void sch_htab_put(struct htab *t, struct hnode *n);
 /* Takes n (in t) out of t; the caller frees it. */
-void htab_del(struct htab *t, struct hnode *n);
+void sch_htab_del(struct htab *t, struct hnode *n);
 
 /* ---- dest.c ----------------------------------------------------------- */
 
 /* d's heap of entries: restore order at i, push (capacity reserved),
  * remove. */
-void eh_up(struct sdest *d, uint32_t i);
-void eh_down(struct sdest *d, uint32_t i);
-void eh_push(struct sdest *d, struct sentry *e);
-void eh_remove(struct sdest *d, struct sentry *e);
+void sch_eh_up(struct sdest *d, uint32_t i);
+void sch_eh_down(struct sdest *d, uint32_t i);
+void sch_eh_push(struct sdest *d, struct sentry *e);
+void sch_eh_remove(struct sdest *d, struct sentry *e);
 /* Puts d into, moves it within or takes it out of the global heap. */
-void dest_update(struct sched *s, struct sdest *d);
+void sch_dest_update(struct sched *s, struct sdest *d);
 /* The destination with this key, made if new (NULL: out of memory). */
-struct sdest *dest_get(struct sched *s, const char *key);
+struct sdest *sch_dest_get(struct sched *s, const char *key);
 /* Frees d if idle, or keeps it on the linger list while it must. */
-void dest_maybe_free(struct sched *s, struct sdest *d, int64_t now);
+void sch_dest_maybe_free(struct sched *s, struct sdest *d, int64_t now);
 /* Frees a few lingering destinations whose time is over. */
-void linger_sweep(struct sched *s, int64_t now);
+void sch_linger_sweep(struct sched *s, int64_t now);
 /* Moves every waiting entry of d that is due later than now to now. */
-void dest_bring_forward(struct sched *s, struct sdest *d, int64_t now);
+void sch_dest_bring_forward(struct sched *s, struct sdest *d, int64_t now);
 /* Backoff after a job: dest_ok clears it, a failure extends it. */
-void dest_job_done(struct sched *s, struct sdest *d, int dest_ok, int64_t now);
+void sch_dest_job_done(struct sched *s, struct sdest *d, int dest_ok,
+                       int64_t now);
 /* A new entry of n recipient positions of m for d (not heaped); NULL when
  * out of memory. */
-struct sentry *entry_new(struct sched *s, struct smsg *m, struct sdest *d,
-                         int64_t due, uint32_t n);
+struct sentry *sch_entry_new(struct sched *s, struct smsg *m, struct sdest *d,
+                             int64_t due, uint32_t n);
 /* Unlinks and frees e; the caller updates and may free its destination. */
-void entry_free(struct sentry *e);
+void sch_entry_free(struct sentry *e);
 
 /* ---- rate.c ----------------------------------------------------------- */
 
 /* The earliest time a new start is allowed, INT64_MIN when now. */
-int64_t rate_next(const struct srate *r);
+int64_t sch_rate_next(const struct srate *r);
 /* 1 when no recorded start is inside the window any more at now. */
-int rate_idle(const struct srate *r, int64_t now);
+int sch_rate_idle(const struct srate *r, int64_t now);
 /* Records a start at t. */
-void rate_record(struct srate *r, int64_t t);
+void sch_rate_record(struct srate *r, int64_t t);
 
 /* ---- deadline.c ------------------------------------------------------- */
 
 /* Takes m out of the deadline heap, if it is there. */
-void dh_remove(struct sched *s, struct smsg *m);
+void sch_dh_remove(struct sched *s, struct smsg *m);
 /* Puts m into, moves it within or takes it out of the deadline heap. */
-void msg_dupdate(struct sched *s, struct smsg *m);
+void sch_msg_dupdate(struct sched *s, struct smsg *m);
 /* Hands m's waiting recipients to dispatch as one deadline job. */
-void dispatch_deadline(struct sched *s, struct smsg *m, int64_t now);
+void sch_dispatch_deadline(struct sched *s, struct smsg *m, int64_t now);
 /* sched_job_done for a deadline job (j already off the job list). */
-int deadline_done(struct sched *s, struct sjob *j,
-                  const struct sched_result *results, size_t n, int64_t now);
+int sch_deadline_done(struct sched *s, struct sjob *j,
+                      const struct sched_result *results, size_t n,
+                      int64_t now);
 
 /* ---- suspend.c -------------------------------------------------------- */
 
 /* Frees the suspension table (on close). */
-void susp_free_all(struct sched *s);
+void sch_susp_free_all(struct sched *s);
 
 #endif

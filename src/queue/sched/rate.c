@@ -12,14 +12,14 @@
 /* ---- rate windows ----------------------------------------------------- */
 
 /* The earliest time a new start is allowed, INT64_MIN when now. */
-int64_t rate_next(const struct srate *r) {
+int64_t sch_rate_next(const struct srate *r) {
   if (r->n == 0 || r->count < r->n)
     return INT64_MIN;
   return r->ring[r->head] + r->win;
 }
 
 /* 1 when no recorded start is inside the window any more at now. */
-int rate_idle(const struct srate *r, int64_t now) {
+int sch_rate_idle(const struct srate *r, int64_t now) {
   if (r->count == 0)
     return 1;
   return r->ring[(r->head + r->count - 1) % r->cap] + r->win <= now;
@@ -32,7 +32,7 @@ static void rate_resize(struct srate *r, uint32_t cap) {
   if (cap) {
     ring = malloc(cap * sizeof *ring);
     if (!ring)
-      oom();
+      sch_oom();
   }
   for (uint32_t i = 0; i < keep; i++)
     ring[i] = r->ring[(r->head + r->count - keep + i) % r->cap];
@@ -43,7 +43,7 @@ static void rate_resize(struct srate *r, uint32_t cap) {
   r->count = keep;
 }
 
-void rate_record(struct srate *r, int64_t t) {
+void sch_rate_record(struct srate *r, int64_t t) {
   if (r->n == 0)
     return;
   if (r->count == r->cap) {
@@ -77,9 +77,10 @@ int sched_set_dest_rate(struct sched *s, const char *dest, unsigned n,
   if (!dest || !*dest || strlen(dest) > SCHED_DEST_MAX || n > SCHED_RATE_MAX ||
       (n && window_ms <= 0))
     return -EINVAL;
-  struct srate_over *ov = (struct srate_over *)htab_get(&s->rate_over, dest);
+  struct srate_over *ov =
+      (struct srate_over *)sch_htab_get(&s->rate_over, dest);
   if (n == 0 && ov) {
-    htab_del(&s->rate_over, &ov->h);
+    sch_htab_del(&s->rate_over, &ov->h);
     free(ov);
   } else if (n) {
     if (!ov) {
@@ -89,17 +90,17 @@ int sched_set_dest_rate(struct sched *s, const char *dest, unsigned n,
         return -ENOMEM;
       memcpy(ov->key, dest, len + 1);
       ov->h.key = ov->key;
-      htab_put(&s->rate_over, &ov->h);
+      sch_htab_put(&s->rate_over, &ov->h);
     }
     ov->n = n;
     ov->win = window_ms;
   }
-  struct sdest *d = (struct sdest *)htab_get(&s->dests, dest);
+  struct sdest *d = (struct sdest *)sch_htab_get(&s->dests, dest);
   if (d) {
     rate_set(&d->rate, n ? n : s->o.dest_rate_n,
              n ? window_ms : s->o.dest_rate_ms);
-    dest_update(s, d);
-    resched(s);
+    sch_dest_update(s, d);
+    sch_resched(s);
   }
   return 0;
 }

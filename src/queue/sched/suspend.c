@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-void susp_free_all(struct sched *s) {
+void sch_susp_free_all(struct sched *s) {
   for (size_t i = 0; s->susp.b && i < s->susp.nb; i++)
     for (struct hnode *n = s->susp.b[i], *next; n; n = next) {
       next = n->next;
@@ -25,7 +25,7 @@ static void susp_prune(struct sched *s, int64_t now) {
     for (struct hnode *n = s->susp.b[i], *next; n; n = next) {
       next = n->next;
       if (((struct ssusp *)n)->until <= now) {
-        htab_del(&s->susp, n);
+        sch_htab_del(&s->susp, n);
         free(n);
       }
     }
@@ -33,22 +33,22 @@ static void susp_prune(struct sched *s, int64_t now) {
 
 /* Applies a changed suspension to the destination, if it is known. */
 static void susp_apply(struct sched *s, const char *dest, int64_t until) {
-  struct sdest *d = (struct sdest *)htab_get(&s->dests, dest);
+  struct sdest *d = (struct sdest *)sch_htab_get(&s->dests, dest);
   if (!d)
     return;
   d->suspended_until = until;
-  dest_update(s, d);
+  sch_dest_update(s, d);
   sched_kick(s);
 }
 
 int sched_suspend(struct sched *s, const char *dest, int64_t until) {
-  int64_t now = now_ms(s);
+  int64_t now = sch_now_ms(s);
   if (!dest || !*dest || strlen(dest) > SCHED_DEST_MAX || until <= now)
     return -EINVAL;
-  if (!s->susp.b && htab_init(&s->susp, 16) < 0)
+  if (!s->susp.b && sch_htab_init(&s->susp, 16) < 0)
     return -ENOMEM;
   susp_prune(s, now);
-  struct ssusp *su = (struct ssusp *)htab_get(&s->susp, dest);
+  struct ssusp *su = (struct ssusp *)sch_htab_get(&s->susp, dest);
   if (!su) {
     if (s->susp.n >= SCHED_SUSPEND_MAX)
       return -ENOSPC;
@@ -58,7 +58,7 @@ int sched_suspend(struct sched *s, const char *dest, int64_t until) {
       return -ENOMEM;
     memcpy(su->key, dest, len + 1);
     su->h.key = su->key;
-    htab_put(&s->susp, &su->h);
+    sch_htab_put(&s->susp, &su->h);
   }
   su->until = until;
   susp_apply(s, dest, until);
@@ -66,13 +66,13 @@ int sched_suspend(struct sched *s, const char *dest, int64_t until) {
 }
 
 int sched_unsuspend(struct sched *s, const char *dest) {
-  int64_t now = now_ms(s);
+  int64_t now = sch_now_ms(s);
   if (!dest || !s->susp.b)
     return -ENOENT;
-  struct ssusp *su = (struct ssusp *)htab_get(&s->susp, dest);
+  struct ssusp *su = (struct ssusp *)sch_htab_get(&s->susp, dest);
   int active = su && su->until > now;
   if (su) {
-    htab_del(&s->susp, &su->h);
+    sch_htab_del(&s->susp, &su->h);
     free(su);
   }
   susp_apply(s, dest, 0);
@@ -82,13 +82,13 @@ int sched_unsuspend(struct sched *s, const char *dest) {
 int64_t sched_suspended_until(const struct sched *s, const char *dest) {
   if (!dest || !s->susp.b)
     return 0;
-  const struct ssusp *su = (const struct ssusp *)htab_get(&s->susp, dest);
-  return su && su->until > now_ms(s) ? su->until : 0;
+  const struct ssusp *su = (const struct ssusp *)sch_htab_get(&s->susp, dest);
+  return su && su->until > sch_now_ms(s) ? su->until : 0;
 }
 
 size_t sched_suspensions(struct sched *s, struct sched_suspension *out,
                          size_t max) {
-  int64_t now = now_ms(s);
+  int64_t now = sch_now_ms(s);
   susp_prune(s, now);
   size_t k = 0;
   for (size_t i = 0; s->susp.b && i < s->susp.nb; i++)
