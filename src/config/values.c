@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proto/rate.h"
 #include "proto/smtp_parse.h"
 
 static const char *const relayhost_auth_names[] = {"auto", "plain", "login",
@@ -87,60 +88,18 @@ static int parse_u64(const char *s, uint64_t *out) {
 }
 
 /* "300ms", "90s", "5m", "2h", "5d"; a bare number means seconds.  Result
- * in ms. */
+ * in ms (the one grammar of proto/rate). */
 static int parse_duration(const char *s, uint64_t *ms) {
-  char num[32];
-  size_t n = strlen(s);
-  if (n == 0 || n >= sizeof num)
-    return -1;
-  uint64_t mult = 1000;
-  memcpy(num, s, n + 1);
-  if (n > 2 && strcmp(num + n - 2, "ms") == 0)
-    mult = 1, num[n - 2] = '\0';
-  switch (mult == 1 ? '\0' : num[n - 1]) {
-  case 's':
-    mult = 1000, num[n - 1] = '\0';
-    break;
-  case 'm':
-    mult = 60 * 1000, num[n - 1] = '\0';
-    break;
-  case 'h':
-    mult = 3600 * 1000, num[n - 1] = '\0';
-    break;
-  case 'd':
-    mult = 86400 * 1000, num[n - 1] = '\0';
-    break;
-  }
-  uint64_t v;
-  if (parse_u64(num, &v) < 0 || v > UINT64_MAX / mult / 4)
-    return -1;
-  *ms = v * mult;
-  return 0;
+  return duration_parse_ms(s, strlen(s), ms);
 }
+
+_Static_assert(CONFIG_RATE_MAX == RATE_MAX_N, "one rate limit everywhere");
 
 int config_parse_rate(const char *s, struct config_rate *out,
                       char err[CONFIG_ERR_MAX]) {
-  const char *slash = strchr(s, '/');
-  if (!slash)
-    return ERR("'%s' is not N/DURATION (e.g. 30/1m)", s);
-  char num[32], dur[32];
-  const char *a = s, *b = slash + 1;
-  size_t an = (size_t)(slash - s), bn = strlen(b);
-  cfg_trim(&a, &an);
-  cfg_trim(&b, &bn);
-  if (an == 0 || an >= sizeof num || bn == 0 || bn >= sizeof dur)
-    return ERR("'%s' is not N/DURATION (e.g. 30/1m)", s);
-  memcpy(num, a, an);
-  num[an] = '\0';
-  memcpy(dur, b, bn);
-  dur[bn] = '\0';
   uint64_t n, ms;
-  if (parse_u64(num, &n) < 0 || n == 0 || n > CONFIG_RATE_MAX)
-    return ERR("'%s': N must be a number from 1 to %d", s, CONFIG_RATE_MAX);
-  if (parse_duration(dur, &ms) < 0)
-    return ERR("'%s': '%s' is not a duration (e.g. 1m)", s, dur);
-  if (ms == 0 || ms > 7ULL * 86400000)
-    return ERR("'%s': the window must be greater than 0 and at most 7d", s);
+  if (rate_parse(s, &n, &ms, err, CONFIG_ERR_MAX) < 0)
+    return -1;
   out->n = (unsigned)n;
   out->window_ms = ms;
   return 0;

@@ -2,6 +2,7 @@
  * proto/routes: the routes_file parser and matcher (see routes.h).
  */
 #include "proto/routes.h"
+#include "proto/rate.h"
 
 #include <ctype.h>
 #include <stdarg.h>
@@ -174,40 +175,6 @@ static int parse_bool(const char *s, int *out) {
   return -1;
 }
 
-/* N/DURATION, as destination_rate: "30/1m". */
-static int parse_rate(const char *s, uint64_t *n, uint64_t *window_ms) {
-  const char *slash = strchr(s, '/');
-  if (!slash || parse_u64(s, (size_t)(slash - s), n) < 0 || *n == 0)
-    return -1;
-  const char *d = slash + 1;
-  size_t dl = strlen(d);
-  uint64_t mult = 1000;
-  if (dl > 0 && !isdigit((unsigned char)d[dl - 1])) {
-    switch (d[dl - 1]) {
-    case 's':
-      mult = 1000;
-      break;
-    case 'm':
-      mult = 60000;
-      break;
-    case 'h':
-      mult = 3600000;
-      break;
-    case 'd':
-      mult = 86400000;
-      break;
-    default:
-      return -1;
-    }
-    dl--;
-  }
-  uint64_t v;
-  if (parse_u64(d, dl, &v) < 0 || v == 0 || v > UINT64_MAX / mult / 4)
-    return -1;
-  *window_ms = v * mult;
-  return 0;
-}
-
 static int parse_match(struct perr *p, const char *tok, struct route *r) {
   const char *rest;
   if (strncasecmp(tok, "recipient:", 10) == 0) {
@@ -315,8 +282,9 @@ static int parse_setting(struct perr *p, char *tok, struct route *r,
       return fail(p, "relayhost_auth_plaintext: '%s' is not yes or no", val);
     return 0;
   default:
-    if (parse_rate(val, &r->rate_n, &r->rate_window_ms) < 0)
-      return fail(p, "rate: '%s' is not N/DURATION (e.g. 30/1m)", val);
+    char why[160];
+    if (rate_parse(val, &r->rate_n, &r->rate_window_ms, why, sizeof why) < 0)
+      return fail(p, "rate: %s", why);
     return 0;
   }
 }

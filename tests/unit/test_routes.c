@@ -91,12 +91,13 @@ static void test_settings(void) {
       "relayhost_tls=opportunistic relayhost_auth_plaintext=yes "
       "relayhost_user=v relayhost_password_file=/q\n"
       "\trecipient:@d.example\trelayhost=MX\trate=5/2h\n"
+      "recipient:@f.example relayhost=mx rate=3/300ms\n"
       "recipient:@e.example\n";
   struct routes rs;
   char err[512] = "";
   CHECK_INT(parse(t, &rs, err), 0);
   CHECK_STR(err, "");
-  CHECK_INT(rs.n, 5);
+  CHECK_INT(rs.n, 6);
   CHECK_INT(rs.r[0].n_hosts, 2);
   CHECK_INT(rs.r[0].hosts[0].mx_lookup, 1);
   CHECK_INT(rs.r[0].hosts[0].port, 2525);
@@ -113,7 +114,9 @@ static void test_settings(void) {
   CHECK_INT(rs.r[2].auth_plaintext, 1);
   CHECK_INT(rs.r[3].n_hosts, 0);
   CHECK_INT(rs.r[3].rate_window_ms, 7200000);
-  CHECK_INT(rs.r[4].n_hosts, 0); /* no relayhost: the default, MX */
+  CHECK_INT(rs.r[4].rate_n, 3); /* milliseconds, as destination_rate */
+  CHECK_INT(rs.r[4].rate_window_ms, 300);
+  CHECK_INT(rs.r[5].n_hosts, 0); /* no relayhost: the default, MX */
   routes_free(&rs);
 }
 
@@ -155,6 +158,11 @@ static void test_errors(void) {
       {"sender:@x.example rate=30\n", "r.txt:1: rate:"},
       {"sender:@x.example rate=0/1m\n", "r.txt:1: rate:"},
       {"sender:@x.example rate=5/1w\n", "r.txt:1: rate:"},
+      /* one grammar and the same bounds as destination_rate (proto/rate):
+       * the scheduler would refuse more than 100000 starts per window */
+      {"sender:@x.example relayhost=[h.example]:25 rate=200000/1m\n",
+       "r.txt:1: rate: '200000/1m': N must be a number from 1 to 100000"},
+      {"sender:@x.example relayhost=[h.example]:25 rate=5/8d\n", "at most 7d"},
       {"sender:@x.example relayhost=mx rate=10/1m\n",
        "r.txt:1: rate: a sender route by MX"},
       {"sender:@x.example relayhost_tls=none\n",

@@ -17,6 +17,7 @@
 #include "loop/conn.h"
 #include "loop/https_client.h"
 #include "loop/tls.h"
+#include "proto/rate.h"
 #include "proto/smtp_client.h"
 #include "proto/smtp_parse.h"
 #include "queue/retry.h"
@@ -594,6 +595,9 @@ static const char *route_rate_key(const struct route *r) {
     return r->key;
   return r->kind == ROUTE_RECIPIENT_DOMAIN ? r->match : NULL;
 }
+
+_Static_assert(SCHED_RATE_MAX == RATE_MAX_N,
+               "a rate the routes file accepts, the scheduler takes");
 
 /* Hands the routes' own rates to the scheduler (CONTRACT §4a `rate`):
  * the old table's overrides are lifted first, so a route whose rate was
