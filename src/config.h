@@ -227,4 +227,14 @@ int config_parse_rate(const char *s, struct config_rate *out,
 int config_cidr_match(const struct config_cidr *list, int n,
                       const struct sockaddr *sa);
 
+/*
+ * Reads the first line of a secret file (the *_FILE convention of CONTRACT
+ * §2: passwords, tokens, client secrets) into out (cap bytes), without its
+ * CR/LF; an empty file gives "".  Blocking: start-up, or off the loop.
+ * Returns 0, or -1 with the reason in why (the path and strerror, never
+ * the content).
+ */
+int config_read_secret(const char *path, char *out, size_t cap, char *why,
+                       size_t whycap);
+
 #endif

@@ -89,11 +89,6 @@ int cfg_valid_domain(const char *s);
  * set (validate.c). */
 int cfg_validate(struct config *cfg, struct config_warnings *warn, char *err);
 
-/* Reads the first line of a file (secrets convention) into out, without
- * its line end; 0, or -1 with the reason in why (validate.c). */
-int cfg_read_first_line(const char *path, char *out, size_t cap, char *why,
-                        size_t whycap);
-
 /* Adds a warning to w (none when w is NULL or full) (validate.c). */
 void cfg_warn_add(struct config_warnings *w, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

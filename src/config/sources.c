@@ -150,7 +150,7 @@ static int apply_env(struct config *cfg, char *const *env,
           return ERR("%s: both MAILHOP_%.*s and MAILHOP_%.*s are set; use "
                      "one",
                      k->name, (int)(n - 5), *e + 8, (int)n, *e + 8);
-      if (cfg_read_first_line(value, filebuf, sizeof filebuf, msg, sizeof msg) <
+      if (config_read_secret(value, filebuf, sizeof filebuf, msg, sizeof msg) <
           0)
         return ERR("%s: %s (from MAILHOP_%.*s)", k->name, msg, (int)n, *e + 8);
       value = filebuf;

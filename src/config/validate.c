@@ -36,9 +36,8 @@ static int addr_overlaps(const struct config_addr *x,
           IN6_IS_ADDR_UNSPECIFIED(&b->sin6_addr));
 }
 
-/* Reads the first line of a file (secrets convention). */
-int cfg_read_first_line(const char *path, char *out, size_t cap, char *why,
-                        size_t whycap) {
+int config_read_secret(const char *path, char *out, size_t cap, char *why,
+                       size_t whycap) {
   FILE *f = fopen(path, "r");
   if (!f) {
     snprintf(why, whycap, "cannot read %s: %s", path, strerror(errno));
@@ -46,7 +45,13 @@ int cfg_read_first_line(const char *path, char *out, size_t cap, char *why,
   }
   if (!fgets(out, (int)cap, f))
     out[0] = '\0';
+  int bad = ferror(f);
   fclose(f);
+  if (bad) {
+    snprintf(why, whycap, "cannot read %s", path);
+    out[0] = '\0';
+    return -1;
+  }
   size_t n = strlen(out);
   while (n && (out[n - 1] == '\n' || out[n - 1] == '\r'))
     out[--n] = '\0';
@@ -101,9 +106,9 @@ int cfg_validate(struct config *cfg, struct config_warnings *warn, char *err) {
     if (cfg->relayhost_password[0])
       return ERR("relayhost_password_file: relayhost_password is set too; "
                  "use one");
-    if (cfg_read_first_line(
-            cfg->relayhost_password_file, cfg->relayhost_password,
-            sizeof cfg->relayhost_password, msg, sizeof msg) < 0)
+    if (config_read_secret(cfg->relayhost_password_file,
+                           cfg->relayhost_password,
+                           sizeof cfg->relayhost_password, msg, sizeof msg) < 0)
       return ERR("relayhost_password_file: %s", msg);
   }
   /* The OAuth2 client's secrets from their files (CONTRACT §4a). */
@@ -125,8 +130,7 @@ int cfg_validate(struct config *cfg, struct config_warnings *warn, char *err) {
     if (val[0])
       return ERR("%s_file: %s is set too; use one", oauth2_files[i].name,
                  oauth2_files[i].name);
-    if (cfg_read_first_line(file, val, oauth2_files[i].cap, msg, sizeof msg) <
-        0)
+    if (config_read_secret(file, val, oauth2_files[i].cap, msg, sizeof msg) < 0)
       return ERR("%s_file: %s", oauth2_files[i].name, msg);
   }
   int oauth2 = cfg->relayhost_oauth2_token_url[0] != '\0';

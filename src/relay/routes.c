@@ -9,26 +9,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
+
 int relay_read_secret(const char *path, char *out, size_t cap, char *why,
                       size_t whycap) {
-  FILE *f = fopen(path, "r");
-  if (!f) {
-    snprintf(why, whycap, "cannot read %s: %s", path, strerror(errno));
+  if (config_read_secret(path, out, cap, why, whycap) < 0)
     return -1;
-  }
-  if (!fgets(out, (int)cap, f))
-    out[0] = '\0';
-  int bad = ferror(f);
-  fclose(f);
-  if (bad) {
-    snprintf(why, whycap, "cannot read %s", path);
-    out[0] = '\0';
-    return -1;
-  }
-  size_t n = strlen(out);
-  while (n && (out[n - 1] == '\n' || out[n - 1] == '\r'))
-    out[--n] = '\0';
-  if (n == 0) {
+  if (out[0] == '\0') {
     snprintf(why, whycap, "%s is empty", path);
     return -1;
   }

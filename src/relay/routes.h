@@ -44,9 +44,9 @@ void relay_routes_unref(struct relay_routes *rt);
 size_t relay_routes_print(const struct relay_routes *rt, char *out, size_t cap);
 
 /*
- * Reads the first line of a password (or token) file into out (trailing
- * CR/LF removed).  Blocking: off the loop, or at start-up.  Returns 0, or
- * -1 with the reason in why (the path and strerror, never the content).
+ * A route's password (or token) file: config_read_secret(), and an empty
+ * one is an error too.  Blocking: off the loop, or at start-up.  Returns
+ * 0, or -1 with the reason in why (never the content).
  */
 int relay_read_secret(const char *path, char *out, size_t cap, char *why,
                       size_t whycap);
