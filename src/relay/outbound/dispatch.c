@@ -341,22 +341,29 @@ static void secret_done(uv_work_t *w, int status) {
   dispatch_resolve(d);
 }
 
-/* The OAuth2 access token for the global relayhost (CONTRACT §4a). */
-static void on_token(void *arg, int rc, const char *token, const char *why) {
-  struct delivery *d = arg;
+int dispatch_token_arrived(struct delivery *d, int rc, const char *token,
+                           const char *why) {
   struct outbound *ob = d->ob;
   if (rc == -2 || ob->stopping || ob->freeing) {
     record_finish(d); /* shutdown: the recipients stay as they are */
-    return;
+    return -1;
   }
   if (rc < 0) {
     /* A relayhost problem: defer, never bounce (CONTRACT §4). */
     snprintf(d->last_err, sizeof d->last_err, "%s", why);
     dispatch_decide_pending(d, OUTCOME_TEMPFAIL, d->last_err, "4.7.0");
     record_finish(d);
-    return;
+    return -1;
   }
   snprintf(d->password, sizeof d->password, "%s", token);
+  return 0;
+}
+
+/* The OAuth2 access token for the global relayhost (CONTRACT §4a). */
+static void on_token(void *arg, int rc, const char *token, const char *why) {
+  struct delivery *d = arg;
+  if (dispatch_token_arrived(d, rc, token, why) < 0)
+    return;
   d->oauth2_token = 1;
   dispatch_resolve(d);
 }

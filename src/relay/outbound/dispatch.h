@@ -181,6 +181,14 @@ void dispatch_decide(struct delivery *d, size_t i, enum outcome_state st,
                      const char *err, const char *status);
 
 /* Every recipient still open gets this outcome. */
+/* An OAuth2 token fetch ended (relay/oauth2's callback arguments): at
+ * shutdown the delivery ends as it is, a failed fetch defers its pending
+ * recipients with 4.7.0 (a relayhost problem, never a bounce); both end
+ * the delivery and return -1.  Otherwise the token is the delivery's
+ * password and 0 is returned. */
+int dispatch_token_arrived(struct delivery *d, int rc, const char *token,
+                           const char *why);
+
 void dispatch_decide_pending(struct delivery *d, enum outcome_state st,
                              const char *err, const char *status);
 

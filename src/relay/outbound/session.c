@@ -578,18 +578,8 @@ static const struct conn_cbs delivery_cbs = {
 static void on_retry_token(void *arg, int rc, const char *token,
                            const char *why) {
   struct delivery *d = arg;
-  struct outbound *ob = d->ob;
-  if (rc == -2 || ob->stopping || ob->freeing) {
-    record_finish(d); /* shutdown: the recipients stay as they are */
+  if (dispatch_token_arrived(d, rc, token, why) < 0)
     return;
-  }
-  if (rc < 0) {
-    snprintf(d->last_err, sizeof d->last_err, "%s", why);
-    dispatch_decide_pending(d, OUTCOME_TEMPFAIL, d->last_err, "4.7.0");
-    record_finish(d);
-    return;
-  }
-  snprintf(d->password, sizeof d->password, "%s", token);
   d->cand--; /* NEXT_HOST steps back onto it */
   d->next = NEXT_HOST;
   session_next(d);
