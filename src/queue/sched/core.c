@@ -79,6 +79,19 @@ struct srcpt *sch_rcpt_find(const struct smsg *m, int idx) {
   return lo < m->nrcpts && m->rcpts[lo].idx == idx ? &m->rcpts[lo] : NULL;
 }
 
+void sch_msg_settle(struct sched *s, struct smsg *m) {
+  if (m->live == 0 && m->jobs == 0) {
+    sch_dh_remove(s, m);
+    sch_htab_del(&s->msgs, &m->h);
+    s->st.messages--;
+    if (m->held)
+      s->st.held--;
+    sch_msg_free(m);
+  } else {
+    sch_msg_dupdate(s, m);
+  }
+}
+
 /* ---- timer and dispatch ----------------------------------------------- */
 
 static void on_timer(uv_timer_t *t);
@@ -514,16 +527,7 @@ int sched_job_done(struct sched *s, struct sched_job *job,
       i = k;
     }
     free(rt);
-    if (m->live == 0 && m->jobs == 0) {
-      sch_dh_remove(s, m);
-      sch_htab_del(&s->msgs, &m->h);
-      s->st.messages--;
-      if (m->held)
-        s->st.held--;
-      sch_msg_free(m);
-    } else {
-      sch_msg_dupdate(s, m);
-    }
+    sch_msg_settle(s, m);
   }
   free(j);
   sch_dest_update(s, d);

@@ -228,16 +228,7 @@ int sch_deadline_done(struct sched *s, struct sjob *j,
     /* Left past a deadline (the owner could not act): not again at
      * once. */
     m->dl_again = msg_deadline(s, m) <= now ? now + SCHED_DEADLINE_AGAIN_MS : 0;
-    if (m->live == 0 && m->jobs == 0) {
-      sch_dh_remove(s, m);
-      sch_htab_del(&s->msgs, &m->h);
-      s->st.messages--;
-      if (m->held)
-        s->st.held--;
-      sch_msg_free(m);
-    } else {
-      sch_msg_dupdate(s, m);
-    }
+    sch_msg_settle(s, m);
   }
   free(j);
   sch_linger_sweep(s, now);

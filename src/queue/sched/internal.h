@@ -196,6 +196,9 @@ int64_t sch_now_ms(const struct sched *s);
 struct smsg *sch_msg_get(const struct sched *s, const char *id);
 /* Frees m and its recipients (not its entries). */
 void sch_msg_free(struct smsg *m);
+/* After a job on m ended: m leaves the scheduler once it has no live
+ * recipient and no job in flight, else its deadline key is refreshed. */
+void sch_msg_settle(struct sched *s, struct smsg *m);
 /* m's recipient with index idx, or NULL. */
 struct srcpt *sch_rcpt_find(const struct smsg *m, int idx);
 /* Arms the timer for the earliest of what may be dispatched next. */
