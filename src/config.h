@@ -237,4 +237,8 @@ int config_cidr_match(const struct config_cidr *list, int n,
 int config_read_secret(const char *path, char *out, size_t cap, char *why,
                        size_t whycap);
 
+/* The directory holding queue_path ("." for a bare file name), where the
+ * queue and the DATA spools live, into out (cap bytes).  Pure. */
+void config_queue_dir(const struct config *cfg, char *out, size_t cap);
+
 #endif

@@ -205,3 +205,14 @@ int cfg_validate(struct config *cfg, struct config_warnings *warn, char *err) {
                  cfg->hostname);
   return 0;
 }
+
+void config_queue_dir(const struct config *cfg, char *out, size_t cap) {
+  snprintf(out, cap, "%s", cfg->queue_path);
+  char *slash = strrchr(out, '/');
+  if (!slash)
+    snprintf(out, cap, ".");
+  else if (slash == out)
+    out[1] = '\0';
+  else
+    *slash = '\0';
+}

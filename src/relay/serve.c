@@ -106,15 +106,8 @@ static int drop_privileges(const struct config *cfg) {
   }
   /* DATA spools are created in the queue's directory: check now rather
    * than failing every large message later. */
-  char dir[4200];
-  snprintf(dir, sizeof dir, "%s", cfg->queue_path);
-  char *slash = strrchr(dir, '/');
-  if (!slash)
-    snprintf(dir, sizeof dir, ".");
-  else if (slash == dir)
-    dir[1] = '\0';
-  else
-    *slash = '\0';
+  char dir[sizeof cfg->queue_path];
+  config_queue_dir(cfg, dir, sizeof dir);
   if (access(dir, W_OK | X_OK) < 0) {
     log_msg(LOG_ERROR, "startup",
             "queue directory %s is not writable by user %u:%u: %s", dir,

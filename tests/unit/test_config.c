@@ -501,6 +501,20 @@ static void test_more_contradictions(void) {
   CHECK_INT(load(NULL, NULL, oauth_ok), 0);
 }
 
+static void test_queue_dir(void) {
+  char dir[64];
+  config_defaults(&cfg);
+  snprintf(cfg.queue_path, sizeof cfg.queue_path, "/var/lib/mailhop/q.db");
+  config_queue_dir(&cfg, dir, sizeof dir);
+  CHECK_STR(dir, "/var/lib/mailhop");
+  snprintf(cfg.queue_path, sizeof cfg.queue_path, "/q.db");
+  config_queue_dir(&cfg, dir, sizeof dir);
+  CHECK_STR(dir, "/");
+  snprintf(cfg.queue_path, sizeof cfg.queue_path, "q.db");
+  config_queue_dir(&cfg, dir, sizeof dir);
+  CHECK_STR(dir, ".");
+}
+
 static void test_cidr_match(void) {
   CHECK_INT(parse("relay_networks = 10.1.0.0/16, 2001:db8::/32\n"), 0);
   struct sockaddr_in in = {.sin_family = AF_INET};
@@ -538,6 +552,7 @@ int main(void) {
   test_print();
   test_dkim_sign();
   test_more_contradictions();
+  test_queue_dir();
   test_cidr_match();
   char cmd[300];
   snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);

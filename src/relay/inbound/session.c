@@ -889,14 +889,7 @@ struct inbound *inbound_start(uv_loop_t *loop, const struct config *cfg,
     /* The queue's directory: its file system is where mail is spooled
      * and committed. */
     char dir[sizeof cfg->queue_path];
-    snprintf(dir, sizeof dir, "%s", cfg->queue_path);
-    char *slash = strrchr(dir, '/');
-    if (!slash)
-      snprintf(dir, sizeof dir, ".");
-    else if (slash == dir)
-      dir[1] = '\0';
-    else
-      *slash = '\0';
+    config_queue_dir(cfg, dir, sizeof dir);
     in->disk = diskspace_start(loop, dir, 0);
     if (in->disk)
       diskspace_on_update(in->disk, on_disk_update, in);
