@@ -281,11 +281,12 @@ static int parse_setting(struct perr *p, char *tok, struct route *r,
     if (parse_bool(val, &r->auth_plaintext) < 0)
       return fail(p, "relayhost_auth_plaintext: '%s' is not yes or no", val);
     return 0;
-  default:
+  default: {
     char why[160];
     if (rate_parse(val, &r->rate_n, &r->rate_window_ms, why, sizeof why) < 0)
       return fail(p, "rate: %s", why);
     return 0;
+  }
   }
 }
 
