@@ -426,4 +426,9 @@ def test_real_haproxy_smtp_health_check_with_local(mailhop, haproxy):
             break
         time.sleep(0.2)
     assert status == "L7OK", (status, m.log())
-    assert "rejected" not in m.log(), m.log()
+    # No header was refused.  A check HAProxy itself aborted (its check
+    # timeout on a loaded machine: it resets the connection) shows as a
+    # socket error and is not ours to judge.
+    refused = [l for l in m.log().splitlines() if "event=rejected" in l and
+               "proxy header: socket error" not in l]
+    assert not refused, m.log()
