@@ -280,7 +280,9 @@ int dkim_from_domain(const char *value, size_t n, char *out, size_t cap) {
   if (cl[d0] == '.' || cl[d1 - 1] == '.')
     return -1;
   for (size_t j = d0; j < d1; j++) {
-    if (!valid_domain_char((unsigned char)cl[j]))
+    /* Checked on the raw octet too: a quoted string or comment inside the
+     * domain reads as 'q' or ' ' in cl, but would be copied from value. */
+    if (cl[j] != value[j] || !valid_domain_char((unsigned char)cl[j]))
       return -1;
     if (cl[j] == '.' && cl[j + 1] == '.')
       return -1;

@@ -112,6 +112,13 @@ static void test_from_domain(void) {
       {"\"unterminated <a@b.example>", NULL},
       {"a@b.example,", "b.example"}, /* empty list item (obs) */
       {"Name <a@b.example", NULL},
+      /* Quoted or commented text inside the domain (found by fuzz_dkim:
+       * the check ran on the cleaned copy, the copy-out on the raw). */
+      {"a@\"B C\"", NULL},
+      {"a@b\"x\".example", NULL},
+      {"a@\"b.example\"", NULL},
+      {"<a@b(c)d.example>", NULL},
+      {"a@(lead)b.example", "b.example"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     char out[256];
