@@ -7,11 +7,14 @@
  * Never: runs a statement on the loop thread after store_open() returned,
  * touches loop state from a pool thread, or knows SMTP syntax.  The DATA
  * spool is queue/spool's object; the store_spool_* calls here are its
- * interface for the store's users.
+ * interface for the store's users.  Freshly committed messages are kept in
+ * queue/fresh, and store_show() and store_body_read() of them are answered
+ * from there on the next loop turn (an idle handle), without a pool job.
  */
 #include "queue/store.h"
 
 #include "log.h"
+#include "queue/fresh.h"
 #include "queue/lane.h"
 #include "queue/store_db.h"
 
@@ -37,6 +40,8 @@ struct store_job {
   struct lane_job lj; /* first */
   struct store *st;
   void *data;
+  int fresh;                    /* answered from the cache: not in a lane */
+  struct store_job *ready_next; /* the ready list (fresh answers) */
   union {
     store_done_cb done;
     store_msgs_cb msgs;
@@ -58,6 +63,11 @@ struct store {
   int lockfd;
   struct store_db *db;
   struct lane wl, rl;
+  /* Fresh-message cache, and the answers from it waiting for the next loop
+   * turn (callbacks never run inside the starting call). */
+  struct fresh fresh;
+  struct store_job *ready_head, *ready_tail;
+  uv_idle_t ready_idle;
   int w_committed; /* the writer batch's transaction committed */
   struct store_stats stats;
   uint64_t last_us;
@@ -236,6 +246,10 @@ void store_new_id(struct store *st, char out[STORE_ID_SIZE]) {
 void store_get_stats(const struct store *st, struct store_stats *out) {
   *out = st->stats;
   out->pending = lane_pending(&st->wl);
+  out->fresh_hits = st->fresh.hits;
+  out->fresh_misses = st->fresh.misses;
+  out->fresh_entries = st->fresh.entries;
+  out->fresh_bytes = st->fresh.used;
 }
 
 /* ---- jobs ------------------------------------------------------------- */
@@ -269,12 +283,27 @@ static void job_push(struct store *st, struct store_job *job) {
 }
 
 void store_cancel(struct store_job *job) {
-  lane_cancel(job_lane(job->st, job), &job->lj);
+  /* An answer from the cache is complete already: like a running job, it
+   * reports its real result. */
+  if (!job->fresh)
+    lane_cancel(job_lane(job->st, job), &job->lj);
 }
 
 /* Runs the job's callback with its final result and frees it (loop). */
 static void job_finish(struct store_job *job, int status) {
   struct store *st = job->st;
+  if (job->req.op == STORE_OP_COMMIT && job->req.keep) {
+    /* The reservation becomes an entry once the message is durable. */
+    job->req.keep = 0;
+    if (status == 0 && job->req.kept) {
+      (void)fresh_put(&st->fresh, &job->req.msg, job->req.kept,
+                      job->req.kept_hlen, uv_now(st->loop));
+      job->req.kept = NULL;
+      job->req.has_msg = 0;
+    } else {
+      fresh_unreserve(&st->fresh, (size_t)job->req.msg.size);
+    }
+  }
   switch (job->req.op) {
   case STORE_OP_COMMIT:
   case STORE_OP_UPDATE:
@@ -408,6 +437,52 @@ static const struct lane_ops reader_ops = {
     .idle = on_lane_idle,
 };
 
+/* ---- answers from the fresh-message cache ----------------------------- */
+
+static void on_ready(uv_idle_t *h) {
+  struct store *st = h->data;
+  /* Answers pushed by these callbacks wait for the next turn. */
+  struct store_job *j = st->ready_head;
+  st->ready_head = st->ready_tail = NULL;
+  while (j) {
+    struct store_job *next = j->ready_next;
+    job_finish(j, j->req.status);
+    j = next;
+  }
+  if (!st->ready_head)
+    uv_idle_stop(&st->ready_idle);
+  maybe_finish_close(st);
+}
+
+/* Queues a job answered from the cache (req.status and results set). */
+static void ready_push(struct store *st, struct store_job *job) {
+  job->fresh = 1;
+  job->ready_next = NULL;
+  if (st->ready_tail)
+    st->ready_tail->ready_next = job;
+  else
+    st->ready_head = job;
+  st->ready_tail = job;
+  uv_idle_start(&st->ready_idle, on_ready);
+}
+
+/* Fills a show job's result from a cache entry: 0 or -ENOMEM (then the
+ * job goes to the database as usual). */
+static int fresh_show(struct store_job *job, const struct fresh_entry *e) {
+  struct store_msg *m = &job->req.msg;
+  if (msg_copy(m, &e->msg) < 0)
+    return -ENOMEM;
+  job->req.has_msg = 1;
+  m->notices = e->msg.notices;
+  m->headers = strndup(e->bytes, e->hlen);
+  if (!m->headers) {
+    store_msg_clear(m);
+    job->req.has_msg = 0;
+    return -ENOMEM;
+  }
+  return 0;
+}
+
 /* ---- public requests -------------------------------------------------- */
 
 static int check_open(struct store *st) {
@@ -445,6 +520,8 @@ int store_commit(struct store *st, struct store_msg *msg,
   if (msg->prefix_len)
     memcpy(job->req.prefix, msg->prefix, msg->prefix_len);
   job->req.msg.prefix_len = msg->prefix_len;
+  job->req.keep =
+      fresh_reserve(&st->fresh, (size_t)msg->size, uv_now(st->loop));
   job->cb.done = cb;
   if (jobp)
     *jobp = job;
@@ -466,6 +543,7 @@ int store_update(struct store *st, const struct store_outcome *outcomes,
   if (n && !(job->req.outs = calloc(n, sizeof *job->req.outs)))
     goto nomem;
   for (size_t i = 0; i < n; i++) {
+    fresh_drop(&st->fresh, outcomes[i].id);
     job->req.outs[i] = outcomes[i];
     job->req.outs[i].id = strdup(outcomes[i].id);
     job->req.outs[i].last_error = xstrdup(outcomes[i].last_error);
@@ -509,6 +587,7 @@ static int simple_writer(struct store *st, enum store_op kind, const char *id,
   if (!job)
     return -ENOMEM;
   snprintf(job->req.id, sizeof job->req.id, "%s", id);
+  fresh_drop(&st->fresh, id);
   job->req.held = held;
   job->cb.done = cb;
   job_push(st, job);
@@ -576,7 +655,11 @@ int store_show(struct store *st, const char *id, store_show_cb cb, void *data) {
     return -ENOMEM;
   snprintf(job->req.id, sizeof job->req.id, "%s", id);
   job->cb.show = cb;
-  job_push(st, job);
+  const struct fresh_entry *e = fresh_get(&st->fresh, id);
+  if (e && fresh_show(job, e) == 0)
+    ready_push(st, job);
+  else
+    job_push(st, job);
   return 0;
 }
 
@@ -598,7 +681,21 @@ int store_body_read(struct store *st, const char *id, int64_t offset, void *buf,
   job->cb.read = cb;
   if (jobp)
     *jobp = job;
-  job_push(st, job);
+  const struct fresh_entry *e = fresh_get(&st->fresh, id);
+  if (e) {
+    /* buf is valid now; the callback reports it on the next turn. */
+    int64_t total = e->msg.size;
+    size_t n = 0;
+    if (offset < total) {
+      n = total - offset < (int64_t)len ? (size_t)(total - offset) : len;
+      memcpy(buf, e->bytes + offset, n);
+    }
+    job->req.got = n;
+    job->req.total = total;
+    ready_push(st, job);
+  } else {
+    job_push(st, job);
+  }
   return 0;
 }
 
@@ -641,8 +738,10 @@ int store_bulk(struct store *st, enum store_bulk_action action,
     job_free(job);
     return -ENOMEM;
   }
-  for (size_t i = 0; i < n; i++)
+  for (size_t i = 0; i < n; i++) {
     snprintf(job->req.ids[i], STORE_ID_SIZE, "%s", ids[i]);
+    fresh_drop(&st->fresh, ids[i]);
+  }
   job->req.nids = n;
   job->req.action = action;
   job->cb.bulk = cb;
@@ -848,6 +947,7 @@ static void store_free(struct store *st) {
     free(st->sts[i].policy);
   free(st->sts);
   free(st->rpt);
+  fresh_fini(&st->fresh);
   free(st);
 }
 
@@ -860,6 +960,11 @@ int store_open(uv_loop_t *loop, const char *path, struct store **out, char *err,
   }
   st->loop = loop;
   st->lockfd = -1;
+  if (fresh_init(&st->fresh) < 0) {
+    free(st);
+    snprintf(err, errlen, "out of memory");
+    return -ENOMEM;
+  }
   lane_init(&st->wl, loop, 1, &writer_ops, st);
   lane_init(&st->rl, loop, 0, &reader_ops, st);
   st->path = strdup(path);
@@ -898,6 +1003,8 @@ int store_open(uv_loop_t *loop, const char *path, struct store **out, char *err,
     store_free(st);
     return r;
   }
+  uv_idle_init(loop, &st->ready_idle);
+  st->ready_idle.data = st;
   *out = st;
   return 0;
 }
@@ -920,14 +1027,20 @@ static void on_close_after(uv_work_t *req, int status) {
     cb(data);
 }
 
-static void maybe_finish_close(struct store *st) {
-  if (st->closing != 1 || !lane_idle(&st->wl) || !lane_idle(&st->rl))
-    return;
-  st->closing = 2;
+static void on_ready_closed(uv_handle_t *h) {
+  struct store *st = h->data;
   int r =
       uv_queue_work(st->loop, &st->close_req, on_close_work, on_close_after);
   assert(r == 0);
   (void)r;
+}
+
+static void maybe_finish_close(struct store *st) {
+  if (st->closing != 1 || !lane_idle(&st->wl) || !lane_idle(&st->rl) ||
+      st->ready_head)
+    return;
+  st->closing = 2;
+  uv_close((uv_handle_t *)&st->ready_idle, on_ready_closed);
 }
 
 void store_close(struct store *st, store_close_cb cb, void *data) {

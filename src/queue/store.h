@@ -136,6 +136,10 @@ struct store_stats {
   uint64_t commits;      /* messages committed */
   uint64_t failed;       /* writer requests that failed */
   size_t pending;        /* writer requests waiting for the next batch */
+  /* the fresh-message cache (queue/fresh.h): reads answered from memory
+   * (hits) or sent to the database (misses), and what it holds now */
+  uint64_t fresh_hits, fresh_misses;
+  size_t fresh_entries, fresh_bytes;
 };
 
 /* Callback types.  `st` is the store; `data` what the caller passed. */

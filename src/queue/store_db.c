@@ -198,6 +198,8 @@ void store_req_clear(struct store_req *req) {
   req->has_msg = 0;
   free(req->prefix);
   req->prefix = NULL;
+  free(req->kept);
+  req->kept = NULL;
   free(req->policy);
   req->policy = NULL;
   spool_free(req->spool);
@@ -301,6 +303,13 @@ static int insert_msg(struct store_db *st, struct store_req *job) {
   if (r < 0)
     goto out;
 
+  job->kept_hlen = hlen;
+  /* The fresh-message cache's copy (store.c reserved room for it): the
+   * chunks are read straight into it and written to the blob from there,
+   * so keeping them costs no extra copy. */
+  if (job->keep && size > 0)
+    job->kept = malloc((size_t)size);
+
   /* Copy the body into the zeroblob in chunks: memory stays bounded. */
   if (size > 0) {
     sqlite3_blob *blob;
@@ -312,10 +321,11 @@ static int insert_msg(struct store_db *st, struct store_req *job) {
     }
     for (int64_t off = 0; off < size; off += COPY_CHUNK) {
       size_t n = size - off < COPY_CHUNK ? (size_t)(size - off) : COPY_CHUNK;
-      r = msg_pread(job, off, buf, n);
+      char *chunk = job->kept ? job->kept + off : buf;
+      r = msg_pread(job, off, chunk, n);
       if (r < 0)
         break;
-      rc = sqlite3_blob_write(blob, buf, (int)n, (int)off);
+      rc = sqlite3_blob_write(blob, chunk, (int)n, (int)off);
       if (rc != SQLITE_OK) {
         r = map_err(job, st->w, rc);
         break;

@@ -53,6 +53,13 @@ struct store_req {
   int has_msg;
   char *prefix; /* msg.prefix_len bytes, owned */
   struct store_spool *spool;
+  /* commit: keep is set by store.c when the fresh-message cache reserved
+   * room; store_db then leaves the message's bytes in kept (owned,
+   * msg.size bytes; NULL if that malloc failed) and the header section's
+   * length in kept_hlen */
+  int keep;
+  char *kept;
+  size_t kept_hlen;
   /* update */
   struct store_outcome *outs;
   size_t nouts;

@@ -4,6 +4,7 @@
  * uv_loop_close() to succeed.
  */
 #include "check.h"
+#include "queue/fresh.h"
 #include "queue/store.h"
 
 #include <dirent.h>
@@ -983,6 +984,256 @@ static void test_ids(void) {
   CHECK_INT(uv_loop_close(&loop), 0);
 }
 
+/* ---- the fresh-message cache (queue/fresh.h) --------------------------- */
+
+/* Everything show returns, as one string, so that the cache's answer and
+ * the database's can be compared field by field. */
+static char shown_all[4096];
+static int shown_all_status;
+static void on_show_all(struct store *st, int status, const struct store_msg *m,
+                        void *data) {
+  (void)st;
+  (void)data;
+  shown_all_status = status;
+  shown_all[0] = '\0';
+  if (!m)
+    return;
+  size_t k = (size_t)snprintf(
+      shown_all, sizeof shown_all, "%s|%s|%lld|%lld|%d|%d|%s|%u|%u|%zu|%s",
+      m->id, m->sender, (long long)m->size, (long long)m->received_at, m->held,
+      m->ret, m->envid ? m->envid : "(null)", m->flags, m->notices, m->nrcpts,
+      m->headers ? m->headers : "(null)");
+  for (size_t i = 0; i < m->nrcpts && k < sizeof shown_all; i++) {
+    const struct store_rcpt *r = &m->rcpts[i];
+    k += (size_t)snprintf(
+        shown_all + k, sizeof shown_all - k, "|%d %s %s %d %s %d %d %lld %s",
+        r->idx, r->address, r->orcpt ? r->orcpt : "(null)", r->notify,
+        r->domain, (int)r->state, r->attempts, (long long)r->next_attempt_at,
+        r->last_error ? r->last_error : "(null)");
+  }
+}
+
+static void show_all(uv_loop_t *loop, struct store *st, const char *id) {
+  shown_all_status = 1;
+  CHECK_INT(store_show(st, id, on_show_all, NULL), 0);
+  CHECK_INT(shown_all_status, 1); /* never from inside the call */
+  uv_run(loop, UV_RUN_DEFAULT);
+}
+
+/* Reads a whole body in chunks of pseudo-random sizes 1..maxchunk. */
+static struct {
+  char *buf;
+  int64_t off, total;
+  int status, calls;
+  unsigned seed, maxchunk;
+  char id[STORE_ID_SIZE];
+} chunked;
+
+static void on_chunk(struct store *st, int status, size_t n, int64_t total,
+                     void *data) {
+  (void)data;
+  chunked.calls++;
+  chunked.status = status;
+  chunked.total = total;
+  if (status < 0)
+    return;
+  size_t asked = (size_t)(uintptr_t)data;
+  chunked.off += (int64_t)n;
+  if (n < asked)
+    return;
+  chunked.seed = chunked.seed * 1103515245u + 12345u;
+  size_t next = 1 + (chunked.seed >> 8) % chunked.maxchunk;
+  CHECK_INT(store_body_read(st, chunked.id, chunked.off,
+                            chunked.buf + chunked.off, next, on_chunk,
+                            (void *)(uintptr_t)next, NULL),
+            0);
+}
+
+static void read_chunked(uv_loop_t *loop, struct store *st, const char *id,
+                         char *buf, unsigned seed, unsigned maxchunk) {
+  memset(&chunked, 0, sizeof chunked);
+  chunked.buf = buf;
+  chunked.seed = seed;
+  chunked.maxchunk = maxchunk;
+  memcpy(chunked.id, id, STORE_ID_SIZE);
+  CHECK_INT(
+      store_body_read(st, id, 0, buf, 1, on_chunk, (void *)(uintptr_t)1, NULL),
+      0);
+  uv_run(loop, UV_RUN_DEFAULT);
+  CHECK_INT(chunked.status, 0);
+  CHECK_INT(chunked.off, chunked.total);
+}
+
+#define FRESH_BIG (200 * 1024) /* beyond the spool's memory: a temp file */
+
+/* A message read back right after its commit comes from the cache, and
+ * the cache answers exactly what the database answers after a restart
+ * (every field of show, every byte of the body, in chunks of any size);
+ * a writer request naming the message drops it, so the next show sees the
+ * database's new state. */
+static void test_fresh(void) {
+  char saved[300];
+  memcpy(saved, dbpath, sizeof saved);
+  snprintf(dbpath, sizeof dbpath, "%s/qf.db", dir);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  struct store *st = open_store(&loop);
+
+  char ida[STORE_ID_SIZE], idb[STORE_ID_SIZE], idc[STORE_ID_SIZE];
+  done_count = 0;
+  commit_small(st, 3, ida, "Subject: fresh\r\nX-A: 1\r\n\r\nhello\r\n");
+  /* B: 200 KiB through the spool's temp file, no empty line */
+  char *bigb = malloc(FRESH_BIG);
+  for (size_t i = 0; i < FRESH_BIG; i++)
+    bigb[i] = (char)('a' + i % 23);
+  memcpy(bigb, "Subject: b\r\n", 12);
+  {
+    struct tmsg t;
+    make_msg(&t, 1);
+    struct store_spool *sp = store_spool_new(st);
+    cancelled_spool_cbs = 0;
+    size_t off = 0;
+    while (off < FRESH_BIG) {
+      size_t n = FRESH_BIG - off < 16384 ? FRESH_BIG - off : 16384;
+      int r = store_spool_append(sp, bigb + off, n, on_spool_cancelled, NULL);
+      CHECK(r >= 0);
+      off += n;
+      if (r == STORE_SPOOL_PAUSE)
+        uv_run(&loop, UV_RUN_DEFAULT); /* the write's callback */
+    }
+    CHECK(cancelled_spool_cbs > 0);
+    CHECK_INT(cancelled_spool_status, 0);
+    CHECK_INT(store_commit(st, &t.m, sp, on_done, NULL, NULL), 0);
+    memcpy(idb, t.m.id, STORE_ID_SIZE);
+  }
+  commit_small(st, 1, idc, "Subject: c\r\n\r\nbody\r\n");
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(done_count, 3);
+  CHECK_INT(done_status[0] | done_status[1] | done_status[2], 0);
+
+  struct store_stats s0, s1;
+  store_get_stats(st, &s0);
+  CHECK_INT(s0.fresh_entries, 3);
+
+  char fresh_a[4096], fresh_b[4096];
+  show_all(&loop, st, ida);
+  CHECK_INT(shown_all_status, 0);
+  snprintf(fresh_a, sizeof fresh_a, "%s", shown_all);
+  show_all(&loop, st, idb);
+  snprintf(fresh_b, sizeof fresh_b, "%s", shown_all);
+  size_t plen = strlen("Received: from x by y; now\r\n");
+  char *ba = calloc(1, 4096), *bb = calloc(1, FRESH_BIG + 4096);
+  read_chunked(&loop, st, ida, ba, 7, 5);
+  CHECK_INT(chunked.total, (int64_t)plen + 33);
+  read_chunked(&loop, st, idb, bb, 9, 70000);
+  CHECK_INT(chunked.total, (int64_t)(plen + FRESH_BIG));
+  CHECK(memcmp(bb + plen, bigb, FRESH_BIG) == 0);
+  store_get_stats(st, &s1);
+  /* every one of those reads came from memory: none reached the database */
+  CHECK_INT(s1.fresh_misses, s0.fresh_misses);
+  CHECK(s1.fresh_hits >= s0.fresh_hits + 4);
+
+  /* A read from the cache cancelled at once still reports its result,
+   * once, and never from inside store_cancel. */
+  char small[8];
+  struct store_job *job = NULL;
+  memset(&rd, 0, sizeof rd);
+  CHECK_INT(
+      store_body_read(st, ida, 0, small, sizeof small, on_read, NULL, &job), 0);
+  store_cancel(job);
+  CHECK_INT(rd.calls, 0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(rd.calls, 1);
+  CHECK_INT(rd.status, 0);
+  CHECK(memcmp(small, "Received", 8) == 0);
+
+  /* A deferral of C's recipient: the next show is the database's. */
+  struct store_outcome oc = {.id = idc,
+                             .idx = 0,
+                             .state = STORE_RCPT_DEFERRED,
+                             .attempts = 1,
+                             .next_attempt_at = 1700000300,
+                             .last_error = "451 try later"};
+  done_count = 0;
+  CHECK_INT(store_update(st, &oc, 1, NULL, on_done, NULL, NULL), 0);
+  store_get_stats(st, &s0);
+  CHECK_INT(s0.fresh_entries, 2);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(done_status[0], 0);
+  show(&loop, st, idc);
+  CHECK_INT(shown.states[0], STORE_RCPT_DEFERRED);
+  CHECK_INT(shown.attempts[0], 1);
+  CHECK_STR(shown.last_error, "451 try later");
+  /* held: dropped too */
+  CHECK_INT(store_set_held(st, ida, 1, on_done, NULL), 0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  show(&loop, st, ida);
+  CHECK_INT(shown.held, 1);
+  CHECK_INT(store_set_held(st, ida, 0, on_done, NULL), 0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+
+  /* After a restart the cache is empty: the database answers the same. */
+  close_store(&loop, st);
+  st = open_store(&loop);
+  store_get_stats(st, &s0);
+  CHECK_INT(s0.fresh_entries, 0);
+  show_all(&loop, st, ida);
+  CHECK_STR(shown_all, fresh_a);
+  show_all(&loop, st, idb);
+  CHECK_STR(shown_all, fresh_b);
+  char *da = calloc(1, 4096), *db = calloc(1, FRESH_BIG + 4096);
+  read_chunked(&loop, st, ida, da, 3, 11);
+  CHECK(memcmp(ba, da, 4096) == 0);
+  read_chunked(&loop, st, idb, db, 5, 70000);
+  CHECK(memcmp(bb, db, FRESH_BIG + 4096) == 0);
+  store_get_stats(st, &s1);
+  CHECK(s1.fresh_misses > s0.fresh_misses);
+  CHECK_INT(s1.fresh_hits, s0.fresh_hits);
+
+  free(ba);
+  free(bb);
+  free(da);
+  free(db);
+  free(bigb);
+  close_store(&loop, st);
+  CHECK_INT(uv_loop_close(&loop), 0);
+  memcpy(dbpath, saved, sizeof saved);
+}
+
+/* The cache's bounds, on its own: the byte budget counts reservations,
+ * a message over FRESH_MSG_MAX is never kept, and room is made only by
+ * evicting entries older than FRESH_AGE_MS. */
+static void test_fresh_bounds(void) {
+  struct fresh f;
+  CHECK_INT(fresh_init(&f), 0);
+  CHECK_INT(fresh_reserve(&f, FRESH_MSG_MAX + 1, 0), 0);
+  CHECK_INT(fresh_reserve(&f, 0, 0), 0);
+  size_t per = FRESH_MSG_MAX, n = FRESH_BUDGET / per;
+  for (size_t i = 0; i < n; i++) {
+    CHECK_INT(fresh_reserve(&f, per, 1000), 1);
+    struct store_msg m = {.size = (int64_t)per};
+    snprintf(m.id, sizeof m.id, "id%zu", i);
+    m.sender = strdup("a@b.example");
+    CHECK_INT(fresh_put(&f, &m, calloc(1, per), 0, 1000 + i), 0);
+  }
+  CHECK_INT(f.used, n * per);
+  CHECK_INT(f.reserved, 0);
+  /* full, and nothing old enough to evict */
+  CHECK_INT(fresh_reserve(&f, 1, 1000 + FRESH_AGE_MS - 1), 0);
+  /* id0 is now old enough: it alone goes */
+  CHECK_INT(fresh_reserve(&f, per, 1000 + FRESH_AGE_MS), 1);
+  CHECK(fresh_get(&f, "id0") == NULL);
+  CHECK(fresh_get(&f, "id1") != NULL);
+  CHECK_INT(f.entries, n - 1);
+  fresh_unreserve(&f, per);
+  fresh_drop(&f, "id1");
+  fresh_drop(&f, "nosuch");
+  CHECK(fresh_get(&f, "id1") == NULL);
+  CHECK_INT(f.entries, n - 2);
+  CHECK_INT(f.used, (n - 2) * per);
+  fresh_fini(&f);
+}
+
 int main(void) {
   if (!check_tmpdir(dir, sizeof dir, "test_store")) {
     perror("mkdtemp");
@@ -1002,6 +1253,8 @@ int main(void) {
   test_commit_fails_once();
   test_enospc_hook();
   test_load_ceiling();
+  test_fresh();
+  test_fresh_bounds();
   test_big_body(1); /* last: it adds a message the tests above don't expect */
   char cmd[300];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

@@ -116,7 +116,7 @@ int sched_remove(struct sched *s, const char *id) {
     return -ENOENT;
   int64_t now = sch_now_ms(s);
   sch_dh_remove(s, m);
-  sch_htab_del(&s->msgs, &m->h);
+  htab_del(&s->msgs, &m->h);
   s->st.messages--;
   s->st.recipients -= m->live;
   for (uint32_t i = 0; i < m->nrcpts; i++)

@@ -44,7 +44,7 @@ int64_t sched_now(const struct sched *s) {
 /* ---- messages --------------------------------------------------------- */
 
 struct smsg *sch_msg_get(const struct sched *s, const char *id) {
-  return (struct smsg *)sch_htab_get(&s->msgs, id);
+  return (struct smsg *)htab_get(&s->msgs, id);
 }
 
 void sch_msg_free(struct smsg *m) {
@@ -82,7 +82,7 @@ struct srcpt *sch_rcpt_find(const struct smsg *m, int idx) {
 void sch_msg_settle(struct sched *s, struct smsg *m) {
   if (m->live == 0 && m->jobs == 0) {
     sch_dh_remove(s, m);
-    sch_htab_del(&s->msgs, &m->h);
+    htab_del(&s->msgs, &m->h);
     s->st.messages--;
     if (m->held)
       s->st.held--;
@@ -226,8 +226,8 @@ struct sched *sched_new(uv_loop_t *loop, const struct sched_opts *o) {
   s->loop = loop;
   s->o = *o;
   s->armed_at = -1;
-  if (sch_htab_init(&s->msgs, 1024) < 0 || sch_htab_init(&s->dests, 64) < 0 ||
-      sch_htab_init(&s->rate_over, 16) < 0) {
+  if (htab_init(&s->msgs, 1024) < 0 || htab_init(&s->dests, 64) < 0 ||
+      htab_init(&s->rate_over, 16) < 0) {
     free(s->msgs.b);
     free(s->dests.b);
     free(s);
@@ -416,7 +416,7 @@ int sched_add(struct sched *s, const struct sched_msg *m) {
   }
   free(tmp);
 
-  sch_htab_put(&s->msgs, &msg->h);
+  htab_put(&s->msgs, &msg->h);
   s->st.messages++;
   s->st.recipients += n;
   for (uint32_t i = 0; i < n; i++)

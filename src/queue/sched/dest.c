@@ -182,7 +182,7 @@ static void linger_del(struct sched *s, struct sdest *d) {
 }
 
 struct sdest *sch_dest_get(struct sched *s, const char *key) {
-  struct hnode *n = sch_htab_get(&s->dests, key);
+  struct hnode *n = htab_get(&s->dests, key);
   if (n) {
     linger_del(s, (struct sdest *)n);
     return (struct sdest *)n;
@@ -202,13 +202,12 @@ struct sdest *sch_dest_get(struct sched *s, const char *key) {
   memcpy(d->key, key, len + 1);
   d->h.key = d->key;
   d->gidx = NONE;
-  struct ssusp *su =
-      s->susp.b ? (struct ssusp *)sch_htab_get(&s->susp, key) : NULL;
+  struct ssusp *su = s->susp.b ? (struct ssusp *)htab_get(&s->susp, key) : NULL;
   d->suspended_until = su ? su->until : 0;
-  struct srate_over *ov = (struct srate_over *)sch_htab_get(&s->rate_over, key);
+  struct srate_over *ov = (struct srate_over *)htab_get(&s->rate_over, key);
   d->rate.n = ov ? ov->n : s->o.dest_rate_n;
   d->rate.win = ov ? ov->win : s->o.dest_rate_ms;
-  sch_htab_put(&s->dests, &d->h);
+  htab_put(&s->dests, &d->h);
   s->st.destinations++;
   return d;
 }
@@ -230,7 +229,7 @@ void sch_dest_maybe_free(struct sched *s, struct sdest *d, int64_t now) {
     return;
   }
   linger_del(s, d);
-  sch_htab_del(&s->dests, &d->h);
+  htab_del(&s->dests, &d->h);
   s->st.destinations--;
   free(d->rate.ring);
   free(d->heap);

@@ -9,7 +9,6 @@
  *   deadline.c  per-message deadlines: the deadline heap and deadline jobs
  *   suspend.c   destination suspensions
  *   admin.c     admin operations and queries, counters
- *   htab.c      the string-keyed hash table
  * All of it runs on the loop thread.
  *
  * Owns: the message table (id -> message, with its non-final recipients and
@@ -42,6 +41,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "queue/htab.h"
 #include "queue/sched.h"
 
 #define NONE UINT32_MAX
@@ -50,18 +50,6 @@ enum rcpt_state {
   R_WAITING = 0, /* in one of the message's entries */
   R_INFLIGHT = 1,
   R_FINAL = 2,
-};
-
-struct hnode {
-  struct hnode *next;
-  const char *key;
-  uint32_t hash;
-};
-
-struct htab {
-  struct hnode **b;
-  size_t nb; /* power of two */
-  size_t n;
 };
 
 struct srcpt {
@@ -205,17 +193,6 @@ struct srcpt *sch_rcpt_find(const struct smsg *m, int idx);
 void sch_resched(struct sched *s);
 /* qsort order of uint32_t recipient positions. */
 int sch_pos_cmp(const void *a, const void *b);
-
-/* ---- htab.c ----------------------------------------------------------- */
-
-/* nb buckets (a power of two); 0 or -ENOMEM. */
-int sch_htab_init(struct htab *t, size_t nb);
-/* The node with this key, or NULL. */
-struct hnode *sch_htab_get(const struct htab *t, const char *key);
-/* Adds n (n->key set by the caller; not already in t). */
-void sch_htab_put(struct htab *t, struct hnode *n);
-/* Takes n (in t) out of t; the caller frees it. */
-void sch_htab_del(struct htab *t, struct hnode *n);
 
 /* ---- dest.c ----------------------------------------------------------- */
 

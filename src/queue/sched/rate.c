@@ -77,10 +77,9 @@ int sched_set_dest_rate(struct sched *s, const char *dest, unsigned n,
   if (!dest || !*dest || strlen(dest) > SCHED_DEST_MAX || n > SCHED_RATE_MAX ||
       (n && window_ms <= 0))
     return -EINVAL;
-  struct srate_over *ov =
-      (struct srate_over *)sch_htab_get(&s->rate_over, dest);
+  struct srate_over *ov = (struct srate_over *)htab_get(&s->rate_over, dest);
   if (n == 0 && ov) {
-    sch_htab_del(&s->rate_over, &ov->h);
+    htab_del(&s->rate_over, &ov->h);
     free(ov);
   } else if (n) {
     if (!ov) {
@@ -90,12 +89,12 @@ int sched_set_dest_rate(struct sched *s, const char *dest, unsigned n,
         return -ENOMEM;
       memcpy(ov->key, dest, len + 1);
       ov->h.key = ov->key;
-      sch_htab_put(&s->rate_over, &ov->h);
+      htab_put(&s->rate_over, &ov->h);
     }
     ov->n = n;
     ov->win = window_ms;
   }
-  struct sdest *d = (struct sdest *)sch_htab_get(&s->dests, dest);
+  struct sdest *d = (struct sdest *)htab_get(&s->dests, dest);
   if (d) {
     rate_set(&d->rate, n ? n : s->o.dest_rate_n,
              n ? window_ms : s->o.dest_rate_ms);

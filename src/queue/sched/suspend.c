@@ -25,7 +25,7 @@ static void susp_prune(struct sched *s, int64_t now) {
     for (struct hnode *n = s->susp.b[i], *next; n; n = next) {
       next = n->next;
       if (((struct ssusp *)n)->until <= now) {
-        sch_htab_del(&s->susp, n);
+        htab_del(&s->susp, n);
         free(n);
       }
     }
@@ -33,7 +33,7 @@ static void susp_prune(struct sched *s, int64_t now) {
 
 /* Applies a changed suspension to the destination, if it is known. */
 static void susp_apply(struct sched *s, const char *dest, int64_t until) {
-  struct sdest *d = (struct sdest *)sch_htab_get(&s->dests, dest);
+  struct sdest *d = (struct sdest *)htab_get(&s->dests, dest);
   if (!d)
     return;
   d->suspended_until = until;
@@ -45,10 +45,10 @@ int sched_suspend(struct sched *s, const char *dest, int64_t until) {
   int64_t now = sch_now_ms(s);
   if (!dest || !*dest || strlen(dest) > SCHED_DEST_MAX || until <= now)
     return -EINVAL;
-  if (!s->susp.b && sch_htab_init(&s->susp, 16) < 0)
+  if (!s->susp.b && htab_init(&s->susp, 16) < 0)
     return -ENOMEM;
   susp_prune(s, now);
-  struct ssusp *su = (struct ssusp *)sch_htab_get(&s->susp, dest);
+  struct ssusp *su = (struct ssusp *)htab_get(&s->susp, dest);
   if (!su) {
     if (s->susp.n >= SCHED_SUSPEND_MAX)
       return -ENOSPC;
@@ -58,7 +58,7 @@ int sched_suspend(struct sched *s, const char *dest, int64_t until) {
       return -ENOMEM;
     memcpy(su->key, dest, len + 1);
     su->h.key = su->key;
-    sch_htab_put(&s->susp, &su->h);
+    htab_put(&s->susp, &su->h);
   }
   su->until = until;
   susp_apply(s, dest, until);
@@ -69,10 +69,10 @@ int sched_unsuspend(struct sched *s, const char *dest) {
   int64_t now = sch_now_ms(s);
   if (!dest || !s->susp.b)
     return -ENOENT;
-  struct ssusp *su = (struct ssusp *)sch_htab_get(&s->susp, dest);
+  struct ssusp *su = (struct ssusp *)htab_get(&s->susp, dest);
   int active = su && su->until > now;
   if (su) {
-    sch_htab_del(&s->susp, &su->h);
+    htab_del(&s->susp, &su->h);
     free(su);
   }
   susp_apply(s, dest, 0);
@@ -82,7 +82,7 @@ int sched_unsuspend(struct sched *s, const char *dest) {
 int64_t sched_suspended_until(const struct sched *s, const char *dest) {
   if (!dest || !s->susp.b)
     return 0;
-  const struct ssusp *su = (const struct ssusp *)sch_htab_get(&s->susp, dest);
+  const struct ssusp *su = (const struct ssusp *)htab_get(&s->susp, dest);
   return su && su->until > sch_now_ms(s) ? su->until : 0;
 }
 

@@ -1,9 +1,7 @@
 /*
- * sched/htab: the string-keyed hash table of the scheduler's messages,
- * destinations, suspensions and rate overrides (intrusive nodes, chained,
- * power-of-two buckets; never shrinks).
+ * htab: the string-keyed hash table (see htab.h).
  */
-#include "queue/sched/internal.h"
+#include "queue/htab.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -16,14 +14,20 @@ static uint32_t hash_str(const char *s) {
   return h;
 }
 
-int sch_htab_init(struct htab *t, size_t nb) {
+int htab_init(struct htab *t, size_t nb) {
   t->b = calloc(nb, sizeof *t->b);
   t->nb = nb;
   t->n = 0;
   return t->b ? 0 : -ENOMEM;
 }
 
-struct hnode *sch_htab_get(const struct htab *t, const char *key) {
+void htab_fini(struct htab *t) {
+  free(t->b);
+  t->b = NULL;
+  t->nb = t->n = 0;
+}
+
+struct hnode *htab_get(const struct htab *t, const char *key) {
   uint32_t h = hash_str(key);
   for (struct hnode *n = t->b[h & (t->nb - 1)]; n; n = n->next)
     if (n->hash == h && strcmp(n->key, key) == 0)
@@ -49,7 +53,7 @@ static void htab_grow(struct htab *t) {
   t->nb = nb;
 }
 
-void sch_htab_put(struct htab *t, struct hnode *n) {
+void htab_put(struct htab *t, struct hnode *n) {
   if (t->n >= t->nb)
     htab_grow(t);
   n->hash = hash_str(n->key);
@@ -59,7 +63,7 @@ void sch_htab_put(struct htab *t, struct hnode *n) {
   t->n++;
 }
 
-void sch_htab_del(struct htab *t, struct hnode *n) {
+void htab_del(struct htab *t, struct hnode *n) {
   struct hnode **p = &t->b[n->hash & (t->nb - 1)];
   while (*p != n)
     p = &(*p)->next;
