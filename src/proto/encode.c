@@ -4,6 +4,8 @@
  */
 #include "proto/encode.h"
 
+#include "proto/text.h"
+
 #include <assert.h>
 #include <string.h>
 
@@ -101,11 +103,44 @@ static void octet(struct encoder *e, struct out *o, char c) {
   e->col++;
 }
 
+/* A body run of n octets with no CR or LF: what octet() does one at a
+ * time (the 998 break, the stuffing dot at a line start), in blocks. */
+static void body_run(struct encoder *e, struct out *o, const char *s,
+                     size_t n) {
+  if (!e->has_8bit)
+    e->has_8bit = text_has_8bit(s, n);
+  while (n > 0) {
+    if (e->col == ENCODE_LINE_MAX) {
+      put(o, "\r\n ", 3);
+      e->col = 1;
+      e->folds++;
+    }
+    if (e->col == 0 && s[0] == '.' && !e->fold_only)
+      put(o, ".", 1);
+    size_t m = ENCODE_LINE_MAX - e->col;
+    if (m > n)
+      m = n;
+    put(o, s, m);
+    e->col += m;
+    s += m;
+    n -= m;
+  }
+}
+
 size_t encode_feed(struct encoder *e, const char *in, size_t n, char *out,
                    size_t cap) {
   struct out o = {out, 0, cap};
   assert(cap >= encode_bound(n));
   for (size_t i = 0; i < n; i++) {
+    if (!e->in_header && !e->pending_cr) {
+      /* The body's plain octets in blocks; CR and LF one at a time. */
+      size_t k = text_plain_run(in + i, n - i);
+      if (k > 0) {
+        body_run(e, &o, in + i, k);
+        i += k - 1;
+        continue;
+      }
+    }
     char c = in[i];
     if ((unsigned char)c >= 0x80)
       e->has_8bit = 1;
@@ -144,8 +179,5 @@ size_t encode_folds(const struct encoder *e) {
 }
 
 int encode_has_8bit(const char *buf, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    if ((unsigned char)buf[i] >= 0x80)
-      return 1;
-  return 0;
+  return text_has_8bit(buf, n);
 }

@@ -36,11 +36,15 @@ static void header_name_done(struct message_scan *m) {
 void message_scan_feed(struct message_scan *m, const char *buf, size_t len) {
   m->size += len;
   for (size_t i = 0; i < len; i++) {
+    if (!m->in_headers) {
+      /* The body: only 8-bit octets matter, looked for in one block. */
+      if (!m->eight_bit)
+        m->eight_bit = text_has_8bit(buf + i, len - i);
+      break;
+    }
     unsigned char c = (unsigned char)buf[i];
     if (c >= 0x80)
       m->eight_bit = 1;
-    if (!m->in_headers)
-      continue;
     if (m->bol) {
       m->bol = 0;
       m->line_start = m->size - len + i;

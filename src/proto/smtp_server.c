@@ -930,6 +930,25 @@ static size_t feed_data(struct smtp_server *s, const char *buf, size_t len) {
       emit_chunk(s);
       return i;
     }
+    if (s->dstate == D_MID) {
+      /* Mid-line, the octets up to the next CR or LF are data as they
+       * are: one block instead of one octet at a time, within the chunk's
+       * room (kept as above) and up to max_size exactly, so the block
+       * does what the octets would. */
+      size_t k = text_plain_run(buf + i, len - i);
+      if (!s->oversize) {
+        size_t room = sizeof(s->b->chunk) - s->chunk_len - 3;
+        if (k > room)
+          k = room;
+        if (s->max_size && s->dsize + k > s->max_size)
+          k = s->max_size > s->dsize ? (size_t)(s->max_size - s->dsize) : 0;
+      }
+      if (k > 0) {
+        data_put(s, buf + i, k);
+        i += k;
+        continue;
+      }
+    }
     char c = buf[i++];
   again:
     switch (s->dstate) {

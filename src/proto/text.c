@@ -1,5 +1,6 @@
 #include "proto/text.h"
 
+#include <stdint.h>
 #include <string.h>
 
 size_t text_utf8_len(const unsigned char *s, size_t n) {
@@ -61,4 +62,25 @@ int text_casecmp(const char *a, const char *b, size_t n) {
       return x < y ? -1 : 1;
   }
   return 0;
+}
+
+size_t text_plain_run(const char *s, size_t n) {
+  const char *lf = memchr(s, '\n', n);
+  size_t k = lf ? (size_t)(lf - s) : n;
+  const char *cr = memchr(s, '\r', k);
+  return cr ? (size_t)(cr - s) : k;
+}
+
+int text_has_8bit(const char *s, size_t n) {
+  /* Eight octets at a time (memcpy: no alignment assumed). */
+  uint64_t acc = 0;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w;
+    memcpy(&w, s + i, 8);
+    acc |= w;
+  }
+  for (; i < n; i++)
+    acc |= (unsigned char)s[i];
+  return (acc & 0x8080808080808080ull) != 0;
 }

@@ -16,6 +16,14 @@ size_t text_utf8_len(const unsigned char *s, size_t n);
  */
 size_t text_utf8_sanitize(char *out, size_t cap, const char *in, size_t n);
 
+/* Octets of s[0..n) before the first CR or LF (n when there is none):
+ * the line scanners copy such runs in blocks instead of octet by octet
+ * (issue 21).  Two memchr calls. */
+size_t text_plain_run(const char *s, size_t n);
+
+/* 1 when an octet of s[0..n) is >= 0x80 (no early exit: vectorizes). */
+int text_has_8bit(const char *s, size_t n);
+
 /* ASCII case-insensitive compare of n bytes; 0 when equal. */
 int text_casecmp(const char *a, const char *b, size_t n);
 

@@ -1,7 +1,9 @@
 /* test_encode: dot-stuffing, normalization, folding, chunked feeding. */
 #include "proto/encode.h"
 
+#include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "check.h"
 
@@ -264,6 +266,100 @@ static void test_fold_only(void) {
   CHECK(memcmp(a + 8, "..dot\r\n", 7) == 0);
 }
 
+/* ---- the block encoder against a model that goes octet by octet ------ */
+
+/* The body rules of encode.h one octet at a time, as encode_feed did
+ * before it copied plain runs in blocks (issue 21): the model the block
+ * version must match byte for byte, for any input and any chunking.  The
+ * header section is handled by the encoder itself in both (it is still
+ * octet by octet there), so the model takes over after the empty line. */
+struct model {
+  int pending_cr, has_8bit;
+  size_t col, folds;
+};
+
+static void model_put(char *out, size_t *o, const char *s, size_t n) {
+  memcpy(out + *o, s, n);
+  *o += n;
+}
+
+static void model_body(struct model *m, const char *in, size_t n, char *out,
+                       size_t *o) {
+  for (size_t i = 0; i < n; i++) {
+    char c = in[i];
+    if ((unsigned char)c >= 0x80)
+      m->has_8bit = 1;
+    if (m->pending_cr) {
+      m->pending_cr = 0;
+      model_put(out, o, "\r\n", 2);
+      m->col = 0;
+      if (c == '\n')
+        continue;
+    }
+    if (c == '\r') {
+      m->pending_cr = 1;
+    } else if (c == '\n') {
+      model_put(out, o, "\r\n", 2);
+      m->col = 0;
+    } else {
+      if (m->col == ENCODE_LINE_MAX) {
+        model_put(out, o, "\r\n ", 3);
+        m->col = 1;
+        m->folds++;
+      }
+      if (m->col == 0 && c == '.')
+        model_put(out, o, ".", 1);
+      model_put(out, o, &c, 1);
+      m->col++;
+    }
+  }
+}
+
+static void test_blocks_match_model(void) {
+  static const char alphabet[] = {'.', '\r', '\n', 'a', ' ', '\t', (char)0xe9};
+  size_t cap = 8 * 4096 + 64;
+  char *in = malloc(4096), *a = malloc(cap), *b = malloc(cap);
+  uint32_t x = 77;
+  for (int round = 0; round < 3000; round++) {
+    /* a body after an empty header section: "\r\n" first */
+    size_t n = 2 + (size_t)(round % 7 == 0 ? 2000 + round % 1500 : round % 300);
+    in[0] = '\r', in[1] = '\n';
+    for (size_t i = 2; i < n; i++) {
+      x = x * 1103515245u + 12345u;
+      unsigned r = (x >> 16) % 64;
+      /* mostly plain octets, so that lines reach the 998 break */
+      in[i] = r < 7 ? alphabet[r] : (char)('b' + r % 20);
+      if (round % 5 == 0 && (x >> 8) % 3 == 0)
+        in[i] = '.';
+    }
+    struct encoder e;
+    encode_init(&e);
+    size_t al = 0;
+    for (size_t off = 0; off < n;) {
+      x = x * 1103515245u + 12345u;
+      size_t k = 1 + (x >> 16) % 1200;
+      if (k > n - off)
+        k = n - off;
+      al += encode_feed(&e, in + off, k, a + al, cap - al);
+      off += k;
+    }
+    struct model m = {0};
+    size_t bl = 0;
+    model_put(b, &bl, "\r\n", 2);
+    model_body(&m, in + 2, n - 2, b, &bl);
+    /* compare before the finish: the state must agree too */
+    CHECK_INT(al, bl);
+    CHECK(al == bl && memcmp(a, b, al) == 0);
+    CHECK_INT(e.has_8bit, m.has_8bit);
+    CHECK_INT(e.col, m.col);
+    CHECK_INT(e.pending_cr, m.pending_cr);
+    CHECK_INT(encode_folds(&e), m.folds);
+  }
+  free(in);
+  free(a);
+  free(b);
+}
+
 int main(void) {
   test_table();
   test_fold_header();
@@ -273,5 +369,6 @@ int main(void) {
   test_folds_counted();
   test_fold_only();
   test_8bit();
+  test_blocks_match_model();
   return check_result("test_encode");
 }

@@ -3,8 +3,11 @@
  * byte), Received/Date/Message-ID builders and folding.
  */
 #include "proto/message.h"
+#include "proto/text.h"
 
 #include "check.h"
+
+#include <string.h>
 
 static const struct scan_case {
   const char *name, *msg;
@@ -207,7 +210,35 @@ static void test_received(void) {
     CHECK_INT(message_received_header(buf, cap, &r), -1);
 }
 
+/* The block helpers of the line scanners (proto/text.h): every length
+ * and every position, so the word-at-a-time part and the tail both count. */
+static void test_text_blocks(void) {
+  char buf[48];
+  for (size_t n = 0; n <= 40; n++) {
+    memset(buf, 'a', sizeof buf);
+    CHECK_INT(text_has_8bit(buf, n), 0);
+    CHECK_INT(text_plain_run(buf, n), n);
+    for (size_t at = 0; at < n; at++) {
+      memset(buf, 'a', sizeof buf);
+      buf[at] = (char)0x80;
+      CHECK_INT(text_has_8bit(buf, n), 1);
+      buf[at] = (char)0xff;
+      buf[n] = (char)0xff; /* past the end: not looked at */
+      CHECK_INT(text_has_8bit(buf, at), 0);
+      buf[at] = '\r';
+      CHECK_INT(text_plain_run(buf, n), at);
+      buf[at] = '\n';
+      CHECK_INT(text_plain_run(buf, n), at);
+      if (at + 1 < n) {
+        buf[at + 1] = '\r'; /* LF first, then CR */
+        CHECK_INT(text_plain_run(buf, n), at);
+      }
+    }
+  }
+}
+
 int main(void) {
+  test_text_blocks();
   test_scan();
   test_header_end();
   test_date();
