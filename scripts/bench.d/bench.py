@@ -807,14 +807,20 @@ def run_tls_direct(pki, count, size, sessions, timeout):
 
 
 def run_direct(count, size, sessions, timeout):
-    """smtp-source straight into smtp-sink: this machine's ceiling."""
+    """smtp-source straight into smtp-sink: this machine's ceiling, and
+    smtp-sink's own CPU per message — a floor for any server here: it only
+    receives (one connection per message, as in throughput), stores
+    nothing and relays nothing."""
     tmp = tempfile.mkdtemp(prefix="mhbench-direct-")
     sink = None
     try:
         sink = Sink(tmp)
+        c0 = tree_cpu(sink.proc.pid)
         t0, _ = smtp_source(sink.port, sessions, count, size, timeout)
         t1 = sink.wait_count(count, timeout)
-        return {"direct_rate": count / (t1 - t0)}
+        c1 = tree_cpu(sink.proc.pid)
+        return {"direct_rate": count / (t1 - t0),
+                "sink_cpu_ms": (c1 - c0) * 1000.0 / count}
     finally:
         if sink:
             sink.stop()
@@ -1492,6 +1498,10 @@ def main():
     if results["direct"].get("direct_rate"):
         print(f"ceiling smtp-source -> smtp-sink, 2 KiB: "
               f"{fmt(summarize(results['direct']['direct_rate']), 0)} msg/s")
+    if results["direct"].get("sink_cpu_ms"):
+        print(f"smtp-sink's own CPU per message received there (a floor "
+              f"for receiving alone): "
+              f"{fmt(summarize(results['direct']['sink_cpu_ms']), 3)} ms")
     if results["direct"].get("tls_direct_rate"):
         print(f"ceiling inject.py -> pysink.py, STARTTLS, 2 KiB: "
               f"{fmt(summarize(results['direct']['tls_direct_rate']), 0)}"

@@ -334,14 +334,13 @@ static void on_write(uv_write_t *req, int status) {
   }
 }
 
-/* Queues bytes for the socket as they are (plaintext or ciphertext). */
-static int send_raw(struct conn *c, const void *buf, size_t len) {
-  struct wreq *w = malloc(sizeof *w + len);
-  if (!w)
-    return UV_ENOMEM;
+/* Queues the last len bytes of w->data (w malloc'd with room for them;
+ * taken in every case) as one write request. */
+static int queue_wreq(struct conn *c, struct wreq *w, size_t off, size_t len) {
   w->c = c;
   w->len = len;
-  memcpy(w->data, buf, len);
+  if (off)
+    memmove(w->data, w->data + off, len);
   uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
   int r = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write);
   if (r < 0) {
@@ -352,28 +351,50 @@ static int send_raw(struct conn *c, const void *buf, size_t len) {
   return 0;
 }
 
+/* Bytes of buf written to the socket at once when nothing is queued
+ * (uv_try_write: no request, no completion callback on the next turn, and
+ * none of the epoll_ctl calls libuv makes around a write request — issue
+ * 21), or 0 when the socket would block; a UV_E* code on a socket error. */
+static int try_send(struct conn *c, const char *buf, size_t len) {
+  if (c->wq_bytes > 0 || len == 0)
+    return 0;
+  uv_buf_t b = uv_buf_init((char *)buf, (unsigned)len);
+  int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+  return n == UV_EAGAIN ? 0 : n;
+}
+
+/* Sends bytes as they are (plaintext or ciphertext): what the socket
+ * takes now, and a copy of the rest queued. */
+static int send_raw(struct conn *c, const void *buf, size_t len) {
+  int n = try_send(c, buf, len);
+  if (n < 0 || (size_t)n == len)
+    return n < 0 ? n : 0;
+  size_t rest = len - (size_t)n;
+  struct wreq *w = malloc(sizeof *w + rest);
+  if (!w)
+    return UV_ENOMEM;
+  memcpy(w->data, (const char *)buf + n, rest);
+  return queue_wreq(c, w, 0, rest);
+}
+
 /* Moves whatever the TLS engine produced from the write BIO to the
  * socket. */
 static int flush_wbio(struct conn *c) {
-  size_t n = BIO_ctrl_pending(c->wbio);
-  if (n == 0)
+  size_t len = BIO_ctrl_pending(c->wbio);
+  if (len == 0)
     return 0;
-  struct wreq *w = malloc(sizeof *w + n);
+  struct wreq *w = malloc(sizeof *w + len);
   if (!w)
     return UV_ENOMEM;
-  int got = BIO_read(c->wbio, w->data, (int)n);
-  assert(got == (int)n);
+  int got = BIO_read(c->wbio, w->data, (int)len);
+  assert(got == (int)len);
   (void)got;
-  w->c = c;
-  w->len = n;
-  uv_buf_t b = uv_buf_init(w->data, (unsigned)n);
-  int r = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write);
-  if (r < 0) {
+  int n = try_send(c, w->data, len);
+  if (n < 0 || (size_t)n == len) {
     free(w);
-    return r;
+    return n < 0 ? n : 0;
   }
-  c->wq_bytes += n;
-  return 0;
+  return queue_wreq(c, w, (size_t)n, len - (size_t)n);
 }
 
 int conn_write(struct conn *c, const void *buf, size_t len) {
