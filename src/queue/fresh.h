@@ -35,9 +35,9 @@
 #include "queue/htab.h"
 #include "queue/store.h"
 
-#define FRESH_BUDGET (8u * 1024 * 1024) /* bytes of messages */
-#define FRESH_MSG_MAX (1024u * 1024)    /* bytes per message */
-#define FRESH_MAX_ENTRIES 16384u        /* plus commits in flight */
+#define FRESH_BUDGET (32u * 1024 * 1024) /* bytes of messages */
+#define FRESH_MSG_MAX (1024u * 1024)     /* bytes per message */
+#define FRESH_MAX_ENTRIES 16384u         /* plus commits in flight */
 #define FRESH_AGE_MS 30000u
 
 struct fresh_entry {

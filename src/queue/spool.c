@@ -24,6 +24,8 @@ struct store_spool {
   unsigned flags;
   char *mem;
   size_t used, cap, woff;
+  struct spool_budget *budget; /* borrowed; NULL: never grows */
+  size_t charged;              /* capacity beyond SPOOL_MEM, from budget */
   uv_file fd;
   int64_t file_len;
   int64_t total;
@@ -40,12 +42,45 @@ struct store_spool {
 static void spool_destroy(struct store_spool *sp);
 static void spool_write(struct store_spool *sp);
 
-struct store_spool *spool_new(uv_loop_t *loop, const char *dir,
-                              unsigned flags) {
+/* Gives back what the spool drew from the budget. */
+static void budget_release(struct store_spool *sp) {
+  if (sp->budget)
+    sp->budget->used -= sp->charged;
+  sp->charged = 0;
+}
+
+/* Grows the memory to hold `need` bytes (<= SPOOL_MEM_MAX) if the budget
+ * has room for the capacity beyond SPOOL_MEM.  1 when it now fits. */
+static int grow_in_memory(struct store_spool *sp, size_t need) {
+  if (sp->budget->limit == 0)
+    return 0; /* no budget: past SPOOL_MEM is the file's, as always */
+  if (need <= sp->cap)
+    return 1;
+  size_t ncap = sp->cap < SPOOL_MEM ? SPOOL_MEM : sp->cap;
+  while (ncap < need)
+    ncap *= 2;
+  if (ncap > SPOOL_MEM_MAX)
+    ncap = SPOOL_MEM_MAX;
+  size_t extra = ncap - SPOOL_MEM - sp->charged;
+  if (sp->budget->used + extra > sp->budget->limit)
+    return 0;
+  char *m = realloc(sp->mem, ncap);
+  if (!m)
+    return 0;
+  sp->mem = m;
+  sp->cap = ncap;
+  sp->budget->used += extra;
+  sp->charged += extra;
+  return 1;
+}
+
+struct store_spool *spool_new(uv_loop_t *loop, const char *dir, unsigned flags,
+                              struct spool_budget *budget) {
   struct store_spool *sp = calloc(1, sizeof *sp);
   if (!sp)
     return NULL;
   sp->loop = loop;
+  sp->budget = budget;
   sp->dir = dir;
   sp->flags = flags;
   sp->fd = -1;
@@ -135,6 +170,15 @@ static void on_spool_written(uv_fs_t *req) {
     return;
   }
   sp->used = sp->woff = 0;
+  if (sp->charged) {
+    /* It grew, then spilled: back to SPOOL_MEM pieces, budget returned. */
+    char *m = realloc(sp->mem, SPOOL_MEM);
+    if (m) {
+      sp->mem = m;
+      sp->cap = SPOOL_MEM;
+      budget_release(sp);
+    }
+  }
   spool_done(sp, 0);
 }
 
@@ -223,8 +267,14 @@ int spool_append(struct store_spool *sp, const void *buf, size_t len,
     return sp->err;
   if (sp->pending)
     return -EBUSY;
-  if (sp->used + len > sp->cap) {
-    size_t ncap = sp->used + len;
+  size_t need = sp->used + len;
+  /* Still in memory: below SPOOL_MEM, or grown within the budget while
+   * nothing has gone to a file yet (a file, once there, takes the rest). */
+  int keep = need < SPOOL_MEM;
+  if (!keep && sp->fd < 0 && sp->budget && need <= SPOOL_MEM_MAX)
+    keep = grow_in_memory(sp, need);
+  if (need > sp->cap) {
+    size_t ncap = need;
     if (ncap < SPOOL_MEM)
       ncap = SPOOL_MEM;
     char *m = realloc(sp->mem, ncap);
@@ -237,7 +287,7 @@ int spool_append(struct store_spool *sp, const void *buf, size_t len,
     memcpy(sp->mem + sp->used, buf, len);
   sp->used += len;
   sp->total += (int64_t)len;
-  if (sp->used < SPOOL_MEM)
+  if (keep)
     return 0;
   sp->pending = 1;
   sp->cb = cb;
@@ -269,6 +319,7 @@ static void on_spool_closed(uv_fs_t *req) {
 }
 
 static void spool_destroy(struct store_spool *sp) {
+  budget_release(sp);
   if (sp->fd >= 0) {
     /* Closing an unlinked file frees its blocks: not on the loop thread. */
     sp->req.data = sp;

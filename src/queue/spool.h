@@ -2,11 +2,16 @@
  * spool: one message's DATA while it is being received (ARCHITECTURE "The
  * queue": memory per session is bounded whatever the message size).
  *
- * The first SPOOL_MEM bytes stay in memory; beyond that the spool writes
- * them to an unlinked temp file in the queue's directory (O_TMPFILE, or
- * mkstemp + unlink where the file system lacks it) with uv_fs_*, never
- * blocking the loop.  The store copies a finished spool into the database
- * on its writer lane (spool_pread on the pool thread).
+ * The first SPOOL_MEM bytes stay in memory.  A message may stay in memory
+ * up to SPOOL_MEM_MAX bytes while the spools of the store together hold
+ * at most SPOOL_BUDGET bytes beyond their first SPOOL_MEM (struct
+ * spool_budget): most messages then never touch a temp file (issue 21:
+ * its open, writes, read-back and pool hand-offs cost more than the
+ * message).  Otherwise the spool writes what it holds to an unlinked temp
+ * file in the queue's directory (O_TMPFILE, or mkstemp + unlink where the
+ * file system lacks it) with uv_fs_*, never blocking the loop, and goes on
+ * in SPOOL_MEM pieces.  The store copies a finished spool into the
+ * database on its writer lane (spool_pread on the pool thread).
  *
  * The type keeps its older name, struct store_spool, so that the store's
  * store_spool_* calls (store.h) stay the interface of its users.
@@ -25,7 +30,8 @@
  *                    earlier error; cb never runs.
  *   - While a write is pending (after SPOOL_PAUSE, until cb) the spool
  *     cannot be committed: store_commit() refuses it with -EBUSY.
- *   - Memory per spool stays below SPOOL_MEM + one appended chunk.
+ *   - Memory per spool stays below SPOOL_MEM + one appended chunk, plus
+ *     what it holds of the shared budget (at most SPOOL_MEM_MAX in all).
  *
  * Errors are negative errno values as libuv gives them (-ENOSPC, -EIO,
  * -ENOMEM, -ECANCELED for a spool freed with a write pending).
@@ -37,8 +43,18 @@
 #include <stdint.h>
 #include <uv.h>
 
-/* In-memory part of a spool, bytes; beyond it bytes go to a temp file. */
+/* In-memory part of every spool, bytes. */
 #define SPOOL_MEM (64 * 1024)
+/* Bytes a spool may hold in memory in all, drawing on the budget. */
+#define SPOOL_MEM_MAX (1024 * 1024)
+/* Bytes beyond SPOOL_MEM that the spools of one budget hold together. */
+#define SPOOL_BUDGET (16u * 1024 * 1024)
+
+/* Shared by the spools of one store (loop thread only). */
+struct spool_budget {
+  size_t used;  /* bytes of capacity beyond SPOOL_MEM, all spools */
+  size_t limit; /* SPOOL_BUDGET; 0: no spool grows (tests) */
+};
 
 #define SPOOL_PAUSE 1
 
@@ -49,9 +65,11 @@ struct store_spool;
 
 typedef void (*store_spool_cb)(struct store_spool *sp, int status, void *data);
 
-/* A new, empty spool whose file (if it needs one) goes into `dir` (copied
- * by reference: dir must outlive the spool).  Returns NULL on ENOMEM. */
-struct store_spool *spool_new(uv_loop_t *loop, const char *dir, unsigned flags);
+/* A new, empty spool whose file (if it needs one) goes into `dir`, drawing
+ * on `budget` (may be NULL: never grows).  dir and budget are borrowed:
+ * they must outlive the spool.  Returns NULL on ENOMEM. */
+struct store_spool *spool_new(uv_loop_t *loop, const char *dir, unsigned flags,
+                              struct spool_budget *budget);
 
 /* Test hook (store_debug_enospc_file in store.h): while a file exists at
  * path (borrowed: it must outlive the spool), every disk write completes

@@ -58,8 +58,9 @@ struct store {
   uv_loop_t *loop;
   char *path;
   char *dir;
-  unsigned spool_flags; /* test hook: SPOOL_NO_TMPFILE */
-  char *enospc_file;    /* test hook: store_debug_enospc_file */
+  unsigned spool_flags;             /* test hook: SPOOL_NO_TMPFILE */
+  struct spool_budget spool_budget; /* shared by this store's spools */
+  char *enospc_file;                /* test hook: store_debug_enospc_file */
   int lockfd;
   struct store_db *db;
   struct lane wl, rl;
@@ -250,6 +251,7 @@ void store_get_stats(const struct store *st, struct store_stats *out) {
   out->fresh_misses = st->fresh.misses;
   out->fresh_entries = st->fresh.entries;
   out->fresh_bytes = st->fresh.used;
+  out->spool_mem = st->spool_budget.used;
 }
 
 /* ---- jobs ------------------------------------------------------------- */
@@ -853,7 +855,8 @@ void store_trust_at_open(const struct store *st,
 /* ---- spool ------------------------------------------------------------ */
 
 struct store_spool *store_spool_new(struct store *st) {
-  struct store_spool *sp = spool_new(st->loop, st->dir, st->spool_flags);
+  struct store_spool *sp =
+      spool_new(st->loop, st->dir, st->spool_flags, &st->spool_budget);
   if (sp && st->enospc_file)
     spool_debug_enospc_file(sp, st->enospc_file);
   return sp;
@@ -960,6 +963,7 @@ int store_open(uv_loop_t *loop, const char *path, struct store **out, char *err,
   }
   st->loop = loop;
   st->lockfd = -1;
+  st->spool_budget.limit = SPOOL_BUDGET;
   if (fresh_init(&st->fresh) < 0) {
     free(st);
     snprintf(err, errlen, "out of memory");
@@ -1053,6 +1057,10 @@ void store_close(struct store *st, store_close_cb cb, void *data) {
 
 void store_debug_no_tmpfile(struct store *st) {
   st->spool_flags |= SPOOL_NO_TMPFILE;
+}
+
+void store_debug_spool_budget(struct store *st, size_t bytes) {
+  st->spool_budget.limit = bytes;
 }
 
 int store_debug_max_pages(struct store *st, long pages) {

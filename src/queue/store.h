@@ -140,6 +140,8 @@ struct store_stats {
    * (hits) or sent to the database (misses), and what it holds now */
   uint64_t fresh_hits, fresh_misses;
   size_t fresh_entries, fresh_bytes;
+  /* bytes the spools hold beyond SPOOL_MEM each (queue/spool.h budget) */
+  size_t spool_mem;
 };
 
 /* Callback types.  `st` is the store; `data` what the caller passed. */
@@ -451,5 +453,10 @@ int store_debug_enospc_file(struct store *st, const char *path);
 /* Test hook: spools use the named-temp-file fallback (mkstemp + unlink)
  * that file systems without O_TMPFILE get. */
 void store_debug_no_tmpfile(struct store *st);
+
+/* Test hook: the spools' shared budget (SPOOL_BUDGET) becomes `bytes`; 0
+ * sends every spool to its temp file past SPOOL_MEM, as before issue 21.
+ * Call while no spool holds any of it. */
+void store_debug_spool_budget(struct store *st, size_t bytes);
 
 #endif

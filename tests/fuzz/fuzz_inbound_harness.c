@@ -2,7 +2,9 @@
  * fuzz_inbound_harness: the deterministic interleaving harness
  * (tests/unit/inbound_harness.h) with fuzzer-chosen read splits and
  * release orders.  The input is the plan: byte 0 picks the session count
- * (1-3) and whether completions are held, byte 1 the release seed and
+ * (1-3), whether completions are held and whether spools may grow in
+ * memory (the serve default) or go to disk past 64 KiB (where the spool
+ * writes are held steps), byte 1 the release seed and
  * delay, and each following pair of bytes one read size (1..16384; the
  * sizes are used in turn and repeated).  Invariant: the replies, the
  * session traces and the stored messages equal the reference run's (one
@@ -20,13 +22,14 @@
 #include <string.h>
 
 #include "../unit/inbound_harness.h"
+#include "queue/spool.h"
 
 #define MAX_READS 256
 
 static char *conv;
 static size_t conv_len;
-static struct harness_result ref[4];
-static int have_ref[4];
+static struct harness_result ref[2][4];
+static int have_ref[2][4];
 
 static void fail(const char *what) {
   fprintf(stderr, "fuzz_inbound_harness: %s\n", what);
@@ -47,12 +50,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       .hold = (data[0] & 4) != 0,
       .seed = data[1],
       .max_delay = data[1] % 4,
+      .spool_budget = (data[0] & 8) ? SPOOL_BUDGET : 0,
   };
-  if (!have_ref[p.sessions]) {
-    struct harness_plan rp = {.sessions = p.sessions};
-    if (harness_run(conv, conv_len, &rp, &ref[p.sessions]) < 0)
+  int g = p.spool_budget != 0;
+  if (!have_ref[g][p.sessions]) {
+    struct harness_plan rp = {.sessions = p.sessions,
+                              .spool_budget = p.spool_budget};
+    if (harness_run(conv, conv_len, &rp, &ref[g][p.sessions]) < 0)
       fail("the reference run failed");
-    have_ref[p.sessions] = 1;
+    have_ref[g][p.sessions] = 1;
   }
   size_t reads[MAX_READS];
   size_t n = 0;
@@ -63,7 +69,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   struct harness_result got;
   if (harness_run(conv, conv_len, &p, &got) < 0)
     fail("the run failed or hung");
-  const struct harness_result *want = &ref[p.sessions];
+  const struct harness_result *want = &ref[g][p.sessions];
   if (strcmp(got.replies, want->replies) != 0) {
     fprintf(stderr, "replies:\n%s\nwanted:\n%s\n", got.replies, want->replies);
     fail("replies differ");

@@ -646,7 +646,7 @@ int harness_run(const char *conv, size_t len, const struct harness_plan *plan,
                     "queue_path = %s/q.db\n"
                     "auth_users_file = %s/users\n"
                     "auth_require_tls = no\n"
-                    "max_message_size = 1m\n"
+                    "max_message_size = 4m\n"
                     "smtp_timeout = 5m\n",
                     dir, dir);
   if (plan->starttls) {
@@ -682,6 +682,7 @@ int harness_run(const char *conv, size_t len, const struct harness_plan *plan,
     fprintf(stderr, "harness: %s\n", err);
     goto out_loop;
   }
+  store_debug_spool_budget(r->st, plan->spool_budget);
   int bad = 0;
   r->in = inbound_start(&r->loop, &r->cfg, r->st, &r->stats, NULL, NULL, &bad,
                         err, sizeof err);

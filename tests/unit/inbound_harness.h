@@ -48,6 +48,12 @@ struct harness_plan {
    * held, before it is released: sessions end with the step in flight.
    * The run must still end cleanly (no leak, no handle left open). */
   const char *shutdown_at;
+  /* The spools' shared memory budget (store_debug_spool_budget).  0, the
+   * default: every spool goes to its temp file past SPOOL_MEM, so the
+   * spool writes are held steps (the sizes of the tests straddle 64 KiB);
+   * SPOOL_BUDGET: as `mailhop serve` runs, spools grow in memory up to
+   * SPOOL_MEM_MAX while the budget lasts. */
+  size_t spool_budget;
 };
 
 struct harness_result {

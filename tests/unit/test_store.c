@@ -5,6 +5,7 @@
  */
 #include "check.h"
 #include "queue/fresh.h"
+#include "queue/spool.h"
 #include "queue/store.h"
 
 #include <dirent.h>
@@ -365,7 +366,8 @@ static void test_big_body(int no_tmpfile) {
   CHECK_INT(rd.status, -ENOENT);
 
   /* A spool freed in the middle of a disk write: callback once, -ECANCELED.
-   */
+   * (No budget: it goes to disk past SPOOL_MEM.) */
+  store_debug_spool_budget(st, 0);
   struct store_spool *sp = store_spool_new(st);
   cancelled_spool_cbs = 0;
   int r = 0;
@@ -379,6 +381,7 @@ static void test_big_body(int no_tmpfile) {
   CHECK_INT(cancelled_spool_status, -ECANCELED);
 
   free(big);
+  store_debug_spool_budget(st, SPOOL_BUDGET);
   close_store(&loop, st);
   CHECK_INT(uv_loop_close(&loop), 0);
 }
@@ -932,6 +935,7 @@ static void test_enospc_hook(void) {
   show(&loop, st, b);
   CHECK_INT(shown.status, -ENOENT);
   /* A spool that goes to disk fails too. */
+  store_debug_spool_budget(st, 0);
   struct store_spool *sp = store_spool_new(st);
   char *big = calloc(1, STORE_SPOOL_MEM);
   memset(big, 'x', STORE_SPOOL_MEM);
@@ -1082,7 +1086,7 @@ static void test_fresh(void) {
   char ida[STORE_ID_SIZE], idb[STORE_ID_SIZE], idc[STORE_ID_SIZE];
   done_count = 0;
   commit_small(st, 3, ida, "Subject: fresh\r\nX-A: 1\r\n\r\nhello\r\n");
-  /* B: 200 KiB through the spool's temp file, no empty line */
+  /* B: 200 KiB through the spool's temp file (no budget), no empty line */
   char *bigb = malloc(FRESH_BIG);
   for (size_t i = 0; i < FRESH_BIG; i++)
     bigb[i] = (char)('a' + i % 23);
@@ -1090,6 +1094,7 @@ static void test_fresh(void) {
   {
     struct tmsg t;
     make_msg(&t, 1);
+    store_debug_spool_budget(st, 0); /* B goes through its temp file */
     struct store_spool *sp = store_spool_new(st);
     cancelled_spool_cbs = 0;
     size_t off = 0;
@@ -1103,6 +1108,7 @@ static void test_fresh(void) {
     }
     CHECK(cancelled_spool_cbs > 0);
     CHECK_INT(cancelled_spool_status, 0);
+    store_debug_spool_budget(st, SPOOL_BUDGET);
     CHECK_INT(store_commit(st, &t.m, sp, on_done, NULL, NULL), 0);
     memcpy(idb, t.m.id, STORE_ID_SIZE);
   }
@@ -1234,6 +1240,95 @@ static void test_fresh_bounds(void) {
   fresh_fini(&f);
 }
 
+/* Spools grow in memory past SPOOL_MEM while the store's budget lasts:
+ * one that does not fit goes to disk as before, a grown one that passes
+ * SPOOL_MEM_MAX writes all it holds to its file and gives the budget
+ * back, and a freed one gives it back too.  What each stored is what was
+ * appended. */
+static void append_all(uv_loop_t *loop, struct store_spool *sp, const char *p,
+                       size_t n, int *pauses) {
+  for (size_t off = 0; off < n;) {
+    size_t k = n - off < 16384 ? n - off : 16384;
+    int r = store_spool_append(sp, p + off, k, on_spool_cancelled, NULL);
+    CHECK(r >= 0);
+    if (r < 0)
+      return;
+    off += k;
+    if (r == STORE_SPOOL_PAUSE) {
+      (*pauses)++;
+      uv_run(loop, UV_RUN_DEFAULT);
+      CHECK_INT(cancelled_spool_status, 0);
+    }
+  }
+}
+
+static void test_spool_budget(void) {
+  char saved[300];
+  memcpy(saved, dbpath, sizeof saved);
+  snprintf(dbpath, sizeof dbpath, "%s/qb.db", dir);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  struct store *st = open_store(&loop);
+  /* room for exactly one spool grown to SPOOL_MEM_MAX */
+  store_debug_spool_budget(st, SPOOL_MEM_MAX - SPOOL_MEM);
+  size_t n = 3 * SPOOL_MEM_MAX;
+  char *data = malloc(n);
+  for (size_t i = 0; i < n; i++)
+    data[i] = (char)('A' + i % 26);
+  struct store_stats ss;
+
+  struct store_spool *a = store_spool_new(st), *b = store_spool_new(st);
+  int pa = 0, pb = 0;
+  append_all(&loop, a, data, SPOOL_MEM_MAX - 100, &pa);
+  CHECK_INT(pa, 0); /* all in memory */
+  store_get_stats(st, &ss);
+  CHECK_INT(ss.spool_mem, SPOOL_MEM_MAX - SPOOL_MEM);
+  append_all(&loop, b, data, 200000, &pb);
+  CHECK(pb >= 1); /* no budget left: to disk past SPOOL_MEM */
+  /* a passes SPOOL_MEM_MAX: one write of all it holds, budget back */
+  append_all(&loop, a, data + SPOOL_MEM_MAX - 100, 100 + 2 * SPOOL_MEM, &pa);
+  CHECK(pa >= 1);
+  store_get_stats(st, &ss);
+  CHECK_INT(ss.spool_mem, 0);
+  CHECK_INT(store_spool_size(a), SPOOL_MEM_MAX + 2 * SPOOL_MEM);
+  /* a third grows again into the budget a gave back; freed, it returns */
+  struct store_spool *c = store_spool_new(st);
+  int pc = 0;
+  append_all(&loop, c, data, 300000, &pc);
+  CHECK_INT(pc, 0);
+  store_get_stats(st, &ss);
+  CHECK(ss.spool_mem > 0);
+  store_spool_free(c);
+  store_get_stats(st, &ss);
+  CHECK_INT(ss.spool_mem, 0);
+
+  /* what a and b stored is what was appended */
+  struct tmsg ta, tb;
+  make_msg(&ta, 1);
+  make_msg(&tb, 1);
+  done_count = 0;
+  CHECK_INT(store_commit(st, &ta.m, a, on_done, NULL, NULL), 0);
+  CHECK_INT(store_commit(st, &tb.m, b, on_done, NULL, NULL), 0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(done_count, 2);
+  CHECK_INT(done_status[0] | done_status[1], 0);
+  close_store(&loop, st); /* read back from the database, not the cache */
+  st = open_store(&loop);
+  size_t plen = ta.m.prefix_len;
+  char *back = malloc(n + plen);
+  read_chunked(&loop, st, ta.m.id, back, 1, 70000);
+  CHECK_INT(chunked.total, (int64_t)(plen + SPOOL_MEM_MAX + 2 * SPOOL_MEM));
+  CHECK(memcmp(back + plen, data, SPOOL_MEM_MAX + 2 * SPOOL_MEM) == 0);
+  read_chunked(&loop, st, tb.m.id, back, 2, 70000);
+  CHECK_INT(chunked.total, (int64_t)(plen + 200000));
+  CHECK(memcmp(back + plen, data, 200000) == 0);
+  free(back);
+  free(data);
+  close_store(&loop, st);
+  CHECK_INT(uv_loop_close(&loop), 0);
+  memcpy(dbpath, saved, sizeof saved);
+}
+
 int main(void) {
   if (!check_tmpdir(dir, sizeof dir, "test_store")) {
     perror("mkdtemp");
@@ -1255,6 +1350,7 @@ int main(void) {
   test_load_ceiling();
   test_fresh();
   test_fresh_bounds();
+  test_spool_budget();
   test_big_body(1); /* last: it adds a message the tests above don't expect */
   char cmd[300];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
