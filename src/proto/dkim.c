@@ -79,8 +79,27 @@ static void body_eol(struct dkim_body *b) {
   b->wsp = 0;
 }
 
+/* Octets that are content as they are: not CR, LF, SP or HTAB. */
+static size_t content_run(const char *p, size_t n) {
+  size_t k = 0;
+  while (k < n && p[k] != '\r' && p[k] != '\n' && p[k] != ' ' && p[k] != '\t')
+    k++;
+  return k;
+}
+
 void dkim_body_feed(struct dkim_body *b, const char *p, size_t n) {
   for (size_t i = 0; i < n; i++) {
+    if (!b->cr) {
+      /* A run of content: the first octet as body_content() takes it (held
+       * empty lines and WSP first), the rest copied as a block. */
+      size_t k = content_run(p + i, n - i);
+      if (k > 1) {
+        body_content(b, p[i]);
+        body_put(b, p + i + 1, k - 1);
+        i += k - 1;
+        continue;
+      }
+    }
     char c = p[i];
     if (b->cr) {
       b->cr = 0;
@@ -463,13 +482,18 @@ static void wire(struct dkim_msg *m, const char *p, size_t n) {
 /* Undoes the encoder's dot-stuffing (RFC 5321 §4.5.2): the receiver drops
  * the first '.' of every line that starts with one. */
 static void unstuff(struct dkim_msg *m, const char *p, size_t n) {
-  size_t start = 0;
-  for (size_t i = 0; i < n; i++) {
+  size_t start = 0, i = 0;
+  /* At each line start (bol), then to the next LF with memchr. */
+  while (i < n) {
     if (m->bol && p[i] == '.') {
       wire(m, p + start, i - start);
       start = i + 1;
     }
-    m->bol = p[i] == '\n';
+    const char *lf = memchr(p + i, '\n', n - i);
+    m->bol = lf != NULL;
+    if (!lf)
+      break;
+    i = (size_t)(lf - p) + 1;
   }
   wire(m, p + start, n - start);
 }

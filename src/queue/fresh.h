@@ -22,7 +22,8 @@
  * evicted oldest first (mail that waits that long — a destination in
  * backoff, a held queue — is not fresh); younger ones are kept, because
  * delivery reads messages in arrival order and evicting the oldest would
- * turn every read of a backlog into a miss.
+ * turn every read of a backlog into a miss.  Measured (issue 21): 16 MiB
+ * gives a 100 KiB relay run nearly all of what 32 MiB or 64 MiB give.
  *
  * Loop thread only.  Owns every entry (envelope strings and bytes).
  */
@@ -35,10 +36,10 @@
 #include "queue/htab.h"
 #include "queue/store.h"
 
-#define FRESH_BUDGET (32u * 1024 * 1024) /* bytes of messages */
+#define FRESH_BUDGET (16u * 1024 * 1024) /* bytes of messages */
 #define FRESH_MSG_MAX (1024u * 1024)     /* bytes per message */
 #define FRESH_MAX_ENTRIES 16384u         /* plus commits in flight */
-#define FRESH_AGE_MS 30000u
+#define FRESH_AGE_MS 5000u
 
 struct fresh_entry {
   struct hnode node;    /* key: msg.id */

@@ -37,6 +37,9 @@ struct keyset {
   int refs;
   int n;
   struct key k[CONFIG_MAX_LIST];
+  /* SHA-256 fetched once (OpenSSL 3 fetches EVP_sha256() again, under a
+   * lock, on every init: measurable per message, issue 21) */
+  EVP_MD *sha256;
 };
 
 struct dkim {
@@ -69,6 +72,7 @@ static void keyset_unref(struct keyset *ks) {
     return;
   for (int i = 0; i < ks->n; i++)
     EVP_PKEY_free(ks->k[i].pk);
+  EVP_MD_free(ks->sha256);
   free(ks);
 }
 
@@ -123,6 +127,12 @@ static struct keyset *keyset_load(const struct config *cfg, int warn, char *err,
     return NULL;
   }
   ks->refs = 1;
+  ks->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+  if (!ks->sha256) {
+    snprintf(err, errlen, "dkim_sign: OpenSSL has no SHA-256");
+    free(ks);
+    return NULL;
+  }
   for (int i = 0; i < cfg->n_dkim_sign; i++) {
     const struct config_dkim *c = &cfg->dkim_sign[i];
     struct key *k = &ks->k[ks->n];
@@ -235,8 +245,8 @@ static void sink_buf(void *ctx, const char *p, size_t n) {
 }
 
 /* Signs data with key k; writes base64 into b64.  0 or -1. */
-static int sign_data(const struct key *k, const char *data, size_t n, char *b64,
-                     size_t cap) {
+static int sign_data(const struct keyset *ks, const struct key *k,
+                     const char *data, size_t n, char *b64, size_t cap) {
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned dlen = 0;
   const unsigned char *in = (const unsigned char *)data;
@@ -244,7 +254,7 @@ static int sign_data(const struct key *k, const char *data, size_t n, char *b64,
   if (k->ed25519) {
     /* RFC 8463 §3: Ed25519 (PureEdDSA) signs the SHA-256 hash of the
      * header data, not the data itself. */
-    if (!EVP_Digest(data, n, digest, &dlen, EVP_sha256(), NULL))
+    if (!EVP_Digest(data, n, digest, &dlen, ks->sha256, NULL))
       return -1;
     in = digest;
     inlen = dlen;
@@ -253,7 +263,7 @@ static int sign_data(const struct key *k, const char *data, size_t n, char *b64,
   unsigned char sig[1024];
   size_t siglen = sizeof sig;
   int ok = ctx &&
-           EVP_DigestSignInit(ctx, NULL, k->ed25519 ? NULL : EVP_sha256(), NULL,
+           EVP_DigestSignInit(ctx, NULL, k->ed25519 ? NULL : ks->sha256, NULL,
                               k->pk) == 1 &&
            EVP_DigestSign(ctx, NULL, &siglen, in, inlen) == 1 &&
            siglen <= sizeof sig &&
@@ -316,7 +326,7 @@ static void on_work(uv_work_t *w) {
   struct gbuf out = {0};
   struct gbuf hdata = {0};
   r->status = -ENOMEM;
-  if (!m || !bctx || !EVP_DigestInit_ex(bctx, EVP_sha256(), NULL))
+  if (!m || !bctx || !EVP_DigestInit_ex(bctx, r->keys->sha256, NULL))
     goto done;
   dkim_msg_init(m, sink_digest, bctx);
   int rc = read_message(r, m);
@@ -387,7 +397,8 @@ static void on_work(uv_work_t *w) {
     /* RFC 6376 §3.7: the signed fields, then this field with b= empty. */
     hdata.len = hbase;
     sink_buf(&hdata, canon, (size_t)cl);
-    if (hdata.err || sign_data(k, hdata.p, hdata.len, b64, sizeof b64) < 0) {
+    if (hdata.err ||
+        sign_data(r->keys, k, hdata.p, hdata.len, b64, sizeof b64) < 0) {
       r->status = -EIO;
       goto done;
     }
