@@ -1167,6 +1167,9 @@ def main():
     if "direct" in profiles:
         for i in range(a.rounds):
             add("direct", run_direct(count, 2048, 20, timeout))
+            big = run_direct(large_count, 100 * 1024, 20, timeout)
+            add("direct", {"direct_rate_large": big["direct_rate"],
+                           "sink_cpu_ms_large": big["sink_cpu_ms"]})
         log(f"direct: {fmt(summarize(results['direct']['direct_rate']), 0)}"
             " msg/s")
     if "throughput" in profiles:
@@ -1502,6 +1505,12 @@ def main():
         print(f"smtp-sink's own CPU per message received there (a floor "
               f"for receiving alone): "
               f"{fmt(summarize(results['direct']['sink_cpu_ms']), 3)} ms")
+    if results["direct"].get("direct_rate_large"):
+        print(f"ceiling smtp-source -> smtp-sink, 100 KiB: "
+              f"{fmt(summarize(results['direct']['direct_rate_large']), 0)}"
+              f" msg/s; smtp-sink's CPU per message: "
+              f"{fmt(summarize(results['direct']['sink_cpu_ms_large']), 3)}"
+              " ms")
     if results["direct"].get("tls_direct_rate"):
         print(f"ceiling inject.py -> pysink.py, STARTTLS, 2 KiB: "
               f"{fmt(summarize(results['direct']['tls_direct_rate']), 0)}"
