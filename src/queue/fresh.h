@@ -12,8 +12,10 @@
  * It is a cache of what IS in the database, never a substitute: an entry
  * is added only after its commit is durable, and dropped as soon as any
  * writer request naming the message is submitted (update, delete, held,
- * bulk), so what it answers is exactly the committed state.  A miss just
- * means the read goes to the database, as before.
+ * bulk) — or never added, when such a request came while the commit was
+ * still in flight (store.c keeps those commits by id) — so what it
+ * answers is exactly the committed state.  A miss just means the read
+ * goes to the database, as before.
  *
  * Bounds: at most FRESH_BUDGET bytes of message bytes (reserved when the
  * commit is submitted, so commits in flight count), FRESH_MSG_MAX bytes

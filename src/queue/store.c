@@ -42,6 +42,11 @@ struct store_job {
   void *data;
   int fresh;                    /* answered from the cache: not in a lane */
   struct store_job *ready_next; /* the ready list (fresh answers) */
+  /* a commit that will enter the cache (req.keep): in store.keeping until
+   * it finishes; fresh_ok is cleared (loop thread) when a writer request
+   * names its id meanwhile, so what it committed is not cached stale */
+  struct hnode keep_node;
+  int keeping, fresh_ok;
   union {
     store_done_cb done;
     store_msgs_cb msgs;
@@ -67,6 +72,7 @@ struct store {
   /* Fresh-message cache, and the answers from it waiting for the next loop
    * turn (callbacks never run inside the starting call). */
   struct fresh fresh;
+  struct htab keeping; /* id -> commit job in flight with req.keep */
   struct store_job *ready_head, *ready_tail;
   uv_idle_t ready_idle;
   int w_committed; /* the writer batch's transaction committed */
@@ -294,10 +300,15 @@ void store_cancel(struct store_job *job) {
 /* Runs the job's callback with its final result and frees it (loop). */
 static void job_finish(struct store_job *job, int status) {
   struct store *st = job->st;
+  if (job->keeping) {
+    htab_del(&st->keeping, &job->keep_node);
+    job->keeping = 0;
+  }
   if (job->req.op == STORE_OP_COMMIT && job->req.keep) {
-    /* The reservation becomes an entry once the message is durable. */
+    /* The reservation becomes an entry once the message is durable, unless
+     * a writer request named it meanwhile (fresh_ok cleared). */
     job->req.keep = 0;
-    if (status == 0 && job->req.kept) {
+    if (status == 0 && job->req.kept && job->fresh_ok) {
       (void)fresh_put(&st->fresh, &job->req.msg, job->req.kept,
                       job->req.kept_hlen, uv_now(st->loop));
       job->req.kept = NULL;
@@ -485,6 +496,17 @@ static int fresh_show(struct store_job *job, const struct fresh_entry *e) {
   return 0;
 }
 
+/* A writer request names id: its cache entry goes, and a commit of it
+ * still in flight will not enter the cache (an admin hold, delete or bulk
+ * action can name a message whose commit is durable but not yet
+ * reported). */
+static void fresh_forget(struct store *st, const char *id) {
+  fresh_drop(&st->fresh, id);
+  struct hnode *n = st->keeping.n ? htab_get(&st->keeping, id) : NULL;
+  if (n)
+    container_of(n, struct store_job, keep_node)->fresh_ok = 0;
+}
+
 /* ---- public requests -------------------------------------------------- */
 
 static int check_open(struct store *st) {
@@ -524,6 +546,12 @@ int store_commit(struct store *st, struct store_msg *msg,
   job->req.msg.prefix_len = msg->prefix_len;
   job->req.keep =
       fresh_reserve(&st->fresh, (size_t)msg->size, uv_now(st->loop));
+  if (job->req.keep) {
+    job->fresh_ok = 1;
+    job->keep_node.key = job->req.msg.id;
+    htab_put(&st->keeping, &job->keep_node);
+    job->keeping = 1;
+  }
   job->cb.done = cb;
   if (jobp)
     *jobp = job;
@@ -545,7 +573,7 @@ int store_update(struct store *st, const struct store_outcome *outcomes,
   if (n && !(job->req.outs = calloc(n, sizeof *job->req.outs)))
     goto nomem;
   for (size_t i = 0; i < n; i++) {
-    fresh_drop(&st->fresh, outcomes[i].id);
+    fresh_forget(st, outcomes[i].id);
     job->req.outs[i] = outcomes[i];
     job->req.outs[i].id = strdup(outcomes[i].id);
     job->req.outs[i].last_error = xstrdup(outcomes[i].last_error);
@@ -589,7 +617,7 @@ static int simple_writer(struct store *st, enum store_op kind, const char *id,
   if (!job)
     return -ENOMEM;
   snprintf(job->req.id, sizeof job->req.id, "%s", id);
-  fresh_drop(&st->fresh, id);
+  fresh_forget(st, id);
   job->req.held = held;
   job->cb.done = cb;
   job_push(st, job);
@@ -742,7 +770,7 @@ int store_bulk(struct store *st, enum store_bulk_action action,
   }
   for (size_t i = 0; i < n; i++) {
     snprintf(job->req.ids[i], STORE_ID_SIZE, "%s", ids[i]);
-    fresh_drop(&st->fresh, ids[i]);
+    fresh_forget(st, ids[i]);
   }
   job->req.nids = n;
   job->req.action = action;
@@ -951,6 +979,7 @@ static void store_free(struct store *st) {
   free(st->sts);
   free(st->rpt);
   fresh_fini(&st->fresh);
+  htab_fini(&st->keeping);
   free(st);
 }
 
@@ -964,7 +993,9 @@ int store_open(uv_loop_t *loop, const char *path, struct store **out, char *err,
   st->loop = loop;
   st->lockfd = -1;
   st->spool_budget.limit = SPOOL_BUDGET;
-  if (fresh_init(&st->fresh) < 0) {
+  if (fresh_init(&st->fresh) < 0 || htab_init(&st->keeping, 64) < 0) {
+    fresh_fini(&st->fresh);
+    htab_fini(&st->keeping);
     free(st);
     snprintf(err, errlen, "out of memory");
     return -ENOMEM;

@@ -1178,6 +1178,37 @@ static void test_fresh(void) {
   CHECK_INT(store_set_held(st, ida, 0, on_done, NULL), 0);
   uv_run(&loop, UV_RUN_DEFAULT);
 
+  /* A writer request that names a message while its commit is still in
+   * flight (an admin hold or delete by id, a bulk action whose selection
+   * saw the row before the commit was reported): the commit must not then
+   * put the message in the cache as committed (found by review). */
+  {
+    char idh[STORE_ID_SIZE], idd[STORE_ID_SIZE];
+    store_get_stats(st, &s0);
+    done_count = 0;
+    commit_small(st, 1, idh, "Subject: h\r\n\r\nheld\r\n");
+    CHECK_INT(store_set_held(st, idh, 1, on_done, NULL), 0);
+    commit_small(st, 1, idd, "Subject: d\r\n\r\ndeleted\r\n");
+    CHECK_INT(store_delete(st, idd, on_done, NULL), 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK_INT(done_count, 4);
+    store_get_stats(st, &s1);
+    CHECK_INT(s1.fresh_entries, s0.fresh_entries);
+    show(&loop, st, idh);
+    CHECK_INT(shown.status, 0);
+    CHECK_INT(shown.held, 1);
+    show(&loop, st, idd);
+    CHECK_INT(shown.status, -ENOENT);
+    memset(&rd, 0, sizeof rd);
+    char tmp[16];
+    CHECK_INT(store_body_read(st, idd, 0, tmp, sizeof tmp, on_read, NULL, NULL),
+              0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK_INT(rd.status, -ENOENT);
+    CHECK_INT(store_set_held(st, idh, 0, on_done, NULL), 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+  }
+
   /* After a restart the cache is empty: the database answers the same. */
   close_store(&loop, st);
   st = open_store(&loop);
