@@ -96,6 +96,14 @@ void sch_msg_settle(struct sched *s, struct smsg *m) {
 
 static void on_timer(uv_timer_t *t);
 
+void sch_job_link(struct sched *s, struct sjob *j) {
+  j->prev = NULL;
+  j->next = s->jobs;
+  if (s->jobs)
+    s->jobs->prev = j;
+  s->jobs = j;
+}
+
 void sch_resched(struct sched *s) {
   if (s->closing)
     return;
@@ -173,11 +181,7 @@ static void dispatch_top(struct sched *s, struct sdest *d, int64_t now) {
   j->pub.removed = 0;
   j->msg = m;
   j->dest = d;
-  j->prev = NULL;
-  j->next = s->jobs;
-  if (s->jobs)
-    s->jobs->prev = j;
-  s->jobs = j;
+  sch_job_link(s, j);
   m->jobs++;
   d->inflight++;
   s->st.outbound++;
@@ -455,22 +459,15 @@ int sched_job_done(struct sched *s, struct sched_job *job,
   int64_t now = sch_now_ms(s);
   int ret = 0;
 
-  if (j->deadline) {
-    if (j->prev)
-      j->prev->next = j->next;
-    else
-      s->jobs = j->next;
-    if (j->next)
-      j->next->prev = j->prev;
-    return sch_deadline_done(s, j, results, n, now);
-  }
-
   if (j->prev)
     j->prev->next = j->next;
   else
     s->jobs = j->next;
   if (j->next)
     j->next->prev = j->prev;
+  if (j->deadline)
+    return sch_deadline_done(s, j, results, n, now);
+
   s->st.outbound--;
   d->inflight--;
   m->jobs--;

@@ -147,11 +147,7 @@ void sch_dispatch_deadline(struct sched *s, struct smsg *m, int64_t now) {
   j->deadline = 1;
   j->msg = m;
   j->dest = NULL;
-  j->prev = NULL;
-  j->next = s->jobs;
-  if (s->jobs)
-    s->jobs->prev = j;
-  s->jobs = j;
+  sch_job_link(s, j);
   m->jobs++;
   m->dljob = 1;
   if (msg_warn_at(s, m) <= now)

@@ -191,6 +191,8 @@ void sch_msg_settle(struct sched *s, struct smsg *m);
 struct srcpt *sch_rcpt_find(const struct smsg *m, int idx);
 /* Arms the timer for the earliest of what may be dispatched next. */
 void sch_resched(struct sched *s);
+/* Puts j at the head of the list of jobs in flight (s->jobs). */
+void sch_job_link(struct sched *s, struct sjob *j);
 /* qsort order of uint32_t recipient positions. */
 int sch_pos_cmp(const void *a, const void *b);
 
