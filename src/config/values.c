@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "proto/rate.h"
+#include "proto/text.h"
 #include "proto/smtp_parse.h"
 
 static const char *const relayhost_auth_names[] = {"auto", "plain", "login",
@@ -125,18 +126,6 @@ static int parse_size(const char *s, uint64_t *out) {
     return -1;
   *out = v * mult;
   return 0;
-}
-
-static int parse_bool(const char *s, int *out) {
-  static const char *const yes[] = {"yes", "true", "on", "1"};
-  static const char *const no[] = {"no", "false", "off", "0"};
-  for (size_t i = 0; i < 4; i++) {
-    if (strcasecmp(s, yes[i]) == 0)
-      return *out = 1, 0;
-    if (strcasecmp(s, no[i]) == 0)
-      return *out = 0, 0;
-  }
-  return -1;
 }
 
 static int parse_port(const char *s, uint16_t *port) {
@@ -470,7 +459,7 @@ int cfg_set_key(struct config *cfg, const struct key *k, const char *value,
     return 0;
   }
   case K_BOOL:
-    if (parse_bool(val, (int *)field) < 0)
+    if (text_parse_bool(val, (int *)field) < 0)
       return ERR("%s: '%s' is not yes or no", k->name, val);
     return 0;
   case K_SIZE:

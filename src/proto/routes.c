@@ -3,6 +3,7 @@
  */
 #include "proto/routes.h"
 #include "proto/rate.h"
+#include "proto/text.h"
 
 #include <ctype.h>
 #include <stdarg.h>
@@ -163,18 +164,6 @@ static int parse_relayhost(struct perr *p, char *val, struct route *r) {
   return 0;
 }
 
-static int parse_bool(const char *s, int *out) {
-  static const char *const yes[] = {"yes", "true", "on", "1"};
-  static const char *const no[] = {"no", "false", "off", "0"};
-  for (size_t i = 0; i < 4; i++) {
-    if (strcasecmp(s, yes[i]) == 0)
-      return *out = 1, 0;
-    if (strcasecmp(s, no[i]) == 0)
-      return *out = 0, 0;
-  }
-  return -1;
-}
-
 static int parse_match(struct perr *p, const char *tok, struct route *r) {
   const char *rest;
   if (strncasecmp(tok, "recipient:", 10) == 0) {
@@ -278,7 +267,7 @@ static int parse_setting(struct perr *p, char *tok, struct route *r,
                 val);
   }
   case 5:
-    if (parse_bool(val, &r->auth_plaintext) < 0)
+    if (text_parse_bool(val, &r->auth_plaintext) < 0)
       return fail(p, "relayhost_auth_plaintext: '%s' is not yes or no", val);
     return 0;
   default: {

@@ -2,6 +2,7 @@
 
 #include <stdint.h>
 #include <string.h>
+#include <strings.h>
 
 size_t text_utf8_len(const unsigned char *s, size_t n) {
   if (n == 0)
@@ -83,4 +84,16 @@ int text_has_8bit(const char *s, size_t n) {
   for (; i < n; i++)
     acc |= (unsigned char)s[i];
   return (acc & 0x8080808080808080ull) != 0;
+}
+
+int text_parse_bool(const char *s, int *out) {
+  static const char *const yes[] = {"yes", "true", "on", "1"};
+  static const char *const no[] = {"no", "false", "off", "0"};
+  for (size_t i = 0; i < 4; i++) {
+    if (strcasecmp(s, yes[i]) == 0)
+      return *out = 1, 0;
+    if (strcasecmp(s, no[i]) == 0)
+      return *out = 0, 0;
+  }
+  return -1;
 }

@@ -24,6 +24,11 @@ size_t text_plain_run(const char *s, size_t n);
 /* 1 when an octet of s[0..n) is >= 0x80 (no early exit: vectorizes). */
 int text_has_8bit(const char *s, size_t n);
 
+/* A yes/no value of the configuration and the routes file: yes, true, on,
+ * 1 or no, false, off, 0 (any case) into *out.  0, or -1 for anything
+ * else (*out untouched). */
+int text_parse_bool(const char *s, int *out);
+
 /* ASCII case-insensitive compare of n bytes; 0 when equal. */
 int text_casecmp(const char *a, const char *b, size_t n);
 
