@@ -18,16 +18,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 MAILHOP = os.path.join(ROOT, "build", "mailhop")
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+from ports import free_port  # noqa: E402,F401  (outside the ephemeral range)
 
 
 def log(*a):
     print(*a, file=sys.stderr, flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_banner(port, timeout):

@@ -33,7 +33,8 @@ struct http_daemon {
   struct MHD_Daemon *mhd;
   uv_poll_t poll;
   uv_timer_t timer;
-  int handles; /* open uv handles of this daemon */
+  int handles;                  /* open uv handles of this daemon */
+  struct sockaddr_storage addr; /* bound address (the real port if 0) */
 };
 
 struct http_server {
@@ -224,6 +225,9 @@ static int daemon_open(uv_loop_t *loop, struct http_daemon *d,
     snprintf(err, errlen, "metrics_listen %s: %s", where, strerror(-fd));
     return fd;
   }
+  socklen_t sl = sizeof d->addr;
+  if (getsockname(fd, (struct sockaddr *)&d->addr, &sl) < 0)
+    d->addr = *sa;
   /* No MHD thread: MHD_USE_EPOLL without MHD_USE_INTERNAL_POLLING_THREAD.
    * MHD_USE_IPv6 tells it the socket's family (it sets nothing on it). */
   unsigned flags = MHD_USE_EPOLL;
@@ -260,6 +264,12 @@ static int daemon_open(uv_loop_t *loop, struct http_daemon *d,
     return rc;
   }
   return 0;
+}
+
+const struct sockaddr *http_addr(const struct http_server *h, int i) {
+  if (!h || i < 0 || i >= h->n)
+    return NULL;
+  return (const struct sockaddr *)&h->d[i].addr;
 }
 
 int http_start(uv_loop_t *loop, const struct sockaddr_storage *addrs, int n,

@@ -68,6 +68,12 @@ int http_start(uv_loop_t *loop, const struct sockaddr_storage *addrs, int n,
                char *err, size_t errlen) __attribute__((warn_unused_result));
 
 /*
+ * The address the i-th listener is bound to (the port the kernel chose when
+ * the configured one was 0), owned by h; NULL when i is out of range.
+ */
+const struct sockaddr *http_addr(const struct http_server *h, int i);
+
+/*
  * Closes the listeners and every connection (requests in flight are cut),
  * and frees the server from the handles' close callbacks: run the loop
  * afterwards.  The handler is not called after this returns.  NULL is

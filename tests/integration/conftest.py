@@ -13,6 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 BIN = os.environ.get("MAILHOP_BIN", str(ROOT / "build" / "mailhop"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ports import free_port  # noqa: E402,F401  (the tests import it from here)
 
 
 @pytest.fixture(autouse=True)
@@ -21,13 +22,6 @@ def _binary_exists():
     never a reason to skip)."""
     assert os.path.isfile(BIN) and os.access(BIN, os.X_OK), \
         f"no mailhop binary at {BIN} (set MAILHOP_BIN or build it)"
-
-
-def free_port(host="127.0.0.1"):
-    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(fam, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def clean_env(extra=None):

@@ -20,7 +20,6 @@ test time for every MX host name, sent with the CA in the chain.
 """
 import hashlib
 import shutil
-import socket
 import ssl
 import subprocess
 import time
@@ -41,24 +40,6 @@ def _need(*tools):
     for t in tools:
         path = shutil.which(t) or shutil.which(t, path="/usr/sbin:/sbin")
         assert path, f"{t} is missing (scripts/deps --test installs it)"
-
-
-def _udp_free(host, port):
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.bind((host, port))
-            return True
-        except OSError:
-            return False
-
-
-def free_port_both(host="127.0.0.1"):
-    """A port free for both TCP and UDP (DNS servers take both)."""
-    for _ in range(50):
-        p = free_port(host)
-        if _udp_free(host, p):
-            return p
-    raise AssertionError("no free port")
 
 
 class Sink:
@@ -172,7 +153,7 @@ class DnsSetup:
         z += f"{tl}.mx IN TLSA 3 1 1 {'00' * 32}\n"
         (d / "plain.test.zone").write_text(z)
 
-        self.nsd_port = free_port_both()
+        self.nsd_port = free_port(udp=True)
         zones = [("dane.test", dane_signed), ("bogus.test", bogus_signed),
                  ("plain.test", d / "plain.test.zone")]
         conf = ("server:\n"
@@ -195,7 +176,7 @@ class DnsSetup:
         self._spawn(["nsd", "-d", "-c", str(d / "nsd.conf")], "nsd")
 
         (d / "anchors").write_text(dane_ds + bogus_ds)
-        self.port = free_port_both()
+        self.port = free_port(udp=True)
         conf = ("server:\n"
                 f"  interface: 127.0.0.1@{self.port}\n"
                 f"  port: {self.port}\n"

@@ -450,9 +450,7 @@ def test_dns_failure_defers(net, server):
 def free_closed_udp_port():
     """A UDP port on 127.0.0.1 with nothing bound to it (queries to it are
     refused with ICMP port unreachable)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port(udp=True)
 
 
 def test_relayhost_with_auth(net):

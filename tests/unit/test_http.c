@@ -164,31 +164,28 @@ static void on_done(uv_async_t *a) {
   uv_close((uv_handle_t *)a, NULL);
 }
 
-static uint16_t free_port(void) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET};
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t sl = sizeof a;
-  bind(fd, (struct sockaddr *)&a, sizeof a);
-  getsockname(fd, (struct sockaddr *)&a, &sl);
-  close(fd);
-  return ntohs(a.sin_port);
-}
-
 static void test_serve(void) {
   uv_loop_t loop;
   uv_loop_init(&loop);
   loop_thread = pthread_self();
-  port = free_port();
+  /* Port 0: the kernel picks one and http_addr() tells it (a port found
+   * free and released first could be taken by another test's connect). */
   struct sockaddr_storage ss;
   memset(&ss, 0, sizeof ss);
   struct sockaddr_in *a = (struct sockaddr_in *)&ss;
   a->sin_family = AF_INET;
-  a->sin_port = htons(port);
+  a->sin_port = 0;
   a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   char err[256] = "";
   CHECK_INT(http_start(&loop, &ss, 1, handler, NULL, &server, err, sizeof err),
             0);
+  const struct sockaddr_in *bound =
+      (const struct sockaddr_in *)http_addr(server, 0);
+  CHECK(bound != NULL && bound->sin_family == AF_INET);
+  port = ntohs(bound->sin_port);
+  CHECK(port != 0);
+  CHECK(http_addr(server, 1) == NULL);
+  a->sin_port = htons(port);
 
   /* The same address again: in use, named in the message. */
   struct http_server *second = NULL;
