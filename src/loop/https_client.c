@@ -32,6 +32,7 @@ struct https_fetch {
   int too_big;
   int rc;
   long status;
+  char rtype[128]; /* the answer's Content-Type, "" when none (or longer) */
   char why[512];
 };
 
@@ -123,6 +124,10 @@ static void fetch_work(uv_work_t *w) {
   curl_easy_setopt(h, CURLOPT_ERRORBUFFER, cerr);
   CURLcode cc = curl_easy_perform(h);
   curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &f->status);
+  const char *rtype = NULL;
+  if (curl_easy_getinfo(h, CURLINFO_CONTENT_TYPE, &rtype) == CURLE_OK &&
+      rtype && strlen(rtype) < sizeof f->rtype)
+    strcpy(f->rtype, rtype);
   curl_easy_cleanup(h);
   curl_slist_free_all(hdr);
   curl_slist_free_all(pin);
@@ -163,6 +168,7 @@ static void fetch_done(uv_work_t *w, int status) {
   if (res.rc == 0) {
     res.body = f->body;
     res.len = f->blen;
+    res.content_type = f->rtype[0] ? f->rtype : NULL;
   } else {
     res.why = f->why[0] ? f->why : "aborted";
   }

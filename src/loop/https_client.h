@@ -42,6 +42,9 @@ struct https_result {
   const char *body; /* rc 0: len bytes (not NUL-terminated), valid during
                        the callback only, wiped after it */
   size_t len;
+  const char *content_type; /* rc 0: the Content-Type header as sent
+                               (parameters included), NULL when there was
+                               none; valid during the callback only */
   const char *why; /* rc < 0: the reason (no URL query, no body) */
 };
 

@@ -260,6 +260,20 @@ fail:
   return -1;
 }
 
+int sts_media_type_ok(const char *content_type) {
+  if (!content_type)
+    return 0;
+  const char *p = content_type;
+  while (*p == ' ' || *p == '\t')
+    p++;
+  if (strncasecmp(p, "text/plain", 10) != 0)
+    return 0;
+  p += 10;
+  while (*p == ' ' || *p == '\t')
+    p++;
+  return *p == '\0' || *p == ';';
+}
+
 int sts_mx_match(const struct sts_policy *p, const char *host) {
   char h[STS_MX_LEN];
   if (norm_name(host, strlen(host), 0, h, sizeof h) != 0)

@@ -59,6 +59,16 @@ int sts_policy_parse(const char *body, size_t len, struct sts_policy *out,
                      char *why, size_t cap);
 
 /*
+ * Whether an HTTP Content-Type header value (NUL-terminated, NULL when
+ * the answer had none) names the media type text/plain, which RFC 8461
+ * §3.2 requires of a policy ("senders SHOULD validate" it: a web server
+ * that lets users host files could otherwise serve a policy by accident).
+ * Type and subtype are matched without regard to case, surrounding white
+ * space and parameters (charset=...) are ignored.  Returns 1 or 0.
+ */
+int sts_media_type_ok(const char *content_type);
+
+/*
  * Whether host (an MX host name, any case, a final dot allowed) matches
  * one of the policy's mx patterns (RFC 8461 §4.1): equal, or "*.REST"
  * matching exactly one more leftmost label.  Returns 1 or 0.

@@ -6,13 +6,16 @@
  *    at least one unless the mode is none; on -1 the policy is zeroed and
  *    the reason printable;
  *  - sts_txt_parse gives 1 only with an id of 1..32 letters and digits;
- *  - every rua address is printable, has one '@'.
+ *  - every rua address is printable, has one '@';
+ *  - sts_media_type_ok accepts only "text/plain" (any case) after
+ *    optional blanks, followed by blanks and the end or a ';'.
  */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "proto/sts_policy.h"
 
@@ -57,6 +60,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (sts_txt_parse(txt, id) == 1) {
     size_t l = strlen(id);
     CHECK(l >= 1 && l <= STS_ID_MAX);
+  }
+  if (sts_media_type_ok(txt)) {
+    const char *q = txt + strspn(txt, " \t");
+    CHECK(strncasecmp(q, "text/plain", 10) == 0);
+    q += 10;
+    q += strspn(q, " \t");
+    CHECK(*q == '\0' || *q == ';');
   }
   const char *t[1] = {txt};
   char rua[TLSRPT_MAX_RUA][TLSRPT_RUA_LEN];

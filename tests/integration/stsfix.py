@@ -58,7 +58,8 @@ def policy(mode, *mx, max_age=86400):
 class PolicyServer:
     """Serves /.well-known/mta-sts.txt per Host header: policies[domain]
     is the text, or ("redirect", URL), ("status", N), ("slow",) (waits
-    until release()), ("big", N) (N bytes of a valid-looking policy)."""
+    until release()), ("big", N) (N bytes of a valid-looking policy), ("type", CT, TEXT)
+    (TEXT served with Content-Type CT; None: no Content-Type at all)."""
 
     def __init__(self, spki):
         self.policies = {}
@@ -94,9 +95,13 @@ class PolicyServer:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
+                ctype = "text/plain"
+                if isinstance(p, tuple) and p[0] == "type":
+                    ctype, p = p[1], p[2]
                 body = p.encode()
                 self.send_response(200)
-                self.send_header("Content-Type", "text/plain")
+                if ctype is not None:
+                    self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 try:

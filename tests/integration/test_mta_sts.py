@@ -9,7 +9,8 @@ for the MX hosts.
 - testing: delivered as without a policy;
 - a changed id is fetched again, the same id is not;
 - a refetch that fails keeps the cached policy in use;
-- a policy over 64 KiB and a redirect are no policy;
+- a policy over 64 KiB, one not served as text/plain and a redirect are
+  no policy;
 - a policy server that hangs holds up only its own domain."""
 import json
 
@@ -164,6 +165,38 @@ def test_policy_over_64k_is_no_policy(mailhop, spki, dns, web, sink):
     (line,) = delivered_lines(m, "bob@big.test")
     assert "tls_policy=none" in line, line
     assert "larger than 65536 bytes" in m.log()
+    finish(m)
+
+
+def test_policy_not_served_as_text_plain_is_no_policy(mailhop, spki, dns,
+                                                      web, sink):
+    """RFC 8461 §3.2: senders SHOULD check the media type is text/plain
+    (an HTML page or an upload at that path is not a policy); parameters
+    such as charset are ignored, and case does not matter."""
+    dns.set_records(zone(**{"_mta-sts.bad.test": txt("v=STSv1; id=h1"),
+                            "_mta-sts.tst.test": txt("v=STSv1; id=n1"),
+                            "_mta-sts.enf.test": txt("v=STSv1; id=p1")}))
+    # Both would defer (no MX matches) if they were taken as policies.
+    web.policies["bad.test"] = ("type", "text/html; charset=utf-8",
+                                policy("enforce", "mx.nowhere.test"))
+    web.policies["tst.test"] = ("type", None,
+                                policy("enforce", "mx.nowhere.test"))
+    web.policies["enf.test"] = ("type", "Text/Plain; charset=UTF-8",
+                                policy("enforce", "mx.enf.test"))
+    m = mailhop(**sts_conf(spki, dns, web, sink))
+    for rcpt in ("bob@bad.test", "bob@tst.test", "bob@enf.test"):
+        submit(m, rcpt)
+    for rcpt, want in (("bob@bad.test", "tls_policy=none"),
+                       ("bob@tst.test", "tls_policy=none"),
+                       ("bob@enf.test", "tls_policy=sts")):
+        wait_until(lambda: delivered_lines(m, rcpt))
+        (line,) = delivered_lines(m, rcpt)
+        assert want in line, line
+    log = m.log()
+    assert "policy of bad.test is invalid: served as text/html; " \
+           "charset=utf-8, not text/plain" in log, log
+    assert "policy of tst.test is invalid: served as (no Content-Type)" \
+        in log, log
     finish(m)
 
 

@@ -91,6 +91,21 @@ static void test_policy(void) {
   CHECK_INT(sts_policy_parse(s, strlen(s) - 9, &p, why, sizeof why), 0);
 }
 
+/* RFC 8461 §3.2: the policy is served as text/plain; parameters ignored. */
+static void test_media_type(void) {
+  CHECK_INT(sts_media_type_ok("text/plain"), 1);
+  CHECK_INT(sts_media_type_ok("Text/Plain; charset=utf-8"), 1);
+  CHECK_INT(sts_media_type_ok(" text/plain ;charset=\"us-ascii\""), 1);
+  CHECK_INT(sts_media_type_ok("text/plain\t"), 1);
+  CHECK_INT(sts_media_type_ok(NULL), 0);
+  CHECK_INT(sts_media_type_ok(""), 0);
+  CHECK_INT(sts_media_type_ok("text/html"), 0);
+  CHECK_INT(sts_media_type_ok("text/plainx"), 0);
+  CHECK_INT(sts_media_type_ok("text/plain-ish; charset=utf-8"), 0);
+  CHECK_INT(sts_media_type_ok("application/octet-stream"), 0);
+  CHECK_INT(sts_media_type_ok("text/"), 0);
+}
+
 static void test_rua(void) {
   char rua[TLSRPT_MAX_RUA][TLSRPT_RUA_LEN];
   const char *a[] = {
@@ -113,6 +128,7 @@ static void test_rua(void) {
 int main(void) {
   test_txt();
   test_policy();
+  test_media_type();
   test_rua();
   return check_result("test_sts_policy");
 }

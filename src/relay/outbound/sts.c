@@ -228,6 +228,13 @@ static void on_fetched(void *arg, const struct https_result *r) {
                                                  : "");
     dom_fail(d, "sts-policy-fetch-error", "policy fetch for %s failed: %s",
              why);
+  } else if (!sts_media_type_ok(r->content_type)) {
+    snprintf(why, sizeof why, "served as %.100s, not text/plain",
+             r->content_type ? r->content_type : "(no Content-Type)");
+    for (char *c = why; *c; c++) /* the header is the peer's bytes */
+      if (*c < 0x20 || *c > 0x7e)
+        *c = '?';
+    dom_fail(d, "sts-policy-invalid", "policy of %s is invalid: %s", why);
   } else {
     struct sts_policy *pol = malloc(sizeof *pol);
     char *text = malloc(r->len + 1);
