@@ -9,6 +9,8 @@ for the MX hosts.
 - testing: delivered as without a policy;
 - a changed id is fetched again, the same id is not;
 - a refetch that fails keeps the cached policy in use;
+- a policy past half its max_age is refreshed behind the deliveries, which
+  go on under the cached one meanwhile;
 - a policy over 64 KiB, one not served as text/plain and a redirect are
   no policy;
 - a policy server that hangs holds up only its own domain."""
@@ -151,6 +153,46 @@ def test_failed_refetch_keeps_cached_policy(mailhop, spki, dns, web, sink):
     assert "tls_policy=sts" in line, line
     assert "the cached policy stays in use" in m.log()
     assert web.hit("enf.test") == 2
+    finish(m)
+
+
+def test_policy_past_half_its_life_refreshed_behind_deliveries(
+        mailhop, spki, dns, web, sink):
+    """RFC 8461 §10.2: refresh before expiry.  Once half its max_age is
+    over, the next use fetches the policy again; the deliveries meanwhile
+    go on under the cached policy instead of waiting for the fetch."""
+    import time
+    dns.set_records(zone(**{"_mta-sts.enf.test": txt("v=STSv1; id=f1")}))
+    web.policies["enf.test"] = policy("enforce", "mx.enf.test", max_age=6)
+    m = mailhop(**sts_conf(spki, dns, web, sink))
+    submit(m, "one@enf.test")
+    wait_until(lambda: delivered_lines(m, "one@enf.test"))
+    fetched = time.time()
+    # Young: the same id is not fetched again.
+    submit(m, "two@enf.test")
+    wait_until(lambda: delivered_lines(m, "two@enf.test"))
+    assert web.hit("enf.test") == 1
+    # Past half its life (3 s): the refetch hangs, the mail does not.
+    web.policies["enf.test"] = ("slow", policy("enforce", "mx.enf.test",
+                                               max_age=600))
+    time.sleep(max(0.0, fetched + 3.5 - time.time()))
+    for rcpt in ("three@enf.test", "four@enf.test"):
+        submit(m, rcpt)
+        wait_until(lambda: delivered_lines(m, rcpt))
+        (line,) = delivered_lines(m, rcpt)
+        assert "tls_policy=sts" in line, line
+    assert web.hit("enf.test") == 2  # one refresh, not one per delivery
+    assert "refreshing the policy of enf.test" in m.log()
+    # The refreshed policy (max_age 600) replaces the cached one.
+    web.release_ev.set()
+
+    def stored_max_age():
+        with m.db() as db:
+            row = db.execute("SELECT expires_at - fetched_at FROM"
+                             " sts_policies WHERE domain = 'enf.test'"
+                             ).fetchone()
+        return row and row[0] == 600
+    wait_until(stored_max_age)
     finish(m)
 
 

@@ -26,6 +26,11 @@ struct sts_dom {
   int64_t fetched_at, expires_at; /* unix s */
   struct sts_policy *pol;
   char *text;
+  /* a refetch of the cached policy's own id, past half its life, while
+   * the cached one goes on answering (RFC 8461 §10.2: refresh before
+   * expiry); the next such try not before refresh_at (unix s) */
+  int refreshing;
+  int64_t refresh_at;
   /* discovery in flight */
   struct resolver_query *q;
   struct https_fetch *fetch;
@@ -166,6 +171,8 @@ static void dom_finish(struct sts_dom *d) {
   d->failure = NULL;
   d->why[0] = '\0';
   d->ready = 0;
+  if (!d->q && !d->fetch && !d->queued_fetch)
+    d->refreshing = 0;
   /* The list is detached first: a callback may ask again (a new lookup). */
   struct sts_wait *w = d->waiters;
   d->waiters = NULL;
@@ -367,7 +374,25 @@ static void on_txt(struct resolver_query *q, const struct resolver_txt *res,
     return;
   }
   if (dom_valid(d) && strcmp(d->id, id) == 0) {
-    dom_finish(d);
+    int64_t now = now_s(), age = now - d->fetched_at;
+    int due = age >= (int64_t)d->pol->max_age / 2 && now >= d->refresh_at;
+    if (due) {
+      /* Answered from the cache now; the refetch runs behind (a failure
+       * leaves the cached policy in place; retried after a while). */
+      int64_t retry = (int64_t)d->pol->max_age / 4;
+      d->refresh_at = now + (retry < STS_REFRESH_RETRY_S ? retry
+                                                         : STS_REFRESH_RETRY_S);
+      snprintf(d->want_id, sizeof d->want_id, "%s", id);
+      log_msg(LOG_INFO, "mta-sts",
+              "refreshing the policy of %s (fetched %lld s ago, expires in "
+              "%lld s)",
+              d->domain, (long long)age, (long long)(d->expires_at - now));
+    }
+    dom_finish(d); /* clears refreshing: nothing is in flight yet */
+    if (due) {
+      d->refreshing = 1;
+      fetch_start(d);
+    }
     return;
   }
   snprintf(d->want_id, sizeof d->want_id, "%s", id);
@@ -398,6 +423,12 @@ int sts_get(struct sts *s, const char *domain, struct sts_wait *w, sts_cb cb,
   w->dom = d;
   w->next = d->waiters;
   d->waiters = w;
+  if (d->refreshing && dom_valid(d) && !d->ready) {
+    d->ready = 1; /* the cached policy, from the timer: a refresh in flight
+                     holds no delivery */
+    uv_timer_start(&s->kick, on_kick, 0, 0);
+    return 0;
+  }
   if (d->q || d->fetch || d->queued_fetch || d->ready)
     return 0; /* joins the discovery in flight */
   char name[300];

@@ -8,7 +8,9 @@
  * against tls_ca_file or the system store, no redirects, 64 KiB, bounded
  * time; the host's address from the same resolver).  Policies are cached
  * in memory and in the queue database (store_sts_put) until their
- * max_age; a cached policy is used when a refetch fails.
+ * max_age; a cached policy is used when a refetch fails, and one past
+ * half its max_age is refreshed in the background when next used (RFC
+ * 8461 §10.2), its deliveries answered from the cache meanwhile.
  *
  * Never blocks: the lookups and fetches are asynchronous; only the
  * deliveries to the domain being looked up wait (one lookup per domain
@@ -30,6 +32,10 @@
 #define STS_DOMAINS_MAX 1024
 #define STS_FETCH_CONNECT_MS 10000
 #define STS_FETCH_TOTAL_MS 30000
+/* A cached policy past half its max_age is fetched again when next used
+ * (its waiters answered from the cache meanwhile); a failed refresh is
+ * tried again after max_age / 4, at most this many seconds later. */
+#define STS_REFRESH_RETRY_S 3600
 
 struct config;
 struct store;
