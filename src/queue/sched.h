@@ -344,6 +344,12 @@ int sched_suspend(struct sched *s, const char *dest, int64_t until);
  * 0, or -ENOENT when dest was not suspended (or its time was over). */
 int sched_unsuspend(struct sched *s, const char *dest);
 
+/* Whether suspensions hold mail back (hold 1, the default) or not (0: a
+ * drain handing the queue to a fleet peer, which is not a delivery to the
+ * suspended destination).  The suspensions themselves are kept (listed,
+ * ending at their time) and hold mail back again once hold is 1. */
+void sched_suspensions_hold(struct sched *s, int hold);
+
 /* The end of dest's suspension (unix ms), or 0 when it is not suspended. */
 int64_t sched_suspended_until(const struct sched *s, const char *dest);
 

@@ -376,6 +376,7 @@ static int serve_drain(void *data, int cancel, const struct route_host *to,
   if (cancel) {
     uv_timer_stop(&sv->handoff_timer);
     outbound_set_drain_to(sv->outbound, NULL, 0);
+    sched_suspensions_hold(sv->sched, 1);
     if (inbound_resume_accepting(sv->inbound, err, errlen) < 0) {
       /* Not accepting after all: readiness stays false. */
       log_msg(LOG_ERROR, "drain", "cannot reopen the listeners: %s", err);
@@ -395,8 +396,13 @@ static int serve_drain(void *data, int cancel, const struct route_host *to,
   inbound_stop_accepting(sv->inbound);
   inbound_drain_sessions(sv->inbound, 1);
   sv->stats.draining = 1; /* /readyz 503, status "accepting": false */
-  /* Every message not held is due now (held ones and suspended
-   * destinations wait, as for flush). */
+  /* Every message not held is due now.  Held ones wait, as for flush;
+   * so do suspended destinations' when the drain delivers by their own
+   * routes, but not when it hands the queue to a peer: that is not a
+   * delivery to the suspended destination, and a node being emptied
+   * should not keep mail back for a suspension of its own (the operator
+   * suspends it on the peer too, if it should wait there). */
+  sched_suspensions_hold(sv->sched, to == NULL);
   int flushed = sched_flush(sv->sched, NULL);
   log_begin(&l, LOG_INFO, "drain");
   log_str(&l, "state", "started");

@@ -272,6 +272,36 @@ def test_drain_times_out_with_the_count(fleet):
     assert status(a)["accepting"] is True
 
 
+def test_suspended_mail_waits_for_its_route_but_goes_to_a_peer(fleet, sink):
+    """A suspension holds mail back from its destination; a drain by the
+    node's own routes leaves it waiting (and times out with the count), a
+    drain handing the queue to a peer hands it on too (that is no
+    delivery to the suspended destination).  The suspension itself stays,
+    and holds again once the drain is cancelled."""
+    b = fleet("b", relayhost=f"[127.0.0.1]:{sink.port}", relayhost_tls="none")
+    relayhost = f"[127.0.0.1]:{sink.port}"
+    a = fleet("a", relayhost=relayhost, relayhost_tls="none")
+    assert a.cli("suspend", relayhost, "--for", "1h").returncode == 0
+    submit(a, 2, dsn=False)
+    wait_until(lambda: queue_count(a) == 2, "2 messages on A")
+    r = a.cli("drain", "--timeout", "2s")
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert r.stdout.strip() == "timeout: 2 messages remain"
+    assert sink.count() == 0
+    r = a.cli("drain", "--to", f"127.0.0.1:{b.port}", "--timeout", "60s",
+              timeout=90)
+    assert r.returncode == 0, (r.stdout, r.stderr, a.log())
+    assert queue_count(a) == 0
+    wait_until(lambda: sink.count() == 2, "B delivered both")
+    assert a.cli("drain", "--cancel").returncode == 0
+    (s,) = status(a)["suspended"]
+    assert s["destination"] == relayhost
+    # Held back again: new mail waits on A.
+    submit(a, 1, prefix="after", dsn=False)
+    time.sleep(1)
+    assert queue_count(a) == 1 and sink.count() == 2
+
+
 def test_usage_errors(fleet):
     a = fleet("a")
     for args in (["drain", "--to", "nohost"], ["drain", "--to", "h:0"],

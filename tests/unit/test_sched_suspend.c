@@ -257,6 +257,39 @@ static void test_suspend_existing_and_unsuspend(void) {
   teardown(&t);
 }
 
+/* sched_suspensions_hold(0) (a drain to a peer): suspended mail goes,
+ * the suspension stays listed; hold(1) holds new mail back again, and the
+ * time sched_rcpt_next gives agrees with the dispatch. */
+static void test_suspensions_not_held(void) {
+  struct t t;
+  setup(&t, 10, 10);
+  current = &t;
+  int64_t until = now(&t) + 3600000;
+  CHECK_INT(sched_suspend(t.s, "s.example", until), 0);
+  CHECK_INT(add1(&t, "S1", "s.example", 0), 0);
+  spin(&t, 5);
+  CHECK_STR(t.log, "");
+  CHECK_INT(sched_rcpt_next(t.s, "S1", 0), until);
+  sched_suspensions_hold(t.s, 0);
+  CHECK(sched_rcpt_next(t.s, "S1", 0) < until);
+  sched_suspensions_hold(t.s, 0); /* twice: no change */
+  spin(&t, 1);
+  CHECK_STR(t.log, "S1@s.example:0 ");
+  CHECK_INT(finish(&t, 0, 1, -1), 0);
+  CHECK_INT(sched_suspended_until(t.s, "s.example"), until);
+  sched_suspensions_hold(t.s, 1);
+  CHECK_INT(add1(&t, "S2", "s.example", 0), 0);
+  spin(&t, 1000);
+  CHECK_STR(t.log, "S1@s.example:0 ");
+  /* with mail waiting: lifting and restoring moves it at once */
+  sched_suspensions_hold(t.s, 0);
+  spin(&t, 1);
+  CHECK_STR(t.log, "S1@s.example:0 S2@s.example:0 ");
+  CHECK_INT(finish(&t, 0, 1, -1), 0);
+  sched_suspensions_hold(t.s, 1);
+  teardown(&t);
+}
+
 /* A failing destination that is suspended: flush lifts the backoff but
  * not the suspension; the suspension outlives the destination's entries
  * (freed when idle) and applies to mail that arrives later. */
@@ -306,6 +339,7 @@ int main(void) {
   test_suspend_waits_and_expires();
   test_suspend_existing_and_unsuspend();
   test_suspend_survives_idle_destination();
+  test_suspensions_not_held();
   test_suspend_validation();
   return check_result("test_sched_suspend");
 }

@@ -198,7 +198,7 @@ int64_t sched_rcpt_next(const struct sched *s, const char *id, int idx) {
       if (d) {
         if (d->fails && d->blocked_until > t)
           t = d->blocked_until;
-        if (d->suspended_until > t)
+        if (!s->susp_off && d->suspended_until > t)
           t = d->suspended_until;
         int64_t rn = sch_rate_next(&d->rate);
         if (rn > t)

@@ -149,7 +149,7 @@ void sch_dest_update(struct sched *s, struct sdest *d) {
   }
   struct sentry *top = d->heap[0];
   d->gkey = top->due > d->blocked_until ? top->due : d->blocked_until;
-  if (d->suspended_until > d->gkey)
+  if (!s->susp_off && d->suspended_until > d->gkey)
     d->gkey = d->suspended_until;
   int64_t rn = sch_rate_next(&d->rate);
   if (rn > d->gkey)

@@ -156,6 +156,7 @@ struct sched {
   struct htab msgs;
   struct htab dests;
   struct htab susp; /* key -> struct ssusp; lazily made (b NULL until then) */
+  int susp_off;     /* sched_suspensions_hold(s, 0): they hold nothing back */
   struct htab rate_over; /* key -> struct srate_over */
   struct srate grate;    /* outbound_rate */
   struct sdest *linger;  /* idle destinations kept for backoff or rate */

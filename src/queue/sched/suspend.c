@@ -79,6 +79,16 @@ int sched_unsuspend(struct sched *s, const char *dest) {
   return active ? 0 : -ENOENT;
 }
 
+void sched_suspensions_hold(struct sched *s, int hold) {
+  if (s->susp_off == !hold)
+    return;
+  s->susp_off = !hold;
+  for (size_t i = 0; i < s->dests.nb; i++)
+    for (struct hnode *h = s->dests.b[i]; h; h = h->next)
+      sch_dest_update(s, (struct sdest *)h);
+  sched_kick(s);
+}
+
 int64_t sched_suspended_until(const struct sched *s, const char *dest) {
   if (!dest || !s->susp.b)
     return 0;
