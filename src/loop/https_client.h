@@ -45,7 +45,7 @@ struct https_result {
   const char *content_type; /* rc 0: the Content-Type header as sent
                                (parameters included), NULL when there was
                                none; valid during the callback only */
-  const char *why; /* rc < 0: the reason (no URL query, no body) */
+  const char *why;          /* rc < 0: the reason (no URL query, no body) */
 };
 
 /* Called once on the loop thread; the fetch is freed after it returns. */

@@ -380,8 +380,8 @@ static void on_txt(struct resolver_query *q, const struct resolver_txt *res,
       /* Answered from the cache now; the refetch runs behind (a failure
        * leaves the cached policy in place; retried after a while). */
       int64_t retry = (int64_t)d->pol->max_age / 4;
-      d->refresh_at = now + (retry < STS_REFRESH_RETRY_S ? retry
-                                                         : STS_REFRESH_RETRY_S);
+      d->refresh_at =
+          now + (retry < STS_REFRESH_RETRY_S ? retry : STS_REFRESH_RETRY_S);
       snprintf(d->want_id, sizeof d->want_id, "%s", id);
       log_msg(LOG_INFO, "mta-sts",
               "refreshing the policy of %s (fetched %lld s ago, expires in "
