@@ -224,6 +224,8 @@ void mx_build(const char *domain, const struct mx_host *hosts, int n,
         snprintf(c->host, sizeof c->host, "%s", hosts[h].name);
         c->pref = hosts[h].pref;
         c->secure = hosts[h].secure;
+        snprintf(c->expanded, sizeof c->expanded, "%s",
+                 c->secure ? hosts[h].expanded : "");
         to_sockaddr(&hosts[h].addr[i], port, &c->addr);
       }
     }

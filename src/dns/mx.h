@@ -47,6 +47,10 @@ struct mx_host {
   char err[400];              /* why it has no address */
   int secure; /* every address answer had AD (DNSSEC, RFC 7672 §2.2.2);
                  0 for an IP literal */
+  char expanded[DNS_NAME_MAX + 2]; /* secure: the name a CNAME chain from
+                                      `name` ended at (the preferred TLSA
+                                      base domain, RFC 7672 §2.2.2); ""
+                                      when name is not an alias */
   int n_addr;
   struct mx_addr addr[MX_HOST_MAX_ADDR];
 };
@@ -57,6 +61,7 @@ struct mx_candidate {
   struct sockaddr_storage addr; /* AF_INET/AF_INET6, port set */
   uint16_t pref;
   int secure; /* the host's address records were DNSSEC-secure (AD) */
+  char expanded[DNS_NAME_MAX + 2]; /* secure: mx_host.expanded, else "" */
 };
 
 struct mx_result {

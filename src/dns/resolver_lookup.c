@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <idn2.h>
 
@@ -163,6 +164,14 @@ static void q_on_addr(struct resolver_query *q, struct sub *s,
   const char *tname = s->type == DNS_TYPE_A ? "A" : "AAAA";
   char tmp[sizeof h->err];
   if (rs->status == DNS_R_OK) {
+    /* Where a CNAME chain led (across queries: s->name; inside the last
+     * answer: rs->cname), for the TLSA base domain (RFC 7672 §2.2.2). */
+    char end[DNS_NAME_MAX + 2];
+    if (secure && !h->expanded[0] &&
+        dns_name_normalize(rs->cname[0] ? rs->cname : s->name, end,
+                           sizeof end) == 0 &&
+        strcasecmp(end, h->name) != 0)
+      memcpy(h->expanded, end, sizeof end);
     int fam = s->type == DNS_TYPE_A ? AF_INET : AF_INET6;
     int len = s->type == DNS_TYPE_A ? 4 : 16;
     int added = 0;

@@ -32,7 +32,8 @@ struct https_fetch {
   int too_big;
   int rc;
   long status;
-  char rtype[128]; /* the answer's Content-Type, "" when none (or longer) */
+  char rtype[128]; /* the answer's Content-Type (cut to 127 bytes), "" when
+                      none */
   char why[512];
 };
 
@@ -125,9 +126,8 @@ static void fetch_work(uv_work_t *w) {
   CURLcode cc = curl_easy_perform(h);
   curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &f->status);
   const char *rtype = NULL;
-  if (curl_easy_getinfo(h, CURLINFO_CONTENT_TYPE, &rtype) == CURLE_OK &&
-      rtype && strlen(rtype) < sizeof f->rtype)
-    strcpy(f->rtype, rtype);
+  if (curl_easy_getinfo(h, CURLINFO_CONTENT_TYPE, &rtype) == CURLE_OK && rtype)
+    snprintf(f->rtype, sizeof f->rtype, "%s", rtype); /* cut if longer */
   curl_easy_cleanup(h);
   curl_slist_free_all(hdr);
   curl_slist_free_all(pin);

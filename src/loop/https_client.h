@@ -43,8 +43,9 @@ struct https_result {
                        the callback only, wiped after it */
   size_t len;
   const char *content_type; /* rc 0: the Content-Type header as sent
-                               (parameters included), NULL when there was
-                               none; valid during the callback only */
+                               (parameters included, cut to 127 bytes),
+                               NULL when there was none; valid during the
+                               callback only */
   const char *why;          /* rc < 0: the reason (no URL query, no body) */
 };
 

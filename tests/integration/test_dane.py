@@ -32,6 +32,11 @@ from test_tls import (_make_ca, _make_leaf, _openssl, finish, queue_json,
                       submit, wait_until)
 
 HOSTS = ["mx-ee", "mx-ta", "mx-bad", "mx-unusable", "mx-none"]
+# MX hosts that are aliases (RFC 7672 §2.2.2): (case, target, where the
+# TLSA record is: "target" or "alias").  The certificate names each alias
+# but no target, so a DANE-TA check passes only on the MX host name.
+ALIASES = [("cn-ee", "tgt-ee", "target"), ("cn-ta", "tgt-ta", "target"),
+           ("cn-orig", "tgt-orig", "alias")]
 # Not among the certificate's names: DANE-TA must refuse it.
 OTHER_HOSTS = ["mx-taname"]
 
@@ -132,6 +137,14 @@ class DnsSetup:
                   f"_mta-sts.{sub} IN TXT \"v=STSv1; id=d1\"\n"
                   f"mta-sts.{sub} IN A 127.0.0.1\n")
         z += f"{tl}.mx-unusable IN TLSA 0 0 1 {ta_hash}\n"
+        for case, target, where in ALIASES:
+            z += (f"{case} IN MX 10 mx-{case}.dane.test.\n"
+                  f"mx-{case} IN CNAME {target}.dane.test.\n"
+                  f"{target} IN A 127.0.0.1\n")
+            usage = "2 0 1 " + ta_hash if case == "cn-ta" else \
+                "3 1 1 " + ee_hash
+            owner = target if where == "target" else f"mx-{case}"
+            z += f"{tl}.{owner} IN TLSA {usage}\n"
         dane_signed, dane_ds = _sign(d, "dane.test", z)
         # bogus.test: the TLSA record no longer matches its signature.
         z = _zone_head("bogus.test")
@@ -257,6 +270,7 @@ def world(tmp_path_factory):
     d = tmp_path_factory.mktemp("dane")
     _make_ca(d, "ca")
     sans = ",".join(f"DNS:{h}.dane.test" for h in HOSTS)
+    sans += "".join(f",DNS:mx-{c}.dane.test" for c, _, _ in ALIASES)
     sans += ",DNS:mx.bogus.test,DNS:mx.plain.test"
     _make_leaf(d, "server", "ca", sans)
     (d / "chain.pem").write_text((d / "server.crt").read_text() +
@@ -334,6 +348,27 @@ def test_dane_ta_checks_the_mx_host_name(world, mailhop):
     # mx-taname.dane.test: a mismatch (RFC 7672 §3.2.3).
     line = deferred(world, mailhop, "bob@taname.dane.test")
     assert "dsn=4.7.5" in line and "DANE" in line, line
+
+
+def test_mx_alias_tlsa_at_the_expanded_name(world, mailhop):
+    """RFC 7672 §2.2.2: an MX host that is a secure CNAME has its TLSA
+    records looked up at the name the CNAME leads to first."""
+    line = delivered(world, mailhop, "bob@cn-ee.dane.test")
+    assert "tls_policy=dane" in line, line
+
+
+def test_mx_alias_dane_ta_accepts_the_mx_host_name(world, mailhop):
+    # TLSA 2 0 1 at tgt-ta; the certificate names only mx-cn-ta (the MX
+    # host name), which is a reference identifier beside the base domain.
+    line = delivered(world, mailhop, "bob@cn-ta.dane.test")
+    assert "tls_policy=dane" in line, line
+
+
+def test_mx_alias_without_tlsa_at_the_target_asks_the_alias(world,
+                                                            mailhop):
+    # No TLSA at tgt-orig: the records at the MX host name itself apply.
+    line = delivered(world, mailhop, "bob@cn-orig.dane.test", "dane-only")
+    assert "tls_policy=dane" in line, line
 
 
 def test_failed_tlsa_lookup_skips_to_the_next_mx(world, mailhop):

@@ -149,6 +149,18 @@ static void test_build_aaaa_then_a_and_cap(void) {
   CHECK_STR(buf, "mx3.test[192.0.2.4]:25");
   mx_build("x.test", h, 4, 25, NULL, 0, 2, &r);
   CHECK_INT(r.n, 2);
+  /* A host's CNAME expansion (the TLSA base domain, RFC 7672 §2.2.2)
+   * reaches its candidates only when its addresses were secure. */
+  snprintf(h[0].expanded, sizeof h[0].expanded, "%s", "target.test");
+  h[0].secure = 1;
+  snprintf(h[1].expanded, sizeof h[1].expanded, "%s", "other.test");
+  h[1].secure = 0;
+  mx_build("x.test", h, 4, 25, NULL, 0, 0, &r);
+  CHECK_STR(r.c[0].expanded, "target.test");
+  CHECK_STR(r.c[1].expanded, "target.test");
+  CHECK_INT(r.c[1].secure, 1);
+  CHECK_STR(r.c[2].expanded, "");
+  CHECK_STR(r.c[4].expanded, "");
 }
 
 static void test_build_loop(void) {

@@ -73,7 +73,10 @@ static uint8_t *f_reply(const uint8_t *q, size_t n, int tcp, size_t *len) {
       if (strcmp(z->name, qname) != 0)
         continue;
       known = z->type != 0;
-      if (z->type == (int)qtype) {
+      /* A CNAME answers every type, alone: the resolver asks its target
+       * in a query of its own. */
+      if (z->type == (int)qtype ||
+          (z->type == LDNS_RR_TYPE_CNAME && qtype != LDNS_RR_TYPE_CNAME)) {
         ldns_rr *rr = NULL;
         if (ldns_rr_new_frm_str(&rr, z->rr, 0, NULL, NULL) == LDNS_STATUS_OK) {
           ldns_pkt_push_rr(out, LDNS_SECTION_ANSWER, rr);
@@ -528,6 +531,14 @@ static const struct zone_rr SECZONE[] = {
     {"mx.sec.test", LDNS_RR_TYPE_A, "mx.sec.test. 60 IN A 127.0.0.2"},
     {"m.sec.test", LDNS_RR_TYPE_MX, "m.sec.test. 60 IN MX 10 mx.plain.test."},
     {"mx.plain.test", LDNS_RR_TYPE_A, "mx.plain.test. 60 IN A 127.0.0.3"},
+    /* MX hosts that are aliases: into a signed zone, and out of it */
+    {"c.sec.test", LDNS_RR_TYPE_MX, "c.sec.test. 60 IN MX 10 alias.sec.test."},
+    {"alias.sec.test", LDNS_RR_TYPE_CNAME,
+     "alias.sec.test. 60 IN CNAME tgt.sec.test."},
+    {"tgt.sec.test", LDNS_RR_TYPE_A, "tgt.sec.test. 60 IN A 127.0.0.4"},
+    {"o.sec.test", LDNS_RR_TYPE_MX, "o.sec.test. 60 IN MX 10 out.sec.test."},
+    {"out.sec.test", LDNS_RR_TYPE_CNAME,
+     "out.sec.test. 60 IN CNAME mx.plain.test."},
     {"_25._tcp.mx.sec.test", LDNS_RR_TYPE_TLSA,
      "_25._tcp.mx.sec.test. 60 IN TLSA 3 1 1 "
      "0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20"},
@@ -570,6 +581,20 @@ static void test_secure_and_tlsa(void) {
   run_until(&loop, &o2.calls, 1);
   CHECK_INT(o2.res.mx_secure, 1);
   CHECK_INT(o2.res.c[0].secure, 0);
+  /* An MX host that is a secure alias: its expansion is the TLSA base
+   * domain (RFC 7672 §2.2.2); out of the signed zone, not secure, none. */
+  struct outcome o6 = {0}, o7 = {0};
+  resolver_lookup_mx(r, "c.sec.test", 25, on_result, &o6);
+  resolver_lookup_mx(r, "o.sec.test", 25, on_result, &o7);
+  run_until(&loop, &o6.calls, 1);
+  run_until(&loop, &o7.calls, 1);
+  CHECK_INT(o6.res.status, DNS_OK);
+  CHECK_STR(o6.res.c[0].host, "alias.sec.test");
+  CHECK_INT(o6.res.c[0].secure, 1);
+  CHECK_STR(o6.res.c[0].expanded, "tgt.sec.test");
+  CHECK_INT(o7.res.status, DNS_OK);
+  CHECK_INT(o7.res.c[0].secure, 0);
+  CHECK_STR(o7.res.c[0].expanded, "");
   /* The second time from the cache: still secure. */
   resolver_lookup_mx(r, "d.sec.test", 25, on_result, &o5);
   run_until(&loop, &o5.calls, 1);

@@ -129,6 +129,22 @@ static int decide(struct delivery *d) {
 }
 
 static void on_tlsa(struct resolver_query *q, const struct dns_rrset *rs,
+                    int canceled, void *data);
+
+/* Starts the TLSA lookup of _PORT._tcp.base.  0, or -1 (out of memory,
+ * last_err set). */
+static int tlsa_ask(struct delivery *d, const char *base) {
+  snprintf(d->tlsa_asked, sizeof d->tlsa_asked, "%s", base);
+  d->q = resolver_lookup_tlsa(d->ob->res, base, (uint16_t)d->ob->cfg->smtp_port,
+                              on_tlsa, d);
+  if (!d->q) {
+    snprintf(d->last_err, sizeof d->last_err, "out of memory");
+    return -1;
+  }
+  return 0;
+}
+
+static void on_tlsa(struct resolver_query *q, const struct dns_rrset *rs,
                     int canceled, void *data) {
   (void)q;
   struct delivery *d = data;
@@ -147,9 +163,17 @@ static void on_tlsa(struct resolver_query *q, const struct dns_rrset *rs,
      * (a SERVFAIL is what a validating resolver says of a bogus answer). */
     snprintf(d->last_err, sizeof d->last_err,
              "DANE: TLSA lookup for _%u._tcp.%s failed: %s",
-             (unsigned)d->ob->cfg->smtp_port, host, rs->reason);
+             (unsigned)d->ob->cfg->smtp_port, d->tlsa_asked, rs->reason);
     snprintf(d->tlsa_host, sizeof d->tlsa_host, "%s", "");
     skip_host(d, "4.7.5");
+    return;
+  }
+  /* RFC 7672 §2.2.2: nothing secure at the CNAME-expanded name, so the
+   * MX host name as it was given is asked next. */
+  if (strcmp(d->tlsa_asked, host) != 0 &&
+      !(rs->status == DNS_R_OK && rs->secure)) {
+    if (tlsa_ask(d, host) < 0)
+      skip_host(d, "4.3.0");
     return;
   }
   if (!d->tlsa)
@@ -161,6 +185,7 @@ static void on_tlsa(struct resolver_query *q, const struct dns_rrset *rs,
   }
   memcpy(d->tlsa, rs, sizeof *rs);
   snprintf(d->tlsa_host, sizeof d->tlsa_host, "%s", host);
+  memcpy(d->tlsa_base, d->tlsa_asked, sizeof d->tlsa_base);
   if (decide(d))
     return;
   session_connect(d);
@@ -193,12 +218,10 @@ int dane_before_connect(struct delivery *d) {
   }
   if (d->tlsa && strcmp(d->tlsa_host, c->host) == 0)
     return decide(d); /* another address of the same host */
-  d->q = resolver_lookup_tlsa(ob->res, c->host, (uint16_t)ob->cfg->smtp_port,
-                              on_tlsa, d);
-  if (!d->q) {
-    snprintf(d->last_err, sizeof d->last_err, "out of memory");
+  /* RFC 7672 §2.2.2: the TLSA base domain is the host's secure CNAME
+   * expansion when it has TLSA records, else the name itself. */
+  if (tlsa_ask(d, c->expanded[0] ? c->expanded : c->host) < 0)
     skip_host(d, "4.3.0");
-  }
   return 1;
 }
 
@@ -209,10 +232,13 @@ int dane_setup_ssl(struct delivery *d, SSL *ssl, char *err, size_t errlen) {
     snprintf(err, errlen, "DANE: no TLS session");
     return -1;
   }
-  /* The base domain is the TLSA base name and the reference identifier
-   * for DANE-TA name checks; it is also sent as SNI (RFC 7672 §3.2.2). */
-  if (SSL_dane_enable(ssl, host) <= 0) {
-    snprintf(err, errlen, "DANE: cannot enable DANE for %s: %s", host,
+  /* The TLSA base domain is the reference identifier for DANE-TA name
+   * checks and is sent as SNI; when it is the CNAME expansion of the MX
+   * host name, that name is accepted too (RFC 7672 §3.2.2). */
+  const char *base = d->tlsa_base[0] ? d->tlsa_base : host;
+  if (SSL_dane_enable(ssl, base) <= 0 ||
+      (strcmp(base, host) != 0 && SSL_add1_host(ssl, host) != 1)) {
+    snprintf(err, errlen, "DANE: cannot enable DANE for %s: %s", base,
              tls_last_error(why, sizeof why));
     return -1;
   }

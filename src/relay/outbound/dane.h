@@ -5,12 +5,13 @@
  * Before each MX candidate is connected, dane_before_connect() decides
  * the host's policy: when the MX answer and the host's address answers
  * were DNSSEC-secure (the AD bit of the trusted resolver), it looks up
- * `_PORT._tcp.HOST` TLSA (dns/resolver.h, cached with the TTL); secure
- * usable records (proto/tlsa.h) make the connection DANE: STARTTLS
- * required, the certificate matched by OpenSSL's own DANE code
- * (SSL_dane_enable, SSL_dane_tlsa_add, checked with
- * SSL_get0_dane_authority), the MX host name as reference identifier for
- * DANE-TA.  No usable records, or an insecure lookup: opportunistic (or,
+ * `_PORT._tcp.HOST` TLSA (dns/resolver.h, cached with the TTL) -- for a
+ * HOST that is an alias, at the CNAME expansion first and at HOST when
+ * none are there (RFC 7672 §2.2.2); secure usable records (proto/tlsa.h)
+ * make the connection DANE: STARTTLS required, the certificate matched by
+ * OpenSSL's own DANE code (SSL_dane_enable, SSL_dane_tlsa_add, checked
+ * with SSL_get0_dane_authority), the name where the records were found
+ * (and HOST) as reference identifiers for DANE-TA.  No usable records, or an insecure lookup: opportunistic (or,
  * with dane-only, the host is skipped and the mail deferred).  A failing
  * TLSA lookup for a secure host skips that host (deferred, 4.7.5).
  *
@@ -46,7 +47,8 @@ void dane_free(struct outbound *ob);
 int dane_before_connect(struct delivery *d);
 
 /* After conn_start_tls on a DANE connection: enables DANE on its SSL with
- * the MX host name as base domain (SNI and DANE-TA name check) and adds
+ * the TLSA base domain (SNI and DANE-TA name check; the MX host name is
+ * accepted too when that is its CNAME expansion) and adds
  * the usable TLSA records.  Returns the number of records OpenSSL took
  * (> 0), or -1 with err set (nothing usable, out of memory). */
 int dane_setup_ssl(struct delivery *d, SSL *ssl, char *err, size_t errlen);

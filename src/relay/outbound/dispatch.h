@@ -112,6 +112,10 @@ struct delivery {
   int dane;               /* this connection must be DANE-authenticated */
   struct dns_rrset *tlsa; /* TLSA answer for tlsa_host, owned */
   char tlsa_host[DNS_NAME_MAX + 2];
+  char tlsa_base[DNS_NAME_MAX + 2];  /* where d->tlsa was found: tlsa_host
+                                        or its CNAME expansion */
+  char tlsa_asked[DNS_NAME_MAX + 2]; /* the TLSA lookup in flight is for
+                                        this base domain */
   int reused;        /* the connection came from the idle cache */
   int conversed;     /* some server answered SMTP (destination is alive) */
   int conn_decided;  /* recipients decided on this connection */

@@ -160,14 +160,17 @@ static int dom_valid(const struct sts_dom *d) {
 static void dom_finish(struct sts_dom *d) {
   struct sts_verdict v;
   memset(&v, 0, sizeof v);
+  /* A failed refresh is no failure of the deliveries that asked meanwhile:
+   * the cached policy answers them (it was logged by dom_fail). */
+  int quiet = d->refreshing && dom_valid(d);
   if (dom_valid(d) && d->pol->mode != STS_MODE_NONE) {
     v.mode = d->pol->mode;
     v.pol = d->pol;
     v.policy_text = d->text;
     v.id = d->id;
   }
-  v.failure = d->failure;
-  snprintf(v.why, sizeof v.why, "%s", d->why);
+  v.failure = quiet ? NULL : d->failure;
+  snprintf(v.why, sizeof v.why, "%s", quiet ? "" : d->why);
   d->failure = NULL;
   d->why[0] = '\0';
   d->ready = 0;
@@ -388,11 +391,14 @@ static void on_txt(struct resolver_query *q, const struct resolver_txt *res,
               "%lld s)",
               d->domain, (long long)age, (long long)(d->expires_at - now));
     }
-    dom_finish(d); /* clears refreshing: nothing is in flight yet */
+    /* The refetch starts before the waiters are answered, so that one
+     * asking again from its callback is answered from the cache instead
+     * of starting a lookup beside it. */
     if (due) {
       d->refreshing = 1;
       fetch_start(d);
     }
+    dom_finish(d);
     return;
   }
   snprintf(d->want_id, sizeof d->want_id, "%s", id);
