@@ -11,9 +11,10 @@
  * make the connection DANE: STARTTLS required, the certificate matched by
  * OpenSSL's own DANE code (SSL_dane_enable, SSL_dane_tlsa_add, checked
  * with SSL_get0_dane_authority), the name where the records were found
- * (and HOST) as reference identifiers for DANE-TA.  No usable records, or an insecure lookup: opportunistic (or,
- * with dane-only, the host is skipped and the mail deferred).  A failing
- * TLSA lookup for a secure host skips that host (deferred, 4.7.5).
+ * (and HOST) as reference identifiers for DANE-TA.  No usable records, or an
+ * insecure lookup: opportunistic (or, with dane-only, the host is skipped and
+ * the mail deferred).  A failing TLSA lookup for a secure host skips that host
+ * (deferred, 4.7.5).
  *
  * Owns: the outbound's DANE client context (ob->ctx_dane) and each
  * delivery's copy of its current host's TLSA answer (d->tlsa).
