@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "proto/encode.h"
+#include "proto/text.h"
 
 /* Diagnostic-Code text beyond this is cut (RFC 5322 line limit). */
 #define DSN_DIAG_MAX 900
@@ -69,23 +70,14 @@ static const char *clean(char *out, size_t cap, const char *s, size_t max) {
   return out;
 }
 
-static int hexval(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  return -1;
-}
-
 /* RFC 3461 §4: decodes xtext ("+2B" is '+'), then cleans. */
 static const char *xtext_clean(char *out, size_t cap, const char *s) {
   char tmp[DSN_FIELD_MAX];
   size_t o = 0;
   for (; *s && o + 1 < sizeof(tmp); s++) {
     int hi, lo;
-    if (s[0] == '+' && (hi = hexval(s[1])) >= 0 && (lo = hexval(s[2])) >= 0) {
+    if (s[0] == '+' && (hi = text_hexval(s[1])) >= 0 &&
+        (lo = text_hexval(s[2])) >= 0) {
       tmp[o++] = (char)(hi * 16 + lo);
       s += 2;
     } else {

@@ -3,6 +3,7 @@
  * proxy-protocol.txt).  See proxy.h.
  */
 #include "proto/proxy.h"
+#include "proto/text.h"
 
 #include <string.h>
 
@@ -36,16 +37,6 @@ int proxy_parse_ipv4(const char *s, size_t n, uint8_t out[4]) {
   return i == n ? 0 : -1;
 }
 
-static int hexval(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
 int proxy_parse_ipv6(const char *s, size_t n, uint8_t out[16]) {
   uint8_t w[16];
   int words = 0; /* 16-bit groups written to w */
@@ -65,8 +56,8 @@ int proxy_parse_ipv6(const char *s, size_t n, uint8_t out[16]) {
     /* One group: 1-4 hex digits, or a dotted quad as the last 32 bits. */
     size_t start = i;
     unsigned v = 0;
-    while (i < n && hexval(s[i]) >= 0 && i - start < 4) {
-      v = v * 16 + (unsigned)hexval(s[i]);
+    while (i < n && text_hexval(s[i]) >= 0 && i - start < 4) {
+      v = v * 16 + (unsigned)text_hexval(s[i]);
       i++;
     }
     if (i < n && s[i] == '.') {

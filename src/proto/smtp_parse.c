@@ -493,16 +493,6 @@ int smtp_parse_rcpt(const char *args, size_t n, unsigned flags,
   return k < 0 ? SMTP_PARSE_ESYNTAX : SMTP_PARSE_OK;
 }
 
-static int hexval(unsigned char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  if (c >= 'a' && c <= 'f') /* lenient: RFC 3461 wants upper case */
-    return c - 'a' + 10;
-  return -1;
-}
-
 int smtp_xtext_decode(char *out, size_t cap, const char *in, size_t n) {
   size_t o = 0;
   for (size_t i = 0; i < n;) {
@@ -511,8 +501,8 @@ int smtp_xtext_decode(char *out, size_t cap, const char *in, size_t n) {
     if (c == '+') {
       if (i + 2 >= n)
         return -1;
-      int h = hexval((unsigned char)in[i + 1]),
-          l = hexval((unsigned char)in[i + 2]);
+      int h = text_hexval((unsigned char)in[i + 1]),
+          l = text_hexval((unsigned char)in[i + 2]);
       if (h < 0 || l < 0)
         return -1;
       c = (unsigned char)(h * 16 + l);

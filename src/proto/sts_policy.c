@@ -3,6 +3,7 @@
  * sts_policy.h).
  */
 #include "proto/sts_policy.h"
+#include "proto/text.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -291,16 +292,6 @@ int sts_mx_match(const struct sts_policy *p, const char *host) {
   return 0;
 }
 
-static int hexval(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
 /* One URI of rua (u[0..ul)): a mailto: address into out, or -1. */
 static int rua_mailto(const char *u, size_t ul, char *out) {
   if (ul < 7 || strncasecmp(u, "mailto:", 7) != 0)
@@ -317,7 +308,7 @@ static int rua_mailto(const char *u, size_t ul, char *out) {
     if (c == '%') {
       if (i + 2 >= ul)
         return -1;
-      int a = hexval(u[i + 1]), b = hexval(u[i + 2]);
+      int a = text_hexval(u[i + 1]), b = text_hexval(u[i + 2]);
       if (a < 0 || b < 0)
         return -1;
       c = (char)(a * 16 + b);

@@ -86,6 +86,16 @@ int text_has_8bit(const char *s, size_t n) {
   return (acc & 0x8080808080808080ull) != 0;
 }
 
+int text_hexval(int c) {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
+}
+
 int text_parse_bool(const char *s, int *out) {
   static const char *const yes[] = {"yes", "true", "on", "1"};
   static const char *const no[] = {"no", "false", "off", "0"};

@@ -29,6 +29,9 @@ int text_has_8bit(const char *s, size_t n);
  * else (*out untouched). */
 int text_parse_bool(const char *s, int *out);
 
+/* The value (0..15) of a hexadecimal digit, either case, or -1. */
+int text_hexval(int c);
+
 /* ASCII case-insensitive compare of n bytes; 0 when equal. */
 int text_casecmp(const char *a, const char *b, size_t n);
 

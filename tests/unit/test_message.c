@@ -235,6 +235,14 @@ static void test_text_blocks(void) {
       }
     }
   }
+  /* text_hexval, the one hex digit reader of proto: every octet. */
+  for (int c = -128; c < 256; c++) {
+    int want = c >= '0' && c <= '9'   ? c - '0'
+               : c >= 'a' && c <= 'f' ? c - 'a' + 10
+               : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                      : -1;
+    CHECK_INT(text_hexval(c), want);
+  }
 }
 
 int main(void) {
