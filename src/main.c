@@ -15,7 +15,7 @@
 #include "cmd/resolve_cmd.h"
 #include "config.h"
 #include "log.h"
-#include "relay/dkim.h"
+#include "relay/preflight.h"
 #include "relay/routes.h"
 #include "relay/serve.h"
 
@@ -227,16 +227,14 @@ static int cmd_check(const struct cli *cli) {
     free(cfg);
     return 1;
   }
-  /* The DKIM keys are part of the configuration: read and check them. */
-  if (cfg->n_dkim_sign > 0) {
-    char err[512];
-    struct dkim *d = dkim_new(NULL, cfg, 1, err, sizeof err);
-    if (!d) {
-      fprintf(stderr, "%s\n", err);
-      free(cfg);
-      return 1;
-    }
-    dkim_free(d);
+  /* The files it names are part of the configuration: read and check
+   * them as serve would (certificate and key, trust anchors, users file,
+   * DKIM keys), so that what check passes, serve starts with. */
+  char ferr[1024];
+  if (preflight_files(cfg, 1, ferr, sizeof ferr) < 0) {
+    fprintf(stderr, "%s\n", ferr);
+    free(cfg);
+    return 1;
   }
   /* So is the routes file (CONTRACT §4a): printed after the keys. */
   struct relay_routes *routes;

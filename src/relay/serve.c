@@ -25,6 +25,7 @@
 #include "relay/metrics.h"
 #include "relay/oauth2.h"
 #include "relay/outbound.h"
+#include "relay/preflight.h"
 #include "proto/routes.h"
 #include "relay/routes.h"
 #include "queue/sched.h"
@@ -442,7 +443,15 @@ int serve_main(const struct config *cfg) {
    * hashes delay commits.  Must be set before the pool first starts. */
   setenv("UV_THREADPOOL_SIZE", "8", 0);
 
-  char err[512];
+  char err[1024];
+  /* So are the files it names (certificate, trust anchors, users, DKIM
+   * keys): read once here, so that each mistake is exit 1, as check
+   * says it (before, a bad tls_ca_file was only found by the outbound
+   * side, exit 2). */
+  if (preflight_files(cfg, 0, err, sizeof err) < 0) {
+    log_msg(LOG_ERROR, "startup", "%s", err);
+    return 1;
+  }
   /* The routes are configuration: a bad file is exit 1 (CONTRACT §4a). */
   struct relay_routes *routes;
   if (relay_routes_load(cfg->routes_file, &routes, err, sizeof err) < 0) {

@@ -115,6 +115,58 @@ def test_missing_config_file_is_exit_1(tmp_path):
     assert r.returncode == 1 and "nope.conf" in r.stderr
 
 
+def test_files_the_configuration_names_are_checked(tmp_path):
+    """check reads the files serve will use, so what it passes, serve
+    starts with; each mistake is one line naming the key, exit 1, from
+    both (a bad tls_ca_file used to pass check and make serve exit 2)."""
+    from test_tls import _make_ca, _make_leaf
+    _make_ca(tmp_path, "ca")
+    _make_leaf(tmp_path, "server", "ca", "DNS:relay.test")
+    _make_leaf(tmp_path, "other", "ca", "DNS:relay.test")
+    users = tmp_path / "users"
+    hashed = subprocess.run(["openssl", "passwd", "-6", "-salt", "s4lt",
+                             "secret"], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    users.write_text(f"alice:{hashed}\n")
+    bad_users = tmp_path / "bad-users"
+    bad_users.write_text("no colon here\n")
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    nope = str(tmp_path / "nope")
+    cert, key = str(tmp_path / "server.crt"), str(tmp_path / "server.key")
+    good = ["-o", f"tls_cert_file={cert}", "-o", f"tls_key_file={key}",
+            "-o", f"tls_ca_file={tmp_path / 'ca.crt'}",
+            "-o", f"auth_users_file={users}"]
+    r = run("check", "-o", "hostname=relay.test", *good)
+    assert r.returncode == 0, r.stderr
+    cases = [
+        (["-o", f"tls_cert_file={nope}", "-o", f"tls_key_file={key}"],
+         "tls_cert_file"),
+        (["-o", f"tls_cert_file={cert}", "-o", f"tls_key_file={nope}"],
+         "tls_key_file"),
+        (["-o", f"tls_cert_file={cert}",
+          "-o", f"tls_key_file={tmp_path / 'other.key'}"], "tls_key_file"),
+        (["-o", f"tls_ca_file={nope}"], "tls_ca_file"),
+        (["-o", f"tls_ca_file={junk}"], "tls_ca_file"),
+        (["-o", f"auth_users_file={nope}"], "nope"),
+        (["-o", f"auth_users_file={bad_users}"], "bad-users:1"),
+    ]
+    for args, word in cases:
+        r = run("check", "-o", "hostname=relay.test", *args)
+        assert r.returncode == 1, (args, r.stdout, r.stderr)
+        assert word in r.stderr, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+        m = Mailhop(tmp_path)
+        for a in args[1::2]:
+            k, v = a.split("=", 1)
+            m.conf[k] = v
+        m.start(wait=False)
+        rc = m.proc.wait(20)
+        m.kill()
+        assert rc == 1, (args, m.log())
+        assert word in m.log(), (args, m.log())
+
+
 def test_contradictions():
     cases = [
         (["-o", "listen=0.0.0.0:2525"], "relay_networks"),
