@@ -106,9 +106,17 @@ struct sched_rcpt {
   int64_t next_attempt_at; /* unix ms; 0 (or any past time) = now */
 };
 
+/* received_at for a message whose arrival the queue keeps in whole unix
+ * seconds: the end of that second, so that its deadlines (received_at +
+ * lifetime_ms, + warn_ms) never come before their time (CONTRACT §4
+ * "past queue_lifetime"), at most 999 ms after it. */
+static inline int64_t sched_arrival_ms(int64_t unix_s) {
+  return unix_s * 1000 + 999;
+}
+
 struct sched_msg {
-  const char *id; /* copied */
-  int64_t received_at;
+  const char *id;      /* copied */
+  int64_t received_at; /* unix ms (sched_arrival_ms) */
   int64_t size;
   int held;
   unsigned notices; /* notice bits already sent (sched_add_notices) */

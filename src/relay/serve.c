@@ -254,7 +254,7 @@ static void schedule(struct serve *sv, const struct store_msg *m) {
     };
   }
   struct sched_msg sm = {.id = m->id,
-                         .received_at = m->received_at * 1000,
+                         .received_at = sched_arrival_ms(m->received_at),
                          .size = m->size,
                          .held = m->held,
                          .notices = m->notices, /* delay warning sent */

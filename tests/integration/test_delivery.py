@@ -294,6 +294,37 @@ def test_expiry_bounce_447(net):
     wait(lambda: queue_empty(m))
 
 
+def test_deadlines_never_come_early(net):
+    """CONTRACT §4: a recipient bounces *past* queue_lifetime, and the
+    delay warning comes after delay_warning_time.  The queue keeps arrival
+    times in whole seconds; counted from the start of that second, both
+    came up to a second early (a black-box run saw the warning of 2s after
+    1.82 s).  Measured from before the message was sent, so arrival can
+    only be later; and no logged delay is negative (one of our own notices
+    once logged delay=-0.105)."""
+    recs = bounce_dns()
+    recs["dead.test"] = [("MX", "10 mx.dead.test", 60)]
+    recs["mx.dead.test"] = [("A", "127.0.0.19", 60)]  # nothing listens
+    net.records(recs)
+    home = net.sink("127.0.0.8")
+    m = net.relay(retry_schedule="1h", queue_lifetime="3s",
+                  delay_warning_time="2s")
+    for i in range(3):
+        start = time.time()
+        send(m, f"s{i}@src.test", [f"r{i}@dead.test"])
+        n = m.log().count("event=delay_warning")
+        warned = wait(lambda: m.log().count("event=delay_warning") > n
+                      and time.time(), timeout=30, what="the warning")
+        n = m.log().count("event=expired")
+        expired = wait(lambda: m.log().count("event=expired") > n
+                       and time.time(), timeout=30, what="the expiry")
+        assert warned - start >= 2.0, warned - start
+        assert expired - start >= 3.0, expired - start
+    home.wait(6, timeout=30)
+    delays = [float(d) for d in re.findall(r" delay=(-?[0-9.]+)", m.log())]
+    assert delays and min(delays) >= 0, delays
+
+
 def test_deadlines_come_behind_a_backed_off_destination(net):
     """CONTRACT §4 queue_lifetime, §2 delay_warning_time: every message
     queued behind a destination that refuses connections (backed off as a

@@ -14,6 +14,9 @@ static const struct outcome_policy pol = {
 
 #define RECEIVED 1700000000 /* unix s */
 #define T0 ((int64_t)RECEIVED * 1000)
+/* The arrival's second ends: deadlines count from here (sched_arrival_ms),
+ * so that they are never early. */
+#define END (T0 + 999)
 
 #define NONE (-1) /* no store outcome for the recipient */
 
@@ -50,11 +53,11 @@ static const struct row rows[] = {
      T0 + 600000, "4.2.0", STORE_RCPT_DEFERRED, 3, RECEIVED + 1500, SCHED_RETRY,
      3, T0 + 1500000, 0, NULL, OUTCOME_EV_DEFERRED},
     {"tempfail 1 ms before expiry: clamped to the expiry", OUTCOME_TEMPFAIL, 5,
-     0, "s@a.example", 0, T0 + 3599999, "4.2.0", STORE_RCPT_DEFERRED, 6,
-     RECEIVED + 3600, SCHED_RETRY, 6, T0 + 3600000, 0, NULL,
+     0, "s@a.example", 0, END + 3599999, "4.2.0", STORE_RCPT_DEFERRED, 6,
+     RECEIVED + 3600, SCHED_RETRY, 6, END + 3600000, 0, NULL,
      OUTCOME_EV_DEFERRED},
     {"tempfail at the expiry boundary bounces 4.4.7", OUTCOME_TEMPFAIL, 5, 0,
-     "s@a.example", 0, T0 + 3600000, "4.2.0", STORE_RCPT_BOUNCED, 6, 0,
+     "s@a.example", 0, END + 3600000, "4.2.0", STORE_RCPT_BOUNCED, 6, 0,
      SCHED_FINAL, 0, 0, 1, "4.4.7", OUTCOME_EV_EXPIRED},
     {"expiry of a bounce (null sender): no bounce of a bounce",
      OUTCOME_TEMPFAIL, 5, 0, "", 0, T0 + 4000000, "4.2.0", STORE_RCPT_BOUNCED,
@@ -87,7 +90,7 @@ static const struct row rows[] = {
      OUTCOME_PERMFAIL, 0, 0, "s@a.example", 1, T0 + 5000, "5.1.1", NONE, 0, 0,
      SCHED_FINAL, 0, 0, 0, NULL, OUTCOME_EV_NONE},
     {"removed while in flight: an expiring recipient never bounces",
-     OUTCOME_TEMPFAIL, 5, 0, "s@a.example", 1, T0 + 3600000, "4.2.0", NONE, 0,
+     OUTCOME_TEMPFAIL, 5, 0, "s@a.example", 1, END + 3600000, "4.2.0", NONE, 0,
      0, SCHED_FINAL, 0, 0, 0, NULL, OUTCOME_EV_NONE},
     {"removed while in flight: a deferral is not written", OUTCOME_TEMPFAIL, 0,
      0, "s@a.example", 1, T0 + 5000, "4.2.0", NONE, 0, 0, SCHED_FINAL, 0, 0, 0,
@@ -254,9 +257,9 @@ struct warn_row {
 
 static const struct warn_row warn_rows[] = {
     {"deferred after the warning time: warned", OUTCOME_TEMPFAIL, 1, 0,
-     "s@a.example", 0, 0, T0 + 600000, 600000, 1, 1},
+     "s@a.example", 0, 0, END + 600000, 600000, 1, 1},
     {"deferred before the warning time: not yet", OUTCOME_TEMPFAIL, 1, 0,
-     "s@a.example", 0, 0, T0 + 599999, 600000, 0, 0},
+     "s@a.example", 0, 0, END + 599999, 600000, 0, 0},
     {"warning time off", OUTCOME_TEMPFAIL, 1, 0, "s@a.example", 0, 0,
      T0 + 3000000, 0, 0, 0},
     {"already warned (store or scheduler): never twice", OUTCOME_TEMPFAIL, 1, 0,
@@ -273,7 +276,7 @@ static const struct warn_row warn_rows[] = {
      DSN_NOTIFY_FAILURE | DSN_NOTIFY_DELAY, "s@a.example", 0, 0, T0 + 3000000,
      600000, 1, 1},
     {"expired instead: a bounce, no warning", OUTCOME_TEMPFAIL, 5, 0,
-     "s@a.example", 0, 0, T0 + 3600000, 600000, 0, 1},
+     "s@a.example", 0, 0, END + 3600000, 600000, 0, 1},
     {"delivered: no warning", OUTCOME_DELIVERED, 1, 0, "s@a.example", 0, 0,
      T0 + 3000000, 600000, 0, 0},
     {"not tried (pending): no warning", OUTCOME_PENDING, 1, 0, "s@a.example", 0,
@@ -479,7 +482,7 @@ static void test_waiting(void) {
   CHECK_INT(out.ndsn, 0);
 
   /* Past the lifetime: each bounces 4.4.7, attempts unchanged. */
-  outcome_decide(&m, in, 3, &p, T0 + 3600000, &out);
+  outcome_decide(&m, in, 3, &p, END + 3600000, &out);
   CHECK_INT(out.nstore, 3);
   CHECK_INT(out.ndsn, 2);
   for (int i = 0; i < 3; i++) {

@@ -239,6 +239,10 @@ struct sched *sched_new(uv_loop_t *loop, const struct sched_opts *o) {
   }
   s->grate.n = o->global_rate_n;
   s->grate.win = o->global_rate_ms;
+  /* uv_now is the time of the loop's last turn, which may be a while
+   * back (the queue was opened meanwhile): the offset would put the
+   * scheduler's clock ahead of the wall clock by that much. */
+  uv_update_time(loop);
   struct timeval tv;
   gettimeofday(&tv, NULL);
   s->clock_offset =

@@ -79,9 +79,10 @@ void outcome_decide(const struct outcome_msg *m, const struct outcome_rcpt *r,
   out->nstore = out->nsched = out->ndsn = 0;
   out->delay_warned = 0;
   /* RFC 3464 delay warning: due once the message is this old, once. */
-  int warn = p->delay_warning_ms && !(m->notices & STORE_NOTICE_DELAY) &&
-             m->sender && !m->removed &&
-             now_ms - m->received_at * 1000 >= (int64_t)p->delay_warning_ms;
+  int warn =
+      p->delay_warning_ms && !(m->notices & STORE_NOTICE_DELAY) && m->sender &&
+      !m->removed &&
+      now_ms - sched_arrival_ms(m->received_at) >= (int64_t)p->delay_warning_ms;
   for (size_t i = 0; i < n; i++) {
     const struct outcome_rcpt *rc = &r[i];
     struct outcome_note *note = &out->notes[i];
@@ -124,8 +125,8 @@ void outcome_decide(const struct outcome_msg *m, const struct outcome_rcpt *r,
       continue;
     }
     if (st == OUTCOME_WAITING &&
-        !(p->queue_lifetime_ms &&
-          now_ms - m->received_at * 1000 >= (int64_t)p->queue_lifetime_ms)) {
+        !(p->queue_lifetime_ms && now_ms - sched_arrival_ms(m->received_at) >=
+                                      (int64_t)p->queue_lifetime_ms)) {
       /* A deadline before its lifetime: no attempt, nothing changes but
        * the delay warning, when it is due. */
       sr->outcome = SCHED_RETRY;
@@ -166,7 +167,7 @@ void outcome_decide(const struct outcome_msg *m, const struct outcome_rcpt *r,
       int64_t next_at;
       if (st == OUTCOME_TEMPFAIL &&
           retry_next(p->retry_schedule_ms, p->n_retry_schedule,
-                     rc->attempts + 1, m->received_at * 1000,
+                     rc->attempts + 1, sched_arrival_ms(m->received_at),
                      p->queue_lifetime_ms, now_ms, &next_at) != RETRY_EXPIRED) {
         o.state = STORE_RCPT_DEFERRED;
         o.next_attempt_at = next_at / 1000;

@@ -101,6 +101,13 @@ static void record_free(struct record *rec) {
   free(rec);
 }
 
+/* Seconds since the message arrived (its arrival is whole seconds, and a
+ * notice of our own is stamped by the scheduler's clock): never negative. */
+static double delay_s(const struct delivery *d) {
+  double t = (double)dispatch_wall_ms() / 1000.0 - (double)d->received_at;
+  return t > 0 ? t : 0;
+}
+
 static void log_outcome(struct delivery *d, const struct drcpt *r,
                         const struct outcome_note *note, const char *event,
                         int64_t next_at) {
@@ -114,8 +121,7 @@ static void log_outcome(struct delivery *d, const struct drcpt *r,
     log_str(&l, "relay", r->remote);
   log_str(&l, "dsn", note->status);
   log_int(&l, "attempts", note->attempts);
-  log_double(&l, "delay",
-             (double)dispatch_wall_ms() / 1000.0 - (double)d->received_at);
+  log_double(&l, "delay", delay_s(d));
   if (next_at) {
     char ts[32];
     time_t t = (time_t)next_at;
@@ -147,8 +153,7 @@ static void report(struct record *rec) {
       break;
     case OUTCOME_EV_DELIVERED:
       stats->delivered++;
-      stats_observe_delivery(stats, (double)dispatch_wall_ms() / 1000.0 -
-                                        (double)d->received_at);
+      stats_observe_delivery(stats, delay_s(d));
       log_outcome(d, &d->r[i], note, "delivered", 0);
       break;
     case OUTCOME_EV_DEFERRED:
@@ -200,7 +205,8 @@ static void record_done(struct record *rec, int status) {
     struct sched_rcpt sr = {.idx = 0,
                             .dest = outbound_dest(ob, rec->bounce_domain)};
     struct sched_msg sm = {.id = rec->bounce.id,
-                           .received_at = rec->bounce.received_at * 1000,
+                           .received_at =
+                               sched_arrival_ms(rec->bounce.received_at),
                            .size = rec->bounce.size,
                            .rcpts = &sr,
                            .nrcpts = 1};
@@ -211,7 +217,8 @@ static void record_done(struct record *rec, int status) {
       struct sched_rcpt cr = {.idx = 0,
                               .dest = outbound_dest(ob, rec->copy_domain)};
       struct sched_msg cm = {.id = rec->copy.id,
-                             .received_at = rec->copy.received_at * 1000,
+                             .received_at =
+                                 sched_arrival_ms(rec->copy.received_at),
                              .size = rec->copy.size,
                              .rcpts = &cr,
                              .nrcpts = 1};

@@ -236,7 +236,7 @@ static void on_report_stored(struct store *st, int status, void *data) {
       sr[i] = (struct sched_rcpt){.idx = (int)i,
                                   .dest = outbound_dest(ob, j->dest[i])};
     struct sched_msg sm = {.id = j->id,
-                           .received_at = j->received_at * 1000,
+                           .received_at = sched_arrival_ms(j->received_at),
                            .size = j->size,
                            .rcpts = sr,
                            .nrcpts = j->n};
