@@ -291,6 +291,14 @@ int main(int argc, char **argv) {
   }
   if (strcmp(cmd, "check") == 0 && cli.n_words == 1)
     return cmd_check(&cli);
+  if (strcmp(cmd, "check") == 0) {
+    fprintf(stderr,
+            "mailhop: check takes no arguments (got '%s'; usage: mailhop "
+            "check [-c FILE] [-o KEY=VALUE]... | mailhop check --explain "
+            "KEY)\n",
+            cli.words[1]);
+    return 1;
+  }
 
   int known = strcmp(cmd, "serve") == 0 || strcmp(cmd, "resolve") == 0 ||
               strcmp(cmd, "status") == 0 || strcmp(cmd, "queue") == 0 ||

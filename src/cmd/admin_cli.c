@@ -19,6 +19,7 @@
 #include "cli.h"
 #include "config.h"
 #include "proto/qfilter.h"
+#include "proto/routes.h"
 
 #define EXIT_USAGE 1
 #define EXIT_RUNTIME 2
@@ -444,32 +445,92 @@ static int filter_words(const struct cli *cli, char *out, size_t n) {
     fprintf(stderr, "mailhop: filter too long\n");
     return -1;
   }
+  /* The daemon's own parser says what it would refuse (a --state other
+   * than the three, ...), so that a bad filter is a usage error here. */
+  char copy[512];
+  snprintf(copy, sizeof copy, "%s", out);
+  const char *words[16];
+  size_t nw = 0;
+  for (char *save = NULL, *w = strtok_r(copy, " ", &save); w;
+       w = strtok_r(NULL, " ", &save))
+    if (nw < sizeof words / sizeof words[0])
+      words[nw++] = w;
+  struct qfilter qf;
+  char err[160];
+  if (nw > 0 && qfilter_parse(&qf, words + 1, nw - 1, err, sizeof err) < 0) {
+    fprintf(stderr, "mailhop: %s\n", err);
+    return -1;
+  }
   out[len++] = '\n';
   out[len] = '\0';
   return 0;
 }
 
-/* Maps the command words to an admin command line; -1 for bad usage (a
- * message on stderr when it says more than the usage line). */
+/* The usage of one command, on one line. */
+static const char *usage_of(const char *cmd) {
+  static const struct {
+    const char *cmd, *usage;
+  } u[] = {
+      {"status", "mailhop status [-s SOCKET] [--json]"},
+      {"pause", "mailhop pause [-s SOCKET]"},
+      {"resume", "mailhop resume [-s SOCKET]"},
+      {"tlsrpt", "mailhop tlsrpt [-s SOCKET] [--json]"},
+      {"suspend", "mailhop suspend DESTINATION [--for DURATION]"},
+      {"unsuspend", "mailhop unsuspend DESTINATION"},
+      {"drain", "mailhop drain [--to [HOST]:PORT] [--timeout DURATION] | "
+                "mailhop drain --cancel"},
+      {"queue", "mailhop queue [list] [FILTER]... | queue show|delete|hold|"
+                "release ID | queue flush [ID] | queue delete|hold|release|"
+                "flush FILTER... (FILTER: --domain D, --sender "
+                "ADDR|@DOMAIN|<>, --state queued|deferred|held, "
+                "--older-than DURATION, --all)"},
+  };
+  for (size_t i = 0; i < sizeof u / sizeof u[0]; i++)
+    if (!strcmp(cmd, u[i].cmd))
+      return u[i].usage;
+  return "mailhop --help";
+}
+
+/* Bad usage without a more precise message: the command's usage line. */
+static int bad_usage(const char *cmd) {
+  fprintf(stderr, "mailhop: usage: %s\n", usage_of(cmd));
+  return -1;
+}
+
+/* Maps the command words to an admin command line; -1 for bad usage, with
+ * one line on stderr (what is wrong, or the command's usage). */
 static int build_command(const struct cli *cli, char *out, size_t n,
                          const char **what) {
   const char *w0 = cli->words[0];
   int nw = cli->n_words;
   int is_queue = !strcmp(w0, "queue");
-  if ((any_filter(cli) && !is_queue) ||
-      (cli->for_duration && strcmp(w0, "suspend") != 0) ||
-      ((cli->drain_to || cli->timeout || cli->cancel) && strcmp(w0, "drain")))
+  if (any_filter(cli) && !is_queue) {
+    fprintf(stderr, "mailhop: filters (--domain, --sender, --state, "
+                    "--older-than, --all) go with queue\n");
     return -1;
+  }
+  if (cli->for_duration && strcmp(w0, "suspend") != 0) {
+    fprintf(stderr, "mailhop: --for goes with suspend\n");
+    return -1;
+  }
+  if ((cli->drain_to || cli->timeout || cli->cancel) && strcmp(w0, "drain")) {
+    fprintf(stderr, "mailhop: --to, --timeout and --cancel go with drain\n");
+    return -1;
+  }
   if (!strcmp(w0, "drain")) {
     if (nw != 1 || (cli->cancel && (cli->drain_to || cli->timeout)))
-      return -1;
+      return bad_usage(w0);
     *what = w0;
     if (cli->cancel) {
       snprintf(out, n, "drain cancel\n");
       return 0;
     }
-    if (cli->drain_to && !word_ok(cli->drain_to)) {
-      fprintf(stderr, "mailhop: bad --to value\n");
+    struct route_host peer;
+    if (cli->drain_to &&
+        (!word_ok(cli->drain_to) || routes_parse_peer(cli->drain_to, &peer))) {
+      fputs("mailhop: bad --to '", stderr);
+      put_safe(stderr, cli->drain_to, 0);
+      fputs("': HOST:PORT, [IPV6]:PORT or :PORT\n", stderr);
       return -1;
     }
     int64_t secs = 300; /* CONTRACT §1: 5m */
@@ -485,14 +546,14 @@ static int build_command(const struct cli *cli, char *out, size_t n,
   if (!strcmp(w0, "status") || !strcmp(w0, "pause") || !strcmp(w0, "resume") ||
       !strcmp(w0, "tlsrpt")) {
     if (nw != 1)
-      return -1;
+      return bad_usage(w0);
     *what = w0;
     snprintf(out, n, "%s\n", w0);
     return 0;
   }
   if (!strcmp(w0, "suspend") || !strcmp(w0, "unsuspend")) {
     if (nw != 2)
-      return -1;
+      return bad_usage(w0);
     if (!word_ok(cli->words[1])) {
       fputs("mailhop: bad destination '", stderr);
       put_safe(stderr, cli->words[1], 0);
@@ -517,11 +578,11 @@ static int build_command(const struct cli *cli, char *out, size_t n,
     return 0;
   }
   if (!is_queue)
-    return -1;
+    return bad_usage(w0);
   const char *sub = nw > 1 ? cli->words[1] : "list";
   if (!strcmp(sub, "list")) {
     if (nw > 2)
-      return -1;
+      return bad_usage(w0);
     *what = "queue";
     snprintf(out, n, "queue");
     return any_filter(cli) ? filter_words(cli, out, n)
@@ -532,14 +593,17 @@ static int build_command(const struct cli *cli, char *out, size_t n,
   for (size_t i = 0; i < sizeof bulk / sizeof bulk[0]; i++)
     is_bulk |= !strcmp(sub, bulk[i]);
   if (is_bulk && any_filter(cli)) {
-    if (nw != 2)
-      return -1; /* an ID and filters: one or the other */
+    if (nw != 2) {
+      fprintf(stderr, "mailhop: queue %s takes an ID or filters, not both\n",
+              sub);
+      return -1;
+    }
     *what = sub; /* the reply's "count" says it is the bulk form */
     snprintf(out, n, "%s", sub);
     return filter_words(cli, out, n);
   }
   if (any_filter(cli))
-    return -1;
+    return bad_usage(w0);
   if (is_bulk && strcmp(sub, "flush") != 0 && nw == 2) {
     fprintf(stderr,
             "mailhop: queue %s needs an ID, or at least one filter "
@@ -557,15 +621,17 @@ static int build_command(const struct cli *cli, char *out, size_t n,
       if (!strcmp(sub, with_id[i]))
         break;
     if (i == sizeof with_id / sizeof with_id[0] || nw != 3)
-      return -1;
+      return bad_usage(w0);
     *what = with_id[i];
     snprintf(out, n, "%s %s\n", sub, cli->words[2]);
   }
   /* An id never holds spaces or newlines, nor is it a filter word; refuse
    * before they split the line or turn it into a bulk action. */
   if (nw == 3 && (!word_ok(cli->words[2]) || strchr(cli->words[2], '=') ||
-                  !strcmp(cli->words[2], "all")))
+                  !strcmp(cli->words[2], "all"))) {
+    fprintf(stderr, "mailhop: bad message ID\n");
     return -1;
+  }
   return 0;
 }
 
@@ -665,16 +731,12 @@ static int drain_wait(const char *path, const char *line, int64_t timeout_s,
 int admin_cli_main(const struct config *cfg, const struct cli *cli) {
   char line[512];
   const char *what = NULL;
-  if (cli->n_words < 1 || build_command(cli, line, sizeof line, &what) < 0 ||
-      strlen(line) >= sizeof line - 1) {
-    fprintf(stderr,
-            "mailhop: usage: mailhop status | queue [show|flush|delete|hold|"
-            "release ID] | queue [list|delete|hold|release|flush] FILTER... | "
-            "suspend DESTINATION [--for DURATION] | unsuspend DESTINATION | "
-            "pause | resume | drain [--to [HOST]:PORT] [--timeout DURATION] | "
-            "drain --cancel  [-s SOCKET] [--json]\n"
-            "FILTER: --domain D, --sender ADDR|@DOMAIN|<>, --state "
-            "queued|deferred|held, --older-than DURATION, --all\n");
+  if (cli->n_words < 1)
+    return bad_usage("?"), EXIT_USAGE;
+  if (build_command(cli, line, sizeof line, &what) < 0)
+    return EXIT_USAGE;
+  if (strlen(line) >= sizeof line - 1) {
+    fprintf(stderr, "mailhop: command too long\n");
     return EXIT_USAGE;
   }
   const char *path = cli->socket ? cli->socket : cfg->admin_socket;

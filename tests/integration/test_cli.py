@@ -167,6 +167,36 @@ def test_files_the_configuration_names_are_checked(tmp_path):
         assert word in m.log(), (args, m.log())
 
 
+def test_admin_usage_errors_are_one_line_exit_1(tmp_path):
+    """Each mistake on the command line of an admin command is one line
+    naming it, exit 1, before the socket is tried (a black-box run found
+    two-line usage dumps, the daemon's own drain syntax, and a bad --state
+    answered by the daemon with exit 2)."""
+    sock = str(tmp_path / "none.sock")  # nothing listens: never reached
+    cases = [
+        (["queue", "delete"], "needs an ID"),
+        (["queue", "--older-than", "1x"], "--older-than"),
+        (["queue", "--state", "bogus"], "state"),
+        (["queue", "show"], "usage: mailhop queue"),
+        (["queue", "delete", "abc", "--all"], "not both"),
+        (["suspend", "x.test", "--for", "1x"], "--for"),
+        (["suspend"], "usage: mailhop suspend"),
+        (["drain", "--timeout", "abc"], "--timeout"),
+        (["drain", "--to", "nohostport"], "HOST:PORT"),
+        (["status", "extra"], "usage: mailhop status"),
+        (["pause", "extra"], "usage: mailhop pause"),
+        (["status", "--for", "1h"], "--for goes with suspend"),
+        (["check", "extra"], "check takes no arguments"),
+        (["check", "--explain", "a", "b"], "check takes no arguments"),
+    ]
+    for args, word in cases:
+        r = run(*args, "-s", sock)
+        assert r.returncode == 1, (args, r.stdout, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and word in lines[0], (args, r.stderr)
+        assert "admin socket" not in r.stderr, (args, r.stderr)
+
+
 def test_contradictions():
     cases = [
         (["-o", "listen=0.0.0.0:2525"], "relay_networks"),
