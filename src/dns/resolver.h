@@ -189,10 +189,4 @@ void resolver_cancel(struct resolver_query *q);
 int resolver_parse_resolv_conf(const char *text, struct sockaddr_storage *out,
                                int max, uint64_t *timeout_ms, int *attempts);
 
-/*
- * Converts a UTF-8 domain (with or without a final dot) to its lower-case
- * A-label form without the final dot.  Returns 0 or -EINVAL.
- */
-int resolver_domain_to_ascii(const char *in, char *out, size_t cap);
-
 #endif

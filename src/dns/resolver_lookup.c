@@ -19,8 +19,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include <idn2.h>
-
+#include "dns/idna.h"
 #include "dns/resolver_internal.h"
 
 static void kick(struct resolver *r);
@@ -293,7 +292,7 @@ static void q_begin(struct resolver_query *q) {
   q_list_push(&r->active, q);
 
   if (q->kind == Q_TXT) {
-    if (resolver_domain_to_ascii(q->domain, q->ascii, sizeof q->ascii) != 0) {
+    if (idna_to_ascii(q->domain, q->ascii, sizeof q->ascii) != 0) {
       q->txt->status = DNS_OK; /* no such name: no records */
       q->txt->nxdomain = 1;
       q_complete(q);
@@ -326,7 +325,7 @@ static void q_begin(struct resolver_query *q) {
     name = inner;
     q->kind = Q_HOST;
   }
-  if (resolver_domain_to_ascii(name, q->ascii, sizeof q->ascii) != 0) {
+  if (idna_to_ascii(name, q->ascii, sizeof q->ascii) != 0) {
     mx_result_fail(&q->res, DNS_PERMFAIL, "5.1.2", "Invalid domain name: %s",
                    q->domain);
     if (q->kind == Q_TLSA && (q->tlsa = calloc(1, sizeof *q->tlsa)))
@@ -490,22 +489,4 @@ void resolver_cancel(struct resolver_query *q) {
   free(q->tlsa);
   free(q->txt);
   free(q);
-}
-
-int resolver_domain_to_ascii(const char *in, char *out, size_t cap) {
-  int ascii = 1;
-  for (const char *p = in; *p; p++)
-    if ((unsigned char)*p >= 0x80)
-      ascii = 0;
-  if (ascii)
-    return dns_name_normalize(in, out, cap);
-  char *a = NULL;
-  /* IDNA2008 with UTS #46 mapping (lower-casing, NFC), non-transitional as
-   * browsers and Postfix's smtputf8 do. */
-  if (idn2_to_ascii_8z(in, &a, IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL) !=
-      IDN2_OK)
-    return -EINVAL;
-  int rc = dns_name_normalize(a, out, cap);
-  idn2_free(a);
-  return rc;
 }

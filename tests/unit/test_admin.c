@@ -514,6 +514,22 @@ static void test_filters_and_suspend(int fd) {
   check_error(cmd(fd, "suspend"), "usage: suspend DESTINATION [SECONDS]");
   check_ok(cmd(fd, "unsuspend b.example"));
   check_error(cmd(fd, "unsuspend b.example"), "not suspended: b.example");
+  /* An internationalized domain in either form covers both keys (mail is
+   * keyed by the domain as its recipients wrote it). */
+  check_ok(cmd(fd, "suspend xn--bcher-kva.example 60"));
+  CHECK(sched_suspended_until(sc, "xn--bcher-kva.example") > 0);
+  CHECK(sched_suspended_until(sc, "b\xc3\xbc"
+                                  "cher.example") > 0);
+  check_ok(cmd(fd, "unsuspend xn--bcher-kva.example"));
+  CHECK_INT(sched_suspended_until(sc, "b\xc3\xbc"
+                                      "cher.example"),
+            0);
+  check_ok(cmd(fd, "suspend b\xc3\xbc"
+                   "cher.example 60"));
+  CHECK(sched_suspended_until(sc, "xn--bcher-kva.example") > 0);
+  check_ok(cmd(fd, "unsuspend b\xc3\xbc"
+                   "cher.example"));
+  CHECK_INT(sched_suspended_until(sc, "xn--bcher-kva.example"), 0);
   j = cmd(fd, "status");
   CHECK_INT(json_array_size(json_object_get(j, "suspended")), 0);
   json_decref(j);

@@ -15,6 +15,7 @@
 #include <uv.h>
 
 #include "check.h"
+#include "dns/idna.h"
 #include "dns/resolver.h"
 
 /* ---- fake server ------------------------------------------------------ */
@@ -456,12 +457,19 @@ static void test_resolv_conf(void) {
 
 static void test_idn(void) {
   char out[300];
-  CHECK_INT(resolver_domain_to_ascii("Bücher.Test.", out, sizeof out), 0);
+  CHECK_INT(idna_to_ascii("Bücher.Test.", out, sizeof out), 0);
   CHECK_STR(out, "xn--bcher-kva.test");
-  CHECK_INT(resolver_domain_to_ascii("MX.a.test", out, sizeof out), 0);
+  CHECK_INT(idna_to_ascii("MX.a.test", out, sizeof out), 0);
   CHECK_STR(out, "mx.a.test");
-  CHECK(resolver_domain_to_ascii("a..test", out, sizeof out) < 0);
-  CHECK(resolver_domain_to_ascii("\xff\xfe.test", out, sizeof out) < 0);
+  CHECK(idna_to_ascii("a..test", out, sizeof out) < 0);
+  CHECK(idna_to_ascii("\xff\xfe.test", out, sizeof out) < 0);
+  CHECK_INT(idna_to_utf8("XN--bcher-kva.Test.", out, sizeof out), 0);
+  CHECK_STR(out, "b\xc3\xbc"
+                 "cher.test");
+  CHECK_INT(idna_to_utf8("plain.test", out, sizeof out), 0);
+  CHECK_STR(out, "plain.test");
+  CHECK(idna_to_utf8("xn--.test", out, sizeof out) < 0);
+  CHECK(idna_to_utf8("xn--bcher-kva.test", out, 5) < 0);
 }
 
 /* TXT lookups (MTA-STS, TLS-RPT): strings joined, several records, an

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "dns/idna.h"
 #include "log.h"
 #include "loop/admin_socket.h"
 #include "proto/qfilter.h"
@@ -41,6 +42,20 @@ static int target_covers(const struct admin_target *t, const char *name) {
   return !strcmp(t->key, name) || routes_dest_covers(name, t->hosts, t->n);
 }
 
+/* An internationalized domain's other form: the A-label form of a name
+ * with UTF-8 labels, the UTF-8 form of one with A-labels ("xn--").  Mail
+ * is keyed by the domain as its recipients wrote it, so a suspension of
+ * either form covers both (CONTRACT §4: they are one domain).  1 with
+ * out set, or 0 when the name has no other form. */
+static int domain_alt(const char *name, char *out, size_t cap) {
+  int ascii = 1;
+  for (const char *p = name; *p; p++)
+    ascii &= (unsigned char)*p < 0x80;
+  int rc = ascii ? (strstr(name, "xn--") ? idna_to_utf8(name, out, cap) : -1)
+                 : idna_to_ascii(name, out, cap);
+  return rc == 0 && strcmp(out, name) != 0;
+}
+
 /* Calls each(a, key, arg) for every key name covers (a key may come more
  * than once: routes that share it); returns how many calls. */
 static size_t name_keys(struct admin *a, const char *name,
@@ -48,9 +63,15 @@ static size_t name_keys(struct admin *a, const char *name,
                         void *arg) {
   size_t n = 0;
   if (routes_dest_is_domain(name)) {
+    char alt[SCHED_DEST_MAX + 1];
     if (each)
       each(a, name, arg);
     n++;
+    if (domain_alt(name, alt, sizeof alt)) {
+      if (each)
+        each(a, alt, arg);
+      n++;
+    }
   }
   for (size_t i = 0; i < a->ntgt; i++)
     if (target_covers(&a->tgt[i], name)) {
@@ -64,7 +85,10 @@ static size_t name_keys(struct admin *a, const char *name,
 /* 1 when name covers key. */
 static int name_covers_key(const struct admin *a, const char *name,
                            const char *key) {
-  if (!strcmp(name, key) && routes_dest_is_domain(name))
+  char alt[SCHED_DEST_MAX + 1];
+  if (routes_dest_is_domain(name) &&
+      (!strcmp(name, key) ||
+       (domain_alt(name, alt, sizeof alt) && !strcmp(alt, key))))
     return 1;
   for (size_t i = 0; i < a->ntgt; i++)
     if (!strcmp(a->tgt[i].key, key) && target_covers(&a->tgt[i], name))
