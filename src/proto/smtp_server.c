@@ -463,6 +463,8 @@ static void cmd_mail(struct smtp_server *s, const char *a, size_t n) {
   }
   if (s->max_size && s->b->mp.has_size && s->b->mp.size > s->max_size) {
     error_reply(s, "552 5.3.4 Message size exceeds fixed limit");
+    policy_reject(s, 552, s->b->sender.addr,
+                  "declared SIZE over max_message_size");
     return;
   }
   /* RFC 1870 §6.1 / CONTRACT queue_minfree: refuse before the disk is
@@ -514,6 +516,7 @@ static void cmd_rcpt(struct smtp_server *s, const char *a, size_t n) {
      * long list gets this once per extra recipient (RFC 5321 §4.5.3.1.10).
      */
     reply(s, "452 4.5.3 Error: too many recipients");
+    policy_reject(s, 452, s->b->rcpt.addr, "max_recipients");
     return;
   }
   if (!s->relay_allowed && !s->authenticated) {
@@ -889,7 +892,9 @@ static void data_finish(struct smtp_server *s) {
     txn_reset(s);
     set_state(s, SMTP_SRV_ST_CMD);
     reply(s, "552 5.3.4 Error: message file too big");
-    push_event(s, SMTP_SRV_EV_DATA_ABORT)->abort.code = 552;
+    struct smtp_event *ev = push_event(s, SMTP_SRV_EV_DATA_ABORT);
+    ev->abort.code = 552;
+    ev->abort.reason = "message too big";
     return;
   }
   message_scan_feed(&s->scan, s->b->chunk, s->chunk_len);
@@ -897,7 +902,9 @@ static void data_finish(struct smtp_server *s) {
     txn_reset(s);
     set_state(s, SMTP_SRV_ST_CMD);
     reply(s, "554 5.4.6 Error: too many hops");
-    push_event(s, SMTP_SRV_EV_DATA_ABORT)->abort.code = 554;
+    struct smtp_event *ev = push_event(s, SMTP_SRV_EV_DATA_ABORT);
+    ev->abort.code = 554;
+    ev->abort.reason = "too many hops";
     return;
   }
   if (s->chunk_len) {

@@ -182,7 +182,8 @@ struct smtp_event {
     int needs_separator;
   } end;
   struct {
-    int code; /* the reply sent: 552, 554, or 0 when closing */
+    int code;           /* the reply sent: 552, 554, or 0 when closing */
+    const char *reason; /* static: "message too big", "too many hops" */
   } abort;
   struct {
     int code;           /* the reply sent: 553 or 554 */

@@ -245,6 +245,57 @@ def test_relay_denied_outside_relay_networks(mailhop):
     assert "reason=\"relay access denied\"" in m.log()
 
 
+def test_rejected_lines_have_one_shape(mailhop):
+    """CONTRACT §6 `rejected`: every refusal of a policy or a limit logs
+    one line with the session, the client, the reply code as a number and
+    a reason (a black-box run found the code a string for some causes,
+    missing for others, no reason for a mail loop, and no line at all for
+    a declared SIZE or too many recipients)."""
+    import json
+
+    def rejected(inst):
+        inst.wait_log('"rejected"')
+        out = []
+        for line in inst.log().splitlines():
+            if '"event":"rejected"' in line:
+                e = json.loads(line)
+                assert isinstance(e["code"], int), line
+                assert e["reason"] and e["session"] and e["client"], line
+                out.append(e["code"])
+        return out
+
+    m = mailhop(relay_networks="10.0.0.0/8", max_message_size="10k",
+                max_recipients=1, log_format="json")
+    r = session(m)
+    r.cmd("MAIL FROM:<a@a.example> SIZE=999999")          # 552 SIZE
+    r.cmd("MAIL FROM:<a@a.example>")
+    r.cmd("RCPT TO:<b@b.example>")                        # 554 relay
+    r.close()
+    time.sleep(0.3)
+    first = rejected(m)
+    m.stop()
+    del m.conf["relay_networks"]
+    m.start()
+    r = session(m)
+    r.cmd("MAIL FROM:<a@a.example>")
+    r.cmd("RCPT TO:<1@b.example>")
+    r.cmd("RCPT TO:<2@b.example>")                        # 452 limit
+    r.cmd("DATA")
+    r.send(b"Subject: big\r\n\r\n" + b"y" * 20000 + b"\r\n.\r\n")
+    assert r.reply()[0] == 552                            # 552 DATA
+    r.cmd("MAIL FROM:<a@a.example>")
+    r.cmd("RCPT TO:<1@b.example>")
+    r.cmd("DATA")
+    hops = b"".join(b"Received: from x by y; Mon, 1 Jan 2024 00:00:00 +0000"
+                    b"\r\n" for _ in range(120))
+    r.send(hops + b"\r\nbody\r\n.\r\n")
+    assert r.reply()[0] == 554                            # 554 loop
+    r.close()
+    time.sleep(0.3)
+    assert sorted(first) == [552, 554], first
+    assert sorted(rejected(m)) == [452, 552, 554], m.log()
+
+
 def test_sender_domain_not_allowed(mailhop):
     m = mailhop(allowed_sender_domains="good.example")
     r = session(m)

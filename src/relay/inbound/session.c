@@ -72,6 +72,23 @@ void inb_log(struct session *s, enum log_level lvl, const char *event,
   log_end(&l);
 }
 
+/* The `rejected` event (CONTRACT §6), one shape for every cause: the
+ * session and client, the reply's code (a number; left out when nothing
+ * was said, as for a connection closed unanswered) and a reason. */
+static void log_rejected(struct session *s, int code, const char *reason,
+                         const char *addr) {
+  struct log_line l;
+  log_begin(&l, LOG_INFO, "rejected");
+  log_str(&l, "session", s->id);
+  log_str(&l, "client", s->peer);
+  if (code > 0)
+    log_int(&l, "code", code);
+  if (addr)
+    log_str(&l, "addr", addr);
+  log_str(&l, "reason", reason);
+  log_end(&l);
+}
+
 void inb_envelope_clear(struct session *s) {
   free(s->sender);
   s->sender = NULL;
@@ -558,11 +575,10 @@ static int handle_event(struct session *s, const struct smtp_event *ev) {
       s->spool = NULL;
     }
     inb_envelope_clear(s);
-    if (ev->abort.code) {
-      char code[8];
-      snprintf(code, sizeof code, "%d", ev->abort.code);
-      inb_log(s, LOG_INFO, "rejected", "code", code);
-    }
+    if (ev->abort.code)
+      log_rejected(s, ev->abort.code,
+                   ev->abort.reason ? ev->abort.reason : "message refused",
+                   NULL);
     arm_command_timer(s);
     return 0;
   case SMTP_SRV_EV_STARTTLS:
@@ -594,17 +610,9 @@ static int handle_event(struct session *s, const struct smtp_event *ev) {
     inb_wait(s, WAIT_AUTH);
     conn_set_timeout(s->conn, 0);
     return 1;
-  case SMTP_SRV_EV_REJECT: {
-    struct log_line l;
-    log_begin(&l, LOG_INFO, "rejected");
-    log_str(&l, "session", s->id);
-    log_str(&l, "client", s->peer);
-    log_int(&l, "code", ev->reject.code);
-    log_str(&l, "addr", ev->reject.addr);
-    log_str(&l, "reason", ev->reject.reason);
-    log_end(&l);
+  case SMTP_SRV_EV_REJECT:
+    log_rejected(s, ev->reject.code, ev->reject.reason, ev->reject.addr);
     return 0;
-  }
   case SMTP_SRV_EV_NONE:
     return 0;
   }
@@ -702,9 +710,9 @@ static void on_timeout(struct conn *c) {
       conn_set_timeout(c, DATA_CHECK_MS);
       return;
     }
-    inb_log(s, LOG_INFO, "rejected", "reason", "data rate too low");
+    log_rejected(s, 421, "data rate too low", NULL);
   } else {
-    inb_log(s, LOG_INFO, "rejected", "reason", "timeout");
+    log_rejected(s, 421, "timeout", NULL);
   }
   if (session_attach(s) < 0) {
     session_end(s, 0);
@@ -777,7 +785,7 @@ static void session_start(struct conn *c, int implicit_tls, void *data) {
       session_end(s, 0);
       return;
     }
-    inb_log(s, LOG_INFO, "rejected", "reason", "max_sessions");
+    log_rejected(s, 421, "max_sessions", NULL);
     in->stats->rejected[STATS_REJECT_OTHER]++; /* metrics */
     session_end(s, 1);
     return;
