@@ -571,9 +571,14 @@ struct tlsrpt *tlsrpt_new(uv_loop_t *loop, const struct config *cfg,
     if (p >= 0)
       (void)add(t, rpt[i].domain, p, rpt[i].result, rpt[i].count, NULL);
   }
-  if (!cfg->tls_rpt)
-    return t;
   int64_t now = (int64_t)time(NULL);
+  if (!cfg->tls_rpt) {
+    /* No reports: the counts still run, from now when no period was
+     * kept (`tlsrpt` said 1970 before). */
+    if (t->start == 0 || t->start > now)
+      t->start = now;
+    return t;
+  }
   if (t->start == 0 || t->start > now) {
     t->start = now;
     if (store_tlsrpt_reset(st, now, on_written, NULL) < 0)

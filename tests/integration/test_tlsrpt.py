@@ -140,3 +140,13 @@ def test_counts_survive_a_restart_and_tlsrpt_shows_them(mailhop, spki, dns,
     assert "enf.test" in table.stdout and "validation-failure=1" in \
         table.stdout, table.stdout
     finish(m)
+
+
+def test_period_start_without_reports(mailhop):
+    """tls_rpt = no: the counts still run, and `tlsrpt` dates them from
+    the start, not from 1970 (a black-box run saw 1970-01-01)."""
+    import time
+    m = mailhop(tls_rpt="no")
+    start = tlsrpt_json(m)["period_start"]
+    assert start >= time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                  time.gmtime(time.time() - 120)), start
