@@ -523,6 +523,10 @@ def test_relayhost_failover_list(net):
                       relayhost_tls="none")
         send(m, "a@src.test", ["x@b.test"])
         sink.wait(1)
+        # CONTRACT §4b: delivered says tls= even in plaintext.
+        line = wait(lambda: [x for x in m.log().splitlines()
+                             if "event=delivered" in x])[0]
+        assert " tls=none tls_policy=none" in line, line
     finally:
         sink.stop()
 

@@ -131,10 +131,9 @@ static void log_outcome(struct delivery *d, const struct drcpt *r,
     log_str(&l, "next_attempt", ts);
   }
   if (note->event == OUTCOME_EV_DELIVERED) {
-    /* CONTRACT §4b: the TLS version and the policy that authenticated
-     * the server. */
-    if (r->tls[0])
-      log_str(&l, "tls", r->tls);
+    /* CONTRACT §4b: the TLS version ("none" in plaintext: the field is
+     * always there) and the policy that authenticated the server. */
+    log_str(&l, "tls", r->tls[0] ? r->tls : "none");
     log_str(&l, "tls_policy", r->tls_policy[0] ? r->tls_policy : "none");
   }
   if (note->event != OUTCOME_EV_DELIVERED)
