@@ -257,9 +257,22 @@ char *dsn_build(const struct dsn_report *r, size_t *len) {
                   : d->status ? d->status
                               : "5.0.0",
                   16));
-    if (d->remote_mta && *d->remote_mta)
-      buf_fmt(&b, "Remote-MTA: dns; %s\r\n",
-              clean(f2, sizeof(f2), d->remote_mta, 255));
+    if (d->remote_mta && *d->remote_mta) {
+      /* RFC 3464 §2.3.5: the MTA's name, without the "[address]:port"
+       * of our logs (an address alone stays in its brackets). */
+      const char *rm = d->remote_mta, *br = strchr(rm, '[');
+      size_t n = strlen(rm);
+      if (br && br > rm) {
+        n = (size_t)(br - rm);
+      } else if (br) {
+        const char *cl = strchr(rm, ']');
+        if (cl)
+          n = (size_t)(cl - rm) + 1;
+      }
+      char name[256];
+      snprintf(name, sizeof name, "%.*s", (int)(n < 255 ? n : 255), rm);
+      buf_fmt(&b, "Remote-MTA: dns; %s\r\n", clean(f2, sizeof(f2), name, 255));
+    }
     if (d->diag && *d->diag)
       buf_fmt(&b, "Diagnostic-Code: smtp; %s\r\n",
               clean(f2, sizeof(f2), d->diag, DSN_DIAG_MAX));

@@ -309,9 +309,10 @@ static void test_quote_bounds(void) {
  * bounce with one block of each. */
 static void test_delayed(void) {
   struct dsn_rcpt rc[2] = {
-      {"bob@example.net", NULL, "4.2.0", "mx.example.net",
+      {"bob@example.net", NULL, "4.2.0", "mx.example.net[192.0.2.7]:25",
        "452 4.2.0 mailbox busy", 1751371200, 1, 1751792000},
-      {"dan@example.net", NULL, "5.1.1", NULL, NULL, 0, 1, 1751792000},
+      {"dan@example.net", NULL, "5.1.1", "[192.0.2.8]:2525", NULL, 0, 1,
+       1751792000},
   };
   struct dsn_report r = {
       .hostname = "relay.example.com",
@@ -343,10 +344,14 @@ static void test_delayed(void) {
   size_t l1 = (size_t)(b2 - r1) + 2;
   CHECK_STR(field(r1, l1, "Action", v, sizeof(v)), "delayed");
   CHECK_STR(field(r1, l1, "Status", v, sizeof(v)), "4.2.0");
+  /* RFC 3464 §2.3.5: the MTA's name, not our log's "host[address]:port";
+   * an address alone keeps its brackets. */
+  CHECK_STR(field(r1, l1, "Remote-MTA", v, sizeof(v)), "dns; mx.example.net");
   CHECK_STR(field(r1, l1, "Will-Retry-Until", v, sizeof(v)),
             "Sun, 06 Jul 2025 08:53:20 +0000");
   const char *r2 = b2 + 4;
   size_t l2 = p[1].blen - (size_t)(r2 - ds);
+  CHECK_STR(field(r2, l2, "Remote-MTA", v, sizeof(v)), "dns; [192.0.2.8]");
   CHECK_STR(field(r2, l2, "Action", v, sizeof(v)), "delayed");
   CHECK_STR(field(r2, l2, "Status", v, sizeof(v)), "4.0.0"); /* class 4 */
   /* Headers only, whatever RET says. */
