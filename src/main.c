@@ -323,8 +323,14 @@ int main(int argc, char **argv) {
   struct config *cfg = malloc(sizeof *cfg);
   if (!cfg)
     return 2;
+  /* An admin command given its socket (-s) needs nothing else of the
+   * configuration: a broken file or MAILHOP_* variable must not keep the
+   * operator from asking the daemon (as postqueue does not care). */
+  int admin = strcmp(cmd, "serve") != 0 && strcmp(cmd, "resolve") != 0;
+  if (admin && cli.socket && !cli.config_file)
+    memset(cfg, 0, sizeof *cfg);
   /* Warnings concern the daemon; the admin commands stay quiet. */
-  if (load_config(&cli, cfg, strcmp(cmd, "serve") != 0) < 0) {
+  else if (load_config(&cli, cfg, strcmp(cmd, "serve") != 0) < 0) {
     free(cfg);
     return 1;
   }

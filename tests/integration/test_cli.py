@@ -195,6 +195,10 @@ def test_admin_usage_errors_are_one_line_exit_1(tmp_path):
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and word in lines[0], (args, r.stderr)
         assert "admin socket" not in r.stderr, (args, r.stderr)
+    # Given its socket, an admin command needs no configuration: a broken
+    # MAILHOP_* variable does not stop it (here: no daemon, exit 2).
+    r = run("status", "-s", sock, env={"MAILHOP_MAX_SESSIONS": "many"})
+    assert r.returncode == 2 and "admin socket" in r.stderr, r.stderr
 
 
 def test_contradictions():
