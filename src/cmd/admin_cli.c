@@ -198,6 +198,10 @@ static int print_status(FILE *out, const json_t *reply, long long now) {
   fprintf(out, "delivery:    %s\n",
           json_is_true(json_object_get(reply, "paused")) ? "PAUSED"
                                                          : "running");
+  const json_t *acc = json_object_get(reply, "accepting");
+  if (json_is_boolean(acc))
+    fprintf(out, "accepting:   %s\n",
+            json_is_true(acc) ? "yes" : "NO (draining or shutting down)");
   fprintf(out, "sessions:    %lld inbound, %lld outbound\n",
           jget_int(reply, "sessions"), jget_int(reply, "outbound"));
   fprintf(out,

@@ -618,6 +618,7 @@ static void test_cli_print(void) {
   free(out);
   json_decref(j);
   j = json_loads("{\"version\":\"x\",\"uptime_s\":1,\"queue\":{},"
+                 "\"accepting\":false,"
                  "\"counters\":{},\"suspended\":[{\"destination\":"
                  "\"b.example\",\"until\":\"2023-11-14T23:13:20Z\"}]}",
                  0, &e);
@@ -626,6 +627,7 @@ static void test_cli_print(void) {
   fclose(f);
   CHECK_CONTAINS(
       out, "suspended:   b.example until 2023-11-14T23:13:20Z (in 1h00m)");
+  CHECK_CONTAINS(out, "accepting:   NO (draining or shutting down)");
   free(out);
   json_decref(j);
 }
