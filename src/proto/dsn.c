@@ -158,10 +158,14 @@ char *dsn_build(const struct dsn_report *r, size_t *len) {
   char boundary[128], date[40], f1[DSN_FIELD_MAX], f2[DSN_FIELD_MAX];
   const char *host = clean(f1, sizeof(f1), r->hostname, 255);
   int expired = 0;
-  size_t ndelayed = 0;
-  for (size_t i = 0; i < r->nrcpt; i++)
-    ndelayed += r->rcpts[i].delayed != 0;
-  int warning = r->nrcpt > 0 && ndelayed == r->nrcpt;
+  size_t ndelayed = 0, nrelayed = 0;
+  for (size_t i = 0; i < r->nrcpt; i++) {
+    nrelayed += r->rcpts[i].relayed != 0;
+    ndelayed += !r->rcpts[i].relayed && r->rcpts[i].delayed;
+  }
+  size_t nfailed = r->nrcpt - ndelayed - nrelayed;
+  /* No failure: a notice that returns no content (RFC 3461 §4.3). */
+  int warning = r->nrcpt > 0 && nfailed == 0;
 
   /* The boundary must not occur in what we quote (RFC 2046 §5.1.1). */
   char id[64];
@@ -178,8 +182,9 @@ char *dsn_build(const struct dsn_report *r, size_t *len) {
   buf_fmt(&b, "To: <%s>\r\n",
           clean(f2, sizeof(f2), r->copy_to ? r->copy_to : r->sender, 320));
   buf_fmt(&b, "Subject: %s%s\r\n", r->copy_to ? "Postmaster Copy: " : "",
-          warning ? "Delayed Mail (still being retried)"
-                  : "Undelivered Mail Returned to Sender");
+          nfailed    ? "Undelivered Mail Returned to Sender"
+          : ndelayed ? "Delayed Mail (still being retried)"
+                     : "Successful Mail Delivery Report");
   buf_fmt(&b, "Date: %s\r\n", date);
   buf_fmt(&b, "Message-ID: <%s.dsn@%s>\r\n", id, host);
   buf_str(&b, "Auto-Submitted: auto-replied\r\n");
@@ -192,7 +197,7 @@ char *dsn_build(const struct dsn_report *r, size_t *len) {
 
   /* Part 1: for humans. */
   for (size_t i = 0; i < r->nrcpt; i++)
-    if (!r->rcpts[i].delayed && r->rcpts[i].status &&
+    if (!r->rcpts[i].delayed && !r->rcpts[i].relayed && r->rcpts[i].status &&
         strcmp(r->rcpts[i].status, "4.4.7") == 0)
       expired = 1;
   buf_fmt(&b, "--%s\r\n", boundary);
@@ -204,7 +209,7 @@ char *dsn_build(const struct dsn_report *r, size_t *len) {
             "This is the postmaster's copy of a notice sent to <%s>, with "
             "the\r\nheader of the message only.\r\n\r\n",
             clean(f2, sizeof(f2), r->sender, 320));
-  if (!warning)
+  if (nfailed)
     buf_str(&b, "Your message could not be delivered to one or more "
                 "recipients.\r\n");
   if (expired)
@@ -214,11 +219,18 @@ char *dsn_build(const struct dsn_report *r, size_t *len) {
     buf_str(&b, "Delivery to some recipients has been delayed; the mail "
                 "system is still\r\ntrying, and you do not need to send "
                 "the message again.\r\n");
+  if (nrelayed)
+    buf_str(&b, "Your message was delivered to the next mail system for "
+                "some recipients,\r\nas you asked to be told; that system "
+                "does not send delivery\r\nnotifications, so there will be "
+                "no further notice for them.\r\n");
   buf_str(&b, "The details are below and in the attached report.\r\n\r\n");
   for (size_t i = 0; i < r->nrcpt; i++) {
     const struct dsn_rcpt *d = &r->rcpts[i];
     buf_fmt(&b, "<%s>: ", clean(f2, sizeof(f2), d->addr, 320));
-    if (d->delayed)
+    if (d->relayed)
+      buf_str(&b, "(relayed) ");
+    else if (d->delayed)
       buf_str(&b, "(delayed) ");
     if (d->diag)
       buf_fmt(&b, "host %s said: %s\r\n",
@@ -250,12 +262,16 @@ char *dsn_build(const struct dsn_report *r, size_t *len) {
     if (d->orcpt && *d->orcpt)
       buf_fmt(&b, "Original-Recipient: %s\r\n",
               xtext_clean(f2, sizeof(f2), d->orcpt));
-    buf_str(&b, d->delayed ? "Action: delayed\r\n" : "Action: failed\r\n");
+    buf_str(&b, d->relayed   ? "Action: relayed\r\n"
+                : d->delayed ? "Action: delayed\r\n"
+                             : "Action: failed\r\n");
     buf_fmt(&b, "Status: %s\r\n",
             clean(f2, sizeof(f2),
-                  d->delayed  ? delay_status(d->status)
-                  : d->status ? d->status
-                              : "5.0.0",
+                  d->relayed
+                      ? (d->status && d->status[0] == '2' ? d->status : "2.0.0")
+                  : d->delayed ? delay_status(d->status)
+                  : d->status  ? d->status
+                               : "5.0.0",
                   16));
     if (d->remote_mta && *d->remote_mta) {
       /* RFC 3464 §2.3.5: the MTA's name, without the "[address]:port"
@@ -280,7 +296,7 @@ char *dsn_build(const struct dsn_report *r, size_t *len) {
       dsn_date(d->last_attempt, date);
       buf_fmt(&b, "Last-Attempt-Date: %s\r\n", date);
     }
-    if (d->delayed && d->will_retry_until) {
+    if (d->delayed && !d->relayed && d->will_retry_until) {
       dsn_date(d->will_retry_until, date);
       buf_fmt(&b, "Will-Retry-Until: %s\r\n", date);
     }
@@ -305,8 +321,9 @@ char *dsn_build(const struct dsn_report *r, size_t *len) {
           full ? "message/rfc822" : "text/rfc822-headers");
   if (encode_has_8bit(r->msg, qlen))
     buf_str(&b, "Content-Transfer-Encoding: 8bit\r\n");
-  buf_str(&b, warning ? "Content-Description: Delayed message\r\n\r\n"
-                      : "Content-Description: Undelivered message\r\n\r\n");
+  buf_str(&b, nfailed    ? "Content-Description: Undelivered message\r\n\r\n"
+              : ndelayed ? "Content-Description: Delayed message\r\n\r\n"
+                         : "Content-Description: Relayed message\r\n\r\n");
   buf_put(&b, r->msg, qlen);
   if (qlen > 0 && r->msg[qlen - 1] != '\n')
     buf_str(&b, "\r\n");

@@ -54,6 +54,10 @@ struct dsn_rcpt {
   int delayed;
   int64_t will_retry_until; /* delayed: seconds since the epoch, 0: none
                                (Will-Retry-Until, RFC 3464 §2.3.9) */
+  /* 1: "Action: relayed" (RFC 3464 §2.3.3, RFC 3461 §4.2.2): delivered to
+   * a next hop that does not offer DSN, the sender having asked for
+   * NOTIFY=SUCCESS; its Status is class 2 ("2.0.0" when status is not). */
+  int relayed;
 };
 
 /* The bounce to build.  Strings are borrowed for the call. */
@@ -81,17 +85,18 @@ struct dsn_report {
  * Builds the bounce, or the delay warning when every recipient is
  * delayed (Subject "Delayed Mail (still being retried)", the original's
  * header quoted whatever RET says: RFC 3461 §4.3 returns content for
- * failures).  A report may mix failed and delayed recipients (RFC 3464
- * §2: one per-recipient block each, with its own Action).  With
- * r->copy_to set, the operator's copy of that report (see copy_to).
- * Returns a malloc'd buffer the caller frees, its
- * length in *len; NULL when out of memory.  r->msg is taken by its length
- * (it may hold NUL bytes); at most DSN_QUOTE_MAX bytes of it are quoted:
- * with RET=FULL the whole message when it fits, else its header.  Control
- * characters in the fields are replaced by '?', so no field can inject a
- * header.  Non-ASCII in our own text fields (addresses) is replaced by '?' too;
- * the quoted original header or message is copied as is (with
- * Content-Transfer-Encoding: 8bit on its part when it is 8-bit).
+ * failures), or the success notice when every recipient was relayed
+ * (Subject "Successful Mail Delivery Report", the header only).  A report may
+ * mix failed and delayed recipients (RFC 3464 §2: one per-recipient block each,
+ * with its own Action).  With r->copy_to set, the operator's copy of that
+ * report (see copy_to). Returns a malloc'd buffer the caller frees, its length
+ * in *len; NULL when out of memory.  r->msg is taken by its length (it may hold
+ * NUL bytes); at most DSN_QUOTE_MAX bytes of it are quoted: with RET=FULL the
+ * whole message when it fits, else its header.  Control characters in the
+ * fields are replaced by '?', so no field can inject a header.  Non-ASCII in
+ * our own text fields (addresses) is replaced by '?' too; the quoted original
+ * header or message is copied as is (with Content-Transfer-Encoding: 8bit on
+ * its part when it is 8-bit).
  */
 __attribute__((warn_unused_result)) char *dsn_build(const struct dsn_report *r,
                                                     size_t *len);

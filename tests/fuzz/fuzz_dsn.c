@@ -49,7 +49,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                         .status = status,
                         .diag = diag,
                         .remote_mta = sender,
-                        .last_attempt = 1};
+                        .last_attempt = 1,
+                        /* the three kinds: failed, delayed, relayed */
+                        .delayed = size > 1 && data[size - 2] == 'D',
+                        .relayed = size > 1 && data[size - 2] == 'S'};
   struct dsn_report r = {.hostname = "relay.test",
                          .sender = sender,
                          .envid = diag,

@@ -152,6 +152,50 @@ def parse_dsn(data):
     return msg, types, fields
 
 
+def test_notify_success_to_a_hop_without_dsn_is_answered_relayed(net):
+    """RFC 3461 §4.2.2, CONTRACT §3 (NOTIFY honoured): relayed to a next
+    hop that does not offer DSN, a recipient whose sender asked
+    NOTIFY=SUCCESS gets an "Action: relayed" notice from us; to a hop that
+    offers DSN the parameters go on and the notice is the hop's to send.
+    Without SUCCESS, or from <>, no notice.  A message flagged SMTPUTF8
+    but all ASCII goes to a hop without SMTPUTF8 (RFC 6531 §3.2), where it
+    used to bounce 5.6.7."""
+    recs = bounce_dns()
+    recs["nodsn.test"] = [("A", "127.0.0.7", 60)]
+    recs["dsn.test"] = [("A", "127.0.0.9", 60)]
+    net.records(recs)
+    plain = net.sink("127.0.0.7", extensions=["PIPELINING", "8BITMIME"])
+    full = net.sink("127.0.0.9")
+    home = net.sink("127.0.0.8")
+    m = net.relay(hostname="relay.test")
+    send(m, "alice@src.test", ["x@nodsn.test"],
+         "Subject: original\r\nX-Mark: 42\r\n\r\nbody\r\n",
+         mail_options=["ENVID=e1", "SMTPUTF8"],
+         rcpt_options=["NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;x@nodsn.test"])
+    send(m, "alice@src.test", ["y@dsn.test"],
+         rcpt_options=["NOTIFY=SUCCESS"])
+    send(m, "alice@src.test", ["z@nodsn.test"], rcpt_options=["NOTIFY=FAILURE"])
+    send(m, "", ["w@nodsn.test"], rcpt_options=["NOTIFY=SUCCESS"])
+    plain.wait(3)
+    full.wait(1)
+    assert "SMTPUTF8" not in plain.messages[0].mail_params
+    (dsn,) = home.wait(1)
+    time.sleep(1)
+    assert len(home.messages) == 1  # only x@ gets a notice
+    assert dsn.sender == "" and dsn.addresses == ["alice@src.test"]
+    msg, types, f = parse_dsn(dsn.data)
+    assert msg["Subject"] == "Successful Mail Delivery Report"
+    assert types[2] == "text/rfc822-headers"
+    assert f["action"] == ["relayed"]
+    assert f["status"] == ["2.0.0"]
+    assert f["final-recipient"] == ["rfc822; x@nodsn.test"]
+    assert f["original-recipient"] == ["rfc822;x@nodsn.test"]
+    assert f["original-envelope-id"] == ["e1"]
+    assert f["remote-mta"] == ["dns; nodsn.test"]
+    assert "event=bounced" not in m.log()
+    wait(lambda: queue_empty(m))
+
+
 def test_5xx_bounces_with_parseable_dsn(net):
     net.records(bounce_dns())
     net.sink("127.0.0.7",

@@ -114,8 +114,8 @@ static const char orig[] = "From: alice@example.org\r\n"
 static void test_build(int ret) {
   struct dsn_rcpt rc[2] = {
       {"bob@example.net", "rfc822;bob+2Bx@example.net", "5.1.1",
-       "mx.example.net", "550 5.1.1 no such user", 1751371200, 0, 0},
-      {"carol@example.net", NULL, "4.4.7", NULL, NULL, 0, 0, 0},
+       "mx.example.net", "550 5.1.1 no such user", 1751371200, 0, 0, 0},
+      {"carol@example.net", NULL, "4.4.7", NULL, NULL, 0, 0, 0, 0},
   };
   struct dsn_report r = {
       .hostname = "relay.example.com",
@@ -218,8 +218,15 @@ static void test_injection_and_boundary(void) {
   /* The message contains our first boundary choice; CRLF in fields is
    * neutralised. */
   static const char msg[] = "Subject: x\r\n\r\n--=_mailhop_id_0_=\r\n";
-  struct dsn_rcpt rc = {"a@b\r\nBcc: evil@x",   NULL, "5.0.0", NULL,
-                        "550 bad\r\nX-Evil: 1", 0,    0,       0};
+  struct dsn_rcpt rc = {"a@b\r\nBcc: evil@x",
+                        NULL,
+                        "5.0.0",
+                        NULL,
+                        "550 bad\r\nX-Evil: 1",
+                        0,
+                        0,
+                        0,
+                        0};
   struct dsn_report r = {.hostname = "h",
                          .sender = "s@x\r\nBcc: e@x",
                          .id = "id",
@@ -241,7 +248,8 @@ static void test_injection_and_boundary(void) {
 
 /* The quoted original is bounded by DSN_QUOTE_MAX and taken by length. */
 static void test_quote_bounds(void) {
-  struct dsn_rcpt rc = {"a@b.example", NULL, "5.1.1", NULL, "550 no", 0, 0, 0};
+  struct dsn_rcpt rc = {
+      "a@b.example", NULL, "5.1.1", NULL, "550 no", 0, 0, 0, 0};
   struct dsn_report r = {.hostname = "h",
                          .sender = "s@x.example",
                          .id = "id",
@@ -310,9 +318,9 @@ static void test_quote_bounds(void) {
 static void test_delayed(void) {
   struct dsn_rcpt rc[2] = {
       {"bob@example.net", NULL, "4.2.0", "mx.example.net[192.0.2.7]:25",
-       "452 4.2.0 mailbox busy", 1751371200, 1, 1751792000},
+       "452 4.2.0 mailbox busy", 1751371200, 1, 1751792000, 0},
       {"dan@example.net", NULL, "5.1.1", "[192.0.2.8]:2525", NULL, 0, 1,
-       1751792000},
+       1751792000, 0},
   };
   struct dsn_report r = {
       .hostname = "relay.example.com",
@@ -382,7 +390,7 @@ static void test_delayed(void) {
 static void test_copy(void) {
   struct dsn_rcpt rc[1] = {
       {"bob@example.net", NULL, "5.1.1", "mx.example.net",
-       "550 5.1.1 no such user", 1751371200, 0, 0},
+       "550 5.1.1 no such user", 1751371200, 0, 0, 0},
   };
   struct dsn_report r = {
       .hostname = "relay.example.com",

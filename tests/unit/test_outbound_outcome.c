@@ -501,8 +501,59 @@ static void test_waiting(void) {
   CHECK_INT(dr[0].last_attempt, 0);
 }
 
+/* RFC 3461 §4.2.2: delivered to a hop without DSN, NOTIFY=SUCCESS gets a
+ * "relayed" notice; not to a hop with DSN, not without SUCCESS, not with
+ * NEVER, not from <>, not when removed. */
+static void test_relayed(void) {
+  struct {
+    unsigned notify;
+    int no_dsn;
+    const char *sender;
+    int removed;
+    int want;
+  } cases[] = {
+      {DSN_NOTIFY_SUCCESS | DSN_NOTIFY_FAILURE, 1, "s@a.example", 0, 1},
+      {DSN_NOTIFY_SUCCESS, 0, "s@a.example", 0, 0},
+      {DSN_NOTIFY_FAILURE, 1, "s@a.example", 0, 0},
+      {0, 1, "s@a.example", 0, 0},
+      {DSN_NOTIFY_SUCCESS, 1, "", 0, 0},
+      {DSN_NOTIFY_SUCCESS, 1, "s@a.example", 1, 0},
+  };
+  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+    struct outcome_rcpt in = {.idx = 0,
+                              .addr = "r@b.example",
+                              .orcpt = "rfc822;r@b.example",
+                              .notify = cases[k].notify,
+                              .state = OUTCOME_DELIVERED,
+                              .err = "250 2.0.0 ok",
+                              .status = "2.0.0",
+                              .remote = "mx.b.example[192.0.2.1]:25",
+                              .relayed_no_dsn = cases[k].no_dsn};
+    struct outcome_msg m = {.id = "S1",
+                            .sender = cases[k].sender,
+                            .received_at = RECEIVED,
+                            .removed = cases[k].removed};
+    struct store_outcome so[1];
+    struct sched_result sr[1];
+    struct dsn_rcpt dr[1];
+    struct outcome_note n[1];
+    struct outcome_out o = {.store = so, .sched = sr, .dsn = dr, .notes = n};
+    outcome_decide(&m, &in, 1, &pol, T0 + 5000, &o);
+    CHECK_INT(o.ndsn, (size_t)cases[k].want);
+    CHECK_INT(n[0].event, OUTCOME_EV_DELIVERED);
+    CHECK_INT(o.delay_warned, 0);
+    if (o.ndsn) {
+      CHECK_INT(dr[0].relayed, 1);
+      CHECK_INT(dr[0].delayed, 0);
+      CHECK_STR(dr[0].status, "2.0.0");
+      CHECK_STR(dr[0].orcpt, "rfc822;r@b.example");
+    }
+  }
+}
+
 int main(void) {
   test_relay_refusal();
+  test_relayed();
   for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
     check_row(&rows[i]);
   test_mixed();

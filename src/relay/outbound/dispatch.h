@@ -60,6 +60,7 @@ struct drcpt {
   char remote[OB_REMOTE_MAX];
   char tls[16];       /* TLS version of the connection that decided it */
   char tls_policy[8]; /* "dane", "sts" or "none" (CONTRACT §4b) */
+  int relayed_no_dsn; /* delivered to a next hop without DSN */
   int64_t next_at_s;  /* a deadline job's: as stored (unix s) */
 };
 

@@ -210,6 +210,19 @@ void outcome_decide(const struct outcome_msg *m, const struct outcome_rcpt *r,
       o.state = STORE_RCPT_DELIVERED;
       note->event = OUTCOME_EV_DELIVERED;
       out->store[out->nstore++] = o;
+      /* RFC 3461 §4.2.2: relayed to a system without DSN, the sender who
+       * asked NOTIFY=SUCCESS hears it from us (never for <>). */
+      if (rc->relayed_no_dsn && m->sender && m->sender[0] &&
+          (rc->notify & DSN_NOTIFY_SUCCESS) && !(rc->notify & DSN_NOTIFY_NEVER))
+        out->dsn[out->ndsn++] = (struct dsn_rcpt){
+            .addr = rc->addr,
+            .orcpt = rc->orcpt,
+            .status = note->status,
+            .remote_mta = nz(rc->remote),
+            .diag = nz(note->err),
+            .last_attempt = now,
+            .relayed = 1,
+        };
       continue;
     }
     o.state = STORE_RCPT_BOUNCED;

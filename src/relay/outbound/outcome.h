@@ -55,6 +55,9 @@ struct outcome_rcpt {
   const char *err;    /* the reply or local reason, "" when none */
   const char *status; /* enhanced status code, "" when none */
   const char *remote; /* host that answered, "" when none */
+  /* DELIVERED to a next hop that does not offer DSN, so NOTIFY was not
+   * passed on: a NOTIFY=SUCCESS is ours to answer ("relayed") */
+  int relayed_no_dsn;
   /* WAITING: as stored (unix s; its state is queued when attempts is 0,
    * else deferred), kept when it neither expires nor changes */
   int64_t next_at_s;

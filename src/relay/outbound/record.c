@@ -354,7 +354,7 @@ static void record_write(struct record *rec) {
      * copy. */
     size_t nfailed = 0;
     for (size_t i = 0; i < rec->out.ndsn; i++)
-      nfailed += !rec->dsn[i].delayed;
+      nfailed += !rec->dsn[i].delayed && !rec->dsn[i].relayed;
     if (rec->bounce_body && nfailed && cfg->bounce_notice_recipient[0]) {
       char cid[STORE_ID_SIZE];
       store_new_id(ob->store, cid);
@@ -502,6 +502,7 @@ void record_finish(struct delivery *d) {
         .err = r->err,
         .status = r->status,
         .remote = r->remote,
+        .relayed_no_dsn = r->relayed_no_dsn,
         .next_at_s = r->next_at_s,
     };
   }
@@ -527,9 +528,11 @@ void record_finish(struct delivery *d) {
   rec->now_ms = dispatch_sched_ms(ob);
   outcome_decide(&m, rec->in, d->n, &pol, rec->now_ms, &rec->out);
   report(rec);
-  size_t nfailed = 0;
-  for (size_t i = 0; i < rec->out.ndsn; i++)
-    nfailed += !rec->dsn[i].delayed;
+  size_t nfailed = 0, ndelayed = 0;
+  for (size_t i = 0; i < rec->out.ndsn; i++) {
+    nfailed += !rec->dsn[i].delayed && !rec->dsn[i].relayed;
+    ndelayed += rec->dsn[i].delayed && !rec->dsn[i].relayed;
+  }
   if (rec->out.delay_warned) {
     /* Once per message: no other job of it warns from now on. */
     if (ob->sched)
@@ -537,7 +540,7 @@ void record_finish(struct delivery *d) {
     struct log_line l;
     log_begin(&l, LOG_INFO, "delay_warning");
     log_str(&l, "id", d->id);
-    log_int(&l, "recipients", (long long)(rec->out.ndsn - nfailed));
+    log_int(&l, "recipients", (long long)ndelayed);
     log_end(&l);
   }
   /* RET=FULL quotes the message only when it fits in DSN_QUOTE_MAX (else

@@ -15,6 +15,7 @@
 #include "loop/tls.h"
 #include "proto/encode.h"
 #include "proto/smtp_client.h"
+#include "proto/text.h"
 #include "queue/sched.h"
 #include "queue/store.h"
 #include "relay/outbound/cache.h"
@@ -166,6 +167,24 @@ static void on_connected(struct conn *c) {
 }
 
 /* Starts a transaction with the recipients still to send. */
+
+/* RFC 6531 §3.2: SMTPUTF8 goes with a transaction only when it needs it:
+ * a non-ASCII address in it, or 8-bit octets in the message (its header
+ * may be UTF-8).  A message its client flagged but that is all ASCII goes
+ * without, also to a next hop that does not offer SMTPUTF8 (CONTRACT §3:
+ * a bounce only where conversion is not possible). */
+static int tx_needs_smtputf8(const struct delivery *d) {
+  if (!(d->flags & STORE_F_SMTPUTF8))
+    return 0;
+  if ((d->flags & STORE_F_BODY8BIT) ||
+      text_has_8bit(d->sender, strlen(d->sender)))
+    return 1;
+  for (size_t i = 0; i < d->ntx; i++)
+    if (d->txr[i].addr && text_has_8bit(d->txr[i].addr, strlen(d->txr[i].addr)))
+      return 1;
+  return 0;
+}
+
 static void start_tx(struct delivery *d) {
   d->ntx = 0;
   d->body_sent = 0;
@@ -189,7 +208,7 @@ static void start_tx(struct delivery *d) {
       /* drain --to: the peer keeps the original arrival time */
       .arrival = d->rt == &d->ob->drain ? d->received_at : 0,
       .body_8bit = (d->flags & STORE_F_BODY8BIT) != 0,
-      .smtputf8 = (d->flags & STORE_F_SMTPUTF8) != 0,
+      .smtputf8 = tx_needs_smtputf8(d),
       .rcpts = d->txr,
       .nrcpt = d->ntx,
   };
@@ -418,6 +437,7 @@ static int handle_event(struct delivery *d, const struct smtp_cli_event *ev,
     switch (ev->outcome) {
     case SMTP_CLI_DELIVERED:
       dispatch_decide(d, i, OUTCOME_DELIVERED, text, esc ? esc : "2.0.0");
+      d->r[i].relayed_no_dsn = !smtp_client_caps(d->cli)->dsn;
       break;
     case SMTP_CLI_TEMPFAIL:
       dispatch_decide(d, i, OUTCOME_TEMPFAIL, text, esc ? esc : "4.0.0");
