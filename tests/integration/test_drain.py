@@ -35,10 +35,12 @@ class SinkHandler:
     def __init__(self):
         self.lock = threading.Lock()
         self.messages = []
+        self.notices = []  # from <>: the success notices of NOTIFY=SUCCESS
 
     async def handle_DATA(self, server, session, envelope):
         with self.lock:
-            self.messages.append(envelope)
+            (self.notices if envelope.mail_from in ("", "<>")
+             else self.messages).append(envelope)
         return "250 2.0.0 OK"
 
     def count(self):
@@ -229,6 +231,10 @@ def test_drain_to_a_peer_moves_everything_and_cancel_reopens(fleet, sink):
     # B delivers what it took: every message once at the sink.
     assert b.cli("resume").returncode == 0
     wait_until(lambda: sink.count() == 6, "6 messages at the sink")
+    # NOTIFY=SUCCESS went with them to B, and the sink offers no DSN: B
+    # tells the sender, once per message ("Action: relayed").
+    wait_until(lambda: len(sink.notices) == 6, "6 success notices")
+    assert all(b"Action: relayed" in e.content for e in sink.notices)
     assert sorted(e.rcpt_tos[0] for e in sink.messages) == \
         sorted(f"m{i}@dest.test" for i in range(6))
     wait_until(lambda: queue_count(b) == 0, "B empty")
