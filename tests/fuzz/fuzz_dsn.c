@@ -100,8 +100,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   int full = memmem(b, len, needle, (size_t)nl) != NULL;
   /* Content is returned for a failure only (RFC 3461 §4.3): a delay
    * warning or a success notice quotes the header whatever RET says. */
-  assert(full == (ret == DSN_RET_FULL && mlen <= DSN_QUOTE_MAX &&
-                  !rc.delayed && !rc.relayed));
+  assert(full == (ret == DSN_RET_FULL && mlen <= DSN_QUOTE_MAX && !rc.delayed &&
+                  !rc.relayed));
   free(b);
   free(msg);
   return 0;
