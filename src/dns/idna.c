@@ -18,7 +18,13 @@ int idna_to_utf8(const char *in, char *out, size_t cap) {
   char *u = NULL;
   if (idn2_to_unicode_8z8z(ascii, &u, 0) != IDN2_OK)
     return -EINVAL;
-  int rc = strlen(u) < cap ? 0 : -EINVAL;
+  /* libidn2 decodes any Punycode ("xn--a" gives U+0080): only a name
+   * that converts back to the same A-labels is a valid U-label form. */
+  char back[DNS_NAME_MAX + 2];
+  int rc = strlen(u) < cap && idna_to_ascii(u, back, sizeof back) == 0 &&
+                   strcmp(back, ascii) == 0
+               ? 0
+               : -EINVAL;
   if (rc == 0)
     memcpy(out, u, strlen(u) + 1);
   idn2_free(u);

@@ -53,6 +53,7 @@ struct smtp_server {
   int in_mail;
   int mail_utf8;
   int nrcpt;
+  int over_logged;    /* the max_recipients refusal was reported */
   uint64_t mail_size; /* SIZE= of the MAIL command, 0 if none */
 
   /* Bytes the queue can still take (smtp_server_set_room). */
@@ -344,6 +345,7 @@ static void txn_reset(struct smtp_server *s) {
   s->in_mail = 0;
   s->mail_utf8 = 0;
   s->nrcpt = 0;
+  s->over_logged = 0;
 }
 
 /* ---- commands ------------------------------------------------------------ */
@@ -516,7 +518,11 @@ static void cmd_rcpt(struct smtp_server *s, const char *a, size_t n) {
      * long list gets this once per extra recipient (RFC 5321 §4.5.3.1.10).
      */
     reply(s, "452 4.5.3 Error: too many recipients");
-    policy_reject(s, 452, s->b->rcpt.addr, "max_recipients");
+    /* Once per transaction: the client may go on listing recipients
+     * (this is no error toward max_errors), the log need not. */
+    if (!s->over_logged)
+      policy_reject(s, 452, s->b->rcpt.addr, "max_recipients");
+    s->over_logged = 1;
     return;
   }
   if (!s->relay_allowed && !s->authenticated) {

@@ -54,7 +54,7 @@ static const struct row rows[] = {
      3, T0 + 1500000, 0, NULL, OUTCOME_EV_DEFERRED},
     {"tempfail 1 ms before expiry: clamped to the expiry", OUTCOME_TEMPFAIL, 5,
      0, "s@a.example", 0, END + 3599999, "4.2.0", STORE_RCPT_DEFERRED, 6,
-     RECEIVED + 3600, SCHED_RETRY, 6, END + 3600000, 0, NULL,
+     RECEIVED + 3601, SCHED_RETRY, 6, END + 3600000, 0, NULL,
      OUTCOME_EV_DEFERRED},
     {"tempfail at the expiry boundary bounces 4.4.7", OUTCOME_TEMPFAIL, 5, 0,
      "s@a.example", 0, END + 3600000, "4.2.0", STORE_RCPT_BOUNCED, 6, 0,
@@ -551,8 +551,43 @@ static void test_relayed(void) {
   }
 }
 
+/* The last retry is placed at the expiry, which is not a whole second (the
+ * arrival counts from the end of its second): its stored time, read back
+ * by a deadline job or a restart, must not come before it, or the message
+ * gets one attempt too many before it expires (found by a review). */
+static void test_last_retry_not_early(void) {
+  static const uint64_t sched60[] = {60000};
+  struct outcome_policy p6 = {.retry_schedule_ms = sched60,
+                              .n_retry_schedule = 1,
+                              .queue_lifetime_ms = 6000,
+                              .delay_warning_ms = 2000};
+  struct outcome_rcpt in = {.idx = 0,
+                            .addr = "r@b.example",
+                            .state = OUTCOME_TEMPFAIL,
+                            .err = "451 4.2.0 later",
+                            .status = "4.2.0",
+                            .remote = "mx.b.example"};
+  struct outcome_msg m = {
+      .id = "L1", .sender = "s@a.example", .received_at = RECEIVED};
+  struct store_outcome so[1];
+  struct sched_result sr[1];
+  struct dsn_rcpt dr[1];
+  struct outcome_note n[1];
+  struct outcome_out o = {.store = so, .sched = sr, .dsn = dr, .notes = n};
+  outcome_decide(&m, &in, 1, &p6, T0 + 500, &o);
+  CHECK_INT(sr[0].outcome, SCHED_RETRY);
+  CHECK_INT(sr[0].retry_at, END + 6000); /* clamped to the expiry */
+  CHECK(so[0].next_attempt_at * 1000 >= END + 6000);
+  CHECK_INT(n[0].next_at_s, so[0].next_attempt_at);
+  /* The attempt at the stored time expires it (4.4.7), none before. */
+  in.attempts = 1;
+  outcome_decide(&m, &in, 1, &p6, so[0].next_attempt_at * 1000, &o);
+  CHECK_INT(n[0].event, OUTCOME_EV_EXPIRED);
+}
+
 int main(void) {
   test_relay_refusal();
+  test_last_retry_not_early();
   test_relayed();
   for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
     check_row(&rows[i]);

@@ -469,6 +469,7 @@ static void test_idn(void) {
   CHECK_INT(idna_to_utf8("plain.test", out, sizeof out), 0);
   CHECK_STR(out, "plain.test");
   CHECK(idna_to_utf8("xn--.test", out, sizeof out) < 0);
+  CHECK(idna_to_utf8("xn--a.test", out, sizeof out) < 0); /* U+0080 */
   CHECK(idna_to_utf8("xn--bcher-kva.test", out, 5) < 0);
 }
 

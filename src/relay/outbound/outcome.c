@@ -170,12 +170,16 @@ void outcome_decide(const struct outcome_msg *m, const struct outcome_rcpt *r,
                      rc->attempts + 1, sched_arrival_ms(m->received_at),
                      p->queue_lifetime_ms, now_ms, &next_at) != RETRY_EXPIRED) {
         o.state = STORE_RCPT_DEFERRED;
-        o.next_attempt_at = next_at / 1000;
+        /* Whole seconds, rounded up: a time read back from the store (a
+         * deadline job, a restart) is never before next_at, so the last
+         * retry, placed at the expiry, never comes a moment early and
+         * makes one attempt too many. */
+        o.next_attempt_at = (next_at + 999) / 1000;
         sr->outcome = SCHED_RETRY;
         sr->attempts = rc->attempts + 1;
         sr->retry_at = next_at;
         note->event = OUTCOME_EV_DEFERRED;
-        note->next_at_s = next_at / 1000;
+        note->next_at_s = o.next_attempt_at;
         if (warn && dsn_should_delay(m->sender, rc->notify)) {
           if (!out->delay_warned)
             o.set_notices = STORE_NOTICE_DELAY;
