@@ -124,6 +124,11 @@ int dsn_should_delay(const char *sender, unsigned notify) {
   return 1;
 }
 
+int dsn_should_notify_success(const char *sender, unsigned notify) {
+  return sender && *sender && (notify & DSN_NOTIFY_SUCCESS) &&
+         !(notify & DSN_NOTIFY_NEVER);
+}
+
 /* The Status of a delayed recipient: its code when in class 4, else
  * 4.0.0 (a delay is transient by definition, RFC 3464 §2.3.4). */
 static const char *delay_status(const char *st) {

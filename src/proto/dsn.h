@@ -119,6 +119,14 @@ int dsn_should_bounce(const char *sender, unsigned notify);
 int dsn_should_delay(const char *sender, unsigned notify);
 
 /*
+ * 1 when a recipient with these NOTIFY flags, of a message with this
+ * envelope sender, delivered to a next hop that does not offer DSN, gets
+ * a "relayed" notice (RFC 3461 §4.2.2): only when NOTIFY asked for
+ * SUCCESS (it is never the default), never for the null sender.
+ */
+int dsn_should_notify_success(const char *sender, unsigned notify);
+
+/*
  * Formats t (seconds since the epoch) as an RFC 5322 date in UTC,
  * "Tue, 01 Jul 2025 12:00:00 +0000", locale-independent.  out has room
  * for 40.

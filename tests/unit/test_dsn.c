@@ -42,6 +42,18 @@ static void test_should_delay(void) {
   };
   for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
     CHECK_INT(dsn_should_delay(t[i].sender, t[i].notify), t[i].want);
+  /* Success notices only when asked for: never by default. */
+  CHECK_INT(dsn_should_notify_success("a@b", DSN_NOTIFY_SUCCESS), 1);
+  CHECK_INT(
+      dsn_should_notify_success("a@b", DSN_NOTIFY_SUCCESS | DSN_NOTIFY_FAILURE),
+      1);
+  CHECK_INT(dsn_should_notify_success("a@b", 0), 0);
+  CHECK_INT(dsn_should_notify_success("a@b", DSN_NOTIFY_FAILURE), 0);
+  CHECK_INT(
+      dsn_should_notify_success("a@b", DSN_NOTIFY_SUCCESS | DSN_NOTIFY_NEVER),
+      0);
+  CHECK_INT(dsn_should_notify_success("", DSN_NOTIFY_SUCCESS), 0);
+  CHECK_INT(dsn_should_notify_success(NULL, DSN_NOTIFY_SUCCESS), 0);
 }
 
 static void test_date(void) {

@@ -49,6 +49,25 @@ static const char *nz(const char *s) {
   return s && s[0] ? s : NULL;
 }
 
+/* Appends rc's block to the report: its address and ORCPT, the status and
+ * reason noted, where it was tried; last_attempt 0 when there was no
+ * attempt now.  The caller sets the block's kind (delayed, relayed). */
+static struct dsn_rcpt *add_dsn(struct outcome_out *out,
+                                const struct outcome_rcpt *rc,
+                                const struct outcome_note *note,
+                                int64_t last_attempt) {
+  struct dsn_rcpt *d = &out->dsn[out->ndsn++];
+  *d = (struct dsn_rcpt){
+      .addr = rc->addr,
+      .orcpt = rc->orcpt,
+      .status = note->status,
+      .remote_mta = nz(rc->remote),
+      .diag = nz(note->err),
+      .last_attempt = last_attempt,
+  };
+  return d;
+}
+
 /* The enhanced code of a stored reply ("451 4.7.1 try later") in class 4
  * into out, or 4.0.0 when err is no such reply (RFC 3463 §2). */
 static void waiting_status(const char *err, char *out, size_t cap) {
@@ -76,6 +95,8 @@ void outcome_decide(const struct outcome_msg *m, const struct outcome_rcpt *r,
                     size_t n, const struct outcome_policy *p, int64_t now_ms,
                     struct outcome_out *out) {
   int64_t now = now_ms / 1000;
+  /* Will-Retry-Until of a delay warning (RFC 3464 §2.3.9) */
+  int64_t retry_until = m->received_at + (int64_t)(p->queue_lifetime_ms / 1000);
   out->nstore = out->nsched = out->ndsn = 0;
   out->delay_warned = 0;
   /* RFC 3464 delay warning: due once the message is this old, once. */
@@ -146,15 +167,10 @@ void outcome_decide(const struct outcome_msg *m, const struct outcome_rcpt *r,
           out->store[out->nstore++] = o;
         }
         out->delay_warned = 1;
-        out->dsn[out->ndsn++] = (struct dsn_rcpt){
-            .addr = rc->addr,
-            .orcpt = rc->orcpt,
-            .status = note->status,
-            .diag = nz(note->err),
-            .delayed = 1,
-            .will_retry_until =
-                m->received_at + (int64_t)(p->queue_lifetime_ms / 1000),
-        };
+        struct dsn_rcpt *d = add_dsn(out, rc, note, 0);
+        d->remote_mta = NULL; /* no attempt now: no host answered */
+        d->delayed = 1;
+        d->will_retry_until = retry_until;
       }
       continue;
     }
@@ -184,17 +200,9 @@ void outcome_decide(const struct outcome_msg *m, const struct outcome_rcpt *r,
           if (!out->delay_warned)
             o.set_notices = STORE_NOTICE_DELAY;
           out->delay_warned = 1;
-          out->dsn[out->ndsn++] = (struct dsn_rcpt){
-              .addr = rc->addr,
-              .orcpt = rc->orcpt,
-              .status = note->status,
-              .remote_mta = nz(rc->remote),
-              .diag = nz(note->err),
-              .last_attempt = now,
-              .delayed = 1,
-              .will_retry_until =
-                  m->received_at + (int64_t)(p->queue_lifetime_ms / 1000),
-          };
+          struct dsn_rcpt *d = add_dsn(out, rc, note, now);
+          d->delayed = 1;
+          d->will_retry_until = retry_until;
         }
         out->store[out->nstore++] = o;
         continue;
@@ -216,33 +224,22 @@ void outcome_decide(const struct outcome_msg *m, const struct outcome_rcpt *r,
       out->store[out->nstore++] = o;
       /* RFC 3461 §4.2.2: relayed to a system without DSN, the sender who
        * asked NOTIFY=SUCCESS hears it from us (never for <>). */
-      if (rc->relayed_no_dsn && m->sender && m->sender[0] &&
-          (rc->notify & DSN_NOTIFY_SUCCESS) && !(rc->notify & DSN_NOTIFY_NEVER))
-        out->dsn[out->ndsn++] = (struct dsn_rcpt){
-            .addr = rc->addr,
-            .orcpt = rc->orcpt,
-            .status = note->status,
-            .remote_mta = nz(rc->remote),
-            .diag = nz(note->err),
-            .last_attempt = now,
-            .relayed = 1,
-        };
+      if (rc->relayed_no_dsn &&
+          dsn_should_notify_success(m->sender, rc->notify))
+        add_dsn(out, rc, note, now)->relayed = 1;
       continue;
     }
     o.state = STORE_RCPT_BOUNCED;
     if (note->event != OUTCOME_EV_EXPIRED)
       note->event = OUTCOME_EV_BOUNCED;
     out->store[out->nstore++] = o;
-    if (m->sender && dsn_should_bounce(m->sender, rc->notify))
-      out->dsn[out->ndsn++] = (struct dsn_rcpt){
-          .addr = rc->addr,
-          .orcpt = rc->orcpt,
-          .status = note->status[0] ? note->status : "5.0.0",
-          .remote_mta = nz(rc->remote),
-          .diag = nz(note->err),
-          /* no attempt now for a deadline job's recipient */
-          .last_attempt = rc->state == OUTCOME_WAITING ? 0 : now,
-      };
+    if (m->sender && dsn_should_bounce(m->sender, rc->notify)) {
+      /* no attempt now for a deadline job's recipient */
+      struct dsn_rcpt *d =
+          add_dsn(out, rc, note, rc->state == OUTCOME_WAITING ? 0 : now);
+      if (!note->status[0])
+        d->status = "5.0.0";
+    }
   }
 }
 
