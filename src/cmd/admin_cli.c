@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cmd/help.h"
 #include "config.h"
 #include "proto/qfilter.h"
 #include "proto/routes.h"
@@ -470,34 +471,11 @@ static int filter_words(const struct cli *cli, char *out, size_t n) {
   return 0;
 }
 
-/* The usage of one command, on one line. */
-static const char *usage_of(const char *cmd) {
-  static const struct {
-    const char *cmd, *usage;
-  } u[] = {
-      {"status", "mailhop status [-s SOCKET] [--json]"},
-      {"pause", "mailhop pause [-s SOCKET]"},
-      {"resume", "mailhop resume [-s SOCKET]"},
-      {"tlsrpt", "mailhop tlsrpt [-s SOCKET] [--json]"},
-      {"suspend", "mailhop suspend DESTINATION [--for DURATION]"},
-      {"unsuspend", "mailhop unsuspend DESTINATION"},
-      {"drain", "mailhop drain [--to [HOST]:PORT] [--timeout DURATION] | "
-                "mailhop drain --cancel"},
-      {"queue", "mailhop queue [list] [FILTER]... | queue show|delete|hold|"
-                "release ID | queue flush [ID] | queue delete|hold|release|"
-                "flush FILTER... (FILTER: --domain D, --sender "
-                "ADDR|@DOMAIN|<>, --state queued|deferred|held, "
-                "--older-than DURATION, --all)"},
-  };
-  for (size_t i = 0; i < sizeof u / sizeof u[0]; i++)
-    if (!strcmp(cmd, u[i].cmd))
-      return u[i].usage;
-  return "mailhop --help";
-}
-
 /* Bad usage without a more precise message: the command's usage line. */
 static int bad_usage(const char *cmd) {
-  fprintf(stderr, "mailhop: usage: %s\n", usage_of(cmd));
+  char line[200];
+  help_usage_line(cmd, line, sizeof line);
+  fprintf(stderr, "mailhop: %s (see mailhop %s --help)\n", line, cmd);
   return -1;
 }
 
