@@ -26,6 +26,20 @@ int store_db_max_id(struct store_db *st, char out[STORE_ID_SIZE]) {
   return rc == SQLITE_ROW ? 0 : -EIO;
 }
 
+/* Room for one more element in *arr (n used of *cap, elem bytes each),
+ * doubling from 8.  0, or -ENOMEM with *arr unchanged. */
+static int grow(void *arr, size_t n, size_t *cap, size_t elem) {
+  if (n < *cap)
+    return 0;
+  size_t ncap = *cap ? *cap * 2 : 8;
+  void *a = realloc(*(void **)arr, ncap * elem);
+  if (!a)
+    return -ENOMEM;
+  *(void **)arr = a;
+  *cap = ncap;
+  return 0;
+}
+
 static int susp_cmp(const void *a, const void *b) {
   return strcmp(((const struct store_suspension *)a)->dest,
                 ((const struct store_suspension *)b)->dest);
@@ -46,16 +60,8 @@ int store_db_suspensions(struct store_db *st, struct store_suspension **out,
     const unsigned char *d = sqlite3_column_text(s, 0);
     if (!d)
       continue;
-    if (*n == cap) {
-      size_t ncap = cap ? cap * 2 : 8;
-      struct store_suspension *a = realloc(*out, ncap * sizeof *a);
-      if (!a) {
-        r = -ENOMEM;
-        break;
-      }
-      *out = a;
-      cap = ncap;
-    }
+    if ((r = grow(out, *n, &cap, sizeof **out)) < 0)
+      break;
     snprintf((*out)[*n].dest, sizeof(*out)[*n].dest, "%s", (const char *)d);
     (*out)[*n].until = sqlite3_column_int64(s, 1);
     (*n)++;
@@ -102,16 +108,8 @@ int store_db_trust(struct store_db *st, struct store_sts_row **sts,
     int plen = sqlite3_column_bytes(s, 4);
     if (!d || !id || !pol || plen < 0)
       continue;
-    if (*nsts == cap) {
-      size_t ncap = cap ? cap * 2 : 8;
-      struct store_sts_row *a = realloc(*sts, ncap * sizeof *a);
-      if (!a) {
-        r = -ENOMEM;
-        break;
-      }
-      *sts = a;
-      cap = ncap;
-    }
+    if ((r = grow(sts, *nsts, &cap, sizeof **sts)) < 0)
+      break;
     struct store_sts_row *row = &(*sts)[*nsts];
     row->policy = malloc((size_t)plen + 1);
     if (!row->policy) {
@@ -142,16 +140,8 @@ int store_db_trust(struct store_db *st, struct store_sts_row **sts,
       const unsigned char *res = sqlite3_column_text(s, 2);
       if (!d || !p || !res)
         continue;
-      if (*nrpt == cap) {
-        size_t ncap = cap ? cap * 2 : 16;
-        struct store_rpt_row *a = realloc(*rpt, ncap * sizeof *a);
-        if (!a) {
-          r = -ENOMEM;
-          break;
-        }
-        *rpt = a;
-        cap = ncap;
-      }
+      if ((r = grow(rpt, *nrpt, &cap, sizeof **rpt)) < 0)
+        break;
       struct store_rpt_row *row = &(*rpt)[*nrpt];
       snprintf(row->domain, sizeof row->domain, "%s", (const char *)d);
       snprintf(row->policy, sizeof row->policy, "%s", (const char *)p);
